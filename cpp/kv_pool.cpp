@@ -1,0 +1,79 @@
+// KVPool: allocation by budget and slot writes.
+#include "kv_pool.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "config.h"
+
+namespace modelbench {
+
+void KVCacheSpec::validate() const {
+  auto check = [](int value, const char* name) {
+    if (value < 1) throw InvalidArgument(std::string(name) + " must be >= 1, got " + std::to_string(value));
+  };
+  check(num_layers, "num_layers");
+  check(num_kv_heads, "num_kv_heads");
+  check(head_dim, "head_dim");
+  check(block_size, "block_size");
+}
+
+int64_t KVCacheSpec::bytes_per_block() const {
+  return 2LL * num_layers * block_size * num_kv_heads * head_dim *
+         static_cast<int64_t>(c10::elementSize(dtype));
+}
+
+int num_blocks_for_memory(const KVCacheSpec& spec, int64_t bytes) {
+  spec.validate();
+  if (bytes < 0) throw InvalidArgument("KV cache memory must be >= 0 bytes, got " + std::to_string(bytes));
+  const int64_t n = bytes / spec.bytes_per_block();
+  return static_cast<int>(std::min<int64_t>(n, 1 << 30));
+}
+
+int64_t available_host_memory_bytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string line;
+  while (std::getline(meminfo, line)) {
+    if (line.rfind("MemAvailable:", 0) == 0) {
+      std::istringstream fields(line.substr(13));
+      int64_t kib = 0;
+      fields >> kib;
+      return kib * 1024;
+    }
+  }
+  // No /proc (not Linux): fall back to free physical pages.
+  return static_cast<int64_t>(sysconf(_SC_AVPHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+}
+
+KVPool::KVPool(const KVCacheSpec& spec, int num_blocks) : spec_(spec), num_blocks_(num_blocks) {
+  spec_.validate();
+  if (num_blocks < 1) throw InvalidArgument("num_blocks must be >= 1, got " + std::to_string(num_blocks));
+  const auto options = torch::TensorOptions().dtype(spec_.dtype).device(spec_.device);
+  keys_.reserve(spec_.num_layers);
+  values_.reserve(spec_.num_layers);
+  for (int layer = 0; layer < spec_.num_layers; ++layer) {
+    keys_.push_back(torch::zeros({num_blocks, spec_.block_size, spec_.num_kv_heads, spec_.head_dim}, options));
+    values_.push_back(torch::zeros({num_blocks, spec_.block_size, spec_.num_kv_heads, spec_.head_dim}, options));
+  }
+}
+
+void KVPool::write(int layer, const torch::Tensor& slot_mapping, const torch::Tensor& key,
+                   const torch::Tensor& value) {
+  TORCH_CHECK(slot_mapping.dim() == 1 && slot_mapping.scalar_type() == torch::kLong,
+              "slot_mapping must be a 1-D int64 tensor");
+  const int64_t num_tokens = slot_mapping.size(0);
+  const std::vector<int64_t> row_shape{num_tokens, spec_.num_kv_heads, spec_.head_dim};
+  TORCH_CHECK(key.sizes() == row_shape && value.sizes() == row_shape,
+              "key and value must be [", num_tokens, ", ", spec_.num_kv_heads, ", ", spec_.head_dim,
+              "], got ", key.sizes(), " and ", value.sizes());
+  // [num_blocks * block_size, num_kv_heads, head_dim] views share the pool's memory.
+  auto k_rows = keys_.at(layer).view({-1, spec_.num_kv_heads, spec_.head_dim});
+  auto v_rows = values_.at(layer).view({-1, spec_.num_kv_heads, spec_.head_dim});
+  k_rows.index_copy_(0, slot_mapping, key.to(spec_.dtype));
+  v_rows.index_copy_(0, slot_mapping, value.to(spec_.dtype));
+}
+
+}  // namespace modelbench

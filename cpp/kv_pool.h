@@ -1,0 +1,57 @@
+// KV storage: preallocated K and V pools per layer, each
+// [num_blocks, block_size, num_kv_heads, head_dim]; token slot
+// s = block_id * block_size + offset lives at pool.view({-1, H, D})[s].
+// Sized from a memory budget in bytes.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace modelbench {
+
+struct KVCacheSpec {
+  int num_layers = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 16;
+  torch::ScalarType dtype = torch::kFloat32;
+  torch::Device device = torch::kCPU;
+
+  void validate() const;
+  // K and V of one block across all layers.
+  int64_t bytes_per_block() const;
+};
+
+// Blocks that fit in `bytes` (at least 0).
+int num_blocks_for_memory(const KVCacheSpec& spec, int64_t bytes);
+
+// Memory the OS reports as available for new allocations (MemAvailable).
+int64_t available_host_memory_bytes();
+
+class KVPool {
+ public:
+  KVPool(const KVCacheSpec& spec, int num_blocks);
+
+  const KVCacheSpec& spec() const { return spec_; }
+  int num_blocks() const { return num_blocks_; }
+  int64_t num_bytes() const { return spec_.bytes_per_block() * num_blocks_; }
+
+  // [num_blocks, block_size, num_kv_heads, head_dim]
+  const torch::Tensor& key(int layer) const { return keys_.at(layer); }
+  const torch::Tensor& value(int layer) const { return values_.at(layer); }
+
+  // Write new K/V rows into their slots.
+  // slot_mapping: [num_tokens] int64; key, value: [num_tokens, num_kv_heads, head_dim].
+  void write(int layer, const torch::Tensor& slot_mapping, const torch::Tensor& key,
+             const torch::Tensor& value);
+
+ private:
+  KVCacheSpec spec_;
+  int num_blocks_;
+  std::vector<torch::Tensor> keys_;
+  std::vector<torch::Tensor> values_;
+};
+
+}  // namespace modelbench
