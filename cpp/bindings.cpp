@@ -65,6 +65,9 @@ std::string dtype_name(torch::ScalarType dtype) {
 
 }  // namespace
 
+void bind_model(py::module_& m);
+void bind_sampler(py::module_& m);
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "modelbench's C++ engine core: paged KV cache, continuous-batching scheduler, engine loop.";
 
@@ -138,9 +141,19 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<>())
       .def("execute_model", &ModelRunner::execute_model, py::arg("scheduler_output"));
 
+  py::class_<TokenLogprob>(m, "TokenLogprob")
+      .def_readonly("token_id", &TokenLogprob::token_id)
+      .def_readonly("logprob", &TokenLogprob::logprob)
+      .def_readonly("rank", &TokenLogprob::rank);
+  py::class_<PositionLogprobs>(m, "PositionLogprobs", "The token at a position and the top alternatives.")
+      .def_readonly("chosen", &PositionLogprobs::chosen)
+      .def_readonly("top", &PositionLogprobs::top);
+
   py::class_<RequestOutput>(m, "RequestOutput", "A request's progress after one step.")
       .def_readonly("request_id", &RequestOutput::request_id)
       .def_readonly("new_token_ids", &RequestOutput::new_token_ids)
+      .def_readonly("logprobs", &RequestOutput::logprobs)
+      .def_readonly("prompt_logprobs", &RequestOutput::prompt_logprobs)
       .def_readonly("finished", &RequestOutput::finished)
       .def_property_readonly("finish_reason", [](const RequestOutput& o) -> py::object {
         if (o.finish_reason == FinishReason::kNone) return py::none();
@@ -241,4 +254,8 @@ PYBIND11_MODULE(_core, m) {
       .def("value", &KVPool::value, py::arg("layer"))
       .def("write", &KVPool::write, py::arg("layer"), py::arg("slot_mapping"), py::arg("key"),
            py::arg("value"), "Write [num_tokens, num_kv_heads, head_dim] rows into their slots.");
+
+  // Parts bound in their own files, after the types they build on.
+  bind_sampler(m);
+  bind_model(m);
 }

@@ -89,7 +89,11 @@ SchedulerOutput Scheduler::schedule() {
   while (!preempted && !waiting_.empty() && token_budget > 0 &&
          static_cast<int>(running_.size()) < config_.max_num_seqs) {
     Sequence* seq = waiting_.front();
-    const ComputedBlocks computed = kv_cache_manager_.get_computed_blocks(*seq);
+    // Prompt logprobs need logits at every prompt position, so such a
+    // request computes its whole prompt instead of reusing cached blocks.
+    const ComputedBlocks computed = seq->params().prompt_logprobs >= 0
+                                        ? ComputedBlocks{}
+                                        : kv_cache_manager_.get_computed_blocks(*seq);
     int num_new = seq->num_tokens() - computed.num_computed_tokens;
     if (num_new > token_budget) {
       if (!config_.enable_chunked_prefill) break;
@@ -164,8 +168,25 @@ std::vector<RequestOutput> Scheduler::update_from_output(const SchedulerOutput& 
   std::vector<Sequence*> finished;
   for (size_t i = 0; i < scheduled.size(); ++i) {
     Sequence* seq = const_cast<Sequence*>(scheduled[i].seq);
+    std::vector<PositionLogprobs> prompt_logprobs;
+    if (i < runner_output.prompt_logprobs.size()) {
+      // Entries cover positions starting at num_computed_tokens; drop any
+      // that an earlier computation of this prompt already delivered.
+      const auto& entries = runner_output.prompt_logprobs[i];
+      const int first = scheduled[i].num_computed_tokens;
+      const int skip = std::clamp(seq->num_prompt_logprobs_sent - first, 0, static_cast<int>(entries.size()));
+      prompt_logprobs.assign(entries.begin() + skip, entries.end());
+      seq->num_prompt_logprobs_sent =
+          std::max(seq->num_prompt_logprobs_sent, first + static_cast<int>(entries.size()));
+    }
     seq->num_computed_tokens += scheduled[i].num_scheduled_tokens;
-    if (!scheduled[i].needs_sample) continue;
+    if (!scheduled[i].needs_sample) {
+      if (!prompt_logprobs.empty()) {
+        outputs.push_back(make_output(*seq, {}));
+        outputs.back().prompt_logprobs = std::move(prompt_logprobs);
+      }
+      continue;
+    }
     const int32_t token = runner_output.sampled_token_ids[i];
     if (token < 0)
       throw std::logic_error("runner gave no token for " + seq->request_id() + ", which needed one");
@@ -176,6 +197,8 @@ std::vector<RequestOutput> Scheduler::update_from_output(const SchedulerOutput& 
       finished.push_back(seq);
     }
     outputs.push_back(make_output(*seq, {token}));
+    if (i < runner_output.logprobs.size()) outputs.back().logprobs = runner_output.logprobs[i];
+    outputs.back().prompt_logprobs = std::move(prompt_logprobs);
   }
   if (!finished.empty()) {
     running_.erase(std::remove_if(running_.begin(), running_.end(),

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "logprobs.h"
 #include "sequence.h"
 
 namespace modelbench {
@@ -37,6 +38,13 @@ struct RunnerOutput {
   // One entry per ScheduledSequence, in order: the sampled token id, or -1
   // where needs_sample was false.
   std::vector<int32_t> sampled_token_ids;
+  // Empty, or one entry per ScheduledSequence: the sampled token's logprobs
+  // where params.logprobs >= 0 and a token was sampled (else empty).
+  std::vector<std::vector<PositionLogprobs>> logprobs;
+  // Empty, or one entry per ScheduledSequence where params.prompt_logprobs
+  // >= 0: for each prompt position p computed this step with p + 1 <
+  // num_prompt_tokens, the logprobs of prompt token p + 1.
+  std::vector<std::vector<PositionLogprobs>> prompt_logprobs;
 };
 
 }  // namespace modelbench

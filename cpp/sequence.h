@@ -59,6 +59,9 @@ class Sequence {
   int num_computed_tokens = 0;
   // Prompt tokens found in the prefix cache at the last admission.
   int num_cached_tokens = 0;
+  // Prompt positions whose logprobs were delivered (a recompute after
+  // preemption must not deliver them twice).
+  int num_prompt_logprobs_sent = 0;
   // Times this sequence lost its blocks to preemption and was recomputed.
   int num_preemptions = 0;
   // Block ids in logical order: token i lives in block_table[i / block_size].

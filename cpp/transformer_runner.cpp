@@ -1,0 +1,1 @@
+// placeholder until the transformer_runner lands
