@@ -51,7 +51,14 @@ void Scheduler::preempt(Sequence* seq) {
   insert_waiting(seq);
 }
 
+void Scheduler::retire(const std::string& request_id) {
+  auto it = requests_.find(request_id);
+  retired_.push_back(std::move(it->second));
+  requests_.erase(it);
+}
+
 SchedulerOutput Scheduler::schedule() {
+  retired_.clear();  // the last step's outputs no longer point at them
   SchedulerOutput out;
   int token_budget = config_.max_num_batched_tokens;
   bool preempted = false;
@@ -204,7 +211,7 @@ std::vector<RequestOutput> Scheduler::update_from_output(const SchedulerOutput& 
     running_.erase(std::remove_if(running_.begin(), running_.end(),
                                   [](const Sequence* s) { return s->is_finished(); }),
                    running_.end());
-    for (Sequence* seq : finished) requests_.erase(seq->request_id());
+    for (Sequence* seq : finished) retire(seq->request_id());
   }
   return outputs;
 }
@@ -220,7 +227,7 @@ std::optional<RequestOutput> Scheduler::abort_request(const std::string& request
   }
   finish(seq, FinishReason::kAbort);
   RequestOutput out = make_output(*seq, {});
-  requests_.erase(it);
+  retire(request_id);
   return out;
 }
 

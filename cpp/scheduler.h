@@ -58,11 +58,15 @@ class Scheduler {
   std::optional<FinishReason> check_stop(const Sequence& seq) const;
   RequestOutput make_output(const Sequence& seq, std::vector<int32_t> new_token_ids) const;
   void finish(Sequence* seq, FinishReason reason);
+  // Forget a finished request, keeping its Sequence alive until the next
+  // schedule() so that the last SchedulerOutput stays valid.
+  void retire(const std::string& request_id);
 
   SchedulerConfig config_;
   int eos_token_id_;
   KVCacheManager kv_cache_manager_;
   std::unordered_map<std::string, std::unique_ptr<Sequence>> requests_;
+  std::vector<std::unique_ptr<Sequence>> retired_;
   // Both ordered by (priority, arrival_index): the back of running_ is the
   // preemption victim, the front of waiting_ is admitted next.
   std::deque<Sequence*> waiting_;
