@@ -1,1 +1,253 @@
-// placeholder until the attention lands
+// Paged attention kernels: the CPU Eigen kernel that reads K/V blocks in
+// place, and the ATen reference path used on other devices and by tests.
+#include "attention.h"
+
+// at::parallel_for owns the threads; Eigen must not start its own inside it.
+#define EIGEN_DONT_PARALLELIZE
+#include <ATen/Parallel.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace modelbench {
+namespace {
+
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstRowMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
+
+// Queries per work item: enough rows for Eigen's GEMM to pay off, small
+// enough that one long prefill still splits across threads.
+constexpr int64_t kQueryChunk = 32;
+
+void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
+                  const torch::Tensor& value_pool, const AttentionMetadata& metadata) {
+  TORCH_CHECK(query.dim() == 3, "query must be [num_tokens, num_heads, head_dim], got ", query.sizes());
+  TORCH_CHECK(key_pool.dim() == 4 && key_pool.sizes() == value_pool.sizes(),
+              "key and value pools must both be [num_blocks, block_size, num_kv_heads, head_dim], got ",
+              key_pool.sizes(), " and ", value_pool.sizes());
+  TORCH_CHECK(query.size(2) == key_pool.size(3), "query head_dim ", query.size(2),
+              " differs from the pool's ", key_pool.size(3));
+  TORCH_CHECK(query.size(1) % key_pool.size(2) == 0, "num_heads ", query.size(1),
+              " is not a multiple of num_kv_heads ", key_pool.size(2));
+  TORCH_CHECK(query.scalar_type() == key_pool.scalar_type() &&
+                  query.scalar_type() == value_pool.scalar_type(),
+              "query, key and value pools must share a dtype, got ", query.scalar_type(), ", ",
+              key_pool.scalar_type(), ", ", value_pool.scalar_type());
+  const auto& m = metadata;
+  TORCH_CHECK(m.context_lens.dim() == 1 && m.context_lens.scalar_type() == torch::kLong &&
+                  m.context_lens.device().is_cpu(),
+              "context_lens must be a 1-D int64 CPU tensor");
+  TORCH_CHECK(m.query_start_loc.dim() == 1 && m.query_start_loc.scalar_type() == torch::kLong &&
+                  m.query_start_loc.device().is_cpu() && m.query_start_loc.size(0) == m.num_seqs() + 1,
+              "query_start_loc must be a [num_seqs + 1] int64 CPU tensor");
+  TORCH_CHECK(m.block_tables.dim() == 2 && m.block_tables.scalar_type() == torch::kInt &&
+                  m.block_tables.device().is_cpu() && m.block_tables.size(0) == m.num_seqs(),
+              "block_tables must be a [num_seqs, max_blocks] int32 CPU tensor");
+  TORCH_CHECK(m.query_start_loc[m.num_seqs()].item<int64_t>() == query.size(0),
+              "query_start_loc ends at ", m.query_start_loc[m.num_seqs()].item<int64_t>(),
+              " but there are ", query.size(0), " queries");
+}
+
+// One block's rows for one KV head as fp32: the pool's own memory for
+// float32 pools, a converted copy in `scratch` ([num_rows, head_dim]) otherwise.
+template <typename scalar_t>
+ConstRowMap block_rows(const scalar_t* src, int64_t num_rows, int64_t head_dim, int64_t row_stride,
+                       float* scratch) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return ConstRowMap(src, num_rows, head_dim, Eigen::OuterStride<>(row_stride));
+  } else {
+    for (int64_t r = 0; r < num_rows; ++r)
+      for (int64_t d = 0; d < head_dim; ++d)
+        scratch[r * head_dim + d] = static_cast<float>(src[r * row_stride + d]);
+    return ConstRowMap(scratch, num_rows, head_dim, Eigen::OuterStride<>(head_dim));
+  }
+}
+
+struct WorkItem {
+  int64_t seq;
+  int64_t kv_head;
+  int64_t query_begin;  // query index within the sequence
+  int64_t query_end;
+};
+
+template <typename scalar_t>
+void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
+                    const torch::Tensor& value_pool, const AttentionMetadata& metadata, float scale,
+                    int64_t sliding_window, torch::Tensor& out) {
+  const int64_t num_heads = query.size(1);
+  const int64_t head_dim = query.size(2);
+  const int64_t block_size = key_pool.size(1);
+  const int64_t num_kv_heads = key_pool.size(2);
+  const int64_t group = num_heads / num_kv_heads;
+  const int64_t kv_row_stride = num_kv_heads * head_dim;  // between positions of a block
+  const int64_t kv_block_stride = block_size * kv_row_stride;
+  const int64_t max_blocks = metadata.block_tables.size(1);
+  const int64_t* query_start = metadata.query_start_loc.data_ptr<int64_t>();
+  const int64_t* context_lens = metadata.context_lens.data_ptr<int64_t>();
+  const int32_t* block_tables = metadata.block_tables.data_ptr<int32_t>();
+  const scalar_t* q_data = query.data_ptr<scalar_t>();      // [num_tokens, num_heads, head_dim]
+  const scalar_t* k_data = key_pool.data_ptr<scalar_t>();   // [num_blocks, block_size, num_kv_heads, head_dim]
+  const scalar_t* v_data = value_pool.data_ptr<scalar_t>();
+  scalar_t* out_data = out.data_ptr<scalar_t>();            // [num_tokens, num_heads, head_dim]
+
+  // The query heads of one KV head share every K/V block read, so a work
+  // item takes a whole group and a chunk of queries.
+  std::vector<WorkItem> items;
+  for (int64_t s = 0; s < metadata.num_seqs(); ++s) {
+    const int64_t num_queries = query_start[s + 1] - query_start[s];
+    for (int64_t kv_head = 0; kv_head < num_kv_heads; ++kv_head)
+      for (int64_t q0 = 0; q0 < num_queries; q0 += kQueryChunk)
+        items.push_back({s, kv_head, q0, std::min(q0 + kQueryChunk, num_queries)});
+  }
+
+  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+    RowMatrix q_rows;       // [rows, head_dim]: row i * group + j is query i, head kv_head * group + j
+    RowMatrix scores;       // [rows, block_size], then the block's unnormalised probabilities
+    RowMatrix acc;          // [rows, head_dim]: sum of probabilities times values
+    Eigen::VectorXf row_max, row_sum;  // [rows]: online softmax running max and denominator
+    std::vector<float> k_scratch(block_size * head_dim), v_scratch(block_size * head_dim);
+    for (int64_t w = begin; w < end; ++w) {
+      const WorkItem& item = items[w];
+      const int64_t s = item.seq;
+      const int64_t num_queries = item.query_end - item.query_begin;
+      const int64_t rows = num_queries * group;
+      // The sequence's queries are its last positions.
+      const int64_t first_pos =
+          context_lens[s] - (query_start[s + 1] - query_start[s]) + item.query_begin;
+      const int64_t last_pos = first_pos + num_queries - 1;
+      const int64_t first_token = query_start[s] + item.query_begin;
+
+      q_rows.resize(rows, head_dim);
+      for (int64_t i = 0; i < num_queries; ++i)
+        for (int64_t j = 0; j < group; ++j) {
+          const scalar_t* src = q_data + ((first_token + i) * num_heads + item.kv_head * group + j) * head_dim;
+          for (int64_t d = 0; d < head_dim; ++d) q_rows(i * group + j, d) = static_cast<float>(src[d]) * scale;
+        }
+      scores.resize(rows, block_size);
+      acc.setZero(rows, head_dim);
+      row_max.setConstant(rows, -std::numeric_limits<float>::infinity());
+      row_sum.setZero(rows);
+
+      const int64_t key_begin = sliding_window > 0 ? std::max<int64_t>(0, first_pos - sliding_window + 1) : 0;
+      const int32_t* table = block_tables + s * max_blocks;
+      for (int64_t b = key_begin / block_size; b * block_size <= last_pos; ++b) {
+        const int64_t k0 = b * block_size;  // position of the block's first row
+        const int64_t nb = std::min(block_size, last_pos + 1 - k0);
+        const int64_t offset = table[b] * kv_block_stride + item.kv_head * head_dim;
+        const ConstRowMap keys = block_rows(k_data + offset, nb, head_dim, kv_row_stride, k_scratch.data());
+        const ConstRowMap values = block_rows(v_data + offset, nb, head_dim, kv_row_stride, v_scratch.data());
+        auto block_scores = scores.leftCols(nb);  // [rows, nb]
+        block_scores.noalias() = q_rows * keys.transpose();
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t pos = first_pos + r / group;
+          const int64_t lo = sliding_window > 0 ? pos - sliding_window + 1 : 0;
+          const int64_t j_begin = std::max<int64_t>(0, lo - k0);
+          const int64_t j_end = std::min<int64_t>(nb, pos - k0 + 1);  // causal: keys up to pos
+          float* srow = scores.row(r).data();
+          if (j_begin >= j_end) {
+            std::fill(srow, srow + nb, 0.0f);
+            continue;
+          }
+          float block_max = srow[j_begin];
+          for (int64_t j = j_begin + 1; j < j_end; ++j) block_max = std::max(block_max, srow[j]);
+          const float new_max = std::max(row_max[r], block_max);
+          const float alpha = std::exp(row_max[r] - new_max);  // 0 on the first block (max was -inf)
+          float sum = 0.0f;
+          for (int64_t j = 0; j < nb; ++j) {
+            const bool visible = j >= j_begin && j < j_end;
+            srow[j] = visible ? std::exp(srow[j] - new_max) : 0.0f;
+            sum += srow[j];
+          }
+          row_sum[r] = row_sum[r] * alpha + sum;
+          acc.row(r) *= alpha;
+          row_max[r] = new_max;
+        }
+        acc.noalias() += block_scores * values;
+      }
+
+      for (int64_t i = 0; i < num_queries; ++i)
+        for (int64_t j = 0; j < group; ++j) {
+          const int64_t r = i * group + j;
+          const float inv_sum = 1.0f / row_sum[r];  // > 0: a query always sees its own position
+          scalar_t* dst = out_data + ((first_token + i) * num_heads + item.kv_head * group + j) * head_dim;
+          for (int64_t d = 0; d < head_dim; ++d) dst[d] = static_cast<scalar_t>(acc(r, d) * inv_sum);
+        }
+    }
+  });
+}
+
+}  // namespace
+
+torch::Tensor paged_attention(const torch::Tensor& query, const torch::Tensor& key_pool,
+                              const torch::Tensor& value_pool, const AttentionMetadata& metadata,
+                              double scale, int64_t sliding_window) {
+  if (query.device().is_cpu())
+    return paged_attention_cpu(query, key_pool, value_pool, metadata, scale, sliding_window);
+  return paged_attention_reference(query, key_pool, value_pool, metadata, scale, sliding_window);
+}
+
+torch::Tensor paged_attention_cpu(const torch::Tensor& query, const torch::Tensor& key_pool,
+                                  const torch::Tensor& value_pool, const AttentionMetadata& metadata,
+                                  double scale, int64_t sliding_window) {
+  check_inputs(query, key_pool, value_pool, metadata);
+  TORCH_CHECK(query.device().is_cpu() && key_pool.device().is_cpu() && value_pool.device().is_cpu(),
+              "paged_attention_cpu needs CPU tensors");
+  TORCH_CHECK(key_pool.is_contiguous() && value_pool.is_contiguous(), "KV pools must be contiguous");
+  const torch::Tensor q = query.contiguous();
+  const torch::Tensor tables = metadata.block_tables.contiguous();
+  AttentionMetadata m{metadata.query_start_loc.contiguous(), metadata.context_lens.contiguous(), tables};
+  torch::Tensor out = torch::empty_like(q);  // [num_tokens, num_heads, head_dim]
+  const float s = static_cast<float>(scale);
+  switch (q.scalar_type()) {
+    case torch::kFloat32: run_cpu_kernel<float>(q, key_pool, value_pool, m, s, sliding_window, out); break;
+    case torch::kBFloat16: run_cpu_kernel<c10::BFloat16>(q, key_pool, value_pool, m, s, sliding_window, out); break;
+    case torch::kHalf: run_cpu_kernel<c10::Half>(q, key_pool, value_pool, m, s, sliding_window, out); break;
+    default: TORCH_CHECK(false, "paged_attention_cpu supports float32, bfloat16 and float16, got ", q.scalar_type());
+  }
+  return out;
+}
+
+torch::Tensor paged_attention_reference(const torch::Tensor& query, const torch::Tensor& key_pool,
+                                        const torch::Tensor& value_pool,
+                                        const AttentionMetadata& metadata, double scale,
+                                        int64_t sliding_window) {
+  check_inputs(query, key_pool, value_pool, metadata);
+  const int64_t num_kv_heads = key_pool.size(2);
+  const int64_t head_dim = key_pool.size(3);
+  const int64_t block_size = key_pool.size(1);
+  const int64_t group = query.size(1) / num_kv_heads;
+  const auto key_rows = key_pool.reshape({-1, num_kv_heads, head_dim});    // [num_slots, num_kv_heads, head_dim]
+  const auto value_rows = value_pool.reshape({-1, num_kv_heads, head_dim});
+  const auto long_cpu = torch::TensorOptions().dtype(torch::kLong);
+  const auto long_dev = long_cpu.device(query.device());
+  torch::Tensor out = torch::empty_like(query);  // [num_tokens, num_heads, head_dim]
+  for (int64_t s = 0; s < metadata.num_seqs(); ++s) {
+    const int64_t start = metadata.query_start_loc[s].item<int64_t>();
+    const int64_t num_queries = metadata.query_start_loc[s + 1].item<int64_t>() - start;
+    const int64_t context_len = metadata.context_lens[s].item<int64_t>();
+    if (num_queries == 0) continue;
+    // Slot of every position: block_tables[s][p / block_size] * block_size + p % block_size.
+    const auto positions = torch::arange(context_len, long_cpu);  // [context_len]
+    const auto blocks = metadata.block_tables[s].to(torch::kLong).index_select(0, positions.div(block_size, "floor"));
+    const auto slots = (blocks * block_size + positions.remainder(block_size)).to(query.device());
+    // [context_len, num_heads, head_dim]: each KV head repeated for its query heads.
+    const auto keys = key_rows.index_select(0, slots).to(torch::kFloat32).repeat_interleave(group, 1);
+    const auto values = value_rows.index_select(0, slots).to(torch::kFloat32).repeat_interleave(group, 1);
+    const auto q = query.narrow(0, start, num_queries).to(torch::kFloat32);  // [num_queries, num_heads, head_dim]
+    auto scores = torch::einsum("qhd,khd->hqk", {q, keys}) * scale;          // [num_heads, num_queries, context_len]
+    const auto query_pos = torch::arange(context_len - num_queries, context_len, long_dev).unsqueeze(1);
+    const auto key_pos = torch::arange(context_len, long_dev).unsqueeze(0);
+    auto hidden = key_pos > query_pos;  // [num_queries, context_len]
+    if (sliding_window > 0) hidden = hidden.logical_or(key_pos <= query_pos - sliding_window);
+    scores.masked_fill_(hidden, -std::numeric_limits<float>::infinity());
+    const auto probs = torch::softmax(scores, -1);
+    out.narrow(0, start, num_queries).copy_(torch::einsum("hqk,khd->qhd", {probs, values}));
+  }
+  return out;
+}
+
+}  // namespace modelbench

@@ -46,8 +46,8 @@ class Engine {
   void add_request(const std::string& request_id, std::vector<int32_t> prompt_token_ids,
                    SamplingParams params, int priority = 0);
   // Ends a request at the next step boundary, freeing its blocks; it
-  // reports finish reason "abort". Returns false, doing nothing, when no
-  // unfinished request has this id.
+  // reports finish reason "abort" (unless that step finished it first).
+  // Returns false, doing nothing, when no unfinished request has this id.
   bool abort(const std::string& request_id);
 
   // One step by hand (not while the loop runs). Returns this step's outputs.

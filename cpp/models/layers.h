@@ -1,0 +1,129 @@
+// Layers shared by every architecture: checked weight loading (with fused
+// projections), linear, RMSNorm, LayerNorm, rotary embedding (default,
+// linear and llama3 scaling), the SwiGLU and GELU-tanh MLPs, and the
+// attention block that writes K/V into the paged pool and attends over it.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/model.h"
+
+namespace modelbench {
+
+// Hands out checkpoint tensors by Hugging Face name, checked against the
+// shape the model expects and converted to the model's dtype and device.
+// A tensor already in that dtype and device is shared, not copied.
+class WeightLoader {
+ public:
+  WeightLoader(const WeightMap& weights, torch::ScalarType dtype, torch::Device device);
+
+  // Throws InvalidArgument naming the tensor when it is missing or when its
+  // shape is not `shape` (both shapes in the message).
+  torch::Tensor get(const std::string& name, std::vector<int64_t> shape) const;
+  bool contains(const std::string& name) const { return weights_.count(name) > 0; }
+  torch::ScalarType dtype() const { return dtype_; }
+  torch::Device device() const { return device_; }
+
+ private:
+  const WeightMap& weights_;
+  torch::ScalarType dtype_;
+  torch::Device device_;
+};
+
+struct Linear {
+  torch::Tensor weight;  // [out_features, in_features]
+  torch::Tensor bias;    // [out_features], or undefined
+
+  // [num_tokens, in_features] -> [num_tokens, out_features]
+  torch::Tensor operator()(const torch::Tensor& x) const;
+};
+
+// Several checkpoint linears over the same input, stacked row-wise into one
+// weight so that one matmul computes them all (q/k/v, gate/up). Reads
+// "<prefix>.weight" ([out_features[i], in_features]) and, with has_bias,
+// "<prefix>.bias" for each prefix.
+Linear load_fused_linear(const WeightLoader& loader, const std::vector<std::string>& prefixes,
+                         const std::vector<int64_t>& out_features, int64_t in_features, bool has_bias);
+
+// GPT-2's Conv1D stores its weight [in_features, out_features]; transposed
+// once here so that every forward is a plain linear. Always has a bias.
+Linear load_conv1d(const WeightLoader& loader, const std::string& prefix, int64_t in_features,
+                   int64_t out_features);
+
+struct RMSNorm {
+  torch::Tensor weight;  // [hidden_size]
+  double eps = 1e-5;
+
+  // [num_tokens, hidden_size]; normalises in float32, then scales in the input dtype (as HF does).
+  torch::Tensor operator()(const torch::Tensor& x) const;
+};
+
+struct LayerNorm {
+  torch::Tensor weight;  // [hidden_size]
+  torch::Tensor bias;    // [hidden_size]
+  double eps = 1e-5;
+
+  torch::Tensor operator()(const torch::Tensor& x) const;
+};
+
+// cos and sin of each token's rotation angles, shared by all layers of a step.
+struct RopeTables {
+  torch::Tensor cos;  // [num_tokens, 1, head_dim]
+  torch::Tensor sin;  // [num_tokens, 1, head_dim]
+};
+
+class RotaryEmbedding {
+ public:
+  // Inverse frequencies from spec.rope_theta, spec.head_dim and spec.rope_scaling.
+  RotaryEmbedding(const ModelSpec& spec, torch::Device device);
+
+  // positions: [num_tokens] int64. Angles in float32, tables cast to dtype.
+  RopeTables tables(const torch::Tensor& positions, torch::ScalarType dtype) const;
+
+ private:
+  torch::Tensor inv_freq_;  // [head_dim / 2] float32
+};
+
+// x * cos + rotate_half(x) * sin over the halves of head_dim (the HF
+// "rotate half" layout). x: [num_tokens, num_heads, head_dim].
+torch::Tensor apply_rotary(const torch::Tensor& x, const RopeTables& rope);
+
+// SwiGLU: down(silu(gate(x)) * up(x)), gate and up fused into one matmul.
+struct GatedMLP {
+  Linear gate_up;  // [2 * intermediate_size, hidden_size]: gate rows, then up rows
+  Linear down;     // [hidden_size, intermediate_size]
+
+  torch::Tensor operator()(const torch::Tensor& x) const;
+};
+
+// GPT-2's MLP: proj(gelu_tanh(fc(x))).
+struct GeluMLP {
+  Linear fc;    // [intermediate_size, hidden_size]
+  Linear proj;  // [hidden_size, intermediate_size]
+
+  torch::Tensor operator()(const torch::Tensor& x) const;
+};
+
+// Self-attention over the paged KV pool: fused q/k/v projection, optional
+// rotary embedding, K/V written into the pool, paged attention, output
+// projection.
+struct AttentionBlock {
+  Linear qkv;  // [(num_heads + 2 * num_kv_heads) * head_dim, hidden_size]: q rows, k rows, v rows
+  Linear out;  // [hidden_size, num_heads * head_dim]
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  double scale = 1.0;
+  int64_t sliding_window = 0;
+
+  // hidden: [num_tokens, hidden_size] -> [num_tokens, hidden_size]. rope:
+  // nullptr for models with learned positions.
+  torch::Tensor operator()(const torch::Tensor& hidden, const RopeTables* rope, const ForwardBatch& batch,
+                           KVPool& kv_pool, int layer) const;
+};
+
+}  // namespace modelbench
