@@ -1,4 +1,117 @@
-// Bindings of the model part of modelbench._core (merged into bindings.cpp later).
+// Bindings of the model part of modelbench._core: ModelSpec, the
+// TransformerRunner (a ModelRunner the Engine accepts) and the paged
+// attention kernels (for tests). Conversions and docstrings only.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/extension.h>
+
+#include "attention.h"
+#include "models/model.h"
+#include "transformer_runner.h"
+
 namespace py = pybind11;
-void bind_model(py::module_& m) { (void)m; }
+using namespace modelbench;
+
+namespace {
+
+AttentionMetadata make_metadata(torch::Tensor query_start_loc, torch::Tensor context_lens,
+                                torch::Tensor block_tables) {
+  return {std::move(query_start_loc), std::move(context_lens), std::move(block_tables)};
+}
+
+std::string dtype_name(torch::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "float32";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat16: return "float16";
+    default: return c10::toString(dtype);
+  }
+}
+
+}  // namespace
+
+void bind_model(py::module_& m) {
+  py::class_<RopeScaling>(m, "RopeScaling", "Rotary embedding scaling: type none | linear | llama3.")
+      .def(py::init<>())
+      .def_readwrite("type", &RopeScaling::type)
+      .def_readwrite("factor", &RopeScaling::factor)
+      .def_readwrite("low_freq_factor", &RopeScaling::low_freq_factor)
+      .def_readwrite("high_freq_factor", &RopeScaling::high_freq_factor)
+      .def_readwrite("original_max_position_embeddings", &RopeScaling::original_max_position_embeddings);
+
+  py::class_<ModelSpec>(m, "ModelSpec",
+                        "A model's shape in modelbench's names; build one from a Hugging Face config "
+                        "with modelbench.models.spec.model_spec_from_hf_config.")
+      .def(py::init<>())
+      .def_readwrite("architecture", &ModelSpec::architecture, "llama | qwen2 | mistral | gpt2")
+      .def_readwrite("vocab_size", &ModelSpec::vocab_size)
+      .def_readwrite("hidden_size", &ModelSpec::hidden_size)
+      .def_readwrite("num_layers", &ModelSpec::num_layers)
+      .def_readwrite("num_heads", &ModelSpec::num_heads)
+      .def_readwrite("num_kv_heads", &ModelSpec::num_kv_heads)
+      .def_readwrite("head_dim", &ModelSpec::head_dim)
+      .def_readwrite("intermediate_size", &ModelSpec::intermediate_size)
+      .def_readwrite("norm_eps", &ModelSpec::norm_eps)
+      .def_readwrite("rope_theta", &ModelSpec::rope_theta)
+      .def_readwrite("rope_scaling", &ModelSpec::rope_scaling)
+      .def_readwrite("max_position_embeddings", &ModelSpec::max_position_embeddings)
+      .def_readwrite("tie_word_embeddings", &ModelSpec::tie_word_embeddings)
+      .def_readwrite("attention_bias", &ModelSpec::attention_bias, "q/k/v projections carry biases")
+      .def_readwrite("sliding_window", &ModelSpec::sliding_window, "0: full causal attention")
+      .def("validate", &ModelSpec::validate, "Raise ValueError naming the first inconsistent field.")
+      .def("__repr__", [](const ModelSpec& s) {
+        return "ModelSpec(architecture='" + s.architecture + "', num_layers=" + std::to_string(s.num_layers) +
+               ", hidden_size=" + std::to_string(s.hidden_size) + ", num_heads=" + std::to_string(s.num_heads) +
+               ", num_kv_heads=" + std::to_string(s.num_kv_heads) + ", vocab_size=" + std::to_string(s.vocab_size) +
+               ")";
+      });
+
+  py::class_<RecordedLogits>(m, "RecordedLogits", "One sequence's logits from the last step.")
+      .def_readonly("request_id", &RecordedLogits::request_id)
+      .def_readonly("first_position", &RecordedLogits::first_position, "Position of row 0.")
+      .def_readonly("logits", &RecordedLogits::logits, "[num_scheduled_tokens, vocab_size] float32");
+
+  py::class_<TransformerRunner, ModelRunner, std::shared_ptr<TransformerRunner>>(
+      m, "TransformerRunner",
+      "The model runner over LibTorch: paged KV pools, batched forward, sampler. Pass it to Engine.")
+      .def(py::init<const ModelSpec&, const WeightMap&, const EngineConfig&, const std::string&,
+                    const std::string&>(),
+           py::arg("spec"), py::arg("weights"), py::arg("config"), py::arg("dtype") = "float32",
+           py::arg("device") = "cpu", py::call_guard<py::gil_scoped_release>(),
+           "weights: Hugging Face name -> tensor. Raises ValueError naming a missing or misshapen tensor.")
+      .def_property_readonly("spec", &TransformerRunner::spec)
+      .def_property_readonly("dtype", [](const TransformerRunner& r) { return dtype_name(r.dtype()); },
+                             "float32 | bfloat16 | float16")
+      .def_property_readonly("device", [](const TransformerRunner& r) { return r.device().str(); })
+      .def_property_readonly("num_kv_blocks", [](const TransformerRunner& r) { return r.kv_pool().num_blocks(); })
+      .def_property("record_logits", &TransformerRunner::record_logits, &TransformerRunner::set_record_logits,
+                    "Keep every scheduled token's logits of the last step (slower; for tests).")
+      .def_property_readonly("recorded_logits", &TransformerRunner::recorded_logits,
+                             "list[RecordedLogits] of the last step, when record_logits is on.");
+
+  m.def("paged_attention_cpu",
+        [](const torch::Tensor& query, const torch::Tensor& key_pool, const torch::Tensor& value_pool,
+           torch::Tensor query_start_loc, torch::Tensor context_lens, torch::Tensor block_tables, double scale,
+           int64_t sliding_window) {
+          return paged_attention_cpu(query, key_pool, value_pool,
+                                     make_metadata(query_start_loc, context_lens, block_tables), scale,
+                                     sliding_window);
+        },
+        py::arg("query"), py::arg("key_pool"), py::arg("value_pool"), py::arg("query_start_loc"),
+        py::arg("context_lens"), py::arg("block_tables"), py::arg("scale"), py::arg("sliding_window") = 0,
+        py::call_guard<py::gil_scoped_release>(),
+        "The Eigen paged attention kernel. query [T, H, D]; pools [N, block_size, H_kv, D]; "
+        "query_start_loc [S+1] int64, context_lens [S] int64, block_tables [S, max_blocks] int32 (CPU).");
+  m.def("paged_attention_reference",
+        [](const torch::Tensor& query, const torch::Tensor& key_pool, const torch::Tensor& value_pool,
+           torch::Tensor query_start_loc, torch::Tensor context_lens, torch::Tensor block_tables, double scale,
+           int64_t sliding_window) {
+          return paged_attention_reference(query, key_pool, value_pool,
+                                           make_metadata(query_start_loc, context_lens, block_tables), scale,
+                                           sliding_window);
+        },
+        py::arg("query"), py::arg("key_pool"), py::arg("value_pool"), py::arg("query_start_loc"),
+        py::arg("context_lens"), py::arg("block_tables"), py::arg("scale"), py::arg("sliding_window") = 0,
+        py::call_guard<py::gil_scoped_release>(),
+        "The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.");
+}

@@ -36,6 +36,7 @@ GPT2LMHeadModel::GPT2LMHeadModel(const ModelSpec& spec, const WeightLoader& load
     layers_.push_back(std::move(layer));
   }
   ln_f_ = layer_norm(root + "ln_f");
+  lm_head_ = spec.tie_word_embeddings ? wte_ : loader.get("lm_head.weight", {spec.vocab_size, hidden});
 }
 
 torch::Tensor GPT2LMHeadModel::forward(const ForwardBatch& batch, KVPool& kv_pool) const {
@@ -50,7 +51,7 @@ torch::Tensor GPT2LMHeadModel::forward(const ForwardBatch& batch, KVPool& kv_poo
 }
 
 torch::Tensor GPT2LMHeadModel::compute_logits(const torch::Tensor& hidden) const {
-  return torch::linear(hidden, wte_).to(torch::kFloat32);  // [num_rows, vocab_size]
+  return torch::linear(hidden, lm_head_).to(torch::kFloat32);  // [num_rows, vocab_size]
 }
 
 }  // namespace modelbench

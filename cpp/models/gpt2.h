@@ -1,5 +1,6 @@
 // GPT2LMHeadModel: learned position embeddings, pre-LayerNorm blocks,
-// fused c_attn projection, gelu_new MLP, head tied to the token embedding.
+// fused c_attn projection, gelu_new MLP, head tied to the token embedding
+// (or lm_head when a config unties it).
 // Conv1D weights are stored [in, out] in checkpoints and transposed at load.
 #pragma once
 
@@ -17,7 +18,7 @@ class GPT2LMHeadModel : public Model {
  public:
   // Reads transformer.wte, transformer.wpe, transformer.h.{i}.*,
   // transformer.ln_f (also without the "transformer." prefix, as the
-  // original gpt2 checkpoints store them). The head is always wte.
+  // original gpt2 checkpoints store them), and lm_head when not tied.
   GPT2LMHeadModel(const ModelSpec& spec, const WeightLoader& loader);
 
   torch::Tensor forward(const ForwardBatch& batch, KVPool& kv_pool) const override;
@@ -31,10 +32,11 @@ class GPT2LMHeadModel : public Model {
     GeluMLP mlp;
   };
 
-  torch::Tensor wte_;  // [vocab_size, hidden_size]: token embedding and head
+  torch::Tensor wte_;  // [vocab_size, hidden_size]
   torch::Tensor wpe_;  // [max_position_embeddings, hidden_size]
   std::vector<Layer> layers_;
   LayerNorm ln_f_;
+  torch::Tensor lm_head_;  // [vocab_size, hidden_size]; wte_ itself when tied
 };
 
 }  // namespace modelbench

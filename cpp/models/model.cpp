@@ -48,7 +48,6 @@ void ModelSpec::validate() const {
   if (architecture == "gpt2") {
     if (num_kv_heads != num_heads || head_dim * num_heads != hidden_size)
       throw InvalidArgument("gpt2 needs num_kv_heads == num_heads and head_dim * num_heads == hidden_size");
-    if (!tie_word_embeddings) throw InvalidArgument("gpt2 ties its head to the token embedding");
   }
 }
 

@@ -1,1 +1,337 @@
+// Sampler: greedy, truncation (top-k, top-p, min-p), penalties, min_tokens,
+// seeded generators, sampling frequencies, logprobs and bad input.
 #include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "sampler.h"
+
+using namespace modelbench;
+
+namespace {
+
+SamplingParams greedy() {
+  SamplingParams params;
+  params.temperature = 0.0f;
+  return params;
+}
+
+Sequence make_seq(const std::string& request_id, const SamplingParams& params,
+                  std::vector<int32_t> prompt_ids = {0}, const std::vector<int32_t>& output_ids = {}) {
+  Sequence seq(request_id, std::move(prompt_ids), params, 0, 0);
+  for (int32_t id : output_ids) seq.append_token(id);
+  return seq;
+}
+
+std::vector<const Sequence*> rows_of(const std::vector<Sequence>& seqs) {
+  std::vector<const Sequence*> rows;
+  for (const Sequence& seq : seqs) rows.push_back(&seq);
+  return rows;
+}
+
+std::vector<int32_t> sample(Sampler& sampler, const torch::Tensor& logits, const std::vector<Sequence>& seqs) {
+  return sampler.sample(logits, rows_of(seqs)).token_ids;
+}
+
+// The same params for `num_rows` rows.
+std::vector<Sequence> copies(const SamplingParams& params, int num_rows) {
+  std::vector<Sequence> seqs;
+  for (int i = 0; i < num_rows; ++i) seqs.push_back(make_seq("r" + std::to_string(i), params));
+  return seqs;
+}
+
+std::vector<int32_t> argmax_ids(const torch::Tensor& logits) {
+  auto ids = logits.argmax(1).to(torch::kInt);
+  return {ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + ids.numel()};
+}
+
+// One row of logits, [1, n].
+torch::Tensor row(const std::vector<float>& values) { return torch::tensor(values).unsqueeze(0); }
+
+// Pearson's statistic of observed token counts against expected probabilities.
+double chi_square(const std::vector<int32_t>& tokens, const torch::Tensor& probs) {
+  std::vector<double> observed(probs.numel(), 0.0);
+  for (int32_t id : tokens) observed.at(id) += 1.0;
+  double statistic = 0.0;
+  for (int64_t i = 0; i < probs.numel(); ++i) {
+    const double expected = probs[i].item<double>() * tokens.size();
+    if (expected > 0) statistic += (observed[i] - expected) * (observed[i] - expected) / expected;
+    else REQUIRE(observed[i] == 0.0);
+  }
+  return statistic;
+}
+
+}  // namespace
+
+TEST_CASE("greedy picks the argmax, ties going to the lowest id", "[sampler]") {
+  torch::manual_seed(0);
+  Sampler sampler;
+  auto logits = torch::randn({8, 1000});  // [8, 1000]
+  CHECK(sample(sampler, logits, copies(greedy(), 8)) == argmax_ids(logits));
+  CHECK(sample(sampler, row({1.0f, 3.0f, 3.0f, 0.0f}), copies(greedy(), 1)) == std::vector<int32_t>{1});
+}
+
+TEST_CASE("top_k=1, a tiny top_p and min_p=1 reduce to greedy at any temperature", "[sampler]") {
+  torch::manual_seed(1);
+  Sampler sampler;
+  for (float temperature : {0.3f, 1.0f, 5.0f}) {
+    SamplingParams top_k, top_p, min_p;
+    top_k.top_k = 1;
+    top_p.top_p = 1e-6f;
+    min_p.min_p = 1.0f;
+    for (SamplingParams* params : {&top_k, &top_p, &min_p}) {
+      params->temperature = temperature;
+      for (int trial = 0; trial < 5; ++trial) {
+        auto logits = torch::randn({8, 500});  // [8, 500]
+        CHECK(sample(sampler, logits, copies(*params, 8)) == argmax_ids(logits));
+      }
+    }
+  }
+}
+
+TEST_CASE("top_k, top_p and min_p keep exactly the expected tokens", "[sampler]") {
+  torch::manual_seed(2);
+  Sampler sampler;
+  // probabilities 0.5, 0.3, 0.15, 0.05
+  auto logits = torch::log(torch::tensor({0.5f, 0.3f, 0.15f, 0.05f})).unsqueeze(0).repeat({2000, 1});
+  auto seen = [&](const SamplingParams& params) {
+    auto tokens = sample(sampler, logits, copies(params, 2000));
+    return std::set<int32_t>(tokens.begin(), tokens.end());
+  };
+  SamplingParams params;
+  params.top_k = 2;
+  CHECK(seen(params) == std::set<int32_t>({0, 1}));
+  params = {};
+  params.top_p = 0.75f;  // 0.5 < 0.75 <= 0.8
+  CHECK(seen(params) == std::set<int32_t>({0, 1}));
+  params.top_p = 0.85f;
+  CHECK(seen(params) == std::set<int32_t>({0, 1, 2}));
+  params = {};
+  params.min_p = 0.25f;  // threshold 0.125
+  CHECK(seen(params) == std::set<int32_t>({0, 1, 2}));
+  params.top_k = 2;  // the intersection
+  CHECK(seen(params) == std::set<int32_t>({0, 1}));
+  params = {};
+  CHECK(seen(params) == std::set<int32_t>({0, 1, 2, 3}));
+}
+
+TEST_CASE("repetition penalty divides positive and multiplies negative logits of seen tokens", "[sampler]") {
+  Sampler sampler;
+  SamplingParams params = greedy();
+  params.repetition_penalty = 2.0f;
+  auto logits = row({0.0f, 2.0f, 1.5f, -1.0f});
+  // 1 is in the prompt: 2.0 -> 1.0 < 1.5.
+  CHECK(sample(sampler, logits, {make_seq("a", params, {1})}) == std::vector<int32_t>{2});
+  // 2 is in the output too: 1.5 -> 0.75 < 1.0.
+  CHECK(sample(sampler, logits, {make_seq("a", params, {1}, {2})}) == std::vector<int32_t>{1});
+  // Negative logits get more negative: -1.0 -> -2.0 < -1.5.
+  params.repetition_penalty = 1.5f;
+  CHECK(sample(sampler, row({-1.0f, -1.2f, -5.0f}), {make_seq("a", params, {0})}) == std::vector<int32_t>{1});
+  // A penalty below 1 rewards repetition: 1.5 -> 3.0.
+  params.repetition_penalty = 0.5f;
+  CHECK(sample(sampler, row({2.0f, 1.5f}), {make_seq("a", params, {1})}) == std::vector<int32_t>{1});
+}
+
+TEST_CASE("frequency and presence penalties count output tokens only", "[sampler]") {
+  Sampler sampler;
+  auto logits = row({3.0f, 2.5f, 0.0f});
+  SamplingParams params = greedy();
+  params.frequency_penalty = 0.2f;  // 3.0 - 3 * 0.2 = 2.4 < 2.5
+  CHECK(sample(sampler, logits, {make_seq("a", params, {2}, {0, 0, 0})}) == std::vector<int32_t>{1});
+  params.frequency_penalty = 0.1f;  // 2.7 > 2.5
+  CHECK(sample(sampler, logits, {make_seq("a", params, {2}, {0, 0, 0})}) == std::vector<int32_t>{0});
+  params = greedy();
+  params.presence_penalty = 1.0f;  // 3.0 - 1.0 = 2.0 < 2.5, however often 0 appeared
+  CHECK(sample(sampler, logits, {make_seq("a", params, {2}, {0})}) == std::vector<int32_t>{1});
+  params.presence_penalty = -1.0f;  // a negative penalty rewards: 2.5 + 1.0 > 3.0
+  CHECK(sample(sampler, logits, {make_seq("a", params, {2}, {1})}) == std::vector<int32_t>{1});
+  params.presence_penalty = 2.0f;
+  params.frequency_penalty = 2.0f;  // prompt tokens do not count
+  CHECK(sample(sampler, logits, {make_seq("a", params, {0, 0, 0})}) == std::vector<int32_t>{0});
+}
+
+TEST_CASE("min_tokens holds back EOS and stop ids, even with ignore_eos", "[sampler]") {
+  Sampler sampler(/*eos_token_id=*/3);
+  auto logits = row({0.0f, 1.0f, 2.0f, 5.0f, 4.0f});
+  SamplingParams params = greedy();
+  params.stop_token_ids = {4};
+  params.min_tokens = 2;
+  CHECK(sample(sampler, logits, {make_seq("a", params)}) == std::vector<int32_t>{2});
+  CHECK(sample(sampler, logits, {make_seq("a", params, {0}, {1})}) == std::vector<int32_t>{2});
+  CHECK(sample(sampler, logits, {make_seq("a", params, {0}, {1, 1})}) == std::vector<int32_t>{3});
+  params.ignore_eos = true;
+  CHECK(sample(sampler, logits, {make_seq("a", params)}) == std::vector<int32_t>{2});
+  params.min_tokens = 0;
+  CHECK(sample(sampler, logits, {make_seq("a", params)}) == std::vector<int32_t>{3});
+}
+
+TEST_CASE("a seeded request draws the same tokens whatever else is in the batch", "[sampler]") {
+  constexpr int kVocab = 1003, kSteps = 20;
+  torch::manual_seed(3);
+  auto logits = torch::randn({1, kVocab});  // [1, vocab]
+  SamplingParams seeded;
+  seeded.seed = 42;
+  seeded.top_k = 500;
+
+  auto run_alone = [&](Sampler& sampler) {
+    std::vector<int32_t> tokens;
+    for (int step = 0; step < kSteps; ++step)
+      tokens.push_back(sample(sampler, logits, {make_seq("s", seeded)})[0]);
+    return tokens;
+  };
+  Sampler first, second;
+  const auto alone = run_alone(first);
+  CHECK(run_alone(second) == alone);
+
+  // Row 3 of a batch of 8 whose other rows mix greedy, unseeded, other seeds,
+  // top-p (which sends the whole batch down the sort path) and penalties.
+  Sampler batched;
+  std::vector<int32_t> in_batch;
+  for (int step = 0; step < kSteps; ++step) {
+    std::vector<Sequence> seqs;
+    for (int i = 0; i < 8; ++i) {
+      SamplingParams other;
+      if (i % 4 == 0) other = greedy();
+      if (i % 4 == 1) other.seed = 1000 + i;
+      if (i % 4 == 2) other.top_p = 0.9f;
+      other.repetition_penalty = 1.2f;
+      seqs.push_back(i == 3 ? make_seq("s", seeded) : make_seq("o" + std::to_string(i), other, {1, 2}));
+    }
+    auto batch = torch::randn({8, kVocab});  // [8, vocab]
+    batch[3].copy_(logits[0]);
+    in_batch.push_back(sample(batched, batch, seqs)[3]);
+  }
+  CHECK(in_batch == alone);
+
+  // Dropping the request forgets its generator: the stream starts over.
+  first.drop_request("s");
+  CHECK(run_alone(first) == alone);
+
+  seeded.seed = 43;
+  Sampler other_seed;
+  CHECK(run_alone(other_seed) != alone);
+}
+
+TEST_CASE("temperature sampling follows softmax(logits / temperature)", "[sampler]") {
+  // Chi-square with 4 degrees of freedom: 20.5 is exceeded with probability
+  // 4e-4; the draws are seeded, so the outcome is fixed, not flaky.
+  auto logits = torch::tensor({1.0f, 0.5f, 0.0f, -0.5f, -1.0f});  // [5]
+  const float temperature = 0.7f;
+  auto probs = (logits / temperature).softmax(0);
+  SamplingParams params;
+  params.temperature = temperature;
+
+  SECTION("unseeded rows, batched") {
+    torch::manual_seed(4);
+    Sampler sampler;
+    auto tokens = sample(sampler, logits.unsqueeze(0).repeat({20000, 1}), copies(params, 20000));
+    CHECK(chi_square(tokens, probs) < 20.5);
+  }
+  SECTION("one seeded row over many steps") {
+    params.seed = 7;
+    Sampler sampler;
+    std::vector<int32_t> tokens;
+    for (int step = 0; step < 3000; ++step)
+      tokens.push_back(sample(sampler, logits.unsqueeze(0), {make_seq("s", params)})[0]);
+    CHECK(chi_square(tokens, probs) < 20.5);
+  }
+  SECTION("top-k renormalizes over the kept tokens") {
+    torch::manual_seed(5);
+    params.top_k = 3;
+    Sampler sampler;
+    auto tokens = sample(sampler, logits.unsqueeze(0).repeat({20000, 1}), copies(params, 20000));
+    auto kept = probs.clone();
+    kept.slice(0, 3).zero_();
+    CHECK(chi_square(tokens, kept / kept.sum()) < 20.5);
+  }
+}
+
+TEST_CASE("logprobs are the raw log_softmax with ranks and the top n", "[sampler]") {
+  torch::manual_seed(6);
+  Sampler sampler;
+  auto logits = torch::randn({3, 50});  // [3, 50]
+  auto expected = logits.log_softmax(1);
+  SamplingParams with_top;
+  with_top.logprobs = 5;
+  with_top.temperature = 0.8f;          // neither temperature nor penalties
+  with_top.repetition_penalty = 1.3f;   // change the reported logprobs
+  SamplingParams chosen_only = greedy();
+  chosen_only.logprobs = 0;
+  SamplingParams none;
+  std::vector<Sequence> seqs = {make_seq("a", with_top, {1, 2, 3}), make_seq("b", chosen_only),
+                                make_seq("c", none)};
+  auto out = sampler.sample(logits, rows_of(seqs));
+  REQUIRE(out.logprobs.size() == 3);
+  REQUIRE(out.logprobs[0].size() == 1);
+  REQUIRE(out.logprobs[1].size() == 1);
+  CHECK(out.logprobs[2].empty());
+
+  for (int r : {0, 1}) {
+    const TokenLogprob& chosen = out.logprobs[r][0].chosen;
+    CHECK(chosen.token_id == out.token_ids[r]);
+    CHECK(chosen.logprob == Approx(expected[r][chosen.token_id].item<float>()).margin(1e-5));
+    CHECK(chosen.rank == 1 + (expected[r] > expected[r][chosen.token_id]).sum().item<int>());
+  }
+  CHECK(out.logprobs[1][0].chosen.rank == 1);  // greedy
+  CHECK(out.logprobs[1][0].top.empty());
+
+  const auto& top = out.logprobs[0][0].top;
+  REQUIRE(top.size() == 5);
+  auto [values, ids] = expected[0].topk(5);
+  for (int j = 0; j < 5; ++j) {
+    CHECK(top[j].token_id == ids[j].item<int64_t>());
+    CHECK(top[j].logprob == Approx(values[j].item<float>()).margin(1e-5));
+    CHECK(top[j].rank == j + 1);
+  }
+}
+
+TEST_CASE("compute_logprobs matches log_softmax for given targets", "[sampler]") {
+  torch::manual_seed(7);
+  auto logits = torch::randn({6, 40});                                 // [6, 40]
+  auto targets = torch::randint(40, {6}, torch::kLong);                // [6]
+  auto expected = logits.log_softmax(1);
+  auto entries = Sampler::compute_logprobs(logits, targets, 3);
+  REQUIRE(entries.size() == 6);
+  for (int i = 0; i < 6; ++i) {
+    const int64_t target = targets[i].item<int64_t>();
+    CHECK(entries[i].chosen.token_id == target);
+    CHECK(entries[i].chosen.logprob == Approx(expected[i][target].item<float>()).margin(1e-5));
+    CHECK(entries[i].chosen.rank == 1 + (expected[i] > expected[i][target]).sum().item<int>());
+    REQUIRE(entries[i].top.size() == 3);
+    CHECK(entries[i].top[0].token_id == expected[i].argmax().item<int64_t>());
+  }
+  CHECK(Sampler::compute_logprobs(logits, targets, 0)[0].top.empty());
+  CHECK_THROWS_AS(Sampler::compute_logprobs(logits, targets + 40, 1), c10::Error);
+}
+
+TEST_CASE("NaN logits read as -inf and do not crash", "[sampler]") {
+  torch::manual_seed(8);
+  Sampler sampler;
+  const float nan = std::nanf("");
+  auto logits = row({nan, 1.0f, nan, 0.5f, nan});
+  SamplingParams params;
+  params.logprobs = 2;
+  CHECK(sample(sampler, logits, copies(greedy(), 1)) == std::vector<int32_t>{1});
+  auto tokens = sample(sampler, logits.repeat({1000, 1}), copies(params, 1000));
+  CHECK(std::set<int32_t>(tokens.begin(), tokens.end()) == std::set<int32_t>({1, 3}));
+
+  // A row with nothing finite still yields some token id in range.
+  auto broken = torch::full({2, 4}, nan);
+  for (const SamplingParams& p : {greedy(), params}) {
+    auto out = sampler.sample(broken, rows_of(copies(p, 2)));
+    for (int32_t id : out.token_ids) CHECK((id >= 0 && id < 4));
+  }
+}
+
+TEST_CASE("logits of the wrong shape are rejected", "[sampler]") {
+  Sampler sampler;
+  auto seqs = copies(greedy(), 2);
+  CHECK_THROWS_AS(sampler.sample(torch::zeros({10}), rows_of(seqs)), c10::Error);
+  CHECK_THROWS_AS(sampler.sample(torch::zeros({3, 10}), rows_of(seqs)), c10::Error);
+  std::vector<const Sequence*> no_rows;
+  CHECK(sampler.sample(torch::zeros({0, 10}), no_rows).token_ids.empty());
+}

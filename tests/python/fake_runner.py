@@ -10,6 +10,7 @@ slot, and the context is read back through the block table before
 from __future__ import annotations
 
 import hashlib
+import time
 
 from modelbench import _core
 
@@ -32,8 +33,9 @@ def expected_output(prompt: list[int], max_tokens: int) -> list[int]:
 
 
 class FakeRunner(_core.ModelRunner):
-    def __init__(self, num_blocks: int, block_size: int) -> None:
+    def __init__(self, num_blocks: int, block_size: int, step_delay_s: float = 0.0) -> None:
         super().__init__()
+        self.step_delay_s = step_delay_s
         self.block_size = block_size
         self.slots = [-1] * (num_blocks * block_size)
         self.num_steps = 0
@@ -43,6 +45,8 @@ class FakeRunner(_core.ModelRunner):
 
     def execute_model(self, scheduler_output: _core.SchedulerOutput) -> _core.RunnerOutput:
         self.num_steps += 1
+        if self.step_delay_s:
+            time.sleep(self.step_delay_s)  # a model that takes time, so tests can act mid-flight
         sampled = []
         for s in scheduler_output.scheduled:
             tokens, table = s.token_ids, s.block_table

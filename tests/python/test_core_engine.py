@@ -31,9 +31,10 @@ def params(max_tokens: int, **kwargs) -> _core.SamplingParams:
     return p
 
 
-def make_engine(**kwargs) -> _core.Engine:
+def make_engine(step_delay_s: float = 0.0, **kwargs) -> _core.Engine:
     config = make_config(**kwargs)
-    return _core.Engine(config, FakeRunner(config.cache.num_blocks, config.cache.block_size))
+    runner = FakeRunner(config.cache.num_blocks, config.cache.block_size, step_delay_s)
+    return _core.Engine(config, runner)
 
 
 def test_step_by_hand_matches_the_model() -> None:
@@ -102,7 +103,7 @@ def test_one_thousand_submissions_from_eight_threads_with_aborts() -> None:
 
 
 def test_abort_mid_flight_frees_blocks() -> None:
-    engine = make_engine()
+    engine = make_engine(step_delay_s=0.01)  # 400 tokens take ~4 s: the abort lands mid-flight
     engine.start()
     engine.add_request("long", list(range(100)), params(400, ignore_eos=True), priority=0)
     seen = 0
@@ -119,7 +120,7 @@ def test_abort_mid_flight_frees_blocks() -> None:
 
 
 def test_shutdown_joins_and_aborts_what_is_left() -> None:
-    engine = make_engine()
+    engine = make_engine(step_delay_s=0.01)
     engine.start()
     for i in range(10):
         engine.add_request(f"r{i}", [1, 2, 3], params(500))

@@ -1,0 +1,76 @@
+// The real model runner: turns a SchedulerOutput into one flat token batch
+// (input ids, positions, slot mapping, per-sequence block tables), runs the
+// model over the paged KV pools it owns, computes logits for the rows that
+// need them, samples, and reports logprobs and prompt logprobs.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "kv_pool.h"
+#include "model_runner.h"
+#include "models/model.h"
+#include "sampler.h"
+
+namespace modelbench {
+
+// Logits of one sequence's scheduled tokens in one step (debugging and parity tests).
+struct RecordedLogits {
+  std::string request_id;
+  int first_position = 0;  // position of row 0
+  torch::Tensor logits;    // [num_scheduled_tokens, vocab_size] float32
+};
+
+class TransformerRunner : public ModelRunner {
+ public:
+  // Builds the model from Hugging Face-named weights (see build_model) in
+  // `dtype` ("float32" | "bfloat16" | "float16") on `device` ("cpu",
+  // "cuda", ...), and KV pools of config.cache.num_blocks blocks of
+  // config.cache.block_size tokens in the same dtype. config.eos_token_id
+  // goes to the sampler (min_tokens). Throws InvalidArgument for a bad
+  // spec, dtype, device or weight.
+  TransformerRunner(const ModelSpec& spec, const WeightMap& weights, const EngineConfig& config,
+                    const std::string& dtype = "float32", const std::string& device = "cpu");
+
+  RunnerOutput execute_model(const SchedulerOutput& scheduler_output) override;
+
+  const ModelSpec& spec() const { return model_->spec(); }
+  const KVPool& kv_pool() const { return kv_pool_; }
+  torch::ScalarType dtype() const { return dtype_; }
+  torch::Device device() const { return device_; }
+
+  // When on, each execute_model also keeps the float32 logits of every
+  // scheduled token (the head runs over the whole batch, so it is slower),
+  // one entry per scheduled sequence, until the next step. The engine's
+  // own forward produces them: tests compare them with a reference model.
+  void set_record_logits(bool record) { record_logits_ = record; }
+  bool record_logits() const { return record_logits_; }
+  const std::vector<RecordedLogits>& recorded_logits() const { return recorded_logits_; }
+
+ private:
+  ForwardBatch prepare_inputs(const SchedulerOutput& scheduler_output);
+
+  torch::Device device_;
+  torch::ScalarType dtype_;
+  int block_size_;
+  std::unique_ptr<Model> model_;
+  KVPool kv_pool_;
+  Sampler sampler_;
+  bool record_logits_ = false;
+  std::vector<RecordedLogits> recorded_logits_;
+
+  // Host staging buffers, reused across steps; on the CPU the batch tensors
+  // alias them for the duration of a step.
+  std::vector<int64_t> input_ids_;        // [num_tokens]
+  std::vector<int64_t> positions_;        // [num_tokens]
+  std::vector<int64_t> slot_mapping_;     // [num_tokens]
+  std::vector<int64_t> query_start_loc_;  // [num_seqs + 1]
+  std::vector<int64_t> context_lens_;     // [num_seqs]
+  std::vector<int32_t> block_tables_;     // [num_seqs, max_blocks_per_seq], row-major
+};
+
+}  // namespace modelbench

