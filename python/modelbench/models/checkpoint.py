@@ -28,7 +28,7 @@ SUPPORTED_ARCHITECTURES = (
 )
 
 # Buffers that some checkpoints carry but no model reads (recomputed at load).
-_IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "attn.bias", "attn.masked_bias")
+_IGNORED_SUFFIXES = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias")
 
 
 class CheckpointError(ValueError):
@@ -265,7 +265,7 @@ def _gpt2_shapes(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def _add_gpt2_prefix(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Original GPT-2 checkpoints name ``h.0.attn...``; transformers names ``transformer.h.0...``."""
+    """Add ``transformer.`` to original GPT-2 names (``h.0...`` -> ``transformer.h.0...``)."""
     return {
         name if name.startswith(("transformer.", "lm_head.")) else "transformer." + name: t
         for name, t in weights.items()

@@ -71,7 +71,8 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
     arch = metadata.get("general.architecture")
     if arch not in _ARCHITECTURES:
         raise CheckpointError(
-            f"unsupported GGUF architecture {arch!r} in {path}; supported: {', '.join(_ARCHITECTURES)}"
+            f"unsupported GGUF architecture {arch!r} in {path}; "
+            f"supported: {', '.join(_ARCHITECTURES)}"
         )
     architecture, permuted_qk = _ARCHITECTURES[arch]
     tensor_names = {t.name for t in reader.tensors}
@@ -194,7 +195,7 @@ def _float32(value: float) -> float:
 
 
 def gguf_tokenizer(metadata: dict[str, Any], source: Path) -> Tokenizer:
-    """The tokenizer described by GGUF metadata (byte-level BPE, ``tokenizer.ggml.model == "gpt2"``)."""
+    """The tokenizer in GGUF metadata; byte-level BPE (``tokenizer.ggml.model == "gpt2"``) only."""
     model = metadata.get("tokenizer.ggml.model")
     if model != "gpt2":
         raise CheckpointError(

