@@ -120,7 +120,13 @@ void Engine::publish(std::vector<RequestOutput> outputs) {
     notifier = notifier_;
   }
   output_cv_.notify_all();
-  if (notifier) notifier();
+  if (notifier) {
+    // A waiter that went away must not take the engine down with it.
+    try {
+      notifier();
+    } catch (const std::exception&) {
+    }
+  }
 }
 
 void Engine::loop() {
