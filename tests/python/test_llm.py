@@ -1,0 +1,159 @@
+"""modelbench.LLM and AsyncEngine on tiny random-weight models: the API,
+sampling reproducibility, stop strings, streaming, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelbench import AsyncEngine, EngineArgs, LLM, SamplingParams
+
+from .tiny_models import build_tiny_model, load_reference_model
+
+
+@pytest.fixture(scope="module")
+def llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model("llama_gqa", tmp_path_factory.mktemp("llm") / "llama")
+
+
+@pytest.fixture(scope="module")
+def llm(llama_path: Path) -> LLM:
+    return LLM(str(llama_path), max_model_len=256, kv_cache_memory=64 * 1024 * 1024)
+
+
+def hf_greedy(path: Path, ids: list[int], n: int) -> list[int]:
+    model = load_reference_model(path)
+    out = model.generate(
+        torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+    )
+    return out[0, len(ids):].tolist()
+
+
+def test_generate_text_and_token_prompts_greedy_matches_transformers(llm: LLM, llama_path: Path) -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    outs = llm.generate(["hello world", [5, 6, 7, 8]], params, use_tqdm=False)
+    assert [o.prompt for o in outs] == ["hello world", None]
+    assert outs[1].prompt_token_ids == [5, 6, 7, 8]
+    for out in outs:
+        completion = out.outputs[0]
+        assert completion.finish_reason == "length"
+        assert len(completion.token_ids) == 12
+        assert completion.token_ids == hf_greedy(llama_path, out.prompt_token_ids, 12)
+        assert completion.text == llm.tokenizer.decode(completion.token_ids)
+
+
+def test_batch_invariance_alone_and_in_a_batch_of_16(llm: LLM) -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
+    prompts = [[(7 * i + j) % 300 + 3 for j in range(5 + 9 * i)] for i in range(16)]
+    alone = llm.generate(prompts[5], params, use_tqdm=False)[0].outputs[0].token_ids
+    batch = llm.generate(prompts, params, use_tqdm=False)
+    assert batch[5].outputs[0].token_ids == alone
+
+
+def test_seeded_sampling_is_reproducible_and_n_gives_n_outputs(llm: LLM) -> None:
+    params = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=16, seed=1234, n=3, ignore_eos=True)
+    first = llm.generate("once upon a time", params, use_tqdm=False)[0]
+    second = llm.generate(["filler one", "once upon a time", "filler two"], params, use_tqdm=False)[1]
+    assert len(first.outputs) == 3
+    assert [o.token_ids for o in first.outputs] == [o.token_ids for o in second.outputs]
+    assert len({tuple(o.token_ids) for o in first.outputs}) > 1  # different seeds per index
+
+
+def test_stop_strings_are_cut_even_across_token_boundaries(llm: LLM) -> None:
+    base = llm.generate("the sea", SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True), use_tqdm=False)
+    text = base[0].outputs[0].text
+    ids = base[0].outputs[0].token_ids
+    # A stop string that starts inside one token and ends in the next.
+    pieces = [llm.tokenizer.decode(ids[: i + 1]) for i in range(len(ids))]
+    boundary = next(i for i in range(2, len(ids)) if len(pieces[i]) - len(pieces[i - 1]) >= 1 and len(pieces[i - 1]) >= 2)
+    stop = text[len(pieces[boundary - 1]) - 1 : len(pieces[boundary - 1]) + 1]
+    assert len(stop) == 2
+    cut = llm.generate("the sea", SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, stop=[stop]), use_tqdm=False)
+    completion = cut[0].outputs[0]
+    assert completion.finish_reason == "stop"
+    assert completion.stop_reason == stop
+    assert completion.text == text[: text.find(stop)]
+    kept = llm.generate(
+        "the sea",
+        SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, stop=[stop], include_stop_str_in_output=True),
+        use_tqdm=False,
+    )
+    assert kept[0].outputs[0].text == text[: text.find(stop) + len(stop)]
+
+
+def test_logprobs_are_returned(llm: LLM) -> None:
+    out = llm.generate([3, 4, 5], SamplingParams(temperature=0.0, max_tokens=4, logprobs=3, prompt_logprobs=2, ignore_eos=True), use_tqdm=False)[0]
+    completion = out.outputs[0]
+    assert len(completion.logprobs) == 4
+    for token_id, position in zip(completion.token_ids, completion.logprobs):
+        assert token_id in position
+        assert position[token_id].rank == 1  # greedy picks the most likely token
+        assert len(position) >= 3
+    assert out.prompt_logprobs[0] is None and len(out.prompt_logprobs) == 3
+    assert 4 in out.prompt_logprobs[1] and 5 in out.prompt_logprobs[2]
+
+
+def test_streamed_deltas_concatenate_to_the_final_text(llama_path: Path, llm: LLM) -> None:
+    async def run() -> tuple[str, list[int], str]:
+        engine = AsyncEngine(EngineArgs(model=str(llama_path), max_model_len=256, kv_cache_memory=32 * 1024 * 1024))
+        try:
+            text, ids, reason = "", [], ""
+            async for delta in engine.generate("the sea", SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True), "s1"):
+                text += delta.outputs[0].text
+                ids += delta.outputs[0].token_ids
+                reason = delta.outputs[0].finish_reason or reason
+            # Leaving a stream early aborts the request and frees its blocks.
+            async for _ in engine.generate("abandon me", SamplingParams(max_tokens=200, ignore_eos=True), "s2"):
+                break
+            for _ in range(100):
+                if engine.stats().scheduler.kv_cache_usage == 0.0:
+                    break
+                await asyncio.sleep(0.05)
+            assert engine.stats().scheduler.kv_cache_usage == 0.0
+            return text, ids, reason
+        finally:
+            engine.shutdown()
+
+    text, ids, reason = asyncio.run(run())
+    final = llm.generate("the sea", SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True), use_tqdm=False)[0]
+    assert ids == final.outputs[0].token_ids
+    assert text == final.outputs[0].text
+    assert reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"top_p": 0.0}, "top_p must be in"),
+        ({"top_p": 1.5}, "top_p must be in"),
+        ({"temperature": -1.0}, "temperature must be"),
+        ({"max_tokens": 0}, "max_tokens must be >= 1"),
+        ({"n": 0}, "n must be"),
+        ({"top_k": -5}, "top_k must be >= 0"),
+        ({"min_p": 1.5}, "min_p must be in"),
+        ({"presence_penalty": 3.0}, "presence_penalty"),
+        ({"stop": [""]}, "stop must be"),
+        ({"logprobs": -2}, "logprobs must be"),
+        ({"seed": -1}, "seed must be"),
+    ],
+)
+def test_invalid_sampling_params_raise_value_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**kwargs)
+
+
+def test_bad_input_raises_value_error(llm: LLM, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_model_len=256"):
+        llm.generate([[5] * 300], use_tqdm=False)
+    with pytest.raises(ValueError, match="not found"):
+        LLM(str(tmp_path / "no-such-model"))
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        LLM(str(tmp_path), dtype="int3")
+    with pytest.raises(ValueError, match="sampling_params for 2 prompts"):
+        llm.generate(["a", "b"], [SamplingParams()] * 3, use_tqdm=False)
+    # The engine is still usable after rejected input.
+    assert llm.generate("ok", SamplingParams(max_tokens=2), use_tqdm=False)[0].outputs[0].token_ids
