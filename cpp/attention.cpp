@@ -1,5 +1,6 @@
-// Paged attention kernels: the CPU Eigen kernel that reads K/V blocks in
-// place, and the ATen reference path used on other devices and by tests.
+// Paged attention kernels: the CPU Eigen kernel that reads K/V blocks from
+// the pool through block tables (online softmax, GQA groups share each block
+// read), and the ATen reference path used on other devices and by tests.
 #include "attention.h"
 
 // at::parallel_for owns the threads; Eigen must not start its own inside it.
@@ -21,7 +22,12 @@ using ConstRowMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
 
 // Queries per work item: enough rows for Eigen's GEMM to pay off, small
 // enough that one long prefill still splits across threads.
-constexpr int64_t kQueryChunk = 32;
+constexpr int64_t kQueryChunk = 64;
+// Key tiles of prefill work items span this many blocks (copied to fp32
+// scratch); work items with fewer rows than kMinRowsForTiles (decodes) read
+// one block at a time where it sits.
+constexpr int64_t kTileBlocks = 4;
+constexpr int64_t kMinRowsForTiles = 16;
 
 void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
                   const torch::Tensor& value_pool, const AttentionMetadata& metadata) {
@@ -52,19 +58,36 @@ void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
               " but there are ", query.size(0), " queries");
 }
 
-// One block's rows for one KV head as fp32: the pool's own memory for
-// float32 pools, a converted copy in `scratch` ([num_rows, head_dim]) otherwise.
+// Where one KV head's rows sit in a pool.
+struct KVLayout {
+  int64_t block_size;
+  int64_t head_dim;
+  int64_t row_stride;    // num_kv_heads * head_dim: between positions of a block
+  int64_t block_stride;  // block_size * row_stride
+};
+
+// Positions [k0, k0 + num_rows) of one KV head as an fp32 matrix [num_rows,
+// head_dim]. Rows within one float32 block are mapped where they sit in the
+// pool; rows spanning several blocks, or of another dtype, are copied
+// (converted) into `scratch`, which holds a few blocks, never a whole context.
 template <typename scalar_t>
-ConstRowMap block_rows(const scalar_t* src, int64_t num_rows, int64_t head_dim, int64_t row_stride,
-                       float* scratch) {
+ConstRowMap kv_rows(const scalar_t* head_base, const int32_t* block_table, int64_t k0, int64_t num_rows,
+                    const KVLayout& layout, float* scratch) {
+  const int64_t first_block = k0 / layout.block_size;
+  const int64_t offset = k0 % layout.block_size;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    return ConstRowMap(src, num_rows, head_dim, Eigen::OuterStride<>(row_stride));
-  } else {
-    for (int64_t r = 0; r < num_rows; ++r)
-      for (int64_t d = 0; d < head_dim; ++d)
-        scratch[r * head_dim + d] = static_cast<float>(src[r * row_stride + d]);
-    return ConstRowMap(scratch, num_rows, head_dim, Eigen::OuterStride<>(head_dim));
+    if (offset + num_rows <= layout.block_size)
+      return ConstRowMap(head_base + block_table[first_block] * layout.block_stride + offset * layout.row_stride,
+                         num_rows, layout.head_dim, Eigen::OuterStride<>(layout.row_stride));
   }
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const int64_t pos = offset + r;  // relative to first_block's start
+    const scalar_t* src = head_base + block_table[first_block + pos / layout.block_size] * layout.block_stride +
+                          (pos % layout.block_size) * layout.row_stride;
+    float* dst = scratch + r * layout.head_dim;
+    for (int64_t d = 0; d < layout.head_dim; ++d) dst[d] = static_cast<float>(src[d]);
+  }
+  return ConstRowMap(scratch, num_rows, layout.head_dim, Eigen::OuterStride<>(layout.head_dim));
 }
 
 struct WorkItem {
@@ -83,8 +106,7 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
   const int64_t block_size = key_pool.size(1);
   const int64_t num_kv_heads = key_pool.size(2);
   const int64_t group = num_heads / num_kv_heads;
-  const int64_t kv_row_stride = num_kv_heads * head_dim;  // between positions of a block
-  const int64_t kv_block_stride = block_size * kv_row_stride;
+  const KVLayout layout{block_size, head_dim, num_kv_heads * head_dim, block_size * num_kv_heads * head_dim};
   const int64_t max_blocks = metadata.block_tables.size(1);
   const int64_t* query_start = metadata.query_start_loc.data_ptr<int64_t>();
   const int64_t* context_lens = metadata.context_lens.data_ptr<int64_t>();
@@ -106,10 +128,11 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
 
   at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
     RowMatrix q_rows;       // [rows, head_dim]: row i * group + j is query i, head kv_head * group + j
-    RowMatrix scores;       // [rows, block_size], then the block's unnormalised probabilities
+    RowMatrix scores;       // [rows, tile], then the tile's unnormalised probabilities
     RowMatrix acc;          // [rows, head_dim]: sum of probabilities times values
     Eigen::VectorXf row_max, row_sum;  // [rows]: online softmax running max and denominator
-    std::vector<float> k_scratch(block_size * head_dim), v_scratch(block_size * head_dim);
+    std::vector<float> k_scratch(kTileBlocks * block_size * head_dim);  // [tile, head_dim]
+    std::vector<float> v_scratch(kTileBlocks * block_size * head_dim);
     for (int64_t w = begin; w < end; ++w) {
       const WorkItem& item = items[w];
       const int64_t s = item.seq;
@@ -127,19 +150,21 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
           const scalar_t* src = q_data + ((first_token + i) * num_heads + item.kv_head * group + j) * head_dim;
           for (int64_t d = 0; d < head_dim; ++d) q_rows(i * group + j, d) = static_cast<float>(src[d]) * scale;
         }
-      scores.resize(rows, block_size);
+      // Decodes read each block in place; prefill rows are many, so tiles of
+      // several blocks make for fewer, larger matrix products.
+      const int64_t tile = (rows >= kMinRowsForTiles ? kTileBlocks : 1) * block_size;
+      scores.resize(rows, tile);
       acc.setZero(rows, head_dim);
       row_max.setConstant(rows, -std::numeric_limits<float>::infinity());
       row_sum.setZero(rows);
 
       const int64_t key_begin = sliding_window > 0 ? std::max<int64_t>(0, first_pos - sliding_window + 1) : 0;
       const int32_t* table = block_tables + s * max_blocks;
-      for (int64_t b = key_begin / block_size; b * block_size <= last_pos; ++b) {
-        const int64_t k0 = b * block_size;  // position of the block's first row
-        const int64_t nb = std::min(block_size, last_pos + 1 - k0);
-        const int64_t offset = table[b] * kv_block_stride + item.kv_head * head_dim;
-        const ConstRowMap keys = block_rows(k_data + offset, nb, head_dim, kv_row_stride, k_scratch.data());
-        const ConstRowMap values = block_rows(v_data + offset, nb, head_dim, kv_row_stride, v_scratch.data());
+      // Tiles start on block boundaries; k0 is the position of a tile's first key.
+      for (int64_t k0 = key_begin / block_size * block_size; k0 <= last_pos; k0 += tile) {
+        const int64_t nb = std::min(tile, last_pos + 1 - k0);
+        const ConstRowMap keys = kv_rows(k_data + item.kv_head * head_dim, table, k0, nb, layout, k_scratch.data());
+        const ConstRowMap values = kv_rows(v_data + item.kv_head * head_dim, table, k0, nb, layout, v_scratch.data());
         auto block_scores = scores.leftCols(nb);  // [rows, nb]
         block_scores.noalias() = q_rows * keys.transpose();
         for (int64_t r = 0; r < rows; ++r) {
@@ -147,21 +172,17 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
           const int64_t lo = sliding_window > 0 ? pos - sliding_window + 1 : 0;
           const int64_t j_begin = std::max<int64_t>(0, lo - k0);
           const int64_t j_end = std::min<int64_t>(nb, pos - k0 + 1);  // causal: keys up to pos
-          float* srow = scores.row(r).data();
+          auto row = scores.row(r).head(nb).array();  // [nb]
           if (j_begin >= j_end) {
-            std::fill(srow, srow + nb, 0.0f);
+            row.setZero();
             continue;
           }
-          float block_max = srow[j_begin];
-          for (int64_t j = j_begin + 1; j < j_end; ++j) block_max = std::max(block_max, srow[j]);
-          const float new_max = std::max(row_max[r], block_max);
+          const float new_max = std::max(row_max[r], row.segment(j_begin, j_end - j_begin).maxCoeff());
           const float alpha = std::exp(row_max[r] - new_max);  // 0 on the first block (max was -inf)
-          float sum = 0.0f;
-          for (int64_t j = 0; j < nb; ++j) {
-            const bool visible = j >= j_begin && j < j_end;
-            srow[j] = visible ? std::exp(srow[j] - new_max) : 0.0f;
-            sum += srow[j];
-          }
+          row = (row - new_max).exp();  // Eigen's vectorised exp
+          row.head(j_begin).setZero();   // keys before the sliding window
+          row.tail(nb - j_end).setZero();  // keys after the query (causal)
+          const float sum = row.sum();
           row_sum[r] = row_sum[r] * alpha + sum;
           acc.row(r) *= alpha;
           row_max[r] = new_max;

@@ -1,8 +1,8 @@
 // Paged attention: queries of a flat token batch attend over K/V that sit in
 // the KV pool's blocks, reached through each sequence's block table. On CPU
-// an Eigen kernel reads the blocks where they are (no gather of whole
-// contexts); elsewhere an ATen reference path (gather + matmul + softmax)
-// runs, and tests compare the two.
+// an Eigen kernel reads the blocks from the pool (no gather of whole
+// contexts into new tensors); elsewhere an ATen reference path (gather +
+// matmul + softmax) runs, and tests compare the two.
 #pragma once
 
 #include <torch/torch.h>
@@ -38,7 +38,10 @@ torch::Tensor paged_attention(const torch::Tensor& query, const torch::Tensor& k
                               double scale, int64_t sliding_window = 0);
 
 // The Eigen kernel (CPU; float32, bfloat16, float16), parallel over
-// (sequence, KV head, chunk of queries) with online softmax.
+// (sequence, KV head, chunk of up to 64 queries) with online softmax in
+// fp32. Decode work items multiply against each float32 block where it sits
+// in the pool; prefill work items (many query rows) copy tiles of 4 blocks
+// into fp32 scratch for larger matrix products, as every bf16/fp16 read does.
 torch::Tensor paged_attention_cpu(const torch::Tensor& query, const torch::Tensor& key_pool,
                                   const torch::Tensor& value_pool, const AttentionMetadata& metadata,
                                   double scale, int64_t sliding_window = 0);
