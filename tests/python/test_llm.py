@@ -26,8 +26,9 @@ def llm(llama_path: Path) -> LLM:
 
 def hf_greedy(path: Path, ids: list[int], n: int) -> list[int]:
     model = load_reference_model(path)
+    model.generation_config.eos_token_id = None  # like ignore_eos
     out = model.generate(
-        torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+        torch.tensor([ids]), max_new_tokens=n, do_sample=False,
         attention_mask=torch.ones(1, len(ids), dtype=torch.long),
     )
     return out[0, len(ids):].tolist()

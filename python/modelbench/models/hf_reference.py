@@ -19,7 +19,10 @@ def transformers_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float3
     """A ``transformers`` causal LM in eval mode holding ``checkpoint``'s weights
     (eager attention, so results do not depend on an SDPA backend)."""
     from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.modeling_utils import no_init_weights
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers < 5
+        from transformers.modeling_utils import no_init_weights
 
     if not checkpoint.weights:
         raise ValueError("this checkpoint's weights were handed to an engine; load it again")
@@ -28,7 +31,7 @@ def transformers_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float3
     config = AutoConfig.for_model(model_type, **config_dict)
     config._attn_implementation = "eager"
     with no_init_weights():  # every weight is assigned below
-        model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     weights = {name: tensor.to(dtype) for name, tensor in checkpoint.weights.items()}
     missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
     if unexpected:
