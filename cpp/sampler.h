@@ -43,9 +43,10 @@ class Sampler {
   void drop_request(const std::string& request_id);
 
  private:
-  // logits: [num_rows, vocab_size] float32, penalties applied; seqs: the
-  // rows' sequences, none greedy. Returns [num_rows] int64 token ids.
-  torch::Tensor sample_random(const torch::Tensor& logits, const std::vector<const Sequence*>& seqs);
+  // logits: [num_rows, vocab_size] float32, contiguous, penalties applied;
+  // overwritten in place. seqs: the rows' sequences, none greedy. Returns
+  // [num_rows] int64 token ids.
+  torch::Tensor sample_random(torch::Tensor logits, const std::vector<const Sequence*>& seqs);
   // The request's own generator on `device`, created from its seed on first use.
   at::Generator& generator_for(const Sequence& seq, const torch::Device& device);
 

@@ -1,18 +1,27 @@
 // Sampler: greedy, truncation (top-k, top-p, min-p), penalties, min_tokens,
 // seeded generators, sampling frequencies, logprobs and bad input.
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "sampler.h"
 
+// c10's logging defines a one-argument CHECK that aborts; Catch's must win,
+// so Catch comes last.
+#undef CHECK
+#include <catch2/catch.hpp>
+
 using namespace modelbench;
 
 namespace {
+
+const float kNegInfinity = -std::numeric_limits<float>::infinity();
 
 SamplingParams greedy() {
   SamplingParams params;
@@ -33,7 +42,8 @@ std::vector<const Sequence*> rows_of(const std::vector<Sequence>& seqs) {
   return rows;
 }
 
-std::vector<int32_t> sample(Sampler& sampler, const torch::Tensor& logits, const std::vector<Sequence>& seqs) {
+std::vector<int32_t> sample(Sampler& sampler, const torch::Tensor& logits,
+                            const std::vector<Sequence>& seqs) {
   return sampler.sample(logits, rows_of(seqs)).token_ids;
 }
 
@@ -52,15 +62,17 @@ std::vector<int32_t> argmax_ids(const torch::Tensor& logits) {
 // One row of logits, [1, n].
 torch::Tensor row(const std::vector<float>& values) { return torch::tensor(values).unsqueeze(0); }
 
-// Pearson's statistic of observed token counts against expected probabilities.
+// Pearson's statistic of observed token counts against expected
+// probabilities; infinite if a token of probability 0 was drawn.
 double chi_square(const std::vector<int32_t>& tokens, const torch::Tensor& probs) {
+  auto expected_counts = probs.to(torch::kDouble).contiguous() * static_cast<double>(tokens.size());
+  const double* expected = expected_counts.data_ptr<double>();
   std::vector<double> observed(probs.numel(), 0.0);
   for (int32_t id : tokens) observed.at(id) += 1.0;
   double statistic = 0.0;
   for (int64_t i = 0; i < probs.numel(); ++i) {
-    const double expected = probs[i].item<double>() * tokens.size();
-    if (expected > 0) statistic += (observed[i] - expected) * (observed[i] - expected) / expected;
-    else REQUIRE(observed[i] == 0.0);
+    if (expected[i] > 0) statistic += (observed[i] - expected[i]) * (observed[i] - expected[i]) / expected[i];
+    else if (observed[i] > 0) return std::numeric_limits<double>::infinity();
   }
   return statistic;
 }
@@ -117,6 +129,73 @@ TEST_CASE("top_k, top_p and min_p keep exactly the expected tokens", "[sampler]"
   CHECK(seen(params) == std::set<int32_t>({0, 1}));
   params = {};
   CHECK(seen(params) == std::set<int32_t>({0, 1, 2, 3}));
+}
+
+TEST_CASE("top-p sets wider than the first candidates are found exactly", "[sampler]") {
+  // Decaying distributions whose top_p = 0.5 sets (~69 tokens of 8192, ~645
+  // of 3000) lie past the sampler's first 64 candidates, so it searches the
+  // whole row for them.
+  for (auto [vocab_size, slope, num_rows] :
+       {std::tuple{8192, 0.01f, 2000}, std::tuple{3000, 0.001f, 4000}}) {
+    CAPTURE(vocab_size);
+    auto logits = torch::arange(vocab_size, torch::kFloat).mul_(-slope).unsqueeze(0);  // [1, vocab]
+    auto cumulative = logits[0].to(torch::kDouble).softmax(0).cumsum(0);
+    const int64_t num_kept = 1 + (cumulative.slice(0, 0, vocab_size - 1) < 0.5).sum().item<int64_t>();
+    REQUIRE(num_kept > 64);
+    SamplingParams params;
+    params.top_p = 0.5f;
+    torch::manual_seed(9);
+    Sampler sampler;
+    auto tokens = sample(sampler, logits.repeat({num_rows, 1}), copies(params, num_rows));
+    const int32_t last = *std::max_element(tokens.begin(), tokens.end());
+    CHECK(last < num_kept);                 // never past the boundary
+    CHECK(last >= num_kept - num_kept / 20);  // and right up to it
+
+    // The same row, seeded, takes the same draws whether the sampler searches
+    // it by selection (alone) or takes the topk of the whole vocabulary
+    // (which a neighbour's top_k = vocab - 1 asks for).
+    params.seed = 5;
+    SamplingParams wide;
+    wide.top_k = vocab_size - 1;
+    wide.top_p = 0.9f;
+    Sampler alone, beside;
+    for (int step = 0; step < 30; ++step) {
+      auto by_itself = sample(alone, logits, {make_seq("s", params)});
+      auto in_pair = sample(beside, logits.repeat({2, 1}), {make_seq("s", params), make_seq("w", wide)});
+      REQUIRE(by_itself[0] == in_pair[0]);
+    }
+  }
+}
+
+TEST_CASE("top-k keeps every token tied with the k-th, also past the candidates", "[sampler]") {
+  // Tokens 0..9 are distinct and likely; 10..199 tie; the rest are unlikely.
+  // top_k = 20 ends inside the tie, so all 200 stay; top_p = 0.95 ends inside
+  // it too, and the whole tie stays with it.
+  std::vector<float> values(1000, -20.0f);
+  for (int i = 0; i < 200; ++i) values[i] = i < 10 ? 1.0f - 0.05f * i : 0.0f;
+  auto logits = row(values).repeat({5000, 1});  // [5000, 1000]
+  SamplingParams params;
+  params.top_k = 20;
+  params.top_p = 0.95f;
+  torch::manual_seed(10);
+  Sampler sampler;
+  auto tokens = sample(sampler, logits, copies(params, 5000));
+  std::set<int32_t> expected;
+  for (int i = 0; i < 200; ++i) expected.insert(i);
+  CHECK(std::set<int32_t>(tokens.begin(), tokens.end()) == expected);
+
+  // Now the head holds ~46% of what top-k keeps and top_p = 0.28 ends inside
+  // it: the cut needs the tie's full mass, not just the part among the first
+  // candidates (that would cut two tokens early).
+  for (int i = 0; i < 10; ++i) values[i] = 3.0f - 0.05f * i;
+  auto kept = torch::tensor(values).slice(0, 0, 200).to(torch::kDouble).softmax(0).cumsum(0);
+  const int64_t num_kept = 1 + (kept.slice(0, 0, 199) < 0.28).sum().item<int64_t>();
+  REQUIRE(num_kept == 6);
+  params.top_p = 0.28f;
+  tokens = sample(sampler, row(values).repeat({2000, 1}), copies(params, 2000));
+  expected.clear();
+  for (int i = 0; i < num_kept; ++i) expected.insert(i);
+  CHECK(std::set<int32_t>(tokens.begin(), tokens.end()) == expected);
 }
 
 TEST_CASE("repetition penalty divides positive and multiplies negative logits of seen tokens", "[sampler]") {
@@ -188,7 +267,7 @@ TEST_CASE("a seeded request draws the same tokens whatever else is in the batch"
   CHECK(run_alone(second) == alone);
 
   // Row 3 of a batch of 8 whose other rows mix greedy, unseeded, other seeds,
-  // top-p (which sends the whole batch down the sort path) and penalties.
+  // top-p (which changes how many candidates every row gets) and penalties.
   Sampler batched;
   std::vector<int32_t> in_batch;
   for (int step = 0; step < kSteps; ++step) {
@@ -238,6 +317,16 @@ TEST_CASE("temperature sampling follows softmax(logits / temperature)", "[sample
     for (int step = 0; step < 3000; ++step)
       tokens.push_back(sample(sampler, logits.unsqueeze(0), {make_seq("s", params)})[0]);
     CHECK(chi_square(tokens, probs) < 20.5);
+  }
+  SECTION("tokens spread over the sampler's blocks, their edges and the tail") {
+    const std::vector<int64_t> ids = {5, 1023, 1024, 2047, 2048, 2599};
+    auto wide = torch::full({2600}, kNegInfinity);  // [2600]
+    for (size_t i = 0; i < ids.size(); ++i) wide[ids[i]] = 0.4f * static_cast<float>(i) - 1.0f;
+    auto expected = (wide / temperature).softmax(0);  // [2600]
+    torch::manual_seed(11);
+    Sampler sampler;
+    auto tokens = sample(sampler, wide.unsqueeze(0).repeat({20000, 1}), copies(params, 20000));
+    CHECK(chi_square(tokens, expected) < 25.7);  // 5 degrees of freedom, p = 1e-4
   }
   SECTION("top-k renormalizes over the kept tokens") {
     torch::manual_seed(5);
