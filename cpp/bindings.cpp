@@ -6,6 +6,7 @@
 #include <torch/extension.h>
 
 #include "config.h"
+#include "dtype.h"
 #include "engine.h"
 #include "kv_pool.h"
 #include "model_runner.h"
@@ -25,12 +26,6 @@ class PyModelRunner : public ModelRunner {
   }
 };
 
-torch::ScalarType dtype_from_name(const std::string& name) {
-  if (name == "float32") return torch::kFloat32;
-  if (name == "bfloat16") return torch::kBFloat16;
-  if (name == "float16") return torch::kFloat16;
-  throw InvalidArgument("dtype must be one of float32, bfloat16, float16, got '" + name + "'");
-}
 
 // Engine's destructor joins the loop thread, which may be waiting for the
 // GIL inside a Python runner: destroy it with the GIL released.
@@ -54,14 +49,6 @@ std::shared_ptr<py::object> share_with_threads(py::object object) {
   });
 }
 
-std::string dtype_name(torch::ScalarType dtype) {
-  switch (dtype) {
-    case torch::kFloat32: return "float32";
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kFloat16: return "float16";
-    default: return c10::toString(dtype);
-  }
-}
 
 }  // namespace
 

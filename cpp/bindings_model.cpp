@@ -6,6 +6,7 @@
 #include <torch/extension.h>
 
 #include "attention.h"
+#include "dtype.h"
 #include "models/model.h"
 #include "transformer_runner.h"
 
@@ -19,14 +20,6 @@ AttentionMetadata make_metadata(torch::Tensor query_start_loc, torch::Tensor con
   return {std::move(query_start_loc), std::move(context_lens), std::move(block_tables)};
 }
 
-std::string dtype_name(torch::ScalarType dtype) {
-  switch (dtype) {
-    case torch::kFloat32: return "float32";
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kFloat16: return "float16";
-    default: return c10::toString(dtype);
-  }
-}
 
 }  // namespace
 

