@@ -1,0 +1,647 @@
+"""
+modelbench's C++ engine core: paged KV cache, continuous-batching scheduler, engine loop.
+"""
+from __future__ import annotations
+import collections.abc
+import torch
+import typing
+__all__: list[str] = ['CacheConfig', 'Engine', 'EngineConfig', 'EngineStats', 'KVCacheSpec', 'KVPool', 'ModelRunner', 'ModelSpec', 'PositionLogprobs', 'RecordedLogits', 'RequestOutput', 'RopeScaling', 'RunnerOutput', 'Sampler', 'SamplingParams', 'ScheduledSequence', 'SchedulerConfig', 'SchedulerOutput', 'SchedulerStats', 'TokenLogprob', 'TransformerRunner', 'available_host_memory_bytes', 'num_blocks_for_memory', 'paged_attention_cpu', 'paged_attention_reference']
+class CacheConfig:
+    """
+    KV block pool configuration.
+    """
+    enable_prefix_caching: bool
+    def __init__(self) -> None:
+        ...
+    def validate(self) -> None:
+        ...
+    @property
+    def block_size(self) -> int:
+        """
+        Tokens per KV block.
+        """
+    @block_size.setter
+    def block_size(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def num_blocks(self) -> int:
+        """
+        Blocks in the pool.
+        """
+    @num_blocks.setter
+    def num_blocks(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def watermark(self) -> float:
+        """
+        Fraction of blocks kept free when admitting new prompts.
+        """
+    @watermark.setter
+    def watermark(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+class SchedulerConfig:
+    """
+    Per-step limits of the scheduler.
+    """
+    enable_chunked_prefill: bool
+    def __init__(self) -> None:
+        ...
+    def validate(self) -> None:
+        ...
+    @property
+    def max_model_len(self) -> int:
+        ...
+    @max_model_len.setter
+    def max_model_len(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_num_batched_tokens(self) -> int:
+        ...
+    @max_num_batched_tokens.setter
+    def max_num_batched_tokens(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_num_seqs(self) -> int:
+        ...
+    @max_num_seqs.setter
+    def max_num_seqs(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class EngineConfig:
+    """
+    Cache and scheduler configuration plus model facts.
+    """
+    cache: CacheConfig
+    scheduler: SchedulerConfig
+    def __init__(self) -> None:
+        ...
+    def validate(self) -> None:
+        ...
+    @property
+    def eos_token_id(self) -> int:
+        ...
+    @eos_token_id.setter
+    def eos_token_id(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def vocab_size(self) -> int:
+        ...
+    @vocab_size.setter
+    def vocab_size(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class SamplingParams:
+    """
+    Per-request sampling and stopping parameters.
+    """
+    ignore_eos: bool
+    def __init__(self) -> None:
+        ...
+    def validate(self) -> None:
+        """
+        Raise ValueError naming the first invalid field.
+        """
+    @property
+    def frequency_penalty(self) -> float:
+        ...
+    @frequency_penalty.setter
+    def frequency_penalty(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def logprobs(self) -> int:
+        ...
+    @logprobs.setter
+    def logprobs(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_tokens(self) -> int:
+        ...
+    @max_tokens.setter
+    def max_tokens(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def min_p(self) -> float:
+        ...
+    @min_p.setter
+    def min_p(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def min_tokens(self) -> int:
+        ...
+    @min_tokens.setter
+    def min_tokens(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def presence_penalty(self) -> float:
+        ...
+    @presence_penalty.setter
+    def presence_penalty(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def prompt_logprobs(self) -> int:
+        ...
+    @prompt_logprobs.setter
+    def prompt_logprobs(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def repetition_penalty(self) -> float:
+        ...
+    @repetition_penalty.setter
+    def repetition_penalty(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def seed(self) -> int | None:
+        ...
+    @seed.setter
+    def seed(self, arg0: typing.SupportsInt | typing.SupportsIndex | None) -> None:
+        ...
+    @property
+    def stop_token_ids(self) -> list[int]:
+        ...
+    @stop_token_ids.setter
+    def stop_token_ids(self, arg0: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
+        ...
+    @property
+    def temperature(self) -> float:
+        ...
+    @temperature.setter
+    def temperature(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def top_k(self) -> int:
+        ...
+    @top_k.setter
+    def top_k(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def top_p(self) -> float:
+        ...
+    @top_p.setter
+    def top_p(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+class ScheduledSequence:
+    """
+    One sequence's share of a step.
+    """
+    @property
+    def block_table(self) -> list[int]:
+        ...
+    @property
+    def needs_sample(self) -> bool:
+        ...
+    @property
+    def num_computed_tokens(self) -> int:
+        ...
+    @property
+    def num_prompt_tokens(self) -> int:
+        ...
+    @property
+    def num_scheduled_tokens(self) -> int:
+        ...
+    @property
+    def params(self) -> SamplingParams:
+        ...
+    @property
+    def request_id(self) -> str:
+        ...
+    @property
+    def token_ids(self) -> list[int]:
+        ...
+class SchedulerOutput:
+    """
+    What one step computes.
+    """
+    @property
+    def finished_request_ids(self) -> list[str]:
+        ...
+    @property
+    def num_batched_tokens(self) -> int:
+        ...
+    @property
+    def preempted_request_ids(self) -> list[str]:
+        ...
+    @property
+    def scheduled(self) -> list[ScheduledSequence]:
+        ...
+class RunnerOutput:
+    """
+    Sampled token per scheduled sequence (-1: none).
+    """
+    @typing.overload
+    def __init__(self) -> None:
+        ...
+    @typing.overload
+    def __init__(self, sampled_token_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
+        ...
+    @property
+    def sampled_token_ids(self) -> list[int]:
+        ...
+    @sampled_token_ids.setter
+    def sampled_token_ids(self, arg0: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> None:
+        ...
+class ModelRunner:
+    """
+    Computes a step: subclass and implement execute_model(scheduler_output).
+    """
+    def __init__(self) -> None:
+        ...
+    def execute_model(self, scheduler_output: SchedulerOutput) -> RunnerOutput:
+        ...
+class TokenLogprob:
+    @property
+    def logprob(self) -> float:
+        ...
+    @property
+    def rank(self) -> int:
+        ...
+    @property
+    def token_id(self) -> int:
+        ...
+class PositionLogprobs:
+    """
+    The token at a position and the top alternatives.
+    """
+    @property
+    def chosen(self) -> TokenLogprob:
+        ...
+    @property
+    def top(self) -> list[TokenLogprob]:
+        ...
+class RequestOutput:
+    """
+    A request's progress after one step.
+    """
+    def __repr__(self) -> str:
+        ...
+    @property
+    def finish_reason(self) -> typing.Any:
+        ...
+    @property
+    def finished(self) -> bool:
+        ...
+    @property
+    def first_token_time_s(self) -> float:
+        ...
+    @property
+    def logprobs(self) -> list[PositionLogprobs]:
+        ...
+    @property
+    def new_token_ids(self) -> list[int]:
+        ...
+    @property
+    def num_cached_tokens(self) -> int:
+        ...
+    @property
+    def num_output_tokens(self) -> int:
+        ...
+    @property
+    def num_preemptions(self) -> int:
+        ...
+    @property
+    def num_prompt_tokens(self) -> int:
+        ...
+    @property
+    def prompt_logprobs(self) -> list[PositionLogprobs]:
+        ...
+    @property
+    def queue_time_s(self) -> float:
+        ...
+    @property
+    def request_id(self) -> str:
+        ...
+class SchedulerStats:
+    @property
+    def kv_cache_usage(self) -> float:
+        ...
+    @property
+    def num_free_blocks(self) -> int:
+        ...
+    @property
+    def num_preemptions(self) -> int:
+        ...
+    @property
+    def num_prefix_hit_tokens(self) -> int:
+        ...
+    @property
+    def num_prefix_query_tokens(self) -> int:
+        ...
+    @property
+    def num_running(self) -> int:
+        ...
+    @property
+    def num_total_blocks(self) -> int:
+        ...
+    @property
+    def num_waiting(self) -> int:
+        ...
+class EngineStats:
+    @property
+    def is_running(self) -> bool:
+        ...
+    @property
+    def num_generation_tokens(self) -> int:
+        ...
+    @property
+    def num_prompt_tokens(self) -> int:
+        ...
+    @property
+    def num_steps(self) -> int:
+        ...
+    @property
+    def scheduler(self) -> SchedulerStats:
+        ...
+class Engine:
+    """
+    Scheduler + runner; step by hand or run the background loop.
+    """
+    def __init__(self, config: EngineConfig, runner: ModelRunner) -> None:
+        ...
+    def abort(self, request_id: str) -> bool:
+        """
+        End a request at the next step; False (a no-op) when the id is unknown.
+        """
+    def add_request(self, request_id: str, prompt_token_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: SamplingParams, priority: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        """
+        Queue a request; raises ValueError naming what is wrong with it.
+        """
+    def get_outputs(self, timeout_s: typing.SupportsFloat | typing.SupportsIndex = -1.0) -> list[RequestOutput]:
+        """
+        Wait up to timeout_s (negative: forever) for outputs of the loop and return them all.
+        """
+    def has_unfinished_requests(self) -> bool:
+        ...
+    def num_unfinished_requests(self) -> int:
+        ...
+    def set_output_notifier(self, callback: typing.Any) -> None:
+        """
+        Call `callback()` from the loop thread whenever outputs are queued.
+        """
+    def shutdown(self) -> None:
+        """
+        Stop and join the loop; unfinished requests end with 'abort'.
+        """
+    def start(self) -> None:
+        """
+        Start the background loop thread.
+        """
+    def stats(self) -> EngineStats:
+        ...
+    def step(self) -> list[RequestOutput]:
+        """
+        Run one step by hand and return its outputs.
+        """
+    @property
+    def config(self) -> EngineConfig:
+        ...
+    @property
+    def is_running(self) -> bool:
+        ...
+class KVCacheSpec:
+    """
+    Shape and dtype of the per-layer KV pools.
+    """
+    def __init__(self, num_layers: typing.SupportsInt | typing.SupportsIndex, num_kv_heads: typing.SupportsInt | typing.SupportsIndex, head_dim: typing.SupportsInt | typing.SupportsIndex, block_size: typing.SupportsInt | typing.SupportsIndex = 16, dtype: str = 'float32', device: str = 'cpu') -> None:
+        ...
+    def bytes_per_block(self) -> int:
+        ...
+    @property
+    def dtype(self) -> str:
+        ...
+class KVPool:
+    """
+    Preallocated K and V pools, one pair per layer.
+    """
+    def __init__(self, spec: KVCacheSpec, num_blocks: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def key(self, layer: typing.SupportsInt | typing.SupportsIndex) -> torch.Tensor:
+        """
+        [num_blocks, block_size, num_kv_heads, head_dim]
+        """
+    def value(self, layer: typing.SupportsInt | typing.SupportsIndex) -> torch.Tensor:
+        ...
+    def write(self, layer: typing.SupportsInt | typing.SupportsIndex, slot_mapping: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+        """
+        Write [num_tokens, num_kv_heads, head_dim] rows into their slots.
+        """
+    @property
+    def num_blocks(self) -> int:
+        ...
+    @property
+    def num_bytes(self) -> int:
+        ...
+class Sampler:
+    """
+    Next-token sampling with penalties, temperature, top-k/p, min-p, seeds, logprobs.
+    """
+    @staticmethod
+    def compute_logprobs(logits: torch.Tensor, target_ids: torch.Tensor, num_top: typing.SupportsInt | typing.SupportsIndex) -> list[PositionLogprobs]:
+        """
+        logits: [n, vocab_size]; target_ids: [n]. Logprob and rank of each target under log_softmax(logits), plus the top num_top.
+        """
+    def __init__(self, eos_token_id: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
+        """
+        eos_token_id < 0: the model has none. EOS is held back before min_tokens.
+        """
+    def drop_request(self, request_id: str) -> None:
+        """
+        Forget a finished request's seeded generator.
+        """
+    def sample(self, logits: torch.Tensor, requests: collections.abc.Sequence[tuple[str, collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], SamplingParams]]) -> tuple[list[int], list[list[PositionLogprobs]]]:
+        """
+        logits: [num_rows, vocab_size]; requests: one (request_id, prompt_ids, output_ids, SamplingParams) per row. Returns (token_ids, logprobs), logprobs[i] holding one PositionLogprobs when params.logprobs >= 0, else none.
+        """
+class RopeScaling:
+    """
+    Rotary embedding scaling: type none | linear | llama3.
+    """
+    type: str
+    def __init__(self) -> None:
+        ...
+    @property
+    def factor(self) -> float:
+        ...
+    @factor.setter
+    def factor(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def high_freq_factor(self) -> float:
+        ...
+    @high_freq_factor.setter
+    def high_freq_factor(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def low_freq_factor(self) -> float:
+        ...
+    @low_freq_factor.setter
+    def low_freq_factor(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def original_max_position_embeddings(self) -> int:
+        ...
+    @original_max_position_embeddings.setter
+    def original_max_position_embeddings(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class ModelSpec:
+    """
+    A model's shape in modelbench's names; build one from a Hugging Face config with modelbench.models.spec.model_spec_from_hf_config.
+    """
+    rope_scaling: RopeScaling
+    tie_word_embeddings: bool
+    def __init__(self) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def validate(self) -> None:
+        """
+        Raise ValueError naming the first inconsistent field.
+        """
+    @property
+    def architecture(self) -> str:
+        """
+        llama | qwen2 | mistral | gpt2
+        """
+    @architecture.setter
+    def architecture(self, arg0: str) -> None:
+        ...
+    @property
+    def attention_bias(self) -> bool:
+        """
+        q/k/v projections carry biases
+        """
+    @attention_bias.setter
+    def attention_bias(self, arg0: bool) -> None:
+        ...
+    @property
+    def head_dim(self) -> int:
+        ...
+    @head_dim.setter
+    def head_dim(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def hidden_size(self) -> int:
+        ...
+    @hidden_size.setter
+    def hidden_size(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def intermediate_size(self) -> int:
+        ...
+    @intermediate_size.setter
+    def intermediate_size(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_position_embeddings(self) -> int:
+        ...
+    @max_position_embeddings.setter
+    def max_position_embeddings(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def norm_eps(self) -> float:
+        ...
+    @norm_eps.setter
+    def norm_eps(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def num_heads(self) -> int:
+        ...
+    @num_heads.setter
+    def num_heads(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def num_kv_heads(self) -> int:
+        ...
+    @num_kv_heads.setter
+    def num_kv_heads(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def num_layers(self) -> int:
+        ...
+    @num_layers.setter
+    def num_layers(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def rope_theta(self) -> float:
+        ...
+    @rope_theta.setter
+    def rope_theta(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def sliding_window(self) -> int:
+        """
+        0: full causal attention
+        """
+    @sliding_window.setter
+    def sliding_window(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def vocab_size(self) -> int:
+        ...
+    @vocab_size.setter
+    def vocab_size(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class RecordedLogits:
+    """
+    One sequence's logits from the last step.
+    """
+    @property
+    def first_position(self) -> int:
+        """
+        Position of row 0.
+        """
+    @property
+    def logits(self) -> torch.Tensor:
+        """
+        [num_scheduled_tokens, vocab_size] float32
+        """
+    @property
+    def request_id(self) -> str:
+        ...
+class TransformerRunner(ModelRunner):
+    """
+    The model runner over LibTorch: paged KV pools, batched forward, sampler. Pass it to Engine.
+    """
+    def __init__(self, spec: ModelSpec, weights: collections.abc.Mapping[str, torch.Tensor], config: EngineConfig, dtype: str = 'float32', device: str = 'cpu') -> None:
+        """
+        weights: Hugging Face name -> tensor. Raises ValueError naming a missing or misshapen tensor.
+        """
+    @property
+    def device(self) -> str:
+        ...
+    @property
+    def dtype(self) -> str:
+        """
+        float32 | bfloat16 | float16
+        """
+    @property
+    def num_kv_blocks(self) -> int:
+        ...
+    @property
+    def record_logits(self) -> bool:
+        """
+        Keep every scheduled token's logits of the last step (slower; for tests).
+        """
+    @record_logits.setter
+    def record_logits(self, arg1: bool) -> None:
+        ...
+    @property
+    def recorded_logits(self) -> list[RecordedLogits]:
+        """
+        list[RecordedLogits] of the last step, when record_logits is on.
+        """
+    @property
+    def spec(self) -> ModelSpec:
+        ...
+def available_host_memory_bytes() -> int:
+    """
+    Memory the OS reports as available (MemAvailable).
+    """
+def num_blocks_for_memory(spec: KVCacheSpec, bytes: typing.SupportsInt | typing.SupportsIndex) -> int:
+    """
+    KV blocks that fit in a memory budget of `bytes`.
+    """
+def paged_attention_cpu(query: torch.Tensor, key_pool: torch.Tensor, value_pool: torch.Tensor, query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor, scale: typing.SupportsFloat | typing.SupportsIndex, sliding_window: typing.SupportsInt | typing.SupportsIndex = 0) -> torch.Tensor:
+    """
+    The Eigen paged attention kernel. query [T, H, D]; pools [N, block_size, H_kv, D]; query_start_loc [S+1] int64, context_lens [S] int64, block_tables [S, max_blocks] int32 (CPU).
+    """
+def paged_attention_reference(query: torch.Tensor, key_pool: torch.Tensor, value_pool: torch.Tensor, query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor, scale: typing.SupportsFloat | typing.SupportsIndex, sliding_window: typing.SupportsInt | typing.SupportsIndex = 0) -> torch.Tensor:
+    """
+    The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.
+    """
