@@ -1,0 +1,5 @@
+"""``python -m modelbench serve ...``"""
+
+from modelbench.cli import main
+
+main()

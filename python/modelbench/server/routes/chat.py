@@ -1,0 +1,143 @@
+"""POST /v1/chat/completions: the prompt is the model's chat template over
+the messages; the answer is the assistant's message, streamed or not."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from modelbench.async_engine import AsyncEngine
+from modelbench.outputs import PositionLogprobs, RequestOutput
+from modelbench.server.protocol import (
+    ChatChoice,
+    ChatChoiceLogprobs,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatResponseMessage,
+    ChatTokenLogprob,
+    ChatTopLogprob,
+    DeltaMessage,
+    random_id,
+)
+from modelbench.server.routes import (
+    SSE_DONE,
+    APIError,
+    build_params,
+    check_model,
+    get_engine,
+    sse,
+    start_generation,
+)
+from modelbench.server.routes.completions import usage_of
+
+router = APIRouter()
+
+
+def to_chat_logprobs(positions: list[PositionLogprobs], top: int) -> ChatChoiceLogprobs:
+    content = []
+    for position in positions:
+        candidates = list(position.values())  # the sampled token first
+        chosen = candidates[0]
+        alternatives = sorted(candidates, key=lambda c: c.rank)[:top]
+        content.append(ChatTokenLogprob(
+            token=chosen.decoded_token, logprob=chosen.logprob,
+            bytes=list(chosen.decoded_token.encode()),
+            top_logprobs=[ChatTopLogprob(token=c.decoded_token, logprob=c.logprob,
+                                         bytes=list(c.decoded_token.encode()))
+                          for c in alternatives],
+        ))
+    return ChatChoiceLogprobs(content=content)
+
+
+async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> list[int]:
+    """The chat template over the messages, tokenized (off the event loop).
+    The template writes the special tokens itself, so none are added."""
+    messages = [m.for_template() for m in body.messages]
+
+    def render() -> list[int]:
+        text = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        return engine.tokenizer.encode(text, add_special_tokens=False)
+
+    try:
+        return await asyncio.to_thread(render)
+    except ValueError as exc:  # no chat template
+        raise APIError(400, str(exc), param="messages") from exc
+    except Exception as exc:  # the template rejected the messages (raise_exception)
+        raise APIError(400, f"the chat template could not render the messages: {exc}",
+                       param="messages") from exc
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, engine: AsyncEngine = Depends(get_engine)
+) -> ChatCompletionResponse | StreamingResponse:
+    model = check_model(request, body.model)
+    prompt_ids = await render_prompt(engine, body)
+    room = max(1, engine.config.scheduler.max_model_len - len(prompt_ids))
+    params = build_params(lambda: body.sampling_params(room), set(ChatCompletionRequest.model_fields))
+    request_id = random_id("chatcmpl")
+    deltas = await start_generation(engine, prompt_ids, params, request_id, "messages")
+    top = body.top_logprobs or 0
+    if body.stream:
+        return StreamingResponse(
+            stream_chat(deltas, request_id, model, body.logprobs, top, body.include_usage),
+            media_type="text/event-stream",
+        )
+
+    text, num_generated, positions, last = "", 0, [], None
+    async for out in deltas:
+        delta = out.outputs[0]
+        text += delta.text
+        num_generated += len(delta.token_ids)
+        positions.extend(delta.logprobs or [])
+        last = out
+    assert last is not None and last.finished
+    return ChatCompletionResponse(
+        id=request_id, model=model, usage=usage_of(last, num_generated),
+        choices=[ChatChoice(
+            index=0, message=ChatResponseMessage(content=text),
+            finish_reason=last.outputs[0].finish_reason,
+            logprobs=to_chat_logprobs(positions, top) if body.logprobs else None,
+        )],
+    )
+
+
+async def stream_chat(
+    deltas: AsyncIterator[RequestOutput],
+    request_id: str,
+    model: str,
+    want_logprobs: bool,
+    top: int,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    def chunk(delta: DeltaMessage, finish_reason: str | None = None,
+              logprobs: ChatChoiceLogprobs | None = None) -> str:
+        return sse(ChatCompletionChunk(
+            id=request_id, model=model,
+            choices=[ChatChunkChoice(index=0, delta=delta, logprobs=logprobs,
+                                     finish_reason=finish_reason)],
+        ))
+
+    num_generated, last = 0, None
+    try:
+        yield chunk(DeltaMessage(role="assistant", content=""))
+        async for out in deltas:
+            delta = out.outputs[0]
+            num_generated += len(delta.token_ids)
+            last = out
+            if delta.text or delta.logprobs:
+                logprobs = to_chat_logprobs(delta.logprobs or [], top) if want_logprobs else None
+                yield chunk(DeltaMessage(content=delta.text), logprobs=logprobs)
+            if delta.finish_reason is not None:
+                yield chunk(DeltaMessage(), finish_reason=delta.finish_reason)
+        if include_usage and last is not None:
+            yield sse(ChatCompletionChunk(id=request_id, model=model, choices=[],
+                                          usage=usage_of(last, num_generated)))
+        yield SSE_DONE
+    finally:
+        await deltas.aclose()  # type: ignore[attr-defined]
