@@ -102,6 +102,20 @@ async def start_generation(
     return deltas()
 
 
+async def collect(deltas: AsyncIterator[RequestOutput]) -> tuple[str, int, list, RequestOutput]:
+    """A non-streamed response's material: the whole text, the number of
+    generated tokens, their logprobs, and the last (finished) output."""
+    text, num_generated, positions, last = "", 0, [], None
+    async for out in deltas:
+        delta = out.outputs[0]
+        text += delta.text
+        num_generated += len(delta.token_ids)
+        positions.extend(delta.logprobs or [])
+        last = out
+    assert last is not None and last.finished, "the engine ended a stream without a final output"
+    return text, num_generated, positions, last
+
+
 def sse(event: BaseModel | str) -> str:
     """One server-sent event."""
     data = event if isinstance(event, str) else event.model_dump_json()

@@ -26,6 +26,7 @@ from modelbench.server.protocol import (
 )
 from modelbench.server.routes import (
     SSE_DONE,
+    collect,
     APIError,
     build_params,
     check_model,
@@ -89,14 +90,7 @@ async def create_chat_completion(
             media_type="text/event-stream",
         )
 
-    text, num_generated, positions, last = "", 0, [], None
-    async for out in deltas:
-        delta = out.outputs[0]
-        text += delta.text
-        num_generated += len(delta.token_ids)
-        positions.extend(delta.logprobs or [])
-        last = out
-    assert last is not None and last.finished
+    text, num_generated, positions, last = await collect(deltas)
     return ChatCompletionResponse(
         id=request_id, model=model, usage=usage_of(last, num_generated),
         choices=[ChatChoice(
