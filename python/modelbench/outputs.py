@@ -131,12 +131,14 @@ class RequestState:
                 self.cumulative_logprob = (self.cumulative_logprob or 0.0) + entry.chosen.logprob
         for token_id in out.new_token_ids:
             self.token_ids.append(token_id)
+            grown_from = len(self.text)
             self.text += self.detokenizer.add(token_id)
-            if self._check_stop_strings():
+            if self._check_stop_strings(grown_from):
                 return True
         if out.finished:
+            grown_from = len(self.text)
             self.text += self.detokenizer.flush()
-            if self._check_stop_strings():
+            if self._check_stop_strings(grown_from):
                 return True
             self.finished = True
             self.finish_reason = out.finish_reason
@@ -145,12 +147,12 @@ class RequestState:
                 self.stop_reason = last
         return False
 
-    def _check_stop_strings(self) -> bool:
+    def _check_stop_strings(self, grown_from: int) -> bool:
         if not self.params.stop:
             return False
-        # Only the tail can hold a new match: the part that grew, plus room
-        # for a stop string that began before it.
-        start = max(0, len(self.text) - 2 * (self._hold + 1) - 16)
+        # A new match ends in the text added since grown_from, so it starts
+        # at most len(longest stop) - 1 characters before it.
+        start = max(0, grown_from - self._hold)
         best = None
         for stop in self.params.stop:
             i = self.text.find(stop, start)
