@@ -136,18 +136,16 @@ class LLM:
                     group.append(state)
                 groups.append(group)
             bar = _progress(len(groups), use_tqdm)
-            remaining = {id(g): len(g) for g in groups}
-            owner = {s.request_id: g for g in groups for s in g}
+            group_of = {s.request_id: g for g in groups for s in g}
             while self.engine.has_unfinished_requests():
                 for out in self.engine.step():
                     state = states[out.request_id]
+                    was_finished = state.finished
                     if state.update(out):
                         self.engine.abort(out.request_id)  # a stop string ended it
-                    if state.finished and out.request_id in owner:
-                        group = owner.pop(out.request_id)
-                        remaining[id(group)] -= 1
-                        if remaining[id(group)] == 0 and bar is not None:
-                            bar.update(1)
+                    just_finished = state.finished and not was_finished
+                    if just_finished and bar is not None and all(s.finished for s in group_of[out.request_id]):
+                        bar.update(1)  # the prompt's last sample is done
             if bar is not None:
                 bar.close()
         except BaseException:
