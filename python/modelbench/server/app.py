@@ -1,8 +1,8 @@
-"""create_app(settings): the FastAPI app over one AsyncEngine.
+"""create_app(settings): the FastAPI app over a registry of model versions.
 
-The engine loads in a background thread once the server starts, so that
-/health answers at once and /ready turns 200 when the model is in memory.
-Every error reaches the client as OpenAI's ``{"error": {...}}`` body.
+The models load in the background once the server starts, so that /health
+answers at once and /ready turns 200 when every one is in memory. Every error
+reaches the client as OpenAI's ``{"error": {...}}`` body (server/errors.py).
 """
 
 from __future__ import annotations
@@ -13,21 +13,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelbench.async_engine import AsyncEngine
-from modelbench.server.protocol import ErrorInfo, ErrorResponse
-from modelbench.server.routes import APIError, chat, completions, health, models
-from modelbench.server.settings import ServerSettings
+from modelbench.config import Settings
+from modelbench.server.errors import install_error_handlers
+from modelbench.server.registry import ModelRegistry
+from modelbench.server.routes import admin, chat, completions, health, models
 
 logger = logging.getLogger("modelbench.server")
 
 REQUEST_ID_HEADER = "x-request-id"
-_UNION_BRANCHES = {"str", "int", "float", "bool", "list[int]", "list[str]"}
 
 
 class RequestIdMiddleware:
@@ -57,82 +53,42 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def error_response(status_code: int, message: str, param: str | None = None,
-                   code: str | None = None, type: str = "invalid_request_error") -> JSONResponse:
-    body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=code))
-    return JSONResponse(body.model_dump(), status_code=status_code)
-
-
-async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, APIError)
-    return error_response(exc.status_code, exc.message, exc.param, exc.code, exc.type)
-
-
-async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """Pydantic's 422 becomes OpenAI's 400 naming the first bad field."""
-    assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
-    if not errors:
-        return error_response(400, "invalid request")
-    first = errors[0]
-    if first.get("type") == "json_invalid":
-        return error_response(400, f"the request body is not valid JSON: {first.get('msg')}",
-                              param="body")
-    # Drop "body", and the branch names a union (str | list[int]) adds to loc.
-    loc = [str(part) for part in first.get("loc", ())
-           if part != "body" and not (isinstance(part, str) and part in _UNION_BRANCHES)]
-    param = loc[0] if loc else None
-    where = ".".join(loc) if loc else "body"
-    message = f"{where}: {first.get('msg')}"
-    if "input" in first and first.get("type") != "missing":
-        message += f" (got {first['input']!r})"[:300]
-    return error_response(400, message, param=param)
-
-
-async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(exc.status_code, str(exc.detail), type=kind)
-
-
-async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, f"internal error: {type(exc).__name__}", type="internal_error")
-
-
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
-    settings = settings or ServerSettings.from_env()
+def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+    """The app. The models file and flags are read here, so a bad one fails
+    before the server binds; the models themselves load after startup."""
+    settings = settings or Settings()
+    declared = settings.model_configs()
+    registry = registry or ModelRegistry(max_queue=settings.max_queue)
+    for name, policy in declared.routing.items():
+        registry.set_policy(name, policy)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = None
-        app.state.load_error = None
+        # Known at once, so that requests get 503 "loading" rather than 404.
+        handles = [registry.add(config) for config in declared.models]
 
-        async def load() -> None:
-            try:
-                app.state.engine = await asyncio.to_thread(AsyncEngine, settings.engine_args())
-                logger.info("serving %s as %r", settings.model, settings.served_model_name)
-            except Exception as exc:  # /ready reports it; the process stays up for /health
-                logger.exception("loading the model failed")
-                app.state.load_error = f"{type(exc).__name__}: {exc}"
+        async def load_all() -> None:
+            for handle in handles:
+                try:
+                    await registry.start(handle)
+                except Exception:  # /ready reports it; the process stays up for /health
+                    logger.exception("loading %s failed", handle.id)
 
-        loading = asyncio.create_task(load())
+        app.state.started = True
+        loading = asyncio.create_task(load_all())
         try:
             yield
         finally:
             await asyncio.shield(loading)  # a thread cannot be cancelled: let it finish
-            engine, app.state.engine = app.state.engine, None
-            if engine is not None:
-                await asyncio.to_thread(engine.shutdown)
+            await registry.shutdown()
 
     app = FastAPI(title="modelbench", lifespan=lifespan)
     app.state.settings = settings
-    app.state.engine = None
+    app.state.registry = registry
+    app.state.started = False
+    app.state.draining = False
     app.add_middleware(RequestIdMiddleware)
-    app.add_exception_handler(APIError, on_api_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(HTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected_error)
-    for module in (completions, chat, models, health):
+    install_error_handlers(app)
+    for module in (completions, chat, models, health, admin):
         app.include_router(module.router)
     return app

@@ -223,10 +223,21 @@ class ChatCompletionChunk(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """OpenAI's model object, with what modelbench knows besides: ``root`` is
+    the bare name, and for a version its number, tasks, state and routing."""
+
     id: str
     object: Literal["model"] = "model"
     created: int = Field(default_factory=now)
     owned_by: str = "modelbench"
+    root: str | None = None
+    version: str | None = None
+    tasks: list[str] | None = None
+    state: str | None = None
+    routing: str | None = None
+    default: bool | None = None
+    weight: float | None = None
+    outstanding: int | None = None
     max_model_len: int | None = None
 
 

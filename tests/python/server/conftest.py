@@ -15,7 +15,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from modelbench.server import ServerSettings, create_app
+from modelbench.config import Settings
+from modelbench.server import create_app
 
 from ..tiny_models import build_tiny_model
 
@@ -31,8 +32,17 @@ class RunningServer:
     model_path: Path
 
     @property
+    def registry(self):  # noqa: ANN201
+        return self.app.state.registry
+
+    @property
+    def handle(self):  # noqa: ANN201
+        """The tiny model's one version."""
+        return self.registry.resolve(MODEL_NAME)
+
+    @property
     def engine(self):  # noqa: ANN201
-        return self.app.state.engine
+        return self.handle.engine
 
 
 def free_port() -> int:
@@ -49,7 +59,7 @@ def tiny_llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(tiny_llama_path: Path) -> Iterator[RunningServer]:
     port = free_port()
-    settings = ServerSettings(
+    settings = Settings(
         model=str(tiny_llama_path), port=port, served_model_name=MODEL_NAME,
         max_model_len=MAX_MODEL_LEN, kv_cache_memory=KV_CACHE_MEMORY,
     )
@@ -67,7 +77,7 @@ def server(tiny_llama_path: Path) -> Iterator[RunningServer]:
             pass
         if time.monotonic() > deadline or not thread.is_alive():
             uv.should_exit = True
-            raise RuntimeError(f"the server did not become ready: {getattr(app.state, 'load_error', None)}")
+            raise RuntimeError(f"the server did not become ready: {httpx.get(base_url + '/ready').text}")
         time.sleep(0.05)
     yield RunningServer(app, base_url, tiny_llama_path)
     uv.should_exit = True

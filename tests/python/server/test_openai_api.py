@@ -31,7 +31,7 @@ def test_completion_greedy_matches_llm(server: RunningServer, client: openai.Ope
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
     expected = llm.generate([PROMPT], params, use_tqdm=False)[0]
 
-    assert out.id.startswith("cmpl-") and out.object == "text_completion" and out.model == MODEL_NAME
+    assert out.id.startswith("cmpl-") and out.object == "text_completion" and out.model == f"{MODEL_NAME}:1"
     assert out.choices[0].text == expected.outputs[0].text
     assert out.choices[0].finish_reason == "length"
     assert out.usage.prompt_tokens == len(expected.prompt_token_ids)
@@ -108,7 +108,7 @@ def test_chat_logprobs(client: openai.OpenAI) -> None:
 
 
 def test_models_list(client: openai.OpenAI) -> None:
-    assert [m.id for m in client.models.list().data] == [MODEL_NAME]
+    assert [m.id for m in client.models.list().data] == [MODEL_NAME, f"{MODEL_NAME}:1"]
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,8 @@ def test_models_list(client: openai.OpenAI) -> None:
         ("/v1/completions", {"model": MODEL_NAME, "prompt": "a", "max_tokens": 0}, "max_tokens"),
         ("/v1/completions", {"model": MODEL_NAME, "prompt": "a", "top_p": 2}, "top_p"),
         ("/v1/completions", {"model": MODEL_NAME, "prompt": "a", "temperature": -1}, "temperature"),
-        ("/v1/completions", {"model": MODEL_NAME, "prompt": "a", "n": 2}, "n"),
+        ("/v1/completions", {"model": MODEL_NAME, "prompt": "a", "n": 129}, "n"),
+        ("/v1/completions", {"model": MODEL_NAME, "prompt": "a", "n": 0}, "n"),
         ("/v1/completions", {"model": MODEL_NAME, "prompt": "a", "max_tokens": "x"}, "max_tokens"),
         ("/v1/completions", {"model": MODEL_NAME, "prompt": [1] * (MAX_MODEL_LEN + 1)}, "prompt"),
         ("/v1/completions", {"model": MODEL_NAME, "prompt": [10**6]}, "prompt"),
@@ -204,15 +205,15 @@ def test_health_ready_and_request_id(server: RunningServer) -> None:
 
 
 def test_ready_is_503_while_the_engine_is_not_loaded(server: RunningServer) -> None:
-    engine = server.app.state.engine
-    server.app.state.engine = None  # as during loading
+    handle = server.handle
+    handle.state = "loading"
     try:
         assert httpx.get(server.base_url + "/ready").status_code == 503
         r = httpx.post(server.base_url + "/v1/completions",
                        json={"model": MODEL_NAME, "prompt": "a"})
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_ready"
     finally:
-        server.app.state.engine = engine
+        handle.state = "ready"
 
 
 def test_chat_content_parts_and_chunk_deltas_leave_out_unset_fields(server: RunningServer) -> None:

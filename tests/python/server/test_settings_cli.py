@@ -1,36 +1,101 @@
-"""ServerSettings from the environment and the `modelbench serve` flags."""
+"""Settings from the environment and the `modelbench serve` flags, and the
+models file."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from modelbench.cli import build_parser
-from modelbench.server.settings import DEFAULT_MODEL_NAME, ServerSettings
+from modelbench.cli import build_parser, settings_from_args
+from modelbench.config import DEFAULT_MODEL_NAME, Settings, load_models_file
+
+
+def one(settings: Settings):  # noqa: ANN201
+    (config,) = settings.model_configs().models
+    return config
 
 
 def test_served_model_name_defaults() -> None:
-    assert ServerSettings().served_model_name == DEFAULT_MODEL_NAME
-    assert ServerSettings(model="/models/Qwen2-0.5B/").served_model_name == "Qwen2-0.5B"
-    assert ServerSettings(model="/m/tiny.Q8_0.gguf").served_model_name == "tiny.Q8_0"
-    assert ServerSettings(model="/m/x", served_model_name="y").served_model_name == "y"
+    assert one(Settings()).name == DEFAULT_MODEL_NAME
+    assert one(Settings()).path is None
+    assert one(Settings(model="/models/Qwen2-0.5B/")).name == "Qwen2-0.5B"
+    assert one(Settings(model="/m/tiny.Q8_0.gguf")).name == "tiny.Q8_0"
+    assert one(Settings(model="/m/x", served_model_name="y")).id == "y:1"
 
 
-def test_from_env() -> None:
-    settings = ServerSettings.from_env({
-        "MODELBENCH_MODEL": "/m/llama", "MODELBENCH_PORT": "9000",
-        "MODELBENCH_MAX_MODEL_LEN": "512", "MODELBENCH_KV_CACHE_MEMORY": "0.25",
-        "UNRELATED": "1",
-    })
+def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"MODELBENCH_MODEL": "/m/llama", "MODELBENCH_PORT": "9000",
+                       "MODELBENCH_MAX_MODEL_LEN": "512", "MODELBENCH_KV_CACHE_MEMORY": "0.25"}.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
     assert (settings.model, settings.port, settings.max_model_len) == ("/m/llama", 9000, 512)
-    assert settings.kv_cache_memory == 0.25 and settings.served_model_name == "llama"
-    assert ServerSettings.from_env({"MODELBENCH_KV_CACHE_MEMORY": "1024"}).kv_cache_memory == 1024
-    with pytest.raises(ValueError, match="MODELBENCH_PORT"):
-        ServerSettings.from_env({"MODELBENCH_PORT": "eighty"})
+    assert settings.kv_cache_memory == 0.25 and one(settings).name == "llama"
+    monkeypatch.setenv("MODELBENCH_KV_CACHE_MEMORY", "1024")
+    assert Settings().kv_cache_memory == 1024 and isinstance(Settings().kv_cache_memory, int)
+    monkeypatch.setenv("MODELBENCH_PORT", "eighty")
+    with pytest.raises(ValueError, match="port"):
+        Settings()
 
 
-def test_serve_flags() -> None:
+def test_serve_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELBENCH_HOST", "0.0.0.0")
+    monkeypatch.setenv("MODELBENCH_PORT", "7000")
     args = build_parser().parse_args(
         ["serve", "--model", "/m/x", "--port", "8001", "--max-model-len", "128",
          "--kv-cache-memory", "33554432"])
     assert (args.model, args.port, args.max_model_len, args.kv_cache_memory) == ("/m/x", 8001, 128, 33554432)
-    assert args.host is None  # unset flags leave the environment's value alone
+    settings = settings_from_args(args)
+    assert settings.port == 8001 and settings.host == "0.0.0.0"  # unset flags leave the env alone
+
+
+MODELS_TOML = """
+[[models]]
+name = "chat"
+version = "1"
+path = "/m/a"
+default = true
+weight = 90
+
+[[models]]
+name = "chat"
+version = "2"
+path = "/m/b"
+weight = 10
+tasks = ["generate"]
+
+[routing]
+chat = "canary"
+"""
+
+
+def test_models_file(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(MODELS_TOML)
+    parsed = load_models_file(path)
+    assert [m.id for m in parsed.models] == ["chat:1", "chat:2"]
+    assert parsed.models[1].tasks == ["generate"] and parsed.models[0].weight == 90
+    assert parsed.routing == {"chat": "canary"}
+    # --model adds one more to those the file declares
+    both = Settings(models_file=path, model="/m/c").model_configs()
+    assert [m.id for m in both.models] == ["chat:1", "chat:2", "c:1"]
+    assert [m.id for m in Settings(models_file=path).model_configs().models] == ["chat:1", "chat:2"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[[models]]\nname = 'a'\n[[models]]\nname = 'a'\n", "a:1 is declared twice"),
+    ("[[models]]\nname = 'a'\ntasks = ['dance']\n", "models.0.tasks.0"),
+    ("[[models]]\nname = 'a:b'\n", "models.0.name"),
+    ("[[models]]\nname = 'a'\n[routing]\nb = 'canary'\n", "routing names 'b'"),
+    ("[[models]]\nname = 'a'\n[routing]\na = 'random'\n", "routing.a"),
+    ("[[models]]\nname = 'a'\nspeed = 3\n", "models.0.speed"),
+    ("models = [", "not valid TOML"),
+    ("", "models: Field required"),
+])
+def test_models_file_errors_say_where(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        load_models_file(path)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_models_file(tmp_path / "missing.toml")

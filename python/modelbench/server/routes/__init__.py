@@ -1,65 +1,39 @@
-"""Routes, one file per resource, and what they share: the API error, the
-engine dependency, the model check, and starting a generation."""
+"""Routes, one file per resource, and what they share: the registry
+dependency, building sampling parameters, and starting a generation (the one
+place every generated token passes through on its way to a client)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from pydantic import BaseModel
 
-from modelbench.async_engine import AsyncEngine
 from modelbench.outputs import RequestOutput
 from modelbench.sampling_params import SamplingParams
+from modelbench.server.errors import APIError, invalid_value
+from modelbench.server.registry import ModelHandle, ModelRegistry
+
+MAX_N = 128  # choices per request: each is a sequence in the engine
+
+__all__ = ["APIError", "RegistryDep", "ModelHandle", "invalid_value"]
 
 
-class APIError(Exception):
-    """An error the client gets as OpenAI's ``{"error": {...}}`` body."""
-
-    def __init__(
-        self,
-        status_code: int,
-        message: str,
-        param: str | None = None,
-        code: str | None = None,
-        type: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.param = param
-        self.code = code
-        self.type = type
+def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
 
 
-def invalid_value(exc: ValueError, fields: set[str], rename: dict[str, str] | None = None) -> APIError:
-    """A 400 for a ValueError whose message starts with the offending field's
-    name, as SamplingParams' and the engine's messages do."""
-    message = str(exc)
-    first = message.split(" ", 1)[0].rstrip(":")
-    rename = rename or {}
-    param = rename.get(first, first) if first in fields else None
-    return APIError(400, message, param=param)
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-def get_engine(request: Request) -> AsyncEngine:
-    """The loaded engine; 503 while it is still loading (or failed to load)."""
-    engine = getattr(request.app.state, "engine", None)
-    if engine is None:
-        raise APIError(503, "the model is not loaded yet; retry when /ready says so",
-                       code="model_not_ready", type="service_unavailable")
-    return engine
-
-
-def check_model(request: Request, model: str) -> str:
-    """The served model's name; 404 naming the available ones when ``model`` is not it."""
-    available = [request.app.state.settings.served_model_name]
-    if model not in available:
-        raise APIError(
-            404, f"The model {model!r} does not exist. Available models: {', '.join(available)}",
-            param="model", code="model_not_found",
-        )
-    return model
+def resolve(request: Request, model: str, task: str = "generate") -> ModelHandle:
+    """The version serving ``model`` for ``task``; the request log learns it."""
+    handle = get_registry(request).resolve(model, task)
+    request.scope.setdefault("state", {})["model"] = handle.id
+    return handle
 
 
 def build_params(make: object, fields: set[str]) -> SamplingParams:
@@ -68,52 +42,132 @@ def build_params(make: object, fields: set[str]) -> SamplingParams:
         params = make()  # type: ignore[operator]
     except ValueError as exc:
         raise invalid_value(exc, fields) from exc
-    if params.n != 1:
-        raise APIError(400, f"n must be 1 (several choices are not supported yet), got {params.n}",
-                       param="n")
+    if params.n > MAX_N:
+        raise APIError(400, f"n must be <= {MAX_N}, got {params.n}", param="n")
     return params
 
 
 async def start_generation(
-    engine: AsyncEngine,
+    registry: ModelRegistry,
+    handle: ModelHandle,
     prompt: str | list[int],
     params: SamplingParams,
     request_id: str,
     prompt_param: str,
 ) -> AsyncIterator[RequestOutput]:
-    """Submit the request and wait for its first delta, so that bad input (a
-    prompt too long, a token outside the vocabulary) is a 400 before any
-    response starts. Returns all deltas, the first included; closing the
-    iterator aborts the request in the engine."""
-    gen = engine.generate(prompt, params, request_id)
+    """Admit the request to ``handle`` (429 past its bound), submit it, and
+    wait for the first delta, so that bad input (a prompt too long, a token
+    outside the vocabulary) is a 400 before any response starts.
+
+    Returns the deltas of all ``params.n`` choices, interleaved; each delta's
+    ``outputs[0].index`` says which choice it extends (choice i samples with
+    seed + i when a seed is given). Closing the iterator aborts what is still
+    running; the version's count of requests in flight drops when it ends.
+    """
+    registry.admit(handle)
+    assert handle.engine is not None
+    engine = handle.engine
+    gens = []
     try:
-        first = await gen.__anext__()
-    except ValueError as exc:
-        raise invalid_value(exc, {"prompt"}, {"prompt": prompt_param}) from exc
+        for i in range(params.n):
+            one = dataclasses.replace(
+                params, n=1, seed=None if params.seed is None else params.seed + i)
+            sub_id = request_id if params.n == 1 else f"{request_id}-{i}"
+            gens.append(engine.generate(prompt, one, sub_id))
+        firsts = []
+        for gen in gens:
+            try:
+                firsts.append(await gen.__anext__())
+            except ValueError as exc:
+                raise invalid_value(exc, {"prompt"}, {"prompt": prompt_param}) from exc
+    except BaseException:
+        for gen in gens:
+            await gen.aclose()
+        handle.end()
+        raise
+    for i, first in enumerate(firsts):
+        first.outputs[0].index = i
+
+    async def one_choice(i: int, gen: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
+        async for out in gen:
+            out.outputs[0].index = i
+            yield out
 
     async def deltas() -> AsyncIterator[RequestOutput]:
         try:
-            yield first
-            async for out in gen:
-                yield out
+            for first in firsts:
+                yield first
+            if len(gens) == 1:
+                async for out in one_choice(0, gens[0]):
+                    yield out
+            else:
+                async for out in merge([one_choice(i, g) for i, g in enumerate(gens)
+                                        if not firsts[i].finished]):
+                    yield out
         finally:
-            await gen.aclose()  # aborts the request unless it finished
+            for gen in gens:
+                await gen.aclose()  # aborts the request unless it finished
+            handle.end()
 
     return deltas()
 
 
-async def collect(deltas: AsyncIterator[RequestOutput]) -> tuple[str, int, list, RequestOutput]:
-    """A non-streamed response's material: the whole text, the number of
-    generated tokens, their logprobs, and the last (finished) output."""
-    text, num_generated, positions, last = "", 0, [], None
+async def merge(streams: list[AsyncIterator[RequestOutput]]) -> AsyncIterator[RequestOutput]:
+    """Interleave several streams in the order their items arrive."""
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(stream: AsyncIterator[RequestOutput]) -> None:
+        try:
+            async for item in stream:
+                await queue.put(item)
+        finally:
+            await queue.put(done)
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is done:
+                remaining -= 1
+            else:
+                yield item
+        for task in tasks:
+            task.result()  # re-raise a stream's error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclasses.dataclass
+class Choice:
+    """One choice of a non-streamed response, gathered from its deltas."""
+
+    text: str = ""
+    num_generated: int = 0
+    positions: list = dataclasses.field(default_factory=list)
+    finish_reason: str | None = None
+
+
+async def collect(deltas: AsyncIterator[RequestOutput], n: int) -> tuple[list[Choice], RequestOutput]:
+    """A non-streamed response's material: each choice's text, token count,
+    logprobs and finish reason, and one final output (for the prompt)."""
+    choices = [Choice() for _ in range(n)]
+    last = None
     async for out in deltas:
         delta = out.outputs[0]
-        text += delta.text
-        num_generated += len(delta.token_ids)
-        positions.extend(delta.logprobs or [])
+        choice = choices[delta.index]
+        choice.text += delta.text
+        choice.num_generated += len(delta.token_ids)
+        choice.positions.extend(delta.logprobs or [])
+        if out.finished:
+            choice.finish_reason = delta.finish_reason
         last = out
-    assert last is not None and last.finished, "the engine ended a stream without a final output"
-    return text, num_generated, positions, last
+    assert last is not None and all(c.finish_reason for c in choices), \
+        "the engine ended a stream without a final output"
+    return choices, last
 
 
 def sse(event: BaseModel | str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from modelbench.async_engine import AsyncEngine
@@ -26,11 +26,11 @@ from modelbench.server.protocol import (
 )
 from modelbench.server.routes import (
     SSE_DONE,
-    collect,
     APIError,
+    RegistryDep,
     build_params,
-    check_model,
-    get_engine,
+    collect,
+    resolve,
     sse,
     start_generation,
 )
@@ -75,29 +75,31 @@ async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> lis
 
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, engine: AsyncEngine = Depends(get_engine)
+    body: ChatCompletionRequest, request: Request, registry: RegistryDep
 ) -> ChatCompletionResponse | StreamingResponse:
-    model = check_model(request, body.model)
+    handle = resolve(request, body.model)
+    engine = handle.engine
+    assert engine is not None
     prompt_ids = await render_prompt(engine, body)
     room = max(1, engine.config.scheduler.max_model_len - len(prompt_ids))
     params = build_params(lambda: body.sampling_params(room), set(ChatCompletionRequest.model_fields))
     request_id = random_id("chatcmpl")
-    deltas = await start_generation(engine, prompt_ids, params, request_id, "messages")
+    deltas = await start_generation(registry, handle, prompt_ids, params, request_id, "messages")
     top = body.top_logprobs or 0
     if body.stream:
         return StreamingResponse(
-            stream_chat(deltas, request_id, model, body.logprobs, top, body.include_usage),
+            stream_chat(deltas, request_id, handle.id, body.logprobs, top, body.include_usage, params.n),
             media_type="text/event-stream",
         )
 
-    text, num_generated, positions, last = await collect(deltas)
+    choices, last = await collect(deltas, params.n)
     return ChatCompletionResponse(
-        id=request_id, model=model, usage=usage_of(last, num_generated),
+        id=request_id, model=handle.id,
+        usage=usage_of(last, sum(c.num_generated for c in choices)),
         choices=[ChatChoice(
-            index=0, message=ChatResponseMessage(content=text),
-            finish_reason=last.outputs[0].finish_reason,
-            logprobs=to_chat_logprobs(positions, top) if body.logprobs else None,
-        )],
+            index=i, message=ChatResponseMessage(content=c.text), finish_reason=c.finish_reason,
+            logprobs=to_chat_logprobs(c.positions, top) if body.logprobs else None,
+        ) for i, c in enumerate(choices)],
     )
 
 
@@ -108,27 +110,29 @@ async def stream_chat(
     want_logprobs: bool,
     top: int,
     include_usage: bool,
+    n: int,
 ) -> AsyncIterator[str]:
-    def chunk(delta: DeltaMessage, finish_reason: str | None = None,
+    def chunk(index: int, delta: DeltaMessage, finish_reason: str | None = None,
               logprobs: ChatChoiceLogprobs | None = None) -> str:
         return sse(ChatCompletionChunk(
             id=request_id, model=model,
-            choices=[ChatChunkChoice(index=0, delta=delta, logprobs=logprobs,
+            choices=[ChatChunkChoice(index=index, delta=delta, logprobs=logprobs,
                                      finish_reason=finish_reason)],
         ))
 
     num_generated, last = 0, None
     try:
-        yield chunk(DeltaMessage(role="assistant", content=""))
+        for i in range(n):
+            yield chunk(i, DeltaMessage(role="assistant", content=""))
         async for out in deltas:
             delta = out.outputs[0]
             num_generated += len(delta.token_ids)
             last = out
             if delta.text or delta.logprobs:
                 logprobs = to_chat_logprobs(delta.logprobs or [], top) if want_logprobs else None
-                yield chunk(DeltaMessage(content=delta.text), logprobs=logprobs)
+                yield chunk(delta.index, DeltaMessage(content=delta.text), logprobs=logprobs)
             if delta.finish_reason is not None:
-                yield chunk(DeltaMessage(), finish_reason=delta.finish_reason)
+                yield chunk(delta.index, DeltaMessage(), finish_reason=delta.finish_reason)
         if include_usage and last is not None:
             yield sse(ChatCompletionChunk(id=request_id, model=model, choices=[],
                                           usage=usage_of(last, num_generated)))

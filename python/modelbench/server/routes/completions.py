@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from modelbench.async_engine import AsyncEngine
 from modelbench.outputs import PositionLogprobs, RequestOutput
 from modelbench.server.protocol import (
     CompletionChoice,
@@ -19,10 +18,11 @@ from modelbench.server.protocol import (
 )
 from modelbench.server.routes import (
     SSE_DONE,
-    collect,
+    Choice,
+    RegistryDep,
     build_params,
-    check_model,
-    get_engine,
+    collect,
+    resolve,
     sse,
     start_generation,
 )
@@ -45,6 +45,7 @@ def to_logprobs(positions: list[PositionLogprobs], text_offset: int) -> Completi
 
 
 def usage_of(out: RequestOutput, num_generated: int) -> Usage:
+    """Prompt tokens are counted once however many choices share the prompt."""
     num_prompt = len(out.prompt_token_ids)
     return Usage(prompt_tokens=num_prompt, completion_tokens=num_generated,
                  total_tokens=num_prompt + num_generated)
@@ -52,26 +53,27 @@ def usage_of(out: RequestOutput, num_generated: int) -> Usage:
 
 @router.post("/v1/completions", response_model=None)
 async def create_completion(
-    body: CompletionRequest, request: Request, engine: AsyncEngine = Depends(get_engine)
+    body: CompletionRequest, request: Request, registry: RegistryDep
 ) -> CompletionResponse | StreamingResponse:
-    model = check_model(request, body.model)
+    handle = resolve(request, body.model)
     params = build_params(body.sampling_params, set(CompletionRequest.model_fields))
     request_id = random_id("cmpl")
-    deltas = await start_generation(engine, body.prompt, params, request_id, "prompt")
+    deltas = await start_generation(registry, handle, body.prompt, params, request_id, "prompt")
     want_logprobs = params.logprobs is not None
     if body.stream:
         return StreamingResponse(
-            stream_completion(deltas, request_id, model, want_logprobs, body.include_usage),
+            stream_completion(deltas, request_id, handle.id, want_logprobs, body.include_usage, params.n),
             media_type="text/event-stream",
         )
 
-    text, num_generated, positions, last = await collect(deltas)
+    choices, last = await collect(deltas, params.n)
     return CompletionResponse(
-        id=request_id, model=model, usage=usage_of(last, num_generated),
+        id=request_id, model=handle.id,
+        usage=usage_of(last, sum(c.num_generated for c in choices)),
         choices=[CompletionChoice(
-            index=0, text=text, finish_reason=last.outputs[0].finish_reason,
-            logprobs=to_logprobs(positions, 0) if want_logprobs else None,
-        )],
+            index=i, text=c.text, finish_reason=c.finish_reason,
+            logprobs=to_logprobs(c.positions, 0) if want_logprobs else None,
+        ) for i, c in enumerate(choices)],
     )
 
 
@@ -81,23 +83,27 @@ async def stream_completion(
     model: str,
     want_logprobs: bool,
     include_usage: bool,
+    n: int,
 ) -> AsyncIterator[str]:
-    sent_chars, num_generated, last = 0, 0, None
+    choices = [Choice() for _ in range(n)]  # text offsets and token counts so far
+    last = None
     try:
         async for out in deltas:
             delta = out.outputs[0]
-            num_generated += len(delta.token_ids)
+            choice = choices[delta.index]
+            choice.num_generated += len(delta.token_ids)
             last = out
-            logprobs = to_logprobs(delta.logprobs or [], sent_chars) if want_logprobs else None
-            sent_chars += len(delta.text)
+            logprobs = to_logprobs(delta.logprobs or [], len(choice.text)) if want_logprobs else None
+            choice.text += delta.text
             yield sse(CompletionResponse(
                 id=request_id, model=model,
-                choices=[CompletionChoice(index=0, text=delta.text, logprobs=logprobs,
+                choices=[CompletionChoice(index=delta.index, text=delta.text, logprobs=logprobs,
                                           finish_reason=delta.finish_reason)],
             ))
         if include_usage and last is not None:
-            yield sse(CompletionResponse(id=request_id, model=model, choices=[],
-                                         usage=usage_of(last, num_generated)))
+            yield sse(CompletionResponse(
+                id=request_id, model=model, choices=[],
+                usage=usage_of(last, sum(c.num_generated for c in choices))))
         yield SSE_DONE
     finally:
         await deltas.aclose()  # type: ignore[attr-defined]

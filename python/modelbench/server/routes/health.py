@@ -1,11 +1,14 @@
-"""GET /health (the process answers) and GET /ready (the model is loaded)."""
+"""GET /health (the process answers) and GET /ready (every configured model
+is loaded and its engine answers)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-router = APIRouter()
+from modelbench.server.routes import RegistryDep
+
+router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
@@ -14,10 +17,20 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(request: Request) -> JSONResponse:
-    state = request.app.state
-    if getattr(state, "engine", None) is not None:
-        return JSONResponse({"status": "ready"})
-    error = getattr(state, "load_error", None)
-    detail = {"status": "failed", "error": error} if error else {"status": "loading"}
-    return JSONResponse(detail, status_code=503)
+async def ready(request: Request, registry: RegistryDep) -> JSONResponse:
+    if getattr(request.app.state, "draining", False):
+        return JSONResponse({"status": "draining"}, status_code=503)
+    models = {h.id: h.state for h in registry.handles()}
+    failed = {h.id: h.error for h in registry.handles() if h.state == "failed"}
+    if failed:
+        return JSONResponse({"status": "failed", "models": models, "errors": failed}, status_code=503)
+    if not request.app.state.started or any(s == "loading" for s in models.values()):
+        return JSONResponse({"status": "loading", "models": models}, status_code=503)
+    # The loop starts with the first request; once started it must keep running.
+    stalled = [h.id for h in registry.ready()
+               if h.engine is not None and h.engine._started and not h.engine.engine.is_running]
+    if stalled:
+        return JSONResponse({"status": "failed", "models": models,
+                             "errors": {m: "the engine loop is not running" for m in stalled}},
+                            status_code=503)
+    return JSONResponse({"status": "ready", "models": models})

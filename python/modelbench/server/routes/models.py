@@ -1,17 +1,38 @@
-"""GET /v1/models: the one model this server serves."""
+"""GET /v1/models: every name a client may send. A bare name (routed among
+its versions) comes first, then each ``name:version``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from modelbench.server.protocol import ModelCard, ModelList
+from modelbench.server.registry import ModelHandle, ModelRegistry
+from modelbench.server.routes import RegistryDep
 
-router = APIRouter()
+router = APIRouter(tags=["models"])
+
+
+def version_card(handle: ModelHandle, registry: ModelRegistry) -> ModelCard:
+    return ModelCard(
+        id=handle.id, created=int(handle.loaded_at), root=handle.name, version=handle.version,
+        tasks=list(handle.config.tasks), state=handle.state, routing=registry.policy(handle.name),
+        default=handle.config.default, weight=handle.config.weight,
+        outstanding=handle.outstanding, max_model_len=handle.max_model_len,
+    )
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> ModelList:
-    settings = request.app.state.settings
-    engine = getattr(request.app.state, "engine", None)
-    max_model_len = engine.config.scheduler.max_model_len if engine is not None else None
-    return ModelList(data=[ModelCard(id=settings.served_model_name, max_model_len=max_model_len)])
+async def list_models(registry: RegistryDep) -> ModelList:
+    handles = [h for h in registry.handles() if h.state != "unloading"]
+    names = list(dict.fromkeys(h.name for h in handles))
+    cards = []
+    for name in names:
+        versions = [h for h in handles if h.name == name]
+        lens = [h.max_model_len for h in versions if h.max_model_len is not None]
+        cards.append(ModelCard(
+            id=name, created=int(min(h.loaded_at for h in versions)), root=name,
+            tasks=sorted({t for h in versions for t in h.config.tasks}),
+            routing=registry.policy(name), max_model_len=min(lens) if lens else None,
+        ))
+    cards += [version_card(h, registry) for h in handles]
+    return ModelList(data=cards)

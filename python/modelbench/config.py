@@ -1,0 +1,162 @@
+"""Settings: the one home of the server's configuration (``MODELBENCH_*``
+environment variables, or keyword arguments, which the CLI flags become), and
+ModelConfig: one served model version, as a models file declares it.
+
+A models file is TOML::
+
+    [[models]]
+    name = "smollm2"            # what clients send as "model"
+    version = "1"               # "smollm2:1" pins it; a bare "smollm2" is routed
+    path = "/models/smollm2"    # a Hugging Face folder or .gguf file; omitted: the default model
+    tasks = ["generate", "summarize", "sentiment", "classify", "embed"]
+    default = true              # the version "pinned" routing sends a bare name to
+    weight = 90                 # its share under "canary" routing
+    max_model_len = 2048        # engine options, per version
+
+    [routing]
+    smollm2 = "canary"          # pinned (the default) | canary | least_outstanding
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelbench.engine_args import EngineArgs
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+TASKS = ("generate", "summarize", "sentiment", "classify", "embed")
+Task = Literal["generate", "summarize", "sentiment", "classify", "embed"]
+RoutingPolicy = Literal["pinned", "canary", "least_outstanding"]
+
+
+def parse_memory(value: str) -> int | float:
+    """Bytes as an integer ("33554432") or a fraction of available memory ("0.25")."""
+    try:
+        return int(value)
+    except ValueError:
+        return float(value)
+
+
+def name_from_path(path: str | None) -> str:
+    """The name a model is served under when none is given: the folder's name,
+    or the .gguf file's stem."""
+    if path is None:
+        return DEFAULT_MODEL_NAME
+    p = Path(str(path).rstrip("/"))
+    return p.stem if p.suffix == ".gguf" else p.name
+
+
+class ModelConfig(BaseModel):
+    """One model version the server holds in memory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[^:\s/]+(/[^:\s/]+)*$")
+    version: str = Field(default="1", min_length=1, pattern=r"^[^:\s/]+$")
+    path: str | None = None
+    tasks: list[Task] = Field(default_factory=lambda: list(TASKS), min_length=1)
+    default: bool = False
+    weight: float = Field(default=1.0, ge=0.0)
+    max_model_len: int | None = Field(default=None, ge=1)
+    kv_cache_memory: int | float | None = None
+    max_num_seqs: int = Field(default=64, ge=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def engine_args(self) -> EngineArgs:
+        args = EngineArgs(
+            model=self.path, max_model_len=self.max_model_len,
+            kv_cache_memory=self.kv_cache_memory, max_num_seqs=self.max_num_seqs, dtype=self.dtype,
+        )
+        args.validate()
+        return args
+
+
+class ModelsFile(BaseModel):
+    """What a models file holds: the versions, and a routing policy per name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelConfig] = Field(min_length=1)
+    routing: dict[str, RoutingPolicy] = Field(default_factory=dict)
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        seen: set[str] = set()
+        for m in models:
+            if m.id in seen:
+                raise ValueError(f"{m.id} is declared twice")
+            seen.add(m.id)
+        return models
+
+
+def load_models_file(path: str | Path) -> ModelsFile:
+    """Parse and validate a TOML models file; ValueError says where it is wrong."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ValueError(f"models file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"models file {path} is not valid TOML: {exc}") from exc
+    try:
+        parsed = ModelsFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"models file {path}: {where}: {first['msg']}") from exc
+    names = {m.name for m in parsed.models}
+    for name in parsed.routing:
+        if name not in names:
+            raise ValueError(f"models file {path}: routing names {name!r}, which no [[models]] entry declares")
+    return parsed
+
+
+class Settings(BaseSettings):
+    """Everything the server is told at start. Each field reads
+    ``MODELBENCH_<FIELD>`` from the environment; keyword arguments win.
+
+    With neither ``models_file`` nor ``model`` set, the default model is served
+    as ``SmolLM2-135M-Instruct``. ``model`` adds one model (named
+    ``served_model_name``, or its folder's name) to those of ``models_file``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MODELBENCH_", extra="ignore")
+
+    model: str | None = None
+    served_model_name: str | None = None
+    models_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_model_len: int | None = Field(default=None, ge=1)
+    kv_cache_memory: int | float | None = None
+    max_num_seqs: int = Field(default=64, ge=1)
+    # Requests a model version holds (running and waiting) beyond which a new
+    # one is refused with 429 rather than queued without bound.
+    max_queue: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+    def model_configs(self) -> ModelsFile:
+        """The versions to load at start and the routing policies."""
+        declared = load_models_file(self.models_file) if self.models_file else None
+        models = list(declared.models) if declared else []
+        routing = dict(declared.routing) if declared else {}
+        if self.model is not None or declared is None:
+            one = ModelConfig(
+                name=self.served_model_name or name_from_path(self.model), path=self.model,
+                max_model_len=self.max_model_len, kv_cache_memory=self.kv_cache_memory,
+                max_num_seqs=self.max_num_seqs,
+            )
+            if any(m.id == one.id for m in models):
+                raise ValueError(f"--model serves {one.id}, which the models file declares too")
+            models.append(one)
+        return ModelsFile(models=models, routing=routing)

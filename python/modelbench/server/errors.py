@@ -1,0 +1,101 @@
+"""The API error and how every error reaches the client: OpenAI's
+``{"error": {"message", "type", "param", "code"}}`` body with a 4xx status
+that names the field and the problem. Nothing a client sends yields a 500."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from modelbench.server.protocol import ErrorInfo, ErrorResponse
+
+logger = logging.getLogger("modelbench.server")
+
+_UNION_BRANCHES = {"str", "int", "float", "bool", "list[int]", "list[str]", "list[list[int]]"}
+
+
+class APIError(Exception):
+    """An error the client gets as OpenAI's ``{"error": {...}}`` body."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type
+        self.headers = headers
+
+
+def invalid_value(exc: ValueError, fields: set[str], rename: dict[str, str] | None = None) -> APIError:
+    """A 400 for a ValueError whose message starts with the offending field's
+    name, as SamplingParams' and the engine's messages do."""
+    message = str(exc)
+    first = message.split(" ", 1)[0].rstrip(":")
+    rename = rename or {}
+    param = rename.get(first, first) if first in fields else None
+    return APIError(400, message, param=param)
+
+
+def error_response(status_code: int, message: str, param: str | None = None,
+                   code: str | None = None, type: str = "invalid_request_error",
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=code))
+    return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
+
+
+async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return error_response(exc.status_code, exc.message, exc.param, exc.code, exc.type, exc.headers)
+
+
+async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """Pydantic's 422 becomes OpenAI's 400 naming the first bad field."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if not errors:
+        return error_response(400, "invalid request")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return error_response(400, f"the request body is not valid JSON: {first.get('msg')}",
+                              param="body")
+    # Drop "body", and the branch names a union (str | list[int]) adds to loc.
+    loc = [str(part) for part in first.get("loc", ())
+           if part != "body" and not (isinstance(part, str) and part in _UNION_BRANCHES)]
+    param = loc[0] if loc else None
+    where = ".".join(loc) if loc else "body"
+    message = f"{where}: {first.get('msg')}"
+    if "input" in first and first.get("type") != "missing":
+        message += f" (got {first['input']!r})"[:300]
+    return error_response(400, message, param=param)
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return error_response(exc.status_code, str(exc.detail), type=kind,
+                          headers=getattr(exc, "headers", None))
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, f"internal error: {type(exc).__name__}", type="internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected_error)

@@ -1,0 +1,226 @@
+"""ModelRegistry: the model versions a server holds, and which one serves a
+request.
+
+Each version (``name:version``) owns one AsyncEngine. ``"name:version"`` pins
+a version; a bare ``"name"`` is routed by the name's policy among the loaded
+versions that serve the task:
+
+- ``pinned``: the default version (the one declared ``default``, else the
+  first loaded);
+- ``canary``: at random, in proportion to the versions' weights (90/10);
+- ``least_outstanding``: the version with the fewest requests in flight.
+
+A version is admitted a bounded number of requests (``max_queue`` beyond its
+``max_num_seqs``); past that a request is refused with 429 rather than queued
+without bound. Unloading stops routing to the version at once, lets its
+requests in flight finish (up to a timeout) and then frees its engine, while
+the other versions keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+from modelbench.async_engine import AsyncEngine
+from modelbench.config import ModelConfig, RoutingPolicy
+from modelbench.server.errors import APIError
+
+logger = logging.getLogger("modelbench.server")
+
+
+@dataclass(eq=False)
+class ModelHandle:
+    """One loaded (or loading) model version."""
+
+    config: ModelConfig
+    engine: AsyncEngine | None = None
+    state: str = "loading"  # loading | ready | failed | unloading
+    error: str | None = None
+    outstanding: int = 0  # requests admitted and not yet finished
+    loaded_at: float = field(default_factory=time.time)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def max_model_len(self) -> int | None:
+        return self.engine.config.scheduler.max_model_len if self.engine is not None else None
+
+    def serves(self, task: str) -> bool:
+        return task in self.config.tasks
+
+    def begin(self) -> None:
+        self.outstanding += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self.outstanding -= 1
+        assert self.outstanding >= 0, f"{self.id}: more requests ended than began"
+        if self.outstanding == 0:
+            self._idle.set()
+
+
+class ModelRegistry:
+    """Names and versions to handles; loading, unloading and routing."""
+
+    def __init__(self, max_queue: int = 256, rng: random.Random | None = None) -> None:
+        self.max_queue = max_queue
+        self._handles: dict[str, ModelHandle] = {}  # by id, in load order
+        self._policies: dict[str, RoutingPolicy] = {}
+        self._rng = rng or random.Random()
+
+    # ---- what is there -------------------------------------------------
+
+    def handles(self) -> list[ModelHandle]:
+        return list(self._handles.values())
+
+    def ready(self) -> list[ModelHandle]:
+        return [h for h in self._handles.values() if h.state == "ready"]
+
+    def versions(self, name: str) -> list[ModelHandle]:
+        return [h for h in self._handles.values() if h.name == name]
+
+    def policy(self, name: str) -> RoutingPolicy:
+        return self._policies.get(name, "pinned")
+
+    def set_policy(self, name: str, policy: RoutingPolicy) -> None:
+        self._policies[name] = policy
+
+    def available_ids(self) -> list[str]:
+        """Every name a client may send: bare names first, then name:version."""
+        names = list(dict.fromkeys(h.name for h in self._handles.values() if h.state != "unloading"))
+        return names + [h.id for h in self._handles.values() if h.state != "unloading"]
+
+    # ---- loading and unloading ----------------------------------------
+
+    def add(self, config: ModelConfig) -> ModelHandle:
+        """Register a version (state "loading"); 409 if it is there already."""
+        if config.id in self._handles:
+            raise APIError(409, f"model {config.id} is already loaded; unload it first or pick "
+                           "another version", param="version", code="model_exists")
+        if config.default:
+            for other in self.versions(config.name):
+                other.config = other.config.model_copy(update={"default": False})
+        handle = ModelHandle(config)
+        self._handles[config.id] = handle
+        return handle
+
+    async def load(self, config: ModelConfig) -> ModelHandle:
+        """Add a version and build its engine."""
+        return await self.start(self.add(config))
+
+    async def start(self, handle: ModelHandle) -> ModelHandle:
+        """Build an added version's engine off the event loop. A failure
+        leaves the handle in state "failed" with the error, and re-raises."""
+        config = handle.config
+        try:
+            engine = await asyncio.to_thread(AsyncEngine, config.engine_args())
+        except Exception as exc:
+            handle.state, handle.error = "failed", f"{type(exc).__name__}: {exc}"
+            logger.error("loading %s failed: %s", config.id, handle.error)
+            raise
+        if handle.state == "unloading":  # unloaded while loading
+            await asyncio.to_thread(engine.shutdown)
+            return handle
+        handle.engine, handle.state = engine, "ready"
+        logger.info("loaded %s from %s", config.id, config.path or "the default model")
+        return handle
+
+    async def unload(self, model_id: str, timeout_s: float = 30.0) -> ModelHandle:
+        """Stop routing to ``name:version``, wait for its requests in flight
+        (up to ``timeout_s``; what is left then ends with "abort"), free it."""
+        handle = self._handles.get(model_id)
+        if handle is None or handle.state == "unloading":
+            raise APIError(404, f"model {model_id} is not loaded. Loaded: "
+                           f"{', '.join(h.id for h in self.handles()) or 'none'}",
+                           param="model", code="model_not_found", type="not_found_error")
+        handle.state = "unloading"
+        if handle.outstanding:
+            try:
+                await asyncio.wait_for(handle._idle.wait(), timeout_s)
+            except TimeoutError:
+                logger.warning("unloading %s: %d requests still running after %.0f s are aborted",
+                               model_id, handle.outstanding, timeout_s)
+        del self._handles[model_id]
+        engine, handle.engine = handle.engine, None
+        if engine is not None:
+            await asyncio.to_thread(engine.shutdown)
+        logger.info("unloaded %s", model_id)
+        return handle
+
+    async def shutdown(self) -> None:
+        for handle in list(self._handles.values()):
+            engine, handle.engine = handle.engine, None
+            if engine is not None:
+                await asyncio.to_thread(engine.shutdown)
+        self._handles.clear()
+
+    # ---- routing ------------------------------------------------------
+
+    def resolve(self, model: str, task: str = "generate") -> ModelHandle:
+        """The version that serves this request. 404 for a name nobody
+        serves (listing those that are), 400 for a version that does not do
+        the task, 503 while the version is still loading."""
+        name, _, version = model.partition(":")
+        candidates = self.versions(name)
+        if version:
+            candidates = [h for h in candidates if h.version == version]
+        candidates = [h for h in candidates if h.state != "unloading"]
+        if not candidates:
+            raise APIError(
+                404, f"The model {model!r} does not exist. Available models: "
+                f"{', '.join(self.available_ids()) or 'none'}",
+                param="model", code="model_not_found", type="not_found_error",
+            )
+        serving = [h for h in candidates if h.serves(task)]
+        if not serving:
+            tasks = sorted({t for h in candidates for t in h.config.tasks})
+            raise APIError(400, f"model {model!r} does not serve the task {task!r}; it serves: "
+                           f"{', '.join(tasks)}", param="task", code="task_not_supported")
+        ready = [h for h in serving if h.state == "ready"]
+        if not ready:
+            failed = [h for h in serving if h.state == "failed"]
+            if failed and len(failed) == len(serving):
+                raise APIError(503, f"model {model!r} failed to load: {failed[0].error}",
+                               code="model_load_failed", type="service_unavailable")
+            raise APIError(503, f"model {model!r} is still loading; retry when /ready says so",
+                           code="model_not_ready", type="service_unavailable",
+                           headers={"Retry-After": "5"})
+        if version or len(ready) == 1:
+            return ready[0]
+        return self._route(name, ready)
+
+    def _route(self, name: str, ready: list[ModelHandle]) -> ModelHandle:
+        policy = self.policy(name)
+        if policy == "least_outstanding":
+            return min(ready, key=lambda h: h.outstanding)
+        if policy == "canary":
+            weights = [h.config.weight for h in ready]
+            if sum(weights) > 0:
+                return self._rng.choices(ready, weights=weights)[0]
+            return ready[0]
+        defaults = [h for h in ready if h.config.default]
+        return defaults[0] if defaults else ready[0]
+
+    def admit(self, handle: ModelHandle) -> None:
+        """Count a request against the version's bound, or refuse it (429)."""
+        limit = self.max_queue + handle.config.max_num_seqs
+        if handle.outstanding >= limit:
+            raise APIError(429, f"model {handle.id} has {handle.outstanding} requests in flight, "
+                           f"its limit; retry shortly", code="queue_full", type="rate_limit_error",
+                           headers={"Retry-After": "1"})
+        handle.begin()
