@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,20 +57,18 @@ def tiny_llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model("llama_gqa", tmp_path_factory.mktemp("server") / "llama")
 
 
-@pytest.fixture(scope="session")
-def server(tiny_llama_path: Path) -> Iterator[RunningServer]:
-    port = free_port()
-    settings = Settings(
-        model=str(tiny_llama_path), port=port, served_model_name=MODEL_NAME,
-        max_model_len=MAX_MODEL_LEN, kv_cache_memory=KV_CACHE_MEMORY,
-    )
+@contextmanager
+def run_server(settings: Settings, model_path: Path) -> Iterator[RunningServer]:
+    """Serve ``create_app(settings)`` with uvicorn in a thread until ready;
+    stop it on exit. ``settings.port`` must be free."""
     app = create_app(settings)
+    port = settings.port
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:  # up, then ready (the model loads after startup)
+    deadline = time.monotonic() + 120
+    while True:  # up, then ready (the models load after startup)
         try:
             if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
                 break
@@ -79,6 +78,18 @@ def server(tiny_llama_path: Path) -> Iterator[RunningServer]:
             uv.should_exit = True
             raise RuntimeError(f"the server did not become ready: {httpx.get(base_url + '/ready').text}")
         time.sleep(0.05)
-    yield RunningServer(app, base_url, tiny_llama_path)
-    uv.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield RunningServer(app, base_url, model_path)
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(tiny_llama_path: Path) -> Iterator[RunningServer]:
+    settings = Settings(
+        model=str(tiny_llama_path), port=free_port(), served_model_name=MODEL_NAME,
+        max_model_len=MAX_MODEL_LEN, kv_cache_memory=KV_CACHE_MEMORY,
+    )
+    with run_server(settings, tiny_llama_path) as running:
+        yield running

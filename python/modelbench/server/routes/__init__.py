@@ -151,9 +151,37 @@ class Choice:
     finish_reason: str | None = None
 
 
-async def collect(deltas: AsyncIterator[RequestOutput], n: int) -> tuple[list[Choice], RequestOutput]:
+async def collect(
+    request: Request, deltas: AsyncIterator[RequestOutput], n: int
+) -> tuple[list[Choice], RequestOutput]:
     """A non-streamed response's material: each choice's text, token count,
-    logprobs and finish reason, and one final output (for the prompt)."""
+    logprobs and finish reason, and one final output (for the prompt).
+
+    A client that disconnects before the end has its request aborted in the
+    engine (its KV blocks freed) rather than generated for nobody."""
+    gathering = asyncio.ensure_future(_gather(deltas, n))
+    watching = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({gathering, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+    if not gathering.done():
+        gathering.cancel()
+        await asyncio.gather(gathering, return_exceptions=True)
+        await deltas.aclose()  # type: ignore[attr-defined]
+        raise APIError(499, "the client closed the connection before the response was ready",
+                       code="client_closed_request")
+    return gathering.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client goes away (the body has been read already, so
+    the only message left to receive is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _gather(deltas: AsyncIterator[RequestOutput], n: int) -> tuple[list[Choice], RequestOutput]:
     choices = [Choice() for _ in range(n)]
     last = None
     async for out in deltas:

@@ -92,7 +92,7 @@ async def create_chat_completion(
             media_type="text/event-stream",
         )
 
-    choices, last = await collect(deltas, params.n)
+    choices, last = await collect(request, deltas, params.n)
     return ChatCompletionResponse(
         id=request_id, model=handle.id,
         usage=usage_of(last, sum(c.num_generated for c in choices)),
