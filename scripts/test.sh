@@ -21,5 +21,14 @@ cmake --build build/sanitize -j "$JOBS"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/sanitize --output-on-failure -j "$JOBS"
 
+# The store's tests need a PostgreSQL (CI=true never skips them): start the
+# machine's cluster if it is installed and down.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && [ -d /etc/postgresql ]; then
+  echo "[test] starting PostgreSQL"
+  for version in /etc/postgresql/*; do
+    pg_ctlcluster --skip-systemctl-redirect "$(basename "$version")" main start || true
+  done
+fi
+
 echo "[test] pytest"
 HF_HUB_OFFLINE=1 "$PYTHON" -m pytest tests/python -q

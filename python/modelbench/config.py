@@ -144,6 +144,14 @@ class Settings(BaseSettings):
     # one is refused with 429 rather than queued without bound.
     max_queue: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # The store: None is an SQLite file in the user's data directory.
+    database_url: str | None = None
+    db_auto_migrate: bool = True  # apply migrations at server start
+
+    def store_url(self) -> str:
+        from modelbench.db.store import check_database_url, default_database_url
+
+        return check_database_url(self.database_url) if self.database_url else default_database_url()
 
     def model_configs(self) -> ModelsFile:
         """The versions to load at start and the routing policies."""

@@ -1,0 +1,29 @@
+"""Alembic's environment: the URL comes from the caller (db/migrate.py), the
+target metadata from db/tables.py."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from modelbench.db.store import make_engine
+from modelbench.db.tables import Base
+
+config = context.config
+url = config.attributes["database_url"]
+
+if context.is_offline_mode():
+    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True,
+                      render_as_batch=url.startswith("sqlite"))
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            # batch mode lets SQLite alter tables by copying them
+            context.configure(connection=connection, target_metadata=Base.metadata,
+                              render_as_batch=connection.dialect.name == "sqlite")
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
