@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from modelbench import cli_db
+from modelbench import cli_db, cli_worker
 from modelbench.config import Settings, parse_memory
 
 SERVE_FLAGS = ("model", "models_file", "host", "port", "served_model_name", "max_model_len",
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests a model version holds beyond max-num-seqs before 429 (default 256)")
     p.set_defaults(func=serve)
     cli_db.add_parser(commands)
+    cli_worker.add_parser(commands)
     return parser
 
 

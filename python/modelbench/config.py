@@ -144,9 +144,17 @@ class Settings(BaseSettings):
     # one is refused with 429 rather than queued without bound.
     max_queue: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    infer_max_batch: int = Field(default=256, ge=1)  # items in one POST /v1/infer/batch
     # The store: None is an SQLite file in the user's data directory.
     database_url: str | None = None
     db_auto_migrate: bool = True  # apply migrations at server start
+    store_text: bool = True  # False: request records keep metadata, not prompts and outputs
+    record_buffer: int = Field(default=10_000, ge=1)  # records held while the store is down
+    run_worker: bool = True  # run batch jobs inside the server
+    worker_concurrency: int = Field(default=8, ge=1)
+    job_lease_s: float = Field(default=30.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1)
+    max_batch_jobs: int = Field(default=50_000, ge=1)
 
     def store_url(self) -> str:
         from modelbench.db.store import check_database_url, default_database_url

@@ -28,3 +28,19 @@ def postgresql_url() -> Iterator[str]:
 def database_url(request: pytest.FixtureRequest) -> str:
     """An empty database, once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def store_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers the tests start (in process or as subprocesses) keep their
+    records in a throwaway SQLite file, never in the user's data directory."""
+    import os
+
+    path = tmp_path_factory.mktemp("store") / "modelbench.db"
+    previous = os.environ.get("MODELBENCH_DATABASE_URL")
+    os.environ["MODELBENCH_DATABASE_URL"] = f"sqlite:///{path}"
+    yield
+    if previous is None:
+        os.environ.pop("MODELBENCH_DATABASE_URL", None)
+    else:
+        os.environ["MODELBENCH_DATABASE_URL"] = previous

@@ -27,7 +27,7 @@ logger = logging.getLogger("modelbench.store")
 
 class RecordWriter:
     def __init__(self, engine: Engine, max_buffer: int = 10_000, batch_size: int = 256,
-                 flush_interval_s: float = 0.2) -> None:
+                 flush_interval_s: float = 0.2, paused: bool = False) -> None:
         self.engine = engine
         self.max_buffer = max_buffer
         self.batch_size = batch_size
@@ -41,6 +41,10 @@ class RecordWriter:
         self._wake = threading.Event()
         self._stopping = False
         self._in_flight = False  # rows taken from the buffer and not yet written
+        # Paused: buffer only, until resume() (the tables may not exist yet).
+        self._resumed = threading.Event()
+        if not paused:
+            self._resumed.set()
         self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._run, name="modelbench-record-writer", daemon=True)
         self._thread.start()
@@ -71,6 +75,8 @@ class RecordWriter:
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything submitted so far is written; False on timeout."""
         deadline = time.monotonic() + timeout_s
+        if not self._resumed.is_set():
+            return not self._buffer
         self._wake.set()
         with self._idle:
             while self._buffer or self._in_flight:
@@ -97,8 +103,17 @@ class RecordWriter:
             self._in_flight = bool(rows)
             return rows
 
+    def resume(self) -> None:
+        """Start writing (the store's tables exist now)."""
+        self._resumed.set()
+        self._wake.set()
+
     def _run(self) -> None:
         backoff = 0.25
+        while not self._resumed.is_set():
+            if self._stopping:
+                return
+            self._resumed.wait(0.1)
         while not self._stopping:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()

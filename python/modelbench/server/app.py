@@ -19,7 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelbench.config import Settings
 from modelbench.server.errors import install_error_handlers
 from modelbench.server.registry import ModelRegistry
-from modelbench.server.routes import admin, chat, completions, health, models
+from modelbench.server.routes import admin, batch, chat, completions, health, models, requests
+from modelbench.server.routes import infer
+from modelbench.server.store import Store
 
 logger = logging.getLogger("modelbench.server")
 
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     registry = registry or ModelRegistry(max_queue=settings.max_queue)
     for name, policy in declared.routing.items():
         registry.set_policy(name, policy)
+    store = Store.open(settings)  # a bad database URL fails here; an unreachable one never does
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,19 +79,23 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
         app.state.started = True
         loading = asyncio.create_task(load_all())
+        store.start(app)  # migrations, the record writer, the in-server batch worker
         try:
             yield
         finally:
+            await store.close()  # the worker's running jobs finish first
             await asyncio.shield(loading)  # a thread cannot be cancelled: let it finish
             await registry.shutdown()
 
     app = FastAPI(title="modelbench", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
+    app.state.store = store
     app.state.started = False
     app.state.draining = False
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    for module in (completions, chat, models, health, admin):
+    for module in (completions, chat, models, health, admin, batch, requests):
         app.include_router(module.router)
+    app.include_router(infer.router)
     return app

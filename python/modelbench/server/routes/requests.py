@@ -1,0 +1,128 @@
+"""The request log: ``GET /v1/requests`` lists recorded inference requests,
+newest first, filtered by model, version, task, status, API key and time
+range, a page at a time (``limit``, and ``cursor`` from the previous page's
+``next_cursor``); ``GET /v1/requests/{id}`` returns one."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from modelbench.db.tables import RequestRecord
+from modelbench.server.errors import APIError
+from modelbench.server.routes.batch import epoch, get_store
+
+router = APIRouter(tags=["requests"])
+
+FIELDS = [c.name for c in RequestRecord.__table__.columns]
+
+
+def record_object(record: RequestRecord) -> dict[str, Any]:
+    out = {name: getattr(record, name) for name in FIELDS}
+    out["object"] = "request"
+    out["created_at"] = epoch(record.created_at)
+    out["finished_at"] = epoch(record.finished_at)
+    return out
+
+
+def parse_time(value: str | None, param: str) -> datetime | None:
+    """Unix seconds or ISO 8601 (UTC when no zone is given)."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), timezone.utc)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise APIError(400, f"{param} must be Unix seconds or ISO 8601 like 2026-11-24T10:00:00Z, "
+                       f"got {value!r}", param=param) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def encode_cursor(record: RequestRecord) -> str:
+    raw = f"{record.created_at.isoformat()}|{record.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, record_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        moment = datetime.fromisoformat(created)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise APIError(400, "cursor is not one this server gave out; pass next_cursor from the "
+                       "previous page", param="cursor") from exc
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), record_id
+
+
+@router.get("/v1/requests")
+async def list_requests(
+    request: Request,
+    model: str | None = None,
+    version: str | None = None,
+    task: str | None = None,
+    status: str | None = None,
+    api_key_id: str | None = None,
+    batch_id: str | None = None,
+    since: str | None = Query(None, description="Unix seconds or ISO 8601"),
+    until: str | None = Query(None, description="Unix seconds or ISO 8601"),
+    limit: int = Query(50, ge=1, le=1000),
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    store = get_store(request)
+    conditions = []
+    if model is not None:
+        name, _, tag = model.partition(":")
+        conditions.append(RequestRecord.model_name == name)
+        version = version or tag or None
+    if version is not None:
+        conditions.append(RequestRecord.model_version == version)
+    for column, value in ((RequestRecord.task, task), (RequestRecord.status, status),
+                          (RequestRecord.api_key_id, api_key_id), (RequestRecord.batch_id, batch_id)):
+        if value is not None:
+            conditions.append(column == value)
+    start, end = parse_time(since, "since"), parse_time(until, "until")
+    if start is not None:
+        conditions.append(RequestRecord.created_at >= start)
+    if end is not None:
+        conditions.append(RequestRecord.created_at < end)
+    if start is not None and end is not None and start >= end:
+        raise APIError(400, "since must be before until", param="since")
+    if cursor is not None:
+        created, record_id = decode_cursor(cursor)
+        conditions.append(or_(RequestRecord.created_at < created,
+                              and_(RequestRecord.created_at == created, RequestRecord.id < record_id)))
+    query = (select(RequestRecord).where(*conditions)
+             .order_by(RequestRecord.created_at.desc(), RequestRecord.id.desc()).limit(limit + 1))
+
+    def run() -> list[RequestRecord]:
+        with Session(store.engine) as session:
+            return list(session.scalars(query).all())
+
+    rows = await asyncio.to_thread(run)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return {"object": "list", "data": [record_object(r) for r in rows], "has_more": has_more,
+            "next_cursor": encode_cursor(rows[-1]) if has_more else None}
+
+
+@router.get("/v1/requests/{record_id}")
+async def get_request(record_id: str, request: Request) -> dict[str, Any]:
+    store = get_store(request)
+
+    def run() -> RequestRecord | None:
+        with Session(store.engine) as session:
+            return session.get(RequestRecord, record_id)
+
+    record = await asyncio.to_thread(run)
+    if record is None:
+        raise APIError(404, f"request {record_id!r} is not on record", param="id",
+                       code="request_not_found", type="not_found_error")
+    return record_object(record)
