@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(default=30.0, gt=0)
     job_max_attempts: int = Field(default=3, ge=1)
     max_batch_jobs: int = Field(default=50_000, ge=1)
+    # Logs and shutdown (server/log.py, server/runner.py).
+    log_format: Literal["json", "text"] = "json"  # json: one object per line, for log shippers
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    drain_timeout_s: float = Field(default=30.0, ge=0)  # SIGTERM: let requests in flight finish
 
     def store_url(self) -> str:
         from modelbench.db.store import check_database_url, default_database_url
