@@ -86,7 +86,8 @@ class GenerationParameters(BaseModel):
             return SamplingParams(**{**defaults, **given})
         except ValueError as exc:
             field = str(exc).split(" ", 1)[0]
-            raise TaskInputError(str(exc), f"parameters.{field}" if field in given else "parameters") from exc
+            param = f"parameters.{field}" if field in given else "parameters"
+            raise TaskInputError(str(exc), param) from exc
 
 
 class SentimentParameters(BaseModel):
@@ -146,8 +147,9 @@ def check_labels(labels: list[str]) -> None:
         raise TaskInputError(f"parameters.labels must hold at least 2 labels, got {len(labels)}",
                              "parameters.labels")
     if len(labels) > MAX_LABELS:
-        raise TaskInputError(f"parameters.labels may hold at most {MAX_LABELS} labels, got {len(labels)}",
-                             "parameters.labels")
+        raise TaskInputError(
+            f"parameters.labels may hold at most {MAX_LABELS} labels, got {len(labels)}",
+            "parameters.labels")
     blank = [i for i, label in enumerate(labels) if not label.strip()]
     if blank:
         raise TaskInputError(f"parameters.labels[{blank[0]}] is blank; every label needs some text",
@@ -178,14 +180,16 @@ def _chat_prefix(tokenizer: Tokenizer, instruction: str) -> list[int]:
 def summarize_prompt(tokenizer: Tokenizer, text: str) -> tuple[list[int], str]:
     """Token ids of the summarize prompt, and which template built it ("chat" or "plain")."""
     if has_chat_template(tokenizer):
-        return _chat_prefix(tokenizer, f"Summarize the following text in a few sentences.\n\n{text}"), "chat"
+        instruction = f"Summarize the following text in a few sentences.\n\n{text}"
+        return _chat_prefix(tokenizer, instruction), "chat"
     return tokenizer.encode(f"Summarize the following text.\n\n{text}\n\nSummary:"), "plain"
 
 
 def label_instruction(task: str, text: str, labels: list[str]) -> str:
     """The question whose answer is one of the labels."""
     if task == "sentiment":
-        return f"Classify the sentiment of this text as positive, negative or neutral.\n\nText: {text}"
+        return ("Classify the sentiment of this text as positive, negative or neutral."
+                f"\n\nText: {text}")
     return (f"Classify this text into exactly one of these categories: {', '.join(labels)}."
             f"\n\nText: {text}")
 
@@ -265,7 +269,7 @@ async def score_labels(engine: AsyncEngine, prefix_ids: list[int], label_ids: li
         assert len(positions) == len(label_ids[i]), "prompt logprobs do not cover the label"
         total = 0.0
         for token_id, position in zip(label_ids[i], positions, strict=True):
-            assert position is not None and token_id in position, "the prompt token lacks its logprob"
+            assert position is not None and token_id in position, "a prompt token lacks its logprob"
             total += position[token_id].logprob
         return LabelScore(labels[i], total, len(label_ids[i]))
 
@@ -292,45 +296,60 @@ async def run_task(engine: AsyncEngine, task: str, text: str,
     Raises:
         TaskInputError: a bad task, parameter, or a text the model cannot take.
     """
-    parsed = parameters if isinstance(parameters, BaseModel) else parse_parameters(task, parameters)
+    if isinstance(parameters, BaseModel):
+        if not isinstance(parameters, _PARAMETER_MODELS.get(task, ())):
+            raise TaskInputError(f"these parameters are not the task {task!r}'s", "parameters")
+        parsed = parameters
+    else:
+        parsed = parse_parameters(task, parameters)
     if not text:
         raise TaskInputError("text must not be empty", "text")
     request_id = request_id or uuid.uuid4().hex
-    tokenizer = engine.tokenizer
-    max_model_len = engine.config.scheduler.max_model_len
     try:
-        if task in ("generate", "summarize"):
-            assert isinstance(parsed, GenerationParameters)
-            if task == "generate":
-                prompt_ids, template = await asyncio.to_thread(tokenizer.encode, text), None
-            else:
-                prompt_ids, template = await asyncio.to_thread(summarize_prompt, tokenizer, text)
-            _check_length(len(prompt_ids), max_model_len)
-            room = max_model_len - len(prompt_ids)
-            params = parsed.sampling_params(min(DEFAULT_MAX_TOKENS, room), greedy=task == "summarize")
-            if params.max_tokens > room:
-                raise TaskInputError(
-                    f"max_tokens is {params.max_tokens}, but the prompt takes {len(prompt_ids)} of the "
-                    f"model's {max_model_len} tokens, which leaves {room}; lower max_tokens or "
-                    "shorten the text", "parameters.max_tokens")
-            result, metadata = await generate_text(engine, prompt_ids, params, request_id)
-            if template is not None:
-                metadata["template"] = template
-            return TaskOutput(result.strip() if task == "summarize" else result, metadata)
-
-        labels = list(SENTIMENT_LABELS) if task == "sentiment" else list(parsed.labels)  # type: ignore[attr-defined]
-        prefix, label_ids, template = await asyncio.to_thread(label_prompts, tokenizer, task, text, labels)
-        # max_tokens=1 is generated after the longest label, so it needs a slot too.
-        _check_length(len(prefix) + max(len(ids) for ids in label_ids), max_model_len)
-        scores = await score_labels(engine, prefix, label_ids, labels, request_id)
+        if isinstance(parsed, GenerationParameters):
+            return await _run_generation(engine, task, text, parsed, request_id)
+        labels = parsed.labels if isinstance(parsed, ClassifyParameters) else list(SENTIMENT_LABELS)
+        return await _run_labels(engine, task, text, labels, request_id)
     except TaskInputError:
         raise
     except ValueError as exc:  # the engine refused the prompt (a token out of range, ...)
         raise TaskInputError(str(exc), "text") from exc
+
+
+async def _run_generation(engine: AsyncEngine, task: str, text: str,
+                          parameters: GenerationParameters, request_id: str) -> TaskOutput:
+    tokenizer, max_model_len = engine.tokenizer, engine.config.scheduler.max_model_len
+    if task == "generate":
+        prompt_ids, template = await asyncio.to_thread(tokenizer.encode, text), None
+    else:
+        prompt_ids, template = await asyncio.to_thread(summarize_prompt, tokenizer, text)
+    _check_length(len(prompt_ids), max_model_len)
+    room = max_model_len - len(prompt_ids)
+    params = parameters.sampling_params(min(DEFAULT_MAX_TOKENS, room), greedy=task == "summarize")
+    if params.max_tokens > room:
+        raise TaskInputError(
+            f"max_tokens is {params.max_tokens}, but the prompt takes {len(prompt_ids)} of "
+            f"the model's {max_model_len} tokens, which leaves {room}; lower max_tokens or "
+            "shorten the text", "parameters.max_tokens")
+    result, metadata = await generate_text(engine, prompt_ids, params, request_id)
+    if template is None:
+        return TaskOutput(result, metadata)
+    return TaskOutput(result.strip(), {**metadata, "template": template})
+
+
+async def _run_labels(engine: AsyncEngine, task: str, text: str, labels: list[str],
+                      request_id: str) -> TaskOutput:
+    prefix, label_ids, template = await asyncio.to_thread(
+        label_prompts, engine.tokenizer, task, text, labels)
+    # max_tokens=1 is generated after the longest label, so it needs a slot too.
+    longest = len(prefix) + max(len(ids) for ids in label_ids)
+    _check_length(longest, engine.config.scheduler.max_model_len)
+    scores = await score_labels(engine, prefix, label_ids, labels, request_id)
     probabilities = softmax([s.logprob for s in scores])
     best = max(range(len(scores)), key=lambda i: scores[i].logprob)
     return TaskOutput(
-        {"label": labels[best], "scores": {s.label: p for s, p in zip(scores, probabilities, strict=True)}},
+        {"label": labels[best],
+         "scores": {s.label: p for s, p in zip(scores, probabilities, strict=True)}},
         {
             "logprobs": {s.label: s.logprob for s in scores},
             "mean_logprobs": {s.label: s.mean_logprob for s in scores},
@@ -345,8 +364,8 @@ def _check_length(num_tokens: int, max_model_len: int) -> None:
     # One slot is left for the token the engine generates after the prompt.
     if num_tokens >= max_model_len:
         raise TaskInputError(
-            f"text is too long: the prompt takes {num_tokens} tokens and the model's context is "
-            f"{max_model_len}; shorten the text", "text")
+            f"text is too long: the prompt takes {num_tokens} tokens and the model's context "
+            f"is {max_model_len}; shorten the text", "text")
 
 
 __all__ = [

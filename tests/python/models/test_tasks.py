@@ -13,9 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import build_tiny_model, load_reference_model
-from transformers import PreTrainedModel
-
 from modelbench.async_engine import AsyncEngine
 from modelbench.engine_args import EngineArgs
 from modelbench.models.tasks import (
@@ -28,6 +25,8 @@ from modelbench.models.tasks import (
     summarize_prompt,
 )
 from modelbench.sampling_params import SamplingParams
+from tiny_models import build_tiny_model, load_reference_model
+from transformers import PreTrainedModel
 
 MAX_MODEL_LEN = 256
 TEXT = "the cat sat on the mat; the dog sat on the log."
@@ -66,8 +65,9 @@ def reference(chat_path: Path) -> PreTrainedModel:
 
 
 def _engine(path: Path, runner: asyncio.Runner) -> Iterator[AsyncEngine]:
-    engine = AsyncEngine(EngineArgs(model=str(path), max_model_len=MAX_MODEL_LEN,
-                                    kv_cache_memory=32 * 1024 * 1024))
+    engine = AsyncEngine(
+        EngineArgs(model=str(path), max_model_len=MAX_MODEL_LEN, kv_cache_memory=32 * 1024 * 1024)
+    )
     try:
         yield engine
     finally:
@@ -84,26 +84,38 @@ def plain_engine(plain_path: Path, runner: asyncio.Runner) -> Iterator[AsyncEngi
     yield from _engine(plain_path, runner)
 
 
-def reference_label_logprobs(model: PreTrainedModel, prefix: list[int], labels: list[list[int]]) -> list[float]:
+def reference_label_logprobs(
+    model: PreTrainedModel, prefix: list[int], labels: list[list[int]]
+) -> list[float]:
     """Sum over each label's tokens of log_softmax(logits at the position before)[token]."""
     out = []
     for label in labels:
         ids = torch.tensor([prefix + label])
         with torch.no_grad():
-            logprobs = torch.log_softmax(model(ids).logits[0].float(), dim=-1)  # [num_tokens, vocab]
+            logprobs = torch.log_softmax(
+                model(ids).logits[0].float(), dim=-1
+            )  # [num_tokens, vocab]
         positions = range(len(prefix), len(prefix) + len(label))
         out.append(sum(logprobs[t - 1, ids[0, t]].item() for t in positions))
     return out
 
 
 @pytest.mark.parametrize("template", ["chat", "plain"])
-@pytest.mark.parametrize(("task", "labels"), [
-    ("sentiment", list(SENTIMENT_LABELS)),
-    ("classify", ["sports", "cooking and food", "the weather", "cat"]),
-])
+@pytest.mark.parametrize(
+    ("task", "labels"),
+    [
+        ("sentiment", list(SENTIMENT_LABELS)),
+        ("classify", ["sports", "cooking and food", "the weather", "cat"]),
+    ],
+)
 def test_label_scores_are_the_reference_log_likelihoods(
-    template: str, task: str, labels: list[str], runner: asyncio.Runner,
-    chat_engine: AsyncEngine, plain_engine: AsyncEngine, reference: PreTrainedModel,
+    template: str,
+    task: str,
+    labels: list[str],
+    runner: asyncio.Runner,
+    chat_engine: AsyncEngine,
+    plain_engine: AsyncEngine,
+    reference: PreTrainedModel,
 ) -> None:
     engine = chat_engine if template == "chat" else plain_engine
     parameters = {"labels": labels} if task == "classify" else None
@@ -121,24 +133,34 @@ def test_label_scores_are_the_reference_log_likelihoods(
     result = output.result
     assert isinstance(result, dict)
     assert list(result["scores"]) == labels
-    torch.testing.assert_close(torch.tensor([result["scores"][la] for la in labels]),
-                               torch.tensor(probabilities), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor([result["scores"][la] for la in labels]),
+        torch.tensor(probabilities),
+        rtol=1e-3,
+        atol=1e-4,
+    )
     assert result["label"] == labels[max(range(len(labels)), key=lambda i: expected[i])]
     for label, ids in zip(labels, label_ids, strict=True):
         assert output.metadata["label_tokens"][label] == len(ids)
         assert output.metadata["mean_logprobs"][label] == pytest.approx(
-            output.metadata["logprobs"][label] / len(ids))
+            output.metadata["logprobs"][label] / len(ids)
+        )
     assert output.metadata["prompt_tokens"] == len(prefix)
 
 
-def test_label_tokens_are_appended_exactly(chat_engine: AsyncEngine, plain_engine: AsyncEngine) -> None:
+def test_label_tokens_are_appended_exactly(
+    chat_engine: AsyncEngine, plain_engine: AsyncEngine
+) -> None:
     """The chat prefix ends where the assistant answers; the plain one before
     a space and the label; the label ids are its own encoding, unmerged."""
     tok = chat_engine.tokenizer
     prefix, label_ids, _ = label_prompts(tok, "classify", TEXT, ["dog", "log"])
     assert tok.decode(prefix, skip_special_tokens=False).endswith("<|im_start|>assistant\n")
     assert "dog, log" in tok.decode(prefix, skip_special_tokens=False)
-    assert label_ids == [tok.encode("dog", add_special_tokens=False), tok.encode("log", add_special_tokens=False)]
+    assert label_ids == [
+        tok.encode("dog", add_special_tokens=False),
+        tok.encode("log", add_special_tokens=False),
+    ]
 
     plain = plain_engine.tokenizer
     assert plain.chat_template is None
@@ -148,9 +170,17 @@ def test_label_tokens_are_appended_exactly(chat_engine: AsyncEngine, plain_engin
     assert [plain.decode(ids) for ids in label_ids] == [" positive", " negative", " neutral"]
 
 
-def test_generate_is_the_engine_answer_to_the_plain_prompt(runner: asyncio.Runner, chat_engine: AsyncEngine) -> None:
-    output = runner.run(run_task(chat_engine, "generate", "the sea",
-                                 {"max_tokens": 7, "temperature": 0, "ignore_eos": True}))
+def test_generate_is_the_engine_answer_to_the_plain_prompt(
+    runner: asyncio.Runner, chat_engine: AsyncEngine
+) -> None:
+    output = runner.run(
+        run_task(
+            chat_engine,
+            "generate",
+            "the sea",
+            {"max_tokens": 7, "temperature": 0, "ignore_eos": True},
+        )
+    )
 
     async def direct() -> str:
         text = ""
@@ -160,13 +190,19 @@ def test_generate_is_the_engine_answer_to_the_plain_prompt(runner: asyncio.Runne
         return text
 
     assert output.result == runner.run(direct())
-    assert output.metadata == {"finish_reason": "length", "prompt_tokens": len(chat_engine.tokenizer.encode("the sea")),
-                               "completion_tokens": 7}
+    assert output.metadata == {
+        "finish_reason": "length",
+        "prompt_tokens": len(chat_engine.tokenizer.encode("the sea")),
+        "completion_tokens": 7,
+    }
 
 
 @pytest.mark.parametrize("template", ["chat", "plain"])
 def test_summarize_uses_the_template_greedy_by_default(
-    template: str, runner: asyncio.Runner, chat_engine: AsyncEngine, plain_engine: AsyncEngine,
+    template: str,
+    runner: asyncio.Runner,
+    chat_engine: AsyncEngine,
+    plain_engine: AsyncEngine,
 ) -> None:
     engine = chat_engine if template == "chat" else plain_engine
     prompt, used = summarize_prompt(engine.tokenizer, TEXT)
@@ -184,27 +220,39 @@ def test_summarize_uses_the_template_greedy_by_default(
     assert first.metadata["completion_tokens"] == 12
 
 
-@pytest.mark.parametrize(("task", "parameters", "param", "message"), [
-    ("generate", {"max_tokenz": 3}, "parameters.max_tokenz", "unknown parameters for task 'generate': max_tokenz"),
-    ("generate", {"temperature": "hot"}, "parameters.temperature", "valid number"),
-    ("generate", {"top_p": 0}, "parameters.top_p", "top_p"),
-    ("generate", {"max_tokens": 0}, "parameters.max_tokens", "greater than or equal to 1"),
-    ("sentiment", {"labels": ["a", "b"]}, "parameters.labels", "it takes: none"),
-    ("classify", {}, "parameters.labels", "Field required"),
-    ("classify", {"labels": []}, "parameters.labels", "at least 2"),
-    ("classify", {"labels": ["a"]}, "parameters.labels", "at least 2"),
-    ("classify", {"labels": ["a", " "]}, "parameters.labels", "blank"),
-    ("classify", {"labels": ["a", "b", "a"]}, "parameters.labels", "'a' twice"),
-    ("classify", {"labels": "a,b"}, "parameters.labels", "valid list"),
-    ("embed", {}, "task", "task must be one of"),
-])
-def test_bad_parameters_name_the_field(task: str, parameters: dict, param: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("task", "parameters", "param", "message"),
+    [
+        (
+            "generate",
+            {"max_tokenz": 3},
+            "parameters.max_tokenz",
+            "unknown parameters for task 'generate': max_tokenz",
+        ),
+        ("generate", {"temperature": "hot"}, "parameters.temperature", "valid number"),
+        ("generate", {"top_p": 0}, "parameters.top_p", "top_p"),
+        ("generate", {"max_tokens": 0}, "parameters.max_tokens", "greater than or equal to 1"),
+        ("sentiment", {"labels": ["a", "b"]}, "parameters.labels", "it takes: none"),
+        ("classify", {}, "parameters.labels", "Field required"),
+        ("classify", {"labels": []}, "parameters.labels", "at least 2"),
+        ("classify", {"labels": ["a"]}, "parameters.labels", "at least 2"),
+        ("classify", {"labels": ["a", " "]}, "parameters.labels", "blank"),
+        ("classify", {"labels": ["a", "b", "a"]}, "parameters.labels", "'a' twice"),
+        ("classify", {"labels": "a,b"}, "parameters.labels", "valid list"),
+        ("embed", {}, "task", "task must be one of"),
+    ],
+)
+def test_bad_parameters_name_the_field(
+    task: str, parameters: dict, param: str, message: str
+) -> None:
     with pytest.raises(TaskInputError, match=message) as caught:
         parse_parameters(task, parameters)
     assert caught.value.param == param
 
 
-def test_too_long_text_and_max_tokens_past_the_context(runner: asyncio.Runner, chat_engine: AsyncEngine) -> None:
+def test_too_long_text_and_max_tokens_past_the_context(
+    runner: asyncio.Runner, chat_engine: AsyncEngine
+) -> None:
     with pytest.raises(TaskInputError, match="too long") as caught:
         runner.run(run_task(chat_engine, "sentiment", "the cat sat " * 200))
     assert caught.value.param == "text"
@@ -218,3 +266,13 @@ def test_generation_defaults() -> None:
     assert (params.max_tokens, params.temperature) == (128, 0.0)
     params = GenerationParameters(temperature=0.5, max_tokens=3).sampling_params(128, greedy=True)
     assert (params.max_tokens, params.temperature) == (3, 0.5)
+
+
+def test_parsed_parameters_must_belong_to_the_task(
+    runner: asyncio.Runner, chat_engine: AsyncEngine
+) -> None:
+    with pytest.raises(TaskInputError, match="not the task 'sentiment'"):
+        runner.run(run_task(chat_engine, "sentiment", TEXT, GenerationParameters()))
+    parsed = parse_parameters("classify", {"labels": ["cat", "dog"]})
+    output = runner.run(run_task(chat_engine, "classify", TEXT, parsed))
+    assert isinstance(output.result, dict) and set(output.result["scores"]) == {"cat", "dog"}

@@ -11,10 +11,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from modelbench.config import Settings
 
-from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, RunningServer, free_port, run_server
+from .conftest import (
+    KV_CACHE_MEMORY,
+    MAX_MODEL_LEN,
+    MODEL_NAME,
+    RunningServer,
+    free_port,
+    run_server,
+)
 
 TEXT = "the cat sat on the mat; the dog sat on the log."
 SUMMARY_INSTRUCTION = "Summarize the following text in a few sentences.\n\n"
@@ -30,7 +36,9 @@ def infer(http: httpx.Client, **body: object) -> httpx.Response:
     return http.post("/v1/infer", json=body)
 
 
-def assert_envelope(body: dict, request_id: str | None = None, model: str = f"{MODEL_NAME}:1") -> None:
+def assert_envelope(
+    body: dict, request_id: str | None = None, model: str = f"{MODEL_NAME}:1"
+) -> None:
     assert body["success"] is True and body["error"] is None and body["status_code"] == 200
     assert body["model_used"] == model
     assert body["latency_ms"] > 0
@@ -39,8 +47,9 @@ def assert_envelope(body: dict, request_id: str | None = None, model: str = f"{M
         assert body["request_id"] == request_id
 
 
-def assert_error(r: httpx.Response, status: int, param: str | None, *fragments: str,
-                 code: str | None = None) -> dict:
+def assert_error(
+    r: httpx.Response, status: int, param: str | None, *fragments: str, code: str | None = None
+) -> dict:
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert error["param"] == param, error
@@ -53,16 +62,24 @@ def assert_error(r: httpx.Response, status: int, param: str | None, *fragments: 
 
 def test_generate_is_the_completion_with_the_same_parameters(http: httpx.Client) -> None:
     params = {"max_tokens": 9, "temperature": 0, "ignore_eos": True}
-    r = http.post("/v1/infer", json={"text": "hello world", "task": "generate", "model": MODEL_NAME,
-                                     "parameters": params}, headers={"X-Request-ID": "infer-gen-1"})
+    r = http.post(
+        "/v1/infer",
+        json={"text": "hello world", "task": "generate", "model": MODEL_NAME, "parameters": params},
+        headers={"X-Request-ID": "infer-gen-1"},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert_envelope(body, "infer-gen-1")
     assert r.headers["x-request-id"] == "infer-gen-1"
-    completion = http.post("/v1/completions", json={"model": MODEL_NAME, "prompt": "hello world", **params}).json()
+    completion = http.post(
+        "/v1/completions", json={"model": MODEL_NAME, "prompt": "hello world", **params}
+    ).json()
     assert body["result"] == completion["choices"][0]["text"]
-    assert body["metadata"] == {"finish_reason": "length", "completion_tokens": 9,
-                                "prompt_tokens": completion["usage"]["prompt_tokens"]}
+    assert body["metadata"] == {
+        "finish_reason": "length",
+        "completion_tokens": 9,
+        "prompt_tokens": completion["usage"]["prompt_tokens"],
+    }
 
 
 def test_prompt_is_another_name_for_text_and_the_model_may_be_omitted(http: httpx.Client) -> None:
@@ -76,14 +93,21 @@ def test_prompt_is_another_name_for_text_and_the_model_may_be_omitted(http: http
 
 
 def test_summarize_is_the_chat_answer_to_the_instruction(http: httpx.Client) -> None:
-    r = infer(http, text=TEXT, task="summarize", model=f"{MODEL_NAME}:1", parameters={"max_tokens": 16})
+    r = infer(
+        http, text=TEXT, task="summarize", model=f"{MODEL_NAME}:1", parameters={"max_tokens": 16}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert_envelope(body)
-    chat = http.post("/v1/chat/completions", json={
-        "model": MODEL_NAME, "max_tokens": 16, "temperature": 0,
-        "messages": [{"role": "user", "content": SUMMARY_INSTRUCTION + TEXT}],
-    }).json()
+    chat = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": MODEL_NAME,
+            "max_tokens": 16,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": SUMMARY_INSTRUCTION + TEXT}],
+        },
+    ).json()
     assert body["result"] == chat["choices"][0]["message"]["content"].strip()  # greedy by default
     assert body["metadata"]["template"] == "chat"
     assert body["metadata"]["prompt_tokens"] == chat["usage"]["prompt_tokens"]
@@ -110,7 +134,9 @@ def check_label_result(body: dict, labels: list[str]) -> None:
     for label in labels:
         assert result["scores"][label] == pytest.approx(weights[label] / sum(weights.values()))
         assert meta["logprobs"][label] < 0
-        assert meta["mean_logprobs"][label] == pytest.approx(meta["logprobs"][label] / meta["label_tokens"][label])
+        assert meta["mean_logprobs"][label] == pytest.approx(
+            meta["logprobs"][label] / meta["label_tokens"][label]
+        )
     assert meta["template"] == "chat"
 
 
@@ -131,12 +157,25 @@ def test_classify_scores_the_given_labels(http: httpx.Client) -> None:
     check_label_result(r.json(), labels)
 
 
-def test_batch_keeps_order_and_fails_bad_items_alone(http: httpx.Client, server: RunningServer) -> None:
-    gen = {"text": "hello world", "parameters": {"max_tokens": 5, "temperature": 0, "ignore_eos": True}}
+def test_batch_keeps_order_and_fails_bad_items_alone(
+    http: httpx.Client, server: RunningServer
+) -> None:
+    gen = {
+        "text": "hello world",
+        "parameters": {"max_tokens": 5, "temperature": 0, "ignore_eos": True},
+    }
     sentiment = {"text": "I loved this film.", "task": "sentiment"}
     classify = {"text": TEXT, "task": "classify", "parameters": {"labels": ["animals", "food"]}}
-    items = [gen, {"text": "x", "task": "juggle"}, sentiment, {"task": "generate"}, classify,
-             {"text": "x", "model": "nope"}, "not an object", {**classify, "parameters": {"labels": ["a", "a"]}}]
+    items = [
+        gen,
+        {"text": "x", "task": "juggle"},
+        sentiment,
+        {"task": "generate"},
+        classify,
+        {"text": "x", "model": "nope"},
+        "not an object",
+        {**classify, "parameters": {"labels": ["a", "a"]}},
+    ]
     r = http.post("/v1/infer/batch", json={"requests": items}, headers={"X-Request-ID": "batch-7"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -160,32 +199,60 @@ def test_batch_keeps_order_and_fails_bad_items_alone(http: httpx.Client, server:
     assert server.handle.outstanding == 0  # every admitted item ended
 
 
-@pytest.mark.parametrize(("body", "param", "fragments"), [
-    ({"task": "generate"}, "text", ["text is required"]),
-    ({"text": ""}, "text", ["must not be empty"]),
-    ({"text": "a", "prompt": "b"}, "text", ["not both"]),
-    ({"text": 3}, "text", ["valid string"]),
-    ({"text": "a", "task": "juggle"}, "task", ["task:", "'generate'"]),
-    ({"text": "a", "task": "embed"}, "task", ["task:"]),
-    ({"text": "a", "colour": "blue"}, "colour", ["Extra inputs"]),
-    ({"text": "a", "parameters": {"max_tokenz": 3, "temp": 1}}, "parameters.max_tokenz",
-     ["unknown parameters for task 'generate': max_tokenz, temp", "max_tokens"]),
-    ({"text": "a", "parameters": {"top_p": 0}}, "parameters.top_p", ["top_p"]),
-    ({"text": "a", "parameters": {"temperature": "hot"}}, "parameters.temperature", ["valid number"]),
-    ({"text": "a", "parameters": {"max_tokens": 10_000}}, "parameters.max_tokens", ["leaves"]),
-    ({"text": "a", "task": "summarize", "parameters": {"labels": ["x", "y"]}}, "parameters.labels",
-     ["unknown parameters"]),
-    ({"text": "a", "task": "sentiment", "parameters": {"labels": ["x", "y"]}}, "parameters.labels",
-     ["it takes: none"]),
-    ({"text": "a", "task": "classify"}, "parameters.labels", ["Field required"]),
-    ({"text": "a", "task": "classify", "parameters": {"labels": []}}, "parameters.labels", ["at least 2"]),
-    ({"text": "a", "task": "classify", "parameters": {"labels": ["x", ""]}}, "parameters.labels", ["blank"]),
-    ({"text": "a", "task": "classify", "parameters": {"labels": ["x", "y", "x"]}}, "parameters.labels",
-     ["'x' twice"]),
-    ({"text": "the cat sat " * 200, "task": "sentiment"}, "text", ["too long"]),
-])
-def test_bad_requests_are_400_naming_the_field(http: httpx.Client, body: dict, param: str,
-                                               fragments: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("body", "param", "fragments"),
+    [
+        ({"task": "generate"}, "text", ["text is required"]),
+        ({"text": ""}, "text", ["must not be empty"]),
+        ({"text": "a", "prompt": "b"}, "text", ["not both"]),
+        ({"text": 3}, "text", ["valid string"]),
+        ({"text": "a", "task": "juggle"}, "task", ["task:", "'generate'"]),
+        ({"text": "a", "task": "embed"}, "task", ["task:"]),
+        ({"text": "a", "colour": "blue"}, "colour", ["Extra inputs"]),
+        (
+            {"text": "a", "parameters": {"max_tokenz": 3, "temp": 1}},
+            "parameters.max_tokenz",
+            ["unknown parameters for task 'generate': max_tokenz, temp", "max_tokens"],
+        ),
+        ({"text": "a", "parameters": {"top_p": 0}}, "parameters.top_p", ["top_p"]),
+        (
+            {"text": "a", "parameters": {"temperature": "hot"}},
+            "parameters.temperature",
+            ["valid number"],
+        ),
+        ({"text": "a", "parameters": {"max_tokens": 10_000}}, "parameters.max_tokens", ["leaves"]),
+        (
+            {"text": "a", "task": "summarize", "parameters": {"labels": ["x", "y"]}},
+            "parameters.labels",
+            ["unknown parameters"],
+        ),
+        (
+            {"text": "a", "task": "sentiment", "parameters": {"labels": ["x", "y"]}},
+            "parameters.labels",
+            ["it takes: none"],
+        ),
+        ({"text": "a", "task": "classify"}, "parameters.labels", ["Field required"]),
+        (
+            {"text": "a", "task": "classify", "parameters": {"labels": []}},
+            "parameters.labels",
+            ["at least 2"],
+        ),
+        (
+            {"text": "a", "task": "classify", "parameters": {"labels": ["x", ""]}},
+            "parameters.labels",
+            ["blank"],
+        ),
+        (
+            {"text": "a", "task": "classify", "parameters": {"labels": ["x", "y", "x"]}},
+            "parameters.labels",
+            ["'x' twice"],
+        ),
+        ({"text": "the cat sat " * 200, "task": "sentiment"}, "text", ["too long"]),
+    ],
+)
+def test_bad_requests_are_400_naming_the_field(
+    http: httpx.Client, body: dict, param: str, fragments: list[str]
+) -> None:
     assert_error(infer(http, **body), 400, param, *fragments)
 
 
@@ -199,13 +266,27 @@ def test_unknown_model_is_404(http: httpx.Client) -> None:
 def test_batch_shape_errors(http: httpx.Client, server: RunningServer) -> None:
     limit = server.app.state.settings.infer_max_batch
     too_many = [{"text": "a"}] * (limit + 1)
-    assert_error(http.post("/v1/infer/batch", json={"requests": too_many}), 400, "requests",
-                 f"{limit + 1} items", f"limit of {limit}", "MODELBENCH_INFER_MAX_BATCH")
-    assert_error(http.post("/v1/infer/batch", json={"requests": []}), 400, "requests", "at least one")
-    assert_error(http.post("/v1/infer/batch", json={"requests": {"text": "a"}}), 400, "requests",
-                 "valid list")
+    assert_error(
+        http.post("/v1/infer/batch", json={"requests": too_many}),
+        400,
+        "requests",
+        f"{limit + 1} items",
+        f"limit of {limit}",
+        "MODELBENCH_INFER_MAX_BATCH",
+    )
+    assert_error(
+        http.post("/v1/infer/batch", json={"requests": []}), 400, "requests", "at least one"
+    )
+    assert_error(
+        http.post("/v1/infer/batch", json={"requests": {"text": "a"}}),
+        400,
+        "requests",
+        "valid list",
+    )
     assert_error(http.post("/v1/infer/batch", json={}), 400, "requests", "Field required")
-    r = http.post("/v1/infer/batch", content=b"{not json", headers={"content-type": "application/json"})
+    r = http.post(
+        "/v1/infer/batch", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
 
 
@@ -213,8 +294,10 @@ def test_batch_shape_errors(http: httpx.Client, server: RunningServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_models(tiny_llama_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """"writer" does only generate and holds two requests at a time
+def two_models(
+    tiny_llama_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """ "writer" does only generate and holds two requests at a time
     (max_num_seqs 1 + max_queue 1); "judge", loaded after it, does every task."""
     engine = f"max_model_len = {MAX_MODEL_LEN}\nkv_cache_memory = {KV_CACHE_MEMORY}\n"
     models = tmp_path_factory.mktemp("infer") / "models.toml"
@@ -230,7 +313,9 @@ name = "judge"
 path = "{tiny_llama_path}"
 {engine}
 """)
-    with run_server(Settings(models_file=models, port=free_port(), max_queue=1), tiny_llama_path) as running:
+    with run_server(
+        Settings(models_file=models, port=free_port(), max_queue=1), tiny_llama_path
+    ) as running:
         yield running
 
 
@@ -240,13 +325,25 @@ def test_omitted_model_is_the_first_that_serves_the_task(two_models: RunningServ
         assert_envelope(generated.json(), model="writer:1")
         judged = infer(http, text="I loved it.", task="sentiment")
         assert_envelope(judged.json(), model="judge:1")
-        r = infer(http, text="a", task="classify", model="writer", parameters={"labels": ["x", "y"]})
-        assert_error(r, 400, "task", "does not serve the task 'classify'", "generate",
-                     code="task_not_supported")
+        r = infer(
+            http, text="a", task="classify", model="writer", parameters={"labels": ["x", "y"]}
+        )
+        assert_error(
+            r,
+            400,
+            "task",
+            "does not serve the task 'classify'",
+            "generate",
+            code="task_not_supported",
+        )
 
 
 def test_batch_items_are_admitted_one_by_one(two_models: RunningServer) -> None:
-    item = {"text": "hello", "model": "writer", "parameters": {"max_tokens": 40, "ignore_eos": True}}
+    item = {
+        "text": "hello",
+        "model": "writer",
+        "parameters": {"max_tokens": 40, "ignore_eos": True},
+    }
     with httpx.Client(base_url=two_models.base_url, timeout=60) as http:
         r = http.post("/v1/infer/batch", json={"requests": [item] * 5})
     assert r.status_code == 200, r.text

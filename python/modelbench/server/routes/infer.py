@@ -126,7 +126,8 @@ def _failure(exc: BaseException, request_id: str, timestamp: str, started: float
         status, error = 500, ErrorInfo(message=f"internal error: {type(exc).__name__}",
                                        type="internal_error")
     return InferResponse(success=False, latency_ms=(time.perf_counter() - started) * 1000,
-                         request_id=request_id, timestamp=timestamp, status_code=status, error=error)
+                         request_id=request_id, timestamp=timestamp, status_code=status,
+                         error=error)
 
 
 def _invalid_item(exc: ValidationError, index: int) -> APIError:
@@ -149,7 +150,7 @@ async def _batch_item(registry: ModelRegistry, item: Any, index: int, request_id
         except ValidationError as exc:
             raise _invalid_item(exc, index) from exc
         return await infer_one(registry, body, request_id, timestamp)
-    except Exception as exc:  # one item's failure is its own answer, not the batch's
+    except Exception as exc:  # noqa: BLE001 -- one item's failure is its answer, not the batch's
         return _failure(exc, request_id, timestamp, started)
 
 
