@@ -4,7 +4,10 @@ task, the answer's envelope, a batch with bad items among good ones, every
 
 from __future__ import annotations
 
+import json
 import math
+import socket
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -288,6 +291,36 @@ def test_batch_shape_errors(http: httpx.Client, server: RunningServer) -> None:
         "/v1/infer/batch", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert r.status_code == 400
+
+
+def test_a_client_that_walks_away_has_its_batch_aborted(server: RunningServer) -> None:
+    """Closing the connection mid-batch cancels every item: their engine
+    requests are aborted (fewer tokens generated than asked for), their KV
+    blocks freed and their admissions ended."""
+    num_items, max_tokens = 16, MAX_MODEL_LEN - 16
+    item = {"text": "hello", "parameters": {"max_tokens": max_tokens, "ignore_eos": True}}
+    payload = json.dumps({"requests": [item] * num_items}).encode()
+    host, port = server.base_url.removeprefix("http://").split(":")
+    stats = server.engine.stats
+    before = stats().num_generation_tokens
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/infer/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        deadline = time.monotonic() + 30
+        while stats().num_generation_tokens == before and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert server.handle.outstanding == num_items
+    deadline = time.monotonic() + 30
+    while (server.handle.outstanding or stats().scheduler.kv_cache_usage) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    assert server.handle.outstanding == 0
+    assert stats().scheduler.kv_cache_usage == 0.0
+    assert stats().num_generation_tokens - before < num_items * max_tokens
 
 
 # ---- several models: the default per task, tasks not served, admission ----
