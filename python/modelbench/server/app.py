@@ -18,10 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbench.config import Settings
 from modelbench.server.errors import install_error_handlers
+from modelbench.server.metrics import ServerMetrics
 from modelbench.server.registry import ModelRegistry
 from modelbench.server.routes import admin, batch, chat, completions, health, models, requests
 from modelbench.server.routes import infer
+from modelbench.server.routes import metrics as metrics_route
 from modelbench.server.store import Store
+from modelbench.server.traffic import Traffic, TrafficMiddleware
 
 logger = logging.getLogger("modelbench.server")
 
@@ -93,9 +96,13 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.store = store
     app.state.started = False
     app.state.draining = False
+    app.state.traffic = Traffic()  # requests in flight, for the drain
+    app.state.metrics = ServerMetrics(registry)
+    app.add_middleware(TrafficMiddleware, state=app.state)  # inside RequestIdMiddleware: sees the id
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     for module in (completions, chat, models, health, admin, batch, requests):
         app.include_router(module.router)
     app.include_router(infer.router)
+    app.include_router(metrics_route.router)
     return app

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from modelbench.outputs import RequestOutput
 from modelbench.sampling_params import SamplingParams
 from modelbench.server.errors import APIError, invalid_value
+from modelbench.server.metrics import RequestObserver
 from modelbench.server.registry import ModelHandle, ModelRegistry
 
 MAX_N = 128  # choices per request: each is a sequence in the engine
@@ -64,6 +65,7 @@ async def start_generation(
     seed + i when a seed is given). Closing the iterator aborts what is still
     running; the version's count of requests in flight drops when it ends.
     """
+    observer = RequestObserver.begin(handle, params.n)  # metrics: timings start here
     registry.admit(handle)
     assert handle.engine is not None
     engine = handle.engine
@@ -109,7 +111,7 @@ async def start_generation(
                 await gen.aclose()  # aborts the request unless it finished
             handle.end()
 
-    return deltas()
+    return observer.watch(deltas())
 
 
 async def merge(streams: list[AsyncIterator[RequestOutput]]) -> AsyncIterator[RequestOutput]:
