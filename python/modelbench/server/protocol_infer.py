@@ -26,7 +26,7 @@ class InferRequest(BaseModel):
     prompt: str | None = None
     task: InferTask = "generate"
     model: str | None = Field(default=None, min_length=1)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] | None = None  # null is the task's defaults
 
     def input_text(self) -> str:
         """The text to work on; TaskInputError when it is missing, empty or given twice."""

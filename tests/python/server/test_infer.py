@@ -89,6 +89,7 @@ def test_prompt_is_another_name_for_text_and_the_model_may_be_omitted(http: http
     params = {"max_tokens": 4, "temperature": 0, "ignore_eos": True}
     by_text = infer(http, text="hello", parameters=params).json()
     by_prompt = infer(http, prompt="hello", task="generate", parameters=params).json()
+    assert infer(http, text="hello", parameters=None).status_code == 200
     assert_envelope(by_text)
     assert_envelope(by_prompt)
     assert by_text["result"] == by_prompt["result"]
