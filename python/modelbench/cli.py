@@ -10,7 +10,8 @@ from modelbench import cli_db, cli_worker
 from modelbench.config import Settings, parse_memory
 
 SERVE_FLAGS = ("model", "models_file", "host", "port", "served_model_name", "max_model_len",
-               "kv_cache_memory", "max_num_seqs", "max_queue")
+               "kv_cache_memory", "max_num_seqs", "max_queue",
+               "log_format", "log_level", "drain_timeout_s")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -20,16 +21,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from modelbench.server.app import create_app
+    from modelbench.server.runner import serve as run_server
 
     try:
         settings = settings_from_args(args)
         app = create_app(settings)
     except ValueError as exc:
         raise SystemExit(f"modelbench serve: {exc}") from exc
-    uvicorn.run(app, host=settings.host, port=settings.port)
+    run_server(app, settings)  # drains on SIGTERM, logs as settings.log_format says
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-num-seqs", type=int, help="sequences one engine step runs (default 64)")
     p.add_argument("--max-queue", type=int,
                    help="requests a model version holds beyond max-num-seqs before 429 (default 256)")
+    p.add_argument("--log-format", choices=["json", "text"],
+                   help="json: one object per line (default); text: for a terminal")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
+                   help="default info: one line per request")
+    p.add_argument("--drain-timeout", dest="drain_timeout_s", type=float,
+                   help="seconds SIGTERM lets requests in flight finish (default 30)")
     p.set_defaults(func=serve)
     cli_db.add_parser(commands)
     cli_worker.add_parser(commands)

@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable, Iterator
 
 from starlette.datastructures import State
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbench.server.errors import error_response
@@ -64,10 +66,32 @@ class Traffic:
 
 def route_template(scope: Scope) -> str:
     """The matched route's path template (the router records the route in
-    the scope), or one fixed value for paths no route matches."""
-    route = scope.get("route")
+    the scope; a request refused before routing is matched here), or one
+    fixed value for paths no route matches."""
+    route = scope.get("route") or match_route(scope)
     path = getattr(route, "path", None)
     return f"{scope.get('root_path', '')}{path}" if path else UNMATCHED_ROUTE
+
+
+def match_route(scope: Scope) -> BaseRoute | None:
+    """The endpoint route the router would pick, for a request answered
+    before routing (refused while draining)."""
+    for route in endpoint_routes(getattr(scope.get("app"), "routes", ())):
+        match, _ = route.matches(dict(scope))  # a copy: this must not route the request
+        if match is not Match.NONE:
+            return route
+    return None
+
+
+def endpoint_routes(routes: Iterable[BaseRoute]) -> Iterator[Route]:
+    """Routes with a path template, through FastAPI's wrappers of included
+    routers (``original_router``) and mounted routers (``routes``)."""
+    for route in routes:
+        if isinstance(route, Route):
+            yield route
+            continue
+        inner = getattr(route, "original_router", route)
+        yield from endpoint_routes(getattr(inner, "routes", ()))
 
 
 class TrafficMiddleware:

@@ -1,0 +1,89 @@
+"""Running the app under uvicorn with a graceful drain.
+
+On the first SIGTERM or SIGINT the server stops admitting work (new requests
+get 503, /ready turns 503 "draining", /health and /metrics keep answering),
+lets the requests in flight finish for up to ``Settings.drain_timeout_s``,
+then shuts down and the process exits 0. A second signal exits at once.
+
+uvicorn by itself closes the listening socket on the first signal, so a load
+balancer sees connection errors rather than a clear 503; hence our own
+``uvicorn.Server`` subclass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from modelbench.config import Settings
+from modelbench.server.log import log_config
+
+logger = logging.getLogger("modelbench.server")
+
+# Once the drain is over (idle, or out of time), what is still running gets
+# this long to end before uvicorn cancels it.
+SHUTDOWN_GRACE_S = 2
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's Server whose exit signal drains ``app`` first."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.drain_timeout_s = drain_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._signalled = False
+        self._drain_task: asyncio.Task | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs in the signal handler: only set flags and wake the loop. The
+        # signal is not recorded for uvicorn to re-raise after shutdown, which
+        # would turn a clean drain into death by SIGTERM (exit code 143).
+        if self._signalled or self._loop is None:
+            self.should_exit = True
+            self.force_exit = True
+            return
+        self._signalled = True
+        logger.info("%s received: draining for up to %.0f s",
+                    signal.Signals(sig).name, self.drain_timeout_s)
+        self._loop.call_soon_threadsafe(self.begin_drain)
+
+    def begin_drain(self) -> None:
+        """Start draining (idempotent); the server exits when it is done."""
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain())
+
+    async def drain(self) -> None:
+        state = self.app.state
+        state.draining = True
+        if await state.traffic.wait_idle(self.drain_timeout_s):
+            logger.info("drained: no request in flight; shutting down")
+        else:
+            logger.warning("drain timeout (%.0f s): %d requests still in flight are cut off",
+                           self.drain_timeout_s, state.traffic.num_in_flight)
+        self.should_exit = True
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    """Serve ``app`` on ``settings.host:port`` until a signal drains it, with
+    the logging ``settings`` asks for. Exits 3 when the server cannot start."""
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port,
+        log_config=log_config(settings), log_level=settings.log_level, access_log=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
+    server = DrainingServer(config, app, settings.drain_timeout_s)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE: the port is taken, or startup raised

@@ -1,0 +1,127 @@
+"""SIGTERM drains a real ``modelbench serve`` process: new requests get 503
+while the stream in flight runs to [DONE], then the process exits 0. Its
+stderr is the JSON log, one object per line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, free_port
+
+DRAIN_TIMEOUT_S = 60
+MAX_TOKENS = 240  # nearly the whole context: each stream runs a while
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen, base_url: str, log_path: Path) -> None:
+        self.proc, self.base_url, self.log_path = proc, base_url, log_path
+
+    def log(self) -> list[dict]:
+        lines = [line for line in self.log_path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in lines]  # every line is one JSON object
+
+
+@pytest.fixture
+def served(tiny_llama_path: Path, tmp_path: Path) -> Iterator[Served]:
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MODELBENCH_RUN_WORKER": "false"}
+    env.pop("MODELBENCH_LOG_FORMAT", None)  # the default: JSON
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelbench", "serve", "--model", str(tiny_llama_path),
+             "--served-model-name", MODEL_NAME, "--port", str(port),
+             "--kv-cache-memory", str(KV_CACHE_MEMORY), "--max-model-len", str(MAX_MODEL_LEN),
+             "--drain-timeout", str(DRAIN_TIMEOUT_S)],
+            stdout=subprocess.DEVNULL, stderr=log, env=env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"the server exited: {log_path.read_text()}"
+            try:
+                if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.1)
+        yield Served(proc, base_url, log_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigterm_drains_then_exits_zero(served: Served) -> None:
+    url = served.base_url
+    # Long enough to be in flight when the signal lands: several streams of
+    # near the whole context each.
+    num_streams = 8
+    body = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": MAX_TOKENS, "ignore_eos": True,
+            "temperature": 0.0, "stream": True}
+    results: list[list[str]] = [[] for _ in range(num_streams)]
+    started = [threading.Event() for _ in range(num_streams)]
+    done_at: list[float] = [0.0] * num_streams
+
+    def stream(i: int) -> None:
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as response:
+            for line in response.iter_lines():
+                if line:
+                    results[i].append(line)
+                    started[i].set()
+        done_at[i] = time.monotonic()
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(num_streams)]
+    for thread in threads:
+        thread.start()
+    for event in started:
+        assert event.wait(60), "a stream never started"
+
+    served.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while (ready := httpx.get(f"{url}/ready")).status_code != 503:
+        assert time.monotonic() < deadline, "/ready never turned 503"
+        time.sleep(0.01)
+    assert ready.json()["status"] == "draining"
+    refused = httpx.post(f"{url}/v1/completions", json={**body, "stream": False},
+                         headers={"X-Request-ID": "late-1"})
+    refused_at = time.monotonic()
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"].isdigit() and refused.headers["x-request-id"] == "late-1"
+    error = refused.json()["error"]
+    assert error["code"] == "server_draining" and error["type"] == "service_unavailable"
+    assert "shutting down" in error["message"]
+    assert httpx.get(f"{url}/health").status_code == 200
+    assert b"modelbench:num_requests_running" in httpx.get(f"{url}/metrics").content
+
+    for thread in threads:
+        thread.join(60)
+    for lines in results:
+        assert lines[-1] == "data: [DONE]"
+        assert sum(1 for line in lines if line.startswith("data: {")) == MAX_TOKENS  # one token each
+        assert json.loads(lines[-2][len("data: "):])["choices"][0]["finish_reason"] == "length"
+    # At least one stream was still running when the late request was refused.
+    assert max(done_at) > refused_at
+    assert served.proc.wait(timeout=30) == 0
+
+    log = served.log()
+    access = [e for e in log if e["logger"] == "modelbench.access"]
+    assert sum(1 for e in access if e["route"] == "/v1/completions" and e["status"] == 200) == \
+        num_streams
+    (late,) = [e for e in access if e.get("request_id") == "late-1"]
+    assert late["status"] == 503 and late["route"] == "/v1/completions"
+    assert any("draining" in e["message"] for e in log if e["logger"] == "modelbench.server")
+    assert any(e["message"].startswith("drained") for e in log)
+    assert not any(e["logger"] == "uvicorn.access" for e in log)
