@@ -33,7 +33,8 @@ class Served:
 
 
 @pytest.fixture
-def served(tiny_llama_path: Path, tmp_path: Path) -> Iterator[Served]:
+def served(tiny_llama_path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    drain_timeout_s = getattr(request, "param", DRAIN_TIMEOUT_S)
     port = free_port()
     log_path = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MODELBENCH_RUN_WORKER": "false"}
@@ -43,7 +44,7 @@ def served(tiny_llama_path: Path, tmp_path: Path) -> Iterator[Served]:
             [sys.executable, "-m", "modelbench", "serve", "--model", str(tiny_llama_path),
              "--served-model-name", MODEL_NAME, "--port", str(port),
              "--kv-cache-memory", str(KV_CACHE_MEMORY), "--max-model-len", str(MAX_MODEL_LEN),
-             "--drain-timeout", str(DRAIN_TIMEOUT_S)],
+             "--drain-timeout", str(drain_timeout_s)],
             stdout=subprocess.DEVNULL, stderr=log, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -64,30 +65,44 @@ def served(tiny_llama_path: Path, tmp_path: Path) -> Iterator[Served]:
             proc.wait()
 
 
+class Streams:
+    """Several long streamed completions in threads, each near the whole
+    context, so that they are in flight when the signal lands."""
+
+    def __init__(self, url: str, num_streams: int = 8) -> None:
+        body = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": MAX_TOKENS,
+                "ignore_eos": True, "temperature": 0.0, "stream": True}
+        self.results: list[list[str]] = [[] for _ in range(num_streams)]
+        self.done_at = [0.0] * num_streams
+        started = [threading.Event() for _ in range(num_streams)]
+
+        def stream(i: int) -> None:
+            try:
+                with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
+                    for line in r.iter_lines():
+                        if line:
+                            self.results[i].append(line)
+                            started[i].set()
+            except httpx.TransportError:
+                pass  # cut off by a shutdown that did not wait
+            self.done_at[i] = time.monotonic()
+
+        self.threads = [threading.Thread(target=stream, args=(i,)) for i in range(num_streams)]
+        for thread in self.threads:
+            thread.start()
+        for event in started:
+            assert event.wait(60), "a stream never started"
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(60)
+
+
 def test_sigterm_drains_then_exits_zero(served: Served) -> None:
     url = served.base_url
-    # Long enough to be in flight when the signal lands: several streams of
-    # near the whole context each.
-    num_streams = 8
-    body = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": MAX_TOKENS, "ignore_eos": True,
-            "temperature": 0.0, "stream": True}
-    results: list[list[str]] = [[] for _ in range(num_streams)]
-    started = [threading.Event() for _ in range(num_streams)]
-    done_at: list[float] = [0.0] * num_streams
-
-    def stream(i: int) -> None:
-        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as response:
-            for line in response.iter_lines():
-                if line:
-                    results[i].append(line)
-                    started[i].set()
-        done_at[i] = time.monotonic()
-
-    threads = [threading.Thread(target=stream, args=(i,)) for i in range(num_streams)]
-    for thread in threads:
-        thread.start()
-    for event in started:
-        assert event.wait(60), "a stream never started"
+    streams = Streams(url)
+    num_streams, results, done_at = len(streams.threads), streams.results, streams.done_at
+    body = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": 8}
 
     served.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 10
@@ -95,7 +110,7 @@ def test_sigterm_drains_then_exits_zero(served: Served) -> None:
         assert time.monotonic() < deadline, "/ready never turned 503"
         time.sleep(0.01)
     assert ready.json()["status"] == "draining"
-    refused = httpx.post(f"{url}/v1/completions", json={**body, "stream": False},
+    refused = httpx.post(f"{url}/v1/completions", json=body,
                          headers={"X-Request-ID": "late-1"})
     refused_at = time.monotonic()
     assert refused.status_code == 503
@@ -106,8 +121,7 @@ def test_sigterm_drains_then_exits_zero(served: Served) -> None:
     assert httpx.get(f"{url}/health").status_code == 200
     assert b"modelbench:num_requests_running" in httpx.get(f"{url}/metrics").content
 
-    for thread in threads:
-        thread.join(60)
+    streams.join()
     for lines in results:
         assert lines[-1] == "data: [DONE]"
         assert sum(1 for line in lines if line.startswith("data: {")) == MAX_TOKENS  # one token each
@@ -125,3 +139,22 @@ def test_sigterm_drains_then_exits_zero(served: Served) -> None:
     assert any("draining" in e["message"] for e in log if e["logger"] == "modelbench.server")
     assert any(e["message"].startswith("drained") for e in log)
     assert not any(e["logger"] == "uvicorn.access" for e in log)
+
+
+@pytest.mark.parametrize("served", [0], indirect=True)  # drain timeout 0 s
+def test_drain_timeout_cuts_off_and_still_exits_zero(served: Served) -> None:
+    streams = Streams(served.base_url)
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(timeout=30) == 0
+    streams.join()
+    warnings = [e for e in served.log() if e["message"].startswith("drain timeout")]
+    assert warnings and warnings[0]["level"] == "warning"
+
+
+def test_second_signal_exits_at_once(served: Served) -> None:
+    streams = Streams(served.base_url)
+    served.proc.send_signal(signal.SIGTERM)
+    served.proc.send_signal(signal.SIGINT)
+    assert served.proc.wait(timeout=15) == 0
+    streams.join()
+    assert not any(e["message"].startswith("drained") for e in served.log())

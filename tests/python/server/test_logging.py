@@ -126,3 +126,20 @@ def test_log_config_follows_settings() -> None:
     assert log_config(Settings())["formatters"]["default"]["()"] is JsonFormatter
     with pytest.raises(ValueError, match="log_format"):
         Settings(log_format="xml")
+
+
+def test_log_and_drain_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelbench.cli import build_parser, settings_from_args
+
+    assert (Settings().log_format, Settings().log_level, Settings().drain_timeout_s) == \
+        ("json", "info", 30.0)
+    monkeypatch.setenv("MODELBENCH_LOG_FORMAT", "text")
+    monkeypatch.setenv("MODELBENCH_DRAIN_TIMEOUT_S", "5")
+    assert (Settings().log_format, Settings().drain_timeout_s) == ("text", 5.0)
+    args = build_parser().parse_args(["serve", "--log-format", "json", "--log-level", "debug",
+                                      "--drain-timeout", "2.5"])
+    settings = settings_from_args(args)
+    assert (settings.log_format, settings.log_level, settings.drain_timeout_s) == ("json", "debug", 2.5)
+    monkeypatch.setenv("MODELBENCH_DRAIN_TIMEOUT_S", "-1")
+    with pytest.raises(ValueError, match="drain_timeout_s"):
+        Settings()
