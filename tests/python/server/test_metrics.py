@@ -5,9 +5,9 @@ once per choice, gauges that read the engine, route templates as labels."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelbench.config import Settings
@@ -150,7 +150,7 @@ def test_client_that_walks_away_counts_as_abort(server: RunningServer) -> None:
     assert grew(before, after, "modelbench:time_to_first_token_seconds_count", **LABELS) == 1
 
 
-def test_each_app_has_its_own_registry(tiny_llama_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_app_has_its_own_registry(tiny_llama_path: Path) -> None:
     one = create_app(Settings(model=str(tiny_llama_path), run_worker=False))
     two = create_app(Settings(model=str(tiny_llama_path), run_worker=False))
     assert one.state.metrics.registry is not two.state.metrics.registry
