@@ -11,7 +11,7 @@ from modelbench.config import Settings, parse_memory
 
 SERVE_FLAGS = ("model", "models_file", "host", "port", "served_model_name", "max_model_len",
                "kv_cache_memory", "max_num_seqs", "max_queue",
-               "log_format", "log_level", "drain_timeout_s")
+               "log_format", "log_level", "drain_timeout_s", "database_url")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default info: one line per request")
     p.add_argument("--drain-timeout", dest="drain_timeout_s", type=float,
                    help="seconds SIGTERM lets requests in flight finish (default 30)")
+    p.add_argument("--database-url", help="the store: sqlite:///path.db or postgresql+psycopg://... "
+                   "(default: an SQLite file in the user's data directory)")
     p.set_defaults(func=serve)
     cli_db.add_parser(commands)
     cli_worker.add_parser(commands)

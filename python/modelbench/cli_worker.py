@@ -29,13 +29,17 @@ async def work(settings: Settings, worker_id: str | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    from modelbench.jobs.worker import Worker
+    from modelbench.server.store import can_run_jobs
+
     async with app.router.lifespan_context(app):
-        while not stop.is_set() and not store.is_migrated:
+        # Claim nothing before the store is migrated and the models are in memory.
+        while not stop.is_set() and not (store.is_migrated and can_run_jobs(app)):
             await asyncio.sleep(0.1)
-        from modelbench.jobs.worker import Worker
 
         worker = Worker(store.queue, app, worker_id=worker_id, concurrency=settings.worker_concurrency,
-                        lease_s=settings.job_lease_s, internal_token=store.internal_token)
+                        lease_s=settings.job_lease_s, internal_token=store.internal_token,
+                        is_ready=lambda: can_run_jobs(app))
         logger.warning("worker %s: running batch jobs from the store", worker.worker_id)
         await worker.run(stop)
         logger.warning("worker %s: stopped (%d succeeded, %d failed, %d retried)", worker.worker_id,

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -42,7 +43,8 @@ def default_worker_id() -> str:
 class Worker:
     def __init__(self, queue: JobQueue, app: ASGIApp, *, worker_id: str | None = None,
                  concurrency: int = 8, lease_s: float = 30.0, poll_s: float = 0.25,
-                 internal_token: str | None = None) -> None:
+                 internal_token: str | None = None,
+                 is_ready: Callable[[], bool] | None = None) -> None:
         self.queue = queue
         self.app = app
         self.worker_id = worker_id or default_worker_id()
@@ -50,6 +52,9 @@ class Worker:
         self.lease_s = lease_s
         self.poll_s = poll_s
         self.internal_token = internal_token
+        # Claim nothing while the app's models are still loading: the jobs
+        # would only be refused with 503 and use up their attempts.
+        self.is_ready = is_ready or (lambda: True)
         self.num_succeeded = 0
         self.num_failed = 0
         self.num_retried = 0
@@ -65,7 +70,7 @@ class Worker:
                 while not stop.is_set():
                     free = self.concurrency - len(running)
                     claimed: list[ClaimedJob] = []
-                    if free > 0:
+                    if free > 0 and self.is_ready():
                         try:
                             claimed = await asyncio.to_thread(self.queue.claim, self.worker_id, free,
                                                               self.lease_s)

@@ -73,7 +73,8 @@ class Store:
         if self.settings.run_worker:
             s = self.settings
             self.worker = Worker(self.queue, app, concurrency=s.worker_concurrency,  # type: ignore[arg-type]
-                                 lease_s=s.job_lease_s, internal_token=self.internal_token)
+                                 lease_s=s.job_lease_s, internal_token=self.internal_token,
+                                 is_ready=lambda: can_run_jobs(app))
             await self.worker.run(self._stop)
 
     async def close(self) -> None:
@@ -82,3 +83,13 @@ class Store:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.writer.close)
         self.engine.dispose()
+
+
+def can_run_jobs(app: object) -> bool:
+    """No model of the app is still loading (failed ones count as settled),
+    and the server is not draining: a job claimed now would only be refused
+    with 503 and use up an attempt."""
+    state = app.state  # type: ignore[attr-defined]
+    if getattr(state, "draining", False):
+        return False
+    return not any(h.state == "loading" for h in state.registry.handles())

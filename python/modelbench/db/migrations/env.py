@@ -4,6 +4,7 @@ target metadata from db/tables.py."""
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import text
 
 from modelbench.db.store import make_engine
 from modelbench.db.tables import Base
@@ -24,6 +25,9 @@ else:
             context.configure(connection=connection, target_metadata=Base.metadata,
                               render_as_batch=connection.dialect.name == "sqlite")
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":
+                    # Servers and workers starting together migrate one at a time.
+                    connection.execute(text("SELECT pg_advisory_xact_lock(7426351)"))
                 context.run_migrations()
     finally:
         engine.dispose()
