@@ -15,6 +15,7 @@ from modelbench.server.protocol import ErrorInfo, ErrorResponse
 
 logger = logging.getLogger("modelbench.server")
 
+_LOCATIONS = {"body", "query", "path", "header", "cookie"}  # where FastAPI found the field
 _UNION_BRANCHES = {"str", "int", "float", "bool", "list[int]", "list[str]", "list[list[int]]"}
 
 
@@ -73,7 +74,7 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
                               param="body")
     # Drop "body", and the branch names a union (str | list[int]) adds to loc.
     loc = [str(part) for part in first.get("loc", ())
-           if part != "body" and not (isinstance(part, str) and part in _UNION_BRANCHES)]
+           if part not in _LOCATIONS and not (isinstance(part, str) and part in _UNION_BRANCHES)]
     param = loc[0] if loc else None
     where = ".".join(loc) if loc else "body"
     message = f"{where}: {first.get('msg')}"

@@ -16,6 +16,7 @@ from modelbench.outputs import RequestOutput
 from modelbench.sampling_params import SamplingParams
 from modelbench.server.errors import APIError, invalid_value
 from modelbench.server.metrics import RequestObserver
+from modelbench.server.recorder import current_record
 from modelbench.server.registry import ModelHandle, ModelRegistry
 
 MAX_N = 128  # choices per request: each is a sequence in the engine
@@ -34,7 +35,21 @@ def resolve(request: Request, model: str, task: str = "generate") -> ModelHandle
     """The version serving ``model`` for ``task``; the request log learns it."""
     handle = get_registry(request).resolve(model, task)
     request.scope.setdefault("state", {})["model"] = handle.id
+    record = current_record.get()
+    if record is not None:
+        record.routed(handle.name, handle.version)
     return handle
+
+
+def describe_request(body: BaseModel, *, prompt: object = None, messages: list | None = None) -> None:
+    """Tell the request log what was asked: the prompt or messages, and the
+    other fields as the parameters."""
+    record = current_record.get()
+    if record is None:
+        return
+    parameters = body.model_dump(exclude={"model", "prompt", "messages"}, exclude_none=True)
+    record.describe(prompt=prompt, messages=messages, parameters=parameters,
+                    stream=bool(getattr(body, "stream", False)))
 
 
 def build_params(make: object, fields: set[str]) -> SamplingParams:
@@ -66,6 +81,7 @@ async def start_generation(
     running; the version's count of requests in flight drops when it ends.
     """
     observer = RequestObserver.begin(handle, params.n)  # metrics: timings start here
+    record = current_record.get()  # the request log's row for this request
     registry.admit(handle)
     assert handle.engine is not None
     engine = handle.engine
@@ -95,17 +111,22 @@ async def start_generation(
             out.outputs[0].index = i
             yield out
 
+    def seen(out: RequestOutput) -> RequestOutput:
+        if record is not None:
+            record.on_delta(out)
+        return out
+
     async def deltas() -> AsyncIterator[RequestOutput]:
         try:
             for first in firsts:
-                yield first
+                yield seen(first)
             if len(gens) == 1:
                 async for out in one_choice(0, gens[0]):
-                    yield out
+                    yield seen(out)
             else:
                 async for out in merge([one_choice(i, g) for i, g in enumerate(gens)
                                         if not firsts[i].finished]):
-                    yield out
+                    yield seen(out)
         finally:
             for gen in gens:
                 await gen.aclose()  # aborts the request unless it finished

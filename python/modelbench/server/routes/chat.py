@@ -30,6 +30,7 @@ from modelbench.server.routes import (
     RegistryDep,
     build_params,
     collect,
+    describe_request,
     resolve,
     sse,
     start_generation,
@@ -77,6 +78,7 @@ async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> lis
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, registry: RegistryDep
 ) -> ChatCompletionResponse | StreamingResponse:
+    describe_request(body, messages=[m.model_dump(exclude_none=True) for m in body.messages])
     handle = resolve(request, body.model)
     engine = handle.engine
     assert engine is not None

@@ -22,6 +22,7 @@ from modelbench.server.routes import (
     RegistryDep,
     build_params,
     collect,
+    describe_request,
     resolve,
     sse,
     start_generation,
@@ -55,6 +56,7 @@ def usage_of(out: RequestOutput, num_generated: int) -> Usage:
 async def create_completion(
     body: CompletionRequest, request: Request, registry: RegistryDep
 ) -> CompletionResponse | StreamingResponse:
+    describe_request(body, prompt=body.prompt)
     handle = resolve(request, body.model)
     params = build_params(body.sampling_params, set(CompletionRequest.model_fields))
     request_id = random_id("cmpl")

@@ -11,6 +11,7 @@ is well-formed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable
@@ -28,6 +29,7 @@ from modelbench.server.protocol_infer import (
     InferRequest,
     InferResponse,
 )
+from modelbench.server.recorder import current_record, new_record, submit
 from modelbench.server.registry import ModelHandle, ModelRegistry
 from modelbench.server.routes import APIError, RegistryDep, _disconnected
 
@@ -70,7 +72,12 @@ async def infer_one(registry: ModelRegistry, body: InferRequest, request_id: str
         parameters = parse_parameters(body.task, body.parameters)
     except TaskInputError as exc:
         raise APIError(400, str(exc), param=exc.param) from exc
+    record = current_record.get()
+    if record is not None:
+        record.describe(task=body.task, prompt=text, parameters=body.parameters)
     handle = pick_model(registry, body.model, body.task)
+    if record is not None:
+        record.routed(handle.name, handle.version)
     registry.admit(handle)
     try:
         assert handle.engine is not None
@@ -79,6 +86,12 @@ async def infer_one(registry: ModelRegistry, body: InferRequest, request_id: str
         raise APIError(400, str(exc), param=exc.param) from exc
     finally:
         handle.end()
+    if record is not None:
+        record.output = output.result if isinstance(output.result, str) else json.dumps(output.result)
+        meta = output.metadata
+        record.finish_reasons[0] = meta.get("finish_reason", "stop")
+        record.prompt_tokens = meta.get("prompt_tokens")
+        record.completion_tokens = meta.get("completion_tokens", 0)
     return InferResponse(
         success=True, result=output.result, model_used=handle.id,
         latency_ms=(time.perf_counter() - started) * 1000, request_id=request_id,
@@ -141,17 +154,27 @@ def _invalid_item(exc: ValidationError, index: int) -> APIError:
     return APIError(400, message, param=loc[0] if loc else None)
 
 
-async def _batch_item(registry: ModelRegistry, item: Any, index: int, request_id: str,
-                      timestamp: str) -> InferResponse:
+async def _batch_item(request: Request, registry: ModelRegistry, item: Any, index: int,
+                      request_id: str, timestamp: str) -> InferResponse:
+    """One item, recorded as a request of its own (this runs in a task of its
+    own, so the record set here is this item's)."""
     started = time.perf_counter()
+    record = new_record(request.scope, "/v1/infer/batch", "generate", http_request_id=request_id)
+    current_record.set(record)
     try:
         try:
             body = InferRequest.model_validate(item)
         except ValidationError as exc:
             raise _invalid_item(exc, index) from exc
-        return await infer_one(registry, body, request_id, timestamp)
+        response = await infer_one(registry, body, request_id, timestamp)
     except Exception as exc:  # noqa: BLE001 -- one item's failure is its answer, not the batch's
-        return _failure(exc, request_id, timestamp, started)
+        response = _failure(exc, request_id, timestamp, started)
+        record.error = response.error.message if response.error else None
+    except asyncio.CancelledError:
+        submit(request.scope, record, 499)
+        raise
+    submit(request.scope, record, response.status_code)
+    return response
 
 
 @router.post("/v1/infer/batch", response_model=InferBatchResponse)
@@ -165,7 +188,7 @@ async def infer_batch(body: InferBatchRequest, request: Request,
                        f"{limit} (MODELBENCH_INFER_MAX_BATCH); split the batch", param="requests")
     started, timestamp, request_id = time.perf_counter(), now_iso(), request_id_of(request)
     results = await until_disconnect(request, asyncio.gather(*(
-        _batch_item(registry, item, i, f"{request_id}-{i}", timestamp)
+        _batch_item(request, registry, item, i, f"{request_id}-{i}", timestamp)
         for i, item in enumerate(body.requests))))
     num_succeeded = sum(r.success for r in results)
     return InferBatchResponse(

@@ -1,0 +1,205 @@
+"""Every inference request on record: what was asked, of which model
+version, by which key, what came back, and how long each stage took.
+
+``RecordMiddleware`` opens a ``Record`` for each inference request
+(completions, chat, embeddings, the task API) and, when the response has
+ended (a stream included, or the client gone), hands its row to the store's
+``RecordWriter``, which writes it off the request's path. Routes and
+``start_generation`` fill it in as they go through ``current_record``, so
+route signatures do not change; a batch of the task API records each item as
+a request of its own.
+
+Prompts and outputs are left out when ``MODELBENCH_STORE_TEXT=false``, or for
+a key created with ``store_text = false``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelbench.outputs import RequestOutput
+
+# Inference endpoints and the task each one records (the task API says its own).
+INFERENCE_PATHS = {
+    "/v1/completions": "generate",
+    "/v1/chat/completions": "generate",
+    "/v1/embeddings": "embed",
+    "/v1/infer": "generate",
+}
+BATCH_HEADER = b"x-modelbench-batch-id"
+INTERNAL_HEADER = b"x-modelbench-internal"
+
+current_record: ContextVar[Record | None] = ContextVar("modelbench_record", default=None)
+
+
+@dataclass
+class Record:
+    """One request's row in ``requests``, filled in as the request goes."""
+
+    endpoint: str
+    task: str
+    http_request_id: str | None = None
+    api_key_id: str | None = None
+    batch_id: str | None = None
+    id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started: float = field(default_factory=time.monotonic)
+    stream: bool = False
+    prompt: str | None = None
+    messages: list | None = None
+    parameters: dict[str, Any] | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    texts: dict[int, str] = field(default_factory=dict)  # choice index -> text
+    finish_reasons: dict[int, str] = field(default_factory=dict)
+    output: str | None = None  # set whole by routes that do not stream deltas
+    prompt_tokens: int | None = None
+    completion_tokens: int = 0
+    queue_time_s: float | None = None
+    ttft_s: float | None = None
+    error: str | None = None
+    store_text: bool = True
+
+    def describe(self, *, task: str | None = None, prompt: Any = None, messages: list | None = None,
+                 parameters: dict[str, Any] | None = None, stream: bool | None = None) -> None:
+        """What was asked (token-id prompts are kept as JSON)."""
+        if task is not None:
+            self.task = task
+        if prompt is not None:
+            self.prompt = prompt if isinstance(prompt, str) else json.dumps(prompt)
+        if messages is not None:
+            self.messages = messages
+        if parameters is not None:
+            self.parameters = parameters
+        if stream is not None:
+            self.stream = stream
+
+    def routed(self, name: str, version: str) -> None:
+        self.model_name, self.model_version = name, version
+
+    def on_delta(self, out: RequestOutput) -> None:
+        delta = out.outputs[0]
+        if self.prompt_tokens is None:
+            self.prompt_tokens = len(out.prompt_token_ids)
+        if self.queue_time_s is None and out.metrics.queue_time_s is not None:
+            self.queue_time_s = out.metrics.queue_time_s
+        if delta.token_ids:
+            if self.ttft_s is None:
+                self.ttft_s = time.monotonic() - self.started
+            self.completion_tokens += len(delta.token_ids)
+        self.texts[delta.index] = self.texts.get(delta.index, "") + delta.text
+        if out.finished:
+            self.finish_reasons[delta.index] = delta.finish_reason or "abort"
+
+    def row(self, http_status: int) -> dict[str, Any]:
+        """The ``requests`` row, as the request ended with ``http_status``."""
+        if self.output is not None:
+            output: str | None = self.output
+        elif len(self.texts) > 1:  # several choices: their texts, in order, as JSON
+            output = json.dumps([self.texts[i] for i in sorted(self.texts)])
+        else:
+            output = self.texts.get(0)
+        reasons = {self.finish_reasons[i] for i in self.finish_reasons}
+        finish_reason = reasons.pop() if len(reasons) == 1 else (",".join(sorted(reasons)) or None)
+        if http_status < 400 and (self.finish_reasons or self.output is not None):
+            aborted = finish_reason == "abort" or (self.texts and len(self.finish_reasons) < len(self.texts))
+            status = "aborted" if aborted else "succeeded"
+        elif http_status == 499 or (http_status < 400 and not self.finish_reasons):
+            status = "aborted"  # the client went away
+        else:
+            status = "failed"
+        return {
+            "id": self.id, "http_request_id": self.http_request_id, "api_key_id": self.api_key_id,
+            "endpoint": self.endpoint, "model_name": self.model_name, "model_version": self.model_version,
+            "task": self.task, "stream": self.stream,
+            "prompt": self.prompt if self.store_text else None,
+            "messages": self.messages if self.store_text else None,
+            "parameters": self.parameters, "status": status, "http_status": http_status,
+            "output_text": output if self.store_text else None, "finish_reason": finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens if self.prompt_tokens is not None else None,
+            "queue_time_ms": ms(self.queue_time_s), "ttft_ms": ms(self.ttft_s),
+            "latency_ms": ms(time.monotonic() - self.started), "created_at": self.created_at,
+            "finished_at": datetime.now(timezone.utc), "error": self.error, "batch_id": self.batch_id,
+        }
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def new_record(scope: Scope, endpoint: str, task: str, http_request_id: str | None = None) -> Record:
+    """A record for a request of this HTTP exchange (the exchange's own, or a
+    batch item's), with who asked and whether text may be kept."""
+    state = scope.get("state", {})
+    app_state = getattr(scope.get("app"), "state", None)
+    settings = getattr(app_state, "settings", None)
+    store = getattr(app_state, "store", None)
+    headers = dict(scope.get("headers", ()))
+    batch_id = None
+    if store is not None and headers.get(INTERNAL_HEADER, b"").decode() == store.internal_token:
+        batch_id = headers.get(BATCH_HEADER, b"").decode() or None  # only the worker says so
+    store_text = settings.store_text if settings is not None else True
+    if state.get("api_key_store_text") is False:
+        store_text = False
+    return Record(endpoint=endpoint, task=task, http_request_id=http_request_id or state.get("request_id"),
+                  api_key_id=state.get("api_key_id"), batch_id=batch_id, store_text=store_text)
+
+
+def submit(scope: Scope, record: Record, http_status: int) -> None:
+    store = getattr(getattr(scope.get("app"), "state", None), "store", None)
+    if store is not None:
+        record.api_key_id = record.api_key_id or scope.get("state", {}).get("api_key_id")
+        store.writer.submit(record.row(http_status))
+
+
+class RecordMiddleware:
+    """Opens a record for each inference request and submits it when the
+    response ends."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = INFERENCE_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if task is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        record = new_record(scope, scope["path"], task)
+        status = 500
+        error_body = bytearray()
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-modelbench-record-id", record.id.encode())]
+            elif message["type"] == "http.response.body" and status >= 400 and len(error_body) < 65536:
+                error_body.extend(message.get("body", b""))
+            await send(message)
+
+        token = current_record.set(record)
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            current_record.reset(token)
+            if status >= 400 and record.error is None:
+                record.error = error_message(bytes(error_body)) or f"HTTP {status}"
+            submit(scope, record, status)
+
+
+def error_message(body: bytes) -> str | None:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return error.get("message") if isinstance(error, dict) else None
