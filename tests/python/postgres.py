@@ -61,3 +61,12 @@ def create_database() -> tuple[str, str]:
 def drop_database(name: str) -> None:
     with admin_connection() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def set_connections(dbname: str, allowed: bool) -> None:
+    """Take a database away from its clients (the store is down) or give it back."""
+    with admin_connection() as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+        if not allowed:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                         (dbname,))

@@ -75,7 +75,7 @@ class RecordWriter:
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything submitted so far is written; False on timeout."""
         deadline = time.monotonic() + timeout_s
-        if not self._resumed.is_set():
+        if not self._resumed.wait(timeout_s):  # nothing is written before resume()
             return not self._buffer
         self._wake.set()
         with self._idle:

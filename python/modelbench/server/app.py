@@ -23,7 +23,7 @@ from modelbench.server.registry import ModelRegistry
 from modelbench.server.routes import admin, batch, chat, completions, health, models, requests
 from modelbench.server.routes import infer
 from modelbench.server.routes import metrics as metrics_route
-from modelbench.server.store import Store
+from modelbench.server.store import Store, StoreCollector
 from modelbench.server.recorder import RecordMiddleware
 from modelbench.server.traffic import Traffic, TrafficMiddleware
 
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.draining = False
     app.state.traffic = Traffic()  # requests in flight, for the drain
     app.state.metrics = ServerMetrics(registry)
+    app.state.metrics.registry.register(StoreCollector(store))
     app.add_middleware(RecordMiddleware)  # innermost: the request log
     app.add_middleware(TrafficMiddleware, state=app.state)  # inside RequestIdMiddleware: sees the id
     app.add_middleware(RequestIdMiddleware)

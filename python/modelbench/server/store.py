@@ -12,6 +12,10 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
@@ -93,3 +97,27 @@ def can_run_jobs(app: object) -> bool:
     if getattr(state, "draining", False):
         return False
     return not any(h.state == "loading" for h in state.registry.handles())
+
+
+class StoreCollector(Collector):
+    """The request log's health at scrape time: records written, waiting in
+    the buffer (the store is slow or down), and dropped (the buffer was full,
+    or the store refused a row)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterator[Metric]:
+        writer = self.store.writer
+        yield CounterMetricFamily("modelbench:request_records_written",
+                                  "Request records written to the store.", value=writer.num_written)
+        yield CounterMetricFamily("modelbench:request_records_dropped",
+                                  "Request records lost: the buffer was full or the store refused them.",
+                                  value=writer.num_dropped)
+        yield GaugeMetricFamily("modelbench:request_records_buffered",
+                                "Request records waiting to be written.", value=writer.num_buffered)
+        yield GaugeMetricFamily("modelbench:store_up", "1 if the last write to the store succeeded.",
+                                value=1.0 if writer.store_up else 0.0)

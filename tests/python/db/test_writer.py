@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -13,7 +12,7 @@ from modelbench.db import make_engine, upgrade
 from modelbench.db.tables import RequestRecord
 from modelbench.db.writer import RecordWriter
 
-from ..postgres import ADMIN_URL
+from ..postgres import set_connections
 
 
 def row(**fields: object) -> dict:
@@ -60,14 +59,6 @@ def test_a_refused_row_does_not_hold_the_others(database_url: str) -> None:
     finally:
         writer.close()
         engine.dispose()
-
-
-def set_connections(dbname: str, allowed: bool) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(allowed).lower()}')
-        if not allowed:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                         (dbname,))
 
 
 def test_an_outage_loses_nothing_while_the_buffer_holds(postgresql_url: str) -> None:

@@ -139,3 +139,34 @@ def test_store_text_off_keeps_metadata_only(tiny_llama_path: Path, tmp_path: Pat
         rec = record_of(server, raw.http_response)  # type: ignore[arg-type]
         assert rec["prompt"] is None and rec["output_text"] is None and rec["messages"] is None
         assert rec["completion_tokens"] == 3 and rec["status"] == "succeeded"
+
+
+def test_a_store_outage_fails_no_inference_and_loses_no_record(tiny_llama_path: Path) -> None:
+    from ..postgres import create_database, drop_database, set_connections
+
+    url, name = create_database()
+    try:
+        with make_server(tiny_llama_path, url) as server, \
+                httpx.Client(base_url=server.base_url, timeout=30) as http:
+            flush(server)
+            set_connections(name, False)  # the store goes away under traffic
+            try:
+                statuses = [http.post("/v1/completions", headers={"X-Request-ID": f"out-{i}"}, json={
+                    "model": MODEL_NAME, "prompt": f"p{i}", "max_tokens": 2}).status_code
+                    for i in range(30)]
+                assert statuses == [200] * 30
+                writer = server.app.state.store.writer
+                assert not writer.flush(timeout_s=1.0) and writer.num_buffered == 30
+                metrics = http.get("/metrics").text
+                assert "modelbench:store_up 0.0" in metrics
+                assert "modelbench:request_records_buffered 30.0" in metrics
+            finally:
+                set_connections(name, True)
+            flush(server)
+            page = http.get("/v1/requests", params={"limit": 100}).json()["data"]
+            assert {f"out-{i}" for i in range(30)} <= {r["http_request_id"] for r in page}
+            metrics = http.get("/metrics").text
+            assert "modelbench:request_records_dropped_total 0.0" in metrics
+            assert "modelbench:store_up 1.0" in metrics
+    finally:
+        drop_database(name)
