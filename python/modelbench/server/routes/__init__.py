@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel
@@ -182,19 +182,31 @@ async def collect(
 
     A client that disconnects before the end has its request aborted in the
     engine (its KV blocks freed) rather than generated for nobody."""
-    gathering = asyncio.ensure_future(_gather(deltas, n))
+    try:
+        return await until_disconnect(request, _gather(deltas, n))
+    except APIError:
+        await deltas.aclose()  # type: ignore[attr-defined]
+        raise
+
+
+T = TypeVar("T")
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or 499 if the client goes away first; then the work
+    is cancelled, which aborts its engine requests and frees their blocks."""
+    working = asyncio.ensure_future(work)
     watching = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait({gathering, watching}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({working, watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watching.cancel()
-    if not gathering.done():
-        gathering.cancel()
-        await asyncio.gather(gathering, return_exceptions=True)
-        await deltas.aclose()  # type: ignore[attr-defined]
+    if not working.done():
+        working.cancel()
+        await asyncio.gather(working, return_exceptions=True)
         raise APIError(499, "the client closed the connection before the response was ready",
                        code="client_closed_request")
-    return gathering.result()
+    return working.result()
 
 
 async def _disconnected(request: Request) -> None:

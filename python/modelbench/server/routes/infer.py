@@ -14,9 +14,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
@@ -31,13 +30,11 @@ from modelbench.server.protocol_infer import (
 )
 from modelbench.server.recorder import current_record, new_record, submit
 from modelbench.server.registry import ModelHandle, ModelRegistry
-from modelbench.server.routes import APIError, RegistryDep, _disconnected
+from modelbench.server.routes import APIError, RegistryDep, until_disconnect
 
 logger = logging.getLogger("modelbench.server")
 
 router = APIRouter(tags=["infer"])
-
-T = TypeVar("T")
 
 
 def pick_model(registry: ModelRegistry, model: str | None, task: str) -> ModelHandle:
@@ -97,23 +94,6 @@ async def infer_one(registry: ModelRegistry, body: InferRequest, request_id: str
         latency_ms=(time.perf_counter() - started) * 1000, request_id=request_id,
         timestamp=timestamp, metadata=output.metadata,
     )
-
-
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """``work``'s result, or 499 if the client goes away first; then the work
-    is cancelled, which aborts its engine requests and frees their blocks."""
-    working = asyncio.ensure_future(work)
-    watching = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({working, watching}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watching.cancel()
-    if not working.done():
-        working.cancel()
-        await asyncio.gather(working, return_exceptions=True)
-        raise APIError(499, "the client closed the connection before the response was ready",
-                       code="client_closed_request")
-    return working.result()
 
 
 def request_id_of(request: Request) -> str:
