@@ -158,6 +158,12 @@ class Settings(BaseSettings):
     # Logs and shutdown (server/log.py, server/runner.py).
     log_format: Literal["json", "text"] = "json"  # json: one object per line, for log shippers
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        """WARNING and warning alike, as logging itself takes them."""
+        return value.lower() if isinstance(value, str) else value
     drain_timeout_s: float = Field(default=30.0, ge=0)  # SIGTERM: let requests in flight finish
 
     def store_url(self) -> str:
