@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Sequence
 
 from modelbench import cli_db, cli_worker
+from modelbench.bench import cli as bench_cli
 from modelbench.config import Settings, parse_memory
 
 SERVE_FLAGS = ("model", "models_file", "host", "port", "served_model_name", "max_model_len",
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=serve)
     cli_db.add_parser(commands)
     cli_worker.add_parser(commands)
+    bench_cli.add_parser(commands)
     return parser
 
 

@@ -87,6 +87,31 @@ def load_checkpoint(
     )
 
 
+def load_tokenizer(path: str | os.PathLike[str] | None) -> Tokenizer:
+    """Only the tokenizer of a Hugging Face folder, a ``.gguf`` file, or
+    (``None``) the default model: no weights are read."""
+    if path is None:
+        from modelbench.models.default_model import default_model_path
+
+        path = default_model_path()
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        from gguf import GGUFReader
+
+        from modelbench.models.gguf_loader import gguf_tokenizer
+
+        try:
+            reader = GGUFReader(path)
+        except Exception as e:
+            raise CheckpointError(f"cannot read GGUF file {path}: {e}") from e
+        metadata = {name: field.contents() for name, field in reader.fields.items()
+                    if name.startswith("tokenizer.")}
+        return gguf_tokenizer(metadata, path)
+    if path.is_dir():
+        return Tokenizer.from_pretrained(path)
+    raise CheckpointError(f"expected a Hugging Face model folder or a .gguf file, got {path}")
+
+
 def load_hf_folder(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
     """Load a Hugging Face checkpoint folder (see ``load_checkpoint``)."""
     config_file = path / "config.json"

@@ -1,0 +1,59 @@
+"""The runner: sends a workload to a target on schedule and gathers what each
+request measured.
+
+Each request waits for its arrival time, then for a free slot under
+``max_concurrency`` (none: unbounded), then is sent. The client's own
+overhead is measured too: how late each request left against its schedule
+(``send_lag``), reported with the run, so a client that cannot keep up shows
+in the numbers instead of hiding in them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from modelbench.bench.metrics import RequestResult
+from modelbench.bench.workload import BenchRequest
+
+
+@dataclass
+class RunOutcome:
+    results: list[RequestResult]
+    duration_s: float
+    send_lags_s: list[float]  # per request: sent minus scheduled (0 when a slot was the wait)
+
+
+async def run_workload(target: object, requests: list[BenchRequest], arrivals: list[float],
+                       max_concurrency: int | None = None, progress: bool = True) -> RunOutcome:
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    if hasattr(target, "run_all"):  # a target that schedules itself (transformers)
+        results, duration = await target.run_all(requests)  # type: ignore[attr-defined]
+        return RunOutcome(results, duration, [0.0] * len(results))
+    slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+    bar = tqdm(total=len(requests), disable=not progress, unit="req", dynamic_ncols=True)
+    lags = [0.0] * len(requests)
+    started = time.perf_counter()
+
+    async def one(i: int, request: BenchRequest, at: float) -> RequestResult:
+        delay = started + at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        lags[i] = max(0.0, time.perf_counter() - started - at)
+        async with slots if slots is not None else contextlib.nullcontext():
+            sent = time.perf_counter() - started
+            result = await target.send(request)  # type: ignore[attr-defined]
+        result.start_time = sent
+        bar.update(1)
+        return result
+
+    try:
+        results = await asyncio.gather(*(one(i, r, at) for i, (r, at) in enumerate(zip(requests, arrivals))))
+    finally:
+        bar.close()
+    return RunOutcome(list(results), time.perf_counter() - started, lags)
