@@ -38,22 +38,30 @@ async def run_workload(target: object, requests: list[BenchRequest], arrivals: l
     slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     bar = tqdm(total=len(requests), disable=not progress, unit="req", dynamic_ncols=True)
     lags = [0.0] * len(requests)
-    started = time.perf_counter()
 
-    async def one(i: int, request: BenchRequest, at: float) -> RequestResult:
-        delay = started + at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        lags[i] = max(0.0, time.perf_counter() - started - at)
+    async def one(request: BenchRequest, sent_at: float) -> RequestResult:
         async with slots if slots is not None else contextlib.nullcontext():
-            sent = time.perf_counter() - started
+            sent = time.perf_counter() - started if slots is not None else sent_at
             result = await target.send(request)  # type: ignore[attr-defined]
         result.start_time = sent
         bar.update(1)
         return result
 
+    # One dispatcher sends each request at its time: thousands of sleeping
+    # tasks created up front would make the first ones leave late.
+    tasks = []
+    started = time.perf_counter()
     try:
-        results = await asyncio.gather(*(one(i, r, at) for i, (r, at) in enumerate(zip(requests, arrivals))))
+        for i, (request, at) in enumerate(zip(requests, arrivals)):
+            delay = started + at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.perf_counter() - started
+            lags[i] = max(0.0, now - at)
+            tasks.append(asyncio.create_task(one(request, now)))
+        results = await asyncio.gather(*tasks)
     finally:
+        for task in tasks:
+            task.cancel()
         bar.close()
     return RunOutcome(list(results), time.perf_counter() - started, lags)
