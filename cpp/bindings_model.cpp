@@ -80,7 +80,12 @@ void bind_model(py::module_& m) {
       .def_property("record_logits", &TransformerRunner::record_logits, &TransformerRunner::set_record_logits,
                     "Keep every scheduled token's logits of the last step (slower; for tests).")
       .def_property_readonly("recorded_logits", &TransformerRunner::recorded_logits,
-                             "list[RecordedLogits] of the last step, when record_logits is on.");
+                             "list[RecordedLogits] of the last step, when record_logits is on.")
+      .def("embed", &TransformerRunner::embed, py::arg("prompts"), py::call_guard<py::gil_scoped_release>(),
+           "Mean-pooled, L2-normalized final hidden states of each prompt (lists of token ids): "
+           "[num_prompts, hidden_size] float32. Runs over a scratch KV pool, so it may run while the "
+           "engine steps. Raises ValueError for an empty prompt, an id outside the vocabulary, or a "
+           "prompt longer than max_model_len.");
 
   m.def("paged_attention_cpu",
         [](const torch::Tensor& query, const torch::Tensor& key_pool, const torch::Tensor& value_pool,

@@ -39,6 +39,7 @@ TransformerRunner::TransformerRunner(const ModelSpec& spec, const WeightMap& wei
     : device_(model_device_from_name(device)),
       dtype_(model_dtype_from_name(dtype, device_)),
       block_size_(config.cache.block_size),
+      max_model_len_(config.scheduler.max_model_len),
       model_([&] {
         // Weights and pools are made inside InferenceMode like every tensor of a step.
         c10::InferenceMode guard;
@@ -96,6 +97,67 @@ ForwardBatch TransformerRunner::prepare_inputs(const SchedulerOutput& scheduler_
   batch.attention.context_lens = torch::from_blob(context_lens_.data(), {num_seqs}, torch::kLong);
   batch.attention.block_tables = torch::from_blob(block_tables_.data(), {num_seqs, max_blocks}, torch::kInt);
   return batch;
+}
+
+torch::Tensor TransformerRunner::embed(const std::vector<std::vector<int64_t>>& prompts) const {
+  c10::InferenceMode guard;
+  const ModelSpec& spec = model_->spec();
+  if (prompts.empty()) throw InvalidArgument("prompts must hold at least one prompt");
+  const auto num_seqs = static_cast<int64_t>(prompts.size());
+  int64_t num_tokens = 0;
+  int64_t max_blocks = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto len = static_cast<int64_t>(prompts[i].size());
+    const std::string which = "prompt " + std::to_string(i);
+    if (len == 0) throw InvalidArgument("prompt must not be empty (" + which + ")");
+    if (len > max_model_len_)
+      throw InvalidArgument("prompt has " + std::to_string(len) + " tokens, more than max_model_len=" +
+                            std::to_string(max_model_len_) + " (" + which + ")");
+    for (int64_t id : prompts[i])
+      if (id < 0 || id >= spec.vocab_size)
+        throw InvalidArgument("prompt token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                              std::to_string(spec.vocab_size) + ") (" + which + ")");
+    num_tokens += len;
+    max_blocks = std::max<int64_t>(max_blocks, (len + block_size_ - 1) / block_size_);
+  }
+
+  // Each prompt gets its own consecutive blocks of a pool just big enough.
+  std::vector<int64_t> input_ids, positions, slot_mapping, query_start_loc{0}, context_lens;
+  std::vector<int32_t> block_tables(num_seqs * max_blocks, 0);
+  input_ids.reserve(num_tokens);
+  int32_t next_block = 0;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const auto len = static_cast<int64_t>(prompts[s].size());
+    const int32_t first_block = next_block;
+    const auto num_blocks = static_cast<int32_t>((len + block_size_ - 1) / block_size_);
+    for (int32_t b = 0; b < num_blocks; ++b) block_tables[s * max_blocks + b] = first_block + b;
+    next_block += num_blocks;
+    for (int64_t p = 0; p < len; ++p) {
+      input_ids.push_back(prompts[s][p]);
+      positions.push_back(p);
+      slot_mapping.push_back(static_cast<int64_t>(first_block) * block_size_ + p);
+    }
+    query_start_loc.push_back(static_cast<int64_t>(input_ids.size()));
+    context_lens.push_back(len);
+  }
+  KVCacheSpec kv = kv_pool_.spec();
+  KVPool scratch(kv, next_block);
+
+  ForwardBatch batch;
+  batch.input_ids = to_device(input_ids, device_);
+  batch.positions = to_device(positions, device_);
+  batch.slot_mapping = to_device(slot_mapping, device_);
+  batch.attention.query_start_loc = torch::from_blob(query_start_loc.data(), {num_seqs + 1}, torch::kLong);
+  batch.attention.context_lens = torch::from_blob(context_lens.data(), {num_seqs}, torch::kLong);
+  batch.attention.block_tables = torch::from_blob(block_tables.data(), {num_seqs, max_blocks}, torch::kInt);
+  const torch::Tensor hidden = model_->forward(batch, scratch).to(torch::kFloat);  // [num_tokens, hidden]
+
+  torch::Tensor out = torch::empty({num_seqs, hidden.size(1)}, torch::kFloat);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const torch::Tensor rows = hidden.narrow(0, query_start_loc[s], context_lens[s]);  // [len, hidden]
+    out[s].copy_(rows.mean(0).cpu());
+  }
+  return torch::nn::functional::normalize(out, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
 }
 
 RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_output) {

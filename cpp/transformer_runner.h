@@ -43,6 +43,15 @@ class TransformerRunner : public ModelRunner {
   torch::ScalarType dtype() const { return dtype_; }
   torch::Device device() const { return device_; }
 
+  // Text embeddings: for each prompt, the mean over its positions of the
+  // model's final hidden states (after the final norm), L2-normalized.
+  // Runs the model over a scratch KV pool of its own, so it may run on
+  // another thread while the engine steps (the model's weights are only
+  // read). Throws InvalidArgument for an empty prompt, a token id outside
+  // the vocabulary, or a prompt longer than max_model_len.
+  // Returns [num_prompts, hidden_size] float32 on the CPU.
+  torch::Tensor embed(const std::vector<std::vector<int64_t>>& prompts) const;
+
   // When on, each execute_model also keeps the float32 logits of every
   // scheduled token (the head runs over the whole batch, so it is slower),
   // one entry per scheduled sequence, until the next step. The engine's
@@ -57,6 +66,7 @@ class TransformerRunner : public ModelRunner {
   torch::Device device_;
   torch::ScalarType dtype_;
   int block_size_;
+  int max_model_len_;
   std::unique_ptr<Model> model_;
   KVPool kv_pool_;
   Sampler sampler_;

@@ -610,6 +610,10 @@ class TransformerRunner(ModelRunner):
         """
         float32 | bfloat16 | float16
         """
+    def embed(self, prompts: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt]]) -> torch.Tensor:
+        """
+        Mean-pooled, L2-normalized final hidden states of each prompt (lists of token ids): [num_prompts, hidden_size] float32. Runs over a scratch KV pool, so it may run while the engine steps. Raises ValueError for an empty prompt, an id outside the vocabulary, or a prompt longer than max_model_len.
+        """
     @property
     def num_kv_blocks(self) -> int:
         ...

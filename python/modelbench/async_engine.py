@@ -15,6 +15,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+from modelbench.embedding import EmbeddingOutput, EmbedInput, embed
 from modelbench.engine_args import EngineArgs, build_engine
 from modelbench.outputs import RequestOutput, RequestState
 from modelbench.sampling_params import SamplingParams
@@ -31,7 +32,7 @@ class AsyncEngine:
 
     def __init__(self, args: EngineArgs | None = None) -> None:
         self.args = args or EngineArgs()
-        self.engine, checkpoint, self.config = build_engine(self.args)
+        self.engine, checkpoint, self.config, self.runner = build_engine(self.args)
         self.tokenizer = checkpoint.tokenizer
         self.architecture = checkpoint.architecture
         self._queues: dict[str, asyncio.Queue] = {}
@@ -110,6 +111,11 @@ class AsyncEngine:
             if not finished:
                 self.engine.abort(request_id)  # client went away: free its blocks
             self._queues.pop(request_id, None)
+
+    async def embed(self, inputs: EmbedInput) -> EmbeddingOutput:
+        """Embeddings of the inputs (see modelbench.embedding), computed in a
+        worker thread beside the engine's steps: the event loop never waits."""
+        return await asyncio.to_thread(embed, self.runner, self.tokenizer, inputs)
 
     async def abort(self, request_id: str) -> bool:
         """End a request; False when it is not running."""

@@ -78,8 +78,11 @@ class EngineArgs:
         return int(memory)
 
 
-def build_engine(args: EngineArgs) -> tuple[_core.Engine, Checkpoint, _core.EngineConfig]:
-    """Load the checkpoint and build a C++ engine with its runner (not started)."""
+def build_engine(
+    args: EngineArgs,
+) -> tuple[_core.Engine, Checkpoint, _core.EngineConfig, _core.TransformerRunner]:
+    """Load the checkpoint and build a C++ engine with its runner (not started).
+    The runner is returned too: embeddings run on it directly."""
     args.validate()
     checkpoint = load_checkpoint(args.model, dtype=_DTYPES[args.dtype])
     spec = model_spec_from_hf_config(checkpoint.hf_config)
@@ -115,4 +118,4 @@ def build_engine(args: EngineArgs) -> tuple[_core.Engine, Checkpoint, _core.Engi
     config.validate()
     runner = _core.TransformerRunner(spec, checkpoint.weights, config, args.dtype, args.device)
     checkpoint.weights = {}  # the runner holds what it needs; drop our references
-    return _core.Engine(config, runner), checkpoint, config
+    return _core.Engine(config, runner), checkpoint, config, runner

@@ -14,6 +14,7 @@ import itertools
 import os
 from collections.abc import Sequence
 
+from modelbench.embedding import EmbedInput, embed
 from modelbench.engine_args import EngineArgs, build_engine
 from modelbench.outputs import RequestOutput, RequestState
 from modelbench.sampling_params import SamplingParams
@@ -57,11 +58,16 @@ class LLM:
             max_num_batched_tokens=max_num_batched_tokens,
             enable_prefix_caching=enable_prefix_caching, block_size=block_size,
         )
-        self.engine, checkpoint, self.config = build_engine(self.args)
+        self.engine, checkpoint, self.config, self.runner = build_engine(self.args)
         self.tokenizer = checkpoint.tokenizer
         self.architecture = checkpoint.architecture
         self.model_source = checkpoint.source
         self._ids = itertools.count()
+
+    def embed(self, inputs: EmbedInput) -> list[list[float]]:
+        """Each input's mean-pooled, L2-normalized final hidden state (see
+        modelbench.embedding). Raises ValueError for bad input."""
+        return embed(self.runner, self.tokenizer, inputs).embeddings
 
     def generate(
         self,
