@@ -20,11 +20,20 @@ from modelbench.config import Settings
 from modelbench.server.errors import install_error_handlers
 from modelbench.server.metrics import ServerMetrics
 from modelbench.server.registry import ModelRegistry
-from modelbench.server.routes import admin, batch, chat, completions, health, models, requests
-from modelbench.server.routes import infer
+from modelbench.server.recorder import RecordMiddleware
+from modelbench.server.routes import (
+    admin,
+    batch,
+    chat,
+    completions,
+    embeddings,
+    health,
+    infer,
+    models,
+    requests,
+)
 from modelbench.server.routes import metrics as metrics_route
 from modelbench.server.store import Store, StoreCollector
-from modelbench.server.recorder import RecordMiddleware
 from modelbench.server.traffic import Traffic, TrafficMiddleware
 
 logger = logging.getLogger("modelbench.server")
@@ -104,7 +113,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.add_middleware(TrafficMiddleware, state=app.state)  # inside RequestIdMiddleware: sees the id
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    for module in (completions, chat, models, health, admin, batch, requests):
+    for module in (completions, chat, embeddings, models, health, admin, batch, requests):
         app.include_router(module.router)
     app.include_router(infer.router)
     app.include_router(metrics_route.router)

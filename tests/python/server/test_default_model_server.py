@@ -53,3 +53,18 @@ def test_completion_streamed_equals_not_streamed(client: openai.OpenAI) -> None:
     streamed = "".join(c.choices[0].text for c in client.completions.create(stream=True, **kwargs)
                        if c.choices)
     assert whole == streamed and len(whole) > 0
+
+
+def test_embeddings_of_the_default_model(client: openai.OpenAI) -> None:
+    out = client.embeddings.create(model=DEFAULT_MODEL_NAME, input=["Paris is in France.",
+                                                                     "Berlin is in Germany.",
+                                                                     "Bananas are yellow."])
+    vectors = [d.embedding for d in out.data]
+    assert len(vectors) == 3 and len(vectors[0]) == 576  # SmolLM2-135M's hidden size
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b))  # the vectors are normalized
+
+    assert abs(cosine(vectors[0], vectors[0]) - 1.0) < 1e-5
+    # Two sentences of one shape sit closer than either does to an unrelated one.
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2])
