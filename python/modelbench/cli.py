@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from modelbench import cli_db, cli_worker
+from modelbench import cli_db, cli_keys, cli_worker
 from modelbench.bench import cli as bench_cli
 from modelbench.config import Settings, parse_memory
 
@@ -30,7 +30,23 @@ def serve(args: argparse.Namespace) -> None:
         app = create_app(settings)
     except ValueError as exc:
         raise SystemExit(f"modelbench serve: {exc}") from exc
+    if not is_loopback(settings.host) and not app.state.keys.has_active_keys() and not settings.allow_open:
+        raise SystemExit(
+            f"modelbench serve: refusing to serve on {settings.host} with no API key: anyone on the "
+            "network could use it. Create one (modelbench keys create --name NAME), serve on "
+            "127.0.0.1, or set MODELBENCH_ALLOW_OPEN=true.")
     run_server(app, settings)  # drains on SIGTERM, logs as settings.log_format says
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=serve)
     cli_db.add_parser(commands)
     cli_worker.add_parser(commands)
+    cli_keys.add_parser(commands)
     bench_cli.add_parser(commands)
     return parser
 

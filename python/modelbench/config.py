@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     infer_max_batch: int = Field(default=256, ge=1)  # items in one POST /v1/infer/batch
+    # API keys: a JSON file of hashed keys (modelbench keys); None: the user's data directory.
+    keys_file: Path | None = None
+    allow_open: bool = False  # serve without keys on a non-loopback address (you were warned)
+    metrics_require_key: bool = False
+    rate_limit_rpm: int | None = Field(default=None, ge=1)  # per key (or client address when open)
+    rate_limit_tpm: int | None = Field(default=None, ge=1)
     # The store: None is an SQLite file in the user's data directory.
     database_url: str | None = None
     db_auto_migrate: bool = True  # apply migrations at server start

@@ -33,14 +33,18 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def store_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Servers the tests start (in process or as subprocesses) keep their
-    records in a throwaway SQLite file, never in the user's data directory."""
+    records in a throwaway SQLite file and read keys from a throwaway keys
+    file (none: open), never the user's data directory."""
     import os
 
-    path = tmp_path_factory.mktemp("store") / "modelbench.db"
-    previous = os.environ.get("MODELBENCH_DATABASE_URL")
-    os.environ["MODELBENCH_DATABASE_URL"] = f"sqlite:///{path}"
+    root = tmp_path_factory.mktemp("store")
+    values = {"MODELBENCH_DATABASE_URL": f"sqlite:///{root / 'modelbench.db'}",
+              "MODELBENCH_KEYS_FILE": str(root / "keys.json")}
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     yield
-    if previous is None:
-        os.environ.pop("MODELBENCH_DATABASE_URL", None)
-    else:
-        os.environ["MODELBENCH_DATABASE_URL"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

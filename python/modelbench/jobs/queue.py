@@ -53,6 +53,7 @@ class ClaimedJob:
     body: dict[str, Any]
     attempts: int
     lease_token: str
+    api_key_id: str | None = None  # the batch's owner, whom the job runs for
 
 
 def new_id(prefix: str) -> str:
@@ -159,8 +160,10 @@ class JobQueue:
                 update(Job).where(Job.id.in_(ids), runnable)
                 .values(status="running", lease_owner=token, lease_expires_at=self._later(lease_s),
                         attempts=Job.attempts + 1, started_at=now))
-            rows = session.scalars(select(Job).where(Job.id.in_(ids), Job.lease_owner == token)).all()
-            return [ClaimedJob(r.id, r.batch_id, r.url, r.body or {}, r.attempts, token) for r in rows]
+            rows = session.execute(select(Job, Batch.api_key_id).join(Batch, Batch.id == Job.batch_id)
+                                   .where(Job.id.in_(ids), Job.lease_owner == token)).all()
+            return [ClaimedJob(r.id, r.batch_id, r.url, r.body or {}, r.attempts, token, owner)
+                    for r, owner in rows]
 
     def renew(self, job: ClaimedJob, lease_s: float) -> bool:
         """Extend the lease; False when it was lost (another worker has the job)."""

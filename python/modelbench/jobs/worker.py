@@ -32,7 +32,9 @@ from modelbench.jobs.queue import ClaimedJob, JobQueue
 logger = logging.getLogger("modelbench.jobs")
 
 JOB_URLS = ("/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/infer")
-INTERNAL_HEADER = "x-modelbench-internal"
+INTERNAL_HEADER = "x-modelbench-internal"  # the process's token: a job, not a client
+OWNER_HEADER = "x-modelbench-api-key-id"  # whom the job runs for (trusted only with the token)
+BATCH_HEADER = "x-modelbench-batch-id"
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 
 
@@ -124,9 +126,11 @@ class Worker:
 
     async def _attempt(self, client: httpx.AsyncClient, job: ClaimedJob) -> tuple[int | None, Any, str | None]:
         """(status code, response body, transport error)."""
-        headers = {"x-request-id": job.id, "x-modelbench-batch-id": job.batch_id}
+        headers = {"x-request-id": job.id, BATCH_HEADER: job.batch_id}
         if self.internal_token:
             headers[INTERNAL_HEADER] = self.internal_token
+            if job.api_key_id:
+                headers[OWNER_HEADER] = job.api_key_id
         body = {**job.body, "stream": False} if "stream" in job.body else job.body
         try:
             response = await client.post(job.url, json=body, headers=headers)

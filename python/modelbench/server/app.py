@@ -13,11 +13,14 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbench.config import Settings
+from modelbench.server.auth import authenticate, require_admin
 from modelbench.server.errors import install_error_handlers
+from modelbench.server.keys import KeyStore
+from modelbench.server.limits import BodySizeMiddleware
 from modelbench.server.metrics import ServerMetrics
 from modelbench.server.registry import ModelRegistry
 from modelbench.server.recorder import RecordMiddleware
@@ -33,6 +36,7 @@ from modelbench.server.routes import (
     requests,
 )
 from modelbench.server.routes import metrics as metrics_route
+from modelbench.server.ratelimit import RateLimiter
 from modelbench.server.store import Store, StoreCollector
 from modelbench.server.traffic import Traffic, TrafficMiddleware
 
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     for name, policy in declared.routing.items():
         registry.set_policy(name, policy)
     store = Store.open(settings)  # a bad database URL fails here; an unreachable one never does
+    keys = KeyStore(settings.keys_file)  # a corrupt keys file fails here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,6 +95,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 except Exception:  # /ready reports it; the process stays up for /health
                     logger.exception("loading %s failed", handle.id)
 
+        if not keys.has_active_keys():
+            logger.warning("NO API KEYS: this server is OPEN to anyone who can reach %s:%s; create a "
+                           "key with `modelbench keys create --name NAME` (keys file %s)",
+                           settings.host, settings.port, keys.path)
         app.state.started = True
         loading = asyncio.create_task(load_all())
         store.start(app)  # migrations, the record writer, the in-server batch worker
@@ -104,17 +113,22 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.settings = settings
     app.state.registry = registry
     app.state.store = store
+    app.state.keys = keys
+    app.state.limiter = RateLimiter()
     app.state.started = False
     app.state.draining = False
     app.state.traffic = Traffic()  # requests in flight, for the drain
     app.state.metrics = ServerMetrics(registry)
     app.state.metrics.registry.register(StoreCollector(store))
     app.add_middleware(RecordMiddleware)  # innermost: the request log
+    app.add_middleware(BodySizeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(TrafficMiddleware, state=app.state)  # inside RequestIdMiddleware: sees the id
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    for module in (completions, chat, embeddings, models, health, admin, batch, requests):
-        app.include_router(module.router)
-    app.include_router(infer.router)
-    app.include_router(metrics_route.router)
+    keyed = [Depends(authenticate)]
+    for module in (completions, chat, embeddings, infer, models, batch, requests):
+        app.include_router(module.router, dependencies=keyed)
+    app.include_router(admin.router, dependencies=[Depends(require_admin)])
+    app.include_router(health.router)  # probes answer without a key
+    app.include_router(metrics_route.router, dependencies=keyed if settings.metrics_require_key else [])
     return app

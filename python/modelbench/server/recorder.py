@@ -25,6 +25,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelbench.jobs.worker import BATCH_HEADER, INTERNAL_HEADER
 from modelbench.outputs import RequestOutput
 
 # Inference endpoints and the task each one records (the task API says its own).
@@ -34,8 +35,6 @@ INFERENCE_PATHS = {
     "/v1/embeddings": "embed",
     "/v1/infer": "generate",
 }
-BATCH_HEADER = b"x-modelbench-batch-id"
-INTERNAL_HEADER = b"x-modelbench-internal"
 
 current_record: ContextVar[Record | None] = ContextVar("modelbench_record", default=None)
 
@@ -145,19 +144,24 @@ def new_record(scope: Scope, endpoint: str, task: str, http_request_id: str | No
     store = getattr(app_state, "store", None)
     headers = dict(scope.get("headers", ()))
     batch_id = None
-    if store is not None and headers.get(INTERNAL_HEADER, b"").decode() == store.internal_token:
-        batch_id = headers.get(BATCH_HEADER, b"").decode() or None  # only the worker says so
+    if store is not None and headers.get(INTERNAL_HEADER.encode(), b"").decode() == store.internal_token:
+        batch_id = headers.get(BATCH_HEADER.encode(), b"").decode() or None  # only the worker says so
     store_text = settings.store_text if settings is not None else True
-    if state.get("api_key_store_text") is False:
-        store_text = False
     return Record(endpoint=endpoint, task=task, http_request_id=http_request_id or state.get("request_id"),
                   api_key_id=state.get("api_key_id"), batch_id=batch_id, store_text=store_text)
 
 
 def submit(scope: Scope, record: Record, http_status: int) -> None:
+    """Hand the row to the writer, and the tokens to the caller's budget."""
+    from modelbench.server.auth import charge_tokens
+
+    charge_tokens(scope, (record.prompt_tokens or 0) + record.completion_tokens)
     store = getattr(getattr(scope.get("app"), "state", None), "store", None)
     if store is not None:
-        record.api_key_id = record.api_key_id or scope.get("state", {}).get("api_key_id")
+        state = scope.get("state", {})  # auth has run by now: who asked, and may text be kept
+        record.api_key_id = record.api_key_id or state.get("api_key_id")
+        if state.get("api_key_store_text") is False:
+            record.store_text = False
         store.writer.submit(record.row(http_status))
 
 

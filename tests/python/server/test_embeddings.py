@@ -50,7 +50,8 @@ def test_bad_embedding_requests_are_400(server: RunningServer, body: dict, param
 
 
 def test_embeddings_are_recorded(server: RunningServer) -> None:
+    from .test_records import record_of
+
     r = httpx.post(server.base_url + "/v1/embeddings", json={"model": MODEL_NAME, "input": "hi"}, timeout=30)
-    assert server.app.state.store.writer.flush(timeout_s=30)
-    rec = httpx.get(f"{server.base_url}/v1/requests/{r.headers['x-modelbench-record-id']}").json()
+    rec = record_of(server, r)
     assert rec["task"] == "embed" and rec["status"] == "succeeded" and rec["prompt_tokens"] > 0

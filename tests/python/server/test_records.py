@@ -4,6 +4,7 @@ endpoint streamed and not, errors included, listed and filtered through
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,10 +46,17 @@ def flush(server: RunningServer) -> None:
     assert server.app.state.store.writer.flush(timeout_s=30)
 
 
-def record_of(server: RunningServer, response: httpx.Response) -> dict:
-    flush(server)
+def record_of(server: RunningServer, response: httpx.Response, headers: dict | None = None) -> dict:
+    """The response's row. Rows are submitted as the response ends and written
+    in the background: wait for it."""
     record_id = response.headers["x-modelbench-record-id"]
-    r = httpx.get(f"{server.base_url}/v1/requests/{record_id}")
+    deadline = time.monotonic() + 30
+    while True:
+        flush(server)
+        r = httpx.get(f"{server.base_url}/v1/requests/{record_id}", headers=headers)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -106,9 +114,9 @@ def test_each_endpoint_is_recorded(recorded: RunningServer) -> None:
 def test_list_filters_and_pages(recorded: RunningServer) -> None:
     with httpx.Client(base_url=recorded.base_url, timeout=30) as http:
         for i in range(7):
-            http.post("/v1/completions", json={"model": MODEL_NAME, "prompt": f"p{i}", "max_tokens": 1},
-                      headers={"X-Request-ID": f"page-{i}"})
-        flush(recorded)
+            last = http.post("/v1/completions", json={"model": MODEL_NAME, "prompt": f"p{i}",
+                                                      "max_tokens": 1}, headers={"X-Request-ID": f"page-{i}"})
+        record_of(recorded, last)  # the last is written, so all are
         seen, cursor = [], None
         while True:
             params = {"limit": 3, "model": MODEL_NAME, "status": "succeeded", "task": "generate"}
@@ -156,6 +164,9 @@ def test_a_store_outage_fails_no_inference_and_loses_no_record(tiny_llama_path: 
                     for i in range(30)]
                 assert statuses == [200] * 30
                 writer = server.app.state.store.writer
+                deadline = time.monotonic() + 10  # the last rows are handed over as responses end
+                while writer.num_buffered < 30 and time.monotonic() < deadline:
+                    time.sleep(0.02)
                 assert not writer.flush(timeout_s=1.0) and writer.num_buffered == 30
                 metrics = http.get("/metrics").text
                 assert "modelbench:store_up 0.0" in metrics

@@ -178,12 +178,19 @@ async def create_batch(request: Request) -> BatchObject:
     api_key_id = request.scope.get("state", {}).get("api_key_id")
     batch_id = await asyncio.to_thread(store.queue.create_batch, jobs, api_key_id, metadata,
                                        store.settings.job_max_attempts)
-    return await read_batch_object(store, batch_id)
+    return await read_batch_object(store, batch_id, request)
 
 
-async def read_batch_object(store: Store, batch_id: str) -> BatchObject:
+def may_see(request: Request | None, api_key_id: str | None) -> bool:
+    """A plain key sees its own batches; an admin key (or an open server) all."""
+    caller = request.scope.get("state", {}).get("caller") if request is not None else None
+    key = getattr(caller, "key", None)
+    return key is None or key.admin or key.id == api_key_id
+
+
+async def read_batch_object(store: Store, batch_id: str, request: Request | None = None) -> BatchObject:
     batch = await asyncio.to_thread(store.queue.get_batch, batch_id)
-    if batch is None:
+    if batch is None or not may_see(request, batch.api_key_id):
         raise APIError(404, f"batch {batch_id!r} does not exist", param="batch_id",
                        code="batch_not_found", type="not_found_error")
     counts = await asyncio.to_thread(store.queue.counts, batch_id)
@@ -192,14 +199,15 @@ async def read_batch_object(store: Store, batch_id: str) -> BatchObject:
 
 @router.get("/v1/batch/{batch_id}")
 async def get_batch(batch_id: str, request: Request) -> BatchObject:
-    return await read_batch_object(get_store(request), batch_id)
+    return await read_batch_object(get_store(request), batch_id, request)
 
 
 @router.post("/v1/batch/{batch_id}/cancel")
 async def cancel_batch(batch_id: str, request: Request) -> BatchObject:
     store = get_store(request)
+    await read_batch_object(store, batch_id, request)  # 404 unless the caller may see it
     await asyncio.to_thread(store.queue.cancel, batch_id)
-    return await read_batch_object(store, batch_id)
+    return await read_batch_object(store, batch_id, request)
 
 
 @router.get("/v1/batch/{batch_id}/results")
@@ -207,7 +215,7 @@ async def batch_results(batch_id: str, request: Request) -> StreamingResponse:
     """Every job of the batch in order, one JSON object per line, as far as
     they have got (``status`` says which are final)."""
     store = get_store(request)
-    await read_batch_object(store, batch_id)  # 404 before the stream starts
+    await read_batch_object(store, batch_id, request)  # 404 before the stream starts
 
     async def lines() -> AsyncIterator[str]:
         pages = store.queue.iter_jobs(batch_id)
@@ -220,8 +228,10 @@ async def batch_results(batch_id: str, request: Request) -> StreamingResponse:
 
 @router.get("/v1/jobs/{job_id}")
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
-    job = await asyncio.to_thread(get_store(request).queue.get_job, job_id)
-    if job is None:
+    store = get_store(request)
+    job = await asyncio.to_thread(store.queue.get_job, job_id)
+    batch = await asyncio.to_thread(store.queue.get_batch, job.batch_id) if job is not None else None
+    if job is None or batch is None or not may_see(request, batch.api_key_id):
         raise APIError(404, f"job {job_id!r} does not exist", param="job_id",
                        code="job_not_found", type="not_found_error")
     return job_object(job)

@@ -23,6 +23,14 @@ router = APIRouter(tags=["requests"])
 FIELDS = [c.name for c in RequestRecord.__table__.columns]
 
 
+def owner_filter(request: Request) -> str | None:
+    """The key id a caller is confined to: its own, unless it is an admin key
+    (or the server is open)."""
+    caller = request.scope.get("state", {}).get("caller")
+    key = getattr(caller, "key", None)
+    return key.id if key is not None and not key.admin else None
+
+
 def record_object(record: RequestRecord) -> dict[str, Any]:
     out = {name: getattr(record, name) for name in FIELDS}
     out["object"] = "request"
@@ -78,6 +86,12 @@ async def list_requests(
 ) -> dict[str, Any]:
     store = get_store(request)
     conditions = []
+    owner = owner_filter(request)
+    if owner is not None:  # a plain key sees its own requests only
+        if api_key_id is not None and api_key_id != owner:
+            raise APIError(403, "a key that is not an admin key lists only its own requests",
+                           param="api_key_id", code="forbidden", type="permission_error")
+        api_key_id = owner
     if model is not None:
         name, _, tag = model.partition(":")
         conditions.append(RequestRecord.model_name == name)
@@ -122,7 +136,8 @@ async def get_request(record_id: str, request: Request) -> dict[str, Any]:
             return session.get(RequestRecord, record_id)
 
     record = await asyncio.to_thread(run)
-    if record is None:
+    owner = owner_filter(request)
+    if record is None or (owner is not None and record.api_key_id != owner):
         raise APIError(404, f"request {record_id!r} is not on record", param="id",
                        code="request_not_found", type="not_found_error")
     return record_object(record)

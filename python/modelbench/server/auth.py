@@ -1,0 +1,111 @@
+"""Who is asking, and may they: the API-key and rate-limit dependencies.
+
+Every route but ``/health``, ``/ready`` (and ``/metrics`` unless
+``MODELBENCH_METRICS_REQUIRE_KEY``) depends on ``authenticate``:
+
+- With no active key in the keys file the server is open (it says so loudly
+  at start, and ``modelbench serve`` binds it to loopback addresses only);
+  requests are then rate-limited per client address.
+- Otherwise a key is required, as ``Authorization: Bearer <key>`` (what the
+  openai client sends) or ``X-API-Key``: none, a wrong one or a revoked one
+  is a 401; admin routes need an admin key (403 otherwise).
+- The in-server batch worker proves itself with the process's internal
+  token and acts for the batch's owner.
+
+Then the caller's request bucket is charged (429 with ``Retry-After`` when it
+is empty, or while its token bucket is in debt). Tokens are charged when the
+request ends, from the request log's counts (server/recorder.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from modelbench.jobs.worker import INTERNAL_HEADER, OWNER_HEADER
+from modelbench.server.errors import APIError
+from modelbench.server.keys import ApiKey
+
+
+@dataclass
+class Caller:
+    key: ApiKey | None  # None: the server is open, or the batch worker
+    who: str  # the rate limits' bucket: key id, or client address
+    rpm: int | None
+    tpm: int | None
+    internal: bool = False
+
+
+def _secret(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def unauthorized(message: str) -> APIError:
+    return APIError(401, message, code="invalid_api_key", type="authentication_error",
+                    headers={"WWW-Authenticate": "Bearer"})
+
+
+def identify(request: Request) -> Caller:
+    state = request.app.state
+    settings = state.settings
+    store = getattr(state, "store", None)
+    token = request.headers.get(INTERNAL_HEADER)
+    if token is not None and store is not None and token == store.internal_token:
+        owner = request.headers.get(OWNER_HEADER) or None
+        request.scope.setdefault("state", {})["api_key_id"] = owner
+        return Caller(None, "internal", None, None, internal=True)
+    keys = state.keys
+    if not keys.has_active_keys():
+        client = request.client.host if request.client else "unknown"
+        return Caller(None, f"ip:{client}", settings.rate_limit_rpm, settings.rate_limit_tpm)
+    secret = _secret(request)
+    if secret is None:
+        raise unauthorized("an API key is required: send it as 'Authorization: Bearer <key>' "
+                           "(modelbench keys create makes one)")
+    key = keys.verify(secret)
+    if key is None:
+        raise unauthorized("the API key is not valid or has been revoked")
+    state_dict = request.scope.setdefault("state", {})
+    state_dict["api_key_id"] = key.id
+    state_dict["api_key_store_text"] = key.store_text
+    return Caller(key, key.id, key.rpm if key.rpm is not None else settings.rate_limit_rpm,
+                  key.tpm if key.tpm is not None else settings.rate_limit_tpm)
+
+
+async def authenticate(request: Request) -> Caller:
+    caller = identify(request)
+    request.scope.setdefault("state", {})["caller"] = caller
+    if caller.internal:
+        return caller
+    refusal = request.app.state.limiter.admit(caller.who, caller.rpm, caller.tpm)
+    if refusal is not None:
+        raise APIError(429, f"rate limit of {refusal.value} {refusal.limit} reached; retry in "
+                       f"{refusal.retry_after_s} s", code="rate_limit_exceeded", type="rate_limit_error",
+                       headers={"Retry-After": str(refusal.retry_after_s)})
+    return caller
+
+
+async def require_admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+    if caller.key is not None and not caller.key.admin:
+        raise APIError(403, f"key {caller.key.id} is not an admin key; admin routes need one "
+                       "(modelbench keys create --admin)", code="forbidden", type="permission_error")
+    return caller
+
+
+ApiKeyDep = Annotated[Caller, Depends(authenticate)]
+AdminKeyDep = Annotated[Caller, Depends(require_admin)]
+
+
+def charge_tokens(scope: dict, tokens: int) -> None:
+    """After a request: its prompt and generated tokens against its caller's budget."""
+    caller: Caller | None = scope.get("state", {}).get("caller")
+    app = scope.get("app")
+    if caller is None or caller.internal or app is None:
+        return
+    app.state.limiter.charge_tokens(caller.who, caller.tpm, tokens)
