@@ -24,7 +24,8 @@ FIRST_S, GAP_S, NUM_CHUNKS = 0.060, 0.025, 4
 
 
 class StandIn:
-    """Streams NUM_CHUNKS chunks: the first after FIRST_S, then one every GAP_S;
+    """Streams NUM_CHUNKS chunks (each followed by an empty one and an SSE
+    comment): the first after FIRST_S, then one every GAP_S;
     prompts starting with "fail" get a 500. Counts requests in flight."""
 
     def __init__(self) -> None:
@@ -44,6 +45,9 @@ class StandIn:
                 await asyncio.sleep(FIRST_S if i == 0 else GAP_S)
                 chunk = {"choices": [{"index": 0, "text": f"t{i} "}]}
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                # An empty chunk (role-only deltas, keep-alives) is no token: no ITL sample.
+                empty = {"choices": [{"index": 0, "text": ""}]}
+                await response.write(f"data: {json.dumps(empty)}\n\n: keep-alive\n\n".encode())
             usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": NUM_CHUNKS}}
             await response.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
             return response
