@@ -43,6 +43,10 @@ class Bucket:
         self._refill()
         return 0.0 if self.level >= 0 else -self.level / self.rate
 
+    def is_full(self) -> bool:
+        self._refill()
+        return self.level >= self.capacity
+
     def charge(self, n: float) -> None:
         """Take ``n`` units, going into debt if need be."""
         self._refill()
@@ -63,11 +67,22 @@ class RateLimiter:
         self._tokens: dict[str, Bucket] = {}
         self._lock = threading.Lock()
 
+    MAX_BUCKETS = 10_000
+
     def _bucket(self, table: dict[str, Bucket], who: str, limit: int) -> Bucket:
+        if len(table) >= self.MAX_BUCKETS and who not in table:
+            self._prune(table)
         bucket = table.get(who)
         if bucket is None or bucket.capacity != limit:  # a key's limit changed: start afresh
             bucket = table[who] = Bucket(limit, self.clock)
         return bucket
+
+    @staticmethod
+    def _prune(table: dict[str, Bucket]) -> None:
+        """Forget callers whose buckets have refilled: a full bucket is what a
+        new one would be, so nothing is lost (open servers see many addresses)."""
+        for who in [w for w, b in table.items() if b.is_full()]:
+            del table[who]
 
     def admit(self, who: str, rpm: int | None, tpm: int | None) -> Refusal | None:
         """Count a request for ``who``, or say why not and when to retry."""

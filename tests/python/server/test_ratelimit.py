@@ -39,3 +39,14 @@ def test_tokens_are_charged_after_and_block_while_in_debt() -> None:
     clock.now += 1000
     limiter.charge_tokens("k", 60, 10)
     assert limiter.admit("k", rpm=None, tpm=60) is None  # refill stops at the capacity
+
+
+def test_refilled_buckets_are_forgotten() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    limiter.MAX_BUCKETS = 100
+    for i in range(100):
+        limiter.admit(f"ip:{i}", rpm=60, tpm=None)
+    clock.now += 60  # all refilled
+    limiter.admit("ip:new", rpm=60, tpm=None)
+    assert len(limiter._requests) == 1
