@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from modelbench import cli_db, cli_keys, cli_worker
 from modelbench.bench import cli as bench_cli
+from modelbench.bench import report as bench_report
 from modelbench.config import Settings, parse_memory
 
 SERVE_FLAGS = ("model", "models_file", "host", "port", "served_model_name", "max_model_len",
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_worker.add_parser(commands)
     cli_keys.add_parser(commands)
     bench_cli.add_parser(commands)
+    bench_report.add_parser(commands)
     return parser
 
 
