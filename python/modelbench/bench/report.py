@@ -25,25 +25,50 @@ ROWS = [
     ("backend", "backend"), ("model", "model"), ("name", "name"), ("request rate", "request_rate"),
     ("max concurrency", "max_concurrency"), ("completed", "completed"), ("failed", "failed"),
     ("request throughput (req/s)", "request_throughput"), ("output throughput (tok/s)", "output_throughput"),
-    ("mean TTFT (ms)", "mean_ttft_ms"), ("median TTFT (ms)", "median_ttft_ms"), ("p99 TTFT (ms)", "p99_ttft_ms"),
-    ("mean TPOT (ms)", "mean_tpot_ms"), ("p99 TPOT (ms)", "p99_tpot_ms"),
-    ("mean ITL (ms)", "mean_itl_ms"), ("p99 ITL (ms)", "p99_itl_ms"),
-    ("mean E2E (ms)", "mean_e2el_ms"), ("p99 E2E (ms)", "p99_e2el_ms"),
+    *[(f"{stat} {title} (ms)", f"{stat}_{metric}_ms")
+      for metric, title in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2E"))
+      for stat in ("mean", "median", "p99")],
 ]
 PERCENTILES = (50, 90, 95, 99)
 
 
 def cell(run: dict[str, Any], key: str) -> str:
-    value = run.get(key, run["summary"].get(key))
-    if value is None:
+    value = run[key] if key in run else run["summary"].get(key, (run["config"] or {}).get(key))
+    # With no successful request vLLM's keys say 0 ms; a report would read that as fast.
+    if value is None or (key.endswith("_ms") and not run["summary"].get("completed")):
         return "-"
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
 
 
-def label(run: dict[str, Any]) -> str:
-    return run["name"] or f"{run['backend']} {run['id'][-6:]}"
+def _rate(run: dict[str, Any]) -> float | None:
+    """The run's request rate, or None when requests were all sent at once."""
+    rate = (run["config"] or {}).get("request_rate")
+    return float(rate) if isinstance(rate, (int, float)) and math.isfinite(rate) else None
+
+
+def _concurrency(run: dict[str, Any]) -> int | None:
+    """Requests in flight at most: --max-concurrency, or all of them when they
+    were sent at once with no limit."""
+    config = run["config"] or {}
+    if config.get("max_concurrency"):
+        return int(config["max_concurrency"])
+    return config.get("num_prompts") if _rate(run) is None else None
+
+
+def labels(runs: list[dict[str, Any]]) -> list[str]:
+    """Legend names: the run's name (or backend) with its concurrency or rate,
+    since a sweep's runs share one name; the id's tail where that still collides."""
+    names = []
+    for run in runs:
+        parts = [run["name"] or run["backend"]]
+        if (run["config"] or {}).get("max_concurrency"):
+            parts.append(f"c={run['config']['max_concurrency']}")
+        if _rate(run) is not None:
+            parts.append(f"{_rate(run):g} req/s")
+        names.append(" ".join(parts))
+    return [f"{n} ({r['id'][-6:]})" if names.count(n) > 1 else n for n, r in zip(names, runs)]
 
 
 def table(runs: list[dict[str, Any]]) -> list[list[str]]:
@@ -57,62 +82,112 @@ def format_table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows)
 
 
-def _successes(run: dict[str, Any], field: str) -> list[float]:
-    return [r[field] for r in run["requests"] if r["success"] and r[field] is not None]
+def _successes(run: dict[str, Any], field: str) -> np.ndarray:
+    """Per-request samples (ms) of the successful requests; ITL flattened."""
+    if field == "itl_ms":
+        return np.array([gap for r in run["requests"] if r["success"] for gap in r["itl_ms"]], dtype=float)
+    return np.array([r[field] for r in run["requests"] if r["success"] and r[field] is not None],
+                    dtype=float)
 
 
 def figures(runs: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Write the four figures as PNGs into ``out``; returns their paths. Runs
+    with no successful request are left out of the latency figures (they
+    have no latency) and noted in the legends."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # no display: reports are written on servers and in CI
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    names = labels(runs)
+    failed = [n for n, r in zip(names, runs) if not r["summary"].get("completed")]
+    return [_latency_cdfs(plt, runs, names, failed, out / "latency_cdf.png"),
+            _throughput(plt, runs, out / "throughput.png"),
+            _percentiles(plt, runs, names, failed, out / "percentiles.png"),
+            _pareto(plt, runs, names, failed, out / "pareto.png")]
 
+
+def _note_failed(fig: Any, failed: list[str]) -> None:
+    """Name the runs a latency figure leaves out, under the plots."""
+    if failed:
+        fig.text(0.01, 0.01, "not drawn, no successful request: " + ", ".join(failed),
+                 fontsize=8, color="firebrick", va="bottom")
+
+
+def _legend(axes: Any) -> None:
+    """One legend right of the figure for both panels, clear of the data."""
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        axes[-1].legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+
+
+def _latency_cdfs(plt: Any, runs: list, names: list[str], failed: list[str], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, field, title in ((axes[0], "ttft_ms", "TTFT"), (axes[1], "latency_ms", "End-to-end latency")):
-        for run in runs:
+        for run, name in zip(runs, names):
             values = np.sort(_successes(run, field))
             if values.size:
-                ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=label(run))
-        ax.set(title=f"{title} CDF", xlabel="ms", ylabel="fraction of requests", ylim=(0, 1.02))
+                ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=name)
+        ax.set(title=f"{title} CDF", xlabel="ms", ylabel="fraction of successful requests", ylim=(0, 1.02))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    paths.append(_save(fig, out / "latency_cdf.png"))
+    _note_failed(fig, failed)
+    _legend(axes)
+    return _save(fig, path)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    groups: dict[tuple, list[tuple[float, float]]] = {}
+
+def _throughput(plt: Any, runs: list, path: Path) -> Path:
+    """One line per (backend, model, name), against whichever of concurrency
+    and request rate the group varies (a --sweep varies one)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for run in runs:
-        config = run["config"] or {}
-        concurrency, rate = config.get("max_concurrency"), config.get("request_rate")
-        x = concurrency if concurrency else (rate if isinstance(rate, (int, float)) and math.isfinite(rate) else None)
-        if x is not None:
-            groups.setdefault((run["backend"], run["model"], run["name"]), []).append(
-                (float(x), run["summary"].get("output_throughput", 0.0)))
-    for (backend, model, name), points in groups.items():
-        points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name or f"{backend} {model or ''}")
-    ax.set(title="Output throughput", xlabel="max concurrency (or request rate, req/s)", ylabel="tokens/s")
-    ax.grid(alpha=0.3)
-    if groups:
-        ax.legend(fontsize=8)
-    paths.append(_save(fig, out / "throughput.png"))
+        groups.setdefault((run["backend"], run["model"], run["name"]), []).append(run)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (backend, model, name), members in groups.items():
+        concurrencies = {_concurrency(r) for r in members} - {None}
+        rates = {_rate(r) for r in members} - {None}
+        by_rate = len(rates) > len(concurrencies) or not concurrencies
+        x_of = _rate if by_rate else _concurrency
+        points = sorted((float(x_of(r)), r["summary"].get("output_throughput") or 0.0)
+                        for r in members if x_of(r) is not None)
+        if points:
+            axes[1 if by_rate else 0].plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                                          label=name or f"{backend} {Path(model or '').name}".strip())
+    for ax, xlabel in ((axes[0], "max concurrency (requests in flight)"), (axes[1], "request rate (req/s)")):
+        ax.set(title=f"Output throughput against {xlabel.split(' (')[0]}", xlabel=xlabel, ylabel="tokens/s")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+            ax.set_ylim(bottom=0)
+        else:
+            ax.text(0.5, 0.5, "no runs vary this", transform=ax.transAxes, ha="center", color="gray")
+    return _save(fig, path)
 
+
+def _percentiles(plt: Any, runs: list, names: list[str], failed: list[str], path: Path) -> Path:
+    # From the per-request records, so every run has all four percentiles
+    # whichever --percentiles it was run with.
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / max(1, len(runs))
-    for ax, metric in ((axes[0], "ttft"), (axes[1], "itl")):
-        for i, run in enumerate(runs):
-            values = [run["summary"].get(f"p{p}_{metric}_ms") or 0.0 for p in PERCENTILES]
-            ax.bar(np.arange(len(PERCENTILES)) + i * width, values, width, label=label(run))
-        ax.set_xticks(np.arange(len(PERCENTILES)) + width * (len(runs) - 1) / 2, [f"p{p}" for p in PERCENTILES])
-        ax.set(title=f"{metric.upper()} percentiles", ylabel="ms")
-    axes[0].legend(fontsize=8)
-    paths.append(_save(fig, out / "percentiles.png"))
+    ticks = np.arange(len(PERCENTILES))
+    for ax, field, title in ((axes[0], "ttft_ms", "TTFT"), (axes[1], "itl_ms", "ITL")):
+        for i, (run, name) in enumerate(zip(runs, names)):
+            sample = _successes(run, field)
+            if sample.size:
+                ax.bar(ticks + i * width, np.percentile(sample, PERCENTILES), width, label=name)
+        ax.set_xticks(ticks + width * (len(runs) - 1) / 2, [f"p{p}" for p in PERCENTILES])
+        ax.set(title=f"{title} percentiles", ylabel="ms")
+        ax.grid(alpha=0.3, axis="y")
+    _note_failed(fig, failed)
+    _legend(axes)
+    return _save(fig, path)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    points = [(run["summary"].get("p99_e2el_ms") or 0.0, run["summary"].get("output_throughput") or 0.0, label(run))
-              for run in runs]
+
+def _pareto(plt: Any, runs: list, names: list[str], failed: list[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    points = [(run["summary"]["p99_e2el_ms"], run["summary"].get("output_throughput") or 0.0, name)
+              for run, name in zip(runs, names)
+              if run["summary"].get("completed") and run["summary"].get("p99_e2el_ms") is not None]
     for x, y, name in points:
         ax.scatter(x, y)
         ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -120,10 +195,11 @@ def figures(runs: list[dict[str, Any]], out: Path) -> list[Path]:
     if len(front) > 1:
         ax.plot([p[0] for p in front], [p[1] for p in front], linestyle="--", alpha=0.6, label="Pareto front")
         ax.legend(fontsize=8)
-    ax.set(title="Throughput against p99 latency", xlabel="p99 end-to-end latency (ms)", ylabel="tokens/s")
+    ax.set(title="Output throughput against p99 latency (up and left is better)",
+           xlabel="p99 end-to-end latency (ms)", ylabel="tokens/s")
     ax.grid(alpha=0.3)
-    paths.append(_save(fig, out / "pareto.png"))
-    return paths
+    _note_failed(fig, failed)
+    return _save(fig, path)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -137,7 +213,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1) if fig.texts else None)  # room for a note
     fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt
 
@@ -173,7 +249,10 @@ def report(run_ids: list[str], out: str | Path, database_url: str | None = None)
 
 
 def run(args: argparse.Namespace) -> None:
-    from modelbench.bench.store import list_runs
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from modelbench.bench.store import list_runs, store_url
+    from modelbench.cli_db import redact
 
     try:
         if args.list or not args.run_ids:
@@ -188,6 +267,14 @@ def run(args: argparse.Namespace) -> None:
         report(args.run_ids, args.out, args.database_url)
     except ValueError as exc:
         raise SystemExit(f"modelbench report: {exc}") from exc
+    except SQLAlchemyError as exc:
+        # Most often a store that never saved a run (no bench tables yet).
+        raise SystemExit(
+            f"modelbench report: cannot read benchmark runs from {redact(store_url(args.database_url))}: "
+            f"{getattr(exc, 'orig', None) or exc}. `modelbench bench ... --save` saves runs there; "
+            "`modelbench db upgrade` brings an older store up to date") from exc
+    except OSError as exc:
+        raise SystemExit(f"modelbench report: cannot write the report to {args.out}: {exc}") from exc
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

@@ -12,19 +12,22 @@ from pathlib import Path
 import pytest
 
 from modelbench.bench.metrics import RequestResult, summarize
-from modelbench.bench.report import format_table, pareto_front, report, table
+from modelbench.bench.report import figures, format_table, labels, pareto_front, report, table
 from modelbench.bench.store import list_runs, load_runs, save_run
+from modelbench.cli import main
 
 from ..tiny_models import build_tiny_model
 
 
-def fake_result(name: str, concurrency: int, ttft: float, fail: bool = False) -> dict:
+def fake_result(name: str, concurrency: int | None, ttft: float, fail: bool = False,
+                rate: float | str = "inf", duration: float = 2.0) -> dict:
     results = [RequestResult(success=not fail, prompt_len=10, output_tokens=5, ttft=ttft * (1 + i / 10),
-                             itl=[0.01] * 4, latency=ttft + 0.05, error="HTTP 500" if fail else "")
+                             itl=[0.01] * 4, latency=ttft * (1 + i / 10) + 0.04,
+                             error="HTTP 500" if fail else "")
                for i in range(10)]
-    out = summarize(results, 2.0)
+    out = summarize(results, duration)
     out["config"] = {"backend": "openai", "model": "m", "name": name, "max_concurrency": concurrency,
-                     "request_rate": "inf", "percentiles": [50, 90, 95, 99]}
+                     "request_rate": rate, "num_prompts": 10, "percentiles": [50, 90, 95, 99]}
     out["environment"] = {"torch": "x"}
     return out
 
@@ -48,8 +51,51 @@ def test_save_load_report(tmp_path: Path) -> None:
     assert rows["completed"] == ["10", "10", "0"] and rows["failed"] == ["0", "0", "10"]
     assert rows["output throughput (tok/s)"][0] == "25.00"  # 50 tokens over 2 s
     assert "p99 TTFT (ms)" in format_table(table(runs))
+    assert rows["median E2E (ms)"][0] == "185.00" and rows["median ITL (ms)"][1] == "10.00"
+    assert rows["mean TPOT (ms)"][0] == "10.00"  # (E2E - TTFT) / 4 gaps
+    assert rows["max concurrency"] == ["1", "4", "2"] and rows["request rate"] == ["inf"] * 3
+    # vLLM's keys say 0 ms for a run with no successful request; the report says "-".
+    assert rows["mean TTFT (ms)"][2] == rows["p99 E2E (ms)"][2] == "-"
+    assert f"<td>{rows['p99 TTFT (ms)'][1]}</td>" in page
     with pytest.raises(ValueError, match="run_nope"):
         load_runs([ids[0], "run_nope"], url)
+
+
+def test_only_failed_runs_still_draw(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    ids = [save_run(fake_result("down", c, 0.1, fail=True), url) for c in (1, 2)]
+    paths = figures(load_runs(ids, url), tmp_path / "out")
+    assert [p.name for p in paths] == ["latency_cdf.png", "throughput.png", "percentiles.png", "pareto.png"]
+    assert all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_labels_tell_a_sweeps_runs_apart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    ids = [save_run(fake_result("sweep", c, 0.1), url) for c in (1, 4)]
+    ids += [save_run(fake_result("rates", None, 0.1, rate=r), url) for r in (2.0, 2.0)]
+    names = labels(load_runs(ids, url))
+    assert names[:2] == ["sweep c=1", "sweep c=4"]
+    assert names[2] == f"rates 2 req/s ({ids[2][-6:]})" and names[3].endswith(f"({ids[3][-6:]})")
+
+
+def test_cli_report_list_and_unknown_ids(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    run_id = save_run(fake_result("one", 1, 0.1), url)
+    main(["report", "--list", "--database-url", url])
+    listed = capsys.readouterr().out
+    assert run_id in listed and "openai" in listed and "25.0 tok/s" in listed
+
+    main(["report", run_id, "--out", str(tmp_path / "out"), "--database-url", url])
+    assert "p99 TTFT (ms)" in capsys.readouterr().out and (tmp_path / "out" / "report.html").stat().st_size
+
+    with pytest.raises(SystemExit) as exc:
+        main(["report", run_id, "run_missing", "--database-url", url])
+    assert exc.value.code != 0 and "run_missing" in str(exc.value.code)
+    assert "modelbench report --list" in str(exc.value.code)
+
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"  # never saved a run: no bench tables
+    with pytest.raises(SystemExit, match="cannot read benchmark runs.*--save"):
+        main(["report", "--list", "--database-url", empty])
 
 
 def test_pareto_front() -> None:
@@ -66,7 +112,7 @@ def test_bench_cli_end_to_end(tmp_path: Path) -> None:
          "--num-prompts", "6", "--random-input-len", "24", "--random-output-len", "8",
          "--sweep", "max-concurrency=1,3", "--goodput", "ttft:10000", "--save", "--database-url", url,
          "--result-file", str(result_file), "--name", "tiny", "--no-progress"],
-        capture_output=True, text=True, timeout=300)
+        check=False, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("Serving Benchmark Result") == 2
     runs = json.loads(result_file.read_text())
@@ -76,8 +122,9 @@ def test_bench_cli_end_to_end(tmp_path: Path) -> None:
         assert run["request_goodput"] == pytest.approx(run["request_throughput"])
         assert run["environment"]["torch"] and run["run_id"].startswith("run_")
     listed = subprocess.run([sys.executable, "-m", "modelbench", "report", "--list", "--database-url", url],
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     assert all(r["run_id"] in listed.stdout for r in runs)
     bad = subprocess.run([sys.executable, "-m", "modelbench", "bench", "--backend", "openai",
-                          "--num-prompts", "1"], capture_output=True, text=True, timeout=120)
+                          "--num-prompts", "1"], check=False, capture_output=True, text=True,
+                         timeout=120)
     assert bad.returncode != 0 and "need --model" in bad.stderr
