@@ -229,7 +229,8 @@ def write_html(runs: list[dict[str, Any]], images: list[Path], out: Path) -> Pat
                    f'{base64.b64encode(p.read_bytes()).decode()}">' for p in images)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>modelbench report</title><style>"
             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style>"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+            "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style>"
             f"</head><body><h1>modelbench report</h1><table><tr>{head}</tr>{body}</table>{imgs}</body></html>")
     path = out / "report.html"
     path.write_text(page)
