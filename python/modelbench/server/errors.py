@@ -9,6 +9,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from modelbench.server.protocol import ErrorInfo, ErrorResponse
@@ -90,6 +91,14 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
                           headers=getattr(exc, "headers", None))
 
 
+async def on_store_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database went away under a request that needs it (batches, the
+    request log): a 503 to retry, not a 500. Inference never gets here."""
+    logger.error("store error on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "the store is unavailable; retry shortly", code="store_unavailable",
+                          type="service_unavailable", headers={"Retry-After": "5"})
+
+
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, f"internal error: {type(exc).__name__}", type="internal_error")
@@ -99,4 +108,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(OperationalError, on_store_error)
+    app.add_exception_handler(InterfaceError, on_store_error)
     app.add_exception_handler(Exception, on_unexpected_error)

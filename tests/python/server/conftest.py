@@ -70,7 +70,8 @@ def run_server(settings: Settings, model_path: Path) -> Iterator[RunningServer]:
     deadline = time.monotonic() + 120
     while True:  # up, then ready (the models load after startup)
         try:
-            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+            ready = httpx.get(f"{base_url}/ready", timeout=2)
+            if ready.status_code == 200 and ready.json().get("store") == "ready":
                 break
         except httpx.TransportError:
             pass

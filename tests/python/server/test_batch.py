@@ -129,3 +129,18 @@ def test_unknown_ids_are_404(batch_server: RunningServer) -> None:
             r = http.get(path)
             assert r.status_code == 404 and "does not exist" in r.json()["error"]["message"]
         assert http.post("/v1/batch/batch_nope/cancel").status_code == 404
+
+
+def test_batches_wait_for_the_store(batch_server: RunningServer) -> None:
+    store = batch_server.app.state.store
+    store.is_migrated = False  # as while migrations run at start, or the database is unreachable
+    try:
+        r = httpx.post(batch_server.base_url + "/v1/batch", json=[completion(0)], timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_not_ready"
+        assert r.headers["retry-after"] == "2"
+        assert httpx.get(batch_server.base_url + "/ready").json()["store"] == "migrating"
+        # inference does not wait for the store
+        body = completion(0)["body"]
+        assert httpx.post(batch_server.base_url + "/v1/completions", json=body, timeout=30).status_code == 200
+    finally:
+        store.is_migrated = True

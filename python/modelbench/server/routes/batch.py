@@ -35,10 +35,12 @@ JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/x-jsonl
 
 
 def get_store(request: Request) -> Store:
+    """The store, once its migrations are applied; 503 with Retry-After before."""
     store = getattr(request.app.state, "store", None)
-    if store is None:
-        raise APIError(503, "the store is not open yet; retry when /ready says so",
-                       code="store_not_ready", type="service_unavailable")
+    if store is None or not store.is_migrated:
+        raise APIError(503, "the store is not ready yet (its migrations run at start, or the "
+                       "database is unreachable); retry shortly", code="store_not_ready",
+                       type="service_unavailable", headers={"Retry-After": "2"})
     return store
 
 

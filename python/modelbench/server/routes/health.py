@@ -1,5 +1,6 @@
 """GET /health (the process answers) and GET /ready (every configured model
-is loaded and its engine answers)."""
+is loaded and its engine answers; the body also says whether the store is
+migrated yet)."""
 
 from __future__ import annotations
 
@@ -33,4 +34,8 @@ async def ready(request: Request, registry: RegistryDep) -> JSONResponse:
         return JSONResponse({"status": "failed", "models": models,
                              "errors": {m: "the engine loop is not running" for m in stalled}},
                             status_code=503)
-    return JSONResponse({"status": "ready", "models": models})
+    # Inference does not wait for the store (an outage only delays records);
+    # batch and request-log routes answer 503 until it is migrated.
+    store = getattr(request.app.state, "store", None)
+    store_state = "ready" if store is not None and store.is_migrated else "migrating"
+    return JSONResponse({"status": "ready", "models": models, "store": store_state})
