@@ -146,9 +146,11 @@ class RecordWriter:
                 self._idle.notify_all()
 
     def _insert(self, rows: list[dict[str, Any]]) -> int:
-        """Insert in one transaction. A row the database refuses (not an
+        """Insert in one transaction (text made storable first: PostgreSQL
+        refuses NUL characters, which a model may well generate). A row the database refuses (not an
         outage: a constraint, a value too long) must not hold the others back
         forever: then each row goes alone and the refused ones are dropped."""
+        rows = [storable(row) for row in rows]
         try:
             with self.engine.begin() as connection:
                 connection.execute(insert(RequestRecord), rows)
@@ -168,6 +170,11 @@ class RecordWriter:
                 self.num_dropped += 1
                 logger.error("the store refused request record %s, dropped: %s", row.get("id"), exc.orig)
         return written
+
+
+def storable(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with NUL characters in its text replaced by U+FFFD."""
+    return {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
 
 
 def is_outage(exc: DBAPIError) -> bool:

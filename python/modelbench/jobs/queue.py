@@ -179,6 +179,7 @@ class JobQueue:
         """Record the outcome and the final state in one transaction, if the
         lease is still ours; False (and nothing written) if it is not."""
         assert status in TERMINAL
+        error = error.replace("\x00", "\ufffd") if error else error  # PostgreSQL text refuses NUL
         with self.engine.begin() as connection:
             updated = connection.execute(
                 update(Job).where(Job.id == job.id, Job.lease_owner == job.lease_token,
@@ -191,6 +192,7 @@ class JobQueue:
         """Back to the queue after a backoff (1 s, 2 s, 4 s, ...), or failed
         when no attempts are left. Returns the new status ("" if the lease was lost)."""
         backoff = min(max_backoff_s, 2.0 ** (job.attempts - 1))
+        error = error.replace("\x00", "\ufffd")
         with self.engine.begin() as connection:
             max_attempts = connection.execute(select(Job.max_attempts).where(Job.id == job.id)).scalar_one()
             status = "queued" if job.attempts < max_attempts else "failed"

@@ -101,3 +101,19 @@ def test_overflow_is_counted(postgresql_url: str, caplog: pytest.LogCaptureFixtu
         set_connections(dbname, True)
         writer.close()
         engine.dispose()
+
+
+def test_text_with_nul_characters_is_stored(database_url: str) -> None:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    writer = RecordWriter(engine)
+    try:
+        r = row(prompt="a\x00b", output_text="\x00")
+        writer.submit(r)
+        assert writer.flush() and writer.num_dropped == 0
+        with engine.connect() as c:
+            stored = c.execute(select(RequestRecord).where(RequestRecord.id == r["id"])).one()
+        assert stored.prompt == "a\ufffdb" and stored.output_text == "\ufffd"
+    finally:
+        writer.close()
+        engine.dispose()
