@@ -84,8 +84,8 @@ void bind_model(py::module_& m) {
       .def("embed", &TransformerRunner::embed, py::arg("prompts"), py::call_guard<py::gil_scoped_release>(),
            "Mean-pooled, L2-normalized final hidden states of each prompt (lists of token ids): "
            "[num_prompts, hidden_size] float32. Runs over a scratch KV pool, so it may run while the "
-           "engine steps. Raises ValueError for an empty prompt, an id outside the vocabulary, or a "
-           "prompt longer than max_model_len.");
+           "engine steps, in groups of at most max_num_batched_tokens tokens. Raises ValueError for an "
+           "empty prompt, an id outside the vocabulary, or a prompt longer than max_model_len.");
 
   m.def("paged_attention_cpu",
         [](const torch::Tensor& query, const torch::Tensor& key_pool, const torch::Tensor& value_pool,

@@ -40,6 +40,7 @@ TransformerRunner::TransformerRunner(const ModelSpec& spec, const WeightMap& wei
       dtype_(model_dtype_from_name(dtype, device_)),
       block_size_(config.cache.block_size),
       max_model_len_(config.scheduler.max_model_len),
+      max_num_batched_tokens_(config.scheduler.max_num_batched_tokens),
       model_([&] {
         // Weights and pools are made inside InferenceMode like every tensor of a step.
         c10::InferenceMode guard;
@@ -103,9 +104,6 @@ torch::Tensor TransformerRunner::embed(const std::vector<std::vector<int64_t>>& 
   c10::InferenceMode guard;
   const ModelSpec& spec = model_->spec();
   if (prompts.empty()) throw InvalidArgument("prompts must hold at least one prompt");
-  const auto num_seqs = static_cast<int64_t>(prompts.size());
-  int64_t num_tokens = 0;
-  int64_t max_blocks = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto len = static_cast<int64_t>(prompts[i].size());
     const std::string which = "prompt " + std::to_string(i);
@@ -117,31 +115,56 @@ torch::Tensor TransformerRunner::embed(const std::vector<std::vector<int64_t>>& 
       if (id < 0 || id >= spec.vocab_size)
         throw InvalidArgument("prompt token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                               std::to_string(spec.vocab_size) + ") (" + which + ")");
-    num_tokens += len;
+  }
+
+  // Consecutive prompts go through the model together while they fit in one
+  // engine step's token budget (a longer prompt goes alone), so the scratch
+  // pool and the activations stay the size of a step however many prompts
+  // one call brings.
+  std::vector<torch::Tensor> pooled;  // per group: [group_size, hidden_size] float32, CPU
+  size_t begin = 0;
+  while (begin < prompts.size()) {
+    size_t end = begin + 1;
+    auto tokens = static_cast<int64_t>(prompts[begin].size());
+    while (end < prompts.size() && tokens + static_cast<int64_t>(prompts[end].size()) <= max_num_batched_tokens_)
+      tokens += static_cast<int64_t>(prompts[end++].size());
+    pooled.push_back(mean_hidden_states(prompts, begin, end));
+    begin = end;
+  }
+  const torch::Tensor means = torch::cat(pooled);  // [num_prompts, hidden_size]
+  return torch::nn::functional::normalize(means, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
+}
+
+torch::Tensor TransformerRunner::mean_hidden_states(const std::vector<std::vector<int64_t>>& prompts, size_t begin,
+                                                    size_t end) const {
+  const auto num_seqs = static_cast<int64_t>(end - begin);
+  int64_t max_blocks = 0;
+  for (size_t i = begin; i < end; ++i) {
+    const auto len = static_cast<int64_t>(prompts[i].size());
     max_blocks = std::max<int64_t>(max_blocks, (len + block_size_ - 1) / block_size_);
   }
 
-  // Each prompt gets its own consecutive blocks of a pool just big enough.
+  // Each prompt is one whole prefill into consecutive blocks of its own in a
+  // pool just big enough; nothing is shared with the engine's pool.
   std::vector<int64_t> input_ids, positions, slot_mapping, query_start_loc{0}, context_lens;
   std::vector<int32_t> block_tables(num_seqs * max_blocks, 0);
-  input_ids.reserve(num_tokens);
   int32_t next_block = 0;
   for (int64_t s = 0; s < num_seqs; ++s) {
-    const auto len = static_cast<int64_t>(prompts[s].size());
+    const std::vector<int64_t>& prompt = prompts[begin + s];
+    const auto len = static_cast<int64_t>(prompt.size());
     const int32_t first_block = next_block;
     const auto num_blocks = static_cast<int32_t>((len + block_size_ - 1) / block_size_);
     for (int32_t b = 0; b < num_blocks; ++b) block_tables[s * max_blocks + b] = first_block + b;
     next_block += num_blocks;
     for (int64_t p = 0; p < len; ++p) {
-      input_ids.push_back(prompts[s][p]);
+      input_ids.push_back(prompt[p]);
       positions.push_back(p);
       slot_mapping.push_back(static_cast<int64_t>(first_block) * block_size_ + p);
     }
     query_start_loc.push_back(static_cast<int64_t>(input_ids.size()));
     context_lens.push_back(len);
   }
-  KVCacheSpec kv = kv_pool_.spec();
-  KVPool scratch(kv, next_block);
+  KVPool scratch(kv_pool_.spec(), next_block);
 
   ForwardBatch batch;
   batch.input_ids = to_device(input_ids, device_);
@@ -150,14 +173,14 @@ torch::Tensor TransformerRunner::embed(const std::vector<std::vector<int64_t>>& 
   batch.attention.query_start_loc = torch::from_blob(query_start_loc.data(), {num_seqs + 1}, torch::kLong);
   batch.attention.context_lens = torch::from_blob(context_lens.data(), {num_seqs}, torch::kLong);
   batch.attention.block_tables = torch::from_blob(block_tables.data(), {num_seqs, max_blocks}, torch::kInt);
-  const torch::Tensor hidden = model_->forward(batch, scratch).to(torch::kFloat);  // [num_tokens, hidden]
+  // Means in float32 whatever the model's dtype.
+  const torch::Tensor hidden = model_->forward(batch, scratch).to(torch::kFloat);  // [num_tokens, hidden_size]
 
-  torch::Tensor out = torch::empty({num_seqs, hidden.size(1)}, torch::kFloat);
-  for (int64_t s = 0; s < num_seqs; ++s) {
-    const torch::Tensor rows = hidden.narrow(0, query_start_loc[s], context_lens[s]);  // [len, hidden]
-    out[s].copy_(rows.mean(0).cpu());
-  }
-  return torch::nn::functional::normalize(out, torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
+  std::vector<torch::Tensor> means;  // per prompt: [hidden_size]
+  means.reserve(num_seqs);
+  for (int64_t s = 0; s < num_seqs; ++s)
+    means.push_back(hidden.narrow(0, query_start_loc[s], context_lens[s]).mean(0));
+  return torch::stack(means).cpu();  // one copy to the host per group
 }
 
 RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_output) {

@@ -48,7 +48,8 @@ class TransformerRunner : public ModelRunner {
   // Runs the model over a scratch KV pool of its own, so it may run on
   // another thread while the engine steps (the model's weights are only
   // read). Throws InvalidArgument for an empty prompt, a token id outside
-  // the vocabulary, or a prompt longer than max_model_len.
+  // the vocabulary, or a prompt longer than max_model_len. Prompts run in
+  // groups of at most max_num_batched_tokens tokens (a longer one alone).
   // Returns [num_prompts, hidden_size] float32 on the CPU.
   torch::Tensor embed(const std::vector<std::vector<int64_t>>& prompts) const;
 
@@ -62,11 +63,16 @@ class TransformerRunner : public ModelRunner {
 
  private:
   ForwardBatch prepare_inputs(const SchedulerOutput& scheduler_output);
+  // embed's work for prompts[begin, end), all in one forward over a scratch
+  // pool: their unnormalized means, [end - begin, hidden_size] float32 on the CPU.
+  torch::Tensor mean_hidden_states(const std::vector<std::vector<int64_t>>& prompts, size_t begin,
+                                   size_t end) const;
 
   torch::Device device_;
   torch::ScalarType dtype_;
   int block_size_;
   int max_model_len_;
+  int max_num_batched_tokens_;
   std::unique_ptr<Model> model_;
   KVPool kv_pool_;
   Sampler sampler_;

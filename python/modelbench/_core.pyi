@@ -612,7 +612,7 @@ class TransformerRunner(ModelRunner):
         """
     def embed(self, prompts: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt]]) -> torch.Tensor:
         """
-        Mean-pooled, L2-normalized final hidden states of each prompt (lists of token ids): [num_prompts, hidden_size] float32. Runs over a scratch KV pool, so it may run while the engine steps. Raises ValueError for an empty prompt, an id outside the vocabulary, or a prompt longer than max_model_len.
+        Mean-pooled, L2-normalized final hidden states of each prompt (lists of token ids): [num_prompts, hidden_size] float32. Runs over a scratch KV pool, so it may run while the engine steps, in groups of at most max_num_batched_tokens tokens. Raises ValueError for an empty prompt, an id outside the vocabulary, or a prompt longer than max_model_len.
         """
     @property
     def num_kv_blocks(self) -> int:

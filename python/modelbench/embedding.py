@@ -21,18 +21,33 @@ EmbedInput = str | Sequence[int] | Sequence[str] | Sequence[Sequence[int]]
 
 @dataclass
 class EmbeddingOutput:
-    embeddings: list[list[float]]  # one per input, in order
-    num_prompt_tokens: int  # over all inputs
+    """What ``AsyncEngine.embed`` returns: the vectors and the token count
+    an OpenAI-style ``usage.prompt_tokens`` reports."""
+
+    embeddings: list[list[float]]  # one per input, in order: hidden_size floats, unit L2 norm
+    num_prompt_tokens: int  # over all inputs, as tokenized (special tokens included)
+
+
+def _is_token_id(t: object) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool)  # True is an int to Python, not a token
 
 
 def token_ids_of(tokenizer: Tokenizer, inputs: EmbedInput) -> list[list[int]]:
-    """One list of token ids per input; ValueError saying what is wrong."""
+    """One list of token ids per input: a string or a list of ids is one
+    input, a list of those is several. Strings are encoded as generate()
+    encodes prompts (special tokens added). ValueError naming the input
+    that is wrong."""
     if isinstance(inputs, str):
         items: list = [inputs]
-    elif isinstance(inputs, Sequence) and inputs and all(isinstance(t, int) for t in inputs):
+    elif isinstance(inputs, Sequence) and inputs and all(_is_token_id(t) for t in inputs):
         items = [list(inputs)]  # one prompt of token ids
-    else:
+    elif isinstance(inputs, Sequence):
         items = list(inputs)
+    else:
+        raise ValueError(
+            "input must be a string, a list of token ids, or a list of those, "
+            f"got {type(inputs).__name__}"
+        )
     if not items:
         raise ValueError("input must hold at least one text or list of token ids")
     out = []
@@ -41,14 +56,25 @@ def token_ids_of(tokenizer: Tokenizer, inputs: EmbedInput) -> list[list[int]]:
             if not item:
                 raise ValueError(f"input[{i}] is an empty string")
             out.append(tokenizer.encode(item))
-        elif isinstance(item, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in item):
+        elif isinstance(item, Sequence):
+            bad = next((t for t in item if not _is_token_id(t)), None)
+            if bad is not None:
+                raise ValueError(f"input[{i}] must hold int token ids, got {bad!r}")
             out.append(list(item))
-        else:
-            raise ValueError(f"input[{i}] must be a string or a list of token ids, got {type(item).__name__}")
+        else:  # ValueError, not TypeError: it is the client's input, like every error here
+            raise ValueError(  # noqa: TRY004
+                f"input[{i}] must be a string or a list of token ids, got {type(item).__name__}"
+            )
     return out
 
 
-def embed(runner: _core.TransformerRunner, tokenizer: Tokenizer, inputs: EmbedInput) -> EmbeddingOutput:
+def embed(
+    runner: _core.TransformerRunner, tokenizer: Tokenizer, inputs: EmbedInput
+) -> EmbeddingOutput:
+    """Tokenize ``inputs`` and embed them on ``runner`` (blocking; safe on
+    any thread, also while the engine generates). ValueError for bad input:
+    "input..." from here, "prompt..." from the runner (empty, an id outside
+    the vocabulary, longer than max_model_len)."""
     ids = token_ids_of(tokenizer, inputs)
     vectors = runner.embed(ids)  # releases the GIL while it runs
     return EmbeddingOutput(vectors.tolist(), sum(len(x) for x in ids))
