@@ -1,9 +1,11 @@
 """Every inference request on record, on SQLite and PostgreSQL: each
-endpoint streamed and not, errors included, listed and filtered through
+endpoint (completions and chat, streamed and not; embeddings; the task API
+and its batch; a /v1/batch job), errors included, listed and filtered through
 /v1/requests with pagination; and the option to keep no text."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +88,35 @@ def test_each_endpoint_is_recorded(recorded: RunningServer) -> None:
         assert rec["stream"] is True and rec["messages"] == [{"role": "user", "content": "hi"}]
         assert rec["completion_tokens"] == 4 and rec["status"] == "succeeded" and "[DONE]" in text
 
+        with http.stream("POST", "/v1/completions", json={
+                "model": MODEL_NAME, "prompt": "the sea", "max_tokens": 3, "stream": True,
+                "stream_options": {"include_usage": True}, "ignore_eos": True}) as streamed:
+            chunks = [json.loads(line[5:]) for line in streamed.iter_lines()
+                      if line.startswith("data:") and line != "data: [DONE]"]
+        rec = record_of(recorded, streamed)
+        assert (rec["endpoint"], rec["stream"], rec["prompt"]) == ("/v1/completions", True, "the sea")
+        assert rec["output_text"] == "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+        assert rec["completion_tokens"] == chunks[-1]["usage"]["completion_tokens"] == 3
+        assert rec["status"] == "succeeded" and rec["finish_reason"] == "length"
+        assert 0 < rec["ttft_ms"] <= rec["latency_ms"]
+
+        chat = http.post("/v1/chat/completions", json={
+            "model": MODEL_NAME, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3,
+            "ignore_eos": True})
+        rec = record_of(recorded, chat)
+        assert (rec["endpoint"], rec["stream"], rec["task"]) == ("/v1/chat/completions", False, "generate")
+        assert rec["messages"] == [{"role": "user", "content": "hello"}]
+        assert rec["output_text"] == chat.json()["choices"][0]["message"]["content"]
+        assert rec["completion_tokens"] == 3 and rec["status"] == "succeeded"
+
+        embedded = http.post("/v1/embeddings", json={"model": MODEL_NAME, "input": ["one", "two words"]})
+        assert embedded.status_code == 200, embedded.text
+        rec = record_of(recorded, embedded)
+        assert (rec["endpoint"], rec["task"], rec["status"]) == ("/v1/embeddings", "embed", "succeeded")
+        assert rec["model_name"] == MODEL_NAME and rec["http_status"] == 200
+        assert rec["prompt_tokens"] == embedded.json()["usage"]["prompt_tokens"]
+        assert rec["output_text"].startswith("2 embeddings of")
+
         infer = http.post("/v1/infer", json={"text": "great film", "task": "sentiment",
                                              "model": MODEL_NAME})
         rec = record_of(recorded, infer)
@@ -109,6 +140,27 @@ def test_each_endpoint_is_recorded(recorded: RunningServer) -> None:
         by_id = {r["http_request_id"]: r for r in items}
         assert by_id["b-1-0"]["status"] == "succeeded" and by_id["b-1-0"]["endpoint"] == "/v1/infer/batch"
         assert by_id["b-1-1"]["status"] == "failed" and by_id["b-1-1"]["http_status"] == 400
+
+        # A batch job runs through the app in process: recorded like HTTP, with its batch.
+        batch_id = http.post("/v1/batch", json=[{
+            "custom_id": "job-a", "method": "POST", "url": "/v1/completions",
+            "body": {"model": MODEL_NAME, "prompt": "in a batch", "max_tokens": 2, "ignore_eos": True}}]
+        ).json()["id"]
+        deadline = time.monotonic() + 60
+        while (batch := http.get(f"/v1/batch/{batch_id}").json())["status"] != "completed":
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.05)
+        result = json.loads(http.get(f"/v1/batch/{batch_id}/results").text.splitlines()[0])
+        deadline = time.monotonic() + 30
+        while not (mine := [r for r in http.get("/v1/requests", params={"limit": 100}).json()["data"]
+                            if r["batch_id"] == batch_id]):
+            assert time.monotonic() < deadline
+            flush(recorded)
+        assert len(mine) == 1
+        rec = mine[0]
+        assert (rec["endpoint"], rec["prompt"], rec["status"]) == ("/v1/completions", "in a batch", "succeeded")
+        assert rec["completion_tokens"] == 2 and rec["http_request_id"] == result["id"]
+        assert rec["output_text"] == result["response"]["body"]["choices"][0]["text"]
 
 
 def test_list_filters_and_pages(recorded: RunningServer) -> None:
