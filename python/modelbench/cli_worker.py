@@ -2,8 +2,9 @@
 
 It loads the same models a server would (``--model`` / ``--models-file`` or
 the ``MODELBENCH_*`` settings) and claims jobs from the shared store
-(``--database-url``; PostgreSQL when several machines share the work). Ctrl-C
-or SIGTERM stops claiming, lets the running jobs finish, and exits."""
+(``--database-url``). It must be PostgreSQL: on SQLite the server's one
+in-process worker runs the jobs, so an SQLite store is refused. Ctrl-C or
+SIGTERM stops claiming, lets the running jobs finish, and exits."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import argparse
 import asyncio
 import logging
 import signal
+
+from sqlalchemy.engine import make_url
 
 from modelbench.config import Settings, parse_memory
 
@@ -46,6 +49,17 @@ async def work(settings: Settings, worker_id: str | None) -> None:
                        worker.num_succeeded, worker.num_failed, worker.num_retried)
 
 
+def refuse_sqlite(url: str) -> None:
+    """A worker process shares the server's store, which only PostgreSQL can
+    do: on SQLite the server's one in-process worker runs the jobs."""
+    if make_url(url).get_backend_name() == "sqlite":
+        raise ValueError(
+            f"the store is SQLite ({url}), which runs batch jobs on one in-process worker only: the "
+            "server's own. Leave the jobs to `modelbench serve`, or give the server and every worker "
+            "the same PostgreSQL (--database-url postgresql+psycopg://user@host:5432/dbname or "
+            "MODELBENCH_DATABASE_URL)")
+
+
 def run(args: argparse.Namespace) -> None:
     given = {name: getattr(args, name) for name in FLAGS if getattr(args, name, None) is not None}
     if args.concurrency is not None:
@@ -55,6 +69,7 @@ def run(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = Settings(**given)
+        refuse_sqlite(settings.store_url())
         asyncio.run(work(settings, args.worker_id))
     except ValueError as exc:
         raise SystemExit(f"modelbench worker: {exc}") from exc
