@@ -1,6 +1,6 @@
 """Batches survive what happens to processes: a worker killed with SIGKILL
 mid-batch (its jobs finish on another worker, PostgreSQL), and a server
-killed and restarted mid-batch (the batch completes, SQLite)."""
+killed and restarted mid-batch (the batch completes, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -90,9 +90,9 @@ def test_sigkill_of_a_worker_mid_batch(tiny_llama_path: Path, postgresql_url: st
     assert server.poll() is None
 
 
-def test_server_killed_and_restarted_mid_batch(tiny_llama_path: Path, tmp_path: Path,
+def test_server_killed_and_restarted_mid_batch(tiny_llama_path: Path, database_url: str,
                                                processes: list[subprocess.Popen]) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+    url = database_url  # once on SQLite, once on PostgreSQL
     port = free_port()
     processes.append(first := start_server(tiny_llama_path, url, port))
     base = f"http://127.0.0.1:{port}"
