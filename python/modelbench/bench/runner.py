@@ -6,6 +6,9 @@ Each request waits for its arrival time, then for a free slot under
 overhead is measured too: how late each request left against its schedule
 (``send_lag``), reported with the run, so a client that cannot keep up shows
 in the numbers instead of hiding in them.
+
+A target with ``run_all`` (transformers) is handed the whole schedule instead
+and keeps it itself, timed the same way (see ``hf_target.py``).
 """
 
 from __future__ import annotations
@@ -32,11 +35,15 @@ async def run_workload(target: object, requests: list[BenchRequest], arrivals: l
                        max_concurrency: int | None = None, progress: bool = True) -> RunOutcome:
     if max_concurrency is not None and max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-    if hasattr(target, "run_all"):  # a target that schedules itself (transformers)
-        results, duration = await target.run_all(requests)  # type: ignore[attr-defined]
-        return RunOutcome(results, duration, [0.0] * len(results))
-    slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     bar = tqdm(total=len(requests), disable=not progress, unit="req", dynamic_ncols=True)
+    if hasattr(target, "run_all"):  # a target that schedules itself (transformers)
+        try:
+            results, duration, lags = await target.run_all(  # type: ignore[attr-defined]
+                requests, arrivals, max_concurrency, bar.update)
+        finally:
+            bar.close()
+        return RunOutcome(results, duration, lags)
+    slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     lags = [0.0] * len(requests)
 
     async def one(request: BenchRequest, sent_at: float) -> RequestResult:

@@ -57,6 +57,12 @@ class BenchConfig:
                              "engine, transformers")
         if self.backend in ("openai", "openai-chat") and not self.model:
             raise ValueError("the openai backends need --model: the name the server serves")
+        if self.backend == "transformers":
+            from modelbench.bench.hf_target import check_concurrency
+
+            if self.batch_size < 1:
+                raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            check_concurrency(self.max_concurrency, self.batch_size)
         for p in self.percentiles:
             if not 0 < p <= 100:
                 raise ValueError(f"percentiles must be in (0, 100], got {p}")
