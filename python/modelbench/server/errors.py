@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
-from modelbench.server.protocol import ErrorInfo, ErrorResponse
+from modelbench.server.protocol import UNSUPPORTED_FIELDS, ErrorInfo, ErrorResponse
 
 logger = logging.getLogger("modelbench.server")
 
@@ -63,22 +63,39 @@ async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.message, exc.param, exc.code, exc.type, exc.headers)
 
 
+def _field_path(loc: tuple) -> list[str]:
+    """The field's path in ``loc``, without "body" and without the branch
+    names a union (``str | list[int]``) adds."""
+    return [str(part) for part in loc
+            if part not in _LOCATIONS and not (isinstance(part, str) and _is_branch(part))]
+
+
+def _is_branch(part: str) -> bool:
+    return part in _UNION_BRANCHES or "[" in part or part.startswith("constrained-")
+
+
 async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """Pydantic's 422 becomes OpenAI's 400 naming the first bad field."""
+    """Pydantic's 422 becomes OpenAI's 400 naming the first bad field (for a
+    union, the branch whose error goes deepest: ``prompt.1``, not "prompt is
+    not a string"); a field the request does not declare is refused by name."""
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if not errors:
         return error_response(400, "invalid request")
-    first = errors[0]
-    if first.get("type") == "json_invalid":
-        return error_response(400, f"the request body is not valid JSON: {first.get('msg')}",
+    if errors[0].get("type") == "json_invalid":
+        return error_response(400, f"the request body is not valid JSON: {errors[0].get('msg')}",
                               param="body")
-    # Drop "body", and the branch names a union (str | list[int]) adds to loc.
-    loc = [str(part) for part in first.get("loc", ())
-           if part not in _LOCATIONS and not (isinstance(part, str) and part in _UNION_BRANCHES)]
+    field = _field_path(errors[0].get("loc", ()))[:1]
+    first = max((e for e in errors if _field_path(e.get("loc", ()))[:1] == field),
+                key=lambda e: len(_field_path(e.get("loc", ()))))
+    loc = _field_path(first.get("loc", ()))
     param = loc[0] if loc else None
     where = ".".join(loc) if loc else "body"
-    message = f"{where}: {first.get('msg')}"
+    if first.get("type") == "extra_forbidden":
+        why = UNSUPPORTED_FIELDS.get(where) if len(loc) == 1 else None
+        message = why or f"{where} is not supported: this request has no such field"
+    else:
+        message = f"{where}: {first.get('msg')}"
     if "input" in first and first.get("type") != "missing":
         message += f" (got {first['input']!r})"[:300]
     return error_response(400, message, param=param)

@@ -1,13 +1,29 @@
 """OpenAI's request and response bodies for completions and chat completions,
-and the error body. Only the shapes live here; routes fill them in."""
+and the error body. Only the shapes live here; routes fill them in.
+
+Requests forbid fields they do not declare: an OpenAI field modelbench does
+not implement (``logit_bias``, ``tools``, ...) or a misspelt one is a 400
+naming it, never silently dropped. A few fields are declared so that their
+harmless values pass (``user``, ``best_of`` equal to ``n``,
+``response_format`` text, an empty ``logit_bias``) while the others are a 400
+saying what is not supported."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
+from pydantic_core import PydanticCustomError
 
 from modelbench.sampling_params import SamplingParams
 
@@ -37,35 +53,91 @@ class ErrorResponse(BaseModel):
 # ---- requests -------------------------------------------------------------
 
 
+# The engine keeps counts in 32-bit integers and seeds in 64 bits: a larger
+# value is a 400 naming the field, not an overflow deep in the bindings.
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+# Why the OpenAI fields modelbench does not implement are refused (the error
+# handler words a 400 with these; any other undeclared field is refused too).
+UNSUPPORTED_FIELDS = {
+    "logit_bias": "logit_bias is not supported: token logits cannot be biased (send {} or leave it out)",
+    "tools": "tools is not supported: this server does no tool calling",
+    "tool_choice": 'tool_choice is not supported: this server does no tool calling (only "none")',
+    "parallel_tool_calls": "parallel_tool_calls is not supported: this server does no tool calling",
+    "functions": "functions is not supported: this server does no function calling",
+    "function_call": 'function_call is not supported: this server does no function calling (only "none")',
+    "suffix": "suffix is not supported: completions do not insert text before a suffix",
+    "response_format": 'response_format is not supported beyond {"type": "text"}: no JSON mode or schema',
+    "best_of": "best_of is not supported unless it equals n: extra samples are not ranked",
+    "echo": "echo is not supported together with logprobs (the prompt's logprobs are not returned)",
+    "audio": "audio is not supported: only text output",
+    "modalities": "modalities is not supported: only text output",
+    "prediction": "prediction is not supported: no predicted outputs",
+}
+
+
+def unsupported(field: str) -> PydanticCustomError:
+    """A validation error whose message says why ``field`` is refused."""
+    return PydanticCustomError("unsupported", UNSUPPORTED_FIELDS[field])
+
+
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     include_usage: bool = False
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")  # json_schema's body: refused with its type
+
+    type: str
 
 
 class SamplingRequest(BaseModel):
     """Fields shared by completions and chat completions. ``None`` means
-    "the default", so clients that send explicit nulls are served too."""
+    "the default", so clients that send explicit nulls are served too.
+    Besides OpenAI's fields, vLLM's sampling extras (``top_k``, ``min_p``,
+    ``repetition_penalty``, ``min_tokens``, ``stop_token_ids``,
+    ``ignore_eos``, ...) are accepted, as the ``openai`` client's
+    ``extra_body`` sends them."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     model: str
     n: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    top_k: int | None = None
+    top_k: Int32 | None = None
     min_p: float | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stop: str | list[str] | None = None
+    stop_token_ids: list[TokenId] | None = None
+    min_tokens: Int32 | None = None
+    include_stop_str_in_output: bool | None = None
+    skip_special_tokens: bool | None = None
     ignore_eos: bool | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    user: str | None = None  # accepted and ignored, as OpenAI does (it is for abuse monitoring)
+    logit_bias: dict[str, float] | None = None  # only empty: nothing to bias
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value:
+            raise unsupported("logit_bias")
+        return value
 
     def _sampling_kwargs(self) -> dict[str, Any]:
         names = [
             "n", "temperature", "top_p", "top_k", "min_p", "presence_penalty",
-            "frequency_penalty", "repetition_penalty", "seed", "stop", "ignore_eos",
+            "frequency_penalty", "repetition_penalty", "seed", "stop", "stop_token_ids",
+            "min_tokens", "include_stop_str_in_output", "skip_special_tokens", "ignore_eos",
         ]
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
@@ -75,9 +147,44 @@ class SamplingRequest(BaseModel):
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[int]
-    max_tokens: int | None = 16
-    logprobs: int | None = None
+    """``prompt`` is a string, token ids, or a list of either: each prompt
+    gets ``n`` choices, prompt k's choice i at index ``k * n + i``.
+    ``echo`` puts the prompt's text before each choice's."""
+
+    prompt: str | list[TokenId] | list[str] | list[list[TokenId]]
+    max_tokens: Int32 | None = 16
+    logprobs: Int32 | None = None
+    echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of_is_n(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value != (info.data.get("n") or 1):
+            raise unsupported("best_of")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise unsupported("suffix")
+        return value
+
+    @field_validator("echo")
+    @classmethod
+    def _echo_without_logprobs(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("logprobs") is not None:
+            raise unsupported("echo")
+        return value
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts, one or several."""
+        prompt = self.prompt
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+            return list(prompt)  # type: ignore[arg-type]
+        return [prompt]  # type: ignore[list-item]
 
     def sampling_params(self) -> SamplingParams:
         """Raises ValueError naming the field when a value is out of range."""
@@ -112,10 +219,38 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: Int32 | None = None
+    max_completion_tokens: Int32 | None = None
     logprobs: bool = False
-    top_logprobs: int | None = None
+    top_logprobs: Int32 | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Any] | None = None  # only empty or null: no tool calling
+    tool_choice: str | dict[str, Any] | None = None  # only "none" or null
+    parallel_tool_calls: bool | None = None  # means nothing without tools
+    functions: list[Any] | None = None  # the deprecated spelling of tools
+    function_call: str | dict[str, Any] | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value: ResponseFormat | None) -> ResponseFormat | None:
+        if value is not None and value.type != "text":
+            raise unsupported("response_format")
+        return value
+
+    @field_validator("tools", "functions")
+    @classmethod
+    def _no_tools(cls, value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
+        if value:
+            raise unsupported(str(info.field_name))
+        return value
+
+    @field_validator("tool_choice", "function_call")
+    @classmethod
+    def _no_tool_choice(cls, value: str | dict[str, Any] | None, info: ValidationInfo
+                        ) -> str | dict[str, Any] | None:
+        if value is not None and value != "none":
+            raise unsupported(str(info.field_name))
+        return value
 
     def sampling_params(self, default_max_tokens: int) -> SamplingParams:
         """``default_max_tokens`` applies when neither max_tokens field is given

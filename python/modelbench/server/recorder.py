@@ -84,10 +84,12 @@ class Record:
     def routed(self, name: str, version: str) -> None:
         self.model_name, self.model_version = name, version
 
+    def add_prompt(self, num_tokens: int) -> None:
+        """A prompt of the request started (a completion may have several)."""
+        self.prompt_tokens = (self.prompt_tokens or 0) + num_tokens
+
     def on_delta(self, out: RequestOutput) -> None:
         delta = out.outputs[0]
-        if self.prompt_tokens is None:
-            self.prompt_tokens = len(out.prompt_token_ids)
         if self.queue_time_s is None and out.metrics.queue_time_s is not None:
             self.queue_time_s = out.metrics.queue_time_s
         if delta.token_ids:

@@ -212,7 +212,7 @@ def test_batch_keeps_order_and_fails_bad_items_alone(
         ({"text": 3}, "text", ["valid string"]),
         ({"text": "a", "task": "juggle"}, "task", ["task:", "'generate'"]),
         ({"text": "a", "task": "embed"}, "task", ["task:"]),
-        ({"text": "a", "colour": "blue"}, "colour", ["Extra inputs"]),
+        ({"text": "a", "colour": "blue"}, "colour", ["colour is not supported"]),
         (
             {"text": "a", "parameters": {"max_tokenz": 3, "temp": 1}},
             "parameters.max_tokenz",

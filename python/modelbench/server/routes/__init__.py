@@ -70,15 +70,18 @@ async def start_generation(
     params: SamplingParams,
     request_id: str,
     prompt_param: str,
+    index_offset: int = 0,
 ) -> AsyncIterator[RequestOutput]:
     """Admit the request to ``handle`` (429 past its bound), submit it, and
     wait for the first delta, so that bad input (a prompt too long, a token
     outside the vocabulary) is a 400 before any response starts.
 
     Returns the deltas of all ``params.n`` choices, interleaved; each delta's
-    ``outputs[0].index`` says which choice it extends (choice i samples with
-    seed + i when a seed is given). Closing the iterator aborts what is still
-    running; the version's count of requests in flight drops when it ends.
+    ``outputs[0].index`` says which choice it extends: ``index_offset + i``
+    for choice i (which samples with seed + i when a seed is given; a request
+    of several prompts starts each with its own offset). Closing the iterator
+    aborts what is still running; the version's count of requests in flight
+    drops when it ends.
     """
     observer = RequestObserver.begin(handle, params.n)  # metrics: timings start here
     record = current_record.get()  # the request log's row for this request
@@ -104,11 +107,13 @@ async def start_generation(
         handle.end()
         raise
     for i, first in enumerate(firsts):
-        first.outputs[0].index = i
+        first.outputs[0].index = index_offset + i
+    if record is not None:
+        record.add_prompt(len(firsts[0].prompt_token_ids))  # once, however many choices share it
 
     async def one_choice(i: int, gen: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
         async for out in gen:
-            out.outputs[0].index = i
+            out.outputs[0].index = index_offset + i
             yield out
 
     def seen(out: RequestOutput) -> RequestOutput:
@@ -124,9 +129,12 @@ async def start_generation(
                 async for out in one_choice(0, gens[0]):
                     yield seen(out)
             else:
-                async for out in merge([one_choice(i, g) for i, g in enumerate(gens)
-                                        if not firsts[i].finished]):
-                    yield seen(out)
+                merged = merge([one_choice(i, g) for i, g in enumerate(gens) if not firsts[i].finished])
+                try:
+                    async for out in merged:
+                        yield seen(out)
+                finally:
+                    await merged.aclose()  # stops its pumps before the generators are closed
         finally:
             for gen in gens:
                 await gen.aclose()  # aborts the request unless it finished

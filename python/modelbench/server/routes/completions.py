@@ -1,4 +1,5 @@
-"""POST /v1/completions: OpenAI's text completions, streamed or not."""
+"""POST /v1/completions: OpenAI's text completions, streamed or not, of one
+prompt or several, with the prompt echoed before the text if asked."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from modelbench.models.tokenizer import Tokenizer
 from modelbench.outputs import PositionLogprobs, RequestOutput
+from modelbench.sampling_params import SamplingParams
 from modelbench.server.protocol import (
     CompletionChoice,
     CompletionLogprobs,
@@ -17,12 +20,16 @@ from modelbench.server.protocol import (
     random_id,
 )
 from modelbench.server.routes import (
+    MAX_N,
     SSE_DONE,
+    APIError,
     Choice,
+    ModelHandle,
     RegistryDep,
     build_params,
     collect,
     describe_request,
+    merge,
     resolve,
     sse,
     start_generation,
@@ -47,9 +54,60 @@ def to_logprobs(positions: list[PositionLogprobs], text_offset: int) -> Completi
 
 def usage_of(out: RequestOutput, num_generated: int) -> Usage:
     """Prompt tokens are counted once however many choices share the prompt."""
-    num_prompt = len(out.prompt_token_ids)
+    return usage(len(out.prompt_token_ids), num_generated)
+
+
+def usage(num_prompt: int, num_generated: int) -> Usage:
     return Usage(prompt_tokens=num_prompt, completion_tokens=num_generated,
                  total_tokens=num_prompt + num_generated)
+
+
+class Prompts:
+    """A completion's prompts (one, or a list) running together: prompt k's
+    choice i is choice ``k * n + i``. Each prompt is admitted as a request of
+    its own; ``deltas`` interleaves them all."""
+
+    def __init__(self, prompts: list[str | list[int]], n: int) -> None:
+        self.prompts = prompts
+        self.n = n
+        self.num_prompt_tokens = [0] * len(prompts)  # learnt from each prompt's deltas
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.prompts) * self.n
+
+    async def start(self, registry: RegistryDep, handle: ModelHandle, params: SamplingParams,
+                    request_id: str) -> AsyncIterator[RequestOutput]:
+        streams: list[AsyncIterator[RequestOutput]] = []
+        try:
+            for k, prompt in enumerate(self.prompts):
+                sub_id = request_id if len(self.prompts) == 1 else f"{request_id}-p{k}"
+                streams.append(await start_generation(registry, handle, prompt, params, sub_id,
+                                                      "prompt", index_offset=k * self.n))
+        except BaseException:
+            for stream in streams:
+                await stream.aclose()  # type: ignore[attr-defined]
+            raise
+        return self._deltas(streams)
+
+    async def _deltas(self, streams: list[AsyncIterator[RequestOutput]]) -> AsyncIterator[RequestOutput]:
+        merged = streams[0] if len(streams) == 1 else merge(streams)
+        try:
+            async for out in merged:
+                self.num_prompt_tokens[out.outputs[0].index // self.n] = len(out.prompt_token_ids)
+                yield out
+        finally:
+            await merged.aclose()  # type: ignore[attr-defined]  # stops merge's pumps first
+            for stream in streams:
+                await stream.aclose()  # type: ignore[attr-defined]
+
+    def usage(self, num_generated: int) -> Usage:
+        return usage(sum(self.num_prompt_tokens), num_generated)
+
+    def echoes(self, tokenizer: Tokenizer) -> list[str]:
+        """Each prompt's text, as ``echo`` puts it before its choices'."""
+        return [p if isinstance(p, str) else tokenizer.decode(p, skip_special_tokens=False)
+                for p in self.prompts]
 
 
 @router.post("/v1/completions", response_model=None)
@@ -60,20 +118,28 @@ async def create_completion(
     handle = resolve(request, body.model)
     params = build_params(body.sampling_params, set(CompletionRequest.model_fields))
     request_id = random_id("cmpl")
-    deltas = await start_generation(registry, handle, body.prompt, params, request_id, "prompt")
+    prompts = Prompts(body.prompts(), params.n)
+    if prompts.num_choices > MAX_N:
+        raise APIError(400, f"{len(prompts.prompts)} prompts with n={params.n} make "
+                       f"{prompts.num_choices} choices; at most {MAX_N} per request", param="prompt")
+    assert handle.engine is not None
+    echoes = prompts.echoes(handle.engine.tokenizer) if body.echo else None
+    deltas = await prompts.start(registry, handle, params, request_id)
     want_logprobs = params.logprobs is not None
     if body.stream:
         return StreamingResponse(
-            stream_completion(deltas, request_id, handle.id, want_logprobs, body.include_usage, params.n),
+            stream_completion(deltas, request_id, handle.id, want_logprobs, body.include_usage,
+                              prompts, echoes),
             media_type="text/event-stream",
         )
 
-    choices, last = await collect(request, deltas, params.n)
+    choices, _ = await collect(request, deltas, prompts.num_choices)
     return CompletionResponse(
         id=request_id, model=handle.id,
-        usage=usage_of(last, sum(c.num_generated for c in choices)),
+        usage=prompts.usage(sum(c.num_generated for c in choices)),
         choices=[CompletionChoice(
-            index=i, text=c.text, finish_reason=c.finish_reason,
+            index=i, text=(echoes[i // params.n] if echoes else "") + c.text,
+            finish_reason=c.finish_reason,
             logprobs=to_logprobs(c.positions, 0) if want_logprobs else None,
         ) for i, c in enumerate(choices)],
     )
@@ -85,16 +151,19 @@ async def stream_completion(
     model: str,
     want_logprobs: bool,
     include_usage: bool,
-    n: int,
+    prompts: Prompts,
+    echoes: list[str] | None,
 ) -> AsyncIterator[str]:
-    choices = [Choice() for _ in range(n)]  # text offsets and token counts so far
-    last = None
+    choices = [Choice() for _ in range(prompts.num_choices)]  # text offsets and token counts so far
     try:
+        if echoes:  # each choice starts with its prompt's text
+            for i in range(prompts.num_choices):
+                yield sse(CompletionResponse(id=request_id, model=model, choices=[
+                    CompletionChoice(index=i, text=echoes[i // prompts.n])]))
         async for out in deltas:
             delta = out.outputs[0]
             choice = choices[delta.index]
             choice.num_generated += len(delta.token_ids)
-            last = out
             logprobs = to_logprobs(delta.logprobs or [], len(choice.text)) if want_logprobs else None
             choice.text += delta.text
             yield sse(CompletionResponse(
@@ -102,10 +171,10 @@ async def stream_completion(
                 choices=[CompletionChoice(index=delta.index, text=delta.text, logprobs=logprobs,
                                           finish_reason=delta.finish_reason)],
             ))
-        if include_usage and last is not None:
+        if include_usage:
             yield sse(CompletionResponse(
                 id=request_id, model=model, choices=[],
-                usage=usage_of(last, sum(c.num_generated for c in choices))))
+                usage=prompts.usage(sum(c.num_generated for c in choices))))
         yield SSE_DONE
     finally:
         await deltas.aclose()  # type: ignore[attr-defined]

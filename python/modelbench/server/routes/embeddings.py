@@ -22,7 +22,10 @@ MAX_INPUTS = 2048  # OpenAI's limit per request
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """OpenAI's fields; any other is a 400 naming it. ``user`` is accepted
+    and ignored, as OpenAI does."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str
     input: str | list[str] | list[int] | list[list[int]]
