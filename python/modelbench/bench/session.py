@@ -109,22 +109,82 @@ async def build_target(config: BenchConfig, tokenizer: Any, requests: list[workl
     return await asyncio.to_thread(TransformersTarget, config.model, tokenizer, config.batch_size, config.dtype)
 
 
+def _git_head(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=folder,
+                             timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def git_revision() -> tuple[str | None, str | None]:
+    """(the git revision modelbench runs from, where it was read): the source
+    tree when the package runs from one (python/modelbench in a checkout),
+    else what the build recorded (modelbench/_build_info.py), else git in the
+    current directory (a benchmark run from the checkout it measures)."""
+    import modelbench
+
+    package = Path(modelbench.__file__).resolve().parent
+    if (package.parent.parent / "pyproject.toml").is_file() and package.parent.name == "python":
+        revision = _git_head(package)
+        if revision:
+            return revision, "source tree"
+    try:
+        from modelbench._build_info import GIT_REVISION  # type: ignore[import-not-found]
+    except ImportError:  # built before builds recorded it
+        GIT_REVISION = None  # noqa: N806
+    if GIT_REVISION:
+        return GIT_REVISION, "build"
+    revision = _git_head(Path.cwd())
+    return (revision, "current directory") if revision else (None, None)
+
+
 def environment() -> dict[str, Any]:
     import torch
 
     import modelbench
 
-    try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                  cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        revision = None
+    revision, revision_from = git_revision()
     return {
         "modelbench_version": modelbench.__version__, "git_revision": revision,
+        "git_revision_from": revision_from,
         "python": platform.python_version(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "platform": platform.platform(),
     }
+
+
+def checkpoint_identity(model: str | None) -> dict[str, Any]:
+    """What an in-process backend loaded: the path (or "default" and the
+    default model's file) and the size and mtime of each weights file, so two
+    runs say whether they measured the same checkpoint."""
+    if model is None:
+        from modelbench.models.default_model import default_model_path
+
+        name, path = "default", default_model_path()
+    else:
+        name, path = model, Path(model)
+    path = path.resolve()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")
+                       or p.name == "config.json")
+    else:
+        files = [path] if path.exists() else []
+    return {"name": name, "path": str(path), "files": [
+        {"name": f.name, "size": f.stat().st_size,
+         "mtime": datetime.fromtimestamp(f.stat().st_mtime, timezone.utc).isoformat()} for f in files]}
+
+
+def model_identity(config: BenchConfig, target: Any) -> dict[str, Any]:
+    """The model a run measured: for HTTP backends the name asked for and the
+    ``model`` the server answered with (ours says ``name:version``); for
+    in-process ones the checkpoint."""
+    if config.backend in MODEL_PATH_BACKENDS:
+        return checkpoint_identity(config.model)
+    return {"name": getattr(target, "model", config.model), "served": getattr(target, "served_model", None)}
 
 
 async def run_benchmark(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
@@ -151,7 +211,7 @@ async def run_benchmark(config: BenchConfig, progress: bool = True) -> dict[str,
         "date": started_at.isoformat(),
         "config": {**dataclasses.asdict(config), "api_key": None,
                    "request_rate": config.request_rate if math.isfinite(config.request_rate) else "inf"},
-        "environment": environment(),
+        "environment": {**environment(), "model": model_identity(config, target)},
         "client": {"mean_send_lag_ms": sum(lags_ms) / len(lags_ms), "max_send_lag_ms": max(lags_ms)},
         "errors_by_kind": dict(Counter(e.split(":")[0] if e.startswith("HTTP") else e
                                        for e in result["errors"] if e)),

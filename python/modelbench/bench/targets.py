@@ -5,7 +5,8 @@
   ``/v1/chat/completions`` (``openai-chat``); backend ``modelbench`` is
   ``openai`` against our server, asking it to ignore EOS so every request
   generates exactly its output length. Output tokens come from the usage
-  block when the server sends one, else from the tokenizer.
+  block when the server sends one, else from the tokenizer. The ``model``
+  the server answers with is kept (``served_model``) for the run's record.
 - ``EngineTarget``: modelbench's ``AsyncEngine`` in this process (backend
   ``engine``), no HTTP.
 - ``TransformersTarget`` (backend ``transformers``): Hugging Face
@@ -43,6 +44,7 @@ class OpenAITarget:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self.served_model: str | None = None  # the ``model`` of the server's first chunk
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -83,6 +85,8 @@ class OpenAITarget:
                     if data == b"[DONE]":
                         break
                     chunk = json.loads(data)
+                    if self.served_model is None and isinstance(chunk.get("model"), str):
+                        self.served_model = chunk["model"]
                     if chunk.get("usage"):
                         usage_tokens = chunk["usage"].get("completion_tokens")
                     content = self._content(chunk)

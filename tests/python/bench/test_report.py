@@ -5,6 +5,7 @@ model through the CLI (result file, --save, --sweep)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,10 +118,24 @@ def test_bench_cli_end_to_end(tmp_path: Path) -> None:
     assert out.stdout.count("Serving Benchmark Result") == 2
     runs = json.loads(result_file.read_text())
     assert [r["max_concurrency"] for r in runs] == [1, 3]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).parent).stdout.strip()
     for run in runs:
         assert run["completed"] == 6 and run["total_output_tokens"] == 48
         assert run["request_goodput"] == pytest.approx(run["request_throughput"])
-        assert run["environment"]["torch"] and run["run_id"].startswith("run_")
+        env = run["environment"]
+        assert env["torch"] and run["run_id"].startswith("run_")
+        # What it ran from: the source tree, the build's record, or git in the cwd (this checkout).
+        if head:
+            assert re.fullmatch(r"[0-9a-f]{40}", env["git_revision"])
+            assert env["git_revision_from"] in ("source tree", "build", "current directory")
+            if env["git_revision_from"] != "build":  # a build may predate the last commits
+                assert env["git_revision"] == head
+        # What it measured: the checkpoint, by path and weights file.
+        assert env["model"]["path"] == str(model.resolve()) and env["model"]["name"] == str(model)
+        weights = {f["name"]: f for f in env["model"]["files"]}
+        assert weights["model.safetensors"]["size"] == (model / "model.safetensors").stat().st_size
+        assert weights["model.safetensors"]["mtime"]
     listed = subprocess.run([sys.executable, "-m", "modelbench", "report", "--list", "--database-url", url],
                             check=False, capture_output=True, text=True, timeout=120)
     assert all(r["run_id"] in listed.stdout for r in runs)

@@ -43,7 +43,7 @@ class StandIn:
             await response.prepare(request)
             for i in range(NUM_CHUNKS):
                 await asyncio.sleep(FIRST_S if i == 0 else GAP_S)
-                chunk = {"choices": [{"index": 0, "text": f"t{i} "}]}
+                chunk = {"model": "stand-in:7", "choices": [{"index": 0, "text": f"t{i} "}]}
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 # An empty chunk (role-only deltas, keep-alives) is no token: no ITL sample.
                 empty = {"choices": [{"index": 0, "text": ""}]}
@@ -87,7 +87,9 @@ def run(target: OpenAITarget, requests: list[BenchRequest], arrivals: list[float
 def test_timings_match_the_known_delays(stand_in: tuple[str, StandIn]) -> None:
     url, _ = stand_in
     requests = [BenchRequest("hello", 3, NUM_CHUNKS)] * 8
-    outcome = run(OpenAITarget(url, "m"), requests, [0.0] * 8)
+    target = OpenAITarget(url, "m")
+    outcome = run(target, requests, [0.0] * 8)
+    assert target.served_model == "stand-in:7"  # the server's own name for what answered
     m = summarize(outcome.results, outcome.duration_s)
     assert m["completed"] == 8 and m["total_output_tokens"] == 8 * NUM_CHUNKS  # from usage
     assert FIRST_S * 1000 <= m["mean_ttft_ms"] < FIRST_S * 1000 + 60
