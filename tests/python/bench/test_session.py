@@ -52,10 +52,11 @@ def test_installed_reads_the_build_record_then_the_cwd(installed: Path, monkeypa
     assert git_revision() == (head(REPO), "current directory")  # not the other repo's
     monkeypatch.chdir(tmp_path)  # no git here
     assert git_revision() == (None, None)
+    built = "0123456789abcdef0123456789abcdef01234567"
     record = types.ModuleType("modelbench._build_info")
-    record.GIT_REVISION = "0123456789abcdef0123456789abcdef01234567"  # type: ignore[attr-defined]
+    record.GIT_REVISION = built  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "modelbench._build_info", record)
-    assert git_revision() == (record.GIT_REVISION, "build") and record.GIT_REVISION != other  # type: ignore[attr-defined]
+    assert git_revision() == (built, "build") and built != other
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None or not head(REPO), reason="needs cmake and a git checkout")
