@@ -121,7 +121,7 @@ class SamplingRequest(BaseModel):
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
     ignore_eos: bool | None = None
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted and ignored, as OpenAI does (it is for abuse monitoring)
     logit_bias: dict[str, float] | None = None  # only empty: nothing to bias
@@ -154,7 +154,7 @@ class CompletionRequest(SamplingRequest):
     prompt: str | list[TokenId] | list[str] | list[list[TokenId]]
     max_tokens: Int32 | None = 16
     logprobs: Int32 | None = None
-    echo: bool = False
+    echo: bool | None = False
     best_of: int | None = None
     suffix: str | None = None
 
@@ -174,7 +174,7 @@ class CompletionRequest(SamplingRequest):
 
     @field_validator("echo")
     @classmethod
-    def _echo_without_logprobs(cls, value: bool, info: ValidationInfo) -> bool:
+    def _echo_without_logprobs(cls, value: bool | None, info: ValidationInfo) -> bool | None:
         if value and info.data.get("logprobs") is not None:
             raise unsupported("echo")
         return value
@@ -221,14 +221,21 @@ class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Int32 | None = None
     max_completion_tokens: Int32 | None = None
-    logprobs: bool = False
-    top_logprobs: Int32 | None = None
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=2**31 - 1)
     response_format: ResponseFormat | None = None
     tools: list[Any] | None = None  # only empty or null: no tool calling
     tool_choice: str | dict[str, Any] | None = None  # only "none" or null
     parallel_tool_calls: bool | None = None  # means nothing without tools
     functions: list[Any] | None = None  # the deprecated spelling of tools
     function_call: str | dict[str, Any] | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
+            raise PydanticCustomError("logprobs_required", "top_logprobs needs logprobs: true")
+        return value
 
     @field_validator("response_format")
     @classmethod

@@ -208,3 +208,27 @@ def test_an_open_server_binds_to_loopback_only(tiny_llama_path: Path, tmp_path: 
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "MODELBENCH_KEYS_FILE": str(tmp_path / "none.json")})
     assert out.returncode != 0 and "refusing to serve on 0.0.0.0 with no API key" in out.stderr
+
+
+def test_metrics_can_require_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from modelbench.server import create_app
+
+    store = KeyStore(tmp_path / "keys.json")
+    _, secret = store.create("scraper")
+    monkeypatch.setenv("MODELBENCH_METRICS_REQUIRE_KEY", "true")  # the variable, as an operator sets it
+    settings = Settings(keys_file=store.path, database_url=f"sqlite:///{tmp_path / 'store.db'}")
+    assert settings.metrics_require_key is True
+    # No lifespan: /metrics and the probes need no model loaded.
+    http = TestClient(create_app(settings))
+    r = http.get("/metrics")
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    assert http.get("/metrics", headers=bearer("mb-wrong")).status_code == 401
+    r = http.get("/metrics", headers=bearer(secret))
+    assert r.status_code == 200 and "modelbench:" in r.text
+    assert http.get("/metrics", headers={"X-API-Key": secret}).status_code == 200
+    assert http.get("/health").status_code == 200  # the probes stay open
+    monkeypatch.delenv("MODELBENCH_METRICS_REQUIRE_KEY")
+    assert TestClient(create_app(Settings(keys_file=store.path, database_url=settings.database_url))
+                      ).get("/metrics").status_code == 200  # by default scrapes need no key

@@ -55,3 +55,13 @@ def test_embeddings_are_recorded(server: RunningServer) -> None:
     r = httpx.post(server.base_url + "/v1/embeddings", json={"model": MODEL_NAME, "input": "hi"}, timeout=30)
     rec = record_of(server, r)
     assert rec["task"] == "embed" and rec["status"] == "succeeded" and rec["prompt_tokens"] > 0
+
+
+def test_unknown_model_is_404_listing_the_available(server: RunningServer) -> None:
+    r = httpx.post(server.base_url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hi"},
+                   timeout=30)
+    assert r.status_code == 404, r.text
+    error = r.json()["error"]
+    assert error["param"] == "model" and error["code"] == "model_not_found"
+    assert error["type"] == "not_found_error"
+    assert "text-embedding-3-small" in error["message"] and MODEL_NAME in error["message"]

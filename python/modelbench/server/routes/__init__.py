@@ -52,11 +52,16 @@ def describe_request(body: BaseModel, *, prompt: object = None, messages: list |
                     stream=bool(getattr(body, "stream", False)))
 
 
-def build_params(make: object, fields: set[str]) -> SamplingParams:
-    """Call ``make()`` (a request's sampling_params) and turn its ValueError into a 400."""
+def build_params(make: object, fields: set[str], rename: dict[str, str] | None = None) -> SamplingParams:
+    """Call ``make()`` (a request's sampling_params) and turn its ValueError
+    into a 400; ``rename`` maps a SamplingParams field to the request field
+    the client sent it as (the message is reworded to name that one)."""
     try:
         params = make()  # type: ignore[operator]
     except ValueError as exc:
+        first = str(exc).split(" ", 1)[0]
+        if rename and first in rename:
+            exc = ValueError(rename[first] + str(exc)[len(first):])
         raise invalid_value(exc, fields) from exc
     if params.n > MAX_N:
         raise APIError(400, f"n must be <= {MAX_N}, got {params.n}", param="n")

@@ -84,7 +84,9 @@ async def create_chat_completion(
     assert engine is not None
     prompt_ids = await render_prompt(engine, body)
     room = max(1, engine.config.scheduler.max_model_len - len(prompt_ids))
-    params = build_params(lambda: body.sampling_params(room), set(ChatCompletionRequest.model_fields))
+    sent_as = {"max_tokens": "max_completion_tokens"} if body.max_completion_tokens is not None else None
+    params = build_params(lambda: body.sampling_params(room), set(ChatCompletionRequest.model_fields),
+                          sent_as)
     request_id = random_id("chatcmpl")
     deltas = await start_generation(registry, handle, prompt_ids, params, request_id, "messages")
     top = body.top_logprobs or 0
