@@ -77,8 +77,12 @@ class Tokenizer:
         return None if token is None else self.backend.token_to_id(token)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """Token ids of ``text``; special tokens written in the text map to their ids."""
-        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        """Token ids of ``text``; special tokens written in the text map to their ids.
+
+        Through ``encode_batch``, which releases the GIL while it works
+        (``encode`` holds it: a megabyte of text would stall every other
+        thread, a server's event loop included, for a second)."""
+        return self.backend.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         """Text of ``ids``; bytes of an incomplete UTF-8 character decode as U+FFFD."""
