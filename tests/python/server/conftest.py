@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from modelbench.config import Settings
 from modelbench.server import create_app
+from modelbench.server.registry import ModelRegistry
 
 from ..tiny_models import build_tiny_model
 
@@ -58,10 +59,11 @@ def tiny_llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def run_server(settings: Settings, model_path: Path) -> Iterator[RunningServer]:
-    """Serve ``create_app(settings)`` with uvicorn in a thread until ready;
-    stop it on exit. ``settings.port`` must be free."""
-    app = create_app(settings)
+def run_server(settings: Settings, model_path: Path,
+               registry: ModelRegistry | None = None) -> Iterator[RunningServer]:
+    """Serve ``create_app(settings, registry)`` with uvicorn in a thread until
+    ready; stop it on exit. ``settings.port`` must be free."""
+    app = create_app(settings, registry)
     port = settings.port
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
