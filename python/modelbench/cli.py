@@ -1,4 +1,4 @@
-"""The ``modelbench`` command line: ``modelbench serve [--model PATH ...]
+"""The ``modelbench`` command line: ``modelbench serve [--model NAME_OR_PATH ...]
 [--models-file models.toml]``."""
 
 from __future__ import annotations
@@ -54,11 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelbench")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("serve", help="serve models over OpenAI-compatible and task HTTP APIs")
-    p.add_argument("--model", help="Hugging Face folder or .gguf file (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--model", nargs="+", action="extend", metavar="NAME_OR_PATH",
+                   help="Hugging Face folder or .gguf file (default: SmolLM2-135M-Instruct); repeat it, "
+                   "or give several, to serve several models, each named by its folder")
     p.add_argument("--models-file", help="TOML file declaring several models and versions")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    p.add_argument("--served-model-name", help="the name clients send as 'model' for --model")
+    p.add_argument("--served-model-name", nargs="+", action="extend", metavar="NAME",
+                   help="the name clients send as 'model' for --model (one per --model, in order)")
     p.add_argument("--max-model-len", type=int, help="prompt + output tokens of one sequence")
     p.add_argument("--kv-cache-memory", type=parse_memory,
                    help="KV cache budget: bytes, or a fraction of available memory like 0.25")

@@ -126,14 +126,16 @@ class Settings(BaseSettings):
     ``MODELBENCH_<FIELD>`` from the environment; keyword arguments win.
 
     With neither ``models_file`` nor ``model`` set, the default model is served
-    as ``SmolLM2-135M-Instruct``. ``model`` adds one model (named
-    ``served_model_name``, or its folder's name) to those of ``models_file``.
+    as ``SmolLM2-135M-Instruct``. ``model`` (one path, or several) adds models
+    to those of ``models_file``, each named by its ``served_model_name`` (one
+    per model, in order) or else its folder's name.
     """
 
     model_config = SettingsConfigDict(env_prefix="MODELBENCH_", extra="ignore")
 
-    model: str | None = None
-    served_model_name: str | None = None
+    # A list in the environment is JSON: MODELBENCH_MODEL='["/m/a", "/m/b"]'.
+    model: str | list[str] | None = None
+    served_model_name: str | list[str] | None = None
     models_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -182,13 +184,27 @@ class Settings(BaseSettings):
         declared = load_models_file(self.models_file) if self.models_file else None
         models = list(declared.models) if declared else []
         routing = dict(declared.routing) if declared else {}
-        if self.model is not None or declared is None:
+        paths: list[str | None] = [*as_list(self.model)]
+        if declared is None and not paths:
+            paths = [None]  # the default model
+        names = as_list(self.served_model_name)
+        if names and len(names) != len(paths):
+            raise ValueError(f"{len(names)} served model names for {len(paths)} models: give one "
+                             "--served-model-name per --model, in the same order, or none")
+        for i, path in enumerate(paths):
             one = ModelConfig(
-                name=self.served_model_name or name_from_path(self.model), path=self.model,
+                name=names[i] if names else name_from_path(path), path=path,
                 max_model_len=self.max_model_len, kv_cache_memory=self.kv_cache_memory,
                 max_num_seqs=self.max_num_seqs,
             )
             if any(m.id == one.id for m in models):
-                raise ValueError(f"--model serves {one.id}, which the models file declares too")
+                raise ValueError(f"--model {path or '(the default model)'} would be served as {one.id}, "
+                                 "which another model already is; name it with --served-model-name")
             models.append(one)
         return ModelsFile(models=models, routing=routing)
+
+
+def as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelbench.cli import build_parser, settings_from_args
@@ -44,7 +45,7 @@ def test_serve_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -
     args = build_parser().parse_args(
         ["serve", "--model", "/m/x", "--port", "8001", "--max-model-len", "128",
          "--kv-cache-memory", "33554432"])
-    assert (args.model, args.port, args.max_model_len, args.kv_cache_memory) == ("/m/x", 8001, 128, 33554432)
+    assert (args.model, args.port, args.max_model_len, args.kv_cache_memory) == (["/m/x"], 8001, 128, 33554432)
     settings = settings_from_args(args)
     assert settings.port == 8001 and settings.host == "0.0.0.0"  # unset flags leave the env alone
 
@@ -99,3 +100,46 @@ def test_models_file_errors_say_where(tmp_path: Path, text: str, message: str) -
         load_models_file(path)
     with pytest.raises(ValueError, match="does not exist"):
         load_models_file(tmp_path / "missing.toml")
+
+
+def test_serve_takes_several_models() -> None:
+    parse = build_parser().parse_args
+    args = parse(["serve", "--model", "/m/llama", "--model", "/m/qwen/", "/m/tiny.Q8_0.gguf"])
+    assert args.model == ["/m/llama", "/m/qwen/", "/m/tiny.Q8_0.gguf"]
+    configs = settings_from_args(args).model_configs().models
+    assert [(m.id, m.path) for m in configs] == [
+        ("llama:1", "/m/llama"), ("qwen:1", "/m/qwen/"), ("tiny.Q8_0:1", "/m/tiny.Q8_0.gguf")]
+    named = settings_from_args(parse(["serve", "--model", "/m/a", "/m/b", "--served-model-name", "x",
+                                      "--served-model-name", "y", "--max-model-len", "64"]))
+    assert [(m.id, m.path, m.max_model_len) for m in named.model_configs().models] == [
+        ("x:1", "/m/a", 64), ("y:1", "/m/b", 64)]
+    with pytest.raises(ValueError, match="1 served model names for 2 models"):
+        settings_from_args(parse(["serve", "--model", "/m/a", "/m/b", "--served-model-name", "x"])
+                           ).model_configs()
+    with pytest.raises(ValueError, match="would be served as b:1, which another model already is"):
+        settings_from_args(parse(["serve", "--model", "/m/a/b", "/m/c/b"])).model_configs()
+
+
+def test_several_models_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELBENCH_MODEL", '["/m/a", "/m/b"]')
+    assert [m.id for m in Settings().model_configs().models] == ["a:1", "b:1"]
+
+
+def test_serving_several_models_from_the_command_line(tiny_llama_path: Path,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    from ..tiny_models import build_tiny_model
+    from .conftest import KV_CACHE_MEMORY, free_port, run_server
+
+    gpt2_path = build_tiny_model("gpt2", tmp_path_factory.mktemp("cli") / "gpt2")
+    args = build_parser().parse_args([
+        "serve", "--model", str(tiny_llama_path), "--model", str(gpt2_path), "--port", str(free_port()),
+        "--max-model-len", "128", "--kv-cache-memory", str(KV_CACHE_MEMORY)])
+    with run_server(settings_from_args(args), tiny_llama_path) as server:
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            ids = [m["id"] for m in http.get("/v1/models").json()["data"]]
+            assert ids == ["llama", "gpt2", "llama:1", "gpt2:1"]
+            for name in ("llama", "gpt2"):
+                r = http.post("/v1/completions", json={"model": name, "prompt": "hi", "max_tokens": 3,
+                                                       "ignore_eos": True})
+                assert r.status_code == 200, r.text
+                assert r.json()["model"] == f"{name}:1" and r.json()["usage"]["completion_tokens"] == 3
