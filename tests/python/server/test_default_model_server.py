@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -68,3 +69,53 @@ def test_embeddings_of_the_default_model(client: openai.OpenAI) -> None:
     assert abs(cosine(vectors[0], vectors[0]) - 1.0) < 1e-5
     # Two sentences of one shape sit closer than either does to an unrelated one.
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2])
+
+
+def infer(server: RunningServer, body: dict) -> dict:
+    r = httpx.post(server.base_url + "/v1/infer", json={"model": DEFAULT_MODEL_NAME, **body}, timeout=120)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["success"] is True and out["model_used"] == f"{DEFAULT_MODEL_NAME}:1"
+    return out
+
+
+# SmolLM2-135M's label log-likelihoods lean hard toward "positive" (and
+# "cooking"): with this prompt it calls "I hated this film." positive too, and
+# a contextual calibration (dividing out the labels' scores on an empty text)
+# did not fix it. These xfail strictly, so a better prompt or scoring in
+# models/tasks.py that gets them right makes the marker fail until removed.
+LABEL_BIAS = pytest.mark.xfail(strict=True, reason="the default model's label prior: see models/tasks.py")
+TOPICS = ["sports", "cooking", "astronomy"]
+
+
+@pytest.mark.parametrize(("text", "label"), [
+    ("I loved this film.", "positive"),
+    pytest.param("This was the worst, most boring film I have ever seen. I hated it.", "negative",
+                 marks=LABEL_BIAS),
+])
+def test_sentiment_of_the_default_model(default_server: RunningServer, text: str, label: str) -> None:
+    result = infer(default_server, {"text": text, "task": "sentiment"})["result"]
+    assert set(result["scores"]) == {"positive", "negative", "neutral"}
+    assert abs(sum(result["scores"].values()) - 1.0) < 1e-6
+    assert result["label"] == label, result
+
+
+@pytest.mark.parametrize(("text", "label"), [
+    ("Whisk the eggs with sugar, then fold in the flour and bake.", "cooking"),
+    ("The telescope observed a distant galaxy.", "astronomy"),
+    pytest.param("The striker scored twice and the team won the cup final.", "sports", marks=LABEL_BIAS),
+])
+def test_classify_with_labels_on_the_default_model(default_server: RunningServer, text: str,
+                                                   label: str) -> None:
+    result = infer(default_server, {"text": text, "task": "classify",
+                                    "parameters": {"labels": TOPICS}})["result"]
+    assert list(result["scores"]) == TOPICS
+    assert result["label"] == label, result
+
+
+def test_summarize_on_the_default_model(default_server: RunningServer) -> None:
+    text = ("The city council met on Tuesday and voted to build a new public library downtown. "
+            "Construction starts next spring and is expected to take two years.")
+    out = infer(default_server, {"text": text, "task": "summarize", "parameters": {"max_tokens": 48}})
+    assert isinstance(out["result"], str) and out["result"].strip()
+    assert 0 < out["metadata"]["completion_tokens"] <= 48
