@@ -8,6 +8,9 @@
 #include <ATen/Parallel.h>
 
 #include <Eigen/Core>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -28,6 +31,9 @@ constexpr int64_t kQueryChunk = 64;
 // one block at a time where it sits.
 constexpr int64_t kTileBlocks = 4;
 constexpr int64_t kMinRowsForTiles = 16;
+// Query heads that one decode work item keeps on the stack.
+constexpr int64_t kMaxDecodeRows = 64;
+constexpr int64_t kMaxHeadDim = 512;
 
 void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
                   const torch::Tensor& value_pool, const AttentionMetadata& metadata) {
@@ -90,9 +96,121 @@ ConstRowMap kv_rows(const scalar_t* head_base, const int32_t* block_table, int64
   return ConstRowMap(scratch, num_rows, layout.head_dim, Eigen::OuterStride<>(layout.head_dim));
 }
 
+// Vector helpers of the decode path over head_dim floats.
+inline float dot(const float* a, const float* b, int64_t n) {
+#if defined(__AVX512F__)
+  if (n % 16 == 0) {
+    __m512 sum = _mm512_mul_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(b));
+    for (int64_t i = 16; i < n; i += 16) sum = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), sum);
+    return _mm512_reduce_add_ps(sum);
+  }
+#endif
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+inline void axpy(float alpha, const float* x, float* y, int64_t n) {  // y += alpha * x
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+inline void scale_row(float* y, float alpha, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] *= alpha;
+}
+
+// Ask the cache for rows [0, num_rows) of head_dim elements, row_stride apart.
+template <typename scalar_t>
+inline void prefetch_rows(const scalar_t* first, int64_t num_rows, int64_t row_stride, int64_t head_dim) {
+  const int64_t row_bytes = head_dim * static_cast<int64_t>(sizeof(scalar_t));
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const char* row = reinterpret_cast<const char*>(first + r * row_stride);
+    for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(row + b, 0, 2);
+  }
+}
+
+// A K or V row as fp32: in place for float32, converted into `buf` otherwise.
+inline const float* load_row(const float* src, int64_t /*n*/, float* /*buf*/) { return src; }
+template <typename scalar_t>
+inline const float* load_row(const scalar_t* src, int64_t n, float* buf) {
+  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<float>(src[i]);
+  return buf;
+}
+
+// One decode query position over its keys, for the query heads of KV
+// heads [kv_begin, kv_end) (their `group` query heads each), reading K/V
+// where they sit in the pool. Per block, every KV head's rows are read
+// once and serve all of its query heads; the next block is prefetched, as
+// blocks lie anywhere in the pool. No matrix library: at a handful of rows
+// a GEMM call costs more than the arithmetic. Scratch (fp32): q_buf and
+// acc [rows, head_dim], scores [rows, block_size], rows = heads of the range.
+template <typename scalar_t>
+void decode_one(const scalar_t* q, const scalar_t* k_data, const scalar_t* v_data, const int32_t* table,
+                int64_t key_begin, int64_t pos, int64_t kv_begin, int64_t kv_end, int64_t group,
+                const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, scalar_t* out) {
+  const int64_t head_dim = layout.head_dim;
+  const int64_t block_size = layout.block_size;
+  const int64_t rows = (kv_end - kv_begin) * group;  // query heads; row r reads KV head kv_begin + r / group
+  for (int64_t i = 0; i < rows * head_dim; ++i) q_buf[i] = static_cast<float>(q[i]) * scale;  // pre-scaled
+  std::fill(acc, acc + rows * head_dim, 0.0f);
+  float row_max[kMaxDecodeRows], row_sum[kMaxDecodeRows];
+  std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
+  std::fill(row_sum, row_sum + rows, 0.0f);
+  float row[kMaxHeadDim];  // one K or V row in fp32
+  // The range's slice of a block: from KV head kv_begin, (kv_end - kv_begin) * head_dim elements per position.
+  const int64_t slice_offset = kv_begin * head_dim;
+  const int64_t slice_len = (kv_end - kv_begin) * head_dim;
+  for (int64_t b0 = key_begin / block_size * block_size; b0 <= pos; b0 += block_size) {
+    const int64_t j_begin = std::max<int64_t>(key_begin - b0, 0);
+    const int64_t j_end = std::min<int64_t>(block_size, pos + 1 - b0);
+    const int64_t block_offset = table[b0 / block_size] * layout.block_stride + slice_offset;
+    if (b0 + block_size <= pos) {
+      const int64_t next = table[b0 / block_size + 1] * layout.block_stride + slice_offset;
+      prefetch_rows(k_data + next, block_size, layout.row_stride, slice_len);
+      prefetch_rows(v_data + next, block_size, layout.row_stride, slice_len);
+    }
+    for (int64_t j = j_begin; j < j_end; ++j) {  // scores[r * block_size + j]
+      const scalar_t* keys = k_data + block_offset + j * layout.row_stride;
+      for (int64_t h = 0; h < kv_end - kv_begin; ++h) {
+        const float* key = load_row(keys + h * head_dim, head_dim, row);
+        for (int64_t g = 0; g < group; ++g) {
+          const int64_t r = h * group + g;
+          scores[r * block_size + j] = dot(q_buf + r * head_dim, key, head_dim);
+        }
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      Eigen::Map<Eigen::ArrayXf> sr(scores + r * block_size + j_begin, j_end - j_begin);
+      const float block_max = std::max(row_max[r], sr.maxCoeff());
+      const float alpha = std::exp(row_max[r] - block_max);  // 0 on the first block (max was -inf)
+      sr = (sr - block_max).exp();  // Eigen's vectorised exp
+      row_sum[r] = row_sum[r] * alpha + sr.sum();
+      row_max[r] = block_max;
+      if (alpha != 1.0f) scale_row(acc + r * head_dim, alpha, head_dim);
+    }
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      const scalar_t* values = v_data + block_offset + j * layout.row_stride;
+      for (int64_t h = 0; h < kv_end - kv_begin; ++h) {
+        const float* value = load_row(values + h * head_dim, head_dim, row);
+        for (int64_t g = 0; g < group; ++g) {
+          const int64_t r = h * group + g;
+          axpy(scores[r * block_size + j], value, acc + r * head_dim, head_dim);
+        }
+      }
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float inv_sum = 1.0f / row_sum[r];  // > 0: a query always sees its own position
+    for (int64_t d = 0; d < head_dim; ++d) out[r * head_dim + d] = static_cast<scalar_t>(acc[r * head_dim + d] * inv_sum);
+  }
+}
+
 struct WorkItem {
   int64_t seq;
   int64_t kv_head;
+  int64_t kv_head_end;  // decode items may take several KV heads: [kv_head, kv_head_end)
   int64_t query_begin;  // query index within the sequence
   int64_t query_end;
 };
@@ -118,12 +236,22 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
 
   // The query heads of one KV head share every K/V block read, so a work
   // item takes a whole group and a chunk of queries.
+  // Decodes take all KV heads of their sequence at once (whole block rows
+  // read in order) when there are enough of them to keep every thread busy,
+  // else one KV head each.
+  int64_t num_decodes = 0;
+  for (int64_t s = 0; s < metadata.num_seqs(); ++s) num_decodes += query_start[s + 1] - query_start[s] == 1;
+  const bool whole_decodes = num_decodes >= 2 * at::get_num_threads() && num_heads <= kMaxDecodeRows;
   std::vector<WorkItem> items;
   for (int64_t s = 0; s < metadata.num_seqs(); ++s) {
     const int64_t num_queries = query_start[s + 1] - query_start[s];
+    if (num_queries == 1 && whole_decodes) {
+      items.push_back({s, 0, num_kv_heads, 0, 1});
+      continue;
+    }
     for (int64_t kv_head = 0; kv_head < num_kv_heads; ++kv_head)
       for (int64_t q0 = 0; q0 < num_queries; q0 += kQueryChunk)
-        items.push_back({s, kv_head, q0, std::min(q0 + kQueryChunk, num_queries)});
+        items.push_back({s, kv_head, kv_head + 1, q0, std::min(q0 + kQueryChunk, num_queries)});
   }
 
   at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
@@ -133,10 +261,23 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
     Eigen::VectorXf row_max, row_sum;  // [rows]: online softmax running max and denominator
     std::vector<float> k_scratch(kTileBlocks * block_size * head_dim);  // [tile, head_dim]
     std::vector<float> v_scratch(kTileBlocks * block_size * head_dim);
+    std::vector<float> decode_q(num_heads * head_dim), decode_acc(num_heads * head_dim);
+    std::vector<float> decode_scores(num_heads * block_size);
     for (int64_t w = begin; w < end; ++w) {
       const WorkItem& item = items[w];
       const int64_t s = item.seq;
       const int64_t num_queries = item.query_end - item.query_begin;
+      if (num_queries == 1 && (item.kv_head_end - item.kv_head) * group <= kMaxDecodeRows &&
+          head_dim <= kMaxHeadDim) {  // a decode (or a one-token chunk)
+        const int64_t pos = context_lens[s] - (query_start[s + 1] - query_start[s]) + item.query_begin;
+        const int64_t key_begin = sliding_window > 0 ? std::max<int64_t>(0, pos - sliding_window + 1) : 0;
+        const int64_t token = query_start[s] + item.query_begin;
+        const int64_t offset = (token * num_heads + item.kv_head * group) * head_dim;
+        decode_one(q_data + offset, k_data, v_data, block_tables + s * max_blocks, key_begin, pos, item.kv_head,
+                   item.kv_head_end, group, layout, scale, decode_q.data(), decode_acc.data(),
+                   decode_scores.data(), out_data + offset);
+        continue;
+      }
       const int64_t rows = num_queries * group;
       // The sequence's queries are its last positions.
       const int64_t first_pos =

@@ -173,7 +173,12 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("num_steps", &EngineStats::num_steps)
       .def_readonly("num_prompt_tokens", &EngineStats::num_prompt_tokens)
       .def_readonly("num_generation_tokens", &EngineStats::num_generation_tokens)
-      .def_readonly("is_running", &EngineStats::is_running);
+      .def_readonly("is_running", &EngineStats::is_running)
+      .def_readonly("schedule_seconds", &EngineStats::schedule_seconds, "Time in Scheduler::schedule, all steps.")
+      .def_readonly("execute_seconds", &EngineStats::execute_seconds,
+                    "Time in the runner (inputs, forward, sampling), all steps.")
+      .def_readonly("update_seconds", &EngineStats::update_seconds,
+                    "Time in update_from_output and building outputs, all steps.");
 
   py::class_<Engine, EngineHolder>(m, "Engine", "Scheduler + runner; step by hand or run the background loop.")
       .def(py::init<EngineConfig, std::shared_ptr<ModelRunner>>(), py::arg("config"), py::arg("runner"),

@@ -3,10 +3,13 @@
 // attention kernels (for tests). Conversions and docstrings only.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include <optional>
 #include <torch/extension.h>
 
 #include "attention.h"
 #include "dtype.h"
+#include "linear_cpu.h"
 #include "models/model.h"
 #include "transformer_runner.h"
 
@@ -112,4 +115,15 @@ void bind_model(py::module_& m) {
         py::arg("context_lens"), py::arg("block_tables"), py::arg("scale"), py::arg("sliding_window") = 0,
         py::call_guard<py::gil_scoped_release>(),
         "The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.");
+  m.def("pack_linear_weight", &pack_linear_weight, py::arg("weight"), py::call_guard<py::gil_scoped_release>(),
+        "weight [N, K] float32 -> panels [ceil(N / 64), K, 64] for packed_linear (what model layers keep).");
+  m.def("packed_linear",
+        [](const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
+           const std::optional<torch::Tensor>& bias) {
+          return packed_linear(x, packed, out_features, bias.value_or(torch::Tensor()));
+        },
+        py::arg("x"), py::arg("packed"), py::arg("out_features"), py::arg("bias") = py::none(),
+        py::call_guard<py::gil_scoped_release>(),
+        "The CPU float32 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features], "
+        "with the weight from pack_linear_weight.");
 }

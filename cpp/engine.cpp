@@ -80,17 +80,28 @@ std::vector<RequestOutput> Engine::step() {
 }
 
 std::vector<RequestOutput> Engine::step_locked() {
+  using Clock = std::chrono::steady_clock;
+  const auto seconds_since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
   std::vector<RequestOutput> outputs;
+  Clock::time_point started = Clock::now();
   apply_commands(outputs);
   SchedulerOutput scheduled = scheduler_.schedule();
+  const double schedule_s = seconds_since(started);
+  double execute_s = 0, update_s = 0;
   int64_t num_prompt = 0;
   if (!scheduled.empty()) {
+    started = Clock::now();
     RunnerOutput result = runner_->execute_model(scheduled);
+    execute_s = seconds_since(started);
+    started = Clock::now();
     for (const ScheduledSequence& s : scheduled.scheduled)
       if (s.seq->is_prefill()) num_prompt += s.num_scheduled_tokens;
     std::vector<RequestOutput> produced = scheduler_.update_from_output(scheduled, result);
     outputs.insert(outputs.end(), std::make_move_iterator(produced.begin()),
                    std::make_move_iterator(produced.end()));
+    update_s = seconds_since(started);
   }
   int64_t num_generated = 0;
   {
@@ -106,6 +117,9 @@ std::vector<RequestOutput> Engine::step_locked() {
     if (!scheduled.empty()) ++stats_.num_steps;
     stats_.num_prompt_tokens += num_prompt;
     stats_.num_generation_tokens += num_generated;
+    stats_.schedule_seconds += schedule_s;
+    stats_.execute_seconds += execute_s;
+    stats_.update_seconds += update_s;
   }
   return outputs;
 }

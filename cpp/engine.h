@@ -30,6 +30,10 @@ struct EngineStats {
   int64_t num_prompt_tokens = 0;      // computed by the runner (prefix hits excluded)
   int64_t num_generation_tokens = 0;
   bool is_running = false;            // background loop alive
+  // Where the steps' time went, summed over every step (seconds).
+  double schedule_seconds = 0;        // Scheduler::schedule
+  double execute_seconds = 0;         // ModelRunner::execute_model (inputs, forward, sampling)
+  double update_seconds = 0;          // Scheduler::update_from_output and the outputs
 };
 
 class Engine {

@@ -2,6 +2,8 @@
 // InferenceMode, logits for sampled and prompt-logprob rows, sampling.
 #include "transformer_runner.h"
 
+#include <ATen/record_function.h>
+
 #include <algorithm>
 
 namespace modelbench {
@@ -184,7 +186,7 @@ torch::Tensor TransformerRunner::mean_hidden_states(const std::vector<std::vecto
 }
 
 RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_output) {
-  c10::InferenceMode guard;
+  c10::InferenceMode inference_mode;
   for (const std::string& request_id : scheduler_output.finished_request_ids) sampler_.drop_request(request_id);
   const auto& scheduled = scheduler_output.scheduled;
   RunnerOutput result;
@@ -192,8 +194,17 @@ RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_o
   recorded_logits_.clear();
   if (scheduled.empty()) return result;
 
-  const ForwardBatch batch = prepare_inputs(scheduler_output);
-  const torch::Tensor hidden = model_->forward(batch, kv_pool_);  // [num_tokens, hidden_size]
+  ForwardBatch batch;
+  {
+    RECORD_FUNCTION("modelbench::prepare_inputs", std::vector<c10::IValue>());
+    batch = prepare_inputs(scheduler_output);
+  }
+  torch::Tensor hidden;  // [num_tokens, hidden_size]
+  {
+    RECORD_FUNCTION("modelbench::forward", std::vector<c10::IValue>());
+    hidden = model_->forward(batch, kv_pool_);
+  }
+  RECORD_FUNCTION("modelbench::logits_and_sampling", std::vector<c10::IValue>());
 
   // Only some rows need logits: the last token of each sequence that samples,
   // and the prompt positions whose next prompt token wants a logprob.

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+
 namespace modelbench {
 
 GPT2LMHeadModel::GPT2LMHeadModel(const ModelSpec& spec, const WeightLoader& loader) : Model(spec) {
@@ -36,7 +37,10 @@ GPT2LMHeadModel::GPT2LMHeadModel(const ModelSpec& spec, const WeightLoader& load
     layers_.push_back(std::move(layer));
   }
   ln_f_ = layer_norm(root + "ln_f");
-  lm_head_ = spec.tie_word_embeddings ? wte_ : loader.get("lm_head.weight", {spec.vocab_size, hidden});
+  // Tied: the packed kernel gets its own copy (the lookup needs rows of the
+  // embedding); other dtypes share the embedding itself.
+  lm_head_ = make_linear(spec.tie_word_embeddings ? wte_
+                                                   : loader.get("lm_head.weight", {spec.vocab_size, hidden}));
 }
 
 torch::Tensor GPT2LMHeadModel::forward(const ForwardBatch& batch, KVPool& kv_pool) const {
@@ -51,7 +55,7 @@ torch::Tensor GPT2LMHeadModel::forward(const ForwardBatch& batch, KVPool& kv_poo
 }
 
 torch::Tensor GPT2LMHeadModel::compute_logits(const torch::Tensor& hidden) const {
-  return torch::linear(hidden, lm_head_).to(torch::kFloat32);  // [num_rows, vocab_size]
+  return lm_head_(hidden).to(torch::kFloat32);  // [num_rows, vocab_size]
 }
 
 }  // namespace modelbench

@@ -36,7 +36,7 @@ class GPT2LMHeadModel : public Model {
   torch::Tensor wpe_;  // [max_position_embeddings, hidden_size]
   std::vector<Layer> layers_;
   LayerNorm ln_f_;
-  torch::Tensor lm_head_;  // [vocab_size, hidden_size]; wte_ itself when tied
+  Linear lm_head_;  // [vocab_size, hidden_size]: the wte_ when tied (packed apart in float32 on the CPU)
 };
 
 }  // namespace modelbench

@@ -2,11 +2,14 @@
 // MLPs and the paged attention block.
 #include "models/layers.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 #include <sstream>
 
 #include "attention.h"
 #include "config.h"
+#include "linear_cpu.h"
 
 namespace modelbench {
 namespace {
@@ -34,7 +37,27 @@ torch::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> sh
   return tensor.to(device_, dtype_).contiguous();
 }
 
-torch::Tensor Linear::operator()(const torch::Tensor& x) const { return torch::linear(x, weight, bias); }
+Linear make_linear(torch::Tensor weight, torch::Tensor bias) {
+  Linear linear;
+  linear.out_features = weight.size(0);
+  linear.bias = std::move(bias);
+  if (weight.device().is_cpu() && weight.scalar_type() == torch::kFloat32)
+    linear.packed = pack_linear_weight(weight);
+  else
+    linear.weight = std::move(weight);
+  return linear;
+}
+
+torch::Tensor Linear::operator()(const torch::Tensor& x) const {
+  if (packed.defined()) {
+    // Any leading shape: the kernel takes rows.
+    const torch::Tensor rows = x.reshape({-1, x.size(-1)});
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = out_features;
+    return packed_linear(rows, packed, out_features, bias).view(shape);
+  }
+  return torch::linear(x, weight, bias);
+}
 
 Linear load_fused_linear(const WeightLoader& loader, const std::vector<std::string>& prefixes,
                          const std::vector<int64_t>& out_features, int64_t in_features, bool has_bias) {
@@ -44,22 +67,21 @@ Linear load_fused_linear(const WeightLoader& loader, const std::vector<std::stri
     weights.push_back(loader.get(prefixes[i] + ".weight", {out_features[i], in_features}));
     if (has_bias) biases.push_back(loader.get(prefixes[i] + ".bias", {out_features[i]}));
   }
-  Linear linear;
-  linear.weight = weights.size() == 1 ? weights[0] : torch::cat(weights, 0);  // [sum(out_features), in_features]
-  if (has_bias) linear.bias = biases.size() == 1 ? biases[0] : torch::cat(biases, 0);  // [sum(out_features)]
-  return linear;
+  torch::Tensor weight = weights.size() == 1 ? weights[0] : torch::cat(weights, 0);  // [sum(out_features), in_features]
+  torch::Tensor bias;
+  if (has_bias) bias = biases.size() == 1 ? biases[0] : torch::cat(biases, 0);  // [sum(out_features)]
+  return make_linear(std::move(weight), std::move(bias));
 }
 
 Linear load_conv1d(const WeightLoader& loader, const std::string& prefix, int64_t in_features,
                    int64_t out_features) {
-  Linear linear;
   // [in_features, out_features] -> [out_features, in_features], made contiguous once.
-  linear.weight = loader.get(prefix + ".weight", {in_features, out_features}).t().contiguous();
-  linear.bias = loader.get(prefix + ".bias", {out_features});  // [out_features]
-  return linear;
+  return make_linear(loader.get(prefix + ".weight", {in_features, out_features}).t().contiguous(),
+                     loader.get(prefix + ".bias", {out_features}));  // bias: [out_features]
 }
 
 torch::Tensor RMSNorm::operator()(const torch::Tensor& x) const {
+  RECORD_FUNCTION("modelbench::rms_norm", std::vector<c10::IValue>());
   // Same order of operations as transformers' LlamaRMSNorm, so that fp32
   // results match it to rounding and bf16 results round where it does.
   const torch::Tensor x32 = x.to(torch::kFloat32);                       // [num_tokens, hidden_size]
@@ -103,6 +125,7 @@ RopeTables RotaryEmbedding::tables(const torch::Tensor& positions, torch::Scalar
 }
 
 torch::Tensor apply_rotary(const torch::Tensor& x, const RopeTables& rope) {
+  RECORD_FUNCTION("modelbench::rotary", std::vector<c10::IValue>());
   const int64_t half = x.size(-1) / 2;
   const auto x1 = x.narrow(-1, 0, half);     // [num_tokens, num_heads, head_dim / 2]
   const auto x2 = x.narrow(-1, half, half);  // [num_tokens, num_heads, head_dim / 2]
@@ -135,9 +158,15 @@ torch::Tensor AttentionBlock::operator()(const torch::Tensor& hidden, const Rope
     k = apply_rotary(k, *rope);
   }
   // Before attention: this step's queries read these very slots.
-  kv_pool.write(layer, batch.slot_mapping, k, v);
-  const auto attn = paged_attention(q, kv_pool.key(layer), kv_pool.value(layer), batch.attention, scale,
-                                    sliding_window);  // [num_tokens, num_heads, head_dim]
+  torch::Tensor attn;  // [num_tokens, num_heads, head_dim]
+  {
+    RECORD_FUNCTION("modelbench::kv_write", std::vector<c10::IValue>());
+    kv_pool.write(layer, batch.slot_mapping, k, v);
+  }
+  {
+    RECORD_FUNCTION("modelbench::paged_attention", std::vector<c10::IValue>());
+    attn = paged_attention(q, kv_pool.key(layer), kv_pool.value(layer), batch.attention, scale, sliding_window);
+  }
   return out(attn.view({num_tokens, num_heads * head_dim}));
 }
 

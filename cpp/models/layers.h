@@ -35,12 +35,20 @@ class WeightLoader {
 };
 
 struct Linear {
-  torch::Tensor weight;  // [out_features, in_features]
+  torch::Tensor weight;  // [out_features, in_features]; undefined once packed
   torch::Tensor bias;    // [out_features], or undefined
+  // float32 on the CPU: the weight in panels for the packed kernel
+  // (linear_cpu.h), [ceil(out_features / 64), in_features, 64]; else undefined.
+  torch::Tensor packed;
+  int64_t out_features = 0;
 
   // [num_tokens, in_features] -> [num_tokens, out_features]
   torch::Tensor operator()(const torch::Tensor& x) const;
 };
+
+// A Linear over `weight` (and `bias`), packed for the CPU kernel when it is
+// float32 on the CPU; `weight` itself is then not kept.
+Linear make_linear(torch::Tensor weight, torch::Tensor bias = torch::Tensor());
 
 // Several checkpoint linears over the same input, stacked row-wise into one
 // weight so that one matmul computes them all (q/k/v, gate/up). Reads

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+
 namespace modelbench {
 
 LlamaForCausalLM::LlamaForCausalLM(const ModelSpec& spec, const WeightLoader& loader)
@@ -36,7 +37,10 @@ LlamaForCausalLM::LlamaForCausalLM(const ModelSpec& spec, const WeightLoader& lo
     layers_.push_back(std::move(layer));
   }
   norm_ = {loader.get("model.norm.weight", {hidden}), spec.norm_eps};
-  lm_head_ = spec.tie_word_embeddings ? embed_tokens_ : loader.get("lm_head.weight", {spec.vocab_size, hidden});
+  // Tied: the packed kernel gets its own copy (the lookup needs rows of the
+  // embedding); other dtypes share the embedding itself.
+  lm_head_ = make_linear(spec.tie_word_embeddings ? embed_tokens_
+                                                   : loader.get("lm_head.weight", {spec.vocab_size, hidden}));
 }
 
 torch::Tensor LlamaForCausalLM::forward(const ForwardBatch& batch, KVPool& kv_pool) const {
@@ -51,7 +55,7 @@ torch::Tensor LlamaForCausalLM::forward(const ForwardBatch& batch, KVPool& kv_po
 }
 
 torch::Tensor LlamaForCausalLM::compute_logits(const torch::Tensor& hidden) const {
-  return torch::linear(hidden, lm_head_).to(torch::kFloat32);  // [num_rows, vocab_size]
+  return lm_head_(hidden).to(torch::kFloat32);  // [num_rows, vocab_size]
 }
 
 }  // namespace modelbench

@@ -34,7 +34,7 @@ class LlamaForCausalLM : public Model {
   torch::Tensor embed_tokens_;  // [vocab_size, hidden_size]
   std::vector<Layer> layers_;
   RMSNorm norm_;
-  torch::Tensor lm_head_;       // [vocab_size, hidden_size]; embed_tokens_ itself when tied
+  Linear lm_head_;  // [vocab_size, hidden_size]: the embed_tokens_ when tied (packed apart in float32 on the CPU)
   RotaryEmbedding rotary_;
 };
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections.abc
 import torch
 import typing
-__all__: list[str] = ['CacheConfig', 'Engine', 'EngineConfig', 'EngineStats', 'KVCacheSpec', 'KVPool', 'ModelRunner', 'ModelSpec', 'PositionLogprobs', 'RecordedLogits', 'RequestOutput', 'RopeScaling', 'RunnerOutput', 'Sampler', 'SamplingParams', 'ScheduledSequence', 'SchedulerConfig', 'SchedulerOutput', 'SchedulerStats', 'TokenLogprob', 'TransformerRunner', 'available_host_memory_bytes', 'num_blocks_for_memory', 'paged_attention_cpu', 'paged_attention_reference']
+__all__: list[str] = ['CacheConfig', 'Engine', 'EngineConfig', 'EngineStats', 'KVCacheSpec', 'KVPool', 'ModelRunner', 'ModelSpec', 'PositionLogprobs', 'RecordedLogits', 'RequestOutput', 'RopeScaling', 'RunnerOutput', 'Sampler', 'SamplingParams', 'ScheduledSequence', 'SchedulerConfig', 'SchedulerOutput', 'SchedulerStats', 'TokenLogprob', 'TransformerRunner', 'available_host_memory_bytes', 'num_blocks_for_memory', 'pack_linear_weight', 'packed_linear', 'paged_attention_cpu', 'paged_attention_reference']
 class CacheConfig:
     """
     KV block pool configuration.
@@ -348,6 +348,21 @@ class EngineStats:
     @property
     def scheduler(self) -> SchedulerStats:
         ...
+    @property
+    def schedule_seconds(self) -> float:
+        """
+        Time in Scheduler::schedule, all steps.
+        """
+    @property
+    def execute_seconds(self) -> float:
+        """
+        Time in the runner (inputs, forward, sampling), all steps.
+        """
+    @property
+    def update_seconds(self) -> float:
+        """
+        Time in update_from_output and building outputs, all steps.
+        """
 class Engine:
     """
     Scheduler + runner; step by hand or run the background loop.
@@ -648,4 +663,12 @@ def paged_attention_cpu(query: torch.Tensor, key_pool: torch.Tensor, value_pool:
 def paged_attention_reference(query: torch.Tensor, key_pool: torch.Tensor, value_pool: torch.Tensor, query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor, scale: typing.SupportsFloat | typing.SupportsIndex, sliding_window: typing.SupportsInt | typing.SupportsIndex = 0) -> torch.Tensor:
     """
     The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.
+    """
+def pack_linear_weight(weight: torch.Tensor) -> torch.Tensor:
+    """
+    weight [N, K] float32 -> panels [ceil(N / 64), K, 64] for packed_linear (what model layers keep).
+    """
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, out_features: typing.SupportsInt | typing.SupportsIndex, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """
+    The CPU float32 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features], with the weight from pack_linear_weight.
     """

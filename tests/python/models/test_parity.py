@@ -227,16 +227,21 @@ def test_logprobs_match_transformers(tiny) -> None:
     "num_heads, num_kv_heads, sliding_window", [(4, 4, 0), (8, 2, 0), (4, 1, 24)]
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("many_decodes", [False, True])
 def test_eigen_kernel_matches_reference(
-    dtype: torch.dtype, num_heads: int, num_kv_heads: int, sliding_window: int
+    dtype: torch.dtype, num_heads: int, num_kv_heads: int, sliding_window: int, many_decodes: bool
 ) -> None:
+    """Decodes run one KV head per work item when they are few (3 here, on 2
+    threads) and a whole sequence per item when they are many."""
     g = torch.Generator().manual_seed(0)
-    num_blocks, head_dim = 64, 32
+    num_blocks, head_dim = 160, 32
     pool_shape = (num_blocks, BLOCK_SIZE, num_kv_heads, head_dim)
     key_pool = torch.randn(pool_shape, generator=g).to(dtype)
     value_pool = torch.randn(pool_shape, generator=g).to(dtype)
     # (context_len, num_queries): decodes, whole prompts, and chunks after a cached prefix.
-    seqs = [(1, 1), (37, 1), (200, 1), (50, 50), (130, 64), (17, 3), (16, 16), (97, 33)]
+    seqs = [(1, 1), (37, 1), (200, 1), (50, 50), (130, 64), (17, 3), (16, 16), (97, 33), (129, 65)]
+    if many_decodes:
+        seqs += [(n, 1) for n in (2, 15, 16, 17, 31, 48, 63, 64, 65, 100, 150, 199)]
     free_blocks = torch.randperm(num_blocks, generator=g).tolist()  # tables scattered over the pool
     max_blocks = max(-(-ctx // BLOCK_SIZE) for ctx, _ in seqs)
     block_tables = torch.zeros(len(seqs), max_blocks, dtype=torch.int32)

@@ -1,0 +1,29 @@
+// Float32 linear layers on the CPU over weights packed once at load time
+// into panels of 64 output features: [num_panels, in_features, 64]. A
+// register tile of up to 6 rows of x times one panel accumulates rank-1
+// updates (broadcast x, FMA a panel row), so a decode step streams each
+// weight once, in order, and a prefill reuses a panel from L2 for all of
+// its rows. On this project's reference machine (2 cores, AVX-512) it beats
+// MKL's sgemv/sgemm for every batch a step has (benchmarks/linear_kernels.py).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace modelbench {
+
+// Output features per panel.
+constexpr int64_t kPanelWidth = 64;
+
+// weight: [out_features, in_features] float32 -> [ceil(out_features / 64),
+// in_features, 64] float32, the last panel padded with zeros.
+torch::Tensor pack_linear_weight(const torch::Tensor& weight);
+
+// x: [num_rows, in_features] float32 CPU; packed from pack_linear_weight;
+// bias: [out_features] float32 or undefined. Returns [num_rows, out_features].
+// Parallel over panels (and over row chunks when there are many rows).
+torch::Tensor packed_linear(const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
+                            const torch::Tensor& bias);
+
+}  // namespace modelbench

@@ -1,0 +1,40 @@
+// The packed float32 linear kernel against torch::linear: every tail of the
+// row tiles (1 to 6 rows and more), panels cut short by out_features, odd
+// in_features, with and without bias, and several row chunks.
+#include <torch/torch.h>
+#undef CHECK  // torch's CHECK would shadow Catch2's
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+
+#include "linear_cpu.h"
+
+using namespace modelbench;
+
+TEST_CASE("packed_linear equals torch::linear", "[linear_cpu]") {
+  torch::manual_seed(0);
+  for (const auto& [in_features, out_features] : {std::pair<int64_t, int64_t>{64, 64}, {70, 33}, {129, 200}}) {
+    const torch::Tensor weight = torch::randn({out_features, in_features});
+    const torch::Tensor bias = torch::randn({out_features});
+    const torch::Tensor packed = pack_linear_weight(weight);
+    REQUIRE(packed.sizes() == at::IntArrayRef({(out_features + 63) / 64, in_features, kPanelWidth}));
+    for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 13, 96, 97, 250}) {
+      const torch::Tensor x = torch::randn({rows, in_features});
+      const torch::Tensor with_bias = packed_linear(x, packed, out_features, bias);
+      REQUIRE(with_bias.sizes() == at::IntArrayRef({rows, out_features}));
+      REQUIRE(torch::allclose(with_bias, torch::linear(x, weight, bias), 1e-4, 1e-4));
+      REQUIRE(torch::allclose(packed_linear(x, packed, out_features, torch::Tensor()), torch::linear(x, weight),
+                              1e-4, 1e-4));
+    }
+  }
+}
+
+TEST_CASE("packed_linear rejects what it cannot compute", "[linear_cpu]") {
+  const torch::Tensor packed = pack_linear_weight(torch::randn({10, 8}));
+  REQUIRE_THROWS(packed_linear(torch::randn({2, 9}), packed, 10, torch::Tensor()));        // in_features
+  REQUIRE_THROWS(packed_linear(torch::randn({2, 8}), packed, 65, torch::Tensor()));        // out_features
+  REQUIRE_THROWS(packed_linear(torch::randn({2, 8}).to(torch::kBFloat16), packed, 10, torch::Tensor()));
+  REQUIRE_THROWS(packed_linear(torch::randn({2, 8}), packed, 10, torch::randn({9})));      // bias
+  REQUIRE_THROWS(pack_linear_weight(torch::randn({10, 8}).to(torch::kBFloat16)));
+  REQUIRE(packed_linear(torch::randn({0, 8}), packed, 10, torch::Tensor()).size(0) == 0);
+}
