@@ -1,0 +1,161 @@
+"""How close a decode step is to what this machine allows.
+
+Measured in one run, on the default model (or --model) in its dtype:
+  - memory bandwidth: a STREAM-style copy of a large float32 array
+    (bytes read + bytes written per second); a read-only sum for reference;
+  - matmul peak: the best FLOP/s of float32 GEMMs measured here, ATen's
+    (MKL) on a large square product and on decode shapes, and modelbench's
+    own packed kernel on many rows (the highest is the peak: a stricter
+    bound than any one of them);
+  - the engine's decode step time at batch 1 and at batch 32 with a context
+    of 512 tokens (steps after every prefill is done, median over the run).
+
+The bound of a step is max(bytes it must read / bandwidth, FLOPs / peak):
+every weight once, each sequence's K and V for its whole context, and 2 FLOPs
+per weight per sequence plus attention's. Prints JSON (and writes it with
+--out) with each step's time over its bound. Never asserts on time.
+
+    python benchmarks/decode_bound.py --out decode_bound.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import time
+
+import torch
+
+from modelbench import LLM, SamplingParams
+
+
+def stream_copy_bandwidth(num_bytes: int = 512 * 1024 * 1024, repeats: int = 5) -> float:
+    """Bytes moved per second (read + write) copying a float32 array, best of `repeats`."""
+    src = torch.ones(num_bytes // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - started)
+    return 2 * num_bytes / best
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def read_bandwidth(num_bytes: int = 512 * 1024 * 1024) -> float:
+    """Bytes read per second summing a float32 array (for reference)."""
+    src = torch.ones(num_bytes // 4, dtype=torch.float32)
+    return num_bytes / best_time(src.sum, 5)
+
+
+def matmul_flops(m: int, k: int, n: int, repeats: int = 10) -> float:
+    """FLOP/s of ATen's [m, k] @ [k, n] float32, best of `repeats`."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    return 2 * m * k * n / best_time(lambda: torch.mm(a, b), repeats)
+
+
+def packed_kernel_flops(m: int, k: int, n: int, repeats: int = 5) -> float:
+    """FLOP/s of modelbench's packed float32 linear kernel, x [m, k] times a [n, k] weight."""
+    from modelbench import _core
+
+    x, packed = torch.randn(m, k), _core.pack_linear_weight(torch.randn(n, k))
+    return 2 * m * k * n / best_time(lambda: _core.packed_linear(x, packed, n), repeats)
+
+
+def decode_step_times(llm: LLM, batch: int, context: int, steps: int, seed: int) -> list[float]:
+    """Times of the engine's pure decode steps for `batch` sequences at `context` tokens."""
+    rng = random.Random(seed)
+    vocab = llm.config.vocab_size
+    engine = llm.engine
+    params = SamplingParams(temperature=0.0, max_tokens=steps + 2, ignore_eos=True).to_core()
+    for i in range(batch):
+        engine.add_request(f"b{batch}-{i}", [rng.randrange(100, vocab) for _ in range(context)], params)
+    times = []
+    while engine.has_unfinished_requests():
+        before = engine.stats()
+        started = time.perf_counter()
+        engine.step()
+        elapsed = time.perf_counter() - started
+        after = engine.stats()
+        # A pure decode step of the whole batch: no prompt token, one new token per sequence.
+        if (after.num_prompt_tokens == before.num_prompt_tokens
+                and after.num_generation_tokens - before.num_generation_tokens == batch):
+            times.append(elapsed)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+
+    bandwidth = stream_copy_bandwidth()
+    llm = LLM(args.model, max_model_len=args.context + args.steps + 8, max_num_seqs=max(args.batch, 1),
+              kv_cache_memory=1024**3)
+    spec = llm.runner.spec
+    hidden, layers = spec.hidden_size, spec.num_layers
+    q_dim, kv_dim = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+    per_layer = hidden * (q_dim + 2 * kv_dim) + q_dim * hidden + 3 * hidden * spec.intermediate_size
+    num_weights = layers * per_layer + spec.vocab_size * hidden  # the head (tied or not) is read once
+    bytes_per = torch.tensor([], dtype=getattr(torch, llm.args.dtype)).element_size()
+    peaks = {
+        "aten_2048x2048x2048": matmul_flops(2048, 2048, 2048, repeats=3),
+        f"aten_decode_{args.batch}x{hidden}x{spec.intermediate_size}":
+            matmul_flops(args.batch, hidden, spec.intermediate_size),
+        f"packed_2048x{hidden}x{2 * spec.intermediate_size}":
+            packed_kernel_flops(2048, hidden, 2 * spec.intermediate_size),
+    }
+    peak = max(peaks.values())
+
+    result = {"benchmark": "decode_bound", "cpus": os.cpu_count(), "platform": platform.platform(),
+              "torch_threads": torch.get_num_threads(), "dtype": llm.args.dtype,
+              "stream_copy_gb_s": bandwidth / 1e9, "read_gb_s": read_bandwidth() / 1e9,
+              "matmul_gflop_s": peak / 1e9, "matmul_gflop_s_measured": {k: v / 1e9 for k, v in peaks.items()},
+              "steps": {}}
+    for batch in (1, args.batch):
+        times = decode_step_times(llm, batch, args.context, args.steps, seed=batch)
+        kv_bytes = batch * args.context * layers * 2 * kv_dim * bytes_per
+        weight_bytes = num_weights * bytes_per
+        flops = 2 * num_weights * batch + 4 * batch * args.context * q_dim * layers
+        bound = max((weight_bytes + kv_bytes) / bandwidth, flops / peak)
+        median = statistics.median(times)
+        result["steps"][f"batch_{batch}"] = {
+            "context": args.context, "median_step_ms": median * 1000, "num_steps_timed": len(times),
+            "bytes_read_mb": (weight_bytes + kv_bytes) / 1e6, "gflop": flops / 1e9,
+            "memory_bound_ms": (weight_bytes + kv_bytes) / bandwidth * 1000,
+            "compute_bound_ms": flops / peak * 1000, "bound_ms": bound * 1000,
+            "step_over_bound": median / bound, "fraction_of_bound": bound / median,
+            "step_over_memory_bound": median / ((weight_bytes + kv_bytes) / bandwidth),
+        }
+    # The performance issue's targets, side by side with what was measured.
+    b1, bn = result["steps"]["batch_1"], result["steps"][f"batch_{args.batch}"]
+    result["targets"] = {
+        "batch_1_step_over_memory_bound": {"measured": b1["step_over_memory_bound"], "target": "<= 1.25"},
+        f"batch_{args.batch}_fraction_of_bound": {"measured": bn["fraction_of_bound"], "target": ">= 0.6"},
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
