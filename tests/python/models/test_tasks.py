@@ -1,7 +1,9 @@
 """Task adapters against transformers: a label's score is its log-likelihood
 after the prompt, computed by the engine's prompt logprobs, and it equals the
-sum of the label tokens' log-softmax under the Hugging Face model of the same
-folder. Covered with the model's chat template and without one."""
+logsumexp over the label's forms of the sums of their tokens' log-softmax under
+the Hugging Face model of the same folder; the result is calibrated by the same
+scores after the content-free text. Covered with the model's chat template and
+without one."""
 
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import torch
 from modelbench.async_engine import AsyncEngine
 from modelbench.engine_args import EngineArgs
 from modelbench.models.tasks import (
+    CONTENT_FREE_TEXT,
     SENTIMENT_LABELS,
     GenerationParameters,
     TaskInputError,
+    label_forms,
     label_prompts,
     parse_parameters,
     run_task,
@@ -100,6 +104,21 @@ def reference_label_logprobs(
     return out
 
 
+def reference_label_scores(
+    model: PreTrainedModel, prefix: list[int], label_ids: list[list[list[int]]]
+) -> tuple[list[float], list[float], list[int]]:
+    """Each label's logsumexp over its forms' sums, and its most likely form's
+    per-token mean and token count."""
+    scores, means, counts = [], [], []
+    for forms in label_ids:
+        sums = reference_label_logprobs(model, prefix, forms)
+        best = max(range(len(forms)), key=lambda j: sums[j])
+        scores.append(torch.logsumexp(torch.tensor(sums, dtype=torch.float64), 0).item())
+        means.append(sums[best] / len(forms[best]))
+        counts.append(len(forms[best]))
+    return scores, means, counts
+
+
 @pytest.mark.parametrize("template", ["chat", "plain"])
 @pytest.mark.parametrize(
     ("task", "labels"),
@@ -123,28 +142,40 @@ def test_label_scores_are_the_reference_log_likelihoods(
 
     prefix, label_ids, used = label_prompts(engine.tokenizer, task, TEXT, labels)
     assert used == template == output.metadata["template"]
-    expected = reference_label_logprobs(reference, prefix, label_ids)
+    expected, means, counts = reference_label_scores(reference, prefix, label_ids)
     got = [output.metadata["logprobs"][label] for label in labels]
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=1e-4, atol=1e-4)
+    for label, mean, count in zip(labels, means, counts, strict=True):
+        assert output.metadata["label_tokens"][label] == count
+        assert output.metadata["mean_logprobs"][label] == pytest.approx(mean, rel=1e-4, abs=1e-4)
 
-    # The probabilities are the softmax of those sums, and the label is the best.
-    exp = [math.exp(x - max(expected)) for x in expected]
-    probabilities = [e / sum(exp) for e in exp]
+    # The calibration is the labels' log-softmax after the content-free text,
+    # subtracted from theirs after the text.
+    cf_prefix, cf_ids, _ = label_prompts(engine.tokenizer, task, CONTENT_FREE_TEXT, labels)
+    prior = torch.log_softmax(torch.tensor(reference_label_scores(reference, cf_prefix, cf_ids)[0],
+                                           dtype=torch.float64), 0)
+    torch.testing.assert_close(
+        torch.tensor([output.metadata["calibration"][la] for la in labels], dtype=torch.float64),
+        prior, rtol=1e-3, atol=1e-3,
+    )
+    calibrated = torch.log_softmax(torch.tensor(expected, dtype=torch.float64), 0) - prior
+    torch.testing.assert_close(
+        torch.tensor([output.metadata["calibrated"][la] for la in labels], dtype=torch.float64),
+        calibrated, rtol=1e-3, atol=1e-3,
+    )
+
+    # The probabilities are the softmax of the calibrated scores, and the label is the best.
+    probabilities = torch.softmax(calibrated, 0).float()
     result = output.result
     assert isinstance(result, dict)
     assert list(result["scores"]) == labels
     torch.testing.assert_close(
         torch.tensor([result["scores"][la] for la in labels]),
-        torch.tensor(probabilities),
+        probabilities,
         rtol=1e-3,
         atol=1e-4,
     )
-    assert result["label"] == labels[max(range(len(labels)), key=lambda i: expected[i])]
-    for label, ids in zip(labels, label_ids, strict=True):
-        assert output.metadata["label_tokens"][label] == len(ids)
-        assert output.metadata["mean_logprobs"][label] == pytest.approx(
-            output.metadata["logprobs"][label] / len(ids)
-        )
+    assert result["label"] == labels[int(calibrated.argmax())]
     assert output.metadata["prompt_tokens"] == len(prefix)
 
 
@@ -156,10 +187,11 @@ def test_label_tokens_are_appended_exactly(
     tok = chat_engine.tokenizer
     prefix, label_ids, _ = label_prompts(tok, "classify", TEXT, ["dog", "log"])
     assert tok.decode(prefix, skip_special_tokens=False).endswith("<|im_start|>assistant\n")
-    assert "dog, log" in tok.decode(prefix, skip_special_tokens=False)
+    assert "one of: dog, log. Answer with one word." in tok.decode(prefix, skip_special_tokens=False)
+    assert label_forms("dog") == ["dog", "Dog"] and label_forms("Dog") == ["Dog"]
     assert label_ids == [
-        tok.encode("dog", add_special_tokens=False),
-        tok.encode("log", add_special_tokens=False),
+        [tok.encode(form, add_special_tokens=False) for form in ("dog", "Dog")],
+        [tok.encode(form, add_special_tokens=False) for form in ("log", "Log")],
     ]
 
     plain = plain_engine.tokenizer
@@ -167,7 +199,8 @@ def test_label_tokens_are_appended_exactly(
     prefix, label_ids, template = label_prompts(plain, "sentiment", TEXT, list(SENTIMENT_LABELS))
     assert template == "plain"
     assert plain.decode(prefix).endswith(f"Text: {TEXT}\nSentiment:")
-    assert [plain.decode(ids) for ids in label_ids] == [" positive", " negative", " neutral"]
+    assert [[plain.decode(ids) for ids in forms] for forms in label_ids] == [
+        [" positive", " Positive"], [" negative", " Negative"], [" neutral", " Neutral"]]
 
 
 def test_generate_is_the_engine_answer_to_the_plain_prompt(

@@ -131,16 +131,23 @@ def check_label_result(body: dict, labels: list[str]) -> None:
     result, meta = body["result"], body["metadata"]
     assert list(result["scores"]) == labels
     assert sum(result["scores"].values()) == pytest.approx(1.0)
-    assert result["label"] == max(labels, key=lambda la: meta["logprobs"][la])
-    # The probabilities are the softmax of the summed log-likelihoods.
-    top = max(meta["logprobs"].values())
-    weights = {la: math.exp(meta["logprobs"][la] - top) for la in labels}
+    # The calibrated scores are the labels' log-softmax after the text less
+    # that after the content-free text; the probabilities are their softmax.
+    total = math.log(sum(math.exp(meta["logprobs"][la]) for la in labels))
+    prior_total = math.log(sum(math.exp(meta["calibration"][la]) for la in labels))
+    assert prior_total == pytest.approx(0.0, abs=1e-9)  # already a log-softmax
+    for label in labels:
+        assert meta["calibrated"][label] == pytest.approx(
+            meta["logprobs"][label] - total - meta["calibration"][label])
+    assert result["label"] == max(labels, key=lambda la: meta["calibrated"][la])
+    top = max(meta["calibrated"].values())
+    weights = {la: math.exp(meta["calibrated"][la] - top) for la in labels}
     for label in labels:
         assert result["scores"][label] == pytest.approx(weights[label] / sum(weights.values()))
         assert meta["logprobs"][label] < 0
-        assert meta["mean_logprobs"][label] == pytest.approx(
-            meta["logprobs"][label] / meta["label_tokens"][label]
-        )
+        # The per-token mean is the most likely form's, whose sum is at most the label's.
+        mean_sum = meta["mean_logprobs"][label] * meta["label_tokens"][label]
+        assert mean_sum <= meta["logprobs"][label] + 1e-9
     assert meta["template"] == "chat"
 
 
