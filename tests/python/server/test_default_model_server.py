@@ -4,6 +4,8 @@ model's own (the same greedy text as modelbench.LLM), streamed or not."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,10 @@ import openai
 import pytest
 
 from modelbench import LLM, SamplingParams
+from modelbench.async_engine import AsyncEngine
 from modelbench.config import DEFAULT_MODEL_NAME, Settings
+from modelbench.engine_args import EngineArgs
+from modelbench.models.tasks import run_task
 
 from .conftest import RunningServer, free_port, run_server
 
@@ -79,19 +84,12 @@ def infer(server: RunningServer, body: dict) -> dict:
     return out
 
 
-# SmolLM2-135M's label log-likelihoods lean hard toward "positive" (and
-# "cooking"): with this prompt it calls "I hated this film." positive too, and
-# a contextual calibration (dividing out the labels' scores on an empty text)
-# did not fix it. These xfail strictly, so a better prompt or scoring in
-# models/tasks.py that gets them right makes the marker fail until removed.
-LABEL_BIAS = pytest.mark.xfail(strict=True, reason="the default model's label prior: see models/tasks.py")
 TOPICS = ["sports", "cooking", "astronomy"]
 
 
 @pytest.mark.parametrize(("text", "label"), [
     ("I loved this film.", "positive"),
-    pytest.param("This was the worst, most boring film I have ever seen. I hated it.", "negative",
-                 marks=LABEL_BIAS),
+    ("This was the worst, most boring film I have ever seen. I hated it.", "negative"),
 ])
 def test_sentiment_of_the_default_model(default_server: RunningServer, text: str, label: str) -> None:
     result = infer(default_server, {"text": text, "task": "sentiment"})["result"]
@@ -103,7 +101,7 @@ def test_sentiment_of_the_default_model(default_server: RunningServer, text: str
 @pytest.mark.parametrize(("text", "label"), [
     ("Whisk the eggs with sugar, then fold in the flour and bake.", "cooking"),
     ("The telescope observed a distant galaxy.", "astronomy"),
-    pytest.param("The striker scored twice and the team won the cup final.", "sports", marks=LABEL_BIAS),
+    ("The striker scored twice and the team won the cup final.", "sports"),
 ])
 def test_classify_with_labels_on_the_default_model(default_server: RunningServer, text: str,
                                                    label: str) -> None:
@@ -111,6 +109,40 @@ def test_classify_with_labels_on_the_default_model(default_server: RunningServer
                                     "parameters": {"labels": TOPICS}})["result"]
     assert list(result["scores"]) == TOPICS
     assert result["label"] == label, result
+
+
+EVAL_SET = Path(__file__).parent.parent / "data" / "task_eval.json"
+
+
+def test_label_accuracy_on_the_eval_set() -> None:
+    """Accuracy on tests/python/data/task_eval.json, every text through one
+    engine at once. Measured: sentiment 20 of 30 (every positive and negative
+    sentence; neutral is where the 135M model fails), classify 29 of 30
+    (before the listed labels and the calibration: 10 and 12)."""
+    data = json.loads(EVAL_SET.read_text())
+    cases = [("sentiment", x["text"], x["label"], None) for x in data["sentiment"]]
+    cases += [("classify", x["text"], x["label"], {"labels": s["labels"]})
+              for s in data["classify"] for x in s["examples"]]
+
+    async def run_all() -> list[str]:
+        engine = AsyncEngine(EngineArgs(max_model_len=512, kv_cache_memory=KV_BYTES))
+        try:
+            outs = await asyncio.gather(*(run_task(engine, task, text, params)
+                                          for task, text, _, params in cases))
+        finally:
+            engine.shutdown()
+        return [out.result["label"] for out in outs]
+
+    got = asyncio.run(run_all())
+    right = {"sentiment": 0, "polar": 0, "classify": 0}
+    for (task, _, label, _), answer in zip(cases, got, strict=True):
+        right[task] += answer == label
+        right["polar"] += task == "sentiment" and label != "neutral" and answer == label
+    wrong = [(text, label, answer) for (_, text, label, _), answer in zip(cases, got, strict=True)
+             if answer != label]
+    assert right["polar"] >= 18, wrong  # of 20 positive and negative; measured 20
+    assert right["sentiment"] >= 18, wrong  # of 30; measured 20
+    assert right["classify"] >= 26, wrong  # of 30; measured 29
 
 
 def test_summarize_on_the_default_model(default_server: RunningServer) -> None:
