@@ -228,13 +228,16 @@ def test_logprobs_match_transformers(tiny) -> None:
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("many_decodes", [False, True])
+@pytest.mark.parametrize("head_dim", [32, 64, 128])
 def test_eigen_kernel_matches_reference(
-    dtype: torch.dtype, num_heads: int, num_kv_heads: int, sliding_window: int, many_decodes: bool
+    dtype: torch.dtype, num_heads: int, num_kv_heads: int, sliding_window: int, many_decodes: bool,
+    head_dim: int,
 ) -> None:
     """Decodes run one KV head per work item when they are few (3 here, on 2
-    threads) and a whole sequence per item when they are many."""
+    threads) and a whole sequence per item when they are many; float32 head
+    dims of 64 and 128 take the register-tiled decode path."""
     g = torch.Generator().manual_seed(0)
-    num_blocks, head_dim = 160, 32
+    num_blocks = 160
     pool_shape = (num_blocks, BLOCK_SIZE, num_kv_heads, head_dim)
     key_pool = torch.randn(pool_shape, generator=g).to(dtype)
     value_pool = torch.randn(pool_shape, generator=g).to(dtype)
