@@ -32,7 +32,7 @@ from modelbench import LLM, SamplingParams
 
 # Profiler scopes recorded by the C++ runner and layers (RECORD_FUNCTION):
 # modelbench::prepare_inputs, ::forward, ::logits_and_sampling,
-# ::packed_linear, ::paged_attention, ::kv_write, ::rms_norm, ::rotary.
+# ::packed_linear, ::paged_attention, ::kv_write, ::rms_norm, ::rotary, ::lm_head.
 
 
 def add_decodes(llm: LLM, batch: int, context: int, steps: int, tag: str) -> None:
@@ -53,7 +53,7 @@ def run_prefills(llm: LLM) -> None:
 
 
 def profile_decodes(llm: LLM, batch: int, context: int, steps: int) -> dict:
-    add_decodes(llm, batch, context, steps + 8, f"p{batch}")
+    add_decodes(llm, batch, context, 2 * steps + 8, f"p{batch}")
     run_prefills(llm)
     for _ in range(3):  # warm
         llm.engine.step()
@@ -70,17 +70,23 @@ def profile_decodes(llm: LLM, batch: int, context: int, steps: int) -> dict:
         "runner_ms": (after.execute_seconds - before.execute_seconds) / num_steps * 1e3,
         "update_ms": (after.update_seconds - before.update_seconds) / num_steps * 1e3,
     }
+    # The profiled steps are timed too: the breakdown adds up to their wall time.
+    profiled = []
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(3):
+        for _ in range(steps):
+            started = time.perf_counter()
             llm.engine.step()
+            profiled.append(time.perf_counter() - started)
     while llm.engine.has_unfinished_requests():
         llm.engine.step()
-    events = prof.key_averages()
-    total = {e.key: e.cpu_time_total / 1e3 / 3 for e in events}  # ms per step, children included
-    self_ms = {e.key: e.self_cpu_time_total / 1e3 / 3 for e in events}
+    events = {e.key: e for e in prof.key_averages()}
+    num_forward = events["modelbench::forward"].count
+    total = {k: e.cpu_time_total / 1e3 / num_forward for k, e in events.items()}  # ms per step
     forward = total.get("modelbench::forward", 0.0)
     # Linear layers: the packed CPU kernel (float32), else aten::linear (which includes its mm).
-    linear = total.get("modelbench::packed_linear", 0.0) + total.get("aten::linear", 0.0)
+    # (the head's own linear runs after the forward, in logits_and_sampling).
+    linear = (total.get("modelbench::packed_linear", 0.0) + total.get("aten::linear", 0.0)
+              - total.get("modelbench::lm_head", 0.0))
     parts = {
         "linear_ms": linear,
         "paged_attention_ms": total.get("modelbench::paged_attention", 0.0),
@@ -92,11 +98,13 @@ def profile_decodes(llm: LLM, batch: int, context: int, steps: int) -> dict:
     return {
         "batch": batch, "context": context, "num_steps_timed": len(times),
         "median_step_ms": statistics.median(times) * 1e3,
+        "median_profiled_step_ms": statistics.median(profiled) * 1e3,
         "engine": engine,
         "runner": {
             "prepare_inputs_ms": total.get("modelbench::prepare_inputs", 0.0),
             "forward_ms": forward,
             "logits_and_sampling_ms": total.get("modelbench::logits_and_sampling", 0.0),
+            "of_which_lm_head_ms": total.get("modelbench::lm_head", 0.0),
         },
         "forward_parts": parts,
         "forward_per_layer_ms": forward / llm.runner.spec.num_layers,

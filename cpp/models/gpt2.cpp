@@ -2,6 +2,8 @@
 // the forward over a flat paged batch.
 #include "models/gpt2.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 
 
@@ -55,6 +57,7 @@ torch::Tensor GPT2LMHeadModel::forward(const ForwardBatch& batch, KVPool& kv_poo
 }
 
 torch::Tensor GPT2LMHeadModel::compute_logits(const torch::Tensor& hidden) const {
+  RECORD_FUNCTION("modelbench::lm_head", std::vector<c10::IValue>());
   return lm_head_(hidden).to(torch::kFloat32);  // [num_rows, vocab_size]
 }
 

@@ -2,6 +2,8 @@
 // gate/up projections, and the forward over a flat paged batch.
 #include "models/llama.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 #include <string>
 
@@ -55,6 +57,7 @@ torch::Tensor LlamaForCausalLM::forward(const ForwardBatch& batch, KVPool& kv_po
 }
 
 torch::Tensor LlamaForCausalLM::compute_logits(const torch::Tensor& hidden) const {
+  RECORD_FUNCTION("modelbench::lm_head", std::vector<c10::IValue>());
   return lm_head_(hidden).to(torch::kFloat32);  // [num_rows, vocab_size]
 }
 
