@@ -1,16 +1,15 @@
-// Paged attention kernels: the CPU Eigen kernel that reads K/V blocks from
-// the pool through block tables (online softmax, GQA groups share each block
-// read), and the ATen reference path used on other devices and by tests.
+// Paged attention on the CPU: the work plan (decodes to attention_decode,
+// prefill chunks to Eigen tiles over K/V blocks read through block tables,
+// online softmax, GQA groups sharing each block read), and the ATen
+// reference path used on other devices and by tests.
 #include "attention.h"
+#include "attention_decode.h"
 
 // at::parallel_for owns the threads; Eigen must not start its own inside it.
 #define EIGEN_DONT_PARALLELIZE
 #include <ATen/Parallel.h>
 
 #include <Eigen/Core>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -31,9 +30,6 @@ constexpr int64_t kQueryChunk = 64;
 // one block at a time where it sits.
 constexpr int64_t kTileBlocks = 4;
 constexpr int64_t kMinRowsForTiles = 16;
-// Query heads that one decode work item keeps on the stack.
-constexpr int64_t kMaxDecodeRows = 64;
-constexpr int64_t kMaxHeadDim = 512;
 
 void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
                   const torch::Tensor& value_pool, const AttentionMetadata& metadata) {
@@ -64,13 +60,6 @@ void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
               " but there are ", query.size(0), " queries");
 }
 
-// Where one KV head's rows sit in a pool.
-struct KVLayout {
-  int64_t block_size;
-  int64_t head_dim;
-  int64_t row_stride;    // num_kv_heads * head_dim: between positions of a block
-  int64_t block_stride;  // block_size * row_stride
-};
 
 // Positions [k0, k0 + num_rows) of one KV head as an fp32 matrix [num_rows,
 // head_dim]. Rows within one float32 block are mapped where they sit in the
@@ -94,226 +83,6 @@ ConstRowMap kv_rows(const scalar_t* head_base, const int32_t* block_table, int64
     for (int64_t d = 0; d < layout.head_dim; ++d) dst[d] = static_cast<float>(src[d]);
   }
   return ConstRowMap(scratch, num_rows, layout.head_dim, Eigen::OuterStride<>(layout.head_dim));
-}
-
-// Vector helpers of the decode path over head_dim floats.
-inline float dot(const float* a, const float* b, int64_t n) {
-#if defined(__AVX512F__)
-  if (n % 16 == 0) {
-    __m512 sum = _mm512_mul_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(b));
-    for (int64_t i = 16; i < n; i += 16) sum = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), sum);
-    return _mm512_reduce_add_ps(sum);
-  }
-#endif
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-inline void axpy(float alpha, const float* x, float* y, int64_t n) {  // y += alpha * x
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
-
-inline void scale_row(float* y, float alpha, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] *= alpha;
-}
-
-// Ask the cache for rows [0, num_rows) of head_dim elements, row_stride apart.
-template <typename scalar_t>
-inline void prefetch_rows(const scalar_t* first, int64_t num_rows, int64_t row_stride, int64_t head_dim) {
-  const int64_t row_bytes = head_dim * static_cast<int64_t>(sizeof(scalar_t));
-  for (int64_t r = 0; r < num_rows; ++r) {
-    const char* row = reinterpret_cast<const char*>(first + r * row_stride);
-    for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(row + b, 0, 2);
-  }
-}
-
-// A K or V row as fp32: in place for float32, converted into `buf` otherwise.
-inline const float* load_row(const float* src, int64_t /*n*/, float* /*buf*/) { return src; }
-template <typename scalar_t>
-inline const float* load_row(const scalar_t* src, int64_t n, float* buf) {
-  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<float>(src[i]);
-  return buf;
-}
-
-// Register-tiled decode kernels for float32 pools and a head_dim of 16 *
-// HD16: q rows (scores) or accumulator rows (values) of up to R query heads
-// stay in registers for a whole block, while each key or value row is read
-// once for them.
-struct DecodeTiles {
-  // scores[g * block_size + j] = q[g] . key j, for g < group, j in [j_begin, j_end).
-  void (*scores)(const float* q, const float* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                 float* scores, int64_t block_size, int64_t group);
-  // acc[g] += sum_j p[g * block_size + j] * value j.
-  void (*values)(const float* p, const float* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                 float* acc, int64_t block_size, int64_t group);
-};
-
-#if defined(__AVX512F__)
-
-template <int R, int HD16>
-inline void score_tile(const float* q, const float* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                       float* scores, int64_t block_size) {
-  __m512 qv[R][HD16];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < HD16; ++c) qv[r][c] = _mm512_loadu_ps(q + (r * HD16 + c) * 16);
-  for (int64_t j = j_begin; j < j_end; ++j) {
-    const float* key = keys + j * row_stride;
-    __m512 kv[HD16];
-    for (int c = 0; c < HD16; ++c) kv[c] = _mm512_loadu_ps(key + c * 16);
-    for (int r = 0; r < R; ++r) {
-      __m512 sum = _mm512_mul_ps(qv[r][0], kv[0]);
-      for (int c = 1; c < HD16; ++c) sum = _mm512_fmadd_ps(qv[r][c], kv[c], sum);
-      scores[r * block_size + j] = _mm512_reduce_add_ps(sum);
-    }
-  }
-}
-
-template <int R, int HD16>
-inline void value_tile(const float* p, const float* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                       float* acc, int64_t block_size) {
-  __m512 av[R][HD16];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < HD16; ++c) av[r][c] = _mm512_loadu_ps(acc + (r * HD16 + c) * 16);
-  for (int64_t j = j_begin; j < j_end; ++j) {
-    const float* value = values + j * row_stride;
-    __m512 vv[HD16];
-    for (int c = 0; c < HD16; ++c) vv[c] = _mm512_loadu_ps(value + c * 16);
-    for (int r = 0; r < R; ++r) {
-      const __m512 pb = _mm512_set1_ps(p[r * block_size + j]);
-      for (int c = 0; c < HD16; ++c) av[r][c] = _mm512_fmadd_ps(pb, vv[c], av[r][c]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < HD16; ++c) _mm512_storeu_ps(acc + (r * HD16 + c) * 16, av[r][c]);
-}
-
-// The group's rows in tiles of R (4 rows of 64 dims, or 2 of 128, keep 16
-// vectors in registers), then the rest.
-template <int R, int HD16>
-void scores_by_tiles(const float* q, const float* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                     float* scores, int64_t block_size, int64_t group) {
-  int64_t g = 0;
-  for (; g + R <= group; g += R)
-    score_tile<R, HD16>(q + g * HD16 * 16, keys, row_stride, j_begin, j_end, scores + g * block_size, block_size);
-  for (; g < group; ++g)
-    score_tile<1, HD16>(q + g * HD16 * 16, keys, row_stride, j_begin, j_end, scores + g * block_size, block_size);
-}
-
-template <int R, int HD16>
-void values_by_tiles(const float* p, const float* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                     float* acc, int64_t block_size, int64_t group) {
-  int64_t g = 0;
-  for (; g + R <= group; g += R)
-    value_tile<R, HD16>(p + g * block_size, values, row_stride, j_begin, j_end, acc + g * HD16 * 16, block_size);
-  for (; g < group; ++g)
-    value_tile<1, HD16>(p + g * block_size, values, row_stride, j_begin, j_end, acc + g * HD16 * 16, block_size);
-}
-
-constexpr DecodeTiles kTiles64{scores_by_tiles<4, 4>, values_by_tiles<4, 4>};
-constexpr DecodeTiles kTiles128{scores_by_tiles<2, 8>, values_by_tiles<2, 8>};
-
-#endif
-
-// The tiles for this dtype and head_dim, or nullptr for the portable loops.
-template <typename scalar_t>
-const DecodeTiles* decode_tiles(int64_t head_dim) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (head_dim == 64) return &kTiles64;
-    if (head_dim == 128) return &kTiles128;
-  }
-#endif
-  (void)head_dim;
-  return nullptr;
-}
-
-// One decode query position over its keys, for the query heads of KV
-// heads [kv_begin, kv_end) (their `group` query heads each), reading K/V
-// where they sit in the pool. Per block, every KV head's rows are read
-// once and serve all of its query heads; the next block is prefetched, as
-// blocks lie anywhere in the pool. No matrix library: at a handful of rows
-// a GEMM call costs more than the arithmetic. Scratch (fp32): q_buf and
-// acc [rows, head_dim], scores [rows, block_size], rows = heads of the range.
-template <typename scalar_t>
-void decode_one(const scalar_t* q, const scalar_t* k_data, const scalar_t* v_data, const int32_t* table,
-                int64_t key_begin, int64_t pos, int64_t kv_begin, int64_t kv_end, int64_t group,
-                const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, scalar_t* out) {
-  const int64_t head_dim = layout.head_dim;
-  const int64_t block_size = layout.block_size;
-  const int64_t rows = (kv_end - kv_begin) * group;  // query heads; row r reads KV head kv_begin + r / group
-  for (int64_t i = 0; i < rows * head_dim; ++i) q_buf[i] = static_cast<float>(q[i]) * scale;  // pre-scaled
-  std::fill(acc, acc + rows * head_dim, 0.0f);
-  float row_max[kMaxDecodeRows], row_sum[kMaxDecodeRows];
-  std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
-  std::fill(row_sum, row_sum + rows, 0.0f);
-  float row[kMaxHeadDim];  // one K or V row in fp32
-  const DecodeTiles* tiles = decode_tiles<scalar_t>(head_dim);
-  // The range's slice of a block: from KV head kv_begin, (kv_end - kv_begin) * head_dim elements per position.
-  const int64_t slice_offset = kv_begin * head_dim;
-  const int64_t slice_len = (kv_end - kv_begin) * head_dim;
-  for (int64_t b0 = key_begin / block_size * block_size; b0 <= pos; b0 += block_size) {
-    const int64_t j_begin = std::max<int64_t>(key_begin - b0, 0);
-    const int64_t j_end = std::min<int64_t>(block_size, pos + 1 - b0);
-    const int64_t block_offset = table[b0 / block_size] * layout.block_stride + slice_offset;
-    if (b0 + block_size <= pos) {
-      const int64_t next = table[b0 / block_size + 1] * layout.block_stride + slice_offset;
-      prefetch_rows(k_data + next, block_size, layout.row_stride, slice_len);
-      prefetch_rows(v_data + next, block_size, layout.row_stride, slice_len);
-    }
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (tiles != nullptr)  // float32 pools, head_dim of 64 or 128: register tiles
-        for (int64_t h = 0; h < kv_end - kv_begin; ++h)
-          tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * head_dim, layout.row_stride,
-                        j_begin, j_end, scores + h * group * block_size, block_size, group);
-    }
-    if (tiles == nullptr) {
-      for (int64_t j = j_begin; j < j_end; ++j) {  // scores[r * block_size + j]
-        const scalar_t* keys = k_data + block_offset + j * layout.row_stride;
-        for (int64_t h = 0; h < kv_end - kv_begin; ++h) {
-          const float* key = load_row(keys + h * head_dim, head_dim, row);
-          for (int64_t g = 0; g < group; ++g) {
-            const int64_t r = h * group + g;
-            scores[r * block_size + j] = dot(q_buf + r * head_dim, key, head_dim);
-          }
-        }
-      }
-    }
-    for (int64_t r = 0; r < rows; ++r) {
-      Eigen::Map<Eigen::ArrayXf> sr(scores + r * block_size + j_begin, j_end - j_begin);
-      const float block_max = std::max(row_max[r], sr.maxCoeff());
-      const float alpha = std::exp(row_max[r] - block_max);  // 0 on the first block (max was -inf)
-      sr = (sr - block_max).exp();  // Eigen's vectorised exp
-      row_sum[r] = row_sum[r] * alpha + sr.sum();
-      row_max[r] = block_max;
-      if (alpha != 1.0f) scale_row(acc + r * head_dim, alpha, head_dim);
-    }
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (tiles != nullptr)
-        for (int64_t h = 0; h < kv_end - kv_begin; ++h)
-          tiles->values(scores + h * group * block_size, v_data + block_offset + h * head_dim, layout.row_stride,
-                        j_begin, j_end, acc + h * group * head_dim, block_size, group);
-    }
-    if (tiles == nullptr) {
-      for (int64_t j = j_begin; j < j_end; ++j) {
-        const scalar_t* values = v_data + block_offset + j * layout.row_stride;
-        for (int64_t h = 0; h < kv_end - kv_begin; ++h) {
-          const float* value = load_row(values + h * head_dim, head_dim, row);
-          for (int64_t g = 0; g < group; ++g) {
-            const int64_t r = h * group + g;
-            axpy(scores[r * block_size + j], value, acc + r * head_dim, head_dim);
-          }
-        }
-      }
-    }
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    const float inv_sum = 1.0f / row_sum[r];  // > 0: a query always sees its own position
-    for (int64_t d = 0; d < head_dim; ++d) out[r * head_dim + d] = static_cast<scalar_t>(acc[r * head_dim + d] * inv_sum);
-  }
 }
 
 struct WorkItem {

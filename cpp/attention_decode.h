@@ -1,0 +1,38 @@
+// The decode path of CPU paged attention: one query position over its
+// sequence's keys, for the query heads of a range of KV heads, reading K/V
+// where they sit in the pool (attention.cpp plans the work items).
+#pragma once
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+
+namespace modelbench {
+
+// Where one KV head's rows sit in a pool.
+struct KVLayout {
+  int64_t block_size;
+  int64_t head_dim;
+  int64_t row_stride;    // num_kv_heads * head_dim: between positions of a block
+  int64_t block_stride;  // block_size * row_stride
+};
+
+// Query heads that one decode work item keeps on the stack, and the largest head_dim.
+constexpr int64_t kMaxDecodeRows = 64;
+constexpr int64_t kMaxHeadDim = 512;
+
+// Attention of the query at position `pos` (q: [rows, head_dim], rows =
+// (kv_end - kv_begin) * group query heads in order) over keys [key_begin,
+// pos] of KV heads [kv_begin, kv_end): k_data and v_data are the layer's
+// pools, table the sequence's block table. Online softmax in fp32 per
+// block; the next block is prefetched, as blocks lie anywhere in the pool.
+// Scratch (fp32): q_buf and acc [rows, head_dim], scores [rows, block_size].
+// Writes out: [rows, head_dim]. Needs rows <= kMaxDecodeRows and
+// head_dim <= kMaxHeadDim. Defined for float, c10::BFloat16 and c10::Half.
+template <typename scalar_t>
+void decode_one(const scalar_t* q, const scalar_t* k_data, const scalar_t* v_data, const int32_t* table,
+                int64_t key_begin, int64_t pos, int64_t kv_begin, int64_t kv_end, int64_t group,
+                const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, scalar_t* out);
+
+}  // namespace modelbench
