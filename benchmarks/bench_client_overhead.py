@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
+
+from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
 
 TRIVIAL_STREAM = (b'data: {"choices":[{"index":0,"text":"x"}]}\n\n'
                   b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'
@@ -97,11 +98,7 @@ def main() -> None:
         server.wait(timeout=30)
     result = {"benchmark": "client_overhead", "cpus": os.cpu_count(),
               "saturated": saturated, "at_offered_rate": offered}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ per weight per sequence plus attention's. Prints JSON (and writes it with
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -31,6 +30,8 @@ import time
 import torch
 
 from modelbench import LLM, SamplingParams
+
+from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
 
 
 def stream_copy_bandwidth(num_bytes: int = 512 * 1024 * 1024, repeats: int = 5) -> float:
@@ -150,11 +151,7 @@ def main() -> None:
         "batch_1_step_over_memory_bound": {"measured": b1["step_over_memory_bound"], "target": "<= 1.25"},
         f"batch_{args.batch}_fraction_of_bound": {"measured": bn["fraction_of_bound"], "target": ">= 0.6"},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

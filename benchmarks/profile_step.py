@@ -18,7 +18,6 @@ Prints JSON (and writes it with --out). Never asserts on time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -29,6 +28,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from modelbench import LLM, SamplingParams
+
+from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
 
 # Profiler scopes recorded by the C++ runner and layers (RECORD_FUNCTION):
 # modelbench::prepare_inputs, ::forward, ::logits_and_sampling,
@@ -148,11 +149,7 @@ def main() -> None:
         "decode": [profile_decodes(llm, b, args.context, args.steps) for b in (1, args.batch)],
         "python": python_overhead(llm, args.batch, 64, 64),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ import httpx
 
 from modelbench import AsyncEngine, EngineArgs, SamplingParams
 
+from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+
 
 def workload(args: argparse.Namespace, vocab_size: int) -> list[tuple[list[int], int]]:
     rng = random.Random(args.seed)
@@ -178,11 +180,7 @@ def main() -> None:
         "served_over_in_process_throughput": served["output_throughput"] / in_process["output_throughput"],
         "served_minus_in_process_mean_ttft_ms": served["mean_ttft_ms"] - in_process["mean_ttft_ms"],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
