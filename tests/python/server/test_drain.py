@@ -44,7 +44,7 @@ def served(tiny_llama_path: Path, tmp_path: Path, request: pytest.FixtureRequest
             [sys.executable, "-m", "modelbench", "serve", "--model", str(tiny_llama_path),
              "--served-model-name", MODEL_NAME, "--port", str(port),
              "--kv-cache-memory", str(KV_CACHE_MEMORY), "--max-model-len", str(MAX_MODEL_LEN),
-             "--drain-timeout", str(drain_timeout_s)],
+             "--drain-timeout", str(drain_timeout_s), "--max-num-seqs", "1"],
             stdout=subprocess.DEVNULL, stderr=log, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -65,9 +65,19 @@ def served(tiny_llama_path: Path, tmp_path: Path, request: pytest.FixtureRequest
             proc.wait()
 
 
+def in_engine(url: str) -> float:
+    """Requests running or waiting in the engine, from /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(("modelbench:num_requests_running{", "modelbench:num_requests_waiting{")))
+
+
 class Streams:
-    """Several long streamed completions in threads, each near the whole
-    context, so that they are in flight when the signal lands."""
+    """Long streamed completions in threads, each near the whole context. The
+    server runs one sequence at a time (--max-num-seqs 1), so when the first
+    stream has started the others wait behind it: they are in flight when the
+    signal lands however fast the model is (the tiny one runs 240 tokens in a
+    few ms)."""
 
     def __init__(self, url: str, num_streams: int = 8) -> None:
         body = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": MAX_TOKENS,
@@ -90,8 +100,13 @@ class Streams:
         self.threads = [threading.Thread(target=stream, args=(i,)) for i in range(num_streams)]
         for thread in self.threads:
             thread.start()
-        for event in started:
-            assert event.wait(60), "a stream never started"
+        assert started[0].wait(60), "the first stream never started"
+        # Every request admitted (running or waiting in the engine) before
+        # the caller sends a signal.
+        deadline = time.monotonic() + 60
+        while in_engine(url) + sum(1 for t in self.done_at if t) < num_streams:
+            assert time.monotonic() < deadline, "the streams never all reached the engine"
+            time.sleep(0.005)
 
     def join(self) -> None:
         for thread in self.threads:
