@@ -43,6 +43,28 @@ inline void scale_row(float* y, float alpha, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] *= alpha;
 }
 
+// One row's block of scores, [j_begin, j_end): the new running max (at
+// least `running_max`), each score replaced by exp(score - new max), and
+// their sum in `sum`. One AVX-512 vector for a block of 16; Eigen otherwise.
+inline float exp_block(float* s, int64_t j_begin, int64_t j_end, float running_max, float& sum) {
+#if defined(__AVX512F__)
+  if (j_end <= 16) {
+    const __mmask16 valid = static_cast<__mmask16>(((1u << j_end) - 1) & ~((1u << j_begin) - 1));
+    const __m512 x = _mm512_mask_loadu_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()), valid, s);
+    const float block_max = std::max(running_max, _mm512_reduce_max_ps(x));
+    const __m512 p = Eigen::internal::pexp(_mm512_sub_ps(x, _mm512_set1_ps(block_max)));  // 0 where invalid
+    sum = _mm512_reduce_add_ps(p);
+    _mm512_mask_storeu_ps(s, valid, p);
+    return block_max;
+  }
+#endif
+  Eigen::Map<Eigen::ArrayXf> sr(s + j_begin, j_end - j_begin);
+  const float block_max = std::max(running_max, sr.maxCoeff());
+  sr = (sr - block_max).exp();  // Eigen's vectorised exp
+  sum = sr.sum();
+  return block_max;
+}
+
 // Ask the cache for rows [0, num_rows) of head_dim elements, row_stride apart.
 template <typename scalar_t>
 inline void prefetch_rows(const scalar_t* first, int64_t num_rows, int64_t row_stride, int64_t head_dim) {
@@ -113,26 +135,37 @@ inline void value_tile(const float* p, const float* values, int64_t row_stride, 
     for (int c = 0; c < HD16; ++c) _mm512_storeu_ps(acc + (r * HD16 + c) * 16, av[r][c]);
 }
 
-// The group's rows in tiles of R (4 rows of 64 dims, or 2 of 128, keep 16
-// vectors in registers), then the rest.
+// The group's rows in tiles of up to R (4 rows of 64 dims, or 2 of 128,
+// keep 16 vectors in registers): a group of 3 is one tile of 3, not 3 of 1,
+// so each key or value row is read once per tile.
 template <int R, int HD16>
 void scores_by_tiles(const float* q, const float* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
                      float* scores, int64_t block_size, int64_t group) {
-  int64_t g = 0;
-  for (; g + R <= group; g += R)
-    score_tile<R, HD16>(q + g * HD16 * 16, keys, row_stride, j_begin, j_end, scores + g * block_size, block_size);
-  for (; g < group; ++g)
-    score_tile<1, HD16>(q + g * HD16 * 16, keys, row_stride, j_begin, j_end, scores + g * block_size, block_size);
+  for (int64_t g = 0; g < group; g += R) {
+    const float* qg = q + g * HD16 * 16;
+    float* sg = scores + g * block_size;
+    switch (std::min<int64_t>(R, group - g)) {
+      case 4: score_tile<R >= 4 ? 4 : 1, HD16>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      case 3: score_tile<R >= 3 ? 3 : 1, HD16>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      case 2: score_tile<2, HD16>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      default: score_tile<1, HD16>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+    }
+  }
 }
 
 template <int R, int HD16>
 void values_by_tiles(const float* p, const float* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
                      float* acc, int64_t block_size, int64_t group) {
-  int64_t g = 0;
-  for (; g + R <= group; g += R)
-    value_tile<R, HD16>(p + g * block_size, values, row_stride, j_begin, j_end, acc + g * HD16 * 16, block_size);
-  for (; g < group; ++g)
-    value_tile<1, HD16>(p + g * block_size, values, row_stride, j_begin, j_end, acc + g * HD16 * 16, block_size);
+  for (int64_t g = 0; g < group; g += R) {
+    const float* pg = p + g * block_size;
+    float* ag = acc + g * HD16 * 16;
+    switch (std::min<int64_t>(R, group - g)) {
+      case 4: value_tile<R >= 4 ? 4 : 1, HD16>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      case 3: value_tile<R >= 3 ? 3 : 1, HD16>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      case 2: value_tile<2, HD16>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      default: value_tile<1, HD16>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+    }
+  }
 }
 
 constexpr DecodeTiles kTiles64{scores_by_tiles<4, 4>, values_by_tiles<4, 4>};
@@ -202,11 +235,10 @@ void decode_one(const scalar_t* q, const scalar_t* k_data, const scalar_t* v_dat
       }
     }
     for (int64_t r = 0; r < rows; ++r) {
-      Eigen::Map<Eigen::ArrayXf> sr(scores + r * block_size + j_begin, j_end - j_begin);
-      const float block_max = std::max(row_max[r], sr.maxCoeff());
+      float block_sum = 0.0f;
+      const float block_max = exp_block(scores + r * block_size, j_begin, j_end, row_max[r], block_sum);
       const float alpha = std::exp(row_max[r] - block_max);  // 0 on the first block (max was -inf)
-      sr = (sr - block_max).exp();  // Eigen's vectorised exp
-      row_sum[r] = row_sum[r] * alpha + sr.sum();
+      row_sum[r] = row_sum[r] * alpha + block_sum;
       row_max[r] = block_max;
       if (alpha != 1.0f) scale_row(acc + r * head_dim, alpha, head_dim);
     }

@@ -224,7 +224,7 @@ def test_logprobs_match_transformers(tiny) -> None:
 
 
 @pytest.mark.parametrize(
-    "num_heads, num_kv_heads, sliding_window", [(4, 4, 0), (8, 2, 0), (4, 1, 24)]
+    "num_heads, num_kv_heads, sliding_window", [(4, 4, 0), (8, 2, 0), (4, 1, 24), (9, 3, 0), (4, 2, 0), (10, 2, 0)]
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("many_decodes", [False, True])
