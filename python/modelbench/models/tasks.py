@@ -34,15 +34,27 @@ Bad input raises ``TaskInputError`` (a ValueError) naming the parameter.
 from __future__ import annotations
 
 import asyncio
-import math
 import uuid
-import weakref
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelbench.async_engine import AsyncEngine
+from modelbench.models.labels import (
+    CONTENT_FREE_TEXT,
+    LabelScore,
+    label_forms,
+    label_prompts,
+    run_labels,
+    score_labels,
+)
+from modelbench.models.task_base import (
+    TaskInputError,
+    TaskOutput,
+    chat_prefix,
+    check_length,
+    has_chat_template,
+)
 from modelbench.models.tokenizer import Tokenizer
 from modelbench.sampling_params import SamplingParams
 
@@ -51,17 +63,6 @@ INFER_TASKS: tuple[str, ...] = ("generate", "summarize", "sentiment", "classify"
 SENTIMENT_LABELS = ("positive", "negative", "neutral")
 DEFAULT_MAX_TOKENS = 128  # generate and summarize, capped by the room left in the context
 MAX_LABELS = 64  # each label is one sequence through the engine
-
-
-class TaskInputError(ValueError):
-    """Input a caller got wrong; ``param`` names it (``"parameters.labels"``)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-# ---- parameters -------------------------------------------------------------
 
 
 class GenerationParameters(BaseModel):
@@ -175,88 +176,15 @@ def check_labels(labels: list[str]) -> None:
 # ---- prompts ----------------------------------------------------------------
 
 
-def has_chat_template(tokenizer: Tokenizer) -> bool:
-    return bool(tokenizer.chat_template)
-
-
-def _chat_prefix(tokenizer: Tokenizer, instruction: str) -> list[int]:
-    """The chat template over one user message, up to where the assistant
-    answers. The template writes the special tokens itself."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": instruction}],
-                                         add_generation_prompt=True)
-    return tokenizer.encode(text, add_special_tokens=False)
-
-
 def summarize_prompt(tokenizer: Tokenizer, text: str) -> tuple[list[int], str]:
     """Token ids of the summarize prompt, and which template built it ("chat" or "plain")."""
     if has_chat_template(tokenizer):
         instruction = f"Summarize the following text in a few sentences.\n\n{text}"
-        return _chat_prefix(tokenizer, instruction), "chat"
+        return chat_prefix(tokenizer, instruction), "chat"
     return tokenizer.encode(f"Summarize the following text.\n\n{text}\n\nSummary:"), "plain"
 
 
-CONTENT_FREE_TEXT = ""  # the calibration input: the instruction over an empty text
-
-
-def label_instruction(task: str, text: str, labels: list[str]) -> str:
-    """The question whose answer is one of the labels, listed."""
-    what = "the sentiment of the text" if task == "sentiment" else "the text"
-    return (f"Classify {what} as one of: {', '.join(labels)}. Answer with one word."
-            f"\n\nText: {text}")
-
-
-def label_forms(label: str) -> list[str]:
-    """The surface forms a label is scored in: as given, and capitalised."""
-    forms = [label]
-    capitalised = label[:1].upper() + label[1:]
-    if capitalised != label:
-        forms.append(capitalised)
-    return forms
-
-
-def label_prompts(tokenizer: Tokenizer, task: str, text: str,
-                  labels: list[str]) -> tuple[list[int], list[list[list[int]]], str]:
-    """The prompt before the answer, each label's forms' answer tokens, and the template.
-
-    The prefix and the labels are tokenized apart and concatenated, so a
-    label's tokens are exactly those scored whatever the tokenizer would merge
-    across the boundary. With a chat template a label is the assistant's
-    whole answer; with the plain template it follows "Sentiment:" or
-    "Category:" after a space. ``label_ids[i][j]`` are the tokens of
-    ``label_forms(labels[i])[j]``."""
-    instruction = label_instruction(task, text, labels)
-    if has_chat_template(tokenizer):
-        prefix, template, lead = _chat_prefix(tokenizer, instruction), "chat", ""
-    else:
-        answer = "Sentiment:" if task == "sentiment" else "Category:"
-        prefix, template, lead = tokenizer.encode(f"{instruction}\n{answer}"), "plain", " "
-    label_ids = [[tokenizer.encode(lead + form, add_special_tokens=False)
-                  for form in label_forms(label)] for label in labels]
-    return prefix, label_ids, template
-
-
 # ---- running ----------------------------------------------------------------
-
-
-@dataclass
-class TaskOutput:
-    """What a task returns: the result (text, or label and scores) and metadata."""
-
-    result: str | dict[str, Any]
-    metadata: dict[str, Any]
-
-
-@dataclass
-class LabelScore:
-    label: str
-    logprob: float  # the sum over the label's tokens (over its forms: their logsumexp)
-    num_tokens: int
-    form_logprob: float | None = None  # the counted form's own sum, when forms were combined
-
-    @property
-    def mean_logprob(self) -> float:
-        own = self.logprob if self.form_logprob is None else self.form_logprob
-        return own / self.num_tokens
 
 
 async def generate_text(engine: AsyncEngine, prompt_ids: list[int], params: SamplingParams,
@@ -273,38 +201,6 @@ async def generate_text(engine: AsyncEngine, prompt_ids: list[int], params: Samp
         "prompt_tokens": len(prompt_ids),
         "completion_tokens": num_generated,
     }
-
-
-async def score_labels(engine: AsyncEngine, prefix_ids: list[int], label_ids: list[list[int]],
-                       labels: list[str], request_id: str) -> list[LabelScore]:
-    """Each label's log-likelihood after the prefix: the sum of its tokens'
-    logprobs from the engine's prompt logprobs. The labels run concurrently,
-    so the engine batches them. Prompt-logprob requests skip the prefix cache,
-    so every position is computed (and scored) afresh."""
-    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-
-    async def one(i: int) -> LabelScore:
-        ids = prefix_ids + label_ids[i]
-        last = None
-        async for out in engine.generate(ids, params, f"{request_id}-label{i}"):
-            last = out
-        assert last is not None and last.prompt_logprobs is not None
-        positions = last.prompt_logprobs[len(prefix_ids):]
-        assert len(positions) == len(label_ids[i]), "prompt logprobs do not cover the label"
-        total = 0.0
-        for token_id, position in zip(label_ids[i], positions, strict=True):
-            assert position is not None and token_id in position, "a prompt token lacks its logprob"
-            total += position[token_id].logprob
-        return LabelScore(labels[i], total, len(label_ids[i]))
-
-    return list(await asyncio.gather(*(one(i) for i in range(len(labels)))))
-
-
-def softmax(scores: list[float]) -> list[float]:
-    top = max(scores)
-    weights = [math.exp(s - top) for s in scores]
-    total = sum(weights)
-    return [w / total for w in weights]
 
 
 async def run_task(engine: AsyncEngine, task: str, text: str,
@@ -333,7 +229,7 @@ async def run_task(engine: AsyncEngine, task: str, text: str,
         if isinstance(parsed, GenerationParameters):
             return await _run_generation(engine, task, text, parsed, request_id)
         labels = parsed.labels if isinstance(parsed, ClassifyParameters) else list(SENTIMENT_LABELS)
-        return await _run_labels(engine, task, text, labels, request_id)
+        return await run_labels(engine, task, text, labels, request_id)
     except TaskInputError:
         raise
     except ValueError as exc:  # the engine refused the prompt (a token out of range, ...)
@@ -347,7 +243,7 @@ async def _run_generation(engine: AsyncEngine, task: str, text: str,
         prompt_ids, template = await asyncio.to_thread(tokenizer.encode, text), None
     else:
         prompt_ids, template = await asyncio.to_thread(summarize_prompt, tokenizer, text)
-    _check_length(len(prompt_ids), max_model_len)
+    check_length(len(prompt_ids), max_model_len)
     room = max_model_len - len(prompt_ids)
     params = parameters.sampling_params(min(DEFAULT_MAX_TOKENS, room), greedy=task == "summarize")
     if params.max_tokens > room:
@@ -361,101 +257,8 @@ async def _run_generation(engine: AsyncEngine, task: str, text: str,
     return TaskOutput(result.strip(), {**metadata, "template": template})
 
 
-def logsumexp(values: list[float]) -> float:
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
-
-
-def combine_forms(forms: list[LabelScore]) -> LabelScore:
-    """A label's score over its forms: the logsumexp of the forms' sums (the
-    probability that the answer is any of them); the token count is the most
-    likely form's, so ``mean_logprob`` is that form's per-token mean."""
-    best = max(forms, key=lambda f: f.logprob)
-    total = logsumexp([f.logprob for f in forms])
-    return LabelScore(best.label, total, best.num_tokens, best.logprob)
-
-
-def log_softmax(scores: list[float]) -> list[float]:
-    total = logsumexp(scores)
-    return [s - total for s in scores]
-
-
-# Content-free scores per engine and (task, labels): one prompt per label set.
-_CALIBRATION: weakref.WeakKeyDictionary[Any, dict[tuple, list[float]]] = weakref.WeakKeyDictionary()
-_CALIBRATION_ENTRIES = 256
-
-
-async def _score_prompt(engine: AsyncEngine, prefix: list[int], label_ids: list[list[list[int]]],
-                        labels: list[str], request_id: str) -> list[LabelScore]:
-    """Each label's score after ``prefix``, over its forms (all batched)."""
-    flat = [(i, ids) for i, forms in enumerate(label_ids) for ids in forms]
-    scores = await score_labels(engine, prefix, [ids for _, ids in flat],
-                                [labels[i] for i, _ in flat], request_id)
-    per_label: list[list[LabelScore]] = [[] for _ in labels]
-    for (i, _), score in zip(flat, scores, strict=True):
-        per_label[i].append(score)
-    return [combine_forms(forms) for forms in per_label]
-
-
-async def _calibration(engine: AsyncEngine, task: str, labels: list[str],
-                       request_id: str) -> list[float]:
-    """The labels' log-softmax after the content-free text (cached per engine)."""
-    key = (task, tuple(labels))
-    try:
-        cache = _CALIBRATION.setdefault(engine, {})
-    except TypeError:  # an engine that takes no weak reference: no cache
-        cache = {}
-    if key in cache:
-        return cache[key]
-    prefix, label_ids, _ = await asyncio.to_thread(
-        label_prompts, engine.tokenizer, task, CONTENT_FREE_TEXT, labels)
-    scores = await _score_prompt(engine, prefix, label_ids, labels, f"{request_id}-cf")
-    values = log_softmax([s.logprob for s in scores])
-    if len(cache) >= _CALIBRATION_ENTRIES:
-        cache.pop(next(iter(cache)))
-    cache[key] = values
-    return values
-
-
-async def _run_labels(engine: AsyncEngine, task: str, text: str, labels: list[str],
-                      request_id: str) -> TaskOutput:
-    prefix, label_ids, template = await asyncio.to_thread(
-        label_prompts, engine.tokenizer, task, text, labels)
-    # max_tokens=1 is generated after the longest label, so it needs a slot too.
-    longest = len(prefix) + max(len(ids) for forms in label_ids for ids in forms)
-    _check_length(longest, engine.config.scheduler.max_model_len)
-    scores, prior = await asyncio.gather(
-        _score_prompt(engine, prefix, label_ids, labels, request_id),
-        _calibration(engine, task, labels, request_id))
-    calibrated = [x - p for x, p in zip(log_softmax([s.logprob for s in scores]), prior,
-                                        strict=True)]
-    probabilities = softmax(calibrated)
-    best = max(range(len(scores)), key=lambda i: calibrated[i])
-    return TaskOutput(
-        {"label": labels[best],
-         "scores": {s.label: p for s, p in zip(scores, probabilities, strict=True)}},
-        {
-            "logprobs": {s.label: s.logprob for s in scores},
-            "mean_logprobs": {s.label: s.mean_logprob for s in scores},
-            "label_tokens": {s.label: s.num_tokens for s in scores},
-            "calibration": {la: p for la, p in zip(labels, prior, strict=True)},
-            "calibrated": {la: c for la, c in zip(labels, calibrated, strict=True)},
-            "prompt_tokens": len(prefix),
-            "template": template,
-        },
-    )
-
-
-def _check_length(num_tokens: int, max_model_len: int) -> None:
-    # One slot is left for the token the engine generates after the prompt.
-    if num_tokens >= max_model_len:
-        raise TaskInputError(
-            f"text is too long: the prompt takes {num_tokens} tokens and the model's context "
-            f"is {max_model_len}; shorten the text", "text")
-
-
 __all__ = [
     "CONTENT_FREE_TEXT", "INFER_TASKS", "SENTIMENT_LABELS", "ClassifyParameters",
-    "GenerationParameters", "LabelScore", "TaskInputError", "TaskOutput", "label_forms", "label_prompts", "parse_parameters", "run_task",
-    "score_labels", "summarize_prompt",
+    "GenerationParameters", "LabelScore", "TaskInputError", "TaskOutput", "label_forms",
+    "label_prompts", "parse_parameters", "run_task", "score_labels", "summarize_prompt",
 ]
