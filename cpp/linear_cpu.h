@@ -4,7 +4,7 @@
 // updates (broadcast x, FMA a panel row), so a decode step streams each
 // weight once, in order, and a prefill reuses a panel from L2 for all of
 // its rows. On this project's reference machine (2 cores, AVX-512) it beats
-// MKL's sgemv/sgemm for every batch a step has (benchmarks/linear_kernels.py).
+// MKL's sgemv/sgemm for every batch a step has (benchmarks/kernels.py).
 #pragma once
 
 #include <torch/torch.h>
