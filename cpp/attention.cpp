@@ -60,7 +60,6 @@ void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
               " but there are ", query.size(0), " queries");
 }
 
-
 // Positions [k0, k0 + num_rows) of one KV head as an fp32 matrix [num_rows,
 // head_dim]. Rows within one float32 block are mapped where they sit in the
 // pool; rows spanning several blocks, or of another dtype, are copied
@@ -113,10 +112,9 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
   scalar_t* out_data = out.data_ptr<scalar_t>();            // [num_tokens, num_heads, head_dim]
 
   // The query heads of one KV head share every K/V block read, so a work
-  // item takes a whole group and a chunk of queries.
-  // Decodes take all KV heads of their sequence at once (whole block rows
-  // read in order) when there are enough of them to keep every thread busy,
-  // else one KV head each.
+  // item takes a whole group and a chunk of queries. Decodes take all KV
+  // heads of their sequence at once (whole block rows read in order) when
+  // there are enough of them to keep every thread busy, else one KV head each.
   int64_t num_decodes = 0;
   for (int64_t s = 0; s < metadata.num_seqs(); ++s) num_decodes += query_start[s + 1] - query_start[s] == 1;
   const bool whole_decodes = num_decodes >= 2 * at::get_num_threads() && num_heads <= kMaxDecodeRows;
@@ -145,23 +143,21 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
       const WorkItem& item = items[w];
       const int64_t s = item.seq;
       const int64_t num_queries = item.query_end - item.query_begin;
+      // The sequence's queries are its last positions.
+      const int64_t first_pos =
+          context_lens[s] - (query_start[s + 1] - query_start[s]) + item.query_begin;
+      const int64_t first_token = query_start[s] + item.query_begin;
       if (num_queries == 1 && (item.kv_head_end - item.kv_head) * group <= kMaxDecodeRows &&
           head_dim <= kMaxHeadDim) {  // a decode (or a one-token chunk)
-        const int64_t pos = context_lens[s] - (query_start[s + 1] - query_start[s]) + item.query_begin;
-        const int64_t key_begin = sliding_window > 0 ? std::max<int64_t>(0, pos - sliding_window + 1) : 0;
-        const int64_t token = query_start[s] + item.query_begin;
-        const int64_t offset = (token * num_heads + item.kv_head * group) * head_dim;
-        decode_one(q_data + offset, k_data, v_data, block_tables + s * max_blocks, key_begin, pos, item.kv_head,
-                   item.kv_head_end, group, layout, scale, decode_q.data(), decode_acc.data(),
+        const int64_t key_begin = sliding_window > 0 ? std::max<int64_t>(0, first_pos - sliding_window + 1) : 0;
+        const int64_t offset = (first_token * num_heads + item.kv_head * group) * head_dim;
+        decode_one(q_data + offset, k_data, v_data, block_tables + s * max_blocks, key_begin, first_pos,
+                   item.kv_head, item.kv_head_end, group, layout, scale, decode_q.data(), decode_acc.data(),
                    decode_scores.data(), out_data + offset);
         continue;
       }
       const int64_t rows = num_queries * group;
-      // The sequence's queries are its last positions.
-      const int64_t first_pos =
-          context_lens[s] - (query_start[s + 1] - query_start[s]) + item.query_begin;
       const int64_t last_pos = first_pos + num_queries - 1;
-      const int64_t first_token = query_start[s] + item.query_begin;
 
       q_rows.resize(rows, head_dim);
       for (int64_t i = 0; i < num_queries; ++i)
