@@ -71,7 +71,7 @@ def decode_attention() -> list[dict]:
     kv_bytes = num_seqs * context * num_kv_heads * head_dim * 2 * 4
     out = []
     for num_layers in (1, 8):
-        shape = (num_blocks, block_size, num_kv_heads, head_dim)
+        shape = (num_blocks, num_kv_heads, block_size, head_dim)
         pools = [(torch.randn(shape), torch.randn(shape)) for _ in range(num_layers)]
         per_call = seconds_per_call(
             lambda: [_core.paged_attention_cpu(query, k, v, query_start_loc, context_lens, block_tables,

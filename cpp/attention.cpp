@@ -35,12 +35,12 @@ void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
                   const torch::Tensor& value_pool, const AttentionMetadata& metadata) {
   TORCH_CHECK(query.dim() == 3, "query must be [num_tokens, num_heads, head_dim], got ", query.sizes());
   TORCH_CHECK(key_pool.dim() == 4 && key_pool.sizes() == value_pool.sizes(),
-              "key and value pools must both be [num_blocks, block_size, num_kv_heads, head_dim], got ",
+              "key and value pools must both be [num_blocks, num_kv_heads, block_size, head_dim], got ",
               key_pool.sizes(), " and ", value_pool.sizes());
   TORCH_CHECK(query.size(2) == key_pool.size(3), "query head_dim ", query.size(2),
               " differs from the pool's ", key_pool.size(3));
-  TORCH_CHECK(query.size(1) % key_pool.size(2) == 0, "num_heads ", query.size(1),
-              " is not a multiple of num_kv_heads ", key_pool.size(2));
+  TORCH_CHECK(query.size(1) % key_pool.size(1) == 0, "num_heads ", query.size(1),
+              " is not a multiple of num_kv_heads ", key_pool.size(1));
   TORCH_CHECK(query.scalar_type() == key_pool.scalar_type() &&
                   query.scalar_type() == value_pool.scalar_type(),
               "query, key and value pools must share a dtype, got ", query.scalar_type(), ", ",
@@ -98,16 +98,16 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
                     int64_t sliding_window, torch::Tensor& out) {
   const int64_t num_heads = query.size(1);
   const int64_t head_dim = query.size(2);
-  const int64_t block_size = key_pool.size(1);
-  const int64_t num_kv_heads = key_pool.size(2);
+  const int64_t num_kv_heads = key_pool.size(1);
+  const int64_t block_size = key_pool.size(2);
   const int64_t group = num_heads / num_kv_heads;
-  const KVLayout layout{block_size, head_dim, num_kv_heads * head_dim, block_size * num_kv_heads * head_dim};
+  const KVLayout layout{block_size, head_dim, head_dim, block_size * head_dim, num_kv_heads * block_size * head_dim};
   const int64_t max_blocks = metadata.block_tables.size(1);
   const int64_t* query_start = metadata.query_start_loc.data_ptr<int64_t>();
   const int64_t* context_lens = metadata.context_lens.data_ptr<int64_t>();
   const int32_t* block_tables = metadata.block_tables.data_ptr<int32_t>();
   const scalar_t* q_data = query.data_ptr<scalar_t>();      // [num_tokens, num_heads, head_dim]
-  const scalar_t* k_data = key_pool.data_ptr<scalar_t>();   // [num_blocks, block_size, num_kv_heads, head_dim]
+  const scalar_t* k_data = key_pool.data_ptr<scalar_t>();   // [num_blocks, num_kv_heads, block_size, head_dim]
   const scalar_t* v_data = value_pool.data_ptr<scalar_t>();
   scalar_t* out_data = out.data_ptr<scalar_t>();            // [num_tokens, num_heads, head_dim]
 
@@ -178,8 +178,8 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
       // Tiles start on block boundaries; k0 is the position of a tile's first key.
       for (int64_t k0 = key_begin / block_size * block_size; k0 <= last_pos; k0 += tile) {
         const int64_t nb = std::min(tile, last_pos + 1 - k0);
-        const ConstRowMap keys = kv_rows(k_data + item.kv_head * head_dim, table, k0, nb, layout, k_scratch.data());
-        const ConstRowMap values = kv_rows(v_data + item.kv_head * head_dim, table, k0, nb, layout, v_scratch.data());
+        const ConstRowMap keys = kv_rows(k_data + item.kv_head * layout.head_stride, table, k0, nb, layout, k_scratch.data());
+        const ConstRowMap values = kv_rows(v_data + item.kv_head * layout.head_stride, table, k0, nb, layout, v_scratch.data());
         auto block_scores = scores.leftCols(nb);  // [rows, nb]
         block_scores.noalias() = q_rows * keys.transpose();
         for (int64_t r = 0; r < rows; ++r) {
@@ -252,12 +252,10 @@ torch::Tensor paged_attention_reference(const torch::Tensor& query, const torch:
                                         const AttentionMetadata& metadata, double scale,
                                         int64_t sliding_window) {
   check_inputs(query, key_pool, value_pool, metadata);
-  const int64_t num_kv_heads = key_pool.size(2);
+  const int64_t num_kv_heads = key_pool.size(1);
+  const int64_t block_size = key_pool.size(2);
   const int64_t head_dim = key_pool.size(3);
-  const int64_t block_size = key_pool.size(1);
   const int64_t group = query.size(1) / num_kv_heads;
-  const auto key_rows = key_pool.reshape({-1, num_kv_heads, head_dim});    // [num_slots, num_kv_heads, head_dim]
-  const auto value_rows = value_pool.reshape({-1, num_kv_heads, head_dim});
   const auto long_cpu = torch::TensorOptions().dtype(torch::kLong);
   const auto long_dev = long_cpu.device(query.device());
   torch::Tensor out = torch::empty_like(query);  // [num_tokens, num_heads, head_dim]
@@ -266,13 +264,16 @@ torch::Tensor paged_attention_reference(const torch::Tensor& query, const torch:
     const int64_t num_queries = metadata.query_start_loc[s + 1].item<int64_t>() - start;
     const int64_t context_len = metadata.context_lens[s].item<int64_t>();
     if (num_queries == 0) continue;
-    // Slot of every position: block_tables[s][p / block_size] * block_size + p % block_size.
-    const auto positions = torch::arange(context_len, long_cpu);  // [context_len]
-    const auto blocks = metadata.block_tables[s].to(torch::kLong).index_select(0, positions.div(block_size, "floor"));
-    const auto slots = (blocks * block_size + positions.remainder(block_size)).to(query.device());
-    // [context_len, num_heads, head_dim]: each KV head repeated for its query heads.
-    const auto keys = key_rows.index_select(0, slots).to(torch::kFloat32).repeat_interleave(group, 1);
-    const auto values = value_rows.index_select(0, slots).to(torch::kFloat32).repeat_interleave(group, 1);
+    // The sequence's blocks, [num_used, num_kv_heads, block_size, head_dim], as rows by position:
+    // [context_len, num_heads, head_dim], each KV head repeated for its query heads.
+    const int64_t num_used = (context_len + block_size - 1) / block_size;
+    const auto blocks = metadata.block_tables[s].narrow(0, 0, num_used).to(torch::kLong).to(query.device());
+    auto rows = [&](const torch::Tensor& pool) {
+      return pool.index_select(0, blocks).permute({0, 2, 1, 3}).reshape({-1, num_kv_heads, head_dim})
+          .narrow(0, 0, context_len).to(torch::kFloat32).repeat_interleave(group, 1);
+    };
+    const auto keys = rows(key_pool);
+    const auto values = rows(value_pool);
     const auto q = query.narrow(0, start, num_queries).to(torch::kFloat32);  // [num_queries, num_heads, head_dim]
     auto scores = torch::einsum("qhd,khd->hqk", {q, keys}) * scale;          // [num_heads, num_queries, context_len]
     const auto query_pos = torch::arange(context_len - num_queries, context_len, long_dev).unsqueeze(1);

@@ -28,7 +28,7 @@ struct AttentionMetadata {
 
 // Causal attention of every query over its sequence's cached positions.
 // query: [num_tokens, num_heads, head_dim]; key_pool, value_pool:
-// [num_blocks, block_size, num_kv_heads, head_dim], same dtype as query.
+// [num_blocks, num_kv_heads, block_size, head_dim], same dtype as query.
 // Query head h reads KV head h / (num_heads / num_kv_heads) (GQA). A query at
 // position p sees keys at positions <= p, and > p - sliding_window when
 // sliding_window > 0. Accumulates in fp32. Returns [num_tokens, num_heads, head_dim].

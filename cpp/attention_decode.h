@@ -14,8 +14,9 @@ namespace modelbench {
 struct KVLayout {
   int64_t block_size;
   int64_t head_dim;
-  int64_t row_stride;    // num_kv_heads * head_dim: between positions of a block
-  int64_t block_stride;  // block_size * row_stride
+  int64_t row_stride;    // head_dim: between positions of one KV head in a block
+  int64_t head_stride;   // block_size * head_dim: between KV heads of a block
+  int64_t block_stride;  // num_kv_heads * head_stride: between blocks
 };
 
 // Query heads that one decode work item keeps on the stack, and the largest head_dim.
@@ -26,7 +27,7 @@ constexpr int64_t kMaxHeadDim = 512;
 // (kv_end - kv_begin) * group query heads in order) over keys [key_begin,
 // pos] of KV heads [kv_begin, kv_end): k_data and v_data are the layer's
 // pools, table the sequence's block table. Online softmax in fp32 per
-// block; the next block is prefetched, as blocks lie anywhere in the pool.
+// block.
 // Scratch (fp32): q_buf and acc [rows, head_dim], scores [rows, block_size].
 // Writes out: [rows, head_dim]. Needs rows <= kMaxDecodeRows and
 // head_dim <= kMaxHeadDim. Defined for float, c10::BFloat16 and c10::Half.

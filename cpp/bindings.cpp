@@ -242,7 +242,7 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<const KVCacheSpec&, int>(), py::arg("spec"), py::arg("num_blocks"))
       .def_property_readonly("num_blocks", &KVPool::num_blocks)
       .def_property_readonly("num_bytes", &KVPool::num_bytes)
-      .def("key", &KVPool::key, py::arg("layer"), "[num_blocks, block_size, num_kv_heads, head_dim]")
+      .def("key", &KVPool::key, py::arg("layer"), "[num_blocks, num_kv_heads, block_size, head_dim]")
       .def("value", &KVPool::value, py::arg("layer"))
       .def("write", &KVPool::write, py::arg("layer"), py::arg("slot_mapping"), py::arg("key"),
            py::arg("value"), "Write [num_tokens, num_kv_heads, head_dim] rows into their slots.");

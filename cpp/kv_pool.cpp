@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -55,8 +56,8 @@ KVPool::KVPool(const KVCacheSpec& spec, int num_blocks) : spec_(spec), num_block
   keys_.reserve(spec_.num_layers);
   values_.reserve(spec_.num_layers);
   for (int layer = 0; layer < spec_.num_layers; ++layer) {
-    keys_.push_back(torch::zeros({num_blocks, spec_.block_size, spec_.num_kv_heads, spec_.head_dim}, options));
-    values_.push_back(torch::zeros({num_blocks, spec_.block_size, spec_.num_kv_heads, spec_.head_dim}, options));
+    keys_.push_back(torch::zeros({num_blocks, spec_.num_kv_heads, spec_.block_size, spec_.head_dim}, options));
+    values_.push_back(torch::zeros({num_blocks, spec_.num_kv_heads, spec_.block_size, spec_.head_dim}, options));
   }
 }
 
@@ -69,11 +70,38 @@ void KVPool::write(int layer, const torch::Tensor& slot_mapping, const torch::Te
   TORCH_CHECK(key.sizes() == row_shape && value.sizes() == row_shape,
               "key and value must be [", num_tokens, ", ", spec_.num_kv_heads, ", ", spec_.head_dim,
               "], got ", key.sizes(), " and ", value.sizes());
-  // [num_blocks * block_size, num_kv_heads, head_dim] views share the pool's memory.
-  auto k_rows = keys_.at(layer).view({-1, spec_.num_kv_heads, spec_.head_dim});
-  auto v_rows = values_.at(layer).view({-1, spec_.num_kv_heads, spec_.head_dim});
-  k_rows.index_copy_(0, slot_mapping, key.to(spec_.dtype));
-  v_rows.index_copy_(0, slot_mapping, value.to(spec_.dtype));
+  const int64_t num_slots = static_cast<int64_t>(num_blocks_) * spec_.block_size;
+  if (spec_.device.is_cpu() && slot_mapping.device().is_cpu()) {
+    // Each token's row of each KV head goes to [block, head, offset]: a copy
+    // of head_dim elements per (token, head).
+    const torch::Tensor slots = slot_mapping.contiguous();
+    const int64_t* slot = slots.data_ptr<int64_t>();
+    for (int64_t t = 0; t < num_tokens; ++t)
+      TORCH_CHECK(slot[t] >= 0 && slot[t] < num_slots, "slot ", slot[t], " of token ", t,
+                  " is outside the pool's ", num_slots, " slots");
+    const torch::Tensor k = key.to(spec_.dtype).contiguous(), v = value.to(spec_.dtype).contiguous();
+    const int64_t heads = spec_.num_kv_heads, head_dim = spec_.head_dim, block_size = spec_.block_size;
+    const int64_t row_bytes = head_dim * static_cast<int64_t>(c10::elementSize(spec_.dtype));
+    auto scatter = [&](const torch::Tensor& rows, const torch::Tensor& pool) {
+      const char* src = static_cast<const char*>(rows.data_ptr());
+      char* dst = static_cast<char*>(pool.data_ptr());
+      for (int64_t t = 0; t < num_tokens; ++t) {
+        const int64_t block = slot[t] / block_size, offset = slot[t] % block_size;
+        for (int64_t h = 0; h < heads; ++h)
+          std::memcpy(dst + ((block * heads + h) * block_size + offset) * row_bytes,
+                      src + (t * heads + h) * row_bytes, row_bytes);
+      }
+    };
+    scatter(k, keys_.at(layer));
+    scatter(v, values_.at(layer));
+    return;
+  }
+  // Other devices: pool[block, :, offset] = row, as one indexed write.
+  const torch::Tensor slots = slot_mapping.to(spec_.device);
+  const torch::Tensor blocks = slots.div(spec_.block_size, "floor"), offsets = slots.remainder(spec_.block_size);
+  using torch::indexing::Slice;
+  keys_.at(layer).index_put_({blocks, Slice(), offsets}, key.to(spec_.dtype));
+  values_.at(layer).index_put_({blocks, Slice(), offsets}, value.to(spec_.dtype));
 }
 
 }  // namespace modelbench

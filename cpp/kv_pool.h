@@ -1,6 +1,9 @@
 // KV storage: preallocated K and V pools per layer, each
-// [num_blocks, block_size, num_kv_heads, head_dim]; token slot
-// s = block_id * block_size + offset lives at pool.view({-1, H, D})[s].
+// [num_blocks, num_kv_heads, block_size, head_dim]; token slot
+// s = block_id * block_size + offset of KV head h lives at pool[block_id][h][offset].
+// A block's rows of one KV head are contiguous (block_size * head_dim
+// elements: 4 KiB for 16 fp32 rows of 64), so a decode reads them as one
+// stream that the hardware prefetcher follows.
 // Sized from a memory budget in bytes.
 #pragma once
 
@@ -38,7 +41,7 @@ class KVPool {
   int num_blocks() const { return num_blocks_; }
   int64_t num_bytes() const { return spec_.bytes_per_block() * num_blocks_; }
 
-  // [num_blocks, block_size, num_kv_heads, head_dim]
+  // [num_blocks, num_kv_heads, block_size, head_dim]
   const torch::Tensor& key(int layer) const { return keys_.at(layer); }
   const torch::Tensor& value(int layer) const { return values_.at(layer); }
 

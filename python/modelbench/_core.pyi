@@ -428,7 +428,7 @@ class KVPool:
         ...
     def key(self, layer: typing.SupportsInt | typing.SupportsIndex) -> torch.Tensor:
         """
-        [num_blocks, block_size, num_kv_heads, head_dim]
+        [num_blocks, num_kv_heads, block_size, head_dim]
         """
     def value(self, layer: typing.SupportsInt | typing.SupportsIndex) -> torch.Tensor:
         ...

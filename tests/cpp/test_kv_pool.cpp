@@ -33,15 +33,18 @@ TEST_CASE("the pool is sized from a byte budget", "[kv_pool]") {
 
 TEST_CASE("slot writes land at block * block_size + offset, in one layer only", "[kv_pool]") {
   KVPool pool(small_spec(), 6);
-  REQUIRE(pool.key(0).sizes() == torch::IntArrayRef({6, 4, 2, 8}));
+  REQUIRE(pool.key(0).sizes() == torch::IntArrayRef({6, 2, 4, 8}));  // [blocks, kv heads, block_size, head_dim]
   REQUIRE(pool.num_bytes() == 6 * small_spec().bytes_per_block());
   auto k = torch::randn({3, 2, 8});
   auto v = torch::randn({3, 2, 8});
   auto slots = torch::tensor({0, 9, 23}, torch::kLong);  // (0,0), (2,1), (5,3)
   pool.write(1, slots, k, v);
-  REQUIRE(torch::equal(pool.key(1)[0][0], k[0]));
-  REQUIRE(torch::equal(pool.key(1)[2][1], k[1]));
-  REQUIRE(torch::equal(pool.value(1)[5][3], v[2]));
+  using torch::indexing::Slice;
+  REQUIRE(torch::equal(pool.key(1).index({0, Slice(), 0}), k[0]));
+  REQUIRE(torch::equal(pool.key(1).index({2, Slice(), 1}), k[1]));
+  REQUIRE(torch::equal(pool.value(1).index({5, Slice(), 3}), v[2]));
+  REQUIRE(pool.key(1).count_nonzero().item<int64_t>() == 3 * 2 * 8);  // nothing else written
+  REQUIRE_THROWS(pool.write(0, torch::tensor({24}, torch::kLong), k.narrow(0, 0, 1), v.narrow(0, 0, 1)));
   REQUIRE(pool.key(0).abs().sum().item<float>() == 0.0f);
   REQUIRE(pool.key(2).abs().sum().item<float>() == 0.0f);
 }

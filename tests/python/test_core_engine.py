@@ -196,13 +196,16 @@ def test_kv_pool_is_sized_from_a_memory_budget_and_writes_slots() -> None:
     assert num_blocks == 10
     assert _core.available_host_memory_bytes() > 0
     pool = _core.KVPool(spec, num_blocks)
-    assert tuple(pool.key(0).shape) == (10, 4, 2, 8)
+    assert tuple(pool.key(0).shape) == (10, 2, 4, 8)  # [num_blocks, num_kv_heads, block_size, head_dim]
     k = torch.randn(3, 2, 8)
     v = torch.randn(3, 2, 8)
     slots = torch.tensor([0, 9, 4 * 7 + 3])  # block 0 offset 0, block 2 offset 1, block 7 offset 3
     pool.write(1, slots, k, v)
-    torch.testing.assert_close(pool.key(1)[2, 1], k[1])
-    torch.testing.assert_close(pool.value(1)[7, 3], v[2])
+    torch.testing.assert_close(pool.key(1)[2, :, 1], k[1])
+    torch.testing.assert_close(pool.value(1)[7, :, 3], v[2])
+    assert pool.key(1).count_nonzero() == 3 * 2 * 8  # nothing else written
     assert pool.key(0).abs().sum() == 0  # other layers untouched
+    with pytest.raises(RuntimeError, match="outside the pool"):
+        pool.write(0, torch.tensor([40]), k[:1], v[:1])
     with pytest.raises(ValueError, match="dtype must be one of"):
         _core.KVCacheSpec(num_layers=1, num_kv_heads=1, head_dim=8, dtype="int8")

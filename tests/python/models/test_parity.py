@@ -238,7 +238,7 @@ def test_eigen_kernel_matches_reference(
     dims of 64 and 128 take the register-tiled decode path."""
     g = torch.Generator().manual_seed(0)
     num_blocks = 160
-    pool_shape = (num_blocks, BLOCK_SIZE, num_kv_heads, head_dim)
+    pool_shape = (num_blocks, num_kv_heads, BLOCK_SIZE, head_dim)
     key_pool = torch.randn(pool_shape, generator=g).to(dtype)
     value_pool = torch.randn(pool_shape, generator=g).to(dtype)
     # (context_len, num_queries): decodes, whole prompts, and chunks after a cached prefix.
