@@ -79,21 +79,25 @@ void KVPool::write(int layer, const torch::Tensor& slot_mapping, const torch::Te
     for (int64_t t = 0; t < num_tokens; ++t)
       TORCH_CHECK(slot[t] >= 0 && slot[t] < num_slots, "slot ", slot[t], " of token ", t,
                   " is outside the pool's ", num_slots, " slots");
-    const torch::Tensor k = key.to(spec_.dtype).contiguous(), v = value.to(spec_.dtype).contiguous();
     const int64_t heads = spec_.num_kv_heads, head_dim = spec_.head_dim, block_size = spec_.block_size;
-    const int64_t row_bytes = head_dim * static_cast<int64_t>(c10::elementSize(spec_.dtype));
-    auto scatter = [&](const torch::Tensor& rows, const torch::Tensor& pool) {
+    const int64_t elem = static_cast<int64_t>(c10::elementSize(spec_.dtype)), row_bytes = head_dim * elem;
+    auto scatter = [&](const torch::Tensor& given, const torch::Tensor& pool) {
+      // Rows in place when they are the pool's dtype with heads head_dim apart (views of the
+      // fused qkv output are), else a contiguous copy.
+      const bool in_place = given.scalar_type() == spec_.dtype && given.stride(2) == 1 && given.stride(1) == head_dim;
+      const torch::Tensor rows = in_place ? given : given.to(spec_.dtype).contiguous();
+      const int64_t token_bytes = rows.stride(0) * elem;
       const char* src = static_cast<const char*>(rows.data_ptr());
       char* dst = static_cast<char*>(pool.data_ptr());
       for (int64_t t = 0; t < num_tokens; ++t) {
         const int64_t block = slot[t] / block_size, offset = slot[t] % block_size;
         for (int64_t h = 0; h < heads; ++h)
           std::memcpy(dst + ((block * heads + h) * block_size + offset) * row_bytes,
-                      src + (t * heads + h) * row_bytes, row_bytes);
+                      src + t * token_bytes + h * row_bytes, row_bytes);
       }
     };
-    scatter(k, keys_.at(layer));
-    scatter(v, values_.at(layer));
+    scatter(key, keys_.at(layer));
+    scatter(value, values_.at(layer));
     return;
   }
   // Other devices: pool[block, :, offset] = row, as one indexed write.

@@ -9,6 +9,7 @@
 
 #include "attention.h"
 #include "config.h"
+#include "fused_cpu.h"
 #include "linear_cpu.h"
 
 namespace modelbench {
@@ -82,11 +83,20 @@ Linear load_conv1d(const WeightLoader& loader, const std::string& prefix, int64_
 
 torch::Tensor RMSNorm::operator()(const torch::Tensor& x) const {
   RECORD_FUNCTION("modelbench::rms_norm", std::vector<c10::IValue>());
+  if (x.dim() == 2 && fused_cpu_supported(x) && fused_cpu_supported(weight)) return rms_norm_cpu(x, weight, eps);
   // Same order of operations as transformers' LlamaRMSNorm, so that fp32
   // results match it to rounding and bf16 results round where it does.
   const torch::Tensor x32 = x.to(torch::kFloat32);                       // [num_tokens, hidden_size]
   const torch::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);  // [num_tokens, 1]
   return weight * (x32 * torch::rsqrt(variance + eps)).to(x.scalar_type());
+}
+
+torch::Tensor RMSNorm::add_and_norm(torch::Tensor& residual, const torch::Tensor& x) const {
+  if (x.dim() == 2 && fused_cpu_supported(x) && fused_cpu_supported(weight) && residual.is_contiguous() &&
+      fused_cpu_supported(residual))
+    return add_rms_norm_cpu(residual, x, weight, eps);
+  residual = residual + x;
+  return (*this)(residual);
 }
 
 torch::Tensor LayerNorm::operator()(const torch::Tensor& x) const {
@@ -135,6 +145,7 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const RopeTables& rope) {
 
 torch::Tensor GatedMLP::operator()(const torch::Tensor& x) const {
   const auto gate_up_out = gate_up(x);  // [num_tokens, 2 * intermediate_size]
+  if (gate_up_out.dim() == 2 && fused_cpu_supported(gate_up_out)) return down(silu_mul_cpu(gate_up_out));
   const auto halves = gate_up_out.chunk(2, -1);
   return down(torch::silu(halves[0]) * halves[1]);
 }
@@ -153,7 +164,12 @@ torch::Tensor AttentionBlock::operator()(const torch::Tensor& hidden, const Rope
   torch::Tensor q = parts[0].view({num_tokens, num_heads, head_dim});     // [num_tokens, num_heads, head_dim]
   torch::Tensor k = parts[1].view({num_tokens, num_kv_heads, head_dim});  // [num_tokens, num_kv_heads, head_dim]
   const torch::Tensor v = parts[2].view({num_tokens, num_kv_heads, head_dim});
-  if (rope != nullptr) {
+  if (rope != nullptr && fused_cpu_supported(qkv_out) && fused_cpu_supported(rope->cos)) {
+    // q and k heads are adjacent in each row: rotated in place, in one pass.
+    torch::Tensor qk = qkv_out.narrow(-1, 0, (num_heads + num_kv_heads) * head_dim)
+                           .view({num_tokens, num_heads + num_kv_heads, head_dim});
+    rotary_cpu_(qk, rope->cos, rope->sin);
+  } else if (rope != nullptr) {
     q = apply_rotary(q, *rope);
     k = apply_rotary(k, *rope);
   }

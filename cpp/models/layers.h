@@ -68,6 +68,9 @@ struct RMSNorm {
 
   // [num_tokens, hidden_size]; normalises in float32, then scales in the input dtype (as HF does).
   torch::Tensor operator()(const torch::Tensor& x) const;
+  // residual += x (in place when the fused float32 CPU kernel takes it,
+  // else residual is replaced by the sum), then the norm of the sum.
+  torch::Tensor add_and_norm(torch::Tensor& residual, const torch::Tensor& x) const;
 };
 
 struct LayerNorm {

@@ -46,14 +46,19 @@ LlamaForCausalLM::LlamaForCausalLM(const ModelSpec& spec, const WeightLoader& lo
 }
 
 torch::Tensor LlamaForCausalLM::forward(const ForwardBatch& batch, KVPool& kv_pool) const {
-  torch::Tensor hidden = embed_tokens_.index_select(0, batch.input_ids);  // [num_tokens, hidden_size]
-  const RopeTables rope = rotary_.tables(batch.positions, hidden.scalar_type());
+  // residual: the stream each block adds to; x: its normed input. Each add
+  // and the norm after it are one op (RMSNorm::add_and_norm).
+  torch::Tensor residual = embed_tokens_.index_select(0, batch.input_ids);  // [num_tokens, hidden_size]
+  const RopeTables rope = rotary_.tables(batch.positions, residual.scalar_type());
+  torch::Tensor x = layers_.empty() ? residual : layers_[0].input_norm(residual);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& layer = layers_[i];
-    hidden = hidden + layer.attention(layer.input_norm(hidden), &rope, batch, kv_pool, static_cast<int>(i));
-    hidden = hidden + layer.mlp(layer.post_attention_norm(hidden));
+    const torch::Tensor attn = layer.attention(x, &rope, batch, kv_pool, static_cast<int>(i));
+    x = layer.post_attention_norm.add_and_norm(residual, attn);
+    const RMSNorm& next_norm = i + 1 < layers_.size() ? layers_[i + 1].input_norm : norm_;
+    x = next_norm.add_and_norm(residual, layer.mlp(x));
   }
-  return norm_(hidden);
+  return layers_.empty() ? norm_(residual) : x;
 }
 
 torch::Tensor LlamaForCausalLM::compute_logits(const torch::Tensor& hidden) const {
