@@ -33,7 +33,8 @@ from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
 
 # Profiler scopes recorded by the C++ runner and layers (RECORD_FUNCTION):
 # modelbench::prepare_inputs, ::forward, ::logits_and_sampling,
-# ::packed_linear, ::paged_attention, ::kv_write, ::rms_norm, ::rotary, ::lm_head.
+# ::packed_linear, ::paged_attention, ::kv_write, ::rms_norm, ::rotary, ::lm_head,
+# and the fused float32 CPU ops ::add_rms_norm (residual add + RMSNorm) and ::silu_mul.
 
 
 def add_decodes(llm: LLM, batch: int, context: int, steps: int, tag: str) -> None:
@@ -92,8 +93,10 @@ def profile_decodes(llm: LLM, batch: int, context: int, steps: int) -> dict:
         "linear_ms": linear,
         "paged_attention_ms": total.get("modelbench::paged_attention", 0.0),
         "kv_write_ms": total.get("modelbench::kv_write", 0.0),
-        "rms_norm_ms": total.get("modelbench::rms_norm", 0.0),
+        # Norms, with the residual adds fused into them (float32 on the CPU).
+        "rms_norm_ms": total.get("modelbench::rms_norm", 0.0) + total.get("modelbench::add_rms_norm", 0.0),
         "rotary_ms": total.get("modelbench::rotary", 0.0),
+        "silu_mul_ms": total.get("modelbench::silu_mul", 0.0),
     }
     parts["other_ms"] = forward - sum(parts.values())
     return {
