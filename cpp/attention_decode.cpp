@@ -1,6 +1,7 @@
 // The decode attention kernel: per block of the pool, each KV head's key
 // and value rows are read once for all of its query heads (in registers for
-// float32 and head_dim 64 or 128, portable loops otherwise), with an online
+// head_dim 64 or 128 with AVX-512, bf16 and fp16 rows widened to fp32 as
+// they load; portable loops otherwise), with an online
 // softmax. A block's rows of one KV head are contiguous, so each is one
 // stream for the hardware prefetcher, started a block ahead.
 #include "attention_decode.h"
@@ -93,31 +94,43 @@ inline const float* load_row(const scalar_t* src, int64_t n, float* buf) {
   return buf;
 }
 
-// Register-tiled decode kernels for float32 pools and a head_dim of 16 *
-// HD16: q rows (scores) or accumulator rows (values) of up to R query heads
-// stay in registers for a whole block, while each key or value row is read
-// once for them.
+// Register-tiled decode kernels for a head_dim of 16 * HD16 over float32,
+// bfloat16 or float16 pools (rows widened to fp32 as they are loaded): q
+// rows (scores) or accumulator rows (values) of up to R query heads stay in
+// registers for a whole block, while each key or value row is read once for
+// them.
+template <typename scalar_t>
 struct DecodeTiles {
   // scores[g * block_size + j] = q[g] . key j, for g < group, j in [j_begin, j_end).
-  void (*scores)(const float* q, const float* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
+  void (*scores)(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
                  float* scores, int64_t block_size, int64_t group);
   // acc[g] += sum_j p[g * block_size + j] * value j.
-  void (*values)(const float* p, const float* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
+  void (*values)(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
                  float* acc, int64_t block_size, int64_t group);
 };
 
 #if defined(__AVX512F__)
 
-template <int R, int HD16>
-inline void score_tile(const float* q, const float* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
+// 16 elements as fp32.
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const c10::BFloat16* p) {  // bf16 is the high half of an fp32
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+inline __m512 load16(const c10::Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+template <int R, int HD16, typename scalar_t>
+inline void score_tile(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
                        float* scores, int64_t block_size) {
   __m512 qv[R][HD16];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < HD16; ++c) qv[r][c] = _mm512_loadu_ps(q + (r * HD16 + c) * 16);
   for (int64_t j = j_begin; j < j_end; ++j) {
-    const float* key = keys + j * row_stride;
+    const scalar_t* key = keys + j * row_stride;
     __m512 kv[HD16];
-    for (int c = 0; c < HD16; ++c) kv[c] = _mm512_loadu_ps(key + c * 16);
+    for (int c = 0; c < HD16; ++c) kv[c] = load16(key + c * 16);
     for (int r = 0; r < R; ++r) {
       __m512 sum = _mm512_mul_ps(qv[r][0], kv[0]);
       for (int c = 1; c < HD16; ++c) sum = _mm512_fmadd_ps(qv[r][c], kv[c], sum);
@@ -126,16 +139,16 @@ inline void score_tile(const float* q, const float* keys, int64_t row_stride, in
   }
 }
 
-template <int R, int HD16>
-inline void value_tile(const float* p, const float* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
+template <int R, int HD16, typename scalar_t>
+inline void value_tile(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
                        float* acc, int64_t block_size) {
   __m512 av[R][HD16];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < HD16; ++c) av[r][c] = _mm512_loadu_ps(acc + (r * HD16 + c) * 16);
   for (int64_t j = j_begin; j < j_end; ++j) {
-    const float* value = values + j * row_stride;
+    const scalar_t* value = values + j * row_stride;
     __m512 vv[HD16];
-    for (int c = 0; c < HD16; ++c) vv[c] = _mm512_loadu_ps(value + c * 16);
+    for (int c = 0; c < HD16; ++c) vv[c] = load16(value + c * 16);
     for (int r = 0; r < R; ++r) {
       const __m512 pb = _mm512_set1_ps(p[r * block_size + j]);
       for (int c = 0; c < HD16; ++c) av[r][c] = _mm512_fmadd_ps(pb, vv[c], av[r][c]);
@@ -148,49 +161,49 @@ inline void value_tile(const float* p, const float* values, int64_t row_stride, 
 // The group's rows in tiles of up to R (4 rows of 64 dims, or 2 of 128,
 // keep 16 vectors in registers): a group of 3 is one tile of 3, not 3 of 1,
 // so each key or value row is read once per tile.
-template <int R, int HD16>
-void scores_by_tiles(const float* q, const float* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
+template <int R, int HD16, typename scalar_t>
+void scores_by_tiles(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
                      float* scores, int64_t block_size, int64_t group) {
   for (int64_t g = 0; g < group; g += R) {
     const float* qg = q + g * HD16 * 16;
     float* sg = scores + g * block_size;
     switch (std::min<int64_t>(R, group - g)) {
-      case 4: score_tile<R >= 4 ? 4 : 1, HD16>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
-      case 3: score_tile<R >= 3 ? 3 : 1, HD16>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
-      case 2: score_tile<2, HD16>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
-      default: score_tile<1, HD16>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      case 4: score_tile<R >= 4 ? 4 : 1, HD16, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      case 3: score_tile<R >= 3 ? 3 : 1, HD16, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      case 2: score_tile<2, HD16, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      default: score_tile<1, HD16, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
     }
   }
 }
 
-template <int R, int HD16>
-void values_by_tiles(const float* p, const float* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
+template <int R, int HD16, typename scalar_t>
+void values_by_tiles(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
                      float* acc, int64_t block_size, int64_t group) {
   for (int64_t g = 0; g < group; g += R) {
     const float* pg = p + g * block_size;
     float* ag = acc + g * HD16 * 16;
     switch (std::min<int64_t>(R, group - g)) {
-      case 4: value_tile<R >= 4 ? 4 : 1, HD16>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
-      case 3: value_tile<R >= 3 ? 3 : 1, HD16>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
-      case 2: value_tile<2, HD16>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
-      default: value_tile<1, HD16>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      case 4: value_tile<R >= 4 ? 4 : 1, HD16, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      case 3: value_tile<R >= 3 ? 3 : 1, HD16, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      case 2: value_tile<2, HD16, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      default: value_tile<1, HD16, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
     }
   }
 }
 
-constexpr DecodeTiles kTiles64{scores_by_tiles<4, 4>, values_by_tiles<4, 4>};
-constexpr DecodeTiles kTiles128{scores_by_tiles<2, 8>, values_by_tiles<2, 8>};
+template <typename scalar_t>
+constexpr DecodeTiles<scalar_t> kTiles64{scores_by_tiles<4, 4, scalar_t>, values_by_tiles<4, 4, scalar_t>};
+template <typename scalar_t>
+constexpr DecodeTiles<scalar_t> kTiles128{scores_by_tiles<2, 8, scalar_t>, values_by_tiles<2, 8, scalar_t>};
 
 #endif
 
 // The tiles for this dtype and head_dim, or nullptr for the portable loops.
 template <typename scalar_t>
-const DecodeTiles* decode_tiles(int64_t head_dim) {
+const DecodeTiles<scalar_t>* decode_tiles(int64_t head_dim) {
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (head_dim == 64) return &kTiles64;
-    if (head_dim == 128) return &kTiles128;
-  }
+  if (head_dim == 64) return &kTiles64<scalar_t>;
+  if (head_dim == 128) return &kTiles128<scalar_t>;
 #endif
   (void)head_dim;
   return nullptr;
@@ -213,7 +226,7 @@ void decode_one(const scalar_t* q, const scalar_t* k_data, const scalar_t* v_dat
   std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
   std::fill(row_sum, row_sum + rows, 0.0f);
   float row[kMaxHeadDim];  // one K or V row in fp32
-  const DecodeTiles* tiles = decode_tiles<scalar_t>(head_dim);
+  const DecodeTiles<scalar_t>* tiles = decode_tiles<scalar_t>(head_dim);
   const int64_t first_head = kv_begin * layout.head_stride;  // the range's first KV head within a block
   for (int64_t b0 = key_begin / block_size * block_size; b0 <= pos; b0 += block_size) {
     const int64_t j_begin = std::max<int64_t>(key_begin - b0, 0);
@@ -222,13 +235,11 @@ void decode_one(const scalar_t* q, const scalar_t* k_data, const scalar_t* v_dat
     if (b0 + block_size <= pos)  // the next block's streams, started early
       start_streams(k_data, v_data, table[b0 / block_size + 1] * layout.block_stride + first_head,
                     kv_end - kv_begin, layout.head_stride);
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (tiles != nullptr)  // float32 pools, head_dim of 64 or 128: register tiles
-        for (int64_t h = 0; h < kv_end - kv_begin; ++h)
-          tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * layout.head_stride, layout.row_stride,
-                        j_begin, j_end, scores + h * group * block_size, block_size, group);
-    }
-    if (tiles == nullptr) {
+    if (tiles != nullptr) {  // head_dim of 64 or 128 with AVX-512: register tiles
+      for (int64_t h = 0; h < kv_end - kv_begin; ++h)
+        tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * layout.head_stride, layout.row_stride,
+                      j_begin, j_end, scores + h * group * block_size, block_size, group);
+    } else {
       for (int64_t h = 0; h < kv_end - kv_begin; ++h) {  // scores[r * block_size + j]
         const scalar_t* keys = k_data + block_offset + h * layout.head_stride;
         for (int64_t j = j_begin; j < j_end; ++j) {
@@ -248,13 +259,11 @@ void decode_one(const scalar_t* q, const scalar_t* k_data, const scalar_t* v_dat
       row_max[r] = block_max;
       if (alpha != 1.0f) scale_row(acc + r * head_dim, alpha, head_dim);
     }
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (tiles != nullptr)
-        for (int64_t h = 0; h < kv_end - kv_begin; ++h)
-          tiles->values(scores + h * group * block_size, v_data + block_offset + h * layout.head_stride, layout.row_stride,
-                        j_begin, j_end, acc + h * group * head_dim, block_size, group);
-    }
-    if (tiles == nullptr) {
+    if (tiles != nullptr) {
+      for (int64_t h = 0; h < kv_end - kv_begin; ++h)
+        tiles->values(scores + h * group * block_size, v_data + block_offset + h * layout.head_stride, layout.row_stride,
+                      j_begin, j_end, acc + h * group * head_dim, block_size, group);
+    } else {
       for (int64_t h = 0; h < kv_end - kv_begin; ++h) {
         const scalar_t* values = v_data + block_offset + h * layout.head_stride;
         for (int64_t j = j_begin; j < j_end; ++j) {
