@@ -9,6 +9,7 @@
 
 #include "attention.h"
 #include "dtype.h"
+#include "linear_bf16.h"
 #include "linear_cpu.h"
 #include "models/model.h"
 #include "transformer_runner.h"
@@ -126,4 +127,18 @@ void bind_model(py::module_& m) {
         py::call_guard<py::gil_scoped_release>(),
         "The CPU float32 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features], "
         "with the weight from pack_linear_weight.");
+  m.def("bf16_linear_supported", &bf16_linear_supported,
+        "Whether this build has the bfloat16 linear kernel (compiled for a CPU with AVX512-BF16).");
+  m.def("pack_linear_weight_bf16", &pack_linear_weight_bf16, py::arg("weight"),
+        py::call_guard<py::gil_scoped_release>(),
+        "weight [N, K] bfloat16 -> panels [ceil(N / 64), ceil(K / 2), 64, 2] for packed_linear_bf16.");
+  m.def("packed_linear_bf16",
+        [](const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
+           const std::optional<torch::Tensor>& bias) {
+          return packed_linear_bf16(x, packed, out_features, bias.value_or(torch::Tensor()));
+        },
+        py::arg("x"), py::arg("packed"), py::arg("out_features"), py::arg("bias") = py::none(),
+        py::call_guard<py::gil_scoped_release>(),
+        "The CPU bfloat16 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features] "
+        "bfloat16 (fp32 accumulation, one rounding), with the weight from pack_linear_weight_bf16.");
 }

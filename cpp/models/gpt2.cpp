@@ -40,7 +40,7 @@ GPT2LMHeadModel::GPT2LMHeadModel(const ModelSpec& spec, const WeightLoader& load
   }
   ln_f_ = layer_norm(root + "ln_f");
   // Tied: the packed kernel gets its own copy (the lookup needs rows of the
-  // embedding); other dtypes share the embedding itself.
+  // embedding); unpacked dtypes share the embedding itself.
   lm_head_ = make_linear(spec.tie_word_embeddings ? wte_
                                                    : loader.get("lm_head.weight", {spec.vocab_size, hidden}));
 }

@@ -10,6 +10,7 @@
 #include "attention.h"
 #include "config.h"
 #include "fused_cpu.h"
+#include "linear_bf16.h"
 #include "linear_cpu.h"
 
 namespace modelbench {
@@ -44,6 +45,8 @@ Linear make_linear(torch::Tensor weight, torch::Tensor bias) {
   linear.bias = std::move(bias);
   if (weight.device().is_cpu() && weight.scalar_type() == torch::kFloat32)
     linear.packed = pack_linear_weight(weight);
+  else if (weight.device().is_cpu() && weight.scalar_type() == torch::kBFloat16 && bf16_linear_supported())
+    linear.packed = pack_linear_weight_bf16(weight);
   else
     linear.weight = std::move(weight);
   return linear;
@@ -55,6 +58,7 @@ torch::Tensor Linear::operator()(const torch::Tensor& x) const {
     const torch::Tensor rows = x.reshape({-1, x.size(-1)});
     std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
     shape.back() = out_features;
+    if (packed.scalar_type() == torch::kBFloat16) return packed_linear_bf16(rows, packed, out_features, bias).view(shape);
     return packed_linear(rows, packed, out_features, bias).view(shape);
   }
   return torch::linear(x, weight, bias);

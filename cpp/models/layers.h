@@ -38,7 +38,8 @@ struct Linear {
   torch::Tensor weight;  // [out_features, in_features]; undefined once packed
   torch::Tensor bias;    // [out_features], or undefined
   // float32 on the CPU: the weight in panels for the packed kernel
-  // (linear_cpu.h), [ceil(out_features / 64), in_features, 64]; else undefined.
+  // (linear_cpu.h), [ceil(out_features / 64), in_features, 64]; bfloat16 on
+  // a CPU with AVX512-BF16: panels of input pairs (linear_bf16.h); else undefined.
   torch::Tensor packed;
   int64_t out_features = 0;
 
@@ -46,8 +47,9 @@ struct Linear {
   torch::Tensor operator()(const torch::Tensor& x) const;
 };
 
-// A Linear over `weight` (and `bias`), packed for the CPU kernel when it is
-// float32 on the CPU; `weight` itself is then not kept.
+// A Linear over `weight` (and `bias`), packed for a CPU kernel when it is
+// float32 (or bfloat16, where the build has that kernel) on the CPU;
+// `weight` itself is then not kept.
 Linear make_linear(torch::Tensor weight, torch::Tensor bias = torch::Tensor());
 
 // Several checkpoint linears over the same input, stacked row-wise into one

@@ -40,7 +40,7 @@ LlamaForCausalLM::LlamaForCausalLM(const ModelSpec& spec, const WeightLoader& lo
   }
   norm_ = {loader.get("model.norm.weight", {hidden}), spec.norm_eps};
   // Tied: the packed kernel gets its own copy (the lookup needs rows of the
-  // embedding); other dtypes share the embedding itself.
+  // embedding); unpacked dtypes share the embedding itself.
   lm_head_ = make_linear(spec.tie_word_embeddings ? embed_tokens_
                                                    : loader.get("lm_head.weight", {spec.vocab_size, hidden}));
 }
