@@ -16,6 +16,7 @@ per weight per sequence plus attention's. Prints JSON (and writes it with
 --out) with each step's time over its bound. Never asserts on time.
 
     python benchmarks/decode_bound.py --out decode_bound.json
+    python benchmarks/decode_bound.py --dtype bfloat16 --out decode_bound_bf16.json
 """
 
 from __future__ import annotations
@@ -62,16 +63,22 @@ def read_bandwidth(num_bytes: int = 512 * 1024 * 1024) -> float:
     return num_bytes / best_time(src.sum, 5)
 
 
-def matmul_flops(m: int, k: int, n: int, repeats: int = 10) -> float:
-    """FLOP/s of ATen's [m, k] @ [k, n] float32, best of `repeats`."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
+def matmul_flops(m: int, k: int, n: int, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of ATen's [m, k] @ [k, n] in `dtype`, best of `repeats`."""
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
     return 2 * m * k * n / best_time(lambda: torch.mm(a, b), repeats)
 
 
-def packed_kernel_flops(m: int, k: int, n: int, repeats: int = 5) -> float:
-    """FLOP/s of modelbench's packed float32 linear kernel, x [m, k] times a [n, k] weight."""
+def packed_kernel_flops(m: int, k: int, n: int, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of modelbench's packed linear kernel in `dtype` (float32, or bfloat16 where
+    the build has it), x [m, k] times a [n, k] weight; 0 where there is no such kernel."""
     from modelbench import _core
 
+    if dtype == torch.bfloat16:
+        if not _core.bf16_linear_supported():
+            return 0.0
+        x, packed = torch.randn(m, k).to(dtype), _core.pack_linear_weight_bf16(torch.randn(n, k).to(dtype))
+        return 2 * m * k * n / best_time(lambda: _core.packed_linear_bf16(x, packed, n), repeats)
     x, packed = torch.randn(m, k), _core.pack_linear_weight(torch.randn(n, k))
     return 2 * m * k * n / best_time(lambda: _core.packed_linear(x, packed, n), repeats)
 
@@ -104,24 +111,28 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the model's dtype; the bound counts its bytes and its matmul peak")
     parser.add_argument("--out")
     args = parser.parse_args()
 
     bandwidth = stream_copy_bandwidth()
-    llm = LLM(args.model, max_model_len=args.context + args.steps + 8, max_num_seqs=max(args.batch, 1),
-              kv_cache_memory=1024**3)
+    llm = LLM(args.model, dtype=args.dtype, max_model_len=args.context + args.steps + 8,
+              max_num_seqs=max(args.batch, 1), kv_cache_memory=1024**3)
     spec = llm.runner.spec
     hidden, layers = spec.hidden_size, spec.num_layers
     q_dim, kv_dim = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
     per_layer = hidden * (q_dim + 2 * kv_dim) + q_dim * hidden + 3 * hidden * spec.intermediate_size
     num_weights = layers * per_layer + spec.vocab_size * hidden  # the head (tied or not) is read once
-    bytes_per = torch.tensor([], dtype=getattr(torch, llm.args.dtype)).element_size()
+    dtype = getattr(torch, llm.args.dtype)
+    bytes_per = torch.tensor([], dtype=dtype).element_size()
+    # The matmul peak in the model's dtype.
     peaks = {
-        "aten_2048x2048x2048": matmul_flops(2048, 2048, 2048, repeats=3),
+        "aten_2048x2048x2048": matmul_flops(2048, 2048, 2048, repeats=3, dtype=dtype),
         f"aten_decode_{args.batch}x{hidden}x{spec.intermediate_size}":
-            matmul_flops(args.batch, hidden, spec.intermediate_size),
+            matmul_flops(args.batch, hidden, spec.intermediate_size, dtype=dtype),
         f"packed_2048x{hidden}x{2 * spec.intermediate_size}":
-            packed_kernel_flops(2048, hidden, 2 * spec.intermediate_size),
+            packed_kernel_flops(2048, hidden, 2 * spec.intermediate_size, dtype=dtype),
     }
     peak = max(peaks.values())
 
