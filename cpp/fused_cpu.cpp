@@ -1,6 +1,9 @@
-// The fused element-wise kernels: Eigen array expressions over one row at a
-// time (vectorised for the build's ISA), rows split across threads only when
-// there are enough of them to pay for waking the pool.
+// The fused element-wise kernels: rows in chunks that stay in L1, computed
+// in fp32 with Eigen array expressions (vectorised for the build's ISA).
+// For bfloat16, values are rounded back to bf16 wherever the ATen ops they
+// replace round (each op's result), so bf16 outputs equal transformers'.
+// Rows are split across threads only when there are enough of them to pay
+// for waking the pool.
 #include "fused_cpu.h"
 
 #define EIGEN_DONT_PARALLELIZE
@@ -10,6 +13,11 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 namespace modelbench {
 namespace {
@@ -17,69 +25,190 @@ namespace {
 using Row = Eigen::Map<Eigen::ArrayXf>;
 using ConstRow = Eigen::Map<const Eigen::ArrayXf>;
 
-constexpr int64_t kMaxHalf = 512;  // head_dim / 2 at most
+constexpr int64_t kChunk = 512;  // elements of a row per pass: a few fp32 buffers of this stay in L1
 
-// Rows per work item: about 64K floats, so a decode step's batch runs inline.
+// Rows per work item: about 64K elements, so a decode step's batch runs inline.
 int64_t grain_rows(int64_t cols) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(cols, 1)); }
+
+// Loading a row's elements as fp32, storing fp32 results in the tensor's
+// dtype, and rounding an fp32 intermediate the way an ATen op in that dtype
+// would round its result.
+template <typename T>
+struct Elems;
+
+template <>
+struct Elems<float> {
+  static void load(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+  static void store(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+  static void round(float* /*x*/, int64_t /*n*/) {}
+};
+
+template <>
+struct Elems<c10::BFloat16> {
+  static void load(const c10::BFloat16* src, float* dst, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX512BF16__)
+    for (; i + 16 <= n; i += 16) {  // bf16 is the high half of an fp32
+      const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+      _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
+    }
+#endif
+    for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+  }
+  static void store(const float* src, c10::BFloat16* dst, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX512BF16__)
+    for (; i + 16 <= n; i += 16)  // round to nearest even, as c10::BFloat16 does
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+#endif
+    for (; i < n; ++i) dst[i] = static_cast<c10::BFloat16>(src[i]);
+  }
+  static void round(float* x, int64_t n) {
+    int64_t i = 0;
+#if defined(__AVX512BF16__)
+    for (; i + 16 <= n; i += 16) {
+      const __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+      _mm512_storeu_ps(x + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
+    }
+#endif
+    for (; i < n; ++i) x[i] = static_cast<float>(static_cast<c10::BFloat16>(x[i]));
+  }
+};
 
 void check_rows(const torch::Tensor& x, const char* what) {
   TORCH_CHECK(x.dim() == 2 && fused_cpu_supported(x) && x.stride(0) >= x.size(1), what,
-              " must be a [rows, cols] float32 CPU tensor with contiguous rows, got ", x.sizes(), " ",
+              " must be a [rows, cols] float32 or bfloat16 CPU tensor with contiguous rows, got ", x.sizes(), " ",
               x.scalar_type());
 }
 
-// out = weight * (x * rsqrt(mean(x^2) + eps)), the order of operations of transformers' LlamaRMSNorm.
-inline void norm_row(const float* x, const float* weight, float eps, int64_t n, float* out) {
-  const ConstRow xr(x, n);
-  const float inv_rms = 1.0f / std::sqrt(xr.square().sum() / static_cast<float>(n) + eps);
-  Row(out, n) = ConstRow(weight, n) * (xr * inv_rms);
+void check_weight(const torch::Tensor& weight, const torch::Tensor& x) {
+  TORCH_CHECK(weight.numel() == x.size(1) && weight.is_contiguous() && weight.scalar_type() == x.scalar_type() &&
+                  weight.device().is_cpu(),
+              "weight must be a contiguous ", x.scalar_type(), " [", x.size(1), "], got ", weight.sizes(), " ",
+              weight.scalar_type());
+}
+
+// out = weight * (x * rsqrt(mean(x^2) + eps)), the order of operations (and
+// of bf16 roundings) of transformers' LlamaRMSNorm. With `add`, x = residual
+// + add first, written back to residual (rounded as a bf16 add rounds).
+template <typename T>
+void norm_row(T* residual, const T* add, const T* weight, float eps, int64_t n, T* out) {
+  float a[kChunk], b[kChunk];
+  float sum_sq = 0.0f;
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t len = std::min(kChunk, n - c0);
+    Elems<T>::load(residual + c0, a, len);
+    if (add != nullptr) {
+      Elems<T>::load(add + c0, b, len);
+      Row(a, len) += ConstRow(b, len);
+      Elems<T>::round(a, len);
+      Elems<T>::store(a, residual + c0, len);
+    }
+    sum_sq += Row(a, len).square().sum();
+  }
+  const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(n) + eps);
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t len = std::min(kChunk, n - c0);
+    Elems<T>::load(residual + c0, a, len);
+    Row(a, len) *= inv_rms;
+    Elems<T>::round(a, len);  // HF: .to(input_dtype) before the weight
+    Elems<T>::load(weight + c0, b, len);
+    Row(a, len) *= ConstRow(b, len);
+    Elems<T>::store(a, out + c0, len);
+  }
+}
+
+template <typename T>
+torch::Tensor norm_rows(T* residual, int64_t ld_residual, const T* add, int64_t ld_add, const T* weight, double eps,
+                        int64_t rows, int64_t n, const torch::TensorOptions& options) {
+  torch::Tensor out = torch::empty({rows, n}, options);
+  T* od = out.data_ptr<T>();
+  const float e = static_cast<float>(eps);
+  at::parallel_for(0, rows, grain_rows(n), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      norm_row<T>(residual + r * ld_residual, add != nullptr ? add + r * ld_add : nullptr, weight, e, n, od + r * n);
+  });
+  return out;
+}
+
+template <typename T>
+void silu_mul_rows(const T* gd, int64_t ld, int64_t rows, int64_t n, T* od) {
+  at::parallel_for(0, rows, grain_rows(2 * n), [&](int64_t begin, int64_t end) {
+    float g[kChunk], u[kChunk];
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+        const int64_t len = std::min(kChunk, n - c0);
+        Elems<T>::load(gd + r * ld + c0, g, len);
+        Elems<T>::load(gd + r * ld + n + c0, u, len);
+        Row gate(g, len);
+        gate = gate / (1.0f + (-gate).exp());  // silu as ATen computes it, then rounded as its result
+        Elems<T>::round(g, len);
+        gate *= ConstRow(u, len);
+        Elems<T>::store(g, od + r * n + c0, len);
+      }
+  });
+}
+
+constexpr int64_t kMaxHalf = 512;  // head_dim / 2 at most
+
+// x = x * cos + rotate_half(x) * sin, each product and the sum rounded as ATen rounds them.
+template <typename T>
+void rotary_rows(T* xd, int64_t ld, int64_t tokens, int64_t heads, int64_t dim, const T* cd, const T* sd) {
+  const int64_t half = dim / 2;
+  at::parallel_for(0, tokens, grain_rows(heads * dim), [&](int64_t begin, int64_t end) {
+    float c[2 * kMaxHalf], s[2 * kMaxHalf], x[2 * kMaxHalf], t1[2 * kMaxHalf], t2[2 * kMaxHalf];
+    for (int64_t t = begin; t < end; ++t) {
+      Elems<T>::load(cd + t * dim, c, dim);
+      Elems<T>::load(sd + t * dim, s, dim);
+      for (int64_t h = 0; h < heads; ++h) {
+        T* row = xd + t * ld + h * dim;
+        Elems<T>::load(row, x, dim);
+        Row(t1, dim) = ConstRow(x, dim) * ConstRow(c, dim);  // x * cos
+        Row(t2, half) = -ConstRow(x + half, half) * ConstRow(s, half);  // rotate_half(x) * sin
+        Row(t2 + half, half) = ConstRow(x, half) * ConstRow(s + half, half);
+        Elems<T>::round(t1, dim);
+        Elems<T>::round(t2, dim);
+        Row(t1, dim) += ConstRow(t2, dim);
+        Elems<T>::store(t1, row, dim);
+      }
+    }
+  });
 }
 
 }  // namespace
 
 bool fused_cpu_supported(const torch::Tensor& x) {
-  return x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() >= 1 && x.stride(-1) == 1;
+  return x.device().is_cpu() && (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16) &&
+         x.dim() >= 1 && x.stride(-1) == 1;
 }
 
 torch::Tensor rms_norm_cpu(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   RECORD_FUNCTION("modelbench::rms_norm", std::vector<c10::IValue>());
   check_rows(x, "x");
-  const int64_t rows = x.size(0), n = x.size(1), ld = x.stride(0);
-  TORCH_CHECK(weight.numel() == n && weight.is_contiguous() && fused_cpu_supported(weight),
-              "weight must be a contiguous float32 [", n, "], got ", weight.sizes());
-  torch::Tensor out = torch::empty({rows, n}, x.options());
-  const float* xd = x.data_ptr<float>();
-  const float* wd = weight.data_ptr<float>();
-  float* od = out.data_ptr<float>();
-  const float e = static_cast<float>(eps);
-  at::parallel_for(0, rows, grain_rows(n), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) norm_row(xd + r * ld, wd, e, n, od + r * n);
-  });
-  return out;
+  check_weight(weight, x);
+  const int64_t rows = x.size(0), n = x.size(1);
+  if (x.scalar_type() == torch::kBFloat16)  // read only: norm_row writes residual only with `add`
+    return norm_rows<c10::BFloat16>(const_cast<c10::BFloat16*>(x.data_ptr<c10::BFloat16>()), x.stride(0), nullptr, 0,
+                                    weight.data_ptr<c10::BFloat16>(), eps, rows, n, x.options());
+  return norm_rows<float>(const_cast<float*>(x.data_ptr<float>()), x.stride(0), nullptr, 0, weight.data_ptr<float>(),
+                          eps, rows, n, x.options());
 }
 
 torch::Tensor add_rms_norm_cpu(torch::Tensor& residual, const torch::Tensor& x, const torch::Tensor& weight,
                                double eps) {
   RECORD_FUNCTION("modelbench::add_rms_norm", std::vector<c10::IValue>());
   check_rows(x, "x");
-  TORCH_CHECK(residual.is_contiguous() && fused_cpu_supported(residual) && residual.sizes() == x.sizes(),
-              "residual must be a contiguous float32 tensor shaped like x ", x.sizes(), ", got ", residual.sizes());
-  const int64_t rows = x.size(0), n = x.size(1), ld = x.stride(0);
-  TORCH_CHECK(weight.numel() == n && weight.is_contiguous() && fused_cpu_supported(weight),
-              "weight must be a contiguous float32 [", n, "], got ", weight.sizes());
-  torch::Tensor out = torch::empty({rows, n}, x.options());
-  float* rd = residual.data_ptr<float>();
-  const float* xd = x.data_ptr<float>();
-  const float* wd = weight.data_ptr<float>();
-  float* od = out.data_ptr<float>();
-  const float e = static_cast<float>(eps);
-  at::parallel_for(0, rows, grain_rows(n), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      Row(rd + r * n, n) += ConstRow(xd + r * ld, n);
-      norm_row(rd + r * n, wd, e, n, od + r * n);
-    }
-  });
-  return out;
+  TORCH_CHECK(residual.is_contiguous() && residual.scalar_type() == x.scalar_type() && residual.device().is_cpu() &&
+                  residual.sizes() == x.sizes(),
+              "residual must be a contiguous ", x.scalar_type(), " tensor shaped like x ", x.sizes(), ", got ",
+              residual.sizes(), " ", residual.scalar_type());
+  check_weight(weight, x);
+  const int64_t rows = x.size(0), n = x.size(1);
+  if (x.scalar_type() == torch::kBFloat16)
+    return norm_rows<c10::BFloat16>(residual.data_ptr<c10::BFloat16>(), n, x.data_ptr<c10::BFloat16>(), x.stride(0),
+                                    weight.data_ptr<c10::BFloat16>(), eps, rows, n, x.options());
+  return norm_rows<float>(residual.data_ptr<float>(), n, x.data_ptr<float>(), x.stride(0), weight.data_ptr<float>(), eps,
+                          rows, n, x.options());
 }
 
 torch::Tensor silu_mul_cpu(const torch::Tensor& gate_up) {
@@ -88,44 +217,29 @@ torch::Tensor silu_mul_cpu(const torch::Tensor& gate_up) {
   TORCH_CHECK(gate_up.size(1) % 2 == 0, "gate_up must have an even number of columns, got ", gate_up.size(1));
   const int64_t rows = gate_up.size(0), n = gate_up.size(1) / 2, ld = gate_up.stride(0);
   torch::Tensor out = torch::empty({rows, n}, gate_up.options());
-  const float* gd = gate_up.data_ptr<float>();
-  float* od = out.data_ptr<float>();
-  at::parallel_for(0, rows, grain_rows(2 * n), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const ConstRow gate(gd + r * ld, n), up(gd + r * ld + n, n);
-      Row(od + r * n, n) = gate / (1.0f + (-gate).exp()) * up;  // silu as ATen computes it
-    }
-  });
+  if (gate_up.scalar_type() == torch::kBFloat16)
+    silu_mul_rows<c10::BFloat16>(gate_up.data_ptr<c10::BFloat16>(), ld, rows, n, out.data_ptr<c10::BFloat16>());
+  else
+    silu_mul_rows<float>(gate_up.data_ptr<float>(), ld, rows, n, out.data_ptr<float>());
   return out;
 }
 
 void rotary_cpu_(torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   RECORD_FUNCTION("modelbench::rotary", std::vector<c10::IValue>());
   TORCH_CHECK(x.dim() == 3 && fused_cpu_supported(x) && x.stride(1) == x.size(2) && x.size(2) % 2 == 0,
-              "x must be [num_tokens, num_heads, head_dim] float32 on the CPU with heads head_dim apart, got ",
-              x.sizes(), " strides ", x.strides());
-  const int64_t tokens = x.size(0), heads = x.size(1), dim = x.size(2), half = dim / 2, ld = x.stride(0);
-  TORCH_CHECK(half <= kMaxHalf, "head_dim ", dim, " is over the rotary kernel's ", 2 * kMaxHalf);
-  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && fused_cpu_supported(cos) && fused_cpu_supported(sin) &&
-                  cos.numel() == tokens * dim && sin.numel() == tokens * dim,
-              "cos and sin must be contiguous float32 [", tokens, ", 1, ", dim, "]");
-  float* xd = x.data_ptr<float>();
-  const float* cd = cos.data_ptr<float>();
-  const float* sd = sin.data_ptr<float>();
-  at::parallel_for(0, tokens, grain_rows(heads * dim), [&](int64_t begin, int64_t end) {
-    float saved[kMaxHalf];
-    for (int64_t t = begin; t < end; ++t) {
-      const ConstRow c1(cd + t * dim, half), c2(cd + t * dim + half, half);
-      const ConstRow s1(sd + t * dim, half), s2(sd + t * dim + half, half);
-      for (int64_t h = 0; h < heads; ++h) {
-        Row x1(xd + t * ld + h * dim, half), x2(xd + t * ld + h * dim + half, half);
-        Row a(saved, half);
-        a = x1;  // x1's old values, needed by the second half
-        x1 = a * c1 + (-x2) * s1;
-        x2 = x2 * c2 + a * s2;
-      }
-    }
-  });
+              "x must be [num_tokens, num_heads, head_dim] float32 or bfloat16 on the CPU with heads head_dim "
+              "apart, got ", x.sizes(), " strides ", x.strides());
+  const int64_t tokens = x.size(0), heads = x.size(1), dim = x.size(2);
+  TORCH_CHECK(dim / 2 <= kMaxHalf, "head_dim ", dim, " is over the rotary kernel's ", 2 * kMaxHalf);
+  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.scalar_type() == x.scalar_type() &&
+                  sin.scalar_type() == x.scalar_type() && cos.numel() == tokens * dim && sin.numel() == tokens * dim,
+              "cos and sin must be contiguous ", x.scalar_type(), " [", tokens, ", 1, ", dim, "]");
+  if (x.scalar_type() == torch::kBFloat16)
+    rotary_rows<c10::BFloat16>(x.data_ptr<c10::BFloat16>(), x.stride(0), tokens, heads, dim,
+                               cos.data_ptr<c10::BFloat16>(), sin.data_ptr<c10::BFloat16>());
+  else
+    rotary_rows<float>(x.data_ptr<float>(), x.stride(0), tokens, heads, dim, cos.data_ptr<float>(),
+                       sin.data_ptr<float>());
 }
 
 }  // namespace modelbench

@@ -1,16 +1,17 @@
-// Fused float32 element-wise ops for the CPU forward: the residual add with
+// Fused float32 and bfloat16 element-wise ops for the CPU forward: the residual add with
 // the RMSNorm after it, SiLU(gate) * up, and rotary embedding in place. At a
 // decode step each replaces several ATen calls (a launch, an allocation and
 // a pass over memory each) with one pass over rows that stay in L1.
-// Results match the ATen ops they replace to float32 rounding (the element
-// operations are the same, sums are taken in another order).
+// Results match the ATen ops they replace: the element operations are the
+// same, computed in fp32 (sums in another order), and bf16 results are
+// rounded where each ATen op in bf16 rounds its own.
 #pragma once
 
 #include <torch/torch.h>
 
 namespace modelbench {
 
-// Whether the fused kernels take x: float32, on the CPU, rows contiguous in the last dim.
+// Whether the fused kernels take x: float32 or bfloat16, on the CPU, contiguous in the last dim.
 bool fused_cpu_supported(const torch::Tensor& x);
 
 // weight * (x * rsqrt(mean(x^2) + eps)) over the last dim of x [rows, hidden].
@@ -25,7 +26,7 @@ torch::Tensor silu_mul_cpu(const torch::Tensor& gate_up);
 
 // In place: x [num_tokens, num_heads, head_dim] (any token stride, heads
 // head_dim apart) = x * cos + rotate_half(x) * sin, with cos and sin
-// [num_tokens, 1, head_dim] contiguous float32 (RopeTables).
+// [num_tokens, 1, head_dim] contiguous in x's dtype (RopeTables).
 void rotary_cpu_(torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
 }  // namespace modelbench

@@ -87,7 +87,8 @@ Linear load_conv1d(const WeightLoader& loader, const std::string& prefix, int64_
 
 torch::Tensor RMSNorm::operator()(const torch::Tensor& x) const {
   RECORD_FUNCTION("modelbench::rms_norm", std::vector<c10::IValue>());
-  if (x.dim() == 2 && fused_cpu_supported(x) && fused_cpu_supported(weight)) return rms_norm_cpu(x, weight, eps);
+  if (x.dim() == 2 && fused_cpu_supported(x) && weight.scalar_type() == x.scalar_type())
+    return rms_norm_cpu(x, weight, eps);
   // Same order of operations as transformers' LlamaRMSNorm, so that fp32
   // results match it to rounding and bf16 results round where it does.
   const torch::Tensor x32 = x.to(torch::kFloat32);                       // [num_tokens, hidden_size]
@@ -96,8 +97,8 @@ torch::Tensor RMSNorm::operator()(const torch::Tensor& x) const {
 }
 
 torch::Tensor RMSNorm::add_and_norm(torch::Tensor& residual, const torch::Tensor& x) const {
-  if (x.dim() == 2 && fused_cpu_supported(x) && fused_cpu_supported(weight) && residual.is_contiguous() &&
-      fused_cpu_supported(residual))
+  if (x.dim() == 2 && fused_cpu_supported(x) && weight.scalar_type() == x.scalar_type() &&
+      residual.is_contiguous() && residual.scalar_type() == x.scalar_type() && residual.device().is_cpu())
     return add_rms_norm_cpu(residual, x, weight, eps);
   residual = residual + x;
   return (*this)(residual);
@@ -168,7 +169,7 @@ torch::Tensor AttentionBlock::operator()(const torch::Tensor& hidden, const Rope
   torch::Tensor q = parts[0].view({num_tokens, num_heads, head_dim});     // [num_tokens, num_heads, head_dim]
   torch::Tensor k = parts[1].view({num_tokens, num_kv_heads, head_dim});  // [num_tokens, num_kv_heads, head_dim]
   const torch::Tensor v = parts[2].view({num_tokens, num_kv_heads, head_dim});
-  if (rope != nullptr && fused_cpu_supported(qkv_out) && fused_cpu_supported(rope->cos)) {
+  if (rope != nullptr && fused_cpu_supported(qkv_out) && rope->cos.scalar_type() == qkv_out.scalar_type()) {
     // q and k heads are adjacent in each row: rotated in place, in one pass.
     torch::Tensor qk = qkv_out.narrow(-1, 0, (num_heads + num_kv_heads) * head_dim)
                            .view({num_tokens, num_heads + num_kv_heads, head_dim});
