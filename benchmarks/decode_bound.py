@@ -17,6 +17,7 @@ per weight per sequence plus attention's. Prints JSON (and writes it with
 
     python benchmarks/decode_bound.py --out decode_bound.json
     python benchmarks/decode_bound.py --dtype bfloat16 --out decode_bound_bf16.json
+    python benchmarks/decode_bound.py --kv-cache-dtype bfloat16 --out decode_bound_kv_bf16.json
 """
 
 from __future__ import annotations
@@ -113,11 +114,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                         help="the model's dtype; the bound counts its bytes and its matmul peak")
+    parser.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "bfloat16"],
+                        help="the KV cache's dtype (auto: the model's); the bound counts its bytes")
     parser.add_argument("--out")
     args = parser.parse_args()
 
     bandwidth = stream_copy_bandwidth()
-    llm = LLM(args.model, dtype=args.dtype, max_model_len=args.context + args.steps + 8,
+    llm = LLM(args.model, dtype=args.dtype, kv_cache_dtype=args.kv_cache_dtype,
+              max_model_len=args.context + args.steps + 8,
               max_num_seqs=max(args.batch, 1), kv_cache_memory=1024**3)
     spec = llm.runner.spec
     hidden, layers = spec.hidden_size, spec.num_layers
@@ -126,6 +130,7 @@ def main() -> None:
     num_weights = layers * per_layer + spec.vocab_size * hidden  # the head (tied or not) is read once
     dtype = getattr(torch, llm.args.dtype)
     bytes_per = torch.tensor([], dtype=dtype).element_size()
+    kv_bytes_per = torch.tensor([], dtype=getattr(torch, llm.runner.kv_cache_dtype)).element_size()
     # The matmul peak in the model's dtype.
     peaks = {
         "aten_2048x2048x2048": matmul_flops(2048, 2048, 2048, repeats=3, dtype=dtype),
@@ -138,12 +143,13 @@ def main() -> None:
 
     result = {"benchmark": "decode_bound", "cpus": os.cpu_count(), "platform": platform.platform(),
               "torch_threads": torch.get_num_threads(), "dtype": llm.args.dtype,
+              "kv_cache_dtype": llm.runner.kv_cache_dtype,
               "stream_copy_gb_s": bandwidth / 1e9, "read_gb_s": read_bandwidth() / 1e9,
               "matmul_gflop_s": peak / 1e9, "matmul_gflop_s_measured": {k: v / 1e9 for k, v in peaks.items()},
               "steps": {}}
     for batch in (1, args.batch):
         times = decode_step_times(llm, batch, args.context, args.steps, seed=batch)
-        kv_bytes = batch * args.context * layers * 2 * kv_dim * bytes_per
+        kv_bytes = batch * args.context * layers * 2 * kv_dim * kv_bytes_per
         weight_bytes = num_weights * bytes_per
         flops = 2 * num_weights * batch + 4 * batch * args.context * q_dim * layers
         bound = max((weight_bytes + kv_bytes) / bandwidth, flops / peak)

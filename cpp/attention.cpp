@@ -41,10 +41,11 @@ void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
               " differs from the pool's ", key_pool.size(3));
   TORCH_CHECK(query.size(1) % key_pool.size(1) == 0, "num_heads ", query.size(1),
               " is not a multiple of num_kv_heads ", key_pool.size(1));
-  TORCH_CHECK(query.scalar_type() == key_pool.scalar_type() &&
-                  query.scalar_type() == value_pool.scalar_type(),
-              "query, key and value pools must share a dtype, got ", query.scalar_type(), ", ",
-              key_pool.scalar_type(), ", ", value_pool.scalar_type());
+  TORCH_CHECK(key_pool.scalar_type() == value_pool.scalar_type() &&
+                  (key_pool.scalar_type() == query.scalar_type() || query.scalar_type() == torch::kFloat32),
+              "the key and value pools must share a dtype, the query's or (a float32 query) bfloat16 or "
+              "float16, got query ", query.scalar_type(), ", pools ", key_pool.scalar_type(), " and ",
+              value_pool.scalar_type());
   const auto& m = metadata;
   TORCH_CHECK(m.context_lens.dim() == 1 && m.context_lens.scalar_type() == torch::kLong &&
                   m.context_lens.device().is_cpu(),
@@ -92,7 +93,7 @@ struct WorkItem {
   int64_t query_end;
 };
 
-template <typename scalar_t>
+template <typename scalar_t, typename kv_t>
 void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
                     const torch::Tensor& value_pool, const AttentionMetadata& metadata, float scale,
                     int64_t sliding_window, torch::Tensor& out) {
@@ -107,8 +108,8 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
   const int64_t* context_lens = metadata.context_lens.data_ptr<int64_t>();
   const int32_t* block_tables = metadata.block_tables.data_ptr<int32_t>();
   const scalar_t* q_data = query.data_ptr<scalar_t>();      // [num_tokens, num_heads, head_dim]
-  const scalar_t* k_data = key_pool.data_ptr<scalar_t>();   // [num_blocks, num_kv_heads, block_size, head_dim]
-  const scalar_t* v_data = value_pool.data_ptr<scalar_t>();
+  const kv_t* k_data = key_pool.data_ptr<kv_t>();   // [num_blocks, num_kv_heads, block_size, head_dim]
+  const kv_t* v_data = value_pool.data_ptr<kv_t>();
   scalar_t* out_data = out.data_ptr<scalar_t>();            // [num_tokens, num_heads, head_dim]
 
   // The query heads of one KV head share every K/V block read, so a work
@@ -238,10 +239,20 @@ torch::Tensor paged_attention_cpu(const torch::Tensor& query, const torch::Tenso
   AttentionMetadata m{metadata.query_start_loc.contiguous(), metadata.context_lens.contiguous(), tables};
   torch::Tensor out = torch::empty_like(q);  // [num_tokens, num_heads, head_dim]
   const float s = static_cast<float>(scale);
+  const auto kv = key_pool.scalar_type();
   switch (q.scalar_type()) {
-    case torch::kFloat32: run_cpu_kernel<float>(q, key_pool, value_pool, m, s, sliding_window, out); break;
-    case torch::kBFloat16: run_cpu_kernel<c10::BFloat16>(q, key_pool, value_pool, m, s, sliding_window, out); break;
-    case torch::kHalf: run_cpu_kernel<c10::Half>(q, key_pool, value_pool, m, s, sliding_window, out); break;
+    case torch::kFloat32:  // a float32 model may keep its cache in bf16 or fp16 (kv_cache_dtype)
+      if (kv == torch::kBFloat16)
+        run_cpu_kernel<float, c10::BFloat16>(q, key_pool, value_pool, m, s, sliding_window, out);
+      else if (kv == torch::kHalf)
+        run_cpu_kernel<float, c10::Half>(q, key_pool, value_pool, m, s, sliding_window, out);
+      else
+        run_cpu_kernel<float, float>(q, key_pool, value_pool, m, s, sliding_window, out);
+      break;
+    case torch::kBFloat16:
+      run_cpu_kernel<c10::BFloat16, c10::BFloat16>(q, key_pool, value_pool, m, s, sliding_window, out);
+      break;
+    case torch::kHalf: run_cpu_kernel<c10::Half, c10::Half>(q, key_pool, value_pool, m, s, sliding_window, out); break;
     default: TORCH_CHECK(false, "paged_attention_cpu supports float32, bfloat16 and float16, got ", q.scalar_type());
   }
   return out;

@@ -30,10 +30,12 @@ constexpr int64_t kMaxHeadDim = 512;
 // block.
 // Scratch (fp32): q_buf and acc [rows, head_dim], scores [rows, block_size].
 // Writes out: [rows, head_dim]. Needs rows <= kMaxDecodeRows and
-// head_dim <= kMaxHeadDim. Defined for float, c10::BFloat16 and c10::Half.
-template <typename scalar_t>
-void decode_one(const scalar_t* q, const scalar_t* k_data, const scalar_t* v_data, const int32_t* table,
+// head_dim <= kMaxHeadDim. Defined for queries and pools of one dtype
+// (float, c10::BFloat16, c10::Half) and for float queries over
+// c10::BFloat16 or c10::Half pools.
+template <typename q_t, typename scalar_t>
+void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, const int32_t* table,
                 int64_t key_begin, int64_t pos, int64_t kv_begin, int64_t kv_end, int64_t group,
-                const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, scalar_t* out);
+                const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, q_t* out);
 
 }  // namespace modelbench

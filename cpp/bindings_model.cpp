@@ -72,13 +72,16 @@ void bind_model(py::module_& m) {
       m, "TransformerRunner",
       "The model runner over LibTorch: paged KV pools, batched forward, sampler. Pass it to Engine.")
       .def(py::init<const ModelSpec&, const WeightMap&, const EngineConfig&, const std::string&,
-                    const std::string&>(),
+                    const std::string&, const std::string&>(),
            py::arg("spec"), py::arg("weights"), py::arg("config"), py::arg("dtype") = "float32",
-           py::arg("device") = "cpu", py::call_guard<py::gil_scoped_release>(),
-           "weights: Hugging Face name -> tensor. Raises ValueError naming a missing or misshapen tensor.")
+           py::arg("device") = "cpu", py::arg("kv_cache_dtype") = "auto", py::call_guard<py::gil_scoped_release>(),
+           "weights: Hugging Face name -> tensor. kv_cache_dtype: 'auto' (the model's dtype), or 'bfloat16' "
+           "for a float32 model. Raises ValueError naming a missing or misshapen tensor, or a bad dtype.")
       .def_property_readonly("spec", &TransformerRunner::spec)
       .def_property_readonly("dtype", [](const TransformerRunner& r) { return dtype_name(r.dtype()); },
                              "float32 | bfloat16 | float16")
+      .def_property_readonly("kv_cache_dtype", [](const TransformerRunner& r) { return dtype_name(r.kv_cache_dtype()); },
+                             "the KV pools' dtype: float32 | bfloat16 | float16")
       .def_property_readonly("device", [](const TransformerRunner& r) { return r.device().str(); })
       .def_property_readonly("num_kv_blocks", [](const TransformerRunner& r) { return r.kv_pool().num_blocks(); })
       .def_property("record_logits", &TransformerRunner::record_logits, &TransformerRunner::set_record_logits,

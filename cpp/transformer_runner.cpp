@@ -2,6 +2,8 @@
 // InferenceMode, logits for sampled and prompt-logprob rows, sampling.
 #include "transformer_runner.h"
 
+#include "dtype.h"
+
 #include <ATen/record_function.h>
 
 #include <algorithm>
@@ -34,12 +36,26 @@ struct PromptLogprobRows {
   int64_t num_rows;
 };
 
+// The KV cache's dtype: "auto" is the model's; a float32 model may keep it
+// in bfloat16 (half the bytes: twice the sequences, half the reads).
+torch::ScalarType kv_cache_dtype_from_name(const std::string& name, torch::ScalarType model_dtype,
+                                           const torch::Device& device) {
+  if (name == "auto") return model_dtype;
+  const torch::ScalarType kv = model_dtype_from_name(name, device);
+  if (kv != model_dtype && model_dtype != torch::kFloat32)
+    throw InvalidArgument("kv_cache_dtype " + name + " needs a float32 model (or 'auto'), the model is " +
+                          dtype_name(model_dtype));
+  return kv;
+}
+
 }  // namespace
 
 TransformerRunner::TransformerRunner(const ModelSpec& spec, const WeightMap& weights, const EngineConfig& config,
-                                     const std::string& dtype, const std::string& device)
+                                     const std::string& dtype, const std::string& device,
+                                     const std::string& kv_cache_dtype)
     : device_(model_device_from_name(device)),
       dtype_(model_dtype_from_name(dtype, device_)),
+      kv_dtype_(kv_cache_dtype_from_name(kv_cache_dtype, dtype_, device_)),
       block_size_(config.cache.block_size),
       max_model_len_(config.scheduler.max_model_len),
       max_num_batched_tokens_(config.scheduler.max_num_batched_tokens),
@@ -55,7 +71,7 @@ TransformerRunner::TransformerRunner(const ModelSpec& spec, const WeightMap& wei
       }()),
       kv_pool_([&] {
         c10::InferenceMode guard;
-        return KVPool(kv_cache_spec(spec, config.cache, dtype_, device_), config.cache.num_blocks);
+        return KVPool(kv_cache_spec(spec, config.cache, kv_dtype_, device_), config.cache.num_blocks);
       }()),
       sampler_(config.eos_token_id) {}
 

@@ -30,17 +30,20 @@ class TransformerRunner : public ModelRunner {
   // Builds the model from Hugging Face-named weights (see build_model) in
   // `dtype` ("float32" | "bfloat16" | "float16") on `device` ("cpu",
   // "cuda", ...), and KV pools of config.cache.num_blocks blocks of
-  // config.cache.block_size tokens in the same dtype. config.eos_token_id
-  // goes to the sampler (min_tokens). Throws InvalidArgument for a bad
-  // spec, dtype, device or weight.
+  // config.cache.block_size tokens in `kv_cache_dtype` ("auto": the
+  // model's; a float32 model may also use "bfloat16", or "float16" off the
+  // CPU). config.eos_token_id goes to the sampler (min_tokens). Throws
+  // InvalidArgument for a bad spec, dtype, device or weight.
   TransformerRunner(const ModelSpec& spec, const WeightMap& weights, const EngineConfig& config,
-                    const std::string& dtype = "float32", const std::string& device = "cpu");
+                    const std::string& dtype = "float32", const std::string& device = "cpu",
+                    const std::string& kv_cache_dtype = "auto");
 
   RunnerOutput execute_model(const SchedulerOutput& scheduler_output) override;
 
   const ModelSpec& spec() const { return model_->spec(); }
   const KVPool& kv_pool() const { return kv_pool_; }
   torch::ScalarType dtype() const { return dtype_; }
+  torch::ScalarType kv_cache_dtype() const { return kv_dtype_; }
   torch::Device device() const { return device_; }
 
   // Text embeddings: for each prompt, the mean over its positions of the
@@ -70,6 +73,7 @@ class TransformerRunner : public ModelRunner {
 
   torch::Device device_;
   torch::ScalarType dtype_;
+  torch::ScalarType kv_dtype_;
   int block_size_;
   int max_model_len_;
   int max_num_batched_tokens_;

@@ -613,13 +613,18 @@ class TransformerRunner(ModelRunner):
     """
     The model runner over LibTorch: paged KV pools, batched forward, sampler. Pass it to Engine.
     """
-    def __init__(self, spec: ModelSpec, weights: collections.abc.Mapping[str, torch.Tensor], config: EngineConfig, dtype: str = 'float32', device: str = 'cpu') -> None:
+    def __init__(self, spec: ModelSpec, weights: collections.abc.Mapping[str, torch.Tensor], config: EngineConfig, dtype: str = 'float32', device: str = 'cpu', kv_cache_dtype: str = 'auto') -> None:
         """
-        weights: Hugging Face name -> tensor. Raises ValueError naming a missing or misshapen tensor.
+        weights: Hugging Face name -> tensor. kv_cache_dtype: 'auto' (the model's dtype), or 'bfloat16' for a float32 model. Raises ValueError naming a missing or misshapen tensor, or a bad dtype.
         """
     @property
     def device(self) -> str:
         ...
+    @property
+    def kv_cache_dtype(self) -> str:
+        """
+        the KV pools' dtype: float32 | bfloat16 | float16
+        """
     @property
     def dtype(self) -> str:
         """
@@ -671,4 +676,16 @@ def pack_linear_weight(weight: torch.Tensor) -> torch.Tensor:
 def packed_linear(x: torch.Tensor, packed: torch.Tensor, out_features: typing.SupportsInt | typing.SupportsIndex, bias: torch.Tensor | None = None) -> torch.Tensor:
     """
     The CPU float32 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features], with the weight from pack_linear_weight.
+    """
+def bf16_linear_supported() -> bool:
+    """
+    Whether this build has the bfloat16 linear kernel (compiled for a CPU with AVX512-BF16).
+    """
+def pack_linear_weight_bf16(weight: torch.Tensor) -> torch.Tensor:
+    """
+    weight [N, K] bfloat16 -> panels [ceil(N / 64), ceil(K / 2), 64, 2] for packed_linear_bf16.
+    """
+def packed_linear_bf16(x: torch.Tensor, packed: torch.Tensor, out_features: typing.SupportsInt | typing.SupportsIndex, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """
+    The CPU bfloat16 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features] bfloat16 (fp32 accumulation, one rounding), with the weight from pack_linear_weight_bf16.
     """

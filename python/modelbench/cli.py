@@ -12,7 +12,7 @@ from modelbench.bench import report as bench_report
 from modelbench.config import Settings, parse_memory
 
 SERVE_FLAGS = ("model", "models_file", "host", "port", "served_model_name", "max_model_len",
-               "kv_cache_memory", "max_num_seqs", "max_queue",
+               "kv_cache_memory", "kv_cache_dtype", "max_num_seqs", "max_queue",
                "log_format", "log_level", "drain_timeout_s", "database_url")
 
 
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, help="prompt + output tokens of one sequence")
     p.add_argument("--kv-cache-memory", type=parse_memory,
                    help="KV cache budget: bytes, or a fraction of available memory like 0.25")
+    p.add_argument("--kv-cache-dtype", choices=["auto", "bfloat16"],
+                   help="auto: the model's dtype (default); bfloat16: half the KV bytes of a float32 model")
     p.add_argument("--max-num-seqs", type=int, help="sequences one engine step runs (default 64)")
     p.add_argument("--max-queue", type=int,
                    help="requests a model version holds beyond max-num-seqs before 429 (default 256)")

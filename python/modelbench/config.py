@@ -66,6 +66,7 @@ class ModelConfig(BaseModel):
     kv_cache_memory: int | float | None = None
     max_num_seqs: int = Field(default=64, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     @property
     def id(self) -> str:
@@ -75,6 +76,7 @@ class ModelConfig(BaseModel):
         args = EngineArgs(
             model=self.path, max_model_len=self.max_model_len,
             kv_cache_memory=self.kv_cache_memory, max_num_seqs=self.max_num_seqs, dtype=self.dtype,
+            kv_cache_dtype=self.kv_cache_dtype,
         )
         args.validate()
         return args
@@ -141,6 +143,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     max_model_len: int | None = Field(default=None, ge=1)
     kv_cache_memory: int | float | None = None
+    kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_num_seqs: int = Field(default=64, ge=1)
     # Requests a model version holds (running and waiting) beyond which a new
     # one is refused with 429 rather than queued without bound.
@@ -195,7 +198,7 @@ class Settings(BaseSettings):
             one = ModelConfig(
                 name=names[i] if names else name_from_path(path), path=path,
                 max_model_len=self.max_model_len, kv_cache_memory=self.kv_cache_memory,
-                max_num_seqs=self.max_num_seqs,
+                kv_cache_dtype=self.kv_cache_dtype, max_num_seqs=self.max_num_seqs,
             )
             if any(m.id == one.id for m in models):
                 raise ValueError(f"--model {path or '(the default model)'} would be served as {one.id}, "

@@ -51,9 +51,10 @@ class LLM:
         max_num_batched_tokens: int | None = None,
         enable_prefix_caching: bool = True,
         block_size: int = 16,
+        kv_cache_dtype: str = "auto",
     ) -> None:
         self.args = EngineArgs(
-            model=model, dtype=dtype, device=device, max_model_len=max_model_len,
+            model=model, dtype=dtype, device=device, kv_cache_dtype=kv_cache_dtype, max_model_len=max_model_len,
             kv_cache_memory=kv_cache_memory, max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             enable_prefix_caching=enable_prefix_caching, block_size=block_size,

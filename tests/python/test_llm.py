@@ -147,6 +147,20 @@ def test_invalid_sampling_params_raise_value_error(kwargs: dict, message: str) -
         SamplingParams(**kwargs)
 
 
+def test_a_bfloat16_kv_cache_holds_twice_the_blocks(llama_path: Path) -> None:
+    budget = 64 * 1024 * 1024
+    wide = LLM(str(llama_path), max_model_len=256, kv_cache_memory=budget)
+    narrow = LLM(str(llama_path), max_model_len=256, kv_cache_memory=budget, kv_cache_dtype="bfloat16")
+    assert narrow.runner.kv_cache_dtype == "bfloat16" and narrow.runner.dtype == "float32"
+    assert narrow.runner.num_kv_blocks == 2 * wide.runner.num_kv_blocks
+    params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+    out_wide = wide.generate([[5, 6, 7, 8] * 10], params, use_tqdm=False)[0].outputs[0].token_ids
+    out_narrow = narrow.generate([[5, 6, 7, 8] * 10], params, use_tqdm=False)[0].outputs[0].token_ids
+    assert len(out_narrow) == 16
+    # bf16 K/V move logits by ~1e-3 of their range: greedy tokens agree but for near ties.
+    assert sum(a == b for a, b in zip(out_wide, out_narrow)) >= 12
+
+
 def test_bad_input_raises_value_error(llm: LLM, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_model_len=256"):
         llm.generate([[5] * 300], use_tqdm=False)
@@ -154,6 +168,12 @@ def test_bad_input_raises_value_error(llm: LLM, tmp_path: Path) -> None:
         LLM(str(tmp_path / "no-such-model"))
     with pytest.raises(ValueError, match="dtype must be one of"):
         LLM(str(tmp_path), dtype="int3")
+    with pytest.raises(ValueError, match="kv_cache_dtype must be 'auto' or one of"):
+        LLM(str(tmp_path), kv_cache_dtype="fp8")
+    with pytest.raises(ValueError, match="needs dtype='float32'"):
+        LLM(str(tmp_path), dtype="bfloat16", kv_cache_dtype="float32")
+    with pytest.raises(ValueError, match="float16 is for CUDA"):
+        LLM(str(tmp_path), kv_cache_dtype="float16")
     with pytest.raises(ValueError, match="sampling_params for 2 prompts"):
         llm.generate(["a", "b"], [SamplingParams()] * 3, use_tqdm=False)
     # The engine is still usable after rejected input.

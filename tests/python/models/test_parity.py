@@ -226,21 +226,25 @@ def test_logprobs_match_transformers(tiny) -> None:
 @pytest.mark.parametrize(
     "num_heads, num_kv_heads, sliding_window", [(4, 4, 0), (8, 2, 0), (4, 1, 24), (9, 3, 0), (4, 2, 0), (10, 2, 0)]
 )
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "dtype, pool_dtype",
+    [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16),
+     (torch.float32, torch.bfloat16)],  # the last: a float32 model over a bf16 cache (kv_cache_dtype)
+)
 @pytest.mark.parametrize("many_decodes", [False, True])
 @pytest.mark.parametrize("head_dim", [32, 64, 128])
 def test_eigen_kernel_matches_reference(
-    dtype: torch.dtype, num_heads: int, num_kv_heads: int, sliding_window: int, many_decodes: bool,
-    head_dim: int,
+    dtype: torch.dtype, pool_dtype: torch.dtype, num_heads: int, num_kv_heads: int, sliding_window: int,
+    many_decodes: bool, head_dim: int,
 ) -> None:
     """Decodes run one KV head per work item when they are few (3 here, on 2
-    threads) and a whole sequence per item when they are many; float32 head
-    dims of 64 and 128 take the register-tiled decode path."""
+    threads) and a whole sequence per item when they are many; head dims of
+    64 and 128 take the register-tiled decode path."""
     g = torch.Generator().manual_seed(0)
     num_blocks = 160
     pool_shape = (num_blocks, num_kv_heads, BLOCK_SIZE, head_dim)
-    key_pool = torch.randn(pool_shape, generator=g).to(dtype)
-    value_pool = torch.randn(pool_shape, generator=g).to(dtype)
+    key_pool = torch.randn(pool_shape, generator=g).to(pool_dtype)
+    value_pool = torch.randn(pool_shape, generator=g).to(pool_dtype)
     # (context_len, num_queries): decodes, whole prompts, and chunks after a cached prefix.
     seqs = [(1, 1), (37, 1), (200, 1), (50, 50), (130, 64), (17, 3), (16, 16), (97, 33), (129, 65)]
     if many_decodes:
@@ -260,7 +264,7 @@ def test_eigen_kernel_matches_reference(
     ours = _core.paged_attention_cpu(*args, sliding_window=sliding_window)
     reference = _core.paged_attention_reference(*args, sliding_window=sliding_window)
     assert ours.dtype == dtype and ours.shape == query.shape
-    if dtype == torch.float32:
+    if dtype == torch.float32:  # both read the same (bf16) K/V and compute in fp32
         torch.testing.assert_close(ours, reference, atol=2e-5, rtol=0)
     else:  # both accumulate in fp32; the outputs differ by bf16 (fp16) rounding at most
         torch.testing.assert_close(ours.float(), reference.float(), atol=1e-2, rtol=1.6e-2)
@@ -311,6 +315,38 @@ def test_bfloat16_logits_track_transformers_in_bfloat16(tiny, kind: str) -> None
     # Measured: 0.6 and 0.67 of it; a float32-like result would be at 1.
     assert gap_to_hf < 0.8 * bf16_error, (gap_to_hf, bf16_error)
     assert (ours.argmax(-1) == hf_bf16.argmax(-1)).float().mean().item() > 0.9
+
+
+def test_float32_model_over_a_bfloat16_kv_cache(tiny) -> None:
+    """kv_cache_dtype='bfloat16': the pools hold bf16 K/V (half the bytes), the
+    model computes in float32; logits stay within bf16's error of float32."""
+    model = tiny("llama_gqa")
+    vocab_size = model.spec.vocab_size
+    prompt = random_prompt(random.Random(6), 120, vocab_size)
+    logits = {}
+    for kv_cache_dtype in ("auto", "bfloat16"):
+        config = make_config(vocab_size, prefix_caching=False)
+        runner = _core.TransformerRunner(model.spec, model.weights, config, dtype="float32",
+                                         kv_cache_dtype=kv_cache_dtype)
+        assert runner.dtype == "float32"
+        assert runner.kv_cache_dtype == ("float32" if kv_cache_dtype == "auto" else "bfloat16")
+        runner.record_logits = True
+        engine = _core.Engine(config, runner)
+        tokens, recorded, _ = run_engine(engine, runner, {"a": prompt}, greedy(8))
+        logits[kv_cache_dtype] = torch.stack([recorded["a"][p] for p in range(len(prompt))])
+    fp32, bf16_cache = logits["auto"], logits["bfloat16"]
+    assert not torch.equal(fp32, bf16_cache)  # the cache really is narrower
+    assert (bf16_cache - fp32).abs().max().item() < 0.05 * fp32.abs().max().item()
+    assert (bf16_cache.argmax(-1) == fp32.argmax(-1)).float().mean().item() > 0.9
+
+
+def test_kv_cache_dtype_is_checked(tiny) -> None:
+    model = tiny("llama_gqa")
+    config = make_config(model.spec.vocab_size)
+    with pytest.raises(ValueError, match="needs a float32 model"):
+        _core.TransformerRunner(model.spec, model.weights, config, dtype="bfloat16", kv_cache_dtype="float32")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        _core.TransformerRunner(model.spec, model.weights, config, kv_cache_dtype="int8")
 
 
 def test_missing_weight_is_named(tiny) -> None:

@@ -48,6 +48,16 @@ def test_serve_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert (args.model, args.port, args.max_model_len, args.kv_cache_memory) == (["/m/x"], 8001, 128, 33554432)
     settings = settings_from_args(args)
     assert settings.port == 8001 and settings.host == "0.0.0.0"  # unset flags leave the env alone
+    assert settings.kv_cache_dtype == "auto"
+
+
+def test_kv_cache_dtype_flag_reaches_the_engine_args() -> None:
+    args = build_parser().parse_args(["serve", "--model", "/m/x", "--kv-cache-dtype", "bfloat16"])
+    (model,) = settings_from_args(args).model_configs().models
+    assert model.kv_cache_dtype == "bfloat16"
+    assert model.engine_args().resolved_kv_cache_dtype() == "bfloat16"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--kv-cache-dtype", "int8"])
 
 
 MODELS_TOML = """
