@@ -91,7 +91,24 @@ struct WorkItem {
   int64_t kv_head_end;  // decode items may take several KV heads: [kv_head, kv_head_end)
   int64_t query_begin;  // query index within the sequence
   int64_t query_end;
+  // A decode split over its keys: keys [key_lo, key_hi), result in partial
+  // slot `partial` (-1: not split, the item takes all of its keys).
+  int64_t key_lo = 0;
+  int64_t key_hi = 0;
+  int64_t partial = -1;
 };
+
+// A split decode's parts, merged after the parallel work: partial slots
+// [first, first + count) hold one KV head's query rows of one token.
+struct SplitDecode {
+  int64_t token;
+  int64_t kv_head;
+  int64_t first;
+  int64_t count;
+};
+
+// Keys per part of a split decode, at least (4 blocks of 16).
+constexpr int64_t kMinSplitKeys = 64;
 
 template <typename scalar_t, typename kv_t>
 void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
@@ -115,21 +132,51 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
   // The query heads of one KV head share every K/V block read, so a work
   // item takes a whole group and a chunk of queries. Decodes take all KV
   // heads of their sequence at once (whole block rows read in order) when
-  // there are enough of them to keep every thread busy, else one KV head each.
+  // there are enough of them to keep every thread busy, else one KV head
+  // each, and when even those are fewer than two per thread (batch 1: 3 KV
+  // heads on 2 threads), each KV head's keys split into parts of whole
+  // blocks, merged afterwards (as flash-decoding does on GPUs).
+  const int64_t threads = at::get_num_threads();
   int64_t num_decodes = 0;
   for (int64_t s = 0; s < metadata.num_seqs(); ++s) num_decodes += query_start[s + 1] - query_start[s] == 1;
-  const bool whole_decodes = num_decodes >= 2 * at::get_num_threads() && num_heads <= kMaxDecodeRows;
+  const bool whole_decodes = num_decodes >= 2 * threads && num_heads <= kMaxDecodeRows;
+  const bool tiny_decodes = group <= kMaxDecodeRows && head_dim <= kMaxHeadDim;  // decode_one takes them
+  const int64_t wanted_parts = (2 * threads + num_decodes * num_kv_heads - 1) / std::max<int64_t>(1, num_decodes * num_kv_heads);
   std::vector<WorkItem> items;
+  std::vector<SplitDecode> splits;
+  int64_t num_partials = 0;
   for (int64_t s = 0; s < metadata.num_seqs(); ++s) {
     const int64_t num_queries = query_start[s + 1] - query_start[s];
     if (num_queries == 1 && whole_decodes) {
       items.push_back({s, 0, num_kv_heads, 0, 1});
       continue;
     }
+    if (num_queries == 1 && tiny_decodes && wanted_parts > 1) {
+      const int64_t pos = context_lens[s] - 1;
+      const int64_t key_begin = sliding_window > 0 ? std::max<int64_t>(0, pos - sliding_window + 1) : 0;
+      const int64_t first_block = key_begin / block_size, num_blocks = pos / block_size - first_block + 1;
+      const int64_t parts = std::min(wanted_parts, (pos + 1 - key_begin) / kMinSplitKeys);
+      if (parts > 1) {
+        for (int64_t kv_head = 0; kv_head < num_kv_heads; ++kv_head) {
+          splits.push_back({query_start[s], kv_head, num_partials, parts});
+          for (int64_t c = 0; c < parts; ++c) {
+            WorkItem item{s, kv_head, kv_head + 1, 0, 1};
+            item.key_lo = std::max(key_begin, (first_block + num_blocks * c / parts) * block_size);
+            item.key_hi = std::min(pos + 1, (first_block + num_blocks * (c + 1) / parts) * block_size);
+            item.partial = num_partials++;
+            items.push_back(item);
+          }
+        }
+        continue;
+      }
+    }
     for (int64_t kv_head = 0; kv_head < num_kv_heads; ++kv_head)
       for (int64_t q0 = 0; q0 < num_queries; q0 += kQueryChunk)
         items.push_back({s, kv_head, kv_head + 1, q0, std::min(q0 + kQueryChunk, num_queries)});
   }
+  // Split decodes' parts: [slot, group, head_dim] sums and [slot, group] maxima and denominators.
+  std::vector<float> partial_acc(num_partials * group * head_dim), partial_max(num_partials * group),
+      partial_sum(num_partials * group);
 
   at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
     RowMatrix q_rows;       // [rows, head_dim]: row i * group + j is query i, head kv_head * group + j
@@ -150,8 +197,16 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
       const int64_t first_token = query_start[s] + item.query_begin;
       if (num_queries == 1 && (item.kv_head_end - item.kv_head) * group <= kMaxDecodeRows &&
           head_dim <= kMaxHeadDim) {  // a decode (or a one-token chunk)
-        const int64_t key_begin = sliding_window > 0 ? std::max<int64_t>(0, first_pos - sliding_window + 1) : 0;
         const int64_t offset = (first_token * num_heads + item.kv_head * group) * head_dim;
+        if (item.partial >= 0) {  // one part of a split decode: keys [key_lo, key_hi)
+          const DecodePartial part{partial_acc.data() + item.partial * group * head_dim,
+                                   partial_max.data() + item.partial * group, partial_sum.data() + item.partial * group};
+          decode_one(q_data + offset, k_data, v_data, block_tables + s * max_blocks, item.key_lo, item.key_hi - 1,
+                     item.kv_head, item.kv_head_end, group, layout, scale, decode_q.data(), decode_acc.data(),
+                     decode_scores.data(), out_data + offset, &part);
+          continue;
+        }
+        const int64_t key_begin = sliding_window > 0 ? std::max<int64_t>(0, first_pos - sliding_window + 1) : 0;
         decode_one(q_data + offset, k_data, v_data, block_tables + s * max_blocks, key_begin, first_pos,
                    item.kv_head, item.kv_head_end, group, layout, scale, decode_q.data(), decode_acc.data(),
                    decode_scores.data(), out_data + offset);
@@ -215,6 +270,24 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
         }
     }
   });
+
+  // Each split decode's parts, rescaled to the largest max and summed.
+  for (const SplitDecode& split : splits)
+    for (int64_t r = 0; r < group; ++r) {
+      float max = -std::numeric_limits<float>::infinity();
+      for (int64_t c = 0; c < split.count; ++c) max = std::max(max, partial_max[(split.first + c) * group + r]);
+      float sum = 0.0f;
+      float merged[kMaxHeadDim] = {};
+      for (int64_t c = 0; c < split.count; ++c) {
+        const int64_t slot = (split.first + c) * group + r;
+        const float weight = std::exp(partial_max[slot] - max);
+        sum += partial_sum[slot] * weight;
+        const float* part = partial_acc.data() + slot * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) merged[d] += part[d] * weight;
+      }
+      scalar_t* dst = out_data + (split.token * num_heads + split.kv_head * group + r) * head_dim;
+      for (int64_t d = 0; d < head_dim; ++d) dst[d] = static_cast<scalar_t>(merged[d] / sum);
+    }
 }
 
 }  // namespace

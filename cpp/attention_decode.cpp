@@ -216,7 +216,8 @@ const DecodeTiles<scalar_t>* decode_tiles(int64_t head_dim) {
 template <typename q_t, typename scalar_t>
 void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, const int32_t* table,
                 int64_t key_begin, int64_t pos, int64_t kv_begin, int64_t kv_end, int64_t group,
-                const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, q_t* out) {
+                const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, q_t* out,
+                const DecodePartial* partial) {
   const int64_t head_dim = layout.head_dim;
   const int64_t block_size = layout.block_size;
   const int64_t rows = (kv_end - kv_begin) * group;  // query heads; row r reads KV head kv_begin + r / group
@@ -276,6 +277,12 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
       }
     }
   }
+  if (partial != nullptr) {
+    std::copy(acc, acc + rows * head_dim, partial->acc);
+    std::copy(row_max, row_max + rows, partial->max);
+    std::copy(row_sum, row_sum + rows, partial->sum);
+    return;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     const float inv_sum = 1.0f / row_sum[r];  // > 0: a query always sees its own position
     for (int64_t d = 0; d < head_dim; ++d) out[r * head_dim + d] = static_cast<q_t>(acc[r * head_dim + d] * inv_sum);
@@ -285,7 +292,8 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
 // The (query, pool) dtypes paged attention dispatches: one dtype, or float32 queries over a bf16 or fp16 cache.
 #define MODELBENCH_DECODE_ONE(Q, KV)                                                                             \
   template void decode_one<Q, KV>(const Q*, const KV*, const KV*, const int32_t*, int64_t, int64_t, int64_t,  \
-                                  int64_t, int64_t, const KVLayout&, float, float*, float*, float*, Q*);
+                                  int64_t, int64_t, const KVLayout&, float, float*, float*, float*, Q*,     \
+                                  const DecodePartial*);
 MODELBENCH_DECODE_ONE(float, float)
 MODELBENCH_DECODE_ONE(c10::BFloat16, c10::BFloat16)
 MODELBENCH_DECODE_ONE(c10::Half, c10::Half)

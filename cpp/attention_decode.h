@@ -23,6 +23,16 @@ struct KVLayout {
 constexpr int64_t kMaxDecodeRows = 64;
 constexpr int64_t kMaxHeadDim = 512;
 
+// An unnormalised decode result over part of a sequence's keys, merged
+// with the other parts' afterwards: per query head row, the sum of
+// exp(score - max) times values (acc [rows, head_dim]), the max, and the sum
+// of exp(score - max).
+struct DecodePartial {
+  float* acc;
+  float* max;
+  float* sum;
+};
+
 // Attention of the query at position `pos` (q: [rows, head_dim], rows =
 // (kv_end - kv_begin) * group query heads in order) over keys [key_begin,
 // pos] of KV heads [kv_begin, kv_end): k_data and v_data are the layer's
@@ -30,12 +40,15 @@ constexpr int64_t kMaxHeadDim = 512;
 // block.
 // Scratch (fp32): q_buf and acc [rows, head_dim], scores [rows, block_size].
 // Writes out: [rows, head_dim]. Needs rows <= kMaxDecodeRows and
-// head_dim <= kMaxHeadDim. Defined for queries and pools of one dtype
+// head_dim <= kMaxHeadDim. With `partial`, keys [key_begin, pos] are one
+// part of the query's keys (pos need not be its position): the result goes
+// to *partial, unnormalised, and out is not written. Defined for queries and pools of one dtype
 // (float, c10::BFloat16, c10::Half) and for float queries over
 // c10::BFloat16 or c10::Half pools.
 template <typename q_t, typename scalar_t>
 void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, const int32_t* table,
                 int64_t key_begin, int64_t pos, int64_t kv_begin, int64_t kv_end, int64_t group,
-                const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, q_t* out);
+                const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, q_t* out,
+                const DecodePartial* partial = nullptr);
 
 }  // namespace modelbench

@@ -270,6 +270,41 @@ def test_eigen_kernel_matches_reference(
         torch.testing.assert_close(ours.float(), reference.float(), atol=1e-2, rtol=1.6e-2)
 
 
+@pytest.mark.parametrize("num_heads, num_kv_heads", [(9, 3), (4, 1), (8, 8)])
+@pytest.mark.parametrize("sliding_window", [0, 200])
+@pytest.mark.parametrize("dtype, pool_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                               (torch.float32, torch.bfloat16)])
+def test_few_decodes_split_over_their_keys_match_reference(
+    num_heads: int, num_kv_heads: int, sliding_window: int, dtype: torch.dtype, pool_dtype: torch.dtype,
+) -> None:
+    """One or two decodes (batch 1 and 2): too few KV heads to keep 2 threads
+    busy, so each KV head's keys are split into parts of whole blocks and
+    merged; contexts short of a part (64 keys) and long, ending anywhere in
+    a block."""
+    g = torch.Generator().manual_seed(1)
+    head_dim, num_blocks = 64, 200
+    pool_shape = (num_blocks, num_kv_heads, BLOCK_SIZE, head_dim)
+    key_pool = torch.randn(pool_shape, generator=g).to(pool_dtype)
+    value_pool = torch.randn(pool_shape, generator=g).to(pool_dtype)
+    for contexts in ([1], [63], [64], [129], [700], [1000, 37], [250, 513]):
+        free_blocks = torch.randperm(num_blocks, generator=g).tolist()
+        max_blocks = max(-(-ctx // BLOCK_SIZE) for ctx in contexts)
+        block_tables = torch.zeros(len(contexts), max_blocks, dtype=torch.int32)
+        for i, ctx in enumerate(contexts):
+            for b in range(-(-ctx // BLOCK_SIZE)):
+                block_tables[i, b] = free_blocks.pop()
+        query_start_loc = torch.arange(len(contexts) + 1, dtype=torch.int64)
+        context_lens = torch.tensor(contexts, dtype=torch.int64)
+        query = torch.randn(len(contexts), num_heads, head_dim, generator=g).to(dtype)
+        args = (query, key_pool, value_pool, query_start_loc, context_lens, block_tables, head_dim**-0.5)
+        ours = _core.paged_attention_cpu(*args, sliding_window=sliding_window)
+        reference = _core.paged_attention_reference(*args, sliding_window=sliding_window)
+        if dtype == torch.float32:
+            torch.testing.assert_close(ours, reference, atol=2e-5, rtol=0, msg=str(contexts))
+        else:
+            torch.testing.assert_close(ours.float(), reference.float(), atol=1e-2, rtol=1.6e-2, msg=str(contexts))
+
+
 @pytest.mark.parametrize("kind", ["llama_gqa", "qwen2", "gpt2"])
 def test_bfloat16_stays_close_to_float32(tiny, kind: str) -> None:
     model = tiny(kind)
