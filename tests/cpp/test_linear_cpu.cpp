@@ -1,6 +1,7 @@
 // The packed float32 linear kernel against torch::linear: every tail of the
 // row tiles (1 to 6 rows and more), panels cut short by out_features, odd
-// in_features, with and without bias, and several row chunks.
+// in_features, with and without bias, several row chunks, and odd panel
+// counts (cut between threads along in_features).
 #include <torch/torch.h>
 #undef CHECK  // torch's CHECK would shadow Catch2's
 #include <catch2/catch.hpp>
@@ -13,7 +14,10 @@ using namespace modelbench;
 
 TEST_CASE("packed_linear equals torch::linear", "[linear_cpu]") {
   torch::manual_seed(0);
-  for (const auto& [in_features, out_features] : {std::pair<int64_t, int64_t>{64, 64}, {70, 33}, {129, 200}}) {
+  // 576 x 576 and 1536 x 576 (9 panels) and 576 x 960 (15): panels that do
+  // not split evenly over 2 threads, cut along in_features from 8 rows on.
+  for (const auto& [in_features, out_features] :
+       {std::pair<int64_t, int64_t>{64, 64}, {70, 33}, {129, 200}, {576, 576}, {1536, 576}, {576, 960}, {100, 130}}) {
     const torch::Tensor weight = torch::randn({out_features, in_features});
     const torch::Tensor bias = torch::randn({out_features});
     const torch::Tensor packed = pack_linear_weight(weight);
