@@ -22,7 +22,9 @@ torch::Tensor pack_linear_weight(const torch::Tensor& weight);
 
 // x: [num_rows, in_features] float32 CPU; packed from pack_linear_weight;
 // bias: [out_features] float32 or undefined. Returns [num_rows, out_features].
-// Parallel over panels (and over row chunks when there are many rows).
+// Parallel over panels (and over row chunks when there are many rows); when
+// the panels do not split evenly over the threads, a panel is cut between
+// two threads along in_features and its parts summed.
 torch::Tensor packed_linear(const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
                             const torch::Tensor& bias);
 
