@@ -5,6 +5,7 @@
 // softmax. A block's rows of one KV head are contiguous, so each is one
 // stream for the hardware prefetcher, started a block ahead.
 #include "attention_decode.h"
+#include "simd_bf16.h"
 
 #define EIGEN_DONT_PARALLELIZE
 #include <Eigen/Core>
@@ -113,10 +114,7 @@ struct DecodeTiles {
 
 // 16 elements as fp32.
 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const c10::BFloat16* p) {  // bf16 is the high half of an fp32
-  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
+inline __m512 load16(const c10::BFloat16* p) { return load_bf16x16(p); }
 inline __m512 load16(const c10::Half* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }

@@ -5,6 +5,7 @@
 // Rows are split across threads only when there are enough of them to pay
 // for waking the pool.
 #include "fused_cpu.h"
+#include "simd_bf16.h"
 
 #define EIGEN_DONT_PARALLELIZE
 #include <ATen/Parallel.h>
@@ -48,10 +49,7 @@ struct Elems<c10::BFloat16> {
   static void load(const c10::BFloat16* src, float* dst, int64_t n) {
     int64_t i = 0;
 #if defined(__AVX512BF16__)
-    for (; i + 16 <= n; i += 16) {  // bf16 is the high half of an fp32
-      const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
-      _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
-    }
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load_bf16x16(src + i));
 #endif
     for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
   }
@@ -66,10 +64,8 @@ struct Elems<c10::BFloat16> {
   static void round(float* x, int64_t n) {
     int64_t i = 0;
 #if defined(__AVX512BF16__)
-    for (; i + 16 <= n; i += 16) {
-      const __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
-      _mm512_storeu_ps(x + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16)));
-    }
+    for (; i + 16 <= n; i += 16)
+      _mm512_storeu_ps(x + i, bf16x16_to_fp32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i))));
 #endif
     for (; i < n; ++i) x[i] = static_cast<float>(static_cast<c10::BFloat16>(x[i]));
   }
@@ -89,27 +85,29 @@ void check_weight(const torch::Tensor& weight, const torch::Tensor& x) {
 }
 
 // out = weight * (x * rsqrt(mean(x^2) + eps)), the order of operations (and
-// of bf16 roundings) of transformers' LlamaRMSNorm. With `add`, x = residual
-// + add first, written back to residual (rounded as a bf16 add rounds).
+// of bf16 roundings) of transformers' LlamaRMSNorm. With `add`, the row
+// normed is x + add (rounded as a bf16 add rounds), written to `sum` (which
+// may be x itself: each chunk is read before it is written).
 template <typename T>
-void norm_row(T* residual, const T* add, const T* weight, float eps, int64_t n, T* out) {
+void norm_row(const T* x, const T* add, T* sum, const T* weight, float eps, int64_t n, T* out) {
   float a[kChunk], b[kChunk];
   float sum_sq = 0.0f;
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t len = std::min(kChunk, n - c0);
-    Elems<T>::load(residual + c0, a, len);
+    Elems<T>::load(x + c0, a, len);
     if (add != nullptr) {
       Elems<T>::load(add + c0, b, len);
       Row(a, len) += ConstRow(b, len);
       Elems<T>::round(a, len);
-      Elems<T>::store(a, residual + c0, len);
+      Elems<T>::store(a, sum + c0, len);
     }
     sum_sq += Row(a, len).square().sum();
   }
+  const T* normed = add != nullptr ? sum : x;
   const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(n) + eps);
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t len = std::min(kChunk, n - c0);
-    Elems<T>::load(residual + c0, a, len);
+    Elems<T>::load(normed + c0, a, len);
     Row(a, len) *= inv_rms;
     Elems<T>::round(a, len);  // HF: .to(input_dtype) before the weight
     Elems<T>::load(weight + c0, b, len);
@@ -118,15 +116,18 @@ void norm_row(T* residual, const T* add, const T* weight, float eps, int64_t n, 
   }
 }
 
+// Rows of x (ld_x apart), plus rows of add (ld_add apart) when add is set,
+// their sums written to `sum` (contiguous rows), normed into a new tensor.
 template <typename T>
-torch::Tensor norm_rows(T* residual, int64_t ld_residual, const T* add, int64_t ld_add, const T* weight, double eps,
+torch::Tensor norm_rows(const T* x, int64_t ld_x, const T* add, int64_t ld_add, T* sum, const T* weight, double eps,
                         int64_t rows, int64_t n, const torch::TensorOptions& options) {
   torch::Tensor out = torch::empty({rows, n}, options);
   T* od = out.data_ptr<T>();
   const float e = static_cast<float>(eps);
   at::parallel_for(0, rows, grain_rows(n), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
-      norm_row<T>(residual + r * ld_residual, add != nullptr ? add + r * ld_add : nullptr, weight, e, n, od + r * n);
+      norm_row<T>(x + r * ld_x, add != nullptr ? add + r * ld_add : nullptr, sum != nullptr ? sum + r * n : nullptr,
+                  weight, e, n, od + r * n);
   });
   return out;
 }
@@ -187,11 +188,11 @@ torch::Tensor rms_norm_cpu(const torch::Tensor& x, const torch::Tensor& weight, 
   check_rows(x, "x");
   check_weight(weight, x);
   const int64_t rows = x.size(0), n = x.size(1);
-  if (x.scalar_type() == torch::kBFloat16)  // read only: norm_row writes residual only with `add`
-    return norm_rows<c10::BFloat16>(const_cast<c10::BFloat16*>(x.data_ptr<c10::BFloat16>()), x.stride(0), nullptr, 0,
+  if (x.scalar_type() == torch::kBFloat16)
+    return norm_rows<c10::BFloat16>(x.data_ptr<c10::BFloat16>(), x.stride(0), nullptr, 0, nullptr,
                                     weight.data_ptr<c10::BFloat16>(), eps, rows, n, x.options());
-  return norm_rows<float>(const_cast<float*>(x.data_ptr<float>()), x.stride(0), nullptr, 0, weight.data_ptr<float>(),
-                          eps, rows, n, x.options());
+  return norm_rows<float>(x.data_ptr<float>(), x.stride(0), nullptr, 0, nullptr, weight.data_ptr<float>(), eps, rows,
+                          n, x.options());
 }
 
 torch::Tensor add_rms_norm_cpu(torch::Tensor& residual, const torch::Tensor& x, const torch::Tensor& weight,
@@ -206,9 +207,10 @@ torch::Tensor add_rms_norm_cpu(torch::Tensor& residual, const torch::Tensor& x, 
   const int64_t rows = x.size(0), n = x.size(1);
   if (x.scalar_type() == torch::kBFloat16)
     return norm_rows<c10::BFloat16>(residual.data_ptr<c10::BFloat16>(), n, x.data_ptr<c10::BFloat16>(), x.stride(0),
-                                    weight.data_ptr<c10::BFloat16>(), eps, rows, n, x.options());
-  return norm_rows<float>(residual.data_ptr<float>(), n, x.data_ptr<float>(), x.stride(0), weight.data_ptr<float>(), eps,
-                          rows, n, x.options());
+                                    residual.data_ptr<c10::BFloat16>(), weight.data_ptr<c10::BFloat16>(), eps, rows,
+                                    n, x.options());
+  return norm_rows<float>(residual.data_ptr<float>(), n, x.data_ptr<float>(), x.stride(0), residual.data_ptr<float>(),
+                          weight.data_ptr<float>(), eps, rows, n, x.options());
 }
 
 torch::Tensor silu_mul_cpu(const torch::Tensor& gate_up) {

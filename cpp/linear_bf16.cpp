@@ -2,6 +2,7 @@
 // one 64-wide panel; per pair of inputs, a broadcast of the pair and one
 // vdpbf16ps per 16 outputs.
 #include "linear_bf16.h"
+#include "simd_bf16.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
@@ -53,10 +54,7 @@ inline void tile(const c10::BFloat16* x, int64_t K, const c10::BFloat16* panel, 
     if (left <= 0) break;
     const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
     __m512 b = _mm512_setzero_ps();
-    if (bias != nullptr) {  // bf16 -> fp32: the high half of each lane
-      const __m256i raw = _mm256_maskz_loadu_epi16(mask, bias + c * 16);
-      b = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-    }
+    if (bias != nullptr) b = bf16x16_to_fp32(_mm256_maskz_loadu_epi16(mask, bias + c * 16));
     for (int m = 0; m < M; ++m) {
       const __m256bh out = _mm512_cvtneps_pbh(_mm512_add_ps(acc[m][c], b));  // round to nearest even
       _mm256_mask_storeu_epi16(y + m * ldy + c * 16, mask, (__m256i)out);
