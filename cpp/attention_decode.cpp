@@ -1,17 +1,14 @@
 // The decode attention kernel: per block of the pool, each KV head's key
 // and value rows are read once for all of its query heads (in registers for
-// head_dim 64 or 128 with AVX-512, bf16 and fp16 rows widened to fp32 as
-// they load; portable loops otherwise), with an online
+// head_dim 64 or 128 with AVX-512 or AVX2 (simd.h), bf16 and fp16 rows
+// widened to fp32 as they load; portable loops otherwise), with an online
 // softmax. A block's rows of one KV head are contiguous, so each is one
 // stream for the hardware prefetcher, started a block ahead.
 #include "attention_decode.h"
-#include "simd_bf16.h"
+#include "simd.h"
 
 #define EIGEN_DONT_PARALLELIZE
 #include <Eigen/Core>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -23,11 +20,11 @@ namespace {
 
 // Vector helpers of the decode path over head_dim floats.
 inline float dot(const float* a, const float* b, int64_t n) {
-#if defined(__AVX512F__)
-  if (n % 16 == 0) {
-    __m512 sum = _mm512_mul_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(b));
-    for (int64_t i = 16; i < n; i += 16) sum = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), sum);
-    return _mm512_reduce_add_ps(sum);
+#if defined(MODELBENCH_SIMD)
+  if (n % simd::kLanes == 0) {
+    simd::vfloat sum = simd::mul(simd::load(a), simd::load(b));
+    for (int64_t i = simd::kLanes; i < n; i += simd::kLanes) sum = simd::fmadd(simd::load(a + i), simd::load(b + i), sum);
+    return simd::reduce_add(sum);
   }
 #endif
   float sum = 0.0f;
@@ -48,7 +45,8 @@ inline void scale_row(float* y, float alpha, int64_t n) {
 
 // One row's block of scores, [j_begin, j_end): the new running max (at
 // least `running_max`), each score replaced by exp(score - new max), and
-// their sum in `sum`. One AVX-512 vector for a block of 16; Eigen otherwise.
+// their sum in `sum`. One AVX-512 vector for a block of 16 (AVX2: two, for
+// whole blocks); Eigen otherwise.
 inline float exp_block(float* s, int64_t j_begin, int64_t j_end, float running_max, float& sum) {
 #if defined(__AVX512F__)
   if (j_end <= 16) {
@@ -58,6 +56,17 @@ inline float exp_block(float* s, int64_t j_begin, int64_t j_end, float running_m
     const __m512 p = Eigen::internal::pexp(_mm512_sub_ps(x, _mm512_set1_ps(block_max)));  // 0 where invalid
     sum = _mm512_reduce_add_ps(p);
     _mm512_mask_storeu_ps(s, valid, p);
+    return block_max;
+  }
+#elif defined(MODELBENCH_SIMD)
+  if (j_begin == 0 && j_end == 16) {  // a whole block of 16: two AVX2 vectors
+    const simd::vfloat x0 = simd::load(s), x1 = simd::load(s + 8);
+    const float block_max = std::max(running_max, simd::reduce_max(simd::max(x0, x1)));
+    const simd::vfloat m = simd::set1(block_max);
+    const simd::vfloat p0 = Eigen::internal::pexp(simd::sub(x0, m)), p1 = Eigen::internal::pexp(simd::sub(x1, m));
+    sum = simd::reduce_add(simd::add(p0, p1));
+    simd::store(s, p0);
+    simd::store(s + 8, p1);
     return block_max;
   }
 #endif
@@ -110,96 +119,152 @@ struct DecodeTiles {
                  float* acc, int64_t block_size, int64_t group);
 };
 
+#if defined(MODELBENCH_SIMD)
+
+using simd::kLanes;
+using simd::vfloat;
+
 #if defined(__AVX512F__)
 
-// 16 elements as fp32.
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const c10::BFloat16* p) { return load_bf16x16(p); }
-inline __m512 load16(const c10::Half* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-
-template <int R, int HD16, typename scalar_t>
+// Scores of up to R query heads (q rows of HDV vectors, in registers where
+// they fit, else read from L1) against each key row of a block, read once.
+template <int R, int HDV, typename scalar_t>
 inline void score_tile(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
                        float* scores, int64_t block_size) {
-  __m512 qv[R][HD16];
+  vfloat qv[R][HDV];
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < HD16; ++c) qv[r][c] = _mm512_loadu_ps(q + (r * HD16 + c) * 16);
+    for (int c = 0; c < HDV; ++c) qv[r][c] = simd::load(q + (r * HDV + c) * kLanes);
   for (int64_t j = j_begin; j < j_end; ++j) {
     const scalar_t* key = keys + j * row_stride;
-    __m512 kv[HD16];
-    for (int c = 0; c < HD16; ++c) kv[c] = load16(key + c * 16);
+    vfloat kv[HDV];
+    for (int c = 0; c < HDV; ++c) kv[c] = simd::load(key + c * kLanes);
     for (int r = 0; r < R; ++r) {
-      __m512 sum = _mm512_mul_ps(qv[r][0], kv[0]);
-      for (int c = 1; c < HD16; ++c) sum = _mm512_fmadd_ps(qv[r][c], kv[c], sum);
-      scores[r * block_size + j] = _mm512_reduce_add_ps(sum);
+      vfloat sum = simd::mul(qv[r][0], kv[0]);
+      for (int c = 1; c < HDV; ++c) sum = simd::fmadd(qv[r][c], kv[c], sum);
+      scores[r * block_size + j] = simd::reduce_add(sum);
     }
   }
 }
 
-template <int R, int HD16, typename scalar_t>
+#else
+
+// AVX2 has 16 registers: one query head at a time, its q in HDV registers,
+// keys four at a time into four accumulators reduced together (one
+// reduction per four dot products). The block's keys (4 KiB at 64 dims)
+// are read from memory for the group's first head and from L1 after.
+template <int HDV, typename scalar_t>
+inline void score_row(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
+                      float* scores) {
+  vfloat qv[HDV];
+  for (int c = 0; c < HDV; ++c) qv[c] = simd::load(q + c * kLanes);
+  const auto dot_key = [&](int64_t j) {
+    const scalar_t* key = keys + j * row_stride;
+    vfloat sum = simd::mul(qv[0], simd::load(key));
+    for (int c = 1; c < HDV; ++c) sum = simd::fmadd(qv[c], simd::load(key + c * kLanes), sum);
+    return sum;
+  };
+  int64_t j = j_begin;
+  for (; j + 4 <= j_end; j += 4)
+    _mm_storeu_ps(scores + j, simd::reduce_add4(dot_key(j), dot_key(j + 1), dot_key(j + 2), dot_key(j + 3)));
+  for (; j < j_end; ++j) scores[j] = simd::reduce_add(dot_key(j));
+}
+
+template <int HDV, typename scalar_t>
+void scores_by_rows(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
+                    float* scores, int64_t block_size, int64_t group) {
+  for (int64_t g = 0; g < group; ++g)
+    score_row<HDV>(q + g * HDV * kLanes, keys, row_stride, j_begin, j_end, scores + g * block_size);
+}
+
+#endif
+
+// acc[r, :NV vectors] += sum_j p[r * block_size + j] * value j[:NV vectors]
+// for up to R query heads: one stripe of the head's dims, whose R * NV
+// accumulators stay in registers; acc rows are acc_stride apart.
+template <int R, int NV, typename scalar_t>
 inline void value_tile(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                       float* acc, int64_t block_size) {
-  __m512 av[R][HD16];
+                       float* acc, int64_t acc_stride, int64_t block_size) {
+  vfloat av[R][NV];
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < HD16; ++c) av[r][c] = _mm512_loadu_ps(acc + (r * HD16 + c) * 16);
+    for (int c = 0; c < NV; ++c) av[r][c] = simd::load(acc + r * acc_stride + c * kLanes);
   for (int64_t j = j_begin; j < j_end; ++j) {
     const scalar_t* value = values + j * row_stride;
-    __m512 vv[HD16];
-    for (int c = 0; c < HD16; ++c) vv[c] = load16(value + c * 16);
-    for (int r = 0; r < R; ++r) {
-      const __m512 pb = _mm512_set1_ps(p[r * block_size + j]);
-      for (int c = 0; c < HD16; ++c) av[r][c] = _mm512_fmadd_ps(pb, vv[c], av[r][c]);
+    vfloat pb[R];
+    for (int r = 0; r < R; ++r) pb[r] = simd::set1(p[r * block_size + j]);
+    for (int c = 0; c < NV; ++c) {
+      const vfloat vv = simd::load(value + c * kLanes);
+      for (int r = 0; r < R; ++r) av[r][c] = simd::fmadd(pb[r], vv, av[r][c]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < HD16; ++c) _mm512_storeu_ps(acc + (r * HD16 + c) * 16, av[r][c]);
+    for (int c = 0; c < NV; ++c) simd::store(acc + r * acc_stride + c * kLanes, av[r][c]);
 }
 
-// The group's rows in tiles of up to R (4 rows of 64 dims, or 2 of 128,
-// keep 16 vectors in registers): a group of 3 is one tile of 3, not 3 of 1,
-// so each key or value row is read once per tile.
-template <int R, int HD16, typename scalar_t>
+// A value tile of R rows over all HDV vectors of a head, in stripes whose
+// accumulators fit the registers (AVX-512: the whole head; AVX2, 64 dims:
+// 2 or 4 stripes, each value row read again from L1).
+template <int R, int HDV, typename scalar_t>
+inline void value_rows(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
+                       float* acc, int64_t block_size) {
+  constexpr int NV = std::min(HDV, simd::floor_pow2(std::max(1, simd::kRegisters * 3 / 4 / R)));
+  for (int c = 0; c < HDV; c += NV)
+    value_tile<R, NV>(p, values + c * kLanes, row_stride, j_begin, j_end, acc + c * kLanes, HDV * kLanes,
+                      block_size);
+}
+
+#if defined(__AVX512F__)
+// The group's rows in tiles of up to R (R * HDV = 16 vectors of q: 4 rows
+// of 64 dims or 2 of 128 with AVX-512): a group of 3 is one tile of 3, not
+// 3 of 1, so each key or value row is read from memory once per tile.
+template <int R, int HDV, typename scalar_t>
 void scores_by_tiles(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
                      float* scores, int64_t block_size, int64_t group) {
   for (int64_t g = 0; g < group; g += R) {
-    const float* qg = q + g * HD16 * 16;
+    const float* qg = q + g * HDV * kLanes;
     float* sg = scores + g * block_size;
     switch (std::min<int64_t>(R, group - g)) {
-      case 4: score_tile<R >= 4 ? 4 : 1, HD16, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
-      case 3: score_tile<R >= 3 ? 3 : 1, HD16, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
-      case 2: score_tile<2, HD16, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
-      default: score_tile<1, HD16, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      case 4: score_tile<R >= 4 ? 4 : 1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      case 3: score_tile<R >= 3 ? 3 : 1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      case 2: score_tile<2, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      default: score_tile<1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
     }
   }
 }
+#endif
 
-template <int R, int HD16, typename scalar_t>
+template <int R, int HDV, typename scalar_t>
 void values_by_tiles(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
                      float* acc, int64_t block_size, int64_t group) {
   for (int64_t g = 0; g < group; g += R) {
     const float* pg = p + g * block_size;
-    float* ag = acc + g * HD16 * 16;
+    float* ag = acc + g * HDV * kLanes;
     switch (std::min<int64_t>(R, group - g)) {
-      case 4: value_tile<R >= 4 ? 4 : 1, HD16, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
-      case 3: value_tile<R >= 3 ? 3 : 1, HD16, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
-      case 2: value_tile<2, HD16, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
-      default: value_tile<1, HD16, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      case 4: value_rows<R >= 4 ? 4 : 1, HDV, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      case 3: value_rows<R >= 3 ? 3 : 1, HDV, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      case 2: value_rows<2, HDV, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
+      default: value_rows<1, HDV, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size); break;
     }
   }
 }
 
+#if defined(__AVX512F__)
 template <typename scalar_t>
 constexpr DecodeTiles<scalar_t> kTiles64{scores_by_tiles<4, 4, scalar_t>, values_by_tiles<4, 4, scalar_t>};
 template <typename scalar_t>
 constexpr DecodeTiles<scalar_t> kTiles128{scores_by_tiles<2, 8, scalar_t>, values_by_tiles<2, 8, scalar_t>};
+#else
+template <typename scalar_t>
+constexpr DecodeTiles<scalar_t> kTiles64{scores_by_rows<8, scalar_t>, values_by_tiles<4, 8, scalar_t>};
+template <typename scalar_t>
+constexpr DecodeTiles<scalar_t> kTiles128{scores_by_rows<16, scalar_t>, values_by_tiles<2, 16, scalar_t>};
+#endif
 
 #endif
 
 // The tiles for this dtype and head_dim, or nullptr for the portable loops.
 template <typename scalar_t>
 const DecodeTiles<scalar_t>* decode_tiles(int64_t head_dim) {
-#if defined(__AVX512F__)
+#if defined(MODELBENCH_SIMD)
   if (head_dim == 64) return &kTiles64<scalar_t>;
   if (head_dim == 128) return &kTiles128<scalar_t>;
 #endif
@@ -234,7 +299,7 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
     if (b0 + block_size <= pos)  // the next block's streams, started early
       start_streams(k_data, v_data, table[b0 / block_size + 1] * layout.block_stride + first_head,
                     kv_end - kv_begin, layout.head_stride);
-    if (tiles != nullptr) {  // head_dim of 64 or 128 with AVX-512: register tiles
+    if (tiles != nullptr) {  // head_dim of 64 or 128 with AVX-512 or AVX2: register tiles
       for (int64_t h = 0; h < kv_end - kv_begin; ++h)
         tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * layout.head_stride, layout.row_stride,
                       j_begin, j_end, scores + h * group * block_size, block_size, group);

@@ -120,7 +120,7 @@ void bind_model(py::module_& m) {
         py::call_guard<py::gil_scoped_release>(),
         "The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.");
   m.def("pack_linear_weight", &pack_linear_weight, py::arg("weight"), py::call_guard<py::gil_scoped_release>(),
-        "weight [N, K] float32 -> panels [ceil(N / 64), K, 64] for packed_linear (what model layers keep).");
+        "weight [N, K] float32 -> panels [ceil(N / W), K, W] for packed_linear (what model layers keep); W is 64 with AVX-512, 16 with AVX2.");
   m.def("packed_linear",
         [](const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
            const std::optional<torch::Tensor>& bias) {

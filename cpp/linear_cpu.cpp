@@ -1,7 +1,7 @@
 // The packed float32 linear kernel: register tiles of up to 6 rows of x by
-// one 64-wide weight panel, accumulated over in_features with broadcast
-// FMAs (24 accumulators in AVX-512 registers). Portable loops over the same
-// layout when the build does not target AVX-512.
+// one weight panel (64 wide with AVX-512, 16 with AVX2), accumulated over
+// in_features with broadcast FMAs (simd.h). Portable loops over 64-wide
+// panels without either ISA.
 #include "linear_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -10,13 +10,19 @@
 #include <algorithm>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "simd.h"
 
 namespace modelbench {
 namespace {
 
+// Output features per panel: with AVX-512, 4 vectors (6 rows x 4 = 24 of
+// its 32 registers accumulate); with AVX2, 2 (12 of 16, the shape of BLIS's
+// Haswell kernel); the portable loops take 64.
+#if defined(__AVX512F__) || !defined(MODELBENCH_SIMD)
+constexpr int64_t kPanelWidth = 64;
+#else
+constexpr int64_t kPanelWidth = 16;
+#endif
 constexpr int kTileRows = 6;       // rows of x per register tile
 constexpr int64_t kRowChunk = 96;  // rows of x per work item (16 tiles), so long prefills split too
 // A panel is cut between threads for batches of at least kMinSplitRows rows
@@ -24,42 +30,58 @@ constexpr int64_t kRowChunk = 96;  // rows of x per work item (16 tiles), so lon
 // at 32 rows; at one row, memory-bound, it did not pay) and kMinSplitK inputs.
 constexpr int64_t kMinSplitRows = 8;
 constexpr int64_t kMinSplitK = 64;
+// Rows from which a decode batch prefetches its next panel: compute-bound
+// enough that the next panel's fetch hides behind this one's tiles
+// (AVX2 machine, 40 weights of 3072 x 576 at 32 rows, runs alternated:
+// 94 against 87 GFLOP/s; one row streams in order and needs no help).
+constexpr int64_t kMinPrefetchRows = 8;
 
-#if defined(__AVX512F__)
+#if defined(MODELBENCH_SIMD)
 
-// y[m, c] = sum_k x[m * ldx + k] * panel[k, c] (+ bias[c]) for m < M, k < K, c < num_cols (<= 64).
+using simd::kLanes;
+using simd::vfloat;
+constexpr int kPanelVectors = kPanelWidth / kLanes;
+
+// y[m, c] = sum_k x[m * ldx + k] * panel[k, c] (+ bias[c]) for m < M, k < K,
+// c < num_cols: M rows of x times one panel, its M * kPanelVectors
+// accumulators in registers. With `next`, the same rows of the panel the
+// thread takes next are prefetched as this one is read.
 template <int M>
-inline void tile(const float* x, int64_t ldx, int64_t K, const float* panel, const float* bias, float* y,
-                 int64_t ldy, int64_t num_cols) {
-  __m512 acc[M][4];
+inline void tile_rows(const float* x, int64_t ldx, int64_t K, const float* panel, const float* bias, float* y,
+                      int64_t ldy, int64_t num_cols, const float* next = nullptr) {
+  vfloat acc[M][kPanelVectors];
   for (int m = 0; m < M; ++m)
-    for (int c = 0; c < 4; ++c) acc[m][c] = _mm512_setzero_ps();
+    for (int c = 0; c < kPanelVectors; ++c) acc[m][c] = simd::zero();
   for (int64_t k = 0; k < K; ++k) {
     const float* w = panel + k * kPanelWidth;
-    const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
-    const __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
+    if (next != nullptr)
+      for (int64_t line = 0; line < kPanelWidth / 16; ++line) __builtin_prefetch(next + k * kPanelWidth + 16 * line, 0, 3);
+    vfloat wv[kPanelVectors];
+    for (int c = 0; c < kPanelVectors; ++c) wv[c] = simd::load(w + c * kLanes);
     for (int m = 0; m < M; ++m) {
-      const __m512 xb = _mm512_set1_ps(x[m * ldx + k]);
-      acc[m][0] = _mm512_fmadd_ps(xb, w0, acc[m][0]);
-      acc[m][1] = _mm512_fmadd_ps(xb, w1, acc[m][1]);
-      acc[m][2] = _mm512_fmadd_ps(xb, w2, acc[m][2]);
-      acc[m][3] = _mm512_fmadd_ps(xb, w3, acc[m][3]);
+      const vfloat xb = simd::set1(x[m * ldx + k]);
+      for (int c = 0; c < kPanelVectors; ++c) acc[m][c] = simd::fmadd(xb, wv[c], acc[m][c]);
     }
   }
-  for (int c = 0; c < 4; ++c) {
-    const int64_t left = num_cols - c * 16;
-    if (left <= 0) break;
-    const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
-    const __m512 b = bias != nullptr ? _mm512_maskz_loadu_ps(mask, bias + c * 16) : _mm512_setzero_ps();
-    for (int m = 0; m < M; ++m) _mm512_mask_storeu_ps(y + m * ldy + c * 16, mask, _mm512_add_ps(acc[m][c], b));
+  if (num_cols == kPanelWidth) {
+    for (int c = 0; c < kPanelVectors; ++c) {
+      const vfloat b = bias != nullptr ? simd::load(bias + c * kLanes) : simd::zero();
+      for (int m = 0; m < M; ++m) simd::store(y + m * ldy + c * kLanes, simd::add(acc[m][c], b));
+    }
+    return;
+  }
+  float row[kPanelWidth];  // the last panel, partly past out_features
+  for (int m = 0; m < M; ++m) {
+    for (int c = 0; c < kPanelVectors; ++c) simd::store(row + c * kLanes, acc[m][c]);
+    for (int64_t c = 0; c < num_cols; ++c) y[m * ldy + c] = row[c] + (bias != nullptr ? bias[c] : 0.0f);
   }
 }
 
 #else
 
 template <int M>
-inline void tile(const float* x, int64_t ldx, int64_t K, const float* panel, const float* bias, float* y,
-                 int64_t ldy, int64_t num_cols) {
+inline void tile_rows(const float* x, int64_t ldx, int64_t K, const float* panel, const float* bias, float* y,
+                      int64_t ldy, int64_t num_cols, const float* /*next*/ = nullptr) {
   float acc[M][kPanelWidth] = {};
   for (int64_t k = 0; k < K; ++k) {
     const float* w = panel + k * kPanelWidth;
@@ -75,25 +97,29 @@ inline void tile(const float* x, int64_t ldx, int64_t K, const float* panel, con
 
 #endif
 
-// Rows [0, M) of x (rows ldx apart) times K rows of one panel.
+// Rows [0, M) of x (rows ldx apart) times K rows of one panel. With `next`
+// (the panel this thread takes next), the first tile prefetches it: a batch
+// of rows computes on a panel long enough to hide the next one's fetch.
 void rows_times_panel(const float* x, int64_t M, int64_t ldx, int64_t K, const float* panel, const float* bias,
-                      float* y, int64_t ldy, int64_t num_cols) {
+                      float* y, int64_t ldy, int64_t num_cols, const float* next = nullptr) {
   int64_t m = 0;
-  for (; m + kTileRows <= M; m += kTileRows)
-    tile<kTileRows>(x + m * ldx, ldx, K, panel, bias, y + m * ldy, ldy, num_cols);
+  for (; m + kTileRows <= M; m += kTileRows, next = nullptr)
+    tile_rows<kTileRows>(x + m * ldx, ldx, K, panel, bias, y + m * ldy, ldy, num_cols, next);
   const float* xm = x + m * ldx;
   float* ym = y + m * ldy;
   switch (M - m) {
-    case 1: tile<1>(xm, ldx, K, panel, bias, ym, ldy, num_cols); break;
-    case 2: tile<2>(xm, ldx, K, panel, bias, ym, ldy, num_cols); break;
-    case 3: tile<3>(xm, ldx, K, panel, bias, ym, ldy, num_cols); break;
-    case 4: tile<4>(xm, ldx, K, panel, bias, ym, ldy, num_cols); break;
-    case 5: tile<5>(xm, ldx, K, panel, bias, ym, ldy, num_cols); break;
+    case 1: tile_rows<1>(xm, ldx, K, panel, bias, ym, ldy, num_cols, next); break;
+    case 2: tile_rows<2>(xm, ldx, K, panel, bias, ym, ldy, num_cols, next); break;
+    case 3: tile_rows<3>(xm, ldx, K, panel, bias, ym, ldy, num_cols, next); break;
+    case 4: tile_rows<4>(xm, ldx, K, panel, bias, ym, ldy, num_cols, next); break;
+    case 5: tile_rows<5>(xm, ldx, K, panel, bias, ym, ldy, num_cols, next); break;
     default: break;
   }
 }
 
 }  // namespace
+
+int64_t linear_panel_width() { return kPanelWidth; }
 
 torch::Tensor pack_linear_weight(const torch::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kFloat32 && weight.device().is_cpu(),
@@ -103,7 +129,7 @@ torch::Tensor pack_linear_weight(const torch::Tensor& weight) {
   const int64_t num_panels = (N + kPanelWidth - 1) / kPanelWidth;
   torch::Tensor padded = torch::zeros({num_panels * kPanelWidth, K}, weight.options());
   padded.narrow(0, 0, N).copy_(weight);
-  // [num_panels * 64, K] -> [num_panels, 64, K] -> [num_panels, K, 64]
+  // [num_panels * W, K] -> [num_panels, W, K] -> [num_panels, K, W]
   return padded.view({num_panels, kPanelWidth, K}).transpose(1, 2).contiguous();
 }
 
@@ -173,15 +199,18 @@ torch::Tensor packed_linear(const torch::Tensor& x, const torch::Tensor& packed,
     return y;
   }
   // Work item i: panel i / num_chunks, row chunk i % num_chunks; one thread's
-  // consecutive items share a panel, which stays in its L2.
+  // consecutive items share a panel, which stays in its L2. A decode batch
+  // (one chunk, at least kMinPrefetchRows rows) prefetches the thread's next panel.
+  const bool prefetch = num_chunks == 1 && M >= kMinPrefetchRows;
   at::parallel_for(0, num_panels * num_chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t p = i / num_chunks, chunk = i % num_chunks;
       const int64_t m0 = chunk * kRowChunk, rows = std::min(kRowChunk, M - m0);
       const int64_t n0 = p * kPanelWidth;
-      rows_times_panel(x_data + m0 * K, rows, K, K, w_data + p * K * kPanelWidth,
-                       bias_data != nullptr ? bias_data + n0 : nullptr, y_data + m0 * N + n0, N,
-                       std::min(kPanelWidth, N - n0));
+      const float* panel = w_data + p * K * kPanelWidth;
+      rows_times_panel(x_data + m0 * K, rows, K, K, panel, bias_data != nullptr ? bias_data + n0 : nullptr,
+                       y_data + m0 * N + n0, N, std::min(kPanelWidth, N - n0),
+                       prefetch && i + 1 < end ? panel + K * kPanelWidth : nullptr);
     }
   });
   return y;

@@ -1,10 +1,10 @@
 // Float32 linear layers on the CPU over weights packed once at load time
-// into panels of 64 output features: [num_panels, in_features, 64]. A
+// into panels of W output features: [num_panels, in_features, W]. A
 // register tile of up to 6 rows of x times one panel accumulates rank-1
 // updates (broadcast x, FMA a panel row), so a decode step streams each
 // weight once, in order, and a prefill reuses a panel from L2 for all of
-// its rows. On this project's reference machine (2 cores, AVX-512) it beats
-// MKL's sgemv/sgemm for every batch a step has (benchmarks/kernels.py).
+// its rows. On this project's machines (2 cores, AVX-512 or AVX2) it beats
+// MKL's sgemv/sgemm for the batches a decode step has (benchmarks/kernels.py).
 #pragma once
 
 #include <torch/torch.h>
@@ -13,11 +13,12 @@
 
 namespace modelbench {
 
-// Output features per panel.
-constexpr int64_t kPanelWidth = 64;
+// Output features per panel, W: 64 where the build targets AVX-512 (or
+// neither AVX-512 nor AVX2), 16 with AVX2 (the register tile's width).
+int64_t linear_panel_width();
 
-// weight: [out_features, in_features] float32 -> [ceil(out_features / 64),
-// in_features, 64] float32, the last panel padded with zeros.
+// weight: [out_features, in_features] float32 -> [ceil(out_features / W),
+// in_features, W] float32, the last panel padded with zeros.
 torch::Tensor pack_linear_weight(const torch::Tensor& weight);
 
 // x: [num_rows, in_features] float32 CPU; packed from pack_linear_weight;

@@ -671,7 +671,7 @@ def paged_attention_reference(query: torch.Tensor, key_pool: torch.Tensor, value
     """
 def pack_linear_weight(weight: torch.Tensor) -> torch.Tensor:
     """
-    weight [N, K] float32 -> panels [ceil(N / 64), K, 64] for packed_linear (what model layers keep).
+    weight [N, K] float32 -> panels [ceil(N / W), K, W] for packed_linear (what model layers keep); W is 64 with AVX-512, 16 with AVX2.
     """
 def packed_linear(x: torch.Tensor, packed: torch.Tensor, out_features: typing.SupportsInt | typing.SupportsIndex, bias: torch.Tensor | None = None) -> torch.Tensor:
     """

@@ -14,14 +14,18 @@ using namespace modelbench;
 
 TEST_CASE("packed_linear equals torch::linear", "[linear_cpu]") {
   torch::manual_seed(0);
-  // 576 x 576 and 1536 x 576 (9 panels) and 576 x 960 (15): panels that do
-  // not split evenly over 2 threads, cut along in_features from 8 rows on.
+  const int64_t W = linear_panel_width();  // 64 (AVX-512) or 16 (AVX2)
+  REQUIRE((W == 16 || W == 64));
+  // Odd panel counts (576 and 960 outputs in 64-wide panels: 9 and 15; 144
+  // and 240 in 16-wide ones): panels that do not split evenly over 2
+  // threads, cut along in_features from 8 rows on.
   for (const auto& [in_features, out_features] :
-       {std::pair<int64_t, int64_t>{64, 64}, {70, 33}, {129, 200}, {576, 576}, {1536, 576}, {576, 960}, {100, 130}}) {
+       {std::pair<int64_t, int64_t>{64, 64}, {70, 33}, {129, 200}, {576, 576}, {1536, 576}, {576, 960}, {100, 130},
+        {576, 144}, {300, 240}, {17, 7}}) {
     const torch::Tensor weight = torch::randn({out_features, in_features});
     const torch::Tensor bias = torch::randn({out_features});
     const torch::Tensor packed = pack_linear_weight(weight);
-    REQUIRE(packed.sizes() == at::IntArrayRef({(out_features + 63) / 64, in_features, kPanelWidth}));
+    REQUIRE(packed.sizes() == at::IntArrayRef({(out_features + W - 1) / W, in_features, W}));
     for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 13, 96, 97, 250}) {
       const torch::Tensor x = torch::randn({rows, in_features});
       const torch::Tensor with_bias = packed_linear(x, packed, out_features, bias);
