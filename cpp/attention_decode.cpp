@@ -104,11 +104,11 @@ inline const float* load_row(const scalar_t* src, int64_t n, float* buf) {
   return buf;
 }
 
-// Register-tiled decode kernels for a head_dim of 16 * HD16 over float32,
-// bfloat16 or float16 pools (rows widened to fp32 as they are loaded): q
-// rows (scores) or accumulator rows (values) of up to R query heads stay in
-// registers for a whole block, while each key or value row is read once for
-// them.
+// Register-tiled decode kernels for a head_dim of HDV vectors (simd.h) over
+// float32, bfloat16 or float16 pools (rows widened to fp32 as they are
+// loaded): q rows (scores) or accumulator rows (values) stay in registers
+// for a whole block, while each key or value row is read from memory once
+// for all of its KV head's query heads.
 template <typename scalar_t>
 struct DecodeTiles {
   // scores[g * block_size + j] = q[g] . key j, for g < group, j in [j_begin, j_end).
@@ -126,8 +126,8 @@ using simd::vfloat;
 
 #if defined(__AVX512F__)
 
-// Scores of up to R query heads (q rows of HDV vectors, in registers where
-// they fit, else read from L1) against each key row of a block, read once.
+// Scores of up to R query heads (q rows of HDV vectors, in registers)
+// against each key row of a block, read once.
 template <int R, int HDV, typename scalar_t>
 inline void score_tile(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
                        float* scores, int64_t block_size) {
@@ -142,6 +142,24 @@ inline void score_tile(const float* q, const scalar_t* keys, int64_t row_stride,
       vfloat sum = simd::mul(qv[r][0], kv[0]);
       for (int c = 1; c < HDV; ++c) sum = simd::fmadd(qv[r][c], kv[c], sum);
       scores[r * block_size + j] = simd::reduce_add(sum);
+    }
+  }
+}
+
+// The group's rows in tiles of up to R (R * HDV = 16 vectors of q: 4 rows
+// of 64 dims or 2 of 128 with AVX-512): a group of 3 is one tile of 3, not
+// 3 of 1, so each key or value row is read from memory once per tile.
+template <int R, int HDV, typename scalar_t>
+void scores_by_tiles(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
+                     float* scores, int64_t block_size, int64_t group) {
+  for (int64_t g = 0; g < group; g += R) {
+    const float* qg = q + g * HDV * kLanes;
+    float* sg = scores + g * block_size;
+    switch (std::min<int64_t>(R, group - g)) {
+      case 4: score_tile<R >= 4 ? 4 : 1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      case 3: score_tile<R >= 3 ? 3 : 1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      case 2: score_tile<2, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
+      default: score_tile<1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
     }
   }
 }
@@ -211,26 +229,6 @@ inline void value_rows(const float* p, const scalar_t* values, int64_t row_strid
     value_tile<R, NV>(p, values + c * kLanes, row_stride, j_begin, j_end, acc + c * kLanes, HDV * kLanes,
                       block_size);
 }
-
-#if defined(__AVX512F__)
-// The group's rows in tiles of up to R (R * HDV = 16 vectors of q: 4 rows
-// of 64 dims or 2 of 128 with AVX-512): a group of 3 is one tile of 3, not
-// 3 of 1, so each key or value row is read from memory once per tile.
-template <int R, int HDV, typename scalar_t>
-void scores_by_tiles(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                     float* scores, int64_t block_size, int64_t group) {
-  for (int64_t g = 0; g < group; g += R) {
-    const float* qg = q + g * HDV * kLanes;
-    float* sg = scores + g * block_size;
-    switch (std::min<int64_t>(R, group - g)) {
-      case 4: score_tile<R >= 4 ? 4 : 1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
-      case 3: score_tile<R >= 3 ? 3 : 1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
-      case 2: score_tile<2, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
-      default: score_tile<1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size); break;
-    }
-  }
-}
-#endif
 
 template <int R, int HDV, typename scalar_t>
 void values_by_tiles(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
