@@ -1,7 +1,8 @@
 // The packed float32 linear kernel against torch::linear: every tail of the
 // row tiles (1 to 6 rows and more), panels cut short by out_features, odd
 // in_features, with and without bias, several row chunks, and odd panel
-// counts (cut between threads along in_features).
+// counts (cut between threads along in_features), in_features that are not
+// a whole number of the kernel's k chunks.
 #include <torch/torch.h>
 #undef CHECK  // torch's CHECK would shadow Catch2's
 #include <catch2/catch.hpp>
@@ -26,13 +27,19 @@ TEST_CASE("packed_linear equals torch::linear", "[linear_cpu]") {
     const torch::Tensor bias = torch::randn({out_features});
     const torch::Tensor packed = pack_linear_weight(weight);
     REQUIRE(packed.sizes() == at::IntArrayRef({(out_features + W - 1) / W, in_features, W}));
-    for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 13, 96, 97, 250}) {
+    for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 8, 13, 32, 96, 97, 250}) {
       const torch::Tensor x = torch::randn({rows, in_features});
       const torch::Tensor with_bias = packed_linear(x, packed, out_features, bias);
       REQUIRE(with_bias.sizes() == at::IntArrayRef({rows, out_features}));
-      REQUIRE(torch::allclose(with_bias, torch::linear(x, weight, bias), 1e-4, 1e-4));
-      REQUIRE(torch::allclose(packed_linear(x, packed, out_features, torch::Tensor()), torch::linear(x, weight),
-                              1e-4, 1e-4));
+      // Against float64: a sum of in_features fp32 products in order is off by
+      // up to about 1e-7 * in_features here (2e-4 at 1,536); a missed or
+      // doubled term is off by about 1.
+      const double atol = 3e-7 * static_cast<double>(in_features);
+      const torch::Tensor x64 = x.to(torch::kDouble), w64 = weight.to(torch::kDouble);
+      REQUIRE(torch::allclose(with_bias.to(torch::kDouble), torch::linear(x64, w64, bias.to(torch::kDouble)), 1e-5,
+                              atol));
+      REQUIRE(torch::allclose(packed_linear(x, packed, out_features, torch::Tensor()).to(torch::kDouble),
+                              torch::linear(x64, w64), 1e-5, atol));
     }
   }
 }
