@@ -90,6 +90,14 @@ bool bf16_linear_supported() {
 #endif
 }
 
+bool bf16_amx_supported() {
+#if defined(__AMX_BF16__)
+  return true;
+#else
+  return false;
+#endif
+}
+
 torch::Tensor pack_linear_weight_bf16(const torch::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == torch::kBFloat16 && weight.device().is_cpu(),
               "pack_linear_weight_bf16 needs a [out_features, in_features] bfloat16 CPU tensor, got ",

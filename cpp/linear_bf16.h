@@ -16,6 +16,10 @@ namespace modelbench {
 // Whether this build has the kernel (compiled with AVX512-BF16).
 bool bf16_linear_supported();
 
+// Whether the build targets a CPU with AMX-BF16 tiles (where ATen's bf16
+// matmul, through oneDNN, runs on them).
+bool bf16_amx_supported();
+
 // weight: [out_features, in_features] bfloat16 CPU -> [ceil(out_features / 64),
 // ceil(in_features / 2), 64, 2] bfloat16, padded with zeros.
 torch::Tensor pack_linear_weight_bf16(const torch::Tensor& weight);

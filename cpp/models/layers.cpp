@@ -45,9 +45,13 @@ Linear make_linear(torch::Tensor weight, torch::Tensor bias) {
   linear.bias = std::move(bias);
   if (weight.device().is_cpu() && weight.scalar_type() == torch::kFloat32)
     linear.packed = pack_linear_weight(weight);
-  else if (weight.device().is_cpu() && weight.scalar_type() == torch::kBFloat16 && bf16_linear_supported())
+  else if (weight.device().is_cpu() && weight.scalar_type() == torch::kBFloat16 && bf16_linear_supported()) {
     linear.packed = pack_linear_weight_bf16(weight);
-  else
+    // With AMX, ATen's bf16 matmul (oneDNN) beats the packed kernel from
+    // kMinAmxRows rows on, so the plain weight is kept too (twice the bf16
+    // weight memory, on such CPUs alone).
+    if (bf16_amx_supported()) linear.weight = std::move(weight);
+  } else
     linear.weight = std::move(weight);
   return linear;
 }
@@ -58,7 +62,10 @@ torch::Tensor Linear::operator()(const torch::Tensor& x) const {
     const torch::Tensor rows = x.reshape({-1, x.size(-1)});
     std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
     shape.back() = out_features;
-    if (packed.scalar_type() == torch::kBFloat16) return packed_linear_bf16(rows, packed, out_features, bias).view(shape);
+    if (packed.scalar_type() == torch::kBFloat16) {
+      if (weight.defined() && rows.size(0) >= kMinAmxRows) return torch::linear(x, weight, bias);
+      return packed_linear_bf16(rows, packed, out_features, bias).view(shape);
+    }
     return packed_linear(rows, packed, out_features, bias).view(shape);
   }
   return torch::linear(x, weight, bias);

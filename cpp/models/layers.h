@@ -40,12 +40,20 @@ struct Linear {
   // float32 on the CPU: the weight in panels for the packed kernel
   // (linear_cpu.h), [ceil(out_features / 64), in_features, 64]; bfloat16 on
   // a CPU with AVX512-BF16: panels of input pairs (linear_bf16.h); else undefined.
+  // A bf16 weight on a CPU with AMX keeps `weight` too: batches of at least
+  // kMinAmxRows rows go to torch::linear (oneDNN's AMX matmul).
   torch::Tensor packed;
   int64_t out_features = 0;
 
   // [num_tokens, in_features] -> [num_tokens, out_features]
   torch::Tensor operator()(const torch::Tensor& x) const;
 };
+
+// Rows from which a bf16 Linear on an AMX CPU uses ATen's matmul rather
+// than the packed kernel (AVX-512 + AMX host, 40 weights of 3072 x 576:
+// 8 rows 84 against 87 GFLOP/s, 32 rows 317 against 139; 1 row 12 against
+// 19 GB/s, benchmarks/kernels.py).
+constexpr int64_t kMinAmxRows = 16;
 
 // A Linear over `weight` (and `bias`), packed for a CPU kernel when it is
 // float32 (or bfloat16, where the build has that kernel) on the CPU;
