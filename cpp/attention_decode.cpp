@@ -84,9 +84,11 @@ inline float exp_block(float* s, int64_t j_begin, int64_t j_end, float running_m
 // no prefetch; prefetching whole blocks (the old layout's way) did no better.
 constexpr int64_t kStreamStartLines = 4;
 // Blocks from the one being read to the one prefetched row by row alongside
-// it (AVX-512 host, 32 sequences x 512 keys over 8 layers' pools,
-// alternated: 17.0 -> 18.5 GB/s at 2; 1, 3 and 4 within the noise of 2).
-constexpr int64_t kAhead = 2;
+// it, into L2 (AVX-512 host, 32 sequences x 512 keys over 8 layers' pools,
+// alternated: 17.0 GB/s without, 18.5 into L1, 20-21 into L2; 1 to 6
+// blocks ahead within the noise, 3 a little ahead; into L1 only every
+// other line, 15-17; non-temporal, 10).
+constexpr int64_t kAhead = 3;
 template <typename scalar_t>
 inline void start_streams(const scalar_t* k_data, const scalar_t* v_data, int64_t offset, int64_t num_heads,
                           int64_t head_stride) {
@@ -131,15 +133,15 @@ using simd::kLanes;
 using simd::vfloat;
 
 // Row j of `ahead` (HDV vectors of scalar_t, rows row_stride apart) into
-// L1: one prefetch per cache line. Software prefetch a block ahead, row by
-// row, keeps the core's misses in flight while it computes; without it, a
-// block's fetch and its arithmetic add up.
+// L2: one prefetch per cache line. Software prefetch a few blocks ahead,
+// row by row, keeps the core's misses in flight while it computes; without
+// it, a block's fetch and its arithmetic add up.
 template <int HDV, typename scalar_t>
 inline void prefetch_row(const scalar_t* ahead, int64_t j, int64_t row_stride) {
   if (ahead == nullptr) return;
   constexpr int64_t kRowBytes = HDV * kLanes * static_cast<int64_t>(sizeof(scalar_t));
   const char* row = reinterpret_cast<const char*>(ahead + j * row_stride);
-  for (int64_t offset = 0; offset < kRowBytes; offset += 64) __builtin_prefetch(row + offset, 0, 3);
+  for (int64_t offset = 0; offset < kRowBytes; offset += 64) __builtin_prefetch(row + offset, 0, 2);  // to L2
 }
 
 #if defined(__AVX512F__)
