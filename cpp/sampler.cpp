@@ -49,10 +49,8 @@ SamplerOutput Sampler::sample(const torch::Tensor& logits, const std::vector<con
   torch::Tensor token_ids;  // [num_rows] int64
   if (random_rows.empty() && !any_penalties && logprob_rows.empty()) {
     // All greedy and nothing to adjust: one argmax over the logits as they
-    // are (any dtype). Argmax prefers NaN, so a row that picked one goes the
-    // long way below.
-    token_ids = logits.argmax(1);  // ties go to the lowest id
-    if (logits.gather(1, token_ids.unsqueeze(1)).isnan().any().item<bool>()) token_ids.reset();
+    // are (any dtype). A row with a NaN goes the long way below.
+    token_ids = greedy_argmax(logits);  // ties go to the lowest id; undefined over a NaN
   }
   torch::Tensor logprobs;  // [logprob rows, vocab_size], of the raw logits
   if (!token_ids.defined()) {

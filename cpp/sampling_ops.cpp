@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <mutex>
 #include <numeric>
@@ -11,6 +12,38 @@
 namespace modelbench::sampling_ops {
 
 
+
+torch::Tensor greedy_argmax(const torch::Tensor& logits) {
+  if (!(logits.device().is_cpu() && logits.scalar_type() == torch::kFloat)) {
+    torch::Tensor ids = logits.argmax(1);  // ATen's argmax prefers NaN: a row that picked one has one
+    if (logits.gather(1, ids.unsqueeze(1)).isnan().any().item<bool>()) return torch::Tensor();
+    return ids;
+  }
+  const torch::Tensor x = logits.contiguous();
+  const int64_t num_rows = x.size(0), vocab = x.size(1);
+  torch::Tensor ids = torch::empty({num_rows}, x.options().dtype(torch::kLong));
+  const float* data = x.data_ptr<float>();
+  int64_t* out = ids.data_ptr<int64_t>();
+  std::atomic<bool> any_nan{false};
+  at::parallel_for(0, num_rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = data + r * vocab;
+      float best = kNegInf;
+      bool nan = false;
+#pragma omp simd reduction(max : best) reduction(|| : nan)
+      for (int64_t i = 0; i < vocab; ++i) {
+        best = std::max(best, row[i]);  // a NaN never replaces best
+        nan = nan || row[i] != row[i];
+      }
+      if (nan) any_nan = true;
+      int64_t id = 0;
+      while (id < vocab && !(row[id] == best)) ++id;
+      out[r] = id < vocab ? id : 0;  // all -inf: 0, as ATen
+    }
+  });
+  if (any_nan) return torch::Tensor();
+  return ids;
+}
 
 // A float32 copy of the logits, ours to change in place, with NaN read as
 // -inf so that a broken row cannot win an argmax. [num_rows, vocab_size]

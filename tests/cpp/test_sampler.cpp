@@ -87,6 +87,26 @@ TEST_CASE("greedy picks the argmax, ties going to the lowest id", "[sampler]") {
   CHECK(sample(sampler, row({1.0f, 3.0f, 3.0f, 0.0f}), copies(greedy(), 1)) == std::vector<int32_t>{1});
 }
 
+TEST_CASE("greedy over a decode batch's logits equals ATen's argmax row by row", "[sampler]") {
+  torch::manual_seed(1);
+  Sampler sampler;
+  auto logits = torch::randn({33, 49152});  // more rows than threads, a real vocabulary
+  logits[5].fill_(2.0f);                    // a row of ties: the lowest id
+  logits[7].fill_(kNegInfinity);            // nothing finite: id 0, as ATen
+  logits[9][49151] = 100.0f;                // the last id wins
+  const auto ids = sample(sampler, logits, copies(greedy(), 33));
+  CHECK(ids == argmax_ids(logits));
+  CHECK(ids[5] == 0);
+  CHECK(ids[7] == 0);
+  CHECK(ids[9] == 49151);
+  // A NaN in one row of many: that row reads it as -inf, the others are untouched.
+  logits[3][10] = std::nanf("");
+  logits[3][20] = 50.0f;
+  const auto with_nan = sample(sampler, logits, copies(greedy(), 33));
+  CHECK(with_nan[3] == 20);
+  CHECK(with_nan[9] == 49151);
+}
+
 TEST_CASE("top_k=1, a tiny top_p and min_p=1 reduce to greedy at any temperature", "[sampler]") {
   torch::manual_seed(1);
   Sampler sampler;
