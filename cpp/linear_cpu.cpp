@@ -36,7 +36,9 @@ constexpr int64_t kMinSplitK = 64;
 // 94 against 87 GFLOP/s; one row streams in order and needs no help). The
 // prefetch is spread over all of the panel's tiles, chunk by chunk; with
 // panels cut between threads too (AVX-512 host, SmolLM2's linears at 32
-// rows: 960 x 576 165 -> 250 GFLOP/s, 576 x 1536 166 -> 191).
+// rows: 960 x 576 165 -> 250 GFLOP/s, 576 x 1536 166 -> 191), into L2
+// (2 % over L1 there; the panel after next instead, or the prefetch
+// crowded into the panel's first tiles: 8-15 % slower).
 constexpr int64_t kMinPrefetchRows = 8;
 
 // in_features per pass over a panel's rows: all row tiles take one chunk
@@ -80,7 +82,7 @@ inline void tile_rows(const float* x, int64_t ldx, int64_t K, const float* panel
     const int64_t lines_per_k = (next_lines + K - 1) / K;
     for (int64_t k = 0; k < K; ++k) {
       for (int64_t l = k * lines_per_k, l_end = std::min(next_lines, l + lines_per_k); l < l_end; ++l)
-        __builtin_prefetch(next + 64 * l, 0, 3);
+        __builtin_prefetch(next + 64 * l, 0, 2);  // to L2
       step(k);
     }
   }
