@@ -56,8 +56,8 @@ void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
   TORCH_CHECK(m.block_tables.dim() == 2 && m.block_tables.scalar_type() == torch::kInt &&
                   m.block_tables.device().is_cpu() && m.block_tables.size(0) == m.num_seqs(),
               "block_tables must be a [num_seqs, max_blocks] int32 CPU tensor");
-  TORCH_CHECK(m.query_start_loc[m.num_seqs()].item<int64_t>() == query.size(0),
-              "query_start_loc ends at ", m.query_start_loc[m.num_seqs()].item<int64_t>(),
+  const int64_t last_query = m.query_start_loc.contiguous().data_ptr<int64_t>()[m.num_seqs()];
+  TORCH_CHECK(last_query == query.size(0), "query_start_loc ends at ", last_query,
               " but there are ", query.size(0), " queries");
 }
 
@@ -124,7 +124,10 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
   const int64_t* query_start = metadata.query_start_loc.data_ptr<int64_t>();
   const int64_t* context_lens = metadata.context_lens.data_ptr<int64_t>();
   const int32_t* block_tables = metadata.block_tables.data_ptr<int32_t>();
-  const scalar_t* q_data = query.data_ptr<scalar_t>();      // [num_tokens, num_heads, head_dim]
+  // [num_tokens, num_heads, head_dim], heads contiguous within a token; tokens
+  // q_stride apart (a view of the qkv projection's rows needs no copy).
+  const scalar_t* q_data = query.data_ptr<scalar_t>();
+  const int64_t q_stride = query.stride(0);
   const kv_t* k_data = key_pool.data_ptr<kv_t>();   // [num_blocks, num_kv_heads, block_size, head_dim]
   const kv_t* v_data = value_pool.data_ptr<kv_t>();
   scalar_t* out_data = out.data_ptr<scalar_t>();            // [num_tokens, num_heads, head_dim]
@@ -197,17 +200,18 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
       const int64_t first_token = query_start[s] + item.query_begin;
       if (num_queries == 1 && (item.kv_head_end - item.kv_head) * group <= kMaxDecodeRows &&
           head_dim <= kMaxHeadDim) {  // a decode (or a one-token chunk)
-        const int64_t offset = (first_token * num_heads + item.kv_head * group) * head_dim;
+        const int64_t offset = (first_token * num_heads + item.kv_head * group) * head_dim;  // in out
+        const scalar_t* q_item = q_data + first_token * q_stride + item.kv_head * group * head_dim;
         if (item.partial >= 0) {  // one part of a split decode: keys [key_lo, key_hi)
           const DecodePartial part{partial_acc.data() + item.partial * group * head_dim,
                                    partial_max.data() + item.partial * group, partial_sum.data() + item.partial * group};
-          decode_one(q_data + offset, k_data, v_data, block_tables + s * max_blocks, item.key_lo, item.key_hi - 1,
+          decode_one(q_item, k_data, v_data, block_tables + s * max_blocks, item.key_lo, item.key_hi - 1,
                      item.kv_head, item.kv_head_end, group, layout, scale, decode_q.data(), decode_acc.data(),
                      decode_scores.data(), out_data + offset, &part);
           continue;
         }
         const int64_t key_begin = sliding_window > 0 ? std::max<int64_t>(0, first_pos - sliding_window + 1) : 0;
-        decode_one(q_data + offset, k_data, v_data, block_tables + s * max_blocks, key_begin, first_pos,
+        decode_one(q_item, k_data, v_data, block_tables + s * max_blocks, key_begin, first_pos,
                    item.kv_head, item.kv_head_end, group, layout, scale, decode_q.data(), decode_acc.data(),
                    decode_scores.data(), out_data + offset);
         continue;
@@ -218,7 +222,7 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
       q_rows.resize(rows, head_dim);
       for (int64_t i = 0; i < num_queries; ++i)
         for (int64_t j = 0; j < group; ++j) {
-          const scalar_t* src = q_data + ((first_token + i) * num_heads + item.kv_head * group + j) * head_dim;
+          const scalar_t* src = q_data + (first_token + i) * q_stride + (item.kv_head * group + j) * head_dim;
           for (int64_t d = 0; d < head_dim; ++d) q_rows(i * group + j, d) = static_cast<float>(src[d]) * scale;
         }
       // Decodes read each block in place; prefill rows are many, so tiles of
@@ -307,10 +311,11 @@ torch::Tensor paged_attention_cpu(const torch::Tensor& query, const torch::Tenso
   TORCH_CHECK(query.device().is_cpu() && key_pool.device().is_cpu() && value_pool.device().is_cpu(),
               "paged_attention_cpu needs CPU tensors");
   TORCH_CHECK(key_pool.is_contiguous() && value_pool.is_contiguous(), "KV pools must be contiguous");
-  const torch::Tensor q = query.contiguous();
+  // Tokens may lie any distance apart; within one, heads and dims must be packed.
+  const torch::Tensor q = query.stride(2) == 1 && query.stride(1) == query.size(2) ? query : query.contiguous();
   const torch::Tensor tables = metadata.block_tables.contiguous();
   AttentionMetadata m{metadata.query_start_loc.contiguous(), metadata.context_lens.contiguous(), tables};
-  torch::Tensor out = torch::empty_like(q);  // [num_tokens, num_heads, head_dim]
+  torch::Tensor out = torch::empty(q.sizes(), q.options());  // [num_tokens, num_heads, head_dim], contiguous
   const float s = static_cast<float>(scale);
   const auto kv = key_pool.scalar_type();
   switch (q.scalar_type()) {

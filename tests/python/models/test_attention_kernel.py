@@ -95,3 +95,26 @@ def test_few_decodes_split_over_their_keys_match_reference(
             torch.testing.assert_close(ours, reference, atol=2e-5, rtol=0, msg=str(contexts))
         else:
             torch.testing.assert_close(ours.float(), reference.float(), atol=1e-2, rtol=1.6e-2, msg=str(contexts))
+
+
+@pytest.mark.parametrize("many_decodes", [False, True])
+def test_queries_as_a_view_of_wider_rows(many_decodes: bool) -> None:
+    """The model passes q as a view of the qkv projection's rows (tokens
+    further apart than num_heads * head_dim): read in place, the same result
+    as from a contiguous copy, for decodes, split decodes and prefill chunks."""
+    g = torch.Generator().manual_seed(2)
+    num_heads, num_kv_heads, head_dim, num_blocks = 9, 3, 64, 120
+    pool_shape = (num_blocks, num_kv_heads, BLOCK_SIZE, head_dim)
+    key_pool, value_pool = torch.randn(pool_shape, generator=g), torch.randn(pool_shape, generator=g)
+    seqs = [(300, 1), (45, 1)] if not many_decodes else [(40, 1), (129, 1), (77, 20), (16, 16)] + [(n, 1) for n in range(20, 80, 7)]
+    block_tables = scattered_block_tables([ctx for ctx, _ in seqs], num_blocks, g)
+    query_start_loc = torch.tensor([0] + [n for _, n in seqs], dtype=torch.int64).cumsum(0)
+    context_lens = torch.tensor([ctx for ctx, _ in seqs], dtype=torch.int64)
+    qkv = torch.randn(int(query_start_loc[-1]), (num_heads + 2 * num_kv_heads) * head_dim, generator=g)
+    query = qkv[:, : num_heads * head_dim].view(-1, num_heads, head_dim)
+    assert not query.is_contiguous()
+    rest = (key_pool, value_pool, query_start_loc, context_lens, block_tables, head_dim**-0.5)
+    ours = _core.paged_attention_cpu(query, *rest)
+    assert ours.is_contiguous()
+    torch.testing.assert_close(ours, _core.paged_attention_cpu(query.contiguous(), *rest), atol=0, rtol=0)
+    torch.testing.assert_close(ours, _core.paged_attention_reference(query, *rest), atol=2e-5, rtol=0)
