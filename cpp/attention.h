@@ -42,6 +42,8 @@ torch::Tensor paged_attention(const torch::Tensor& query, const torch::Tensor& k
 // fp32. Decode work items multiply against each float32 block where it sits
 // in the pool; prefill work items (many query rows) copy tiles of 4 blocks
 // into fp32 scratch for larger matrix products, as every bf16/fp16 read does.
+// The query's tokens may be any stride apart (a view of the qkv projection's
+// rows is read in place); its heads and dims must be packed, or it is copied.
 torch::Tensor paged_attention_cpu(const torch::Tensor& query, const torch::Tensor& key_pool,
                                   const torch::Tensor& value_pool, const AttentionMetadata& metadata,
                                   double scale, int64_t sliding_window = 0);
