@@ -4,6 +4,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <atomic>
 #include <limits>
 #include <mutex>
@@ -29,14 +32,48 @@ torch::Tensor greedy_argmax(const torch::Tensor& logits) {
     for (int64_t r = begin; r < end; ++r) {
       const float* row = data + r * vocab;
       float best = kNegInf;
-      bool nan = false;
-#pragma omp simd reduction(max : best) reduction(|| : nan)
-      for (int64_t i = 0; i < vocab; ++i) {
-        best = std::max(best, row[i]);  // a NaN never replaces best
-        nan = nan || row[i] != row[i];
+      int nans = 0;
+      int64_t i = 0;
+#if defined(__AVX512F__)
+      __m512 best_v = _mm512_set1_ps(kNegInf);
+      __mmask16 nan_mask = 0;
+      for (; i + 16 <= vocab; i += 16) {
+        const __m512 x = _mm512_loadu_ps(row + i);
+        best_v = _mm512_max_ps(x, best_v);  // a NaN x yields best_v
+        nan_mask |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
       }
-      if (nan) any_nan = true;
+      best = _mm512_reduce_max_ps(best_v);
+      nans = nan_mask != 0;
+#elif defined(__AVX2__)
+      __m256 best_v = _mm256_set1_ps(kNegInf);
+      __m256 nan_v = _mm256_setzero_ps();
+      for (; i + 8 <= vocab; i += 8) {
+        const __m256 x = _mm256_loadu_ps(row + i);
+        best_v = _mm256_max_ps(x, best_v);
+        nan_v = _mm256_or_ps(nan_v, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+      }
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, best_v);
+      for (float v : lanes) best = std::max(best, v);
+      nans = _mm256_movemask_ps(nan_v) != 0;
+#endif
+      for (; i < vocab; ++i) {
+        best = std::max(best, row[i]);  // a NaN never replaces best
+        nans += row[i] != row[i];
+      }
+      if (nans > 0) any_nan = true;
+      // The first index of the max (16 at a time with AVX-512).
       int64_t id = 0;
+#if defined(__AVX512F__)
+      const __m512 target = _mm512_set1_ps(best);
+      for (; id + 16 <= vocab; id += 16) {
+        const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + id), target, _CMP_EQ_OQ);
+        if (hit != 0) {
+          id += __builtin_ctz(hit);
+          break;
+        }
+      }
+#endif
       while (id < vocab && !(row[id] == best)) ++id;
       out[r] = id < vocab ? id : 0;  // all -inf: 0, as ATen
     }
