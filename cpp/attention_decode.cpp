@@ -317,19 +317,20 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
   float row[kMaxHeadDim];  // one K or V row in fp32
   const DecodeTiles<scalar_t>* tiles = decode_tiles<scalar_t>(head_dim);
   const int64_t first_head = kv_begin * layout.head_stride;  // the range's first KV head within a block
-  for (int64_t b0 = key_begin / block_size * block_size; b0 <= pos; b0 += block_size) {
+  const int64_t first_block = key_begin / block_size;
+  for (int64_t b0 = first_block * block_size; b0 <= pos; b0 += block_size) {
     const int64_t j_begin = std::max<int64_t>(key_begin - b0, 0);
     const int64_t j_end = std::min<int64_t>(block_size, pos + 1 - b0);
-    const int64_t block_offset = table[b0 / block_size] * layout.block_stride + first_head;
-    // Blocks kAhead on are prefetched row by row as this one is read (the
-    // tiles' `ahead`); the blocks before that, and the last ones, get their
-    // streams started a block early.
     const int64_t block = b0 / block_size;
+    const int64_t block_offset = table[block] * layout.block_stride + first_head;
+    // Blocks kAhead on are prefetched row by row as this one is read (the
+    // tiles' `ahead`); the range's first kAhead blocks, which nothing read
+    // before them, and its last ones get their streams started a block early.
     const bool ahead_ok = (block + kAhead) * block_size <= pos;
     const int64_t ahead_offset = ahead_ok ? table[block + kAhead] * layout.block_stride + first_head : 0;
-    if ((!ahead_ok || b0 < kAhead * block_size) && b0 + block_size <= pos)
-      start_streams(k_data, v_data, table[b0 / block_size + 1] * layout.block_stride + first_head,
-                    kv_end - kv_begin, layout.head_stride);
+    if ((!ahead_ok || block < first_block + kAhead) && b0 + block_size <= pos)
+      start_streams(k_data, v_data, table[block + 1] * layout.block_stride + first_head, kv_end - kv_begin,
+                    layout.head_stride);
     if (tiles != nullptr) {  // head_dim of 64 or 128 with AVX-512 or AVX2: register tiles
       for (int64_t h = 0; h < kv_end - kv_begin; ++h)
         tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * layout.head_stride, layout.row_stride,
