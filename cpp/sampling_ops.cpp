@@ -1,12 +1,10 @@
 // sampling_ops: the batched operations behind the Sampler (see the header).
 #include "sampling_ops.h"
+#include "simd.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
-#if defined(__AVX2__) || defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 #include <atomic>
 #include <limits>
 #include <mutex>
@@ -32,43 +30,30 @@ torch::Tensor greedy_argmax(const torch::Tensor& logits) {
     for (int64_t r = begin; r < end; ++r) {
       const float* row = data + r * vocab;
       float best = kNegInf;
-      int nans = 0;
+      bool nan = false;
       int64_t i = 0;
-#if defined(__AVX512F__)
-      __m512 best_v = _mm512_set1_ps(kNegInf);
-      __mmask16 nan_mask = 0;
-      for (; i + 16 <= vocab; i += 16) {
-        const __m512 x = _mm512_loadu_ps(row + i);
-        best_v = _mm512_max_ps(x, best_v);  // a NaN x yields best_v
-        nan_mask |= _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+#if defined(MODELBENCH_SIMD)
+      simd::vfloat best_v = simd::set1(kNegInf);
+      unsigned nan_bits = 0;
+      for (; i + simd::kLanes <= vocab; i += simd::kLanes) {
+        const simd::vfloat v = simd::load(row + i);
+        best_v = simd::max(v, best_v);  // a NaN v keeps best_v
+        nan_bits |= simd::nan_lanes(v);
       }
-      best = _mm512_reduce_max_ps(best_v);
-      nans = nan_mask != 0;
-#elif defined(__AVX2__)
-      __m256 best_v = _mm256_set1_ps(kNegInf);
-      __m256 nan_v = _mm256_setzero_ps();
-      for (; i + 8 <= vocab; i += 8) {
-        const __m256 x = _mm256_loadu_ps(row + i);
-        best_v = _mm256_max_ps(x, best_v);
-        nan_v = _mm256_or_ps(nan_v, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-      }
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, best_v);
-      for (float v : lanes) best = std::max(best, v);
-      nans = _mm256_movemask_ps(nan_v) != 0;
+      best = simd::reduce_max(best_v);
+      nan = nan_bits != 0;
 #endif
       for (; i < vocab; ++i) {
         best = std::max(best, row[i]);  // a NaN never replaces best
-        nans += row[i] != row[i];
+        nan = nan || row[i] != row[i];
       }
-      if (nans > 0) any_nan = true;
-      // The first index of the max (16 at a time with AVX-512).
+      if (nan) any_nan = true;
+      // The first index of the max, a vector at a time.
       int64_t id = 0;
-#if defined(__AVX512F__)
-      const __m512 target = _mm512_set1_ps(best);
-      for (; id + 16 <= vocab; id += 16) {
-        const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + id), target, _CMP_EQ_OQ);
-        if (hit != 0) {
+#if defined(MODELBENCH_SIMD)
+      const simd::vfloat target = simd::set1(best);
+      for (; id + simd::kLanes <= vocab; id += simd::kLanes) {
+        if (const unsigned hit = simd::equal_lanes(simd::load(row + id), target); hit != 0) {
           id += __builtin_ctz(hit);
           break;
         }

@@ -34,7 +34,7 @@ torch::Tensor clean_logits(const torch::Tensor& logits);
 // (ties to the lowest id), int64 [num_rows]; undefined when a row holds a NaN
 // (the caller cleans the logits first). Float32 CPU logits take a pass for
 // the max and one for its first index, rows in parallel (ATen's argmax took
-// 2.1 ms for 32 rows of 49,152; this, 0.4, AVX-512); others, ATen's argmax.
+// 2.1 ms for 32 rows of 49,152; this, 0.4, in simd.h's vectors); others, ATen's argmax.
 torch::Tensor greedy_argmax(const torch::Tensor& logits);
 
 bool needs_penalties(const Sequence& seq);

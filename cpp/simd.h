@@ -33,11 +33,14 @@ inline vfloat load(const c10::Half* p) {
 inline void store(float* p, vfloat v) { _mm512_storeu_ps(p, v); }
 inline vfloat add(vfloat a, vfloat b) { return _mm512_add_ps(a, b); }
 inline vfloat sub(vfloat a, vfloat b) { return _mm512_sub_ps(a, b); }
-inline vfloat max(vfloat a, vfloat b) { return _mm512_max_ps(a, b); }
+inline vfloat max(vfloat a, vfloat b) { return _mm512_max_ps(a, b); }  // b where either is NaN
 inline vfloat mul(vfloat a, vfloat b) { return _mm512_mul_ps(a, b); }
 inline vfloat fmadd(vfloat a, vfloat b, vfloat c) { return _mm512_fmadd_ps(a, b, c); }  // a * b + c
 inline float reduce_add(vfloat v) { return _mm512_reduce_add_ps(v); }
 inline float reduce_max(vfloat v) { return _mm512_reduce_max_ps(v); }
+// Bit l set where lane l of a is NaN; where a == b (neither NaN).
+inline unsigned nan_lanes(vfloat a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+inline unsigned equal_lanes(vfloat a, vfloat b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
 
 #else
 
@@ -56,7 +59,7 @@ inline vfloat load(const c10::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(
 inline void store(float* p, vfloat v) { _mm256_storeu_ps(p, v); }
 inline vfloat add(vfloat a, vfloat b) { return _mm256_add_ps(a, b); }
 inline vfloat sub(vfloat a, vfloat b) { return _mm256_sub_ps(a, b); }
-inline vfloat max(vfloat a, vfloat b) { return _mm256_max_ps(a, b); }
+inline vfloat max(vfloat a, vfloat b) { return _mm256_max_ps(a, b); }  // b where either is NaN
 inline vfloat mul(vfloat a, vfloat b) { return _mm256_mul_ps(a, b); }
 inline vfloat fmadd(vfloat a, vfloat b, vfloat c) { return _mm256_fmadd_ps(a, b, c); }  // a * b + c
 inline float reduce_add(vfloat v) {
@@ -71,6 +74,8 @@ inline float reduce_max(vfloat v) {
   s = _mm_max_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+inline unsigned nan_lanes(vfloat a) { return _mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q)); }
+inline unsigned equal_lanes(vfloat a, vfloat b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)); }
 // The sums of four vectors, {sum(a), sum(b), sum(c), sum(d)}: one reduction
 // for four dot products instead of four.
 inline __m128 reduce_add4(vfloat a, vfloat b, vfloat c, vfloat d) {
