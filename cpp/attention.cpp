@@ -11,6 +11,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -181,7 +182,12 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
   std::vector<float> partial_acc(num_partials * group * head_dim), partial_max(num_partials * group),
       partial_sum(num_partials * group);
 
-  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+  // Items are taken one at a time from a shared counter: a thread that
+  // finishes early (a shorter sequence, a core the host slowed) takes the
+  // next, instead of waiting at the end for a fixed half.
+  const auto num_items = static_cast<int64_t>(items.size());
+  std::atomic<int64_t> next_item{0};
+  at::parallel_for(0, std::min(threads, num_items), 1, [&](int64_t, int64_t) {
     RowMatrix q_rows;       // [rows, head_dim]: row i * group + j is query i, head kv_head * group + j
     RowMatrix scores;       // [rows, tile], then the tile's unnormalised probabilities
     RowMatrix acc;          // [rows, head_dim]: sum of probabilities times values
@@ -190,7 +196,8 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
     std::vector<float> v_scratch(kTileBlocks * block_size * head_dim);
     std::vector<float> decode_q(num_heads * head_dim), decode_acc(num_heads * head_dim);
     std::vector<float> decode_scores(num_heads * block_size);
-    for (int64_t w = begin; w < end; ++w) {
+    for (int64_t w = next_item.fetch_add(1, std::memory_order_relaxed); w < num_items;
+         w = next_item.fetch_add(1, std::memory_order_relaxed)) {
       const WorkItem& item = items[w];
       const int64_t s = item.seq;
       const int64_t num_queries = item.query_end - item.query_begin;
