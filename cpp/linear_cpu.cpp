@@ -50,6 +50,14 @@ constexpr int64_t kMinPrefetchRows = 8;
 // 128 rows of the panel a chunk measured the same, the whole of it 40 ms).
 constexpr int64_t kKChunk = 64;
 
+// Bytes of x per pass over all panels in a prefill: when each panel took
+// all of a long prefill's rows, x (2048 rows x 576 inputs: 4.7 MB) came
+// from memory again for every panel.
+#ifndef MODELBENCH_PASS_BYTES
+#define MODELBENCH_PASS_BYTES (1 << 20)
+#endif
+constexpr int64_t kPassBytes = MODELBENCH_PASS_BYTES;
+
 #if defined(MODELBENCH_SIMD)
 
 using simd::kLanes;
@@ -230,21 +238,29 @@ torch::Tensor packed_linear(const torch::Tensor& x, const torch::Tensor& packed,
     }
     return y;
   }
-  // Work item i: panel i / num_chunks, row chunk i % num_chunks; one thread's
-  // consecutive items share a panel, which stays in its L2. A decode batch
-  // (one chunk, at least kMinPrefetchRows rows) prefetches the thread's next panel.
+  // Rows go in passes of whole chunks whose x fits in L2 beside a panel
+  // (kPassBytes); within a pass, work item i is panel i / chunks, row chunk
+  // i % chunks: one thread's consecutive items share a panel, which stays in
+  // its L2, and the pass's rows of x stay there for all of its panels. A
+  // decode batch (one chunk, at least kMinPrefetchRows rows) prefetches the
+  // thread's next panel.
   const bool prefetch = num_chunks == 1 && M >= kMinPrefetchRows;
-  at::parallel_for(0, num_panels * num_chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t p = i / num_chunks, chunk = i % num_chunks;
-      const int64_t m0 = chunk * kRowChunk, rows = std::min(kRowChunk, M - m0);
-      const int64_t n0 = p * kPanelWidth;
-      const float* panel = w_data + p * K * kPanelWidth;
-      rows_times_panel(x_data + m0 * K, rows, K, K, panel, bias_data != nullptr ? bias_data + n0 : nullptr,
-                       y_data + m0 * N + n0, N, std::min(kPanelWidth, N - n0),
-                       prefetch && i + 1 < end ? panel + K * kPanelWidth : nullptr);
-    }
-  });
+  const int64_t pass_chunks =
+      std::max<int64_t>(1, kPassBytes / (kRowChunk * K * static_cast<int64_t>(sizeof(float))));
+  for (int64_t first_chunk = 0; first_chunk < num_chunks; first_chunk += pass_chunks) {
+    const int64_t chunks = std::min(pass_chunks, num_chunks - first_chunk);
+    at::parallel_for(0, num_panels * chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t p = i / chunks, chunk = first_chunk + i % chunks;
+        const int64_t m0 = chunk * kRowChunk, rows = std::min(kRowChunk, M - m0);
+        const int64_t n0 = p * kPanelWidth;
+        const float* panel = w_data + p * K * kPanelWidth;
+        rows_times_panel(x_data + m0 * K, rows, K, K, panel, bias_data != nullptr ? bias_data + n0 : nullptr,
+                         y_data + m0 * N + n0, N, std::min(kPanelWidth, N - n0),
+                         prefetch && i + 1 < end ? panel + K * kPanelWidth : nullptr);
+      }
+    });
+  }
   return y;
 }
 
