@@ -57,6 +57,11 @@ constexpr int64_t kKChunk = 64;
 #define MODELBENCH_PASS_BYTES (1 << 20)
 #endif
 constexpr int64_t kPassBytes = MODELBENCH_PASS_BYTES;
+// Rows from which ATen's GEMM takes over.
+#ifndef MODELBENCH_GEMM_ROWS
+#define MODELBENCH_GEMM_ROWS 512
+#endif
+constexpr int64_t kMinGemmRows = MODELBENCH_GEMM_ROWS;
 
 #if defined(MODELBENCH_SIMD)
 
@@ -196,6 +201,12 @@ torch::Tensor packed_linear(const torch::Tensor& x, const torch::Tensor& packed,
   const int64_t M = x.size(0), K = x.size(1), N = out_features;
   torch::Tensor y = torch::empty({M, N}, x.options());  // [num_rows, out_features]
   if (M == 0) return y;
+  if (M >= kMinGemmRows) {
+    // A long prefill: ATen's GEMM (MKL) over the panels unpacked to
+    // [in_features, out_features], a copy of 1-2 % of the product's time.
+    const torch::Tensor w = packed.permute({1, 0, 2}).reshape({K, num_panels * kPanelWidth}).narrow(1, 0, N);
+    return bias.defined() ? torch::addmm(bias, xc, w) : torch::mm(xc, w);
+  }
   const float* x_data = xc.data_ptr<float>();
   const float* w_data = packed.data_ptr<float>();
   float* y_data = y.data_ptr<float>();
