@@ -50,18 +50,14 @@ constexpr int64_t kMinPrefetchRows = 8;
 // 128 rows of the panel a chunk measured the same, the whole of it 40 ms).
 constexpr int64_t kKChunk = 64;
 
-// Bytes of x per pass over all panels in a prefill: when each panel took
-// all of a long prefill's rows, x (2048 rows x 576 inputs: 4.7 MB) came
-// from memory again for every panel.
-#ifndef MODELBENCH_PASS_BYTES
-#define MODELBENCH_PASS_BYTES (1 << 20)
-#endif
-constexpr int64_t kPassBytes = MODELBENCH_PASS_BYTES;
-// Rows from which ATen's GEMM takes over.
-#ifndef MODELBENCH_GEMM_ROWS
-#define MODELBENCH_GEMM_ROWS 512
-#endif
-constexpr int64_t kMinGemmRows = MODELBENCH_GEMM_ROWS;
+// Bytes of x per pass over all panels in a prefill chunk below
+// kMinGemmRows: when each panel took all of the rows, x (500 rows x 1,536
+// inputs: 3 MB) came from memory again for every panel (passes of 512 KiB
+// measured the same, 2 MiB slower).
+constexpr int64_t kPassBytes = int64_t{1} << 20;
+// Rows from which ATen's GEMM (MKL) over the unpacked panels takes over: at
+// 2,048 rows of SmolLM2's shapes it ran 380-404 GFLOP/s against our 335-374.
+constexpr int64_t kMinGemmRows = 512;
 
 #if defined(MODELBENCH_SIMD)
 
@@ -199,14 +195,14 @@ torch::Tensor packed_linear(const torch::Tensor& x, const torch::Tensor& packed,
   }
   const torch::Tensor xc = x.contiguous();
   const int64_t M = x.size(0), K = x.size(1), N = out_features;
-  torch::Tensor y = torch::empty({M, N}, x.options());  // [num_rows, out_features]
-  if (M == 0) return y;
   if (M >= kMinGemmRows) {
     // A long prefill: ATen's GEMM (MKL) over the panels unpacked to
     // [in_features, out_features], a copy of 1-2 % of the product's time.
     const torch::Tensor w = packed.permute({1, 0, 2}).reshape({K, num_panels * kPanelWidth}).narrow(1, 0, N);
-    return bias.defined() ? torch::addmm(bias, xc, w) : torch::mm(xc, w);
+    return bias.defined() ? torch::addmm(b, xc, w) : torch::mm(xc, w);
   }
+  torch::Tensor y = torch::empty({M, N}, x.options());  // [num_rows, out_features]
+  if (M == 0) return y;
   const float* x_data = xc.data_ptr<float>();
   const float* w_data = packed.data_ptr<float>();
   float* y_data = y.data_ptr<float>();

@@ -25,7 +25,8 @@ torch::Tensor pack_linear_weight(const torch::Tensor& weight);
 // bias: [out_features] float32 or undefined. Returns [num_rows, out_features].
 // Parallel over panels (and over row chunks when there are many rows); when
 // the panels do not split evenly over the threads, a panel is cut between
-// two threads along in_features and its parts summed.
+// two threads along in_features and its parts summed. From 512 rows (long
+// prefills), ATen's GEMM over the panels unpacked for the call.
 torch::Tensor packed_linear(const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
                             const torch::Tensor& bias);
 
