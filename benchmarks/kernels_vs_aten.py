@@ -17,7 +17,7 @@
 
 Prints JSON (and writes it with --out). Never asserts on time.
 
-    python benchmarks/kernels.py --out kernels.json
+    python benchmarks/kernels_vs_aten.py --out kernels_vs_aten.json
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out")
     args = parser.parse_args()
-    result = {"benchmark": "kernels", "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    result = {"benchmark": "kernels_vs_aten", "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "stream_copy_gb_s": stream_copy_gb_s(),
               "linear": linear_kernels([1, 2, 4, 8, 16, 32, 64, 512, 2048]),
               "linear_bf16": (linear_kernels([1, 8, 32, 64, 512, 2048], torch.bfloat16)
