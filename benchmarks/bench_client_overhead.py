@@ -47,7 +47,7 @@ def free_port() -> int:
 
 async def measure(url: str, num: int, concurrency: int | None, rate: float) -> dict:
     from modelbench.bench.metrics import summarize
-    from modelbench.bench.runner import run_workload
+    from modelbench.bench.load_generator import run_workload
     from modelbench.bench.targets import OpenAITarget
     from modelbench.bench.workload import BenchRequest, arrival_times
 

@@ -14,11 +14,11 @@ __path__ = extend_path(__path__, __name__)
 import torch as _torch  # noqa: E402,F401  (loads libtorch before the extension)
 
 from modelbench import _core  # noqa: E402
-from modelbench.async_engine import AsyncEngine  # noqa: E402
-from modelbench.engine_args import EngineArgs  # noqa: E402
-from modelbench.llm import LLM  # noqa: E402
-from modelbench.outputs import CompletionOutput, Logprob, RequestOutput  # noqa: E402
-from modelbench.sampling_params import SamplingParams  # noqa: E402
+from modelbench.engine.async_engine import AsyncEngine  # noqa: E402
+from modelbench.engine.engine_args import EngineArgs  # noqa: E402
+from modelbench.engine.llm import LLM  # noqa: E402
+from modelbench.engine.outputs import CompletionOutput, Logprob, RequestOutput  # noqa: E402
+from modelbench.engine.sampling_params import SamplingParams  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m modelbench serve ...``"""
 
-from modelbench.cli import main
+from modelbench.cli.main import main
 
 main()

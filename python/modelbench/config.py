@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from modelbench.engine_args import EngineArgs
+from modelbench.engine.engine_args import EngineArgs
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 TASKS = ("generate", "summarize", "sentiment", "classify", "embed")
@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, ge=0)  # SIGTERM: let requests in flight finish
 
     def store_url(self) -> str:
-        from modelbench.db.store import check_database_url, default_database_url
+        from modelbench.db.connection import check_database_url, default_database_url
 
         return check_database_url(self.database_url) if self.database_url else default_database_url()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from modelbench.llm import LLM
-from modelbench.sampling_params import SamplingParams
+from modelbench.engine.llm import LLM
+from modelbench.engine.sampling_params import SamplingParams
 
 QUESTIONS = [
     "What is the capital of France?",

@@ -1,13 +1,19 @@
-"""Fixtures every test package may use: an empty database on each backend."""
+"""Fixtures every test package may use: an empty database on each backend,
+tiny random-weight Hugging Face folders built once per session."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from .postgres import create_database, drop_database
+from .tiny_models import build_tiny_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the hub from tests
 
 
 @pytest.fixture
@@ -48,3 +54,29 @@ def store_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``tiny_model_path(kind)``: a tiny HF folder of ``kind``, built on first use; read-only."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    built: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in built:
+            built[kind] = build_tiny_model(kind, root / kind)
+        return built[kind]
+
+    return get
+
+
+@pytest.fixture
+def tiny_model_copy(
+    tiny_model_path: Callable[[str], Path], tmp_path: Path
+) -> Callable[[str], Path]:
+    """``tiny_model_copy(kind)``: a private copy of a tiny HF folder that a test may break."""
+
+    def copy(kind: str) -> Path:
+        return Path(shutil.copytree(tiny_model_path(kind), tmp_path / kind))
+
+    return copy

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelbench.bench import workload
 from modelbench.bench.metrics import DEFAULT_PERCENTILES, parse_goodput, summarize
-from modelbench.bench.runner import run_workload
+from modelbench.bench.load_generator import run_workload
 
 MODEL_PATH_BACKENDS = ("engine", "transformers")
 
@@ -189,7 +189,7 @@ def model_identity(config: BenchConfig, target: Any) -> dict[str, Any]:
 
 async def run_benchmark(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
     """Run one benchmark; the result dict is what --result-file writes."""
-    from modelbench.models.checkpoint import load_tokenizer
+    from modelbench.models.loader import load_tokenizer
 
     config.validate()
     slos = parse_goodput(config.goodput)

@@ -135,7 +135,7 @@ class EngineTarget:
         self.engine = engine
 
     async def send(self, request: BenchRequest) -> RequestResult:
-        from modelbench.sampling_params import SamplingParams
+        from modelbench.engine.sampling_params import SamplingParams
 
         params = SamplingParams(temperature=0.0, max_tokens=request.output_len, ignore_eos=True)
         result = RequestResult(prompt_len=request.prompt_len)

@@ -11,7 +11,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from modelbench.db.store import check_database_url, make_engine
+from modelbench.db.connection import check_database_url, make_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

@@ -1,17 +1,13 @@
-"""Checkpoints: what loading a model gives, and the Hugging Face folder loader.
-
-``load_checkpoint(path)`` is the one entry point: a folder is a Hugging Face
-checkpoint (``config.json``, ``*.safetensors`` or ``pytorch_model.bin``,
-tokenizer files), a ``.gguf`` file is read by ``gguf_loader``, and ``None``
-is the default model. Every checkpoint is validated against
-``expected_weight_shapes`` before it is returned, so the model code can load
-``weights`` strictly and trust their shapes.
+"""Checkpoints: what loading a model gives (``Checkpoint``), its error, and
+the checks every loader runs: the architecture is one we implement and every
+weight has the shape ``expected_weight_shapes`` says, so the model code can
+load ``weights`` strictly and trust their shapes. The loaders
+(``hf_loader``, ``gguf_loader``) build on this; ``loader.load_checkpoint``
+chooses between them.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,81 +52,6 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]
     tokenizer: Tokenizer
     source: str
-
-
-def load_checkpoint(
-    path: str | os.PathLike[str] | None, dtype: torch.dtype = torch.float32
-) -> Checkpoint:
-    """Load a Hugging Face folder, a ``.gguf`` file, or (``None``) the default model.
-
-    Raises:
-        CheckpointError (a ``ValueError``): the path does not exist or is not
-            a folder or ``.gguf`` file, ``config.json`` is missing, the
-            architecture is unsupported, a weights file is corrupt, or a
-            tensor is missing, unexpected or of the wrong shape.
-    """
-    if path is None:
-        from modelbench.models.default_model import default_model_path
-
-        path = default_model_path()
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"model path not found: {path}")
-    if path.is_file() and path.suffix == ".gguf":
-        from modelbench.models.gguf_loader import load_gguf
-
-        return load_gguf(path, dtype)
-    if path.is_dir():
-        return load_hf_folder(path, dtype)
-    raise CheckpointError(
-        f"expected a Hugging Face model folder or a .gguf file, got {path}"
-    )
-
-
-def load_tokenizer(path: str | os.PathLike[str] | None) -> Tokenizer:
-    """Only the tokenizer of a Hugging Face folder, a ``.gguf`` file, or
-    (``None``) the default model: no weights are read."""
-    if path is None:
-        from modelbench.models.default_model import default_model_path
-
-        path = default_model_path()
-    path = Path(path)
-    if path.is_file() and path.suffix == ".gguf":
-        from gguf import GGUFReader
-
-        from modelbench.models.gguf_loader import gguf_tokenizer
-
-        try:
-            reader = GGUFReader(path)
-        except Exception as e:
-            raise CheckpointError(f"cannot read GGUF file {path}: {e}") from e
-        metadata = {name: field.contents() for name, field in reader.fields.items()
-                    if name.startswith("tokenizer.")}
-        return gguf_tokenizer(metadata, path)
-    if path.is_dir():
-        return Tokenizer.from_pretrained(path)
-    raise CheckpointError(f"expected a Hugging Face model folder or a .gguf file, got {path}")
-
-
-def load_hf_folder(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
-    """Load a Hugging Face checkpoint folder (see ``load_checkpoint``)."""
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"no config.json in model folder {path}")
-    hf_config = json.loads(config_file.read_text())
-    architecture = architecture_of(hf_config, source=config_file)
-    weights = _read_weights(path)
-    if architecture == "GPT2LMHeadModel":
-        weights = _add_gpt2_prefix(weights)
-    weights = {name: t.to(dtype).contiguous() for name, t in weights.items()}
-    check_weights(architecture, hf_config, weights, source=path)
-    return Checkpoint(
-        architecture=architecture,
-        hf_config=hf_config,
-        weights=weights,
-        tokenizer=Tokenizer.from_pretrained(path),
-        source=str(path),
-    )
 
 
 def architecture_of(hf_config: dict[str, Any], source: Path | str) -> str:
@@ -287,46 +208,3 @@ def _gpt2_shapes(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     if not _is_tied("GPT2LMHeadModel", c):
         shapes["lm_head.weight"] = (vocab, hidden)
     return shapes
-
-
-def _add_gpt2_prefix(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Add ``transformer.`` to original GPT-2 names (``h.0...`` -> ``transformer.h.0...``)."""
-    return {
-        name if name.startswith(("transformer.", "lm_head.")) else "transformer." + name: t
-        for name, t in weights.items()
-    }
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a folder: sharded or single safetensors, else pytorch_model.bin."""
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index_file = path / index_name
-        if index_file.is_file():
-            weight_map = json.loads(index_file.read_text()).get("weight_map", {})
-            weights: dict[str, torch.Tensor] = {}
-            for shard in sorted(set(weight_map.values())):
-                shard_file = path / shard
-                if not shard_file.is_file():
-                    raise CheckpointError(f"shard {shard} listed in {index_file} is missing")
-                weights.update(_read_file(shard_file))
-            return weights
-    files = sorted(path.glob("*.safetensors"))
-    if not files and (path / "pytorch_model.bin").is_file():
-        files = [path / "pytorch_model.bin"]
-    if not files:
-        raise CheckpointError(f"no *.safetensors or pytorch_model.bin weights in {path}")
-    weights = {}
-    for file in files:
-        weights.update(_read_file(file))
-    return weights
-
-
-def _read_file(file: Path) -> dict[str, torch.Tensor]:
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(file, device="cpu")
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # the libraries raise their own error types
-        raise CheckpointError(f"cannot read weights file {file}: {e}") from e

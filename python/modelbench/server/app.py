@@ -21,7 +21,7 @@ from modelbench.server.auth import authenticate, require_admin
 from modelbench.server.errors import install_error_handlers
 from modelbench.server.keys import KeyStore
 from modelbench.server.limits import BodySizeMiddleware
-from modelbench.server.metrics import ServerMetrics
+from modelbench.server.prometheus import ServerMetrics
 from modelbench.server.registry import ModelRegistry
 from modelbench.server.recorder import RecordMiddleware
 from modelbench.server.routes import (
@@ -37,7 +37,7 @@ from modelbench.server.routes import (
 )
 from modelbench.server.routes import metrics as metrics_route
 from modelbench.server.ratelimit import RateLimiter
-from modelbench.server.store import Store, StoreCollector
+from modelbench.server.persistence import Store, StoreCollector
 from modelbench.server.traffic import Traffic, TrafficMiddleware
 
 logger = logging.getLogger("modelbench.server")

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from modelbench.sampling_params import SamplingParams
+from modelbench.engine.sampling_params import SamplingParams
 
 
 def random_id(prefix: str) -> str:

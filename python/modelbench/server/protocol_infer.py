@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelbench.models.tasks import InferTask, TaskInputError
+from modelbench.tasks.adapters import InferTask, TaskInputError
 from modelbench.server.protocol import ErrorInfo
 
 
@@ -18,7 +18,7 @@ class InferRequest(BaseModel):
     ``text`` (or its alias ``prompt``) is the input. ``model`` is
     ``"name"`` or ``"name:version"``; omitted, the first loaded model that
     serves the task answers. ``parameters`` depend on the task (see
-    modelbench.models.tasks)."""
+    modelbench.tasks.adapters)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -26,7 +26,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbench.jobs.worker import BATCH_HEADER, INTERNAL_HEADER
-from modelbench.outputs import RequestOutput
+from modelbench.engine.outputs import RequestOutput
 
 # Inference endpoints and the task each one records (the task API says its own).
 INFERENCE_PATHS = {

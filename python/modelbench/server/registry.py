@@ -25,7 +25,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from modelbench.async_engine import AsyncEngine
+from modelbench.engine.async_engine import AsyncEngine
 from modelbench.config import ModelConfig, RoutingPolicy
 from modelbench.server.errors import APIError
 

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbench.server.errors import error_response
-from modelbench.server.metrics import UNMATCHED_ROUTE, ServerMetrics, current_metrics
+from modelbench.server.prometheus import UNMATCHED_ROUTE, ServerMetrics, current_metrics
 
 access_logger = logging.getLogger("modelbench.access")
 

@@ -14,8 +14,8 @@ import pytest
 
 from modelbench.bench.metrics import RequestResult, summarize
 from modelbench.bench.report import figures, format_table, labels, pareto_front, report, table
-from modelbench.bench.store import list_runs, load_runs, save_run
-from modelbench.cli import main
+from modelbench.bench.saved_runs import list_runs, load_runs, save_run
+from modelbench.cli.main import main
 
 from ..tiny_models import build_tiny_model
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from modelbench.bench.metrics import summarize
-from modelbench.bench.runner import run_workload
+from modelbench.bench.load_generator import run_workload
 from modelbench.bench.targets import OpenAITarget
 from modelbench.bench.workload import BenchRequest, arrival_times
 

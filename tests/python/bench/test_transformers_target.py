@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from modelbench.bench.hf_target import TransformersTarget
-from modelbench.bench.runner import run_workload
+from modelbench.bench.load_generator import run_workload
 from modelbench.bench.session import BenchConfig
 from modelbench.bench.workload import BenchRequest
-from modelbench.models.checkpoint import load_tokenizer
+from modelbench.models.loader import load_tokenizer
 from modelbench.models.tokenizer import Tokenizer
 
 from ..tiny_models import build_tiny_model

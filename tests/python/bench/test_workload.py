@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelbench.bench.workload import builtin_requests, jsonl_requests, random_requests, sharegpt_requests
-from modelbench.models.checkpoint import load_tokenizer
+from modelbench.models.loader import load_tokenizer
 
 from ..tiny_models import build_tiny_model
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_models import TINY_KINDS, load_reference_model
+from ..tiny_models import TINY_KINDS, load_reference_model
 from transformers import AutoTokenizer
 
 from modelbench.models import (

@@ -10,7 +10,7 @@ import gguf
 import pytest
 import regex
 import torch
-from tiny_models import load_reference_model
+from ..tiny_models import load_reference_model
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.initialization import no_init_weights
 

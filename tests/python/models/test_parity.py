@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import TINY_KINDS, build_tiny_model, load_reference_model
+from ..tiny_models import TINY_KINDS, build_tiny_model, load_reference_model
 from transformers import PreTrainedModel
 
 from modelbench import _core

@@ -14,10 +14,10 @@ import openai
 import pytest
 
 from modelbench import LLM, SamplingParams
-from modelbench.async_engine import AsyncEngine
+from modelbench.engine.async_engine import AsyncEngine
 from modelbench.config import DEFAULT_MODEL_NAME, Settings
-from modelbench.engine_args import EngineArgs
-from modelbench.models.tasks import run_task
+from modelbench.engine.engine_args import EngineArgs
+from modelbench.tasks.adapters import run_task
 
 from .conftest import RunningServer, free_port, run_server
 

@@ -129,7 +129,7 @@ def test_log_config_follows_settings() -> None:
 
 
 def test_log_and_drain_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelbench.cli import build_parser, settings_from_args
+    from modelbench.cli.main import build_parser, settings_from_args
 
     assert (Settings().log_format, Settings().log_level, Settings().drain_timeout_s) == \
         ("json", "info", 30.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelbench.cli import build_parser, settings_from_args
+from modelbench.cli.main import build_parser, settings_from_args
 from modelbench.config import DEFAULT_MODEL_NAME, Settings, load_models_file
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from modelbench.db.store import make_engine
+from modelbench.db.connection import make_engine
 from modelbench.db.tables import Base
 
 config = context.config

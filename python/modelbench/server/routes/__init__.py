@@ -12,10 +12,10 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from pydantic import BaseModel
 
-from modelbench.outputs import RequestOutput
-from modelbench.sampling_params import SamplingParams
+from modelbench.engine.outputs import RequestOutput
+from modelbench.engine.sampling_params import SamplingParams
 from modelbench.server.errors import APIError, invalid_value
-from modelbench.server.metrics import RequestObserver
+from modelbench.server.prometheus import RequestObserver
 from modelbench.server.recorder import current_record
 from modelbench.server.registry import ModelHandle, ModelRegistry
 

@@ -27,7 +27,7 @@ from modelbench.db.tables import Batch, Job
 from modelbench.jobs.queue import TERMINAL, NewJob
 from modelbench.jobs.worker import JOB_URLS
 from modelbench.server.errors import APIError
-from modelbench.server.store import Store
+from modelbench.server.persistence import Store
 
 router = APIRouter(tags=["batch"])
 

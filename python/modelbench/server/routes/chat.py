@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from modelbench.async_engine import AsyncEngine
-from modelbench.outputs import PositionLogprobs, RequestOutput
+from modelbench.engine.async_engine import AsyncEngine
+from modelbench.engine.outputs import PositionLogprobs, RequestOutput
 from modelbench.server.protocol import (
     ChatChoice,
     ChatChoiceLogprobs,

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from modelbench.models.tokenizer import Tokenizer
-from modelbench.outputs import PositionLogprobs, RequestOutput
-from modelbench.sampling_params import SamplingParams
+from modelbench.engine.outputs import PositionLogprobs, RequestOutput
+from modelbench.engine.sampling_params import SamplingParams
 from modelbench.server.protocol import (
     CompletionChoice,
     CompletionLogprobs,

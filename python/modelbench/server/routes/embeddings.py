@@ -1,6 +1,6 @@
 """POST /v1/embeddings: OpenAI's embeddings, from the model's final hidden
 states, mean-pooled over each input's tokens and L2-normalized (see
-modelbench.embedding). ``encoding_format`` "float" or "base64" (little-endian
+modelbench.engine.embedding). ``encoding_format`` "float" or "base64" (little-endian
 float32, what the openai client asks for by default)."""
 
 from __future__ import annotations

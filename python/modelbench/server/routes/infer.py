@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from modelbench.models.tasks import TaskInputError, parse_parameters, run_task
+from modelbench.tasks.adapters import TaskInputError, parse_parameters, run_task
 from modelbench.server.protocol import ErrorInfo, random_id
 from modelbench.server.protocol_infer import (
     InferBatchRequest,

@@ -33,7 +33,7 @@ async def work(settings: Settings, worker_id: str | None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     from modelbench.jobs.worker import Worker
-    from modelbench.server.store import can_run_jobs
+    from modelbench.server.persistence import can_run_jobs
 
     async with app.router.lifespan_context(app):
         # Claim nothing before the store is migrated and the models are in memory.

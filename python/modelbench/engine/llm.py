@@ -14,10 +14,10 @@ import itertools
 import os
 from collections.abc import Sequence
 
-from modelbench.embedding import EmbedInput, embed
-from modelbench.engine_args import EngineArgs, build_engine
-from modelbench.outputs import RequestOutput, RequestState
-from modelbench.sampling_params import SamplingParams
+from modelbench.engine.embedding import EmbedInput, embed
+from modelbench.engine.engine_args import EngineArgs, build_engine
+from modelbench.engine.outputs import RequestOutput, RequestState
+from modelbench.engine.sampling_params import SamplingParams
 
 PromptType = str | list[int]
 Message = dict[str, str]
@@ -67,7 +67,7 @@ class LLM:
 
     def embed(self, inputs: EmbedInput) -> list[list[float]]:
         """Each input's mean-pooled, L2-normalized final hidden state (see
-        modelbench.embedding). Raises ValueError for bad input."""
+        modelbench.engine.embedding). Raises ValueError for bad input."""
         return embed(self.runner, self.tokenizer, inputs).embeddings
 
     def generate(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from modelbench import _core
 from modelbench.models.tokenizer import IncrementalDetokenizer, Tokenizer
-from modelbench.sampling_params import SamplingParams
+from modelbench.engine.sampling_params import SamplingParams
 
 
 @dataclass

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from modelbench.cli import main
-from modelbench.cli_worker import refuse_sqlite
+from modelbench.cli.main import main
+from modelbench.cli.worker import refuse_sqlite
 
 
 def test_an_sqlite_url_is_refused(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The label tasks, sentiment and classify: each label scored by its
 log-likelihood as the answer to an instruction that lists the labels, over
 the label's forms, calibrated against a content-free input (see
-modelbench.models.tasks for the whole definition)."""
+modelbench.tasks.adapters for the whole definition)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from modelbench.async_engine import AsyncEngine
-from modelbench.models.task_base import TaskOutput, chat_prefix, check_length, has_chat_template
+from modelbench.engine.async_engine import AsyncEngine
+from modelbench.tasks.base import TaskOutput, chat_prefix, check_length, has_chat_template
 from modelbench.models.tokenizer import Tokenizer
-from modelbench.sampling_params import SamplingParams
+from modelbench.engine.sampling_params import SamplingParams
 
 CONTENT_FREE_TEXT = ""  # the calibration input: the instruction over an empty text
 

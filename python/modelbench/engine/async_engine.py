@@ -15,10 +15,10 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
-from modelbench.embedding import EmbeddingOutput, EmbedInput, embed
-from modelbench.engine_args import EngineArgs, build_engine
-from modelbench.outputs import RequestOutput, RequestState
-from modelbench.sampling_params import SamplingParams
+from modelbench.engine.embedding import EmbeddingOutput, EmbedInput, embed
+from modelbench.engine.engine_args import EngineArgs, build_engine
+from modelbench.engine.outputs import RequestOutput, RequestState
+from modelbench.engine.sampling_params import SamplingParams
 
 
 class AsyncEngine:
@@ -113,7 +113,7 @@ class AsyncEngine:
             self._queues.pop(request_id, None)
 
     async def embed(self, inputs: EmbedInput) -> EmbeddingOutput:
-        """Embeddings of the inputs (see modelbench.embedding), computed in a
+        """Embeddings of the inputs (see modelbench.engine.embedding), computed in a
         worker thread beside the engine's steps: the event loop never waits."""
         return await asyncio.to_thread(embed, self.runner, self.tokenizer, inputs)
 

@@ -39,8 +39,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelbench.async_engine import AsyncEngine
-from modelbench.models.labels import (
+from modelbench.engine.async_engine import AsyncEngine
+from modelbench.tasks.labels import (
     CONTENT_FREE_TEXT,
     LabelScore,
     label_forms,
@@ -48,7 +48,7 @@ from modelbench.models.labels import (
     run_labels,
     score_labels,
 )
-from modelbench.models.task_base import (
+from modelbench.tasks.base import (
     TaskInputError,
     TaskOutput,
     chat_prefix,
@@ -56,7 +56,7 @@ from modelbench.models.task_base import (
     has_chat_template,
 )
 from modelbench.models.tokenizer import Tokenizer
-from modelbench.sampling_params import SamplingParams
+from modelbench.engine.sampling_params import SamplingParams
 
 InferTask = Literal["generate", "summarize", "sentiment", "classify"]
 INFER_TASKS: tuple[str, ...] = ("generate", "summarize", "sentiment", "classify")

@@ -11,7 +11,7 @@ import torch
 
 from modelbench import AsyncEngine, EngineArgs, LLM, SamplingParams
 
-from .tiny_models import build_tiny_model, load_reference_model
+from ..tiny_models import build_tiny_model, load_reference_model
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from modelbench import cli_db, cli_keys, cli_worker
-from modelbench.bench import cli as bench_cli
-from modelbench.bench import report as bench_report
+from modelbench.cli import bench as bench_cli
+from modelbench.cli import db as cli_db
+from modelbench.cli import keys as cli_keys
+from modelbench.cli import report as bench_report
+from modelbench.cli import worker as cli_worker
 from modelbench.config import Settings, parse_memory
 
 SERVE_FLAGS = ("model", "models_file", "host", "port", "served_model_name", "max_model_len",
@@ -24,7 +26,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def serve(args: argparse.Namespace) -> None:
     from modelbench.server.app import create_app
-    from modelbench.server.runner import serve as run_server
+    from modelbench.server.uvicorn_runner import serve as run_server
 
     try:
         settings = settings_from_args(args)

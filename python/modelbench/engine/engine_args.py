@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from modelbench import _core
-from modelbench.models.checkpoint import Checkpoint, load_checkpoint
+from modelbench.models.checkpoint import Checkpoint
+from modelbench.models.loader import load_checkpoint
 from modelbench.models.spec import model_spec_from_hf_config
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

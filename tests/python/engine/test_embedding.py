@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from modelbench import LLM, AsyncEngine, EngineArgs, SamplingParams
-from modelbench.embedding import embed
+from modelbench.engine.embedding import embed
 
 from ..tiny_models import load_reference_model
 

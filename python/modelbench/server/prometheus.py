@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from modelbench.outputs import RequestOutput
+from modelbench.engine.outputs import RequestOutput
 from modelbench.server.registry import ModelHandle, ModelRegistry
 
 # vLLM's buckets (vllm/v1/metrics/loggers.py), so that quantiles compare.

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from modelbench.async_engine import AsyncEngine
-from modelbench.engine_args import EngineArgs
-from modelbench.models.tasks import (
+from modelbench.engine.async_engine import AsyncEngine
+from modelbench.engine.engine_args import EngineArgs
+from modelbench.tasks.adapters import (
     CONTENT_FREE_TEXT,
     SENTIMENT_LABELS,
     GenerationParameters,
@@ -28,8 +28,8 @@ from modelbench.models.tasks import (
     run_task,
     summarize_prompt,
 )
-from modelbench.sampling_params import SamplingParams
-from tiny_models import build_tiny_model, load_reference_model
+from modelbench.engine.sampling_params import SamplingParams
+from ..tiny_models import build_tiny_model, load_reference_model
 from transformers import PreTrainedModel
 
 MAX_MODEL_LEN = 256

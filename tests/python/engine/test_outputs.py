@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from modelbench.outputs import RequestState
-from modelbench.sampling_params import SamplingParams
+from modelbench.engine.outputs import RequestState
+from modelbench.engine.sampling_params import SamplingParams
 
 VOCAB = ["<s>", "Hello", " there", " a long token that ends here. And then more text follows", "!"]
 

@@ -99,7 +99,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         result = await run_benchmark(config, progress=not args.no_progress)
         print_summary(result)
         if args.save:
-            from modelbench.bench.store import save_run
+            from modelbench.bench.saved_runs import save_run
 
             run_id = await asyncio.to_thread(save_run, result, args.database_url)
             result["run_id"] = run_id

@@ -1,0 +1,1 @@
+"""Every ``modelbench ...`` command; ``modelbench.cli.main:main`` is the entry point."""

@@ -1,0 +1,46 @@
+"""``modelbench report``: compare saved benchmark runs in a table, PNG
+figures and an HTML page (bench/report.py draws them)."""
+
+from __future__ import annotations
+
+import argparse
+
+from modelbench.bench.report import report
+
+
+def run(args: argparse.Namespace) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from modelbench.bench.saved_runs import list_runs, store_url
+    from modelbench.cli.db import redact
+
+    try:
+        if args.list or not args.run_ids:
+            runs = list_runs(args.database_url)
+            if not runs:
+                print("no saved runs: `modelbench bench ... --save` saves one")
+            for r in runs:
+                tput = f"{r['output_throughput']:.1f} tok/s" if r["output_throughput"] is not None else "-"
+                print(f"{r['id']}  {r['created_at']:%Y-%m-%d %H:%M}  {r['backend']:<12} "
+                      f"{(r['model'] or '-')[:30]:<30} {r['name'] or '-':<20} {tput}")
+            return
+        report(args.run_ids, args.out, args.database_url)
+    except ValueError as exc:
+        raise SystemExit(f"modelbench report: {exc}") from exc
+    except SQLAlchemyError as exc:
+        # Most often a store that never saved a run (no bench tables yet).
+        raise SystemExit(
+            f"modelbench report: cannot read benchmark runs from {redact(store_url(args.database_url))}: "
+            f"{getattr(exc, 'orig', None) or exc}. `modelbench bench ... --save` saves runs there; "
+            "`modelbench db upgrade` brings an older store up to date") from exc
+    except OSError as exc:
+        raise SystemExit(f"modelbench report: cannot write the report to {args.out}: {exc}") from exc
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("report", help="compare saved benchmark runs: table, PNG figures, HTML")
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    p.add_argument("--out", default="modelbench-report", help="folder for the PNGs and report.html")
+    p.add_argument("--list", action="store_true", help="list the saved runs")
+    p.add_argument("--database-url", help="default: MODELBENCH_DATABASE_URL, else the SQLite file")
+    p.set_defaults(func=run)
