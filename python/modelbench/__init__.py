@@ -14,13 +14,16 @@ __path__ = extend_path(__path__, __name__)
 import torch as _torch  # noqa: E402,F401  (loads libtorch before the extension)
 
 from modelbench import _core  # noqa: E402
-from modelbench.engine.async_engine import AsyncEngine  # noqa: E402
-from modelbench.engine.engine_args import EngineArgs  # noqa: E402
-from modelbench.engine.llm import LLM  # noqa: E402
-from modelbench.engine.outputs import CompletionOutput, Logprob, RequestOutput  # noqa: E402
-from modelbench.engine.sampling_params import SamplingParams  # noqa: E402
-
-__version__ = "0.1.0"
+from modelbench._version import __version__  # noqa: E402
+from modelbench.engine import (  # noqa: E402
+    LLM,
+    AsyncEngine,
+    CompletionOutput,
+    EngineArgs,
+    Logprob,
+    RequestOutput,
+    SamplingParams,
+)
 
 __all__ = [
     "AsyncEngine",

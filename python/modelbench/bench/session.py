@@ -98,7 +98,7 @@ async def build_target(config: BenchConfig, tokenizer: Any, requests: list[workl
         return OpenAITarget(config.base_url, model, chat=config.backend == "openai-chat",
                             api_key=config.api_key, tokenizer=tokenizer, extra_body=extra)
     if config.backend == "engine":
-        from modelbench import AsyncEngine, EngineArgs
+        from modelbench.engine import AsyncEngine, EngineArgs
 
         # Room for the longest request (BOS and template tokens included).
         max_len = max(r.prompt_len + r.output_len for r in requests) + 8
@@ -125,9 +125,7 @@ def git_revision() -> tuple[str | None, str | None]:
     tree when the package runs from one (python/modelbench in a checkout),
     else what the build recorded (modelbench/_build_info.py), else git in the
     current directory (a benchmark run from the checkout it measures)."""
-    import modelbench
-
-    package = Path(modelbench.__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     if (package.parent.parent / "pyproject.toml").is_file() and package.parent.name == "python":
         revision = _git_head(package)
         if revision:
@@ -145,11 +143,11 @@ def git_revision() -> tuple[str | None, str | None]:
 def environment() -> dict[str, Any]:
     import torch
 
-    import modelbench
+    from modelbench._version import __version__
 
     revision, revision_from = git_revision()
     return {
-        "modelbench_version": modelbench.__version__, "git_revision": revision,
+        "modelbench_version": __version__, "git_revision": revision,
         "git_revision_from": revision_from,
         "python": platform.python_version(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
