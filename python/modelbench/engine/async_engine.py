@@ -15,6 +15,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+from modelbench import _core
 from modelbench.engine.embedding import EmbeddingOutput, EmbedInput, embed
 from modelbench.engine.engine_args import EngineArgs, build_engine
 from modelbench.engine.outputs import RequestOutput, RequestState
@@ -32,9 +33,10 @@ class AsyncEngine:
 
     def __init__(self, args: EngineArgs | None = None) -> None:
         self.args = args or EngineArgs()
-        self.engine, checkpoint, self.config, self.runner = build_engine(self.args)
-        self.tokenizer = checkpoint.tokenizer
-        self.architecture = checkpoint.architecture
+        built = build_engine(self.args)
+        self.engine, self.config, self.runner = built.engine, built.config, built.runner
+        self.tokenizer = built.checkpoint.tokenizer
+        self.architecture = built.checkpoint.architecture
         self._queues: dict[str, asyncio.Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
@@ -121,7 +123,18 @@ class AsyncEngine:
         """End a request; False when it is not running."""
         return bool(self.engine.abort(request_id))
 
-    def stats(self):
+    @property
+    def max_model_len(self) -> int:
+        """Prompt plus output tokens one sequence may hold."""
+        return int(self.config.scheduler.max_model_len)
+
+    def is_healthy(self) -> bool:
+        """False once the engine's loop thread has stopped after starting (it
+        starts with the first request, so an engine not yet used is healthy)."""
+        return not self._started or bool(self.engine.is_running)
+
+    def stats(self) -> _core.EngineStats:
+        """Counters and the scheduler's state (queue lengths, KV cache usage)."""
         return self.engine.stats()
 
     def shutdown(self) -> None:

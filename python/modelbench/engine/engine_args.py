@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from modelbench import _core
+from modelbench.engine.errors import InvalidParameter
 from modelbench.models.checkpoint import Checkpoint
 from modelbench.models.loader import load_checkpoint
 from modelbench.models.spec import model_spec_from_hf_config
@@ -44,38 +45,39 @@ class EngineArgs:
 
     def validate(self) -> None:
         if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+            raise InvalidParameter(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}", "dtype")
         if self.kv_cache_dtype != "auto":
             if self.kv_cache_dtype not in _DTYPES:
-                raise ValueError(f"kv_cache_dtype must be 'auto' or one of {sorted(_DTYPES)}, "
-                                 f"got {self.kv_cache_dtype!r}")
+                raise InvalidParameter(f"kv_cache_dtype must be 'auto' or one of {sorted(_DTYPES)}, "
+                                       f"got {self.kv_cache_dtype!r}", "kv_cache_dtype")
             if self.kv_cache_dtype != self.dtype and self.dtype != "float32":
-                raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} needs dtype='float32' (the cache "
-                                 f"can be narrower than the model, not wider); the model is {self.dtype!r}")
+                raise InvalidParameter(f"kv_cache_dtype={self.kv_cache_dtype!r} needs dtype='float32' (the "
+                                       f"cache can be narrower than the model, not wider); the model is "
+                                       f"{self.dtype!r}", "kv_cache_dtype")
             if self.kv_cache_dtype == "float16" and torch.device(self.device).type == "cpu":
-                raise ValueError("kv_cache_dtype float16 is for CUDA; on CPU use 'auto' or 'bfloat16'")
+                raise InvalidParameter("kv_cache_dtype float16 is for CUDA; on CPU use 'auto' or 'bfloat16'", "kv_cache_dtype")
         device = torch.device(self.device)
         if device.type == "cuda":
             if not torch.cuda.is_available():
-                raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
+                raise InvalidParameter("device 'cuda' was asked for, but torch sees no CUDA device", "device")
         elif device.type != "cpu":
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+            raise InvalidParameter(f"device must be 'cpu' or 'cuda', got {self.device!r}", "device")
         elif self.dtype == "float16":
-            raise ValueError("float16 is for CUDA; on CPU use float32 or bfloat16")
+            raise InvalidParameter("float16 is for CUDA; on CPU use float32 or bfloat16", "dtype")
         if self.max_model_len is not None and self.max_model_len < 1:
-            raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
+            raise InvalidParameter(f"max_model_len must be >= 1, got {self.max_model_len}", "max_model_len")
         if self.max_num_seqs < 1:
-            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+            raise InvalidParameter(f"max_num_seqs must be >= 1, got {self.max_num_seqs}", "max_num_seqs")
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
-            raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+            raise InvalidParameter(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}", "max_num_batched_tokens")
         memory = self.kv_cache_memory
         if memory is not None:
             if isinstance(memory, bool) or not isinstance(memory, (int, float)):
-                raise ValueError(f"kv_cache_memory must be bytes (int) or a fraction (float), got {memory!r}")
+                raise InvalidParameter(f"kv_cache_memory must be bytes (int) or a fraction (float), got {memory!r}", "kv_cache_memory")
             if isinstance(memory, float) and not 0.0 < memory <= 1.0:
-                raise ValueError(f"kv_cache_memory as a fraction must be in (0, 1], got {memory}")
+                raise InvalidParameter(f"kv_cache_memory as a fraction must be in (0, 1], got {memory}", "kv_cache_memory")
             if isinstance(memory, int) and memory <= 0:
-                raise ValueError(f"kv_cache_memory must be > 0 bytes, got {memory}")
+                raise InvalidParameter(f"kv_cache_memory must be > 0 bytes, got {memory}", "kv_cache_memory")
 
     def resolved_kv_cache_dtype(self) -> str:
         return self.dtype if self.kv_cache_dtype == "auto" else self.kv_cache_dtype
@@ -95,19 +97,28 @@ class EngineArgs:
         return int(memory)
 
 
-def build_engine(
-    args: EngineArgs,
-) -> tuple[_core.Engine, Checkpoint, _core.EngineConfig, _core.TransformerRunner]:
-    """Load the checkpoint and build a C++ engine with its runner (not started).
-    The runner is returned too: embeddings run on it directly."""
+@dataclass
+class BuiltEngine:
+    """What ``build_engine`` gives: the C++ engine (not started), the
+    checkpoint it was built from (its weights already handed to the runner),
+    the validated config, and the runner (embeddings run on it directly)."""
+
+    engine: _core.Engine
+    checkpoint: Checkpoint
+    config: _core.EngineConfig
+    runner: _core.TransformerRunner
+
+
+def build_engine(args: EngineArgs) -> BuiltEngine:
+    """Load the checkpoint and build a C++ engine with its runner (not started)."""
     args.validate()
     checkpoint = load_checkpoint(args.model, dtype=_DTYPES[args.dtype])
     spec = model_spec_from_hf_config(checkpoint.hf_config)
     max_model_len = args.max_model_len or min(spec.max_position_embeddings, _DEFAULT_MAX_MODEL_LEN)
     if max_model_len > spec.max_position_embeddings:
-        raise ValueError(
+        raise InvalidParameter(
             f"max_model_len={max_model_len} exceeds the model's max_position_embeddings="
-            f"{spec.max_position_embeddings}"
+            f"{spec.max_position_embeddings}", "max_model_len"
         )
     kv_spec = _core.KVCacheSpec(
         num_layers=spec.num_layers, num_kv_heads=spec.num_kv_heads, head_dim=spec.head_dim,
@@ -117,10 +128,11 @@ def build_engine(
     num_blocks = _core.num_blocks_for_memory(kv_spec, kv_bytes)
     needed = -(-max_model_len // args.block_size)
     if num_blocks < needed:
-        raise ValueError(
+        raise InvalidParameter(
             f"kv_cache_memory of {kv_bytes} bytes holds {num_blocks} blocks of {args.block_size} "
             f"tokens, fewer than one sequence of max_model_len={max_model_len} needs ({needed}): "
-            f"give it at least {needed * kv_spec.bytes_per_block()} bytes or lower max_model_len"
+            f"give it at least {needed * kv_spec.bytes_per_block()} bytes or lower max_model_len",
+            "kv_cache_memory",
         )
     config = _core.EngineConfig()
     config.cache.block_size = args.block_size
@@ -136,4 +148,4 @@ def build_engine(
     runner = _core.TransformerRunner(spec, checkpoint.weights, config, args.dtype, args.device,
                                      args.kv_cache_dtype)
     checkpoint.weights = {}  # the runner holds what it needs; drop our references
-    return _core.Engine(config, runner), checkpoint, config, runner
+    return BuiltEngine(_core.Engine(config, runner), checkpoint, config, runner)

@@ -59,7 +59,9 @@ class LLM:
             max_num_batched_tokens=max_num_batched_tokens,
             enable_prefix_caching=enable_prefix_caching, block_size=block_size,
         )
-        self.engine, checkpoint, self.config, self.runner = build_engine(self.args)
+        built = build_engine(self.args)
+        self.engine, self.config, self.runner = built.engine, built.config, built.runner
+        checkpoint = built.checkpoint
         self.tokenizer = checkpoint.tokenizer
         self.architecture = checkpoint.architecture
         self.model_source = checkpoint.source

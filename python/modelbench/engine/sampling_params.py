@@ -11,13 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from modelbench import _core
+from modelbench.engine.errors import InvalidParameter
 
 
 @dataclass
 class SamplingParams:
     """Sampling and stopping parameters of one request.
 
-    Raises ``ValueError`` naming the field when a value is out of range.
+    Raises ``ValueError`` naming the field when a value is out of range
+    (``InvalidParameter``, or the C++ checks' ``_core.InvalidArgument``;
+    both carry the field in ``param``).
     ``temperature=0`` is greedy. ``seed`` gives the request its own random
     generator, so the same seed gives the same output whatever else runs in
     the batch. ``logprobs=n`` returns the sampled token's logprob and the top
@@ -47,19 +50,19 @@ class SamplingParams:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {self.n!r}")
+            raise InvalidParameter(f"n must be an integer >= 1, got {self.n!r}", "n")
         for name in ("max_tokens", "min_tokens", "top_k"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
+                raise InvalidParameter(f"{name} must be an integer, got {value!r}", name)
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ValueError(f"stop must be a list of non-empty strings, got {self.stop!r}")
+            raise InvalidParameter(f"stop must be a list of non-empty strings, got {self.stop!r}", "stop")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {self.seed!r}")
+            raise InvalidParameter(f"seed must be a non-negative integer or None, got {self.seed!r}", "seed")
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
-                raise ValueError(f"{name} must be an integer >= 0 or None, got {value!r}")
+                raise InvalidParameter(f"{name} must be an integer >= 0 or None, got {value!r}", name)
         if self.top_k == -1:  # vLLM's spelling of "off"
             self.top_k = 0
         self.to_core()  # the C++ checks name the field, e.g. "top_p must be in (0, 1], got 0"

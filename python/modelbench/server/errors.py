@@ -41,13 +41,18 @@ class APIError(Exception):
         self.headers = headers
 
 
-def invalid_value(exc: ValueError, fields: set[str], rename: dict[str, str] | None = None) -> APIError:
-    """A 400 for a ValueError whose message starts with the offending field's
-    name, as SamplingParams' and the engine's messages do."""
+def invalid_value(exc: ValueError, rename: dict[str, str] | None = None) -> APIError:
+    """A 400 for a ValueError raised by the engine's checks. The field is the
+    one the error carries (``param``: ``InvalidParameter`` and
+    ``_core.InvalidArgument`` set it where they are raised); ``rename`` maps
+    an engine field to the request field the client sent it as, and the
+    message is reworded to name that one."""
     message = str(exc)
-    first = message.split(" ", 1)[0].rstrip(":")
-    rename = rename or {}
-    param = rename.get(first, first) if first in fields else None
+    param = getattr(exc, "param", None) or None
+    if param is not None and rename and param in rename:
+        if message.startswith(param):
+            message = rename[param] + message[len(param):]
+        param = rename[param]
     return APIError(400, message, param=param)
 
 

@@ -24,6 +24,7 @@ from modelbench.db import make_engine, upgrade
 from modelbench.db.writer import RecordWriter
 from modelbench.jobs.queue import JobQueue
 from modelbench.jobs.worker import Worker
+from modelbench.server.registry import ModelState
 
 logger = logging.getLogger("modelbench.store")
 
@@ -96,7 +97,7 @@ def can_run_jobs(app: object) -> bool:
     state = app.state  # type: ignore[attr-defined]
     if getattr(state, "draining", False):
         return False
-    return not any(h.state == "loading" for h in state.registry.handles())
+    return not any(h.state == ModelState.LOADING for h in state.registry.handles())
 
 
 class StoreCollector(Collector):

@@ -24,6 +24,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 
 from modelbench.engine.async_engine import AsyncEngine
 from modelbench.config import ModelConfig, RoutingPolicy
@@ -32,13 +33,27 @@ from modelbench.server.errors import APIError
 logger = logging.getLogger("modelbench.server")
 
 
+class ModelState(str, Enum):
+    """Where a model version is in its life: ``loading`` until its engine is
+    built, then ``ready`` (or ``failed``, with the error); ``unloading`` once
+    routing to it stopped, until its requests in flight finish."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADING = "unloading"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(eq=False)
 class ModelHandle:
     """One loaded (or loading) model version."""
 
     config: ModelConfig
     engine: AsyncEngine | None = None
-    state: str = "loading"  # loading | ready | failed | unloading
+    state: ModelState = ModelState.LOADING
     error: str | None = None
     outstanding: int = 0  # requests admitted and not yet finished
     loaded_at: float = field(default_factory=time.time)
@@ -58,7 +73,7 @@ class ModelHandle:
 
     @property
     def max_model_len(self) -> int | None:
-        return self.engine.config.scheduler.max_model_len if self.engine is not None else None
+        return self.engine.max_model_len if self.engine is not None else None
 
     def serves(self, task: str) -> bool:
         return task in self.config.tasks
@@ -89,7 +104,7 @@ class ModelRegistry:
         return list(self._handles.values())
 
     def ready(self) -> list[ModelHandle]:
-        return [h for h in self._handles.values() if h.state == "ready"]
+        return [h for h in self._handles.values() if h.state == ModelState.READY]
 
     def versions(self, name: str) -> list[ModelHandle]:
         return [h for h in self._handles.values() if h.name == name]
@@ -102,8 +117,8 @@ class ModelRegistry:
 
     def available_ids(self) -> list[str]:
         """Every name a client may send: bare names first, then name:version."""
-        names = list(dict.fromkeys(h.name for h in self._handles.values() if h.state != "unloading"))
-        return names + [h.id for h in self._handles.values() if h.state != "unloading"]
+        names = list(dict.fromkeys(h.name for h in self._handles.values() if h.state != ModelState.UNLOADING))
+        return names + [h.id for h in self._handles.values() if h.state != ModelState.UNLOADING]
 
     # ---- loading and unloading ----------------------------------------
 
@@ -130,13 +145,13 @@ class ModelRegistry:
         try:
             engine = await asyncio.to_thread(AsyncEngine, config.engine_args())
         except Exception as exc:
-            handle.state, handle.error = "failed", f"{type(exc).__name__}: {exc}"
+            handle.state, handle.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             logger.error("loading %s failed: %s", config.id, handle.error)
             raise
-        if handle.state == "unloading":  # unloaded while loading
+        if handle.state == ModelState.UNLOADING:  # unloaded while loading
             await asyncio.to_thread(engine.shutdown)
             return handle
-        handle.engine, handle.state = engine, "ready"
+        handle.engine, handle.state = engine, ModelState.READY
         logger.info("loaded %s from %s", config.id, config.path or "the default model")
         return handle
 
@@ -144,11 +159,11 @@ class ModelRegistry:
         """Stop routing to ``name:version``, wait for its requests in flight
         (up to ``timeout_s``; what is left then ends with "abort"), free it."""
         handle = self._handles.get(model_id)
-        if handle is None or handle.state == "unloading":
+        if handle is None or handle.state == ModelState.UNLOADING:
             raise APIError(404, f"model {model_id} is not loaded. Loaded: "
                            f"{', '.join(h.id for h in self.handles()) or 'none'}",
                            param="model", code="model_not_found", type="not_found_error")
-        handle.state = "unloading"
+        handle.state = ModelState.UNLOADING
         if handle.outstanding:
             try:
                 await asyncio.wait_for(handle._idle.wait(), timeout_s)
@@ -179,7 +194,7 @@ class ModelRegistry:
         candidates = self.versions(name)
         if version:
             candidates = [h for h in candidates if h.version == version]
-        candidates = [h for h in candidates if h.state != "unloading"]
+        candidates = [h for h in candidates if h.state != ModelState.UNLOADING]
         if not candidates:
             raise APIError(
                 404, f"The model {model!r} does not exist. Available models: "
@@ -191,9 +206,9 @@ class ModelRegistry:
             tasks = sorted({t for h in candidates for t in h.config.tasks})
             raise APIError(400, f"model {model!r} does not serve the task {task!r}; it serves: "
                            f"{', '.join(tasks)}", param="task", code="task_not_supported")
-        ready = [h for h in serving if h.state == "ready"]
+        ready = [h for h in serving if h.state == ModelState.READY]
         if not ready:
-            failed = [h for h in serving if h.state == "failed"]
+            failed = [h for h in serving if h.state == ModelState.FAILED]
             if failed and len(failed) == len(serving):
                 raise APIError(503, f"model {model!r} failed to load: {failed[0].error}",
                                code="model_load_failed", type="service_unavailable")

@@ -238,7 +238,7 @@ async def run_task(engine: AsyncEngine, task: str, text: str,
 
 async def _run_generation(engine: AsyncEngine, task: str, text: str,
                           parameters: GenerationParameters, request_id: str) -> TaskOutput:
-    tokenizer, max_model_len = engine.tokenizer, engine.config.scheduler.max_model_len
+    tokenizer, max_model_len = engine.tokenizer, engine.max_model_len
     if task == "generate":
         prompt_ids, template = await asyncio.to_thread(tokenizer.encode, text), None
     else:

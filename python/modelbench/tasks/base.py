@@ -6,15 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modelbench.engine.errors import InvalidParameter
 from modelbench.models.tokenizer import Tokenizer
 
 
-class TaskInputError(ValueError):
+class TaskInputError(InvalidParameter):
     """Input a caller got wrong; ``param`` names it (``"parameters.labels"``)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 # ---- parameters -------------------------------------------------------------

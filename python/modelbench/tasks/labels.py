@@ -163,7 +163,7 @@ async def run_labels(engine: AsyncEngine, task: str, text: str, labels: list[str
         label_prompts, engine.tokenizer, task, text, labels)
     # max_tokens=1 is generated after the longest label, so it needs a slot too.
     longest = len(prefix) + max(len(ids) for forms in label_ids for ids in forms)
-    check_length(longest, engine.config.scheduler.max_model_len)
+    check_length(longest, engine.max_model_len)
     scores, prior = await asyncio.gather(
         _score_prompt(engine, prefix, label_ids, labels, request_id),
         _calibration(engine, task, labels, request_id))

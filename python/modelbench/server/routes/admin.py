@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelbench.config import ModelConfig, RoutingPolicy
 from modelbench.server.errors import APIError
 from modelbench.server.protocol import ModelCard
-from modelbench.server.routes import RegistryDep
+from modelbench.server.dependencies import RegistryDep
 from modelbench.server.routes.models import version_card
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])

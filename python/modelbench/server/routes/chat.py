@@ -24,18 +24,16 @@ from modelbench.server.protocol import (
     DeltaMessage,
     random_id,
 )
-from modelbench.server.routes import (
+from modelbench.server.dependencies import RegistryDep, describe_request, resolve
+from modelbench.server.routes.generation import (
+    usage_of,
     SSE_DONE,
-    APIError,
-    RegistryDep,
     build_params,
     collect,
-    describe_request,
-    resolve,
     sse,
     start_generation,
 )
-from modelbench.server.routes.completions import usage_of
+from modelbench.server.errors import APIError
 
 router = APIRouter()
 
@@ -83,10 +81,9 @@ async def create_chat_completion(
     engine = handle.engine
     assert engine is not None
     prompt_ids = await render_prompt(engine, body)
-    room = max(1, engine.config.scheduler.max_model_len - len(prompt_ids))
+    room = max(1, engine.max_model_len - len(prompt_ids))
     sent_as = {"max_tokens": "max_completion_tokens"} if body.max_completion_tokens is not None else None
-    params = build_params(lambda: body.sampling_params(room), set(ChatCompletionRequest.model_fields),
-                          sent_as)
+    params = build_params(lambda: body.sampling_params(room), sent_as)
     request_id = random_id("chatcmpl")
     deltas = await start_generation(registry, handle, prompt_ids, params, request_id, "messages")
     top = body.top_logprobs or 0

@@ -19,21 +19,20 @@ from modelbench.server.protocol import (
     Usage,
     random_id,
 )
-from modelbench.server.routes import (
+from modelbench.server.dependencies import RegistryDep, describe_request, resolve
+from modelbench.server.routes.generation import (
+    usage,
+    Choice,
     MAX_N,
     SSE_DONE,
-    APIError,
-    Choice,
-    ModelHandle,
-    RegistryDep,
     build_params,
     collect,
-    describe_request,
     merge,
-    resolve,
     sse,
     start_generation,
 )
+from modelbench.server.errors import APIError
+from modelbench.server.registry import ModelHandle
 
 router = APIRouter()
 
@@ -50,16 +49,6 @@ def to_logprobs(positions: list[PositionLogprobs], text_offset: int) -> Completi
         out.text_offset.append(text_offset)
         text_offset += len(chosen.decoded_token)
     return out
-
-
-def usage_of(out: RequestOutput, num_generated: int) -> Usage:
-    """Prompt tokens are counted once however many choices share the prompt."""
-    return usage(len(out.prompt_token_ids), num_generated)
-
-
-def usage(num_prompt: int, num_generated: int) -> Usage:
-    return Usage(prompt_tokens=num_prompt, completion_tokens=num_generated,
-                 total_tokens=num_prompt + num_generated)
 
 
 class Prompts:
@@ -116,7 +105,7 @@ async def create_completion(
 ) -> CompletionResponse | StreamingResponse:
     describe_request(body, prompt=body.prompt)
     handle = resolve(request, body.model)
-    params = build_params(body.sampling_params, set(CompletionRequest.model_fields))
+    params = build_params(body.sampling_params)
     request_id = random_id("cmpl")
     prompts = Prompts(body.prompts(), params.n)
     if prompts.num_choices > MAX_N:

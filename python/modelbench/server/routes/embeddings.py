@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelbench.server.errors import APIError
 from modelbench.server.recorder import current_record
-from modelbench.server.routes import RegistryDep, resolve, until_disconnect
+from modelbench.server.dependencies import RegistryDep, resolve
+from modelbench.server.routes.generation import until_disconnect
 
 router = APIRouter(tags=["embeddings"])
 

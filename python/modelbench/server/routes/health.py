@@ -7,7 +7,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from modelbench.server.routes import RegistryDep
+from modelbench.server.registry import ModelState
+from modelbench.server.dependencies import RegistryDep
 
 router = APIRouter(tags=["health"])
 
@@ -21,15 +22,15 @@ async def health() -> dict[str, str]:
 async def ready(request: Request, registry: RegistryDep) -> JSONResponse:
     if getattr(request.app.state, "draining", False):
         return JSONResponse({"status": "draining"}, status_code=503)
-    models = {h.id: h.state for h in registry.handles()}
-    failed = {h.id: h.error for h in registry.handles() if h.state == "failed"}
+    models = {h.id: h.state.value for h in registry.handles()}
+    failed = {h.id: h.error for h in registry.handles() if h.state == ModelState.FAILED}
     if failed:
         return JSONResponse({"status": "failed", "models": models, "errors": failed}, status_code=503)
-    if not request.app.state.started or any(s == "loading" for s in models.values()):
+    if not request.app.state.started or any(h.state == ModelState.LOADING for h in registry.handles()):
         return JSONResponse({"status": "loading", "models": models}, status_code=503)
     # The loop starts with the first request; once started it must keep running.
     stalled = [h.id for h in registry.ready()
-               if h.engine is not None and h.engine._started and not h.engine.engine.is_running]
+               if h.engine is not None and not h.engine.is_healthy()]
     if stalled:
         return JSONResponse({"status": "failed", "models": models,
                              "errors": {m: "the engine loop is not running" for m in stalled}},

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from modelbench.tasks.adapters import TaskInputError, parse_parameters, run_task
+from modelbench.server.registry import ModelState
 from modelbench.server.protocol import ErrorInfo, random_id
 from modelbench.server.protocol_infer import (
     InferBatchRequest,
@@ -30,7 +31,9 @@ from modelbench.server.protocol_infer import (
 )
 from modelbench.server.recorder import current_record, new_record, submit
 from modelbench.server.registry import ModelHandle, ModelRegistry
-from modelbench.server.routes import APIError, RegistryDep, until_disconnect
+from modelbench.server.dependencies import RegistryDep
+from modelbench.server.routes.generation import until_disconnect
+from modelbench.server.errors import APIError
 
 logger = logging.getLogger("modelbench.server")
 
@@ -43,7 +46,7 @@ def pick_model(registry: ModelRegistry, model: str | None, task: str) -> ModelHa
     among its versions by the name's policy."""
     if model is not None:
         return registry.resolve(model, task)
-    handles = [h for h in registry.handles() if h.state != "unloading"]
+    handles = [h for h in registry.handles() if h.state != ModelState.UNLOADING]
     serving = [h for h in handles if h.serves(task)]
     if not serving:
         if not handles:
@@ -52,7 +55,7 @@ def pick_model(registry: ModelRegistry, model: str | None, task: str) -> ModelHa
                            headers={"Retry-After": "5"})
         raise APIError(400, f"no loaded model serves the task {task!r}; name a model that does",
                        param="task", code="task_not_supported")
-    ready = [h for h in serving if h.state == "ready"]
+    ready = [h for h in serving if h.state == ModelState.READY]
     return registry.resolve((ready or serving)[0].name, task)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from modelbench.server.registry import ModelState
 from modelbench.server.protocol import ModelCard, ModelList
 from modelbench.server.registry import ModelHandle, ModelRegistry
-from modelbench.server.routes import RegistryDep
+from modelbench.server.dependencies import RegistryDep
 
 router = APIRouter(tags=["models"])
 
@@ -15,7 +16,7 @@ router = APIRouter(tags=["models"])
 def version_card(handle: ModelHandle, registry: ModelRegistry) -> ModelCard:
     return ModelCard(
         id=handle.id, created=int(handle.loaded_at), root=handle.name, version=handle.version,
-        tasks=list(handle.config.tasks), state=handle.state, routing=registry.policy(handle.name),
+        tasks=list(handle.config.tasks), state=handle.state.value, routing=registry.policy(handle.name),
         default=handle.config.default, weight=handle.config.weight,
         outstanding=handle.outstanding, max_model_len=handle.max_model_len,
     )
@@ -23,7 +24,7 @@ def version_card(handle: ModelHandle, registry: ModelRegistry) -> ModelCard:
 
 @router.get("/v1/models")
 async def list_models(registry: RegistryDep) -> ModelList:
-    handles = [h for h in registry.handles() if h.state != "unloading"]
+    handles = [h for h in registry.handles() if h.state != ModelState.UNLOADING]
     names = list(dict.fromkeys(h.name for h in handles))
     cards = []
     for name in names:
