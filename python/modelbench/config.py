@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,7 +59,7 @@ class ModelConfig(BaseModel):
     name: str = Field(min_length=1, pattern=r"^[^:\s/]+(/[^:\s/]+)*$")
     version: str = Field(default="1", min_length=1, pattern=r"^[^:\s/]+$")
     path: str | None = None
-    tasks: list[Task] = Field(default_factory=lambda: list(TASKS), min_length=1)
+    tasks: list[Task] = Field(default_factory=lambda: list(get_args(Task)), min_length=1)
     default: bool = False
     weight: float = Field(default=1.0, ge=0.0)
     max_model_len: int | None = Field(default=None, ge=1)

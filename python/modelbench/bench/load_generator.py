@@ -38,7 +38,7 @@ async def run_workload(target: object, requests: list[BenchRequest], arrivals: l
     bar = tqdm(total=len(requests), disable=not progress, unit="req", dynamic_ncols=True)
     if hasattr(target, "run_all"):  # a target that schedules itself (transformers)
         try:
-            results, duration, lags = await target.run_all(  # type: ignore[attr-defined]
+            results, duration, lags = await target.run_all(
                 requests, arrivals, max_concurrency, bar.update)
         finally:
             bar.close()

@@ -148,8 +148,8 @@ def _throughput(plt: Any, runs: list, path: Path) -> Path:
         rates = {_rate(r) for r in members} - {None}
         by_rate = len(rates) > len(concurrencies) or not concurrencies
         x_of = _rate if by_rate else _concurrency
-        points = sorted((float(x_of(r)), r["summary"].get("output_throughput") or 0.0)
-                        for r in members if x_of(r) is not None)
+        points = sorted((float(x), r["summary"].get("output_throughput") or 0.0)
+                        for r in members if (x := x_of(r)) is not None)
         if points:
             axes[1 if by_rate else 0].plot([p[0] for p in points], [p[1] for p in points], marker="o",
                                           label=name or f"{backend} {Path(model or '').name}".strip())

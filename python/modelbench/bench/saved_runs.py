@@ -19,7 +19,7 @@ PER_REQUEST = ("input_lens", "output_lens", "ttfts", "itls", "e2els", "start_tim
 def store_url(url: str | None) -> str:
     from modelbench.config import Settings
 
-    return Settings(**({"database_url": url} if url else {})).store_url()
+    return (Settings(database_url=url) if url else Settings()).store_url()
 
 
 def save_run(result: dict[str, Any], url: str | None = None) -> str:

@@ -131,7 +131,7 @@ def git_revision() -> tuple[str | None, str | None]:
         if revision:
             return revision, "source tree"
     try:
-        from modelbench._build_info import GIT_REVISION  # type: ignore[import-not-found]
+        from modelbench._build_info import GIT_REVISION
     except ImportError:  # built before builds recorded it
         GIT_REVISION = None  # noqa: N806
     if GIT_REVISION:

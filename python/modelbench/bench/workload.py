@@ -70,7 +70,7 @@ def sharegpt_requests(tokenizer: Tokenizer, path: str | Path, num: int, seed: in
     pairs = [(c[0].get("value", ""), c[1].get("value", "")) for c in conversations
              if isinstance(c, list) and len(c) >= 2]
     random.Random(seed).shuffle(pairs)
-    requests = []
+    requests: list[BenchRequest] = []
     for prompt, reply in pairs:
         if len(requests) == num:
             break

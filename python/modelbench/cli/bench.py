@@ -19,7 +19,7 @@ from typing import Any
 BACKENDS = ("openai", "openai-chat", "modelbench", "engine", "transformers")
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("bench", help="benchmark a server, the engine or transformers (vLLM's metrics)")
     p.add_argument("--backend", choices=BACKENDS, default="modelbench")
     p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the server (openai backends)")

@@ -28,7 +28,7 @@ def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("db", help="the store: apply or revert migrations, show the revision")
     sub = p.add_subparsers(dest="db_command", required=True)
     for name, help_text, default in [

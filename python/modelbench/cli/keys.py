@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(f"modelbench keys: {exc}") from exc
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("keys", help="create, list and revoke API keys")
     sub = p.add_subparsers(dest="keys_command", required=True)
     create = sub.add_parser("create", help="a new key (its secret is printed once)")

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(f"modelbench report: cannot write the report to {args.out}: {exc}") from exc
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("report", help="compare saved benchmark runs: table, PNG figures, HTML")
     p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     p.add_argument("--out", default="modelbench-report", help="folder for the PNGs and report.html")

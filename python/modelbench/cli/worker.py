@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(f"modelbench worker: {exc}") from exc
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("worker", help="run batch jobs from the shared store (no HTTP)")
     p.add_argument("--model", help="Hugging Face folder or .gguf file (default: the default model)")
     p.add_argument("--models-file", help="TOML file declaring several models and versions")

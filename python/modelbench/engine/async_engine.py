@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from modelbench import _core
 from modelbench.engine.embedding import EmbeddingOutput, EmbedInput, embed
@@ -37,7 +37,7 @@ class AsyncEngine:
         self.engine, self.config, self.runner = built.engine, built.config, built.runner
         self.tokenizer = built.checkpoint.tokenizer
         self.architecture = built.checkpoint.architecture
-        self._queues: dict[str, asyncio.Queue] = {}
+        self._queues: dict[str, asyncio.Queue[_core.RequestOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
 
@@ -71,7 +71,7 @@ class AsyncEngine:
         sampling_params: SamplingParams | None = None,
         request_id: str | None = None,
         priority: int = 0,
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncGenerator[RequestOutput, None]:
         """Stream one request's deltas. Raises ValueError for bad input before anything runs."""
         self._ensure_started()
         params = sampling_params or SamplingParams()
@@ -88,7 +88,7 @@ class AsyncEngine:
             raise ValueError(f"request_id {request_id!r} is already in use")
         eos = self.config.eos_token_id if self.config.eos_token_id >= 0 else None
         state = RequestState(request_id, text, ids, params, self.tokenizer, eos)
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue[_core.RequestOutput] = asyncio.Queue()
         self._queues[request_id] = queue
         try:
             self.engine.add_request(request_id, ids, params.to_core(), priority)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from modelbench import _core
 from modelbench.models.tokenizer import Tokenizer
@@ -38,7 +39,7 @@ def token_ids_of(tokenizer: Tokenizer, inputs: EmbedInput) -> list[list[int]]:
     encodes prompts (special tokens added). ValueError naming the input
     that is wrong."""
     if isinstance(inputs, str):
-        items: list = [inputs]
+        items: list[Any] = [inputs]
     elif isinstance(inputs, Sequence) and inputs and all(_is_token_id(t) for t in inputs):
         items = [list(inputs)]  # one prompt of token ids
     elif isinstance(inputs, Sequence):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Sequence
+from typing import Any, cast
 
 from modelbench.engine.embedding import EmbedInput, embed
 from modelbench.engine.engine_args import EngineArgs, build_engine
@@ -79,25 +80,27 @@ class LLM:
         use_tqdm: bool = True,
     ) -> list[RequestOutput]:
         """Generate for each prompt (text, or a list of token ids); results in prompt order."""
+        batch: list[PromptType]
         if isinstance(prompts, str) or (
             isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
         ):
-            prompts = [prompts]  # type: ignore[list-item]
-        prompts = list(prompts)  # type: ignore[arg-type]
-        if not prompts:
+            batch = [cast(PromptType, prompts)]
+        else:
+            batch = list(cast(Sequence[PromptType], prompts))
+        if not batch:
             return []
         if sampling_params is None:
             sampling_params = SamplingParams()
         if isinstance(sampling_params, SamplingParams):
-            params_list = [sampling_params] * len(prompts)
+            params_list = [sampling_params] * len(batch)
         else:
             params_list = list(sampling_params)
-            if len(params_list) != len(prompts):
+            if len(params_list) != len(batch):
                 raise ValueError(
-                    f"got {len(params_list)} sampling_params for {len(prompts)} prompts: "
+                    f"got {len(params_list)} sampling_params for {len(batch)} prompts: "
                     "pass one, or one per prompt"
                 )
-        return self._run([self._encode(p) for p in prompts], params_list, use_tqdm)
+        return self._run([self._encode(p) for p in batch], params_list, use_tqdm)
 
     def chat(
         self,
@@ -107,14 +110,18 @@ class LLM:
         add_generation_prompt: bool = True,
     ) -> list[RequestOutput]:
         """Generate replies to conversations, rendered with the model's chat template."""
-        conversations = [messages] if messages and isinstance(messages[0], dict) else messages
-        prompts = []
-        for conversation in conversations:  # type: ignore[union-attr]
+        conversations = (
+            [messages]
+            if messages and isinstance(messages[0], dict)
+            else cast(list[list[Message]], messages)
+        )
+        prompts: list[PromptType] = []
+        for conversation in conversations:
             text = self.tokenizer.apply_chat_template(
                 conversation, add_generation_prompt=add_generation_prompt
             )
             prompts.append(text)
-        return self.generate(prompts, sampling_params, use_tqdm)  # type: ignore[arg-type]
+        return self.generate(prompts, sampling_params, use_tqdm)
 
     def _encode(self, prompt: PromptType) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):
@@ -179,7 +186,7 @@ def _request_output(group: list[RequestState]) -> RequestOutput:
     )
 
 
-def _progress(total: int, use_tqdm: bool):
+def _progress(total: int, use_tqdm: bool) -> Any:
     if not use_tqdm:
         return None
     try:

@@ -9,6 +9,7 @@ text, where they can span token boundaries.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from modelbench import _core
 from modelbench.engine.errors import InvalidParameter
@@ -87,6 +88,6 @@ class SamplingParams:
         core.validate()
         return core
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain values, for logging and storage."""
         return {f.name: getattr(self, f.name) for f in fields(self)}

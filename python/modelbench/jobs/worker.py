@@ -65,7 +65,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run jobs until ``stop`` is set; then let the running ones finish."""
         running: set[asyncio.Task] = set()
-        transport = httpx.ASGITransport(app=self.app)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=self.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://modelbench-worker",
                                      timeout=None) as client:
             try:

@@ -59,7 +59,7 @@ def architecture_of(hf_config: dict[str, Any], source: Path | str) -> str:
     names = hf_config.get("architectures") or []
     for name in names:
         if name in SUPPORTED_ARCHITECTURES:
-            return name
+            return str(name)
     raise CheckpointError(
         f"unsupported architecture {names or 'missing'} in {source}; "
         f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"

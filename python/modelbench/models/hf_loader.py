@@ -71,6 +71,7 @@ def _read_file(file: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(file, device="cpu")
-        return torch.load(file, map_location="cpu", weights_only=True)
+        loaded: dict[str, torch.Tensor] = torch.load(file, map_location="cpu", weights_only=True)
+        return loaded
     except Exception as e:  # the libraries raise their own error types
         raise CheckpointError(f"cannot read weights file {file}: {e}") from e

@@ -3,6 +3,8 @@ tests compare against and the baseline that benchmarks measure."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from modelbench.models.checkpoint import Checkpoint
@@ -15,14 +17,14 @@ _MODEL_TYPES = {
 }
 
 
-def transformers_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32):
+def transformers_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32) -> Any:
     """A ``transformers`` causal LM in eval mode holding ``checkpoint``'s weights
     (eager attention, so results do not depend on an SDPA backend)."""
     from transformers import AutoConfig, AutoModelForCausalLM
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # transformers < 5
-        from transformers.modeling_utils import no_init_weights
+        from transformers.modeling_utils import no_init_weights  # type: ignore[attr-defined,no-redef]
 
     if not checkpoint.weights:
         raise ValueError("this checkpoint's weights were handed to an engine; load it again")
@@ -31,7 +33,7 @@ def transformers_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float3
     config = AutoConfig.for_model(model_type, **config_dict)
     config._attn_implementation = "eager"
     with no_init_weights():  # every weight is assigned below
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)  # type: ignore[no-untyped-call]
     weights = {name: tensor.to(dtype) for name, tensor in checkpoint.weights.items()}
     missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
     if unexpected:

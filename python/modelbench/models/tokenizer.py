@@ -99,13 +99,13 @@ class Tokenizer:
         if not self.chat_template:
             raise ValueError("this model has no chat template; send a plain prompt instead")
         template = _compile_template(self.chat_template)
-        return template.render(
+        return str(template.render(
             messages=list(messages),
             add_generation_prompt=add_generation_prompt,
             bos_token=self.bos_token or "",
             eos_token=self.eos_token or "",
             **kwargs,
-        )
+        ))
 
 
 _template_cache: dict[str, Any] = {}

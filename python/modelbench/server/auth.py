@@ -20,7 +20,8 @@ request ends, from the request log's counts (server/recorder.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from collections.abc import MutableMapping
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -102,7 +103,7 @@ ApiKeyDep = Annotated[Caller, Depends(authenticate)]
 AdminKeyDep = Annotated[Caller, Depends(require_admin)]
 
 
-def charge_tokens(scope: dict, tokens: int) -> None:
+def charge_tokens(scope: MutableMapping[str, Any], tokens: int) -> None:
     """After a request: its prompt and generated tokens against its caller's budget."""
     caller: Caller | None = scope.get("state", {}).get("caller")
     app = scope.get("app")

@@ -60,7 +60,7 @@ class EngineCollector(Collector):
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    def _families(self) -> dict[str, Metric]:
+    def _families(self) -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
         labels = list(MODEL_LABELS)
         return {
             "running": GaugeMetricFamily(

@@ -183,7 +183,7 @@ class CompletionRequest(SamplingRequest):
         """The prompts, one or several."""
         prompt = self.prompt
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
-            return list(prompt)  # type: ignore[arg-type]
+            return list(prompt)
         return [prompt]  # type: ignore[list-item]
 
     def sampling_params(self) -> SamplingParams:

@@ -121,7 +121,7 @@ def log_softmax(scores: list[float]) -> list[float]:
 
 
 # Content-free scores per engine and (task, labels): one prompt per label set.
-_CALIBRATION: weakref.WeakKeyDictionary[Any, dict[tuple, list[float]]] = weakref.WeakKeyDictionary()
+_CALIBRATION: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], list[float]]] = weakref.WeakKeyDictionary()
 _CALIBRATION_ENTRIES = 256
 
 

@@ -89,7 +89,7 @@ async def create_chat_completion(
     top = body.top_logprobs or 0
     if body.stream:
         return StreamingResponse(
-            stream_chat(deltas, request_id, handle.id, body.logprobs, top, body.include_usage, params.n),
+            stream_chat(deltas, request_id, handle.id, bool(body.logprobs), top, body.include_usage, params.n),
             media_type="text/event-stream",
         )
 

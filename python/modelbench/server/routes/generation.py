@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from fastapi import Request
@@ -66,7 +66,7 @@ async def start_generation(
     registry.admit(handle)
     assert handle.engine is not None
     engine = handle.engine
-    gens = []
+    gens: list[AsyncGenerator[RequestOutput, None]] = []
     try:
         for i in range(params.n):
             one = dataclasses.replace(
@@ -121,7 +121,7 @@ async def start_generation(
     return observer.watch(deltas())
 
 
-async def merge(streams: list[AsyncIterator[RequestOutput]]) -> AsyncIterator[RequestOutput]:
+async def merge(streams: list[AsyncIterator[RequestOutput]]) -> AsyncGenerator[RequestOutput, None]:
     """Interleave several streams in the order their items arrive."""
     queue: asyncio.Queue = asyncio.Queue()
     done = object()
