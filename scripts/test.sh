@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every test: set up (scripts/setup.sh), then the C++ Catch2 tests through
-# CTest (plain, and the torch-free core again under AddressSanitizer and
-# UndefinedBehaviorSanitizer), then pytest against the installed package.
+# Every test: set up (scripts/setup.sh), then the linters (ruff's lint and
+# format check, mypy), then the C++ Catch2 tests through CTest (plain, and the
+# torch-free core again under AddressSanitizer and UndefinedBehaviorSanitizer),
+# then pytest against the installed package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,6 +10,11 @@ JOBS=${JOBS:-$(nproc)}
 
 # The package build (build/<wheel tag>) compiles the Catch2 tests too.
 MODELBENCH_BUILD_TESTS=1 bash scripts/setup.sh
+
+echo "[test] ruff and mypy"
+"$PYTHON" -m ruff check python tests benchmarks scripts
+"$PYTHON" -m ruff format --check python tests benchmarks scripts
+"$PYTHON" -m mypy
 
 echo "[test] C++ tests"
 build_dir=$("$PYTHON" -c 'import sys, glob; print(glob.glob(f"build/cp{sys.version_info[0]}{sys.version_info[1]}-*")[0])')
