@@ -7,11 +7,11 @@
 #include <cmath>
 #include <sstream>
 
-#include "attention.h"
-#include "config.h"
-#include "fused_cpu.h"
-#include "linear_bf16.h"
-#include "linear_cpu.h"
+#include "kernels/attention.h"
+#include "core/config.h"
+#include "kernels/fused_cpu.h"
+#include "kernels/linear_bf16.h"
+#include "kernels/linear_cpu.h"
 
 namespace modelbench {
 namespace {

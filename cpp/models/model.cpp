@@ -1,8 +1,8 @@
 // ModelSpec validation, dtype and device names, and the build_model factory.
 #include "models/model.h"
 
-#include "config.h"
-#include "dtype.h"
+#include "core/config.h"
+#include "models/dtype.h"
 #include "models/gpt2.h"
 #include "models/layers.h"
 #include "models/llama.h"

@@ -10,8 +10,8 @@
 #include <string>
 #include <unordered_map>
 
-#include "attention.h"
-#include "kv_pool.h"
+#include "kernels/attention.h"
+#include "runner/kv_pool.h"
 
 namespace modelbench {
 
