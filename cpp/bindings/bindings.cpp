@@ -52,11 +52,15 @@ std::shared_ptr<py::object> share_with_threads(py::object object) {
 
 }  // namespace
 
-void bind_model(py::module_& m);
-void bind_sampler(py::module_& m);
+void bind_model(py::module_& m, py::module_& testing);
+void bind_sampler(py::module_& testing);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "modelbench's C++ engine core: paged KV cache, continuous-batching scheduler, engine loop.";
+  // What only tests and benchmarks call: the kernels on their own, the
+  // sampler and KV pool outside a runner, the runner's logit recording.
+  py::module_ testing = m.def_submodule(
+      "testing", "Kernels and internals for tests and benchmarks; not part of modelbench's API.");
 
   py::class_<CacheConfig>(m, "CacheConfig", "KV block pool configuration.")
       .def(py::init<>())
@@ -238,7 +242,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("available_host_memory_bytes", &available_host_memory_bytes,
         "Memory the OS reports as available (MemAvailable).");
 
-  py::class_<KVPool>(m, "KVPool", "Preallocated K and V pools, one pair per layer.")
+  py::class_<KVPool>(testing, "KVPool", "Preallocated K and V pools, one pair per layer.")
       .def(py::init<const KVCacheSpec&, int>(), py::arg("spec"), py::arg("num_blocks"))
       .def_property_readonly("num_blocks", &KVPool::num_blocks)
       .def_property_readonly("num_bytes", &KVPool::num_bytes)
@@ -248,6 +252,6 @@ PYBIND11_MODULE(_core, m) {
            py::arg("value"), "Write [num_tokens, num_kv_heads, head_dim] rows into their slots.");
 
   // Parts bound in their own files, after the types they build on.
-  bind_sampler(m);
-  bind_model(m);
+  bind_sampler(testing);
+  bind_model(m, testing);
 }

@@ -1,6 +1,7 @@
-// Bindings of the model part of modelbench._core: ModelSpec, the
-// TransformerRunner (a ModelRunner the Engine accepts) and the paged
-// attention kernels (for tests). Conversions and docstrings only.
+// Bindings of the model part of modelbench._core: ModelSpec and the
+// TransformerRunner (a ModelRunner the Engine accepts); in
+// modelbench._core.testing, the attention and linear kernels and the
+// runner's logit recording. Conversions and docstrings only.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -27,7 +28,7 @@ AttentionMetadata make_metadata(torch::Tensor query_start_loc, torch::Tensor con
 
 }  // namespace
 
-void bind_model(py::module_& m) {
+void bind_model(py::module_& m, py::module_& testing) {
   py::class_<RopeScaling>(m, "RopeScaling", "Rotary embedding scaling: type none | linear | llama3.")
       .def(py::init<>())
       .def_readwrite("type", &RopeScaling::type)
@@ -63,7 +64,7 @@ void bind_model(py::module_& m) {
                ")";
       });
 
-  py::class_<RecordedLogits>(m, "RecordedLogits", "One sequence's logits from the last step.")
+  py::class_<RecordedLogits>(testing, "RecordedLogits", "One sequence's logits from the last step.")
       .def_readonly("request_id", &RecordedLogits::request_id)
       .def_readonly("first_position", &RecordedLogits::first_position, "Position of row 0.")
       .def_readonly("logits", &RecordedLogits::logits, "[num_scheduled_tokens, vocab_size] float32");
@@ -84,17 +85,17 @@ void bind_model(py::module_& m) {
                              "the KV pools' dtype: float32 | bfloat16 | float16")
       .def_property_readonly("device", [](const TransformerRunner& r) { return r.device().str(); })
       .def_property_readonly("num_kv_blocks", [](const TransformerRunner& r) { return r.kv_pool().num_blocks(); })
-      .def_property("record_logits", &TransformerRunner::record_logits, &TransformerRunner::set_record_logits,
-                    "Keep every scheduled token's logits of the last step (slower; for tests).")
-      .def_property_readonly("recorded_logits", &TransformerRunner::recorded_logits,
-                             "list[RecordedLogits] of the last step, when record_logits is on.")
       .def("embed", &TransformerRunner::embed, py::arg("prompts"), py::call_guard<py::gil_scoped_release>(),
            "Mean-pooled, L2-normalized final hidden states of each prompt (lists of token ids): "
            "[num_prompts, hidden_size] float32. Runs over a scratch KV pool, so it may run while the "
            "engine steps, in groups of at most max_num_batched_tokens tokens. Raises ValueError for an "
            "empty prompt, an id outside the vocabulary, or a prompt longer than max_model_len.");
 
-  m.def("paged_attention_cpu",
+  testing.def("set_record_logits", &TransformerRunner::set_record_logits, py::arg("runner"), py::arg("record"),
+              "Keep every scheduled token's logits of the runner's last step (slower).");
+  testing.def("recorded_logits", &TransformerRunner::recorded_logits, py::arg("runner"),
+              "list[RecordedLogits] of the runner's last step, when set_record_logits is on.");
+  testing.def("paged_attention_cpu",
         [](const torch::Tensor& query, const torch::Tensor& key_pool, const torch::Tensor& value_pool,
            torch::Tensor query_start_loc, torch::Tensor context_lens, torch::Tensor block_tables, double scale,
            int64_t sliding_window) {
@@ -107,7 +108,7 @@ void bind_model(py::module_& m) {
         py::call_guard<py::gil_scoped_release>(),
         "The Eigen paged attention kernel. query [T, H, D]; pools [N, block_size, H_kv, D]; "
         "query_start_loc [S+1] int64, context_lens [S] int64, block_tables [S, max_blocks] int32 (CPU).");
-  m.def("paged_attention_reference",
+  testing.def("paged_attention_reference",
         [](const torch::Tensor& query, const torch::Tensor& key_pool, const torch::Tensor& value_pool,
            torch::Tensor query_start_loc, torch::Tensor context_lens, torch::Tensor block_tables, double scale,
            int64_t sliding_window) {
@@ -119,9 +120,9 @@ void bind_model(py::module_& m) {
         py::arg("context_lens"), py::arg("block_tables"), py::arg("scale"), py::arg("sliding_window") = 0,
         py::call_guard<py::gil_scoped_release>(),
         "The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.");
-  m.def("pack_linear_weight", &pack_linear_weight, py::arg("weight"), py::call_guard<py::gil_scoped_release>(),
+  testing.def("pack_linear_weight", &pack_linear_weight, py::arg("weight"), py::call_guard<py::gil_scoped_release>(),
         "weight [N, K] float32 -> panels [ceil(N / W), K, W] for packed_linear (what model layers keep); W is 64 with AVX-512, 16 with AVX2.");
-  m.def("packed_linear",
+  testing.def("packed_linear",
         [](const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
            const std::optional<torch::Tensor>& bias) {
           return packed_linear(x, packed, out_features, bias.value_or(torch::Tensor()));
@@ -130,12 +131,12 @@ void bind_model(py::module_& m) {
         py::call_guard<py::gil_scoped_release>(),
         "The CPU float32 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features], "
         "with the weight from pack_linear_weight.");
-  m.def("bf16_linear_supported", &bf16_linear_supported,
+  testing.def("bf16_linear_supported", &bf16_linear_supported,
         "Whether this build has the bfloat16 linear kernel (compiled for a CPU with AVX512-BF16).");
-  m.def("pack_linear_weight_bf16", &pack_linear_weight_bf16, py::arg("weight"),
+  testing.def("pack_linear_weight_bf16", &pack_linear_weight_bf16, py::arg("weight"),
         py::call_guard<py::gil_scoped_release>(),
         "weight [N, K] bfloat16 -> panels [ceil(N / 64), ceil(K / 2), 64, 2] for packed_linear_bf16.");
-  m.def("packed_linear_bf16",
+  testing.def("packed_linear_bf16",
         [](const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
            const std::optional<torch::Tensor>& bias) {
           return packed_linear_bf16(x, packed, out_features, bias.value_or(torch::Tensor()));

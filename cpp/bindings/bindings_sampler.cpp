@@ -1,6 +1,6 @@
-// Bindings of the sampler part of modelbench._core: conversions only. The
-// engine hands the sampler Sequences; from Python (tests) a request is a
-// tuple that becomes a temporary Sequence here.
+// Bindings of the sampler, in modelbench._core.testing: conversions only.
+// The engine hands the sampler Sequences; from Python (tests) a request is
+// a tuple that becomes a temporary Sequence here.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <torch/extension.h>
@@ -38,8 +38,8 @@ std::pair<std::vector<int32_t>, std::vector<std::vector<PositionLogprobs>>> samp
 
 }  // namespace
 
-void bind_sampler(py::module_& m) {
-  py::class_<Sampler>(m, "Sampler",
+void bind_sampler(py::module_& testing) {
+  py::class_<Sampler>(testing, "Sampler",
                       "Next-token sampling with penalties, temperature, top-k/p, min-p, seeds, logprobs.")
       .def(py::init<int>(), py::arg("eos_token_id") = -1,
            "eos_token_id < 0: the model has none. EOS is held back before min_tokens.")
