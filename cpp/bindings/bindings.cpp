@@ -41,6 +41,30 @@ struct ReleaseGilDelete {
 };
 using EngineHolder = std::unique_ptr<Engine, ReleaseGilDelete>;
 
+// modelbench._core.InvalidArgument: a ValueError whose `param` is the
+// offending field's name, or None. str(error) is the C++ message.
+void register_invalid_argument(py::module_& m) {
+  PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> storage;
+  storage.call_once_and_store_result([&] {
+    py::object type = py::exception<InvalidArgument>(m, "InvalidArgument", PyExc_ValueError);
+    type.attr("__doc__") =
+        "A value a user can get wrong. str() is the message, naming the value; `param` names the "
+        "offending field (None when no single field is at fault).";
+    type.attr("param") = py::none();
+    return type;
+  });
+  py::register_local_exception_translator([](std::exception_ptr raised) {
+    try {
+      if (raised) std::rethrow_exception(raised);
+    } catch (const InvalidArgument& e) {
+      const py::object& type = storage.get_stored();
+      py::object error = type(e.what());
+      if (!e.param().empty()) error.attr("param") = e.param();
+      py::set_error(type, error);
+    }
+  });
+}
+
 // A Python object that may be released from a thread without the GIL.
 std::shared_ptr<py::object> share_with_threads(py::object object) {
   return std::shared_ptr<py::object>(new py::object(std::move(object)), [](py::object* p) {
@@ -61,6 +85,7 @@ PYBIND11_MODULE(_core, m) {
   // sampler and KV pool outside a runner, the runner's logit recording.
   py::module_ testing = m.def_submodule(
       "testing", "Kernels and internals for tests and benchmarks; not part of modelbench's API.");
+  register_invalid_argument(m);
 
   py::class_<CacheConfig>(m, "CacheConfig", "KV block pool configuration.")
       .def(py::init<>())
@@ -103,7 +128,8 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("ignore_eos", &SamplingParams::ignore_eos)
       .def_readwrite("logprobs", &SamplingParams::logprobs)
       .def_readwrite("prompt_logprobs", &SamplingParams::prompt_logprobs)
-      .def("validate", &SamplingParams::validate, "Raise ValueError naming the first invalid field.");
+      .def("validate", &SamplingParams::validate,
+           "Raise InvalidArgument (a ValueError) naming the first invalid field; its `param` is the field.");
 
   py::class_<ScheduledSequence>(m, "ScheduledSequence", "One sequence's share of a step.")
       .def_property_readonly("request_id", [](const ScheduledSequence& s) { return s.seq->request_id(); })
@@ -189,7 +215,8 @@ PYBIND11_MODULE(_core, m) {
            py::keep_alive<1, 3>())
       .def("add_request", &Engine::add_request, py::arg("request_id"), py::arg("prompt_token_ids"),
            py::arg("params"), py::arg("priority") = 0,
-           "Queue a request; raises ValueError naming what is wrong with it.")
+           "Queue a request; raises InvalidArgument (a ValueError) naming what is wrong with it, "
+           "`param` the field.")
       .def("abort", &Engine::abort, py::arg("request_id"),
            "End a request at the next step; False (a no-op) when the id is unknown.")
       .def("step", &Engine::step, py::call_guard<py::gil_scoped_release>(),

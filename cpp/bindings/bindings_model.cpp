@@ -56,7 +56,8 @@ void bind_model(py::module_& m, py::module_& testing) {
       .def_readwrite("tie_word_embeddings", &ModelSpec::tie_word_embeddings)
       .def_readwrite("attention_bias", &ModelSpec::attention_bias, "q/k/v projections carry biases")
       .def_readwrite("sliding_window", &ModelSpec::sliding_window, "0: full causal attention")
-      .def("validate", &ModelSpec::validate, "Raise ValueError naming the first inconsistent field.")
+      .def("validate", &ModelSpec::validate,
+           "Raise InvalidArgument (a ValueError) naming the first inconsistent field; its `param` is the field.")
       .def("__repr__", [](const ModelSpec& s) {
         return "ModelSpec(architecture='" + s.architecture + "', num_layers=" + std::to_string(s.num_layers) +
                ", hidden_size=" + std::to_string(s.hidden_size) + ", num_heads=" + std::to_string(s.num_heads) +

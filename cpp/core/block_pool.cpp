@@ -31,7 +31,8 @@ BlockPool::BlockPool(int num_blocks, bool enable_caching)
       blocks_(num_blocks),
       free_position_(num_blocks),
       is_free_(num_blocks, true) {
-  if (num_blocks < 1) throw InvalidArgument("num_blocks must be >= 1, got " + std::to_string(num_blocks));
+  if (num_blocks < 1)
+    throw InvalidArgument("num_blocks must be >= 1, got " + std::to_string(num_blocks), "num_blocks");
   for (int i = 0; i < num_blocks; ++i) {
     blocks_[i].block_id = i;
     free_position_[i] = free_queue_.insert(free_queue_.end(), i);

@@ -5,12 +5,22 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace modelbench {
 
-// Thrown for anything a user can get wrong; the bindings map it to ValueError.
-struct InvalidArgument : std::invalid_argument {
-  using std::invalid_argument::invalid_argument;
+// Thrown for anything a user can get wrong. The message names the value;
+// `param` names the offending field ("max_tokens", "prompt", ...), or is
+// empty when no single field is at fault. The bindings raise it as
+// modelbench._core.InvalidArgument, a ValueError with `.param`.
+class InvalidArgument : public std::invalid_argument {
+ public:
+  explicit InvalidArgument(const std::string& message, std::string param = "")
+      : std::invalid_argument(message), param_(std::move(param)) {}
+  const std::string& param() const { return param_; }
+
+ private:
+  std::string param_;
 };
 
 struct CacheConfig {

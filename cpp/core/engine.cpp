@@ -17,19 +17,21 @@ Engine::~Engine() { shutdown(); }
 
 void Engine::add_request(const std::string& request_id, std::vector<int32_t> prompt_token_ids,
                          SamplingParams params, int priority) {
-  if (request_id.empty()) throw InvalidArgument("request_id must not be empty");
+  if (request_id.empty()) throw InvalidArgument("request_id must not be empty", "request_id");
   if (prompt_token_ids.empty())
-    throw InvalidArgument("prompt must contain at least one token, got an empty prompt");
+    throw InvalidArgument("prompt must contain at least one token, got an empty prompt", "prompt");
   const int max_model_len = config_.scheduler.max_model_len;
   if (static_cast<int64_t>(prompt_token_ids.size()) > max_model_len)
     throw InvalidArgument("prompt has " + std::to_string(prompt_token_ids.size()) +
                           " tokens, more than max_model_len=" + std::to_string(max_model_len) +
-                          ": shorten it or raise max_model_len");
+                          ": shorten it or raise max_model_len",
+                          "prompt");
   for (size_t i = 0; i < prompt_token_ids.size(); ++i) {
     const int32_t id = prompt_token_ids[i];
     if (id < 0 || (config_.vocab_size > 0 && id >= config_.vocab_size))
       throw InvalidArgument("prompt token " + std::to_string(i) + " is " + std::to_string(id) +
-                            ", outside the vocabulary [0, " + std::to_string(config_.vocab_size) + ")");
+                            ", outside the vocabulary [0, " + std::to_string(config_.vocab_size) + ")",
+                            "prompt");
   }
   params.validate();
 
@@ -37,7 +39,8 @@ void Engine::add_request(const std::string& request_id, std::vector<int32_t> pro
   if (!error_.empty()) throw std::runtime_error("the engine loop stopped on an error: " + error_);
   if (stop_requested_) throw std::runtime_error("the engine is shut down; it takes no new requests");
   if (!live_request_ids_.insert(request_id).second)
-    throw InvalidArgument("request_id '" + request_id + "' is already in use by an unfinished request");
+    throw InvalidArgument("request_id '" + request_id + "' is already in use by an unfinished request",
+                          "request_id");
   auto seq = std::make_unique<Sequence>(request_id, std::move(prompt_token_ids), std::move(params),
                                         priority, next_arrival_index_++);
   commands_.push_back(Command{std::move(seq), {}});

@@ -27,7 +27,7 @@ Scheduler::Scheduler(const SchedulerConfig& config, const CacheConfig& cache_con
 void Scheduler::add_request(std::unique_ptr<Sequence> seq) {
   Sequence* raw = seq.get();
   if (!requests_.emplace(seq->request_id(), std::move(seq)).second)
-    throw InvalidArgument("request_id '" + raw->request_id() + "' is already in use");
+    throw InvalidArgument("request_id '" + raw->request_id() + "' is already in use", "request_id");
   insert_waiting(raw);
 }
 

@@ -13,7 +13,7 @@ template <typename T>
 [[noreturn]] void bad(const char* field, const std::string& rule, T value) {
   std::ostringstream message;
   message << field << " must be " << rule << ", got " << value;
-  throw InvalidArgument(message.str());
+  throw InvalidArgument(message.str(), field);
 }
 }  // namespace
 

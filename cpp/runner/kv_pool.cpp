@@ -14,7 +14,7 @@ namespace modelbench {
 
 void KVCacheSpec::validate() const {
   auto check = [](int value, const char* name) {
-    if (value < 1) throw InvalidArgument(std::string(name) + " must be >= 1, got " + std::to_string(value));
+    if (value < 1) throw InvalidArgument(std::string(name) + " must be >= 1, got " + std::to_string(value), name);
   };
   check(num_layers, "num_layers");
   check(num_kv_heads, "num_kv_heads");
@@ -29,7 +29,7 @@ int64_t KVCacheSpec::bytes_per_block() const {
 
 int num_blocks_for_memory(const KVCacheSpec& spec, int64_t bytes) {
   spec.validate();
-  if (bytes < 0) throw InvalidArgument("KV cache memory must be >= 0 bytes, got " + std::to_string(bytes));
+  if (bytes < 0) throw InvalidArgument("KV cache memory must be >= 0 bytes, got " + std::to_string(bytes), "bytes");
   const int64_t n = bytes / spec.bytes_per_block();
   return static_cast<int>(std::min<int64_t>(n, 1 << 30));
 }
@@ -51,7 +51,8 @@ int64_t available_host_memory_bytes() {
 
 KVPool::KVPool(const KVCacheSpec& spec, int num_blocks) : spec_(spec), num_blocks_(num_blocks) {
   spec_.validate();
-  if (num_blocks < 1) throw InvalidArgument("num_blocks must be >= 1, got " + std::to_string(num_blocks));
+  if (num_blocks < 1)
+    throw InvalidArgument("num_blocks must be >= 1, got " + std::to_string(num_blocks), "num_blocks");
   const auto options = torch::TensorOptions().dtype(spec_.dtype).device(spec_.device);
   keys_.reserve(spec_.num_layers);
   values_.reserve(spec_.num_layers);

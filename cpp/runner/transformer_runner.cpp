@@ -41,10 +41,11 @@ struct PromptLogprobRows {
 torch::ScalarType kv_cache_dtype_from_name(const std::string& name, torch::ScalarType model_dtype,
                                            const torch::Device& device) {
   if (name == "auto") return model_dtype;
-  const torch::ScalarType kv = model_dtype_from_name(name, device);
+  const torch::ScalarType kv = model_dtype_from_name(name, device, "kv_cache_dtype");
   if (kv != model_dtype && model_dtype != torch::kFloat32)
     throw InvalidArgument("kv_cache_dtype " + name + " needs a float32 model (or 'auto'), the model is " +
-                          dtype_name(model_dtype));
+                          dtype_name(model_dtype),
+                          "kv_cache_dtype");
   return kv;
 }
 
@@ -66,7 +67,8 @@ TransformerRunner::TransformerRunner(const ModelSpec& spec, const WeightMap& wei
         if (spec.architecture == "gpt2" && config.scheduler.max_model_len > spec.max_position_embeddings)
           throw InvalidArgument("max_model_len (" + std::to_string(config.scheduler.max_model_len) +
                                 ") exceeds gpt2's learned positions (max_position_embeddings=" +
-                                std::to_string(spec.max_position_embeddings) + ")");
+                                std::to_string(spec.max_position_embeddings) + ")",
+                                "max_model_len");
         return build_model(spec, weights, dtype_, device_);
       }()),
       kv_pool_([&] {
@@ -121,18 +123,20 @@ ForwardBatch TransformerRunner::prepare_inputs(const SchedulerOutput& scheduler_
 torch::Tensor TransformerRunner::embed(const std::vector<std::vector<int64_t>>& prompts) const {
   c10::InferenceMode guard;
   const ModelSpec& spec = model_->spec();
-  if (prompts.empty()) throw InvalidArgument("prompts must hold at least one prompt");
+  if (prompts.empty()) throw InvalidArgument("prompts must hold at least one prompt", "prompts");
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto len = static_cast<int64_t>(prompts[i].size());
     const std::string which = "prompt " + std::to_string(i);
-    if (len == 0) throw InvalidArgument("prompt must not be empty (" + which + ")");
+    if (len == 0) throw InvalidArgument("prompt must not be empty (" + which + ")", "prompt");
     if (len > max_model_len_)
       throw InvalidArgument("prompt has " + std::to_string(len) + " tokens, more than max_model_len=" +
-                            std::to_string(max_model_len_) + " (" + which + ")");
+                            std::to_string(max_model_len_) + " (" + which + ")",
+                            "prompt");
     for (int64_t id : prompts[i])
       if (id < 0 || id >= spec.vocab_size)
         throw InvalidArgument("prompt token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                              std::to_string(spec.vocab_size) + ") (" + which + ")");
+                              std::to_string(spec.vocab_size) + ") (" + which + ")",
+                              "prompt");
   }
 
   // Consecutive prompts go through the model together while they fit in one

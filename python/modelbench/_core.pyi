@@ -5,7 +5,12 @@ from __future__ import annotations
 import collections.abc
 import torch
 import typing
-__all__: list[str] = ['CacheConfig', 'Engine', 'EngineConfig', 'EngineStats', 'KVCacheSpec', 'ModelRunner', 'ModelSpec', 'PositionLogprobs', 'RequestOutput', 'RopeScaling', 'RunnerOutput', 'SamplingParams', 'ScheduledSequence', 'SchedulerConfig', 'SchedulerOutput', 'SchedulerStats', 'TokenLogprob', 'TransformerRunner', 'available_host_memory_bytes', 'num_blocks_for_memory', 'testing']
+__all__: list[str] = ['CacheConfig', 'Engine', 'EngineConfig', 'EngineStats', 'InvalidArgument', 'KVCacheSpec', 'ModelRunner', 'ModelSpec', 'PositionLogprobs', 'RequestOutput', 'RopeScaling', 'RunnerOutput', 'SamplingParams', 'ScheduledSequence', 'SchedulerConfig', 'SchedulerOutput', 'SchedulerStats', 'TokenLogprob', 'TransformerRunner', 'available_host_memory_bytes', 'num_blocks_for_memory', 'testing']
+class InvalidArgument(ValueError):
+    """
+    A value a user can get wrong. str() is the message, naming the value; `param` names the offending field (None when no single field is at fault).
+    """
+    param: str | None
 class CacheConfig:
     """
     KV block pool configuration.
@@ -97,7 +102,7 @@ class SamplingParams:
         ...
     def validate(self) -> None:
         """
-        Raise ValueError naming the first invalid field.
+        Raise InvalidArgument (a ValueError) naming the first invalid field; its `param` is the field.
         """
     @property
     def frequency_penalty(self) -> float:
@@ -375,7 +380,7 @@ class Engine:
         """
     def add_request(self, request_id: str, prompt_token_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: SamplingParams, priority: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         """
-        Queue a request; raises ValueError naming what is wrong with it.
+        Queue a request; raises InvalidArgument (a ValueError) naming what is wrong with it, `param` the field.
         """
     def get_outputs(self, timeout_s: typing.SupportsFloat | typing.SupportsIndex = -1.0) -> list[RequestOutput]:
         """
@@ -463,7 +468,7 @@ class ModelSpec:
         ...
     def validate(self) -> None:
         """
-        Raise ValueError naming the first inconsistent field.
+        Raise InvalidArgument (a ValueError) naming the first inconsistent field; its `param` is the field.
         """
     @property
     def architecture(self) -> str:

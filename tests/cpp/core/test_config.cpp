@@ -29,6 +29,40 @@ TEST_CASE("config values out of range name the field", "[config]") {
   REQUIRE_THROWS_WITH(sched.validate(), Catch::Contains("without chunked prefill"));
 }
 
+namespace {
+// The `param` of the InvalidArgument that `call` throws.
+template <typename Call>
+std::string param_of(Call call) {
+  try {
+    call();
+  } catch (const InvalidArgument& e) {
+    return e.param();
+  }
+  return "(no InvalidArgument)";
+}
+}  // namespace
+
+TEST_CASE("InvalidArgument names the offending field in param", "[config]") {
+  SamplingParams p;
+  p.max_tokens = 0;
+  REQUIRE(param_of([&] { p.validate(); }) == "max_tokens");
+  p = SamplingParams();
+  p.temperature = -1.0f;
+  REQUIRE(param_of([&] { p.validate(); }) == "temperature");
+  p = SamplingParams();
+  p.min_tokens = 20;
+  p.max_tokens = 10;
+  REQUIRE(param_of([&] { p.validate(); }) == "min_tokens");
+  CacheConfig cache;
+  cache.block_size = 0;
+  REQUIRE(param_of([&] { cache.validate(); }) == "block_size");
+  SchedulerConfig sched;
+  sched.max_num_seqs = 0;
+  REQUIRE(param_of([&] { sched.validate(); }) == "max_num_seqs");
+  // The message is unchanged: it still names the field and the value.
+  REQUIRE_THROWS_WITH(sched.validate(), "max_num_seqs must be >= 1, got 0");
+}
+
 TEST_CASE("sampling params are validated field by field", "[config]") {
   SamplingParams p;
   REQUIRE_NOTHROW(p.validate());

@@ -51,6 +51,29 @@ TEST_CASE("bad requests get a clear error", "[engine]") {
   REQUIRE_THROWS_AS(engine.add_request("a", {}, tokens(4)), std::invalid_argument);
 }
 
+namespace {
+// The `param` of the InvalidArgument that `call` throws.
+template <typename Call>
+std::string param_of(Call call) {
+  try {
+    call();
+  } catch (const InvalidArgument& e) {
+    return e.param();
+  }
+  return "(no InvalidArgument)";
+}
+}  // namespace
+
+TEST_CASE("a bad request's error names the field in param", "[engine]") {
+  auto config = small_config();
+  Engine engine(config, runner_for(config));
+  REQUIRE(param_of([&] { engine.add_request("a", {}, tokens(4)); }) == "prompt");
+  REQUIRE(param_of([&] { engine.add_request("a", std::vector<int32_t>(513, 1), tokens(4)); }) == "prompt");
+  REQUIRE(param_of([&] { engine.add_request("a", {1, 5000}, tokens(4)); }) == "prompt");
+  REQUIRE(param_of([&] { engine.add_request("a", {1}, tokens(0)); }) == "max_tokens");
+  REQUIRE(param_of([&] { engine.add_request("", {1}, tokens(4)); }) == "request_id");
+}
+
 TEST_CASE("step by hand runs requests to completion", "[engine]") {
   auto config = small_config();
   Engine engine(config, runner_for(config));
