@@ -80,14 +80,11 @@ inline float exp_block(float* s, int64_t j_begin, int64_t j_end, float running_m
 // Blocks lie anywhere in the pool, and the hardware prefetcher does not
 // follow a stream into another page: touching the first lines of each KV
 // head's rows in the next block (K and V) starts its streams a block early.
-// Measured on 32 sequences with scattered tables: 19 GB/s against 14 with
-// no prefetch; prefetching whole blocks (the old layout's way) did no better.
+// Measurements for this and kAhead: docs/performance.md, "Measurements
+// behind the kernels' constants".
 constexpr int64_t kStreamStartLines = 4;
 // Blocks from the one being read to the one prefetched row by row alongside
-// it, into L2 (AVX-512 host, 32 sequences x 512 keys over 8 layers' pools,
-// alternated: 17.0 GB/s without, 18.5 into L1, 20-21 into L2; 1 to 6
-// blocks ahead within the noise, 3 a little ahead; into L1 only every
-// other line, 15-17; non-temporal, 10).
+// it, into L2 (measured ahead of L1; 1 to 6 blocks ahead were within the noise).
 constexpr int64_t kAhead = 3;
 template <typename scalar_t>
 inline void start_streams(const scalar_t* k_data, const scalar_t* v_data, int64_t offset, int64_t num_heads,

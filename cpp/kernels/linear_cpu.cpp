@@ -26,37 +26,31 @@ constexpr int64_t kPanelWidth = 16;
 constexpr int kTileRows = 6;       // rows of x per register tile
 constexpr int64_t kRowChunk = 96;  // rows of x per work item (16 tiles), so long prefills split too
 // A panel is cut between threads for batches of at least kMinSplitRows rows
-// (compute-bound: measured 10 % faster for SmolLM2's 9- and 15-panel outputs
-// at 32 rows; at one row, memory-bound, it did not pay) and kMinSplitK inputs.
+// (it pays where a batch is compute-bound, not at one row, which is
+// memory-bound) and kMinSplitK inputs. The measurements behind this and the
+// constants below: docs/performance.md, "Measurements behind the kernels'
+// constants".
 constexpr int64_t kMinSplitRows = 8;
 constexpr int64_t kMinSplitK = 64;
 // Rows from which a decode batch prefetches its next panel: compute-bound
-// enough that the next panel's fetch hides behind this one's tiles
-// (AVX2 machine, 40 weights of 3072 x 576 at 32 rows, runs alternated:
-// 94 against 87 GFLOP/s; one row streams in order and needs no help). The
-// prefetch is spread over all of the panel's tiles, chunk by chunk; with
-// panels cut between threads too (AVX-512 host, SmolLM2's linears at 32
-// rows: 960 x 576 165 -> 250 GFLOP/s, 576 x 1536 166 -> 191), into L2
-// (2 % over L1 there; the panel after next instead, or the prefetch
-// crowded into the panel's first tiles: 8-15 % slower).
+// enough that the next panel's fetch hides behind this one's tiles (one row
+// streams in order and needs no help). The prefetch is spread over all of
+// the panel's tiles, chunk by chunk, into L2 (measured ahead of L1).
 constexpr int64_t kMinPrefetchRows = 8;
 
 // in_features per pass over a panel's rows: all row tiles take one chunk
 // (kKChunk rows of the panel: 16 KiB at 64 wide) before the next, so the
 // first tile's read from memory is reused from L1 by the others, and the
 // chunk after it streams in while they compute. A tile that took the whole
-// panel at once read it from L2 for every tile after the first (AVX-512
-// host, SmolLM2's 30 layers at 32 rows, alternated: 45 -> 35.5 ms; 16 to
-// 128 rows of the panel a chunk measured the same, the whole of it 40 ms).
+// panel at once read it from L2 for every tile after the first.
 constexpr int64_t kKChunk = 64;
 
 // Bytes of x per pass over all panels in a prefill chunk below
 // kMinGemmRows: when each panel took all of the rows, x (500 rows x 1,536
-// inputs: 3 MB) came from memory again for every panel (passes of 512 KiB
-// measured the same, 2 MiB slower).
+// inputs: 3 MB) came from memory again for every panel.
 constexpr int64_t kPassBytes = int64_t{1} << 20;
-// Rows from which ATen's GEMM (MKL) over the unpacked panels takes over: at
-// 2,048 rows of SmolLM2's shapes it ran 380-404 GFLOP/s against our 335-374.
+// Rows from which ATen's GEMM (MKL) over the unpacked panels takes over:
+// it measured faster than these tiles for long prefills.
 constexpr int64_t kMinGemmRows = 512;
 
 #if defined(MODELBENCH_SIMD)

@@ -179,8 +179,8 @@ std::pair<torch::Tensor, torch::Tensor> top_k_top_p_threshold(const torch::Tenso
 }
 
 // The top-p thresholds of the rows in `rows` (too wide for the candidates),
-// on CPU, by a weighted quickselect per row: expected O(vocab), ~5x faster
-// than the sort that topk(vocab) amounts to at 50k tokens. Same semantics:
+// on CPU, by a weighted quickselect per row: expected O(vocab), where
+// topk(vocab) amounts to a sort of the vocabulary. Same semantics:
 // tokens >= floor (top-k's kth), most likely first, until their mass
 // reaches top_p of theirs; ties with the last one stay.
 // weights: [num_rows, vocab_size] float32 CPU contiguous; top_p: [num_rows, 1]

@@ -33,8 +33,8 @@ torch::Tensor clean_logits(const torch::Tensor& logits);
 // Greedy choices over raw logits [num_rows, vocab_size]: each row's argmax
 // (ties to the lowest id), int64 [num_rows]; undefined when a row holds a NaN
 // (the caller cleans the logits first). Float32 CPU logits take a pass for
-// the max and one for its first index, rows in parallel (ATen's argmax took
-// 2.1 ms for 32 rows of 49,152; this, 0.4, in simd.h's vectors); others, ATen's argmax.
+// the max and one for its first index, rows in parallel, in simd.h's vectors
+// (faster than ATen's argmax: docs/performance.md); others, ATen's argmax.
 torch::Tensor greedy_argmax(const torch::Tensor& logits);
 
 bool needs_penalties(const Sequence& seq);
@@ -60,8 +60,8 @@ std::pair<torch::Tensor, torch::Tensor> top_k_top_p_threshold(const torch::Tenso
                                                               int64_t num_candidates);
 
 // The top-p thresholds of the rows in `rows` (too wide for the candidates),
-// on CPU, by a weighted quickselect per row: expected O(vocab), ~5x faster
-// than the sort that topk(vocab) amounts to at 50k tokens. Same semantics:
+// on CPU, by a weighted quickselect per row: expected O(vocab), where
+// topk(vocab) amounts to a sort of the vocabulary. Same semantics:
 // tokens >= floor (top-k's kth), most likely first, until their mass
 // reaches top_p of theirs; ties with the last one stay.
 // weights: [num_rows, vocab_size] float32 CPU contiguous; top_p: [num_rows, 1]
