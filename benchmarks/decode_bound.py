@@ -76,12 +76,12 @@ def packed_kernel_flops(m: int, k: int, n: int, repeats: int = 5, dtype: torch.d
     from modelbench import _core
 
     if dtype == torch.bfloat16:
-        if not _core.bf16_linear_supported():
+        if not _core.testing.bf16_linear_supported():
             return 0.0
-        x, packed = torch.randn(m, k).to(dtype), _core.pack_linear_weight_bf16(torch.randn(n, k).to(dtype))
-        return 2 * m * k * n / best_time(lambda: _core.packed_linear_bf16(x, packed, n), repeats)
-    x, packed = torch.randn(m, k), _core.pack_linear_weight(torch.randn(n, k))
-    return 2 * m * k * n / best_time(lambda: _core.packed_linear(x, packed, n), repeats)
+        x, packed = torch.randn(m, k).to(dtype), _core.testing.pack_linear_weight_bf16(torch.randn(n, k).to(dtype))
+        return 2 * m * k * n / best_time(lambda: _core.testing.packed_linear_bf16(x, packed, n), repeats)
+    x, packed = torch.randn(m, k), _core.testing.pack_linear_weight(torch.randn(n, k))
+    return 2 * m * k * n / best_time(lambda: _core.testing.packed_linear(x, packed, n), repeats)
 
 
 def decode_step_times(llm: LLM, batch: int, context: int, steps: int, seed: int) -> list[float]:

@@ -1,13 +1,13 @@
 """The CPU kernels alone, against what they replaced, in one run.
 
   - linear layers: ATen's torch.nn.functional.linear (MKL) against
-    modelbench's packed kernel (_core.packed_linear) on 40 weights of
+    modelbench's packed kernel (_core.testing.packed_linear) on 40 weights of
     3072 x 576 (283 MB, more than the caches), for 1 to 2,048 rows:
     weight bytes read per second and FLOP/s;
   - the same in bfloat16, where the build has the packed bf16 kernel
-    (_core.packed_linear_bf16, AVX512-BF16): ATen's bf16 linear (oneDNN)
+    (_core.testing.packed_linear_bf16, AVX512-BF16): ATen's bf16 linear (oneDNN)
     against it;
-  - decode attention: _core.paged_attention_cpu for 32 sequences of 512 keys
+  - decode attention: _core.testing.paged_attention_cpu for 32 sequences of 512 keys
     (SmolLM2's 9 query heads over 3 KV heads, head_dim 64), over one layer's
     pools (they fit in L3) and over 8 layers' pools taken in turn (they do
     not), with block tables in order and scattered over the pool: K/V bytes
@@ -51,11 +51,11 @@ def linear_kernels(rows: list[int], dtype: torch.dtype = torch.float32) -> list[
     in_features, out_features, num_weights = 576, 3072, 40
     weights = [torch.randn(out_features, in_features).to(dtype) for _ in range(num_weights)]
     if dtype == torch.bfloat16:
-        packed = [_core.pack_linear_weight_bf16(w) for w in weights]
-        kernel = _core.packed_linear_bf16
+        packed = [_core.testing.pack_linear_weight_bf16(w) for w in weights]
+        kernel = _core.testing.packed_linear_bf16
     else:
-        packed = [_core.pack_linear_weight(w) for w in weights]
-        kernel = _core.packed_linear
+        packed = [_core.testing.pack_linear_weight(w) for w in weights]
+        kernel = _core.testing.packed_linear
     weight_bytes = num_weights * out_features * in_features * weights[0].element_size()
     out = []
     for m in rows:
@@ -85,7 +85,7 @@ def decode_attention() -> list[dict]:
         pools = [(torch.randn(shape), torch.randn(shape)) for _ in range(num_layers)]
         block_tables = in_order if tables == "in_order" else scattered.view(num_seqs, -1)
         per_call = seconds_per_call(
-            lambda: [_core.paged_attention_cpu(query, k, v, query_start_loc, context_lens, block_tables,
+            lambda: [_core.testing.paged_attention_cpu(query, k, v, query_start_loc, context_lens, block_tables,
                                                head_dim**-0.5) for k, v in pools], 10) / num_layers
         out.append({"num_seqs": num_seqs, "context": context, "layers_cycled": num_layers,
                     "block_tables": tables, "ms_per_layer": per_call * 1e3, "kv_gb_s": kv_bytes / per_call / 1e9})
@@ -100,7 +100,7 @@ def main() -> None:
               "stream_copy_gb_s": stream_copy_gb_s(),
               "linear": linear_kernels([1, 2, 4, 8, 16, 32, 64, 512, 2048]),
               "linear_bf16": (linear_kernels([1, 8, 32, 64, 512, 2048], torch.bfloat16)
-                              if _core.bf16_linear_supported() else "no bf16 kernel in this build"),
+                              if _core.testing.bf16_linear_supported() else "no bf16 kernel in this build"),
               "decode_attention": decode_attention()}
     emit(result, args.out)
 

@@ -7,11 +7,11 @@
 #include <cmath>
 #include <sstream>
 
-#include "attention.h"
-#include "config.h"
-#include "fused_cpu.h"
-#include "linear_bf16.h"
-#include "linear_cpu.h"
+#include "kernels/attention.h"
+#include "core/config.h"
+#include "kernels/fused_cpu.h"
+#include "kernels/linear_bf16.h"
+#include "kernels/linear_cpu.h"
 
 namespace modelbench {
 namespace {
@@ -30,12 +30,13 @@ WeightLoader::WeightLoader(const WeightMap& weights, torch::ScalarType dtype, to
 torch::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape) const {
   auto it = weights_.find(name);
   if (it == weights_.end())
-    throw InvalidArgument("checkpoint has no tensor '" + name + "' (expected shape " + shape_string(shape) + ")");
+    throw InvalidArgument("checkpoint has no tensor '" + name + "' (expected shape " + shape_string(shape) + ")",
+                          "weights");
   const torch::Tensor& tensor = it->second;
   if (!tensor.defined() || tensor.sizes() != at::IntArrayRef(shape))
     throw InvalidArgument("tensor '" + name + "' has shape " +
                           (tensor.defined() ? shape_string(tensor.sizes()) : std::string("(undefined)")) +
-                          ", expected " + shape_string(shape));
+                          ", expected " + shape_string(shape), "weights");
   return tensor.to(device_, dtype_).contiguous();
 }
 

@@ -50,9 +50,8 @@ struct Linear {
 };
 
 // Rows from which a bf16 Linear on an AMX CPU uses ATen's matmul rather
-// than the packed kernel (AVX-512 + AMX host, 40 weights of 3072 x 576:
-// 8 rows 84 against 87 GFLOP/s, 32 rows 317 against 139; 1 row 12 against
-// 19 GB/s, benchmarks/kernels_vs_aten.py).
+// than the packed kernel: oneDNN's AMX matmul measured faster from there,
+// the packed kernel below it (docs/performance.md).
 constexpr int64_t kMinAmxRows = 16;
 
 // A Linear over `weight` (and `bias`), packed for a CPU kernel when it is

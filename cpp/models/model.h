@@ -10,8 +10,8 @@
 #include <string>
 #include <unordered_map>
 
-#include "attention.h"
-#include "kv_pool.h"
+#include "kernels/attention.h"
+#include "runner/kv_pool.h"
 
 namespace modelbench {
 
@@ -76,8 +76,9 @@ class Model {
 };
 
 // "float32" | "bfloat16" | "float16"; throws InvalidArgument otherwise, and
-// for float16 on the CPU (no fast kernels there).
-torch::ScalarType model_dtype_from_name(const std::string& name, const torch::Device& device);
+// for float16 on the CPU (no fast kernels there), with `param` as its field.
+torch::ScalarType model_dtype_from_name(const std::string& name, const torch::Device& device,
+                                        const std::string& param = "dtype");
 // "cpu", "cuda", "cuda:1", ...; throws InvalidArgument for anything else.
 torch::Device model_device_from_name(const std::string& name);
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import collections.abc
 import torch
 import typing
-__all__: list[str] = ['CacheConfig', 'Engine', 'EngineConfig', 'EngineStats', 'KVCacheSpec', 'KVPool', 'ModelRunner', 'ModelSpec', 'PositionLogprobs', 'RecordedLogits', 'RequestOutput', 'RopeScaling', 'RunnerOutput', 'Sampler', 'SamplingParams', 'ScheduledSequence', 'SchedulerConfig', 'SchedulerOutput', 'SchedulerStats', 'TokenLogprob', 'TransformerRunner', 'available_host_memory_bytes', 'num_blocks_for_memory', 'pack_linear_weight', 'packed_linear', 'paged_attention_cpu', 'paged_attention_reference']
+__all__: list[str] = ['CacheConfig', 'Engine', 'EngineConfig', 'EngineStats', 'InvalidArgument', 'KVCacheSpec', 'ModelRunner', 'ModelSpec', 'PositionLogprobs', 'RequestOutput', 'RopeScaling', 'RunnerOutput', 'SamplingParams', 'ScheduledSequence', 'SchedulerConfig', 'SchedulerOutput', 'SchedulerStats', 'TokenLogprob', 'TransformerRunner', 'available_host_memory_bytes', 'num_blocks_for_memory', 'testing']
+class InvalidArgument(ValueError):
+    """
+    A value a user can get wrong. str() is the message, naming the value; `param` names the offending field (None when no single field is at fault).
+    """
+    param: str | None
 class CacheConfig:
     """
     KV block pool configuration.
@@ -97,7 +102,7 @@ class SamplingParams:
         ...
     def validate(self) -> None:
         """
-        Raise ValueError naming the first invalid field.
+        Raise InvalidArgument (a ValueError) naming the first invalid field; its `param` is the field.
         """
     @property
     def frequency_penalty(self) -> float:
@@ -375,7 +380,7 @@ class Engine:
         """
     def add_request(self, request_id: str, prompt_token_ids: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: SamplingParams, priority: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         """
-        Queue a request; raises ValueError naming what is wrong with it.
+        Queue a request; raises InvalidArgument (a ValueError) naming what is wrong with it, `param` the field.
         """
     def get_outputs(self, timeout_s: typing.SupportsFloat | typing.SupportsIndex = -1.0) -> list[RequestOutput]:
         """
@@ -420,49 +425,6 @@ class KVCacheSpec:
     @property
     def dtype(self) -> str:
         ...
-class KVPool:
-    """
-    Preallocated K and V pools, one pair per layer.
-    """
-    def __init__(self, spec: KVCacheSpec, num_blocks: typing.SupportsInt | typing.SupportsIndex) -> None:
-        ...
-    def key(self, layer: typing.SupportsInt | typing.SupportsIndex) -> torch.Tensor:
-        """
-        [num_blocks, num_kv_heads, block_size, head_dim]
-        """
-    def value(self, layer: typing.SupportsInt | typing.SupportsIndex) -> torch.Tensor:
-        ...
-    def write(self, layer: typing.SupportsInt | typing.SupportsIndex, slot_mapping: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
-        """
-        Write [num_tokens, num_kv_heads, head_dim] rows into their slots.
-        """
-    @property
-    def num_blocks(self) -> int:
-        ...
-    @property
-    def num_bytes(self) -> int:
-        ...
-class Sampler:
-    """
-    Next-token sampling with penalties, temperature, top-k/p, min-p, seeds, logprobs.
-    """
-    @staticmethod
-    def compute_logprobs(logits: torch.Tensor, target_ids: torch.Tensor, num_top: typing.SupportsInt | typing.SupportsIndex) -> list[PositionLogprobs]:
-        """
-        logits: [n, vocab_size]; target_ids: [n]. Logprob and rank of each target under log_softmax(logits), plus the top num_top.
-        """
-    def __init__(self, eos_token_id: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
-        """
-        eos_token_id < 0: the model has none. EOS is held back before min_tokens.
-        """
-    def drop_request(self, request_id: str) -> None:
-        """
-        Forget a finished request's seeded generator.
-        """
-    def sample(self, logits: torch.Tensor, requests: collections.abc.Sequence[tuple[str, collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], SamplingParams]]) -> tuple[list[int], list[list[PositionLogprobs]]]:
-        """
-        logits: [num_rows, vocab_size]; requests: one (request_id, prompt_ids, output_ids, SamplingParams) per row. Returns (token_ids, logprobs), logprobs[i] holding one PositionLogprobs when params.logprobs >= 0, else none.
-        """
 class RopeScaling:
     """
     Rotary embedding scaling: type none | linear | llama3.
@@ -506,7 +468,7 @@ class ModelSpec:
         ...
     def validate(self) -> None:
         """
-        Raise ValueError naming the first inconsistent field.
+        Raise InvalidArgument (a ValueError) naming the first inconsistent field; its `param` is the field.
         """
     @property
     def architecture(self) -> str:
@@ -592,23 +554,6 @@ class ModelSpec:
     @vocab_size.setter
     def vocab_size(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
-class RecordedLogits:
-    """
-    One sequence's logits from the last step.
-    """
-    @property
-    def first_position(self) -> int:
-        """
-        Position of row 0.
-        """
-    @property
-    def logits(self) -> torch.Tensor:
-        """
-        [num_scheduled_tokens, vocab_size] float32
-        """
-    @property
-    def request_id(self) -> str:
-        ...
 class TransformerRunner(ModelRunner):
     """
     The model runner over LibTorch: paged KV pools, batched forward, sampler. Pass it to Engine.
@@ -638,19 +583,6 @@ class TransformerRunner(ModelRunner):
     def num_kv_blocks(self) -> int:
         ...
     @property
-    def record_logits(self) -> bool:
-        """
-        Keep every scheduled token's logits of the last step (slower; for tests).
-        """
-    @record_logits.setter
-    def record_logits(self, arg1: bool) -> None:
-        ...
-    @property
-    def recorded_logits(self) -> list[RecordedLogits]:
-        """
-        list[RecordedLogits] of the last step, when record_logits is on.
-        """
-    @property
     def spec(self) -> ModelSpec:
         ...
 def available_host_memory_bytes() -> int:
@@ -661,31 +593,113 @@ def num_blocks_for_memory(spec: KVCacheSpec, bytes: typing.SupportsInt | typing.
     """
     KV blocks that fit in a memory budget of `bytes`.
     """
-def paged_attention_cpu(query: torch.Tensor, key_pool: torch.Tensor, value_pool: torch.Tensor, query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor, scale: typing.SupportsFloat | typing.SupportsIndex, sliding_window: typing.SupportsInt | typing.SupportsIndex = 0) -> torch.Tensor:
+class testing:
     """
-    The Eigen paged attention kernel. query [T, H, D]; pools [N, block_size, H_kv, D]; query_start_loc [S+1] int64, context_lens [S] int64, block_tables [S, max_blocks] int32 (CPU).
+    Kernels and internals for tests and benchmarks; not part of modelbench's API.
+    (A pybind11 submodule, declared as a class so that attribute access type-checks.)
     """
-def paged_attention_reference(query: torch.Tensor, key_pool: torch.Tensor, value_pool: torch.Tensor, query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor, scale: typing.SupportsFloat | typing.SupportsIndex, sliding_window: typing.SupportsInt | typing.SupportsIndex = 0) -> torch.Tensor:
-    """
-    The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.
-    """
-def pack_linear_weight(weight: torch.Tensor) -> torch.Tensor:
-    """
-    weight [N, K] float32 -> panels [ceil(N / W), K, W] for packed_linear (what model layers keep); W is 64 with AVX-512, 16 with AVX2.
-    """
-def packed_linear(x: torch.Tensor, packed: torch.Tensor, out_features: typing.SupportsInt | typing.SupportsIndex, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """
-    The CPU float32 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features], with the weight from pack_linear_weight.
-    """
-def bf16_linear_supported() -> bool:
-    """
-    Whether this build has the bfloat16 linear kernel (compiled for a CPU with AVX512-BF16).
-    """
-def pack_linear_weight_bf16(weight: torch.Tensor) -> torch.Tensor:
-    """
-    weight [N, K] bfloat16 -> panels [ceil(N / 64), ceil(K / 2), 64, 2] for packed_linear_bf16.
-    """
-def packed_linear_bf16(x: torch.Tensor, packed: torch.Tensor, out_features: typing.SupportsInt | typing.SupportsIndex, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """
-    The CPU bfloat16 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features] bfloat16 (fp32 accumulation, one rounding), with the weight from pack_linear_weight_bf16.
-    """
+    class KVPool:
+        """
+        Preallocated K and V pools, one pair per layer.
+        """
+        def __init__(self, spec: KVCacheSpec, num_blocks: typing.SupportsInt | typing.SupportsIndex) -> None:
+            ...
+        def key(self, layer: typing.SupportsInt | typing.SupportsIndex) -> torch.Tensor:
+            """
+            [num_blocks, num_kv_heads, block_size, head_dim]
+            """
+        def value(self, layer: typing.SupportsInt | typing.SupportsIndex) -> torch.Tensor:
+            ...
+        def write(self, layer: typing.SupportsInt | typing.SupportsIndex, slot_mapping: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+            """
+            Write [num_tokens, num_kv_heads, head_dim] rows into their slots.
+            """
+        @property
+        def num_blocks(self) -> int:
+            ...
+        @property
+        def num_bytes(self) -> int:
+            ...
+    class Sampler:
+        """
+        Next-token sampling with penalties, temperature, top-k/p, min-p, seeds, logprobs.
+        """
+        @staticmethod
+        def compute_logprobs(logits: torch.Tensor, target_ids: torch.Tensor, num_top: typing.SupportsInt | typing.SupportsIndex) -> list[PositionLogprobs]:
+            """
+            logits: [n, vocab_size]; target_ids: [n]. Logprob and rank of each target under log_softmax(logits), plus the top num_top.
+            """
+        def __init__(self, eos_token_id: typing.SupportsInt | typing.SupportsIndex = -1) -> None:
+            """
+            eos_token_id < 0: the model has none. EOS is held back before min_tokens.
+            """
+        def drop_request(self, request_id: str) -> None:
+            """
+            Forget a finished request's seeded generator.
+            """
+        def sample(self, logits: torch.Tensor, requests: collections.abc.Sequence[tuple[str, collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], SamplingParams]]) -> tuple[list[int], list[list[PositionLogprobs]]]:
+            """
+            logits: [num_rows, vocab_size]; requests: one (request_id, prompt_ids, output_ids, SamplingParams) per row. Returns (token_ids, logprobs), logprobs[i] holding one PositionLogprobs when params.logprobs >= 0, else none.
+            """
+    class RecordedLogits:
+        """
+        One sequence's logits from the last step.
+        """
+        @property
+        def first_position(self) -> int:
+            """
+            Position of row 0.
+            """
+        @property
+        def logits(self) -> torch.Tensor:
+            """
+            [num_scheduled_tokens, vocab_size] float32
+            """
+        @property
+        def request_id(self) -> str:
+            ...
+    @staticmethod
+    def set_record_logits(runner: TransformerRunner, record: bool) -> None:
+        """
+        Keep every scheduled token's logits of the runner's last step (slower).
+        """
+    @staticmethod
+    def recorded_logits(runner: TransformerRunner) -> list[testing.RecordedLogits]:
+        """
+        list[RecordedLogits] of the runner's last step, when set_record_logits is on.
+        """
+    @staticmethod
+    def paged_attention_cpu(query: torch.Tensor, key_pool: torch.Tensor, value_pool: torch.Tensor, query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor, scale: typing.SupportsFloat | typing.SupportsIndex, sliding_window: typing.SupportsInt | typing.SupportsIndex = 0) -> torch.Tensor:
+        """
+        The Eigen paged attention kernel. query [T, H, D]; pools [N, block_size, H_kv, D]; query_start_loc [S+1] int64, context_lens [S] int64, block_tables [S, max_blocks] int32 (CPU).
+        """
+    @staticmethod
+    def paged_attention_reference(query: torch.Tensor, key_pool: torch.Tensor, value_pool: torch.Tensor, query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor, scale: typing.SupportsFloat | typing.SupportsIndex, sliding_window: typing.SupportsInt | typing.SupportsIndex = 0) -> torch.Tensor:
+        """
+        The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.
+        """
+    @staticmethod
+    def pack_linear_weight(weight: torch.Tensor) -> torch.Tensor:
+        """
+        weight [N, K] float32 -> panels [ceil(N / W), K, W] for packed_linear (what model layers keep); W is 64 with AVX-512, 16 with AVX2.
+        """
+    @staticmethod
+    def packed_linear(x: torch.Tensor, packed: torch.Tensor, out_features: typing.SupportsInt | typing.SupportsIndex, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        The CPU float32 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features], with the weight from pack_linear_weight.
+        """
+    @staticmethod
+    def bf16_linear_supported() -> bool:
+        """
+        Whether this build has the bfloat16 linear kernel (compiled for a CPU with AVX512-BF16).
+        """
+    @staticmethod
+    def pack_linear_weight_bf16(weight: torch.Tensor) -> torch.Tensor:
+        """
+        weight [N, K] bfloat16 -> panels [ceil(N / 64), ceil(K / 2), 64, 2] for packed_linear_bf16.
+        """
+    @staticmethod
+    def packed_linear_bf16(x: torch.Tensor, packed: torch.Tensor, out_features: typing.SupportsInt | typing.SupportsIndex, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        The CPU bfloat16 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features] bfloat16 (fp32 accumulation, one rounding), with the weight from pack_linear_weight_bf16.
+        """

@@ -195,7 +195,7 @@ def test_kv_pool_is_sized_from_a_memory_budget_and_writes_slots() -> None:
     num_blocks = _core.num_blocks_for_memory(spec, 10 * spec.bytes_per_block() + 5)
     assert num_blocks == 10
     assert _core.available_host_memory_bytes() > 0
-    pool = _core.KVPool(spec, num_blocks)
+    pool = _core.testing.KVPool(spec, num_blocks)
     assert tuple(pool.key(0).shape) == (10, 2, 4, 8)  # [num_blocks, num_kv_heads, block_size, head_dim]
     k = torch.randn(3, 2, 8)
     v = torch.randn(3, 2, 8)

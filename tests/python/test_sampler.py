@@ -80,7 +80,7 @@ def test_greedy_matches_reference_argmax() -> None:
     torch.manual_seed(0)
     logits = torch.randn(64, VOCAB)  # [64, vocab]
     requests = [random_request(rng, f"r{i}", greedy=True) for i in range(64)]
-    token_ids, _ = _core.Sampler(eos_token_id=EOS).sample(logits, requests)
+    token_ids, _ = _core.testing.Sampler(eos_token_id=EOS).sample(logits, requests)
     expected = [int(reference_probs(logits[i], r).argmax()) for i, r in enumerate(requests)]
     assert token_ids == expected
 
@@ -97,7 +97,7 @@ def test_sampled_tokens_follow_reference_distribution(vocab: int, configs: int, 
     requests = [random_request(rng, f"r{c}", vocab=vocab) for c in range(configs)]
     logits = base.repeat_interleave(rows, dim=0)  # [configs * rows, vocab]
     batch = [requests[c] for c in range(configs) for _ in range(rows)]
-    token_ids, _ = _core.Sampler(eos_token_id=EOS).sample(logits, batch)
+    token_ids, _ = _core.testing.Sampler(eos_token_id=EOS).sample(logits, batch)
 
     counts = torch.bincount(
         torch.tensor(token_ids) + vocab * torch.arange(configs).repeat_interleave(rows),
@@ -120,10 +120,10 @@ def test_seeded_request_ignores_the_rest_of_the_batch() -> None:
     seeded = ("s", [1, 2], [], make_params(seed=123, temperature=0.9, top_p=0.95))
 
     def alone() -> list[int]:
-        sampler = _core.Sampler()
+        sampler = _core.testing.Sampler()
         return [sampler.sample(logits, [seeded])[0][0] for _ in range(10)]
 
-    sampler = _core.Sampler()
+    sampler = _core.testing.Sampler()
     in_batch = []
     for _ in range(10):
         batch = torch.randn(6, 1000)  # [6, vocab]
@@ -140,7 +140,7 @@ def test_sample_reports_raw_logprobs() -> None:
     expected = torch.log_softmax(logits, dim=-1)
     params = make_params(temperature=0.7, repetition_penalty=1.5, logprobs=4)
     requests = [("a", [0, 1, 2], [4], params), ("b", [0], [], make_params(logprobs=-1))]
-    token_ids, logprobs = _core.Sampler().sample(logits, requests)
+    token_ids, logprobs = _core.testing.Sampler().sample(logits, requests)
     assert len(logprobs[0]) == 1 and logprobs[1] == []
     entry = logprobs[0][0]
     assert entry.chosen.token_id == token_ids[0]
@@ -157,7 +157,7 @@ def test_compute_logprobs_matches_log_softmax() -> None:
     logits = torch.randn(10, VOCAB)  # [10, vocab]
     targets = torch.randint(VOCAB, (10,))
     expected = torch.log_softmax(logits, dim=-1)
-    entries = _core.Sampler.compute_logprobs(logits, targets, 3)
+    entries = _core.testing.Sampler.compute_logprobs(logits, targets, 3)
     for i, entry in enumerate(entries):
         target = int(targets[i])
         assert entry.chosen.token_id == target
@@ -171,12 +171,12 @@ def test_nan_logits_are_never_drawn() -> None:
     logits = torch.randn(500, VOCAB)  # [500, vocab]
     logits[:, ::2] = float("nan")
     requests = [(f"r{i}", [0], [], make_params(logprobs=1)) for i in range(500)]
-    token_ids, _ = _core.Sampler().sample(logits, requests)
+    token_ids, _ = _core.testing.Sampler().sample(logits, requests)
     assert all(t % 2 == 1 for t in token_ids)
 
 
 def test_bad_input_is_rejected() -> None:
-    sampler = _core.Sampler()
+    sampler = _core.testing.Sampler()
     with pytest.raises(RuntimeError, match="rows"):
         sampler.sample(torch.zeros(3, VOCAB), [("a", [0], [], make_params())])
     with pytest.raises(RuntimeError, match="2-D"):

@@ -58,8 +58,8 @@ def test_eigen_kernel_matches_reference(
     scale = head_dim**-0.5
     args = (query, key_pool, value_pool, query_start_loc, context_lens, block_tables, scale)
 
-    ours = _core.paged_attention_cpu(*args, sliding_window=sliding_window)
-    reference = _core.paged_attention_reference(*args, sliding_window=sliding_window)
+    ours = _core.testing.paged_attention_cpu(*args, sliding_window=sliding_window)
+    reference = _core.testing.paged_attention_reference(*args, sliding_window=sliding_window)
     assert ours.dtype == dtype and ours.shape == query.shape
     if dtype == torch.float32:  # both read the same (bf16) K/V and compute in fp32
         torch.testing.assert_close(ours, reference, atol=2e-5, rtol=0)
@@ -89,8 +89,8 @@ def test_few_decodes_split_over_their_keys_match_reference(
         context_lens = torch.tensor(contexts, dtype=torch.int64)
         query = torch.randn(len(contexts), num_heads, head_dim, generator=g).to(dtype)
         args = (query, key_pool, value_pool, query_start_loc, context_lens, block_tables, head_dim**-0.5)
-        ours = _core.paged_attention_cpu(*args, sliding_window=sliding_window)
-        reference = _core.paged_attention_reference(*args, sliding_window=sliding_window)
+        ours = _core.testing.paged_attention_cpu(*args, sliding_window=sliding_window)
+        reference = _core.testing.paged_attention_reference(*args, sliding_window=sliding_window)
         if dtype == torch.float32:
             torch.testing.assert_close(ours, reference, atol=2e-5, rtol=0, msg=str(contexts))
         else:
@@ -114,7 +114,7 @@ def test_queries_as_a_view_of_wider_rows(many_decodes: bool) -> None:
     query = qkv[:, : num_heads * head_dim].view(-1, num_heads, head_dim)
     assert not query.is_contiguous()
     rest = (key_pool, value_pool, query_start_loc, context_lens, block_tables, head_dim**-0.5)
-    ours = _core.paged_attention_cpu(query, *rest)
+    ours = _core.testing.paged_attention_cpu(query, *rest)
     assert ours.is_contiguous()
-    torch.testing.assert_close(ours, _core.paged_attention_cpu(query.contiguous(), *rest), atol=0, rtol=0)
-    torch.testing.assert_close(ours, _core.paged_attention_reference(query, *rest), atol=2e-5, rtol=0)
+    torch.testing.assert_close(ours, _core.testing.paged_attention_cpu(query.contiguous(), *rest), atol=0, rtol=0)
+    torch.testing.assert_close(ours, _core.testing.paged_attention_reference(query, *rest), atol=2e-5, rtol=0)

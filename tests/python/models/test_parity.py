@@ -3,7 +3,7 @@
 Every test drives ``_core.TransformerRunner`` (mostly inside ``_core.Engine``)
 on tiny random-weight checkpoints from ``tiny_models`` and compares with the
 Hugging Face model of the same folder (float32, eager attention). Logits come
-from the runner's ``record_logits`` switch: the logits of every token the
+from ``_core.testing.set_record_logits``: the logits of every token the
 engine's own paged forward computed, so chunked prefill, prefix caching and
 preemption all sit between the two sides.
 """
@@ -107,7 +107,7 @@ def run_engine(
         for out in engine.step():
             tokens[out.request_id] += out.new_token_ids
             outputs[out.request_id].append(out)
-        for recorded in runner.recorded_logits:
+        for recorded in _core.testing.recorded_logits(runner):
             for row in range(recorded.logits.shape[0]):
                 position = recorded.first_position + row
                 logits[recorded.request_id][position] = recorded.logits[row].clone()
@@ -132,7 +132,7 @@ def test_logits_match_transformers(tiny, kind: str) -> None:
     # No prefix caching: every prompt position is computed, so every one is compared.
     config = make_config(vocab_size, prefix_caching=False)
     runner = _core.TransformerRunner(model.spec, model.weights, config)
-    runner.record_logits = True
+    _core.testing.set_record_logits(runner, True)
     engine = _core.Engine(config, runner)
     tokens, logits, _ = run_engine(engine, runner, prompts, greedy(32))
 
@@ -233,7 +233,7 @@ def test_bfloat16_stays_close_to_float32(tiny, kind: str) -> None:
         config = make_config(vocab_size)
         runner = _core.TransformerRunner(model.spec, model.weights, config, dtype=dtype)
         assert runner.dtype == dtype
-        runner.record_logits = True
+        _core.testing.set_record_logits(runner, True)
         engine = _core.Engine(config, runner)
         _, recorded, _ = run_engine(engine, runner, {"a": prompt}, greedy(1))
         logits[dtype] = torch.stack([recorded["a"][p] for p in range(len(prompt))])
@@ -257,7 +257,7 @@ def test_bfloat16_logits_track_transformers_in_bfloat16(tiny, kind: str) -> None
     prompt = random_prompt(random.Random(5), 100, vocab_size)
     config = make_config(vocab_size, prefix_caching=False)
     runner = _core.TransformerRunner(model.spec, model.weights, config, dtype="bfloat16")
-    runner.record_logits = True
+    _core.testing.set_record_logits(runner, True)
     engine = _core.Engine(config, runner)
     _, recorded, _ = run_engine(engine, runner, {"a": prompt}, greedy(1))
     ours = torch.stack([recorded["a"][p] for p in range(len(prompt))])
@@ -283,7 +283,7 @@ def test_float32_model_over_a_bfloat16_kv_cache(tiny) -> None:
                                          kv_cache_dtype=kv_cache_dtype)
         assert runner.dtype == "float32"
         assert runner.kv_cache_dtype == ("float32" if kv_cache_dtype == "auto" else "bfloat16")
-        runner.record_logits = True
+        _core.testing.set_record_logits(runner, True)
         engine = _core.Engine(config, runner)
         tokens, recorded, _ = run_engine(engine, runner, {"a": prompt}, greedy(8))
         logits[kv_cache_dtype] = torch.stack([recorded["a"][p] for p in range(len(prompt))])

@@ -1,0 +1,149 @@
+// Bindings of the model part of modelbench._core: ModelSpec and the
+// TransformerRunner (a ModelRunner the Engine accepts); in
+// modelbench._core.testing, the attention and linear kernels and the
+// runner's logit recording. Conversions and docstrings only.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <torch/extension.h>
+
+#include "kernels/attention.h"
+#include "models/dtype.h"
+#include "kernels/linear_bf16.h"
+#include "kernels/linear_cpu.h"
+#include "models/model.h"
+#include "runner/transformer_runner.h"
+
+namespace py = pybind11;
+using namespace modelbench;
+
+namespace {
+
+AttentionMetadata make_metadata(torch::Tensor query_start_loc, torch::Tensor context_lens,
+                                torch::Tensor block_tables) {
+  return {std::move(query_start_loc), std::move(context_lens), std::move(block_tables)};
+}
+
+
+}  // namespace
+
+void bind_model(py::module_& m, py::module_& testing) {
+  py::class_<RopeScaling>(m, "RopeScaling", "Rotary embedding scaling: type none | linear | llama3.")
+      .def(py::init<>())
+      .def_readwrite("type", &RopeScaling::type)
+      .def_readwrite("factor", &RopeScaling::factor)
+      .def_readwrite("low_freq_factor", &RopeScaling::low_freq_factor)
+      .def_readwrite("high_freq_factor", &RopeScaling::high_freq_factor)
+      .def_readwrite("original_max_position_embeddings", &RopeScaling::original_max_position_embeddings);
+
+  py::class_<ModelSpec>(m, "ModelSpec",
+                        "A model's shape in modelbench's names; build one from a Hugging Face config "
+                        "with modelbench.models.spec.model_spec_from_hf_config.")
+      .def(py::init<>())
+      .def_readwrite("architecture", &ModelSpec::architecture, "llama | qwen2 | mistral | gpt2")
+      .def_readwrite("vocab_size", &ModelSpec::vocab_size)
+      .def_readwrite("hidden_size", &ModelSpec::hidden_size)
+      .def_readwrite("num_layers", &ModelSpec::num_layers)
+      .def_readwrite("num_heads", &ModelSpec::num_heads)
+      .def_readwrite("num_kv_heads", &ModelSpec::num_kv_heads)
+      .def_readwrite("head_dim", &ModelSpec::head_dim)
+      .def_readwrite("intermediate_size", &ModelSpec::intermediate_size)
+      .def_readwrite("norm_eps", &ModelSpec::norm_eps)
+      .def_readwrite("rope_theta", &ModelSpec::rope_theta)
+      .def_readwrite("rope_scaling", &ModelSpec::rope_scaling)
+      .def_readwrite("max_position_embeddings", &ModelSpec::max_position_embeddings)
+      .def_readwrite("tie_word_embeddings", &ModelSpec::tie_word_embeddings)
+      .def_readwrite("attention_bias", &ModelSpec::attention_bias, "q/k/v projections carry biases")
+      .def_readwrite("sliding_window", &ModelSpec::sliding_window, "0: full causal attention")
+      .def("validate", &ModelSpec::validate,
+           "Raise InvalidArgument (a ValueError) naming the first inconsistent field; its `param` is the field.")
+      .def("__repr__", [](const ModelSpec& s) {
+        return "ModelSpec(architecture='" + s.architecture + "', num_layers=" + std::to_string(s.num_layers) +
+               ", hidden_size=" + std::to_string(s.hidden_size) + ", num_heads=" + std::to_string(s.num_heads) +
+               ", num_kv_heads=" + std::to_string(s.num_kv_heads) + ", vocab_size=" + std::to_string(s.vocab_size) +
+               ")";
+      });
+
+  py::class_<RecordedLogits>(testing, "RecordedLogits", "One sequence's logits from the last step.")
+      .def_readonly("request_id", &RecordedLogits::request_id)
+      .def_readonly("first_position", &RecordedLogits::first_position, "Position of row 0.")
+      .def_readonly("logits", &RecordedLogits::logits, "[num_scheduled_tokens, vocab_size] float32");
+
+  py::class_<TransformerRunner, ModelRunner, std::shared_ptr<TransformerRunner>>(
+      m, "TransformerRunner",
+      "The model runner over LibTorch: paged KV pools, batched forward, sampler. Pass it to Engine.")
+      .def(py::init<const ModelSpec&, const WeightMap&, const EngineConfig&, const std::string&,
+                    const std::string&, const std::string&>(),
+           py::arg("spec"), py::arg("weights"), py::arg("config"), py::arg("dtype") = "float32",
+           py::arg("device") = "cpu", py::arg("kv_cache_dtype") = "auto", py::call_guard<py::gil_scoped_release>(),
+           "weights: Hugging Face name -> tensor. kv_cache_dtype: 'auto' (the model's dtype), or 'bfloat16' "
+           "for a float32 model. Raises ValueError naming a missing or misshapen tensor, or a bad dtype.")
+      .def_property_readonly("spec", &TransformerRunner::spec)
+      .def_property_readonly("dtype", [](const TransformerRunner& r) { return dtype_name(r.dtype()); },
+                             "float32 | bfloat16 | float16")
+      .def_property_readonly("kv_cache_dtype", [](const TransformerRunner& r) { return dtype_name(r.kv_cache_dtype()); },
+                             "the KV pools' dtype: float32 | bfloat16 | float16")
+      .def_property_readonly("device", [](const TransformerRunner& r) { return r.device().str(); })
+      .def_property_readonly("num_kv_blocks", [](const TransformerRunner& r) { return r.kv_pool().num_blocks(); })
+      .def("embed", &TransformerRunner::embed, py::arg("prompts"), py::call_guard<py::gil_scoped_release>(),
+           "Mean-pooled, L2-normalized final hidden states of each prompt (lists of token ids): "
+           "[num_prompts, hidden_size] float32. Runs over a scratch KV pool, so it may run while the "
+           "engine steps, in groups of at most max_num_batched_tokens tokens. Raises ValueError for an "
+           "empty prompt, an id outside the vocabulary, or a prompt longer than max_model_len.");
+
+  testing.def("set_record_logits", &TransformerRunner::set_record_logits, py::arg("runner"), py::arg("record"),
+              "Keep every scheduled token's logits of the runner's last step (slower).");
+  testing.def("recorded_logits", &TransformerRunner::recorded_logits, py::arg("runner"),
+              "list[RecordedLogits] of the runner's last step, when set_record_logits is on.");
+  testing.def("paged_attention_cpu",
+        [](const torch::Tensor& query, const torch::Tensor& key_pool, const torch::Tensor& value_pool,
+           torch::Tensor query_start_loc, torch::Tensor context_lens, torch::Tensor block_tables, double scale,
+           int64_t sliding_window) {
+          return paged_attention_cpu(query, key_pool, value_pool,
+                                     make_metadata(query_start_loc, context_lens, block_tables), scale,
+                                     sliding_window);
+        },
+        py::arg("query"), py::arg("key_pool"), py::arg("value_pool"), py::arg("query_start_loc"),
+        py::arg("context_lens"), py::arg("block_tables"), py::arg("scale"), py::arg("sliding_window") = 0,
+        py::call_guard<py::gil_scoped_release>(),
+        "The Eigen paged attention kernel. query [T, H, D]; pools [N, block_size, H_kv, D]; "
+        "query_start_loc [S+1] int64, context_lens [S] int64, block_tables [S, max_blocks] int32 (CPU).");
+  testing.def("paged_attention_reference",
+        [](const torch::Tensor& query, const torch::Tensor& key_pool, const torch::Tensor& value_pool,
+           torch::Tensor query_start_loc, torch::Tensor context_lens, torch::Tensor block_tables, double scale,
+           int64_t sliding_window) {
+          return paged_attention_reference(query, key_pool, value_pool,
+                                           make_metadata(query_start_loc, context_lens, block_tables), scale,
+                                           sliding_window);
+        },
+        py::arg("query"), py::arg("key_pool"), py::arg("value_pool"), py::arg("query_start_loc"),
+        py::arg("context_lens"), py::arg("block_tables"), py::arg("scale"), py::arg("sliding_window") = 0,
+        py::call_guard<py::gil_scoped_release>(),
+        "The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.");
+  testing.def("pack_linear_weight", &pack_linear_weight, py::arg("weight"), py::call_guard<py::gil_scoped_release>(),
+        "weight [N, K] float32 -> panels [ceil(N / W), K, W] for packed_linear (what model layers keep); W is 64 with AVX-512, 16 with AVX2.");
+  testing.def("packed_linear",
+        [](const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
+           const std::optional<torch::Tensor>& bias) {
+          return packed_linear(x, packed, out_features, bias.value_or(torch::Tensor()));
+        },
+        py::arg("x"), py::arg("packed"), py::arg("out_features"), py::arg("bias") = py::none(),
+        py::call_guard<py::gil_scoped_release>(),
+        "The CPU float32 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features], "
+        "with the weight from pack_linear_weight.");
+  testing.def("bf16_linear_supported", &bf16_linear_supported,
+        "Whether this build has the bfloat16 linear kernel (compiled for a CPU with AVX512-BF16).");
+  testing.def("pack_linear_weight_bf16", &pack_linear_weight_bf16, py::arg("weight"),
+        py::call_guard<py::gil_scoped_release>(),
+        "weight [N, K] bfloat16 -> panels [ceil(N / 64), ceil(K / 2), 64, 2] for packed_linear_bf16.");
+  testing.def("packed_linear_bf16",
+        [](const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
+           const std::optional<torch::Tensor>& bias) {
+          return packed_linear_bf16(x, packed, out_features, bias.value_or(torch::Tensor()));
+        },
+        py::arg("x"), py::arg("packed"), py::arg("out_features"), py::arg("bias") = py::none(),
+        py::call_guard<py::gil_scoped_release>(),
+        "The CPU bfloat16 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features] "
+        "bfloat16 (fp32 accumulation, one rounding), with the weight from pack_linear_weight_bf16.");
+}

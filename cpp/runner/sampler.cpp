@@ -1,0 +1,187 @@
+// Sampler: one step's logits -> next token per sequence. Per row, as vLLM:
+// min_tokens masking, repetition / frequency / presence penalties, then
+// greedy argmax, or temperature, top-k, top-p, min-p (transformers' order)
+// and a draw. Rows go through batched ATen ops. Truncation is a per-row
+// threshold found from the largest few weights, never a sort of the
+// vocabulary; only top-p sets too wide for those fall back to a per-row
+// selection over the vocabulary (CPU) or topk of all of it (CUDA).
+#include "runner/sampler.h"
+
+#include "kernels/sampling_ops.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <limits>
+#include <mutex>
+#include <numeric>
+
+namespace modelbench {
+
+using namespace sampling_ops;
+
+Sampler::Sampler(int eos_token_id) : eos_token_id_(eos_token_id) {}
+
+SamplerOutput Sampler::sample(const torch::Tensor& logits, const std::vector<const Sequence*>& seqs) {
+  TORCH_CHECK(logits.dim() == 2, "logits must be 2-D [num_rows, vocab_size], got shape ", logits.sizes());
+  TORCH_CHECK(logits.size(0) == static_cast<int64_t>(seqs.size()), "logits has ", logits.size(0),
+              " rows but ", seqs.size(), " sequences were given");
+  TORCH_CHECK(logits.size(1) > 0, "logits must have a non-empty vocabulary dimension");
+  const int64_t num_rows = logits.size(0);
+  const torch::Device device = logits.device();
+  SamplerOutput out;
+  out.logprobs.resize(num_rows);
+  if (num_rows == 0) return out;
+
+  std::vector<int64_t> greedy_rows, random_rows, logprob_rows;
+  bool any_penalties = false;
+  for (int64_t row = 0; row < num_rows; ++row) {
+    const Sequence& seq = *seqs[row];
+    (seq.params().is_greedy() ? greedy_rows : random_rows).push_back(row);
+    if (seq.params().logprobs >= 0) logprob_rows.push_back(row);
+    any_penalties = any_penalties || needs_penalties(seq);
+  }
+
+  auto rows_of = [&](const torch::Tensor& t, const std::vector<int64_t>& rows) {
+    return static_cast<int64_t>(rows.size()) == num_rows ? t : t.index_select(0, to_device(rows, device));
+  };
+  torch::Tensor token_ids;  // [num_rows] int64
+  if (random_rows.empty() && !any_penalties && logprob_rows.empty()) {
+    // All greedy and nothing to adjust: one argmax over the logits as they
+    // are (any dtype). A row with a NaN goes the long way below.
+    token_ids = greedy_argmax(logits);  // ties go to the lowest id; undefined over a NaN
+  }
+  torch::Tensor logprobs;  // [logprob rows, vocab_size], of the raw logits
+  if (!token_ids.defined()) {
+    torch::Tensor x = clean_logits(logits);  // penalized, then sampled in place
+    if (!logprob_rows.empty()) logprobs = rows_of(x, logprob_rows).log_softmax(1);
+    if (any_penalties) apply_penalties(x, seqs, eos_token_id_);
+    if (random_rows.empty()) {
+      token_ids = x.argmax(1);
+    } else if (greedy_rows.empty()) {
+      token_ids = sample_random(x, seqs);
+    } else {
+      token_ids = x.argmax(1);  // right for the greedy rows; the others are drawn now
+      std::vector<const Sequence*> random_seqs;
+      for (int64_t row : random_rows) random_seqs.push_back(seqs[row]);
+      token_ids.index_copy_(0, to_device(random_rows, device),
+                            sample_random(rows_of(x, random_rows), random_seqs));
+    }
+  }
+
+  auto token_ids_host = token_ids.cpu();
+  const int64_t* ids = token_ids_host.data_ptr<int64_t>();
+  out.token_ids.assign(ids, ids + num_rows);
+
+  if (!logprob_rows.empty()) {
+    std::vector<int> num_top;
+    for (int64_t row : logprob_rows) num_top.push_back(seqs[row]->params().logprobs);
+    auto entries = gather_logprobs(logprobs, rows_of(token_ids, logprob_rows), num_top);
+    for (size_t i = 0; i < logprob_rows.size(); ++i)
+      out.logprobs[logprob_rows[i]].push_back(std::move(entries[i]));
+  }
+  return out;
+}
+
+torch::Tensor Sampler::sample_random(torch::Tensor logits, const std::vector<const Sequence*>& seqs) {
+  const int64_t num_rows = logits.size(0), vocab_size = logits.size(1);
+  const torch::Device device = logits.device();
+  std::vector<float> temperature(num_rows), min_p(num_rows);
+  std::vector<int64_t> top_k(num_rows);
+  std::vector<double> top_p(num_rows);
+  int64_t max_k = 0;
+  bool any_p = false, any_min_p = false, any_unseeded = false;
+  for (int64_t row = 0; row < num_rows; ++row) {
+    const SamplingParams& p = seqs[row]->params();
+    temperature[row] = p.temperature;
+    top_k[row] = p.top_k;
+    top_p[row] = p.top_p;
+    min_p[row] = p.min_p;
+    if (p.top_k < vocab_size) max_k = std::max<int64_t>(max_k, p.top_k);
+    any_p = any_p || p.top_p < 1.0f;
+    any_min_p = any_min_p || p.min_p > 0.0f;
+    any_unseeded = any_unseeded || !p.seed.has_value();
+  }
+  auto column = [&](const auto& values) { return to_device(values, device).unsqueeze(1); };
+  // The logits become unnormalized probs in place: exp(logits / T - row max),
+  // so each row's largest weight is exp(0) = 1.
+  auto weights = logits.div_(column(temperature));  // [num_rows, vocab_size]
+  weights.sub_(weights.amax(1, /*keepdim=*/true)).exp_();
+
+  if (max_k > 0 || any_p || any_min_p) {
+    auto threshold = column(min_p);  // prob < min_p * max prob, and the max weight is 1
+    if (max_k > 0 || any_p) {
+      auto top_k_t = column(top_k), top_p_t = column(top_p);
+      // [num_rows, 1]; only top-p without top-k reads it
+      auto mass = any_p ? weights.sum(1, /*keepdim=*/true) : torch::ones({num_rows, 1}, weights.options());
+      // Few candidates first: most rows' top-p sets are small. Wider rows
+      // then search their whole row.
+      int64_t n = std::min(vocab_size, any_p ? std::max<int64_t>(max_k + 1, 64) : max_k);
+      auto [kept, covered] = top_k_top_p_threshold(weights, mass, top_k_t, top_p_t, n);
+      if (!covered.all().item<bool>()) {
+        auto rows = covered.logical_not().nonzero().squeeze(1);  // [num_wide]
+        if (device.is_cpu()) {
+          auto rows_host = rows.contiguous();
+          const int64_t* first = rows_host.data_ptr<int64_t>();
+          top_p_by_selection(weights, {first, first + rows_host.numel()}, top_p_t, kept);
+        } else {
+          auto wide = top_k_top_p_threshold(weights.index_select(0, rows), mass.index_select(0, rows),
+                                            top_k_t.index_select(0, rows), top_p_t.index_select(0, rows),
+                                            vocab_size);
+          kept.index_copy_(0, rows, wide.first);
+        }
+      }
+      threshold = torch::maximum(threshold, kept);
+    }
+    weights.mul_(weights >= threshold);  // zero what is dropped; faster than masked_fill_
+  }
+
+  // One uniform per row; a seeded row takes its own from its generator, so
+  // its draw does not depend on the rest of the batch.
+  auto u = torch::empty({num_rows, 1}, torch::dtype(torch::kDouble).device(device));
+  if (any_unseeded) u.uniform_(0.0, 1.0);
+  for (int64_t row = 0; row < num_rows; ++row)
+    if (seqs[row]->params().seed) u[row].uniform_(0.0, 1.0, generator_for(*seqs[row], device));
+  return draw(weights, u);
+}
+
+at::Generator& Sampler::generator_for(const Sequence& seq, const torch::Device& device) {
+  // Kept across steps so a request's draws continue one seeded stream.
+  auto it = generators_.find(seq.request_id());
+  if (it != generators_.end() && it->second.device() == device) return it->second;
+  const uint64_t seed = *seq.params().seed;
+  at::Generator generator;
+  if (device.is_cpu()) {
+    generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  } else {
+    // A fresh generator of the accelerator's own type, without its headers:
+    // clone the device's default one, then reseed the clone.
+    at::Generator base = at::globalContext().defaultGenerator(device);
+    {
+      std::lock_guard<std::mutex> lock(base.mutex());
+      generator = base.clone();
+    }
+    generator.set_current_seed(seed);
+  }
+  return generators_.insert_or_assign(seq.request_id(), std::move(generator)).first->second;
+}
+
+std::vector<PositionLogprobs> Sampler::compute_logprobs(const torch::Tensor& logits,
+                                                        const torch::Tensor& target_ids, int num_top) {
+  TORCH_CHECK(logits.dim() == 2, "logits must be 2-D [n, vocab_size], got shape ", logits.sizes());
+  TORCH_CHECK(target_ids.dim() == 1 && target_ids.size(0) == logits.size(0), "target_ids must be [",
+              logits.size(0), "] to match logits, got shape ", target_ids.sizes());
+  TORCH_CHECK(num_top >= 0, "num_top must be >= 0, got ", num_top);
+  const int64_t n = logits.size(0), vocab_size = logits.size(1);
+  if (n == 0) return {};
+  auto targets = target_ids.to(logits.device(), torch::kLong);  // [n]
+  TORCH_CHECK(targets.min().item<int64_t>() >= 0 && targets.max().item<int64_t>() < vocab_size,
+              "target_ids must lie in [0, ", vocab_size, ")");
+  auto logprobs = clean_logits(logits).log_softmax(1);  // [n, vocab_size]
+  return gather_logprobs(logprobs, targets, std::vector<int>(n, num_top));
+}
+
+void Sampler::drop_request(const std::string& request_id) { generators_.erase(request_id); }
+
+}  // namespace modelbench

@@ -1,0 +1,58 @@
+// Sampling: turns one row of logits per sequence into the next token, with
+// penalties, temperature, top-k, top-p, min-p, per-request seeded
+// generators, stop conditions that need masking (min_tokens), and
+// logprobs of sampled and prompt tokens.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/logprobs.h"
+#include "core/sequence.h"
+
+namespace modelbench {
+
+struct SamplerOutput {
+  std::vector<int32_t> token_ids;  // one per row
+  // One per row: empty, or one entry for the sampled token when
+  // params.logprobs >= 0 (chosen + top params.logprobs alternatives).
+  std::vector<std::vector<PositionLogprobs>> logprobs;
+};
+
+class Sampler {
+ public:
+  // eos_token_id < 0: the model has none. Used to hold EOS back before min_tokens.
+  explicit Sampler(int eos_token_id = -1);
+
+  // logits: [num_rows, vocab_size], float32, on any device. seqs[i] is the
+  // sequence of row i: its params, and its token ids (prompt followed by the
+  // tokens generated so far) for penalties. A sequence with a seed samples
+  // from its own generator, so its output does not depend on the batch.
+  SamplerOutput sample(const torch::Tensor& logits, const std::vector<const Sequence*>& seqs);
+
+  // logits: [n, vocab_size] float32; target_ids: [n] int64. Logprobs of each
+  // target under log_softmax(logits) with its rank, plus the top num_top.
+  static std::vector<PositionLogprobs> compute_logprobs(const torch::Tensor& logits,
+                                                        const torch::Tensor& target_ids, int num_top);
+
+  // Forget per-request state (seeded generators) of a finished request.
+  void drop_request(const std::string& request_id);
+
+ private:
+  // logits: [num_rows, vocab_size] float32, contiguous, penalties applied;
+  // overwritten in place. seqs: the rows' sequences, none greedy. Returns
+  // [num_rows] int64 token ids.
+  torch::Tensor sample_random(torch::Tensor logits, const std::vector<const Sequence*>& seqs);
+  // The request's own generator on `device`, created from its seed on first use.
+  at::Generator& generator_for(const Sequence& seq, const torch::Device& device);
+
+  int eos_token_id_;
+  // Not guarded: sample() and drop_request() run on the engine thread.
+  std::unordered_map<std::string, at::Generator> generators_;
+};
+
+}  // namespace modelbench
