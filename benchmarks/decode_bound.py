@@ -31,9 +31,8 @@ import time
 
 import torch
 
-from modelbench import LLM, SamplingParams
-
 from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from modelbench import LLM, SamplingParams
 
 
 def stream_copy_bandwidth(num_bytes: int = 512 * 1024 * 1024, repeats: int = 5) -> float:
@@ -64,13 +63,17 @@ def read_bandwidth(num_bytes: int = 512 * 1024 * 1024) -> float:
     return num_bytes / best_time(src.sum, 5)
 
 
-def matmul_flops(m: int, k: int, n: int, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+def matmul_flops(
+    m: int, k: int, n: int, repeats: int = 10, dtype: torch.dtype = torch.float32
+) -> float:
     """FLOP/s of ATen's [m, k] @ [k, n] in `dtype`, best of `repeats`."""
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
     return 2 * m * k * n / best_time(lambda: torch.mm(a, b), repeats)
 
 
-def packed_kernel_flops(m: int, k: int, n: int, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+def packed_kernel_flops(
+    m: int, k: int, n: int, repeats: int = 5, dtype: torch.dtype = torch.float32
+) -> float:
     """FLOP/s of modelbench's packed linear kernel in `dtype` (float32, or bfloat16 where
     the build has it), x [m, k] times a [n, k] weight; 0 where there is no such kernel."""
     from modelbench import _core
@@ -78,8 +81,17 @@ def packed_kernel_flops(m: int, k: int, n: int, repeats: int = 5, dtype: torch.d
     if dtype == torch.bfloat16:
         if not _core.testing.bf16_linear_supported():
             return 0.0
-        x, packed = torch.randn(m, k).to(dtype), _core.testing.pack_linear_weight_bf16(torch.randn(n, k).to(dtype))
-        return 2 * m * k * n / best_time(lambda: _core.testing.packed_linear_bf16(x, packed, n), repeats)
+        x, packed = (
+            torch.randn(m, k).to(dtype),
+            _core.testing.pack_linear_weight_bf16(torch.randn(n, k).to(dtype)),
+        )
+        return (
+            2
+            * m
+            * k
+            * n
+            / best_time(lambda: _core.testing.packed_linear_bf16(x, packed, n), repeats)
+        )
     x, packed = torch.randn(m, k), _core.testing.pack_linear_weight(torch.randn(n, k))
     return 2 * m * k * n / best_time(lambda: _core.testing.packed_linear(x, packed, n), repeats)
 
@@ -91,7 +103,9 @@ def decode_step_times(llm: LLM, batch: int, context: int, steps: int, seed: int)
     engine = llm.engine
     params = SamplingParams(temperature=0.0, max_tokens=steps + 2, ignore_eos=True).to_core()
     for i in range(batch):
-        engine.add_request(f"b{batch}-{i}", [rng.randrange(100, vocab) for _ in range(context)], params)
+        engine.add_request(
+            f"b{batch}-{i}", [rng.randrange(100, vocab) for _ in range(context)], params
+        )
     times = []
     while engine.has_unfinished_requests():
         before = engine.stats()
@@ -100,8 +114,10 @@ def decode_step_times(llm: LLM, batch: int, context: int, steps: int, seed: int)
         elapsed = time.perf_counter() - started
         after = engine.stats()
         # A pure decode step of the whole batch: no prompt token, one new token per sequence.
-        if (after.num_prompt_tokens == before.num_prompt_tokens
-                and after.num_generation_tokens - before.num_generation_tokens == batch):
+        if (
+            after.num_prompt_tokens == before.num_prompt_tokens
+            and after.num_generation_tokens - before.num_generation_tokens == batch
+        ):
             times.append(elapsed)
     return times
 
@@ -112,41 +128,65 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                        help="the model's dtype; the bound counts its bytes and its matmul peak")
-    parser.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "bfloat16"],
-                        help="the KV cache's dtype (auto: the model's); the bound counts its bytes")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the model's dtype; the bound counts its bytes and its matmul peak",
+    )
+    parser.add_argument(
+        "--kv-cache-dtype",
+        default="auto",
+        choices=["auto", "bfloat16"],
+        help="the KV cache's dtype (auto: the model's); the bound counts its bytes",
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
 
     bandwidth = stream_copy_bandwidth()
-    llm = LLM(args.model, dtype=args.dtype, kv_cache_dtype=args.kv_cache_dtype,
-              max_model_len=args.context + args.steps + 8,
-              max_num_seqs=max(args.batch, 1), kv_cache_memory=1024**3)
+    llm = LLM(
+        args.model,
+        dtype=args.dtype,
+        kv_cache_dtype=args.kv_cache_dtype,
+        max_model_len=args.context + args.steps + 8,
+        max_num_seqs=max(args.batch, 1),
+        kv_cache_memory=1024**3,
+    )
     spec = llm.runner.spec
     hidden, layers = spec.hidden_size, spec.num_layers
     q_dim, kv_dim = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
     per_layer = hidden * (q_dim + 2 * kv_dim) + q_dim * hidden + 3 * hidden * spec.intermediate_size
-    num_weights = layers * per_layer + spec.vocab_size * hidden  # the head (tied or not) is read once
+    num_weights = (
+        layers * per_layer + spec.vocab_size * hidden
+    )  # the head (tied or not) is read once
     dtype = getattr(torch, llm.args.dtype)
     bytes_per = torch.tensor([], dtype=dtype).element_size()
     kv_bytes_per = torch.tensor([], dtype=getattr(torch, llm.runner.kv_cache_dtype)).element_size()
     # The matmul peak in the model's dtype.
     peaks = {
         "aten_2048x2048x2048": matmul_flops(2048, 2048, 2048, repeats=3, dtype=dtype),
-        f"aten_decode_{args.batch}x{hidden}x{spec.intermediate_size}":
-            matmul_flops(args.batch, hidden, spec.intermediate_size, dtype=dtype),
-        f"packed_2048x{hidden}x{2 * spec.intermediate_size}":
-            packed_kernel_flops(2048, hidden, 2 * spec.intermediate_size, dtype=dtype),
+        f"aten_decode_{args.batch}x{hidden}x{spec.intermediate_size}": matmul_flops(
+            args.batch, hidden, spec.intermediate_size, dtype=dtype
+        ),
+        f"packed_2048x{hidden}x{2 * spec.intermediate_size}": packed_kernel_flops(
+            2048, hidden, 2 * spec.intermediate_size, dtype=dtype
+        ),
     }
     peak = max(peaks.values())
 
-    result = {"benchmark": "decode_bound", "cpus": os.cpu_count(), "platform": platform.platform(),
-              "torch_threads": torch.get_num_threads(), "dtype": llm.args.dtype,
-              "kv_cache_dtype": llm.runner.kv_cache_dtype,
-              "stream_copy_gb_s": bandwidth / 1e9, "read_gb_s": read_bandwidth() / 1e9,
-              "matmul_gflop_s": peak / 1e9, "matmul_gflop_s_measured": {k: v / 1e9 for k, v in peaks.items()},
-              "steps": {}}
+    result = {
+        "benchmark": "decode_bound",
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "dtype": llm.args.dtype,
+        "kv_cache_dtype": llm.runner.kv_cache_dtype,
+        "stream_copy_gb_s": bandwidth / 1e9,
+        "read_gb_s": read_bandwidth() / 1e9,
+        "matmul_gflop_s": peak / 1e9,
+        "matmul_gflop_s_measured": {k: v / 1e9 for k, v in peaks.items()},
+        "steps": {},
+    }
     for batch in (1, args.batch):
         times = decode_step_times(llm, batch, args.context, args.steps, seed=batch)
         kv_bytes = batch * args.context * layers * 2 * kv_dim * kv_bytes_per
@@ -155,18 +195,29 @@ def main() -> None:
         bound = max((weight_bytes + kv_bytes) / bandwidth, flops / peak)
         median = statistics.median(times)
         result["steps"][f"batch_{batch}"] = {
-            "context": args.context, "median_step_ms": median * 1000, "num_steps_timed": len(times),
-            "bytes_read_mb": (weight_bytes + kv_bytes) / 1e6, "gflop": flops / 1e9,
+            "context": args.context,
+            "median_step_ms": median * 1000,
+            "num_steps_timed": len(times),
+            "bytes_read_mb": (weight_bytes + kv_bytes) / 1e6,
+            "gflop": flops / 1e9,
             "memory_bound_ms": (weight_bytes + kv_bytes) / bandwidth * 1000,
-            "compute_bound_ms": flops / peak * 1000, "bound_ms": bound * 1000,
-            "step_over_bound": median / bound, "fraction_of_bound": bound / median,
+            "compute_bound_ms": flops / peak * 1000,
+            "bound_ms": bound * 1000,
+            "step_over_bound": median / bound,
+            "fraction_of_bound": bound / median,
             "step_over_memory_bound": median / ((weight_bytes + kv_bytes) / bandwidth),
         }
     # The performance issue's targets, side by side with what was measured.
     b1, bn = result["steps"]["batch_1"], result["steps"][f"batch_{args.batch}"]
     result["targets"] = {
-        "batch_1_step_over_memory_bound": {"measured": b1["step_over_memory_bound"], "target": "<= 1.25"},
-        f"batch_{args.batch}_fraction_of_bound": {"measured": bn["fraction_of_bound"], "target": ">= 0.6"},
+        "batch_1_step_over_memory_bound": {
+            "measured": b1["step_over_memory_bound"],
+            "target": "<= 1.25",
+        },
+        f"batch_{args.batch}_fraction_of_bound": {
+            "measured": bn["fraction_of_bound"],
+            "target": ">= 0.6",
+        },
     }
     emit(result, args.out)
 

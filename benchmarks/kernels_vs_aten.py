@@ -28,9 +28,8 @@ import time
 
 import torch
 
-from modelbench import _core
-
 from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from modelbench import _core
 
 
 def seconds_per_call(fn, repeats: int) -> float:
@@ -61,12 +60,21 @@ def linear_kernels(rows: list[int], dtype: torch.dtype = torch.float32) -> list[
     for m in rows:
         x = torch.randn(m, in_features).to(dtype)
         repeats = 5 if m < 512 else 1
-        aten = seconds_per_call(lambda: [torch.nn.functional.linear(x, w) for w in weights], repeats)
-        ours = seconds_per_call(lambda: [kernel(x, p, out_features) for p in packed], repeats)
+        aten = seconds_per_call(
+            lambda x=x: [torch.nn.functional.linear(x, w) for w in weights], repeats
+        )
+        ours = seconds_per_call(lambda x=x: [kernel(x, p, out_features) for p in packed], repeats)
         flops = 2 * m * num_weights * out_features * in_features
-        out.append({"rows": m, "aten_gb_s": weight_bytes / aten / 1e9, "aten_gflop_s": flops / aten / 1e9,
-                    "packed_gb_s": weight_bytes / ours / 1e9, "packed_gflop_s": flops / ours / 1e9,
-                    "packed_over_aten": aten / ours})
+        out.append(
+            {
+                "rows": m,
+                "aten_gb_s": weight_bytes / aten / 1e9,
+                "aten_gflop_s": flops / aten / 1e9,
+                "packed_gb_s": weight_bytes / ours / 1e9,
+                "packed_gflop_s": flops / ours / 1e9,
+                "packed_over_aten": aten / ours,
+            }
+        )
     return out
 
 
@@ -74,7 +82,9 @@ def decode_attention() -> list[dict]:
     num_seqs, context, num_heads, num_kv_heads, head_dim, block_size = 32, 512, 9, 3, 64, 16
     num_blocks = num_seqs * context // block_size
     in_order = torch.arange(num_blocks, dtype=torch.int32).view(num_seqs, -1)
-    scattered = torch.randperm(num_blocks, generator=torch.Generator().manual_seed(0)).to(torch.int32)
+    scattered = torch.randperm(num_blocks, generator=torch.Generator().manual_seed(0)).to(
+        torch.int32
+    )
     query = torch.randn(num_seqs, num_heads, head_dim)
     query_start_loc = torch.arange(num_seqs + 1, dtype=torch.int64)
     context_lens = torch.full((num_seqs,), context, dtype=torch.int64)
@@ -84,11 +94,28 @@ def decode_attention() -> list[dict]:
         shape = (num_blocks, num_kv_heads, block_size, head_dim)
         pools = [(torch.randn(shape), torch.randn(shape)) for _ in range(num_layers)]
         block_tables = in_order if tables == "in_order" else scattered.view(num_seqs, -1)
-        per_call = seconds_per_call(
-            lambda: [_core.testing.paged_attention_cpu(query, k, v, query_start_loc, context_lens, block_tables,
-                                               head_dim**-0.5) for k, v in pools], 10) / num_layers
-        out.append({"num_seqs": num_seqs, "context": context, "layers_cycled": num_layers,
-                    "block_tables": tables, "ms_per_layer": per_call * 1e3, "kv_gb_s": kv_bytes / per_call / 1e9})
+        per_call = (
+            seconds_per_call(
+                lambda pools=pools, block_tables=block_tables: [
+                    _core.testing.paged_attention_cpu(
+                        query, k, v, query_start_loc, context_lens, block_tables, head_dim**-0.5
+                    )
+                    for k, v in pools
+                ],
+                10,
+            )
+            / num_layers
+        )
+        out.append(
+            {
+                "num_seqs": num_seqs,
+                "context": context,
+                "layers_cycled": num_layers,
+                "block_tables": tables,
+                "ms_per_layer": per_call * 1e3,
+                "kv_gb_s": kv_bytes / per_call / 1e9,
+            }
+        )
     return out
 
 
@@ -96,12 +123,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out")
     args = parser.parse_args()
-    result = {"benchmark": "kernels_vs_aten", "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-              "stream_copy_gb_s": stream_copy_gb_s(),
-              "linear": linear_kernels([1, 2, 4, 8, 16, 32, 64, 512, 2048]),
-              "linear_bf16": (linear_kernels([1, 8, 32, 64, 512, 2048], torch.bfloat16)
-                              if _core.testing.bf16_linear_supported() else "no bf16 kernel in this build"),
-              "decode_attention": decode_attention()}
+    result = {
+        "benchmark": "kernels_vs_aten",
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "stream_copy_gb_s": stream_copy_gb_s(),
+        "linear": linear_kernels([1, 2, 4, 8, 16, 32, 64, 512, 2048]),
+        "linear_bf16": (
+            linear_kernels([1, 8, 32, 64, 512, 2048], torch.bfloat16)
+            if _core.testing.bf16_linear_supported()
+            else "no bf16 kernel in this build"
+        ),
+        "decode_attention": decode_attention(),
+    }
     emit(result, args.out)
 
 

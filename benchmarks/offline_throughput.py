@@ -66,8 +66,14 @@ def run_hf_sequential(model, requests, sample: list[int]) -> dict:
     num_out = 0
     for ids, n in (requests[i] for i in sample):
         x = torch.tensor([ids])
-        out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n,
-                             min_new_tokens=n, do_sample=False, pad_token_id=0)
+        out = model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+        )
         num_out += out.shape[1] - len(ids)
     return scaled(time.perf_counter() - started, num_out, requests, len(sample))
 
@@ -83,10 +89,16 @@ def run_hf_batched(model, requests, batch_size: int, batch_starts: list[int]) ->
         x = torch.zeros(len(batch), width, dtype=torch.long)
         mask = torch.zeros_like(x)
         for row, (ids, _) in enumerate(batch):
-            x[row, width - len(ids):] = torch.tensor(ids)
-            mask[row, width - len(ids):] = 1
-        model.generate(x, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                       do_sample=False, pad_token_id=0)
+            x[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        model.generate(
+            x,
+            attention_mask=mask,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+        )
         num_out += sum(m for _, m in batch)  # tokens the requests asked for
     num_run = sum(len(requests[i : i + batch_size]) for i in batch_starts)
     return scaled(time.perf_counter() - started, num_out, requests, num_run)
@@ -95,12 +107,22 @@ def run_hf_batched(model, requests, batch_size: int, batch_starts: list[int]) ->
 def scaled(seconds: float, num_out: int, requests, num_run: int) -> dict:
     """The sample's time per output token, applied to every output token of the workload."""
     total_out = sum(n for _, n in requests)
-    return {"seconds": seconds * total_out / num_out, "output_tokens": total_out,
-            "measured": {"requests": num_run, "of": len(requests), "seconds": seconds, "output_tokens": num_out}}
+    return {
+        "seconds": seconds * total_out / num_out,
+        "output_tokens": total_out,
+        "measured": {
+            "requests": num_run,
+            "of": len(requests),
+            "seconds": seconds,
+            "output_tokens": num_out,
+        },
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--num-prompts", type=int, default=128)
@@ -111,9 +133,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="hf_batched batch size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-sequential", action="store_true", help="the slowest contender")
-    parser.add_argument("--hf-sample", type=int, default=32,
-                        help="run the transformers contenders on a random sample of this many "
-                             "requests and scale (0: all of them)")
+    parser.add_argument(
+        "--hf-sample",
+        type=int,
+        default=32,
+        help="run the transformers contenders on a random sample of this many "
+        "requests and scale (0: all of them)",
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
@@ -123,11 +149,20 @@ def main() -> None:
     model = transformers_model(checkpoint, getattr(torch, args.dtype))
     with torch.inference_mode():  # warm-up, as for modelbench
         warm = torch.tensor([requests[0][0][:16]])
-        model.generate(warm, attention_mask=torch.ones_like(warm), max_new_tokens=2, do_sample=False,
-                       pad_token_id=0)
+        model.generate(
+            warm,
+            attention_mask=torch.ones_like(warm),
+            max_new_tokens=2,
+            do_sample=False,
+            pad_token_id=0,
+        )
     rng = random.Random(args.seed + 1)
     everything = args.hf_sample <= 0 or args.hf_sample >= len(requests)
-    sample = list(range(len(requests))) if everything else sorted(rng.sample(range(len(requests)), args.hf_sample))
+    sample = (
+        list(range(len(requests)))
+        if everything
+        else sorted(rng.sample(range(len(requests)), args.hf_sample))
+    )
     starts = list(range(0, len(requests), args.batch_size))
     if not everything:  # whole static batches, as many as hold the sample's size
         starts = sorted(rng.sample(starts, max(1, -(-args.hf_sample // args.batch_size))))
@@ -141,15 +176,23 @@ def main() -> None:
     report = {
         "workload": vars(args),
         "environment": {
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
         },
         "results": results,
-        "ratios": {f"modelbench_vs_{k}": base / v["output_tokens_per_s"] for k, v in results.items() if k != "modelbench"},
+        "ratios": {
+            f"modelbench_vs_{k}": base / v["output_tokens_per_s"]
+            for k, v in results.items()
+            if k != "modelbench"
+        },
     }
     print(f"{'contender':<16}{'seconds':>10}{'out tokens':>12}{'tok/s':>10}")
     for name, r in results.items():
-        print(f"{name:<16}{r['seconds']:>10.1f}{r['output_tokens']:>12}{r['output_tokens_per_s']:>10.1f}")
+        print(
+            f"{name:<16}{r['seconds']:>10.1f}{r['output_tokens']:>12}{r['output_tokens_per_s']:>10.1f}"
+        )
     for name, ratio in report["ratios"].items():
         print(f"{name}: {ratio:.2f}x")
     if args.out:

@@ -27,9 +27,8 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from modelbench import LLM, SamplingParams
-
 from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from modelbench import LLM, SamplingParams
 
 # Profiler scopes recorded by the C++ runner and layers (RECORD_FUNCTION):
 # modelbench::prepare_inputs, ::forward, ::logits_and_sampling,
@@ -87,20 +86,26 @@ def profile_decodes(llm: LLM, batch: int, context: int, steps: int) -> dict:
     forward = total.get("modelbench::forward", 0.0)
     # Linear layers: the packed CPU kernel (float32), else aten::linear (which includes its mm).
     # (the head's own linear runs after the forward, in logits_and_sampling).
-    linear = (total.get("modelbench::packed_linear", 0.0) + total.get("aten::linear", 0.0)
-              - total.get("modelbench::lm_head", 0.0))
+    linear = (
+        total.get("modelbench::packed_linear", 0.0)
+        + total.get("aten::linear", 0.0)
+        - total.get("modelbench::lm_head", 0.0)
+    )
     parts = {
         "linear_ms": linear,
         "paged_attention_ms": total.get("modelbench::paged_attention", 0.0),
         "kv_write_ms": total.get("modelbench::kv_write", 0.0),
         # Norms, with the residual adds fused into them (float32 on the CPU).
-        "rms_norm_ms": total.get("modelbench::rms_norm", 0.0) + total.get("modelbench::add_rms_norm", 0.0),
+        "rms_norm_ms": total.get("modelbench::rms_norm", 0.0)
+        + total.get("modelbench::add_rms_norm", 0.0),
         "rotary_ms": total.get("modelbench::rotary", 0.0),
         "silu_mul_ms": total.get("modelbench::silu_mul", 0.0),
     }
     parts["other_ms"] = forward - sum(parts.values())
     return {
-        "batch": batch, "context": context, "num_steps_timed": len(times),
+        "batch": batch,
+        "context": context,
+        "num_steps_timed": len(times),
         "median_step_ms": statistics.median(times) * 1e3,
         "median_profiled_step_ms": statistics.median(profiled) * 1e3,
         "engine": engine,
@@ -118,19 +123,28 @@ def profile_decodes(llm: LLM, batch: int, context: int, steps: int) -> dict:
 def python_overhead(llm: LLM, batch: int, context: int, steps: int) -> dict:
     """LLM.generate over decodes: wall time minus the engine's own time."""
     rng = random.Random(7)
-    prompts = [[rng.randrange(100, llm.config.vocab_size) for _ in range(context)] for _ in range(batch)]
+    prompts = [
+        [rng.randrange(100, llm.config.vocab_size) for _ in range(context)] for _ in range(batch)
+    ]
     params = SamplingParams(temperature=0.0, max_tokens=steps, ignore_eos=True)
     before = llm.engine.stats()
     started = time.perf_counter()
     llm.generate(prompts, params, use_tqdm=False)
     wall = time.perf_counter() - started
     after = llm.engine.stats()
-    engine_s = sum(getattr(after, k) - getattr(before, k)
-                   for k in ("schedule_seconds", "execute_seconds", "update_seconds"))
+    engine_s = sum(
+        getattr(after, k) - getattr(before, k)
+        for k in ("schedule_seconds", "execute_seconds", "update_seconds")
+    )
     num_steps = after.num_steps - before.num_steps
-    return {"batch": batch, "steps": num_steps, "wall_s": wall, "engine_s": engine_s,
-            "python_ms_per_step": (wall - engine_s) / num_steps * 1e3,
-            "python_fraction": (wall - engine_s) / wall}
+    return {
+        "batch": batch,
+        "steps": num_steps,
+        "wall_s": wall,
+        "engine_s": engine_s,
+        "python_ms_per_step": (wall - engine_s) / num_steps * 1e3,
+        "python_fraction": (wall - engine_s) / wall,
+    }
 
 
 def main() -> None:
@@ -143,11 +157,19 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
 
-    llm = LLM(args.model, dtype=args.dtype, max_model_len=args.context + args.steps + 64,
-              max_num_seqs=max(args.batch, 1), kv_cache_memory=1024**3)
+    llm = LLM(
+        args.model,
+        dtype=args.dtype,
+        max_model_len=args.context + args.steps + 64,
+        max_num_seqs=max(args.batch, 1),
+        kv_cache_memory=1024**3,
+    )
     result = {
-        "benchmark": "profile_step", "model": args.model or "SmolLM2-135M-Instruct (default)",
-        "dtype": args.dtype, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "benchmark": "profile_step",
+        "model": args.model or "SmolLM2-135M-Instruct (default)",
+        "dtype": args.dtype,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "decode": [profile_decodes(llm, b, args.context, args.steps) for b in (1, args.batch)],
         "python": python_overhead(llm, args.batch, 64, 64),

@@ -35,9 +35,8 @@ import time
 
 import httpx
 
-from modelbench import AsyncEngine, EngineArgs, SamplingParams
-
 from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from modelbench import AsyncEngine, EngineArgs, SamplingParams
 
 
 def workload(args: argparse.Namespace, vocab_size: int) -> list[tuple[list[int], int]]:
@@ -77,18 +76,26 @@ async def run_in_process(engine: AsyncEngine, requests: list[tuple[list[int], in
         return ttft, num
 
     try:
-        await asyncio.gather(*(one(ids, 2, time.perf_counter()) for ids, _ in requests[:2]))  # warm-up
+        await asyncio.gather(
+            *(one(ids, 2, time.perf_counter()) for ids, _ in requests[:2])
+        )  # warm-up
         started = time.perf_counter()
         results = await asyncio.gather(*(one(ids, n, started) for ids, n in requests))
         ended = time.perf_counter()
     finally:
         engine.shutdown()
-    return summarize("in_process", started, ended, [t for t, _ in results], sum(n for _, n in results))
+    return summarize(
+        "in_process", started, ended, [t for t, _ in results], sum(n for _, n in results)
+    )
 
 
 def engine_args(args: argparse.Namespace) -> EngineArgs:
-    return EngineArgs(model=args.model, max_model_len=args.max_input + args.max_output + 8,
-                      max_num_seqs=args.max_num_seqs, kv_cache_memory=args.kv_cache_memory)
+    return EngineArgs(
+        model=args.model,
+        max_model_len=args.max_input + args.max_output + 8,
+        max_num_seqs=args.max_num_seqs,
+        kv_cache_memory=args.kv_cache_memory,
+    )
 
 
 def free_port() -> int:
@@ -99,9 +106,20 @@ def free_port() -> int:
 
 async def run_served(args: argparse.Namespace, requests: list[tuple[list[int], int]]) -> dict:
     port = free_port()
-    command = [sys.executable, "-m", "modelbench", "serve", "--port", str(port),
-               "--max-model-len", str(args.max_input + args.max_output + 8),
-               "--max-num-seqs", str(args.max_num_seqs), "--served-model-name", "bench"]
+    command = [
+        sys.executable,
+        "-m",
+        "modelbench",
+        "serve",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(args.max_input + args.max_output + 8),
+        "--max-num-seqs",
+        str(args.max_num_seqs),
+        "--served-model-name",
+        "bench",
+    ]
     if args.model:
         command += ["--model", args.model]
     if args.kv_cache_memory is not None:
@@ -110,8 +128,9 @@ async def run_served(args: argparse.Namespace, requests: list[tuple[list[int], i
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=None,
-                                     limits=httpx.Limits(max_connections=None)) as http:
+        async with httpx.AsyncClient(
+            base_url=base, timeout=None, limits=httpx.Limits(max_connections=None)
+        ) as http:
             deadline = time.monotonic() + 300
             while True:
                 try:
@@ -124,8 +143,15 @@ async def run_served(args: argparse.Namespace, requests: list[tuple[list[int], i
                 await asyncio.sleep(0.2)
 
             async def one(ids: list[int], n: int, started: float) -> tuple[float, int]:
-                body = {"model": "bench", "prompt": ids, "max_tokens": n, "temperature": 0.0,
-                        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+                body = {
+                    "model": "bench",
+                    "prompt": ids,
+                    "max_tokens": n,
+                    "temperature": 0.0,
+                    "ignore_eos": True,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
                 ttft, num = None, 0
                 async with http.stream("POST", "/v1/completions", json=body) as r:
                     r.raise_for_status()
@@ -152,7 +178,9 @@ async def run_served(args: argparse.Namespace, requests: list[tuple[list[int], i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="folder or .gguf (default: SmolLM2-135M-Instruct)")
+    parser.add_argument(
+        "--model", default=None, help="folder or .gguf (default: SmolLM2-135M-Instruct)"
+    )
     parser.add_argument("--num-prompts", type=int, default=32)
     parser.add_argument("--min-input", type=int, default=32)
     parser.add_argument("--max-input", type=int, default=256)
@@ -172,12 +200,15 @@ def main() -> None:
     result = {
         "benchmark": "served_vs_engine",
         "model": args.model or "SmolLM2-135M-Instruct (default)",
-        "workload": {k: getattr(args, k) for k in ("num_prompts", "min_input", "max_input",
-                                                    "min_output", "max_output", "seed")},
+        "workload": {
+            k: getattr(args, k)
+            for k in ("num_prompts", "min_input", "max_input", "min_output", "max_output", "seed")
+        },
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "in_process": in_process,
         "served": served,
-        "served_over_in_process_throughput": served["output_throughput"] / in_process["output_throughput"],
+        "served_over_in_process_throughput": served["output_throughput"]
+        / in_process["output_throughput"],
         "served_minus_in_process_mean_ttft_ms": served["mean_ttft_ms"] - in_process["mean_ttft_ms"],
     }
     emit(result, args.out)

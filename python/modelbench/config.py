@@ -19,10 +19,10 @@ A models file is TOML::
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal, get_args
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -74,8 +74,11 @@ class ModelConfig(BaseModel):
 
     def engine_args(self) -> EngineArgs:
         args = EngineArgs(
-            model=self.path, max_model_len=self.max_model_len,
-            kv_cache_memory=self.kv_cache_memory, max_num_seqs=self.max_num_seqs, dtype=self.dtype,
+            model=self.path,
+            max_model_len=self.max_model_len,
+            kv_cache_memory=self.kv_cache_memory,
+            max_num_seqs=self.max_num_seqs,
+            dtype=self.dtype,
             kv_cache_dtype=self.kv_cache_dtype,
         )
         args.validate()
@@ -119,7 +122,9 @@ def load_models_file(path: str | Path) -> ModelsFile:
     names = {m.name for m in parsed.models}
     for name in parsed.routing:
         if name not in names:
-            raise ValueError(f"models file {path}: routing names {name!r}, which no [[models]] entry declares")
+            raise ValueError(
+                f"models file {path}: routing names {name!r}, which no [[models]] entry declares"
+            )
     return parsed
 
 
@@ -175,12 +180,15 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: object) -> object:
         """WARNING and warning alike, as logging itself takes them."""
         return value.lower() if isinstance(value, str) else value
+
     drain_timeout_s: float = Field(default=30.0, ge=0)  # SIGTERM: let requests in flight finish
 
     def store_url(self) -> str:
         from modelbench.db.connection import check_database_url, default_database_url
 
-        return check_database_url(self.database_url) if self.database_url else default_database_url()
+        return (
+            check_database_url(self.database_url) if self.database_url else default_database_url()
+        )
 
     def model_configs(self) -> ModelsFile:
         """The versions to load at start and the routing policies."""
@@ -192,17 +200,24 @@ class Settings(BaseSettings):
             paths = [None]  # the default model
         names = as_list(self.served_model_name)
         if names and len(names) != len(paths):
-            raise ValueError(f"{len(names)} served model names for {len(paths)} models: give one "
-                             "--served-model-name per --model, in the same order, or none")
+            raise ValueError(
+                f"{len(names)} served model names for {len(paths)} models: give one "
+                "--served-model-name per --model, in the same order, or none"
+            )
         for i, path in enumerate(paths):
             one = ModelConfig(
-                name=names[i] if names else name_from_path(path), path=path,
-                max_model_len=self.max_model_len, kv_cache_memory=self.kv_cache_memory,
-                kv_cache_dtype=self.kv_cache_dtype, max_num_seqs=self.max_num_seqs,
+                name=names[i] if names else name_from_path(path),
+                path=path,
+                max_model_len=self.max_model_len,
+                kv_cache_memory=self.kv_cache_memory,
+                kv_cache_dtype=self.kv_cache_dtype,
+                max_num_seqs=self.max_num_seqs,
             )
             if any(m.id == one.id for m in models):
-                raise ValueError(f"--model {path or '(the default model)'} would be served as {one.id}, "
-                                 "which another model already is; name it with --served-model-name")
+                raise ValueError(
+                    f"--model {path or '(the default model)'} would be served as {one.id}, "
+                    "which another model already is; name it with --served-model-name"
+                )
             models.append(one)
         return ModelsFile(models=models, routing=routing)
 

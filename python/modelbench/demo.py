@@ -1,6 +1,6 @@
 """A short demo of the engine: the default model answers a few questions in one batch.
 
-    python -m modelbench.demo [--max-tokens N] [--model PATH]
+python -m modelbench.demo [--max-tokens N] [--model PATH]
 """
 
 from __future__ import annotations
@@ -21,17 +21,23 @@ QUESTIONS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=None, help="HF folder or .gguf file (default: SmolLM2-135M-Instruct)")
+    parser.add_argument(
+        "--model", default=None, help="HF folder or .gguf file (default: SmolLM2-135M-Instruct)"
+    )
     parser.add_argument("--max-tokens", type=int, default=48)
     args = parser.parse_args()
 
     started = time.perf_counter()
     llm = LLM(args.model, max_model_len=2048)
-    print(f"loaded {llm.model_source} ({llm.architecture}) in {time.perf_counter() - started:.1f} s")
+    print(
+        f"loaded {llm.model_source} ({llm.architecture}) in {time.perf_counter() - started:.1f} s"
+    )
 
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
     started = time.perf_counter()
-    outputs = llm.chat([[{"role": "user", "content": q}] for q in QUESTIONS], params, use_tqdm=False)
+    outputs = llm.chat(
+        [[{"role": "user", "content": q}] for q in QUESTIONS], params, use_tqdm=False
+    )
     elapsed = time.perf_counter() - started
     num_tokens = 0
     for question, out in zip(QUESTIONS, outputs):

@@ -44,8 +44,10 @@ def store_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     import os
 
     root = tmp_path_factory.mktemp("store")
-    values = {"MODELBENCH_DATABASE_URL": f"sqlite:///{root / 'modelbench.db'}",
-              "MODELBENCH_KEYS_FILE": str(root / "keys.json")}
+    values = {
+        "MODELBENCH_DATABASE_URL": f"sqlite:///{root / 'modelbench.db'}",
+        "MODELBENCH_KEYS_FILE": str(root / "keys.json"),
+    }
     previous = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     yield

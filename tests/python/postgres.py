@@ -47,15 +47,21 @@ def _start_debian_cluster() -> bool:
     etc = Path("/etc/postgresql")
     versions = sorted(etc.glob("*")) if etc.exists() and shutil.which("pg_ctlcluster") else []
     for version in versions:
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version.name, "main", "start"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version.name, "main", "start"],
+            capture_output=True,
+            check=False,
+        )
     return bool(versions)
 
 
 def postgres_bin_dir() -> Path | None:
     """Where ``initdb`` and ``pg_ctl`` are: the newest /usr/lib/postgresql/*/bin, else PATH."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
     for path in candidates:
         if (path / "initdb").exists() and (path / "pg_ctl").exists():
             return path
@@ -92,21 +98,53 @@ class ThrowawayCluster:
 
     def start(self) -> None:
         data = self.root / "data"
-        done = self._run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                         "--no-sync", "--no-instructions")
+        done = self._run(
+            "initdb",
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"initdb failed in {data}: {done.stderr.strip() or done.stdout.strip()}")
+            raise RuntimeError(
+                f"initdb failed in {data}: {done.stderr.strip() or done.stdout.strip()}"
+            )
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        done = self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(self.root / "server.log"),
-                         "-w", "-t", "60", "start")
+        done = self._run(
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         if done.returncode != 0:
-            log = (self.root / "server.log").read_text() if (self.root / "server.log").exists() else ""
-            raise RuntimeError(f"pg_ctl start failed on port {self.port}: {done.stderr.strip()}\n{log}")
+            log = (
+                (self.root / "server.log").read_text()
+                if (self.root / "server.log").exists()
+                else ""
+            )
+            raise RuntimeError(
+                f"pg_ctl start failed on port {self.port}: {done.stderr.strip()}\n{log}"
+            )
 
     def stop(self) -> None:
         """Stop the server (at once: its data is thrown away) and delete the directory."""
         if (self.root / "data" / "postmaster.pid").exists():
-            self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop", timeout=60)
+            self._run(
+                "pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop", timeout=60
+            )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -167,8 +205,10 @@ def admin_connection() -> psycopg.Connection:
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             why = f"{why}; a throwaway cluster did not start either: {exc}"
     if conn is None:
-        message = (f"no PostgreSQL at {ADMIN_URL} ({why.strip()}); start one, install one "
-                   "(initdb on PATH or in /usr/lib/postgresql/*/bin), or set MODELBENCH_TEST_PG_URL")
+        message = (
+            f"no PostgreSQL at {ADMIN_URL} ({why.strip()}); start one, install one "
+            "(initdb on PATH or in /usr/lib/postgresql/*/bin), or set MODELBENCH_TEST_PG_URL"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
@@ -194,5 +234,7 @@ def set_connections(dbname: str, allowed: bool) -> None:
     with admin_connection() as conn:
         conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(allowed).lower()}')
         if not allowed:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                         (dbname,))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (dbname,),
+            )

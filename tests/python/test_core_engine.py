@@ -196,7 +196,12 @@ def test_kv_pool_is_sized_from_a_memory_budget_and_writes_slots() -> None:
     assert num_blocks == 10
     assert _core.available_host_memory_bytes() > 0
     pool = _core.testing.KVPool(spec, num_blocks)
-    assert tuple(pool.key(0).shape) == (10, 2, 4, 8)  # [num_blocks, num_kv_heads, block_size, head_dim]
+    assert tuple(pool.key(0).shape) == (
+        10,
+        2,
+        4,
+        8,
+    )  # [num_blocks, num_kv_heads, block_size, head_dim]
     k = torch.randn(3, 2, 8)
     v = torch.randn(3, 2, 8)
     slots = torch.tensor([0, 9, 4 * 7 + 3])  # block 0 offset 0, block 2 offset 1, block 7 offset 3

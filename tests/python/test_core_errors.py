@@ -51,7 +51,11 @@ def test_engine_config_and_requests_name_the_field() -> None:
     config.scheduler.max_num_seqs = 8
     engine = _core.Engine(config, FakeRunner(config.cache.num_blocks, config.cache.block_size))
     ok = _core.SamplingParams()
-    for prompt in ([], [1] * 129, [1, 100]):  # empty, longer than max_model_len, outside the vocabulary
+    for prompt in (
+        [],
+        [1] * 129,
+        [1, 100],
+    ):  # empty, longer than max_model_len, outside the vocabulary
         with pytest.raises(_core.InvalidArgument) as raised:
             engine.add_request("a", prompt, ok)
         assert raised.value.param == "prompt"
@@ -70,10 +74,19 @@ def test_param_is_none_when_no_single_field_is_at_fault() -> None:
     assert _core.InvalidArgument("anything").param is None
     spec = _core.ModelSpec()
     spec.architecture = "gpt2"
-    for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "head_dim",
-                 "intermediate_size", "max_position_embeddings"):
+    for name in (
+        "vocab_size",
+        "hidden_size",
+        "num_layers",
+        "num_heads",
+        "head_dim",
+        "intermediate_size",
+        "max_position_embeddings",
+    ):
         setattr(spec, name, 8)
-    spec.num_kv_heads = 4  # gpt2 needs num_kv_heads == num_heads and head_dim * num_heads == hidden_size
+    spec.num_kv_heads = (
+        4  # gpt2 needs num_kv_heads == num_heads and head_dim * num_heads == hidden_size
+    )
     with pytest.raises(_core.InvalidArgument, match="gpt2 needs") as raised:
         spec.validate()
     assert raised.value.param is None

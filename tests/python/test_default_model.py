@@ -34,9 +34,12 @@ def test_greedy_output_equals_transformers(llm: LLM) -> None:
         ids = torch.tensor([out.prompt_token_ids])
         with torch.inference_mode():
             expected = reference.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=NUM_TOKENS,
-                do_sample=False, pad_token_id=0,
-            )[0, ids.shape[1]:].tolist()
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=NUM_TOKENS,
+                do_sample=False,
+                pad_token_id=0,
+            )[0, ids.shape[1] :].tolist()
         assert out.outputs[0].token_ids == expected, out.prompt
     assert "Paris" in outs[0].outputs[0].text
 

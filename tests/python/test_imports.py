@@ -51,7 +51,11 @@ def imports_of(name: str, path: Path, known: set[str]) -> list[tuple[str, int]]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(alias.name, node.lineno) for alias in node.names if alias.name.split(".")[0] == "modelbench"]
+            found += [
+                (alias.name, node.lineno)
+                for alias in node.names
+                if alias.name.split(".")[0] == "modelbench"
+            ]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = name.split(".")
@@ -125,9 +129,13 @@ def test_no_import_circles() -> None:
 
 
 def test_nothing_imports_the_package_root() -> None:
-    offenders = [f"{m}:{line}" for m, targets in graph().items() if m not in MAY_IMPORT_ROOT
-                 and not m.startswith("modelbench.cli")
-                 for target, line in targets if target == "modelbench"]
+    offenders = [
+        f"{m}:{line}"
+        for m, targets in graph().items()
+        if m not in MAY_IMPORT_ROOT and not m.startswith("modelbench.cli")
+        for target, line in targets
+        if target == "modelbench"
+    ]
     assert offenders == [], "import the module that defines the name, not the package root"
 
 
@@ -145,11 +153,14 @@ def test_imports_only_run_downward() -> None:
     assert upward == []
 
 
-@pytest.mark.parametrize("edges, expected", [
-    ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
-    ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, [["a", "b", "c"]]),
-    ({"a": {"a"}}, [["a"]]),
-])
+@pytest.mark.parametrize(
+    "edges, expected",
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, [["a", "b", "c"]]),
+        ({"a": {"a"}}, [["a"]]),
+    ],
+)
 def test_the_circle_finder(edges: dict[str, set[str]], expected: list[list[str]]) -> None:
     assert cycles(edges) == expected
 
@@ -158,5 +169,7 @@ def test_the_walk_sees_function_level_and_relative_imports(tmp_path: Path) -> No
     source = tmp_path / "x.py"
     source.write_text("def f():\n    from modelbench.models import loader\nfrom . import config\n")
     known = {"modelbench.models.loader", "modelbench.config"}
-    assert imports_of("modelbench.x", source, known) == [("modelbench.models.loader", 2),
-                                                         ("modelbench.config", 3)]
+    assert imports_of("modelbench.x", source, known) == [
+        ("modelbench.models.loader", 2),
+        ("modelbench.config", 3),
+    ]

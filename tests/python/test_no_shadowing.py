@@ -49,7 +49,9 @@ def module_files(folder: Path) -> dict[str, Path]:
     """The names `import NAME` finds in `folder` when it is on sys.path, and
     the file or package each one is."""
     found = {p.name.split(".")[0]: p for p in [*folder.glob("*.py"), *folder.glob("*.so")]}
-    found.update({p.name: p for p in folder.iterdir() if p.is_dir() and (p / "__init__.py").is_file()})
+    found.update(
+        {p.name: p for p in folder.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    )
     return found
 
 
@@ -67,8 +69,15 @@ def folders_put_on_sys_path() -> list[Path]:
 
 
 def shadowed(names: set[str], tmp_path: Path) -> dict[str, list[str]]:
-    done = subprocess.run([sys.executable, "-I", "-c", RESOLVE], input=json.dumps(sorted(names)),
-                          capture_output=True, text=True, cwd=tmp_path, check=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", RESOLVE],
+        input=json.dumps(sorted(names)),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+        timeout=120,
+    )
     return json.loads(done.stdout)
 
 
@@ -78,8 +87,13 @@ def test_no_module_of_ours_shadows_an_installed_one(tmp_path: Path) -> None:
         for name, path in module_files(folder).items():
             ours.setdefault(name, path)
     clashes = shadowed(set(ours), tmp_path)
-    assert not clashes, "rename these (a name that says what the file measures or holds): " + "; ".join(
-        f"{ours[name].relative_to(ROOT)} shadows {name} from {', '.join(where)}" for name, where in clashes.items())
+    assert not clashes, (
+        "rename these (a name that says what the file measures or holds): "
+        + "; ".join(
+            f"{ours[name].relative_to(ROOT)} shadows {name} from {', '.join(where)}"
+            for name, where in clashes.items()
+        )
+    )
 
 
 def test_the_check_finds_a_shadowing_name(tmp_path: Path) -> None:

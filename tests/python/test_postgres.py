@@ -9,8 +9,9 @@ import pytest
 
 from . import postgres
 
-needs_binaries = pytest.mark.skipif(postgres.postgres_bin_dir() is None,
-                                    reason="no initdb/pg_ctl on this machine")
+needs_binaries = pytest.mark.skipif(
+    postgres.postgres_bin_dir() is None, reason="no initdb/pg_ctl on this machine"
+)
 
 
 @needs_binaries

@@ -55,20 +55,29 @@ class StepTimes:
 def check_concurrency(max_concurrency: int | None, batch_size: int) -> None:
     """ValueError unless a batch of ``batch_size`` can be in flight at once."""
     if max_concurrency is not None and max_concurrency < batch_size:
-        raise ValueError(f"max_concurrency must be >= batch_size ({batch_size}) for the transformers "
-                         f"backend, got {max_concurrency}: a static batch needs its requests in flight "
-                         "at once")
+        raise ValueError(
+            f"max_concurrency must be >= batch_size ({batch_size}) for the transformers "
+            f"backend, got {max_concurrency}: a static batch needs its requests in flight "
+            "at once"
+        )
 
 
 class TransformersTarget:
-    def __init__(self, model_path: str | None, tokenizer: Tokenizer, batch_size: int = 1,
-                 dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        model_path: str | None,
+        tokenizer: Tokenizer,
+        batch_size: int = 1,
+        dtype: str = "float32",
+    ) -> None:
         from modelbench.models import load_checkpoint
         from modelbench.models.hf_reference import transformers_model
 
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
         if dtype not in dtypes:
-            raise ValueError(f"dtype must be float32 or bfloat16 for the transformers backend, got {dtype!r}")
+            raise ValueError(
+                f"dtype must be float32 or bfloat16 for the transformers backend, got {dtype!r}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = transformers_model(load_checkpoint(model_path, dtype=dtypes[dtype]))
@@ -76,10 +85,13 @@ class TransformersTarget:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
 
-    async def run_all(self, requests: list[BenchRequest], arrivals: list[float],
-                      max_concurrency: int | None = None,
-                      on_done: Callable[[int], object] | None = None,
-                      ) -> tuple[list[RequestResult], float, list[float]]:
+    async def run_all(
+        self,
+        requests: list[BenchRequest],
+        arrivals: list[float],
+        max_concurrency: int | None = None,
+        on_done: Callable[[int], object] | None = None,
+    ) -> tuple[list[RequestResult], float, list[float]]:
         """Every request, at its arrival time: (results in request order,
         the run's duration, each request's send lag). ``on_done(n)`` is
         called as each batch ends (a progress bar's ``update``)."""
@@ -89,8 +101,13 @@ class TransformersTarget:
         return await asyncio.to_thread(self._run_all, requests, arrivals, max_concurrency, on_done)
 
     @torch.inference_mode()
-    def _run_all(self, requests: list[BenchRequest], arrivals: list[float], max_concurrency: int | None,
-                 on_done: Callable[[int], object] | None) -> tuple[list[RequestResult], float, list[float]]:
+    def _run_all(
+        self,
+        requests: list[BenchRequest],
+        arrivals: list[float],
+        max_concurrency: int | None,
+        on_done: Callable[[int], object] | None,
+    ) -> tuple[list[RequestResult], float, list[float]]:
         results: list[RequestResult | None] = [None] * len(requests)
         lags = [0.0] * len(requests)
         sent_at: list[float] = []  # per request sent so far, relative to the run's start
@@ -122,8 +139,10 @@ class TransformersTarget:
                     time.sleep(delay)
                 lags[i] = max(0.0, time.perf_counter() - started - arrivals[i])
                 continue
-            batch, queued[:] = queued[:self.batch_size], queued[self.batch_size:]
-            outs = self._run_batch([requests[i] for i in batch], [started + sent_at[i] for i in batch])
+            batch, queued[:] = queued[: self.batch_size], queued[self.batch_size :]
+            outs = self._run_batch(
+                [requests[i] for i in batch], [started + sent_at[i] for i in batch]
+            )
             for i, result in zip(batch, outs):
                 result.start_time = sent_at[i]
                 results[i] = result
@@ -139,23 +158,35 @@ class TransformersTarget:
         input_ids = torch.zeros(len(batch), width, dtype=torch.long)  # [batch, width], left-padded
         mask = torch.zeros_like(input_ids)
         for row, x in enumerate(ids):
-            input_ids[row, width - len(x):] = torch.tensor(x)
-            mask[row, width - len(x):] = 1
+            input_ids[row, width - len(x) :] = torch.tensor(x)
+            mask[row, width - len(x) :] = 1
         n = max(r.output_len for r in batch)
         steps = StepTimes()
-        out = self.model.generate(input_ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                                  do_sample=False, pad_token_id=0, streamer=steps)
+        out = self.model.generate(
+            input_ids,
+            attention_mask=mask,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+            streamer=steps,
+        )
         results = []
         for row, request in enumerate(batch):
-            times = steps.times[:request.output_len]
-            tokens = out[row, width:width + request.output_len].tolist()
-            results.append(RequestResult(
-                success=bool(times), prompt_len=len(ids[row]), output_tokens=len(times),
-                ttft=times[0] - sent[row] if times else 0.0,
-                itl=[b - a for a, b in zip(times, times[1:])],
-                latency=(times[-1] if times else time.perf_counter()) - sent[row],
-                generated_text=self.tokenizer.decode(tokens),
-                error="" if times else "generate produced no token"))
+            times = steps.times[: request.output_len]
+            tokens = out[row, width : width + request.output_len].tolist()
+            results.append(
+                RequestResult(
+                    success=bool(times),
+                    prompt_len=len(ids[row]),
+                    output_tokens=len(times),
+                    ttft=times[0] - sent[row] if times else 0.0,
+                    itl=[b - a for a, b in zip(times, times[1:])],
+                    latency=(times[-1] if times else time.perf_counter()) - sent[row],
+                    generated_text=self.tokenizer.decode(tokens),
+                    error="" if times else "generate produced no token",
+                )
+            )
         return results
 
     async def close(self) -> None:

@@ -31,15 +31,21 @@ class RunOutcome:
     send_lags_s: list[float]  # per request: sent minus scheduled (0 when a slot was the wait)
 
 
-async def run_workload(target: object, requests: list[BenchRequest], arrivals: list[float],
-                       max_concurrency: int | None = None, progress: bool = True) -> RunOutcome:
+async def run_workload(
+    target: object,
+    requests: list[BenchRequest],
+    arrivals: list[float],
+    max_concurrency: int | None = None,
+    progress: bool = True,
+) -> RunOutcome:
     if max_concurrency is not None and max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
     bar = tqdm(total=len(requests), disable=not progress, unit="req", dynamic_ncols=True)
     if hasattr(target, "run_all"):  # a target that schedules itself (transformers)
         try:
             results, duration, lags = await target.run_all(
-                requests, arrivals, max_concurrency, bar.update)
+                requests, arrivals, max_concurrency, bar.update
+            )
         finally:
             bar.close()
         return RunOutcome(results, duration, lags)

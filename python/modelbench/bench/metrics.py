@@ -61,11 +61,15 @@ def parse_goodput(specs: list[str] | None) -> dict[str, float]:
     for spec in specs or []:
         name, _, value = spec.partition(":")
         if name not in SLO_NAMES:
-            raise ValueError(f"goodput: {name!r} is not an SLO; use ttft, tpot or e2el, like ttft:200")
+            raise ValueError(
+                f"goodput: {name!r} is not an SLO; use ttft, tpot or e2el, like ttft:200"
+            )
         try:
             slos[name] = float(value)
         except ValueError as exc:
-            raise ValueError(f"goodput: {spec!r} needs a number of milliseconds, like {name}:200") from exc
+            raise ValueError(
+                f"goodput: {spec!r} needs a number of milliseconds, like {name}:200"
+            ) from exc
         if not slos[name] > 0:
             raise ValueError(f"goodput: {spec!r} must be > 0 ms")
     return slos
@@ -86,9 +90,12 @@ def stats(values_s: list[float], name: str, percentiles: tuple[float, ...]) -> d
     return out
 
 
-def summarize(results: list[RequestResult], duration_s: float,
-              percentiles: tuple[float, ...] = DEFAULT_PERCENTILES,
-              goodput_slos: dict[str, float] | None = None) -> dict[str, Any]:
+def summarize(
+    results: list[RequestResult],
+    duration_s: float,
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES,
+    goodput_slos: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """The run's metrics under vLLM's keys, plus the per-request arrays."""
     if not duration_s > 0:
         raise ValueError(f"duration_s must be > 0, got {duration_s}")
@@ -120,14 +127,16 @@ def summarize(results: list[RequestResult], duration_s: float,
     }
     for name, sample in (("ttft", ttfts), ("tpot", tpots), ("itl", itls), ("e2el", e2els)):
         out.update(stats(sample, name, percentiles))
-    out.update({
-        "input_lens": [r.prompt_len for r in results],
-        "output_lens": [r.output_tokens if r.success else 0 for r in results],
-        "ttfts": [r.ttft if r.success else None for r in results],
-        "itls": [r.itl if r.success else [] for r in results],
-        "e2els": [r.latency if r.success else None for r in results],
-        "start_times": [r.start_time for r in results],
-        "generated_texts": [r.generated_text for r in results],
-        "errors": [r.error for r in results],
-    })
+    out.update(
+        {
+            "input_lens": [r.prompt_len for r in results],
+            "output_lens": [r.output_tokens if r.success else 0 for r in results],
+            "ttfts": [r.ttft if r.success else None for r in results],
+            "itls": [r.itl if r.success else [] for r in results],
+            "e2els": [r.latency if r.success else None for r in results],
+            "start_times": [r.start_time for r in results],
+            "generated_texts": [r.generated_text for r in results],
+            "errors": [r.error for r in results],
+        }
+    )
     return out

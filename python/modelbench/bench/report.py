@@ -12,7 +12,6 @@ terminal and as PNG figures with one self-contained HTML page (``--out``):
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import math
@@ -22,12 +21,20 @@ from typing import Any
 import numpy as np
 
 ROWS = [
-    ("backend", "backend"), ("model", "model"), ("name", "name"), ("request rate", "request_rate"),
-    ("max concurrency", "max_concurrency"), ("completed", "completed"), ("failed", "failed"),
-    ("request throughput (req/s)", "request_throughput"), ("output throughput (tok/s)", "output_throughput"),
-    *[(f"{stat} {title} (ms)", f"{stat}_{metric}_ms")
-      for metric, title in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2E"))
-      for stat in ("mean", "median", "p99")],
+    ("backend", "backend"),
+    ("model", "model"),
+    ("name", "name"),
+    ("request rate", "request_rate"),
+    ("max concurrency", "max_concurrency"),
+    ("completed", "completed"),
+    ("failed", "failed"),
+    ("request throughput (req/s)", "request_throughput"),
+    ("output throughput (tok/s)", "output_throughput"),
+    *[
+        (f"{stat} {title} (ms)", f"{stat}_{metric}_ms")
+        for metric, title in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2E"))
+        for stat in ("mean", "median", "p99")
+    ],
 ]
 PERCENTILES = (50, 90, 95, 99)
 
@@ -85,9 +92,12 @@ def format_table(rows: list[list[str]]) -> str:
 def _successes(run: dict[str, Any], field: str) -> np.ndarray:
     """Per-request samples (ms) of the successful requests; ITL flattened."""
     if field == "itl_ms":
-        return np.array([gap for r in run["requests"] if r["success"] for gap in r["itl_ms"]], dtype=float)
-    return np.array([r[field] for r in run["requests"] if r["success"] and r[field] is not None],
-                    dtype=float)
+        return np.array(
+            [gap for r in run["requests"] if r["success"] for gap in r["itl_ms"]], dtype=float
+        )
+    return np.array(
+        [r[field] for r in run["requests"] if r["success"] and r[field] is not None], dtype=float
+    )
 
 
 def figures(runs: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -102,17 +112,25 @@ def figures(runs: list[dict[str, Any]], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     names = labels(runs)
     failed = [n for n, r in zip(names, runs) if not r["summary"].get("completed")]
-    return [_latency_cdfs(plt, runs, names, failed, out / "latency_cdf.png"),
-            _throughput(plt, runs, out / "throughput.png"),
-            _percentiles(plt, runs, names, failed, out / "percentiles.png"),
-            _pareto(plt, runs, names, failed, out / "pareto.png")]
+    return [
+        _latency_cdfs(plt, runs, names, failed, out / "latency_cdf.png"),
+        _throughput(plt, runs, out / "throughput.png"),
+        _percentiles(plt, runs, names, failed, out / "percentiles.png"),
+        _pareto(plt, runs, names, failed, out / "pareto.png"),
+    ]
 
 
 def _note_failed(fig: Any, failed: list[str]) -> None:
     """Name the runs a latency figure leaves out, under the plots."""
     if failed:
-        fig.text(0.01, 0.01, "not drawn, no successful request: " + ", ".join(failed),
-                 fontsize=8, color="firebrick", va="bottom")
+        fig.text(
+            0.01,
+            0.01,
+            "not drawn, no successful request: " + ", ".join(failed),
+            fontsize=8,
+            color="firebrick",
+            va="bottom",
+        )
 
 
 def _legend(axes: Any) -> None:
@@ -124,12 +142,22 @@ def _legend(axes: Any) -> None:
 
 def _latency_cdfs(plt: Any, runs: list, names: list[str], failed: list[str], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, field, title in ((axes[0], "ttft_ms", "TTFT"), (axes[1], "latency_ms", "End-to-end latency")):
+    for ax, field, title in (
+        (axes[0], "ttft_ms", "TTFT"),
+        (axes[1], "latency_ms", "End-to-end latency"),
+    ):
         for run, name in zip(runs, names):
             values = np.sort(_successes(run, field))
             if values.size:
-                ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=name)
-        ax.set(title=f"{title} CDF", xlabel="ms", ylabel="fraction of successful requests", ylim=(0, 1.02))
+                ax.step(
+                    values, np.arange(1, values.size + 1) / values.size, where="post", label=name
+                )
+        ax.set(
+            title=f"{title} CDF",
+            xlabel="ms",
+            ylabel="fraction of successful requests",
+            ylim=(0, 1.02),
+        )
         ax.grid(alpha=0.3)
     _note_failed(fig, failed)
     _legend(axes)
@@ -148,19 +176,35 @@ def _throughput(plt: Any, runs: list, path: Path) -> Path:
         rates = {_rate(r) for r in members} - {None}
         by_rate = len(rates) > len(concurrencies) or not concurrencies
         x_of = _rate if by_rate else _concurrency
-        points = sorted((float(x), r["summary"].get("output_throughput") or 0.0)
-                        for r in members if (x := x_of(r)) is not None)
+        points = sorted(
+            (float(x), r["summary"].get("output_throughput") or 0.0)
+            for r in members
+            if (x := x_of(r)) is not None
+        )
         if points:
-            axes[1 if by_rate else 0].plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                                          label=name or f"{backend} {Path(model or '').name}".strip())
-    for ax, xlabel in ((axes[0], "max concurrency (requests in flight)"), (axes[1], "request rate (req/s)")):
-        ax.set(title=f"Output throughput against {xlabel.split(' (')[0]}", xlabel=xlabel, ylabel="tokens/s")
+            axes[1 if by_rate else 0].plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="o",
+                label=name or f"{backend} {Path(model or '').name}".strip(),
+            )
+    for ax, xlabel in (
+        (axes[0], "max concurrency (requests in flight)"),
+        (axes[1], "request rate (req/s)"),
+    ):
+        ax.set(
+            title=f"Output throughput against {xlabel.split(' (')[0]}",
+            xlabel=xlabel,
+            ylabel="tokens/s",
+        )
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
             ax.set_ylim(bottom=0)
         else:
-            ax.text(0.5, 0.5, "no runs vary this", transform=ax.transAxes, ha="center", color="gray")
+            ax.text(
+                0.5, 0.5, "no runs vary this", transform=ax.transAxes, ha="center", color="gray"
+            )
     return _save(fig, path)
 
 
@@ -185,18 +229,29 @@ def _percentiles(plt: Any, runs: list, names: list[str], failed: list[str], path
 
 def _pareto(plt: Any, runs: list, names: list[str], failed: list[str], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    points = [(run["summary"]["p99_e2el_ms"], run["summary"].get("output_throughput") or 0.0, name)
-              for run, name in zip(runs, names)
-              if run["summary"].get("completed") and run["summary"].get("p99_e2el_ms") is not None]
+    points = [
+        (run["summary"]["p99_e2el_ms"], run["summary"].get("output_throughput") or 0.0, name)
+        for run, name in zip(runs, names)
+        if run["summary"].get("completed") and run["summary"].get("p99_e2el_ms") is not None
+    ]
     for x, y, name in points:
         ax.scatter(x, y)
         ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     front = pareto_front([(x, y) for x, y, _ in points])
     if len(front) > 1:
-        ax.plot([p[0] for p in front], [p[1] for p in front], linestyle="--", alpha=0.6, label="Pareto front")
+        ax.plot(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            linestyle="--",
+            alpha=0.6,
+            label="Pareto front",
+        )
         ax.legend(fontsize=8)
-    ax.set(title="Output throughput against p99 latency (up and left is better)",
-           xlabel="p99 end-to-end latency (ms)", ylabel="tokens/s")
+    ax.set(
+        title="Output throughput against p99 latency (up and left is better)",
+        xlabel="p99 end-to-end latency (ms)",
+        ylabel="tokens/s",
+    )
     ax.grid(alpha=0.3)
     _note_failed(fig, failed)
     return _save(fig, path)
@@ -224,14 +279,22 @@ def _save(fig: Any, path: Path) -> Path:
 def write_html(runs: list[dict[str, Any]], images: list[Path], out: Path) -> Path:
     rows = table(runs)
     head = "".join(f"<th>{html.escape(v)}</th>" for v in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows[1:])
-    imgs = "".join(f'<h2>{html.escape(p.stem.replace("_", " "))}</h2><img src="data:image/png;base64,'
-                   f'{base64.b64encode(p.read_bytes()).decode()}">' for p in images)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>modelbench report</title><style>"
-            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-            "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style>"
-            f"</head><body><h1>modelbench report</h1><table><tr>{head}</tr>{body}</table>{imgs}</body></html>")
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows[1:]
+    )
+    imgs = "".join(
+        f'<h2>{html.escape(p.stem.replace("_", " "))}</h2><img src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}">'
+        for p in images
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>modelbench report</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style>"
+        "</head><body><h1>modelbench report</h1>"
+        f"<table><tr>{head}</tr>{body}</table>{imgs}</body></html>"
+    )
     path = out / "report.html"
     path.write_text(page)
     return path

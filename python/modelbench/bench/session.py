@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from modelbench.bench import workload
-from modelbench.bench.metrics import DEFAULT_PERCENTILES, parse_goodput, summarize
 from modelbench.bench.load_generator import run_workload
+from modelbench.bench.metrics import DEFAULT_PERCENTILES, parse_goodput, summarize
 
 MODEL_PATH_BACKENDS = ("engine", "transformers")
 
@@ -53,8 +53,10 @@ class BenchConfig:
         if self.dataset in ("sharegpt", "jsonl") and not self.dataset_path:
             raise ValueError(f"dataset {self.dataset} needs --dataset-path")
         if self.backend not in ("openai", "openai-chat", "modelbench", "engine", "transformers"):
-            raise ValueError(f"backend {self.backend!r} is not one of openai, openai-chat, modelbench, "
-                             "engine, transformers")
+            raise ValueError(
+                f"backend {self.backend!r} is not one of openai, openai-chat, modelbench, "
+                "engine, transformers"
+            )
         if self.backend in ("openai", "openai-chat") and not self.model:
             raise ValueError("the openai backends need --model: the name the server serves")
         if self.backend == "transformers":
@@ -78,25 +80,43 @@ class BenchConfig:
 
 def build_requests(config: BenchConfig, tokenizer: Any) -> list[workload.BenchRequest]:
     if config.dataset == "random":
-        return workload.random_requests(tokenizer, config.num_prompts, config.random_input_len,
-                                        config.random_output_len, config.random_range_ratio, config.seed)
+        return workload.random_requests(
+            tokenizer,
+            config.num_prompts,
+            config.random_input_len,
+            config.random_output_len,
+            config.random_range_ratio,
+            config.seed,
+        )
     if config.dataset == "sharegpt":
-        return workload.sharegpt_requests(tokenizer, config.dataset_path or "", config.num_prompts,
-                                          config.seed)
+        return workload.sharegpt_requests(
+            tokenizer, config.dataset_path or "", config.num_prompts, config.seed
+        )
     if config.dataset == "jsonl":
-        return workload.jsonl_requests(tokenizer, config.dataset_path or "", config.num_prompts,
-                                       config.random_output_len)
-    return workload.builtin_requests(tokenizer, config.num_prompts, config.random_output_len, config.seed)
+        return workload.jsonl_requests(
+            tokenizer, config.dataset_path or "", config.num_prompts, config.random_output_len
+        )
+    return workload.builtin_requests(
+        tokenizer, config.num_prompts, config.random_output_len, config.seed
+    )
 
 
-async def build_target(config: BenchConfig, tokenizer: Any, requests: list[workload.BenchRequest]) -> Any:
+async def build_target(
+    config: BenchConfig, tokenizer: Any, requests: list[workload.BenchRequest]
+) -> Any:
     from modelbench.bench.targets import EngineTarget, OpenAITarget
 
     if config.backend in ("openai", "openai-chat", "modelbench"):
         model = config.model or "SmolLM2-135M-Instruct"
         extra = {"ignore_eos": True} if config.backend == "modelbench" else None
-        return OpenAITarget(config.base_url, model, chat=config.backend == "openai-chat",
-                            api_key=config.api_key, tokenizer=tokenizer, extra_body=extra)
+        return OpenAITarget(
+            config.base_url,
+            model,
+            chat=config.backend == "openai-chat",
+            api_key=config.api_key,
+            tokenizer=tokenizer,
+            extra_body=extra,
+        )
     if config.backend == "engine":
         from modelbench.engine import AsyncEngine, EngineArgs
 
@@ -106,13 +126,21 @@ async def build_target(config: BenchConfig, tokenizer: Any, requests: list[workl
         return EngineTarget(await asyncio.to_thread(AsyncEngine, args))
     from modelbench.bench.hf_target import TransformersTarget
 
-    return await asyncio.to_thread(TransformersTarget, config.model, tokenizer, config.batch_size, config.dtype)
+    return await asyncio.to_thread(
+        TransformersTarget, config.model, tokenizer, config.batch_size, config.dtype
+    )
 
 
 def _git_head(folder: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=folder,
-                             timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -133,7 +161,7 @@ def git_revision() -> tuple[str | None, str | None]:
     try:
         from modelbench._build_info import GIT_REVISION
     except ImportError:  # built before builds recorded it
-        GIT_REVISION = None  # noqa: N806
+        GIT_REVISION = None
     if GIT_REVISION:
         return GIT_REVISION, "build"
     revision = _git_head(Path.cwd())
@@ -147,11 +175,15 @@ def environment() -> dict[str, Any]:
 
     revision, revision_from = git_revision()
     return {
-        "modelbench_version": __version__, "git_revision": revision,
+        "modelbench_version": __version__,
+        "git_revision": revision,
         "git_revision_from": revision_from,
-        "python": platform.python_version(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
     }
 
 
@@ -167,13 +199,25 @@ def checkpoint_identity(model: str | None) -> dict[str, Any]:
         name, path = model, Path(model)
     path = path.resolve()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf")
-                       or p.name == "config.json")
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.suffix in (".safetensors", ".bin", ".gguf") or p.name == "config.json"
+        )
     else:
         files = [path] if path.exists() else []
-    return {"name": name, "path": str(path), "files": [
-        {"name": f.name, "size": f.stat().st_size,
-         "mtime": datetime.fromtimestamp(f.stat().st_mtime, timezone.utc).isoformat()} for f in files]}
+    return {
+        "name": name,
+        "path": str(path),
+        "files": [
+            {
+                "name": f.name,
+                "size": f.stat().st_size,
+                "mtime": datetime.fromtimestamp(f.stat().st_mtime, timezone.utc).isoformat(),
+            }
+            for f in files
+        ],
+    }
 
 
 def model_identity(config: BenchConfig, target: Any) -> dict[str, Any]:
@@ -182,7 +226,10 @@ def model_identity(config: BenchConfig, target: Any) -> dict[str, Any]:
     in-process ones the checkpoint."""
     if config.backend in MODEL_PATH_BACKENDS:
         return checkpoint_identity(config.model)
-    return {"name": getattr(target, "model", config.model), "served": getattr(target, "served_model", None)}
+    return {
+        "name": getattr(target, "model", config.model),
+        "served": getattr(target, "served_model", None),
+    }
 
 
 async def run_benchmark(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
@@ -193,7 +240,9 @@ async def run_benchmark(config: BenchConfig, progress: bool = True) -> dict[str,
     slos = parse_goodput(config.goodput)
     tokenizer = await asyncio.to_thread(load_tokenizer, config.tokenizer_source())
     requests = await asyncio.to_thread(build_requests, config, tokenizer)
-    arrivals = workload.arrival_times(len(requests), config.request_rate, config.burstiness, config.seed)
+    arrivals = workload.arrival_times(
+        len(requests), config.request_rate, config.burstiness, config.seed
+    )
     target = await build_target(config, tokenizer, requests)
     started_at = datetime.now(timezone.utc)
     try:
@@ -202,16 +251,32 @@ async def run_benchmark(config: BenchConfig, progress: bool = True) -> dict[str,
         await target.close()
     result = summarize(outcome.results, outcome.duration_s, config.percentiles, slos or None)
     lags_ms = [lag * 1000 for lag in outcome.send_lags_s] or [0.0]
-    result.update({
-        "backend": config.backend, "model_id": config.model, "num_prompts": config.num_prompts,
-        "request_rate": config.request_rate if math.isfinite(config.request_rate) else "inf",
-        "burstiness": config.burstiness, "max_concurrency": config.max_concurrency,
-        "date": started_at.isoformat(),
-        "config": {**dataclasses.asdict(config), "api_key": None,
-                   "request_rate": config.request_rate if math.isfinite(config.request_rate) else "inf"},
-        "environment": {**environment(), "model": model_identity(config, target)},
-        "client": {"mean_send_lag_ms": sum(lags_ms) / len(lags_ms), "max_send_lag_ms": max(lags_ms)},
-        "errors_by_kind": dict(Counter(e.split(":")[0] if e.startswith("HTTP") else e
-                                       for e in result["errors"] if e)),
-    })
+    result.update(
+        {
+            "backend": config.backend,
+            "model_id": config.model,
+            "num_prompts": config.num_prompts,
+            "request_rate": config.request_rate if math.isfinite(config.request_rate) else "inf",
+            "burstiness": config.burstiness,
+            "max_concurrency": config.max_concurrency,
+            "date": started_at.isoformat(),
+            "config": {
+                **dataclasses.asdict(config),
+                "api_key": None,
+                "request_rate": config.request_rate
+                if math.isfinite(config.request_rate)
+                else "inf",
+            },
+            "environment": {**environment(), "model": model_identity(config, target)},
+            "client": {
+                "mean_send_lag_ms": sum(lags_ms) / len(lags_ms),
+                "max_send_lag_ms": max(lags_ms),
+            },
+            "errors_by_kind": dict(
+                Counter(
+                    e.split(":")[0] if e.startswith("HTTP") else e for e in result["errors"] if e
+                )
+            ),
+        }
+    )
     return result

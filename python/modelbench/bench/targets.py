@@ -33,9 +33,17 @@ from modelbench.models.tokenizer import Tokenizer
 
 
 class OpenAITarget:
-    def __init__(self, base_url: str, model: str, *, chat: bool = False, api_key: str | None = None,
-                 tokenizer: Tokenizer | None = None, extra_body: dict[str, Any] | None = None,
-                 timeout_s: float = 6 * 3600) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        chat: bool = False,
+        api_key: str | None = None,
+        tokenizer: Tokenizer | None = None,
+        extra_body: dict[str, Any] | None = None,
+        timeout_s: float = 6 * 3600,
+    ) -> None:
         self.url = base_url.rstrip("/") + ("/v1/chat/completions" if chat else "/v1/completions")
         self.model = model
         self.chat = chat
@@ -50,14 +58,19 @@ class OpenAITarget:
         if self._session is None:
             # No connection limit: concurrency is the runner's to decide.
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
-                                                  headers=self.headers)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, headers=self.headers
+            )
         return self._session
 
     def body(self, request: BenchRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.model, "max_tokens": request.output_len, "temperature": 0.0,
-            "stream": True, "stream_options": {"include_usage": True}, **self.extra_body,
+            "model": self.model,
+            "max_tokens": request.output_len,
+            "temperature": 0.0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **self.extra_body,
         }
         if self.chat:
             body["messages"] = [{"role": "user", "content": request.prompt}]
@@ -106,7 +119,9 @@ class OpenAITarget:
         if usage_tokens is not None:
             result.output_tokens = int(usage_tokens)
         elif self.tokenizer is not None:
-            result.output_tokens = len(self.tokenizer.encode(result.generated_text, add_special_tokens=False))
+            result.output_tokens = len(
+                self.tokenizer.encode(result.generated_text, add_special_tokens=False)
+            )
         else:
             result.output_tokens = len(text)  # one chunk per token: servers that stream that way
         result.success = bool(text)

@@ -38,18 +38,29 @@ class BenchRequest:
     output_len: int
 
 
-def random_requests(tokenizer: Tokenizer, num: int, input_len: int, output_len: int,
-                    range_ratio: float, seed: int) -> list[BenchRequest]:
+def random_requests(
+    tokenizer: Tokenizer, num: int, input_len: int, output_len: int, range_ratio: float, seed: int
+) -> list[BenchRequest]:
     if not 0.0 <= range_ratio < 1.0:
         raise ValueError(f"random_range_ratio must be in [0, 1), got {range_ratio}")
     if input_len < 1 or output_len < 1:
-        raise ValueError(f"random input and output lengths must be >= 1, got {input_len}, {output_len}")
+        raise ValueError(
+            f"random input and output lengths must be >= 1, got {input_len}, {output_len}"
+        )
     rng = np.random.default_rng(seed)
     vocab = tokenizer.vocab_size
     requests = []
     for _ in range(num):
-        n_in = int(rng.integers(max(1, int(input_len * (1 - range_ratio))), int(input_len * (1 + range_ratio)) + 1))
-        n_out = int(rng.integers(max(1, int(output_len * (1 - range_ratio))), int(output_len * (1 + range_ratio)) + 1))
+        n_in = int(
+            rng.integers(
+                max(1, int(input_len * (1 - range_ratio))), int(input_len * (1 + range_ratio)) + 1
+            )
+        )
+        n_out = int(
+            rng.integers(
+                max(1, int(output_len * (1 - range_ratio))), int(output_len * (1 + range_ratio)) + 1
+            )
+        )
         # Above the bottom of the vocabulary, where tokenizers keep their special tokens.
         ids = [int(t) for t in rng.integers(min(100, vocab - 1), vocab, size=n_in)]
         text = tokenizer.decode(ids)
@@ -58,17 +69,23 @@ def random_requests(tokenizer: Tokenizer, num: int, input_len: int, output_len: 
     return requests
 
 
-def sharegpt_requests(tokenizer: Tokenizer, path: str | Path, num: int, seed: int,
-                      output_len: int | None = None) -> list[BenchRequest]:
+def sharegpt_requests(
+    tokenizer: Tokenizer, path: str | Path, num: int, seed: int, output_len: int | None = None
+) -> list[BenchRequest]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"dataset_path {path}: not a readable ShareGPT JSON file: {exc}") from exc
     if not isinstance(data, list):
         raise ValueError(f"dataset_path {path}: ShareGPT data is a JSON list of conversations")
-    conversations = [d.get("conversations") or d.get("conversation") for d in data if isinstance(d, dict)]
-    pairs = [(c[0].get("value", ""), c[1].get("value", "")) for c in conversations
-             if isinstance(c, list) and len(c) >= 2]
+    conversations = [
+        d.get("conversations") or d.get("conversation") for d in data if isinstance(d, dict)
+    ]
+    pairs = [
+        (c[0].get("value", ""), c[1].get("value", ""))
+        for c in conversations
+        if isinstance(c, list) and len(c) >= 2
+    ]
     random.Random(seed).shuffle(pairs)
     requests: list[BenchRequest] = []
     for prompt, reply in pairs:
@@ -80,12 +97,16 @@ def sharegpt_requests(tokenizer: Tokenizer, path: str | Path, num: int, seed: in
             continue
         requests.append(BenchRequest(prompt, prompt_len, n_out))
     if not requests:
-        raise ValueError(f"dataset_path {path}: no usable conversation (each needs a prompt and a reply "
-                         "of 4 to 1024 tokens)")
+        raise ValueError(
+            f"dataset_path {path}: no usable conversation (each needs a prompt and a reply "
+            "of 4 to 1024 tokens)"
+        )
     return requests
 
 
-def jsonl_requests(tokenizer: Tokenizer, path: str | Path, num: int, output_len: int) -> list[BenchRequest]:
+def jsonl_requests(
+    tokenizer: Tokenizer, path: str | Path, num: int, output_len: int
+) -> list[BenchRequest]:
     requests = []
     try:
         lines = Path(path).read_text().splitlines()
@@ -99,15 +120,19 @@ def jsonl_requests(tokenizer: Tokenizer, path: str | Path, num: int, output_len:
             prompt = item["prompt"]
             n_out = int(item.get("output_len", output_len))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"dataset_path {path}, line {number}: expected "
-                             f'{{"prompt": "...", "output_len": N}}: {exc}') from exc
+            raise ValueError(
+                f"dataset_path {path}, line {number}: expected "
+                f'{{"prompt": "...", "output_len": N}}: {exc}'
+            ) from exc
         requests.append(BenchRequest(prompt, len(tokenizer.encode(prompt)), n_out))
     if not requests:
         raise ValueError(f"dataset_path {path} holds no prompts")
     return cycle(requests, num)
 
 
-def builtin_requests(tokenizer: Tokenizer, num: int, output_len: int, seed: int) -> list[BenchRequest]:
+def builtin_requests(
+    tokenizer: Tokenizer, num: int, output_len: int, seed: int
+) -> list[BenchRequest]:
     text = resources.files("modelbench.bench").joinpath("prompts.jsonl").read_text()
     prompts = [json.loads(line)["prompt"] for line in text.splitlines() if line.strip()]
     random.Random(seed).shuffle(prompts)

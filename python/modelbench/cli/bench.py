@@ -2,7 +2,8 @@
 table, a result JSON (``--result-file``), the run saved to the store
 (``--save``), and ``--sweep`` over request rates or concurrency levels.
 
-    modelbench bench --backend openai --base-url http://127.0.0.1:8000 --model SmolLM2-135M-Instruct \\
+    modelbench bench --backend openai --base-url http://127.0.0.1:8000 \\
+        --model SmolLM2-135M-Instruct \\
         --dataset random --num-prompts 100 --random-input-len 256 --random-output-len 64 \\
         --request-rate 4 --goodput ttft:500 tpot:100 --result-file run.json --save
 """
@@ -20,33 +21,59 @@ BACKENDS = ("openai", "openai-chat", "modelbench", "engine", "transformers")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser("bench", help="benchmark a server, the engine or transformers (vLLM's metrics)")
+    p = commands.add_parser(
+        "bench", help="benchmark a server, the engine or transformers (vLLM's metrics)"
+    )
     p.add_argument("--backend", choices=BACKENDS, default="modelbench")
-    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the server (openai backends)")
-    p.add_argument("--model", help="served model name (openai backends), or folder / .gguf "
-                   "(engine, transformers); default: the default model")
-    p.add_argument("--tokenizer", help="folder or .gguf whose tokenizer builds prompts and counts tokens "
-                   "(default: --model when it is a path, else the default model)")
+    p.add_argument(
+        "--base-url", default="http://127.0.0.1:8000", help="the server (openai backends)"
+    )
+    p.add_argument(
+        "--model",
+        help="served model name (openai backends), or folder / .gguf "
+        "(engine, transformers); default: the default model",
+    )
+    p.add_argument(
+        "--tokenizer",
+        help="folder or .gguf whose tokenizer builds prompts and counts tokens "
+        "(default: --model when it is a path, else the default model)",
+    )
     p.add_argument("--api-key", help="bearer key for the server")
-    p.add_argument("--dataset", choices=("random", "sharegpt", "jsonl", "builtin"), default="random")
+    p.add_argument(
+        "--dataset", choices=("random", "sharegpt", "jsonl", "builtin"), default="random"
+    )
     p.add_argument("--dataset-path", help="sharegpt JSON or jsonl file")
     p.add_argument("--num-prompts", type=int, default=100)
     p.add_argument("--random-input-len", type=int, default=256)
     p.add_argument("--random-output-len", type=int, default=64)
     p.add_argument("--random-range-ratio", type=float, default=0.0)
-    p.add_argument("--request-rate", type=float, default=math.inf, help="requests/s (default inf: all at once)")
-    p.add_argument("--burstiness", type=float, default=1.0, help="1: Poisson; lower: burstier (gamma)")
+    p.add_argument(
+        "--request-rate", type=float, default=math.inf, help="requests/s (default inf: all at once)"
+    )
+    p.add_argument(
+        "--burstiness", type=float, default=1.0, help="1: Poisson; lower: burstier (gamma)"
+    )
     p.add_argument("--max-concurrency", type=int, help="requests in flight at most")
-    p.add_argument("--batch-size", type=int, default=1, help="transformers: padded static batch size")
+    p.add_argument(
+        "--batch-size", type=int, default=1, help="transformers: padded static batch size"
+    )
     p.add_argument("--dtype", default="float32", help="engine and transformers: float32 | bfloat16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--percentiles", default="50,90,95,99", help="comma-separated, e.g. 50,99,99.9")
-    p.add_argument("--goodput", nargs="+", metavar="SLO:MS", help="e.g. ttft:500 tpot:100 e2el:5000")
-    p.add_argument("--sweep", help="request-rate=1,2,4 or max-concurrency=1,4,16: one run per value")
+    p.add_argument(
+        "--goodput", nargs="+", metavar="SLO:MS", help="e.g. ttft:500 tpot:100 e2el:5000"
+    )
+    p.add_argument(
+        "--sweep", help="request-rate=1,2,4 or max-concurrency=1,4,16: one run per value"
+    )
     p.add_argument("--name", help="a label for the run(s) in the store and reports")
     p.add_argument("--result-file", help="write the result JSON here (a list of runs with --sweep)")
-    p.add_argument("--save", action="store_true", help="save the run(s) to the store (MODELBENCH_DATABASE_URL)")
-    p.add_argument("--database-url", help="the store to save to (default: MODELBENCH_DATABASE_URL or SQLite)")
+    p.add_argument(
+        "--save", action="store_true", help="save the run(s) to the store (MODELBENCH_DATABASE_URL)"
+    )
+    p.add_argument(
+        "--database-url", help="the store to save to (default: MODELBENCH_DATABASE_URL or SQLite)"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=main)
 
@@ -56,7 +83,9 @@ def parse_sweep(spec: str | None) -> tuple[str, list[float]] | None:
         return None
     name, _, values = spec.partition("=")
     if name not in ("request-rate", "max-concurrency") or not values:
-        raise ValueError(f"sweep must look like request-rate=1,2,4 or max-concurrency=1,4,16, got {spec!r}")
+        raise ValueError(
+            f"sweep must look like request-rate=1,2,4 or max-concurrency=1,4,16, got {spec!r}"
+        )
     try:
         numbers = [float(v) for v in values.split(",")]
     except ValueError as exc:
@@ -83,18 +112,34 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     points: list[tuple[float, int | None]] = [(args.request_rate, args.max_concurrency)]
     if sweep is not None:
         name, values = sweep
-        points = [((v, args.max_concurrency) if name == "request-rate" else (args.request_rate, int(v)))
-                  for v in values]
+        points = [
+            ((v, args.max_concurrency) if name == "request-rate" else (args.request_rate, int(v)))
+            for v in values
+        ]
     outputs = []
     for rate, concurrency in points:
         config = BenchConfig(
-            backend=args.backend, base_url=args.base_url, model=args.model, tokenizer=args.tokenizer,
-            api_key=args.api_key, dataset=args.dataset, dataset_path=args.dataset_path,
-            num_prompts=args.num_prompts, random_input_len=args.random_input_len,
-            random_output_len=args.random_output_len, random_range_ratio=args.random_range_ratio,
-            request_rate=rate, burstiness=args.burstiness, max_concurrency=concurrency,
-            batch_size=args.batch_size, dtype=args.dtype, seed=args.seed, percentiles=percentiles,
-            goodput=args.goodput, name=args.name, sweep=args.sweep,
+            backend=args.backend,
+            base_url=args.base_url,
+            model=args.model,
+            tokenizer=args.tokenizer,
+            api_key=args.api_key,
+            dataset=args.dataset,
+            dataset_path=args.dataset_path,
+            num_prompts=args.num_prompts,
+            random_input_len=args.random_input_len,
+            random_output_len=args.random_output_len,
+            random_range_ratio=args.random_range_ratio,
+            request_rate=rate,
+            burstiness=args.burstiness,
+            max_concurrency=concurrency,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            seed=args.seed,
+            percentiles=percentiles,
+            goodput=args.goodput,
+            name=args.name,
+            sweep=args.sweep,
         )
         result = await run_benchmark(config, progress=not args.no_progress)
         print_summary(result)
@@ -113,7 +158,10 @@ def print_summary(r: dict[str, Any], out: Any = None) -> None:
     line = "=" * 50
 
     def row(label: str, value: Any, fmt: str = "{:<40} {:<10.2f}") -> None:
-        print(fmt.format(label, value) if isinstance(value, float) else f"{label:<40} {value:<10}", file=out)
+        print(
+            fmt.format(label, value) if isinstance(value, float) else f"{label:<40} {value:<10}",
+            file=out,
+        )
 
     print(f"{' Serving Benchmark Result ':=^50}", file=out)
     row("Backend:", r["config"]["backend"])
@@ -127,8 +175,12 @@ def print_summary(r: dict[str, Any], out: Any = None) -> None:
         row("Request goodput (req/s):", r["request_goodput"])
     row("Output token throughput (tok/s):", r["output_throughput"])
     row("Total token throughput (tok/s):", r["total_token_throughput"])
-    for key, title in (("ttft", "Time to First Token"), ("tpot", "Time per Output Token (excl. 1st token)"),
-                       ("itl", "Inter-token Latency"), ("e2el", "End-to-end Latency")):
+    for key, title in (
+        ("ttft", "Time to First Token"),
+        ("tpot", "Time per Output Token (excl. 1st token)"),
+        ("itl", "Inter-token Latency"),
+        ("e2el", "End-to-end Latency"),
+    ):
         print(f"{title:-^50}", file=out)
         row(f"Mean {key.upper()} (ms):", r[f"mean_{key}_ms"])
         row(f"Median {key.upper()} (ms):", r[f"median_{key}_ms"])

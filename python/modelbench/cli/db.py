@@ -16,8 +16,10 @@ def run(args: argparse.Namespace) -> None:
             migrate.upgrade(url, args.revision)
         elif args.db_command == "downgrade":
             migrate.downgrade(url, args.revision)
-        print(f"{redact(url)}: at revision {migrate.current_revision(url) or 'none (empty)'}"
-              f" (latest: {migrate.head_revision()})")
+        print(
+            f"{redact(url)}: at revision {migrate.current_revision(url) or 'none (empty)'}"
+            f" (latest: {migrate.head_revision()})"
+        )
     except ValueError as exc:
         raise SystemExit(f"modelbench db: {exc}") from exc
 
@@ -41,6 +43,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             q.add_argument("revision", help="a revision id, -1 for one step, or base")
         elif name == "upgrade":
             q.add_argument("revision", nargs="?", default=default)
-        q.add_argument("--url", help="database URL (default: MODELBENCH_DATABASE_URL, else the "
-                       "SQLite file in the user's data directory)")
+        q.add_argument(
+            "--url",
+            help="database URL (default: MODELBENCH_DATABASE_URL, else the "
+            "SQLite file in the user's data directory)",
+        )
         q.set_defaults(func=run)

@@ -13,14 +13,29 @@ from modelbench.cli import report as bench_report
 from modelbench.cli import worker as cli_worker
 from modelbench.config import Settings, parse_memory
 
-SERVE_FLAGS = ("model", "models_file", "host", "port", "served_model_name", "max_model_len",
-               "kv_cache_memory", "kv_cache_dtype", "max_num_seqs", "max_queue",
-               "log_format", "log_level", "drain_timeout_s", "database_url")
+SERVE_FLAGS = (
+    "model",
+    "models_file",
+    "host",
+    "port",
+    "served_model_name",
+    "max_model_len",
+    "kv_cache_memory",
+    "kv_cache_dtype",
+    "max_num_seqs",
+    "max_queue",
+    "log_format",
+    "log_level",
+    "drain_timeout_s",
+    "database_url",
+)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Flags override the environment (``MODELBENCH_*``); unset flags leave it alone."""
-    given = {name: getattr(args, name) for name in SERVE_FLAGS if getattr(args, name, None) is not None}
+    given = {
+        name: getattr(args, name) for name in SERVE_FLAGS if getattr(args, name, None) is not None
+    }
     return Settings(**given)
 
 
@@ -33,11 +48,16 @@ def serve(args: argparse.Namespace) -> None:
         app = create_app(settings)
     except ValueError as exc:
         raise SystemExit(f"modelbench serve: {exc}") from exc
-    if not is_loopback(settings.host) and not app.state.keys.has_active_keys() and not settings.allow_open:
+    if (
+        not is_loopback(settings.host)
+        and not app.state.keys.has_active_keys()
+        and not settings.allow_open
+    ):
         raise SystemExit(
-            f"modelbench serve: refusing to serve on {settings.host} with no API key: anyone on the "
-            "network could use it. Create one (modelbench keys create --name NAME), serve on "
-            "127.0.0.1, or set MODELBENCH_ALLOW_OPEN=true.")
+            f"modelbench serve: refusing to serve on {settings.host} with no API key: "
+            "anyone on the network could use it. Create one (modelbench keys create --name NAME), "
+            "serve on 127.0.0.1, or set MODELBENCH_ALLOW_OPEN=true."
+        )
     run_server(app, settings)  # drains on SIGTERM, logs as settings.log_format says
 
 
@@ -56,30 +76,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelbench")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("serve", help="serve models over OpenAI-compatible and task HTTP APIs")
-    p.add_argument("--model", nargs="+", action="extend", metavar="NAME_OR_PATH",
-                   help="Hugging Face folder or .gguf file (default: SmolLM2-135M-Instruct); repeat it, "
-                   "or give several, to serve several models, each named by its folder")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        action="extend",
+        metavar="NAME_OR_PATH",
+        help="Hugging Face folder or .gguf file (default: SmolLM2-135M-Instruct); repeat it, "
+        "or give several, to serve several models, each named by its folder",
+    )
     p.add_argument("--models-file", help="TOML file declaring several models and versions")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    p.add_argument("--served-model-name", nargs="+", action="extend", metavar="NAME",
-                   help="the name clients send as 'model' for --model (one per --model, in order)")
+    p.add_argument(
+        "--served-model-name",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="the name clients send as 'model' for --model (one per --model, in order)",
+    )
     p.add_argument("--max-model-len", type=int, help="prompt + output tokens of one sequence")
-    p.add_argument("--kv-cache-memory", type=parse_memory,
-                   help="KV cache budget: bytes, or a fraction of available memory like 0.25")
-    p.add_argument("--kv-cache-dtype", choices=["auto", "bfloat16"],
-                   help="auto: the model's dtype (default); bfloat16: half the KV bytes of a float32 model")
+    p.add_argument(
+        "--kv-cache-memory",
+        type=parse_memory,
+        help="KV cache budget: bytes, or a fraction of available memory like 0.25",
+    )
+    p.add_argument(
+        "--kv-cache-dtype",
+        choices=["auto", "bfloat16"],
+        help="auto: the model's dtype (default); bfloat16: half the KV bytes of a float32 model",
+    )
     p.add_argument("--max-num-seqs", type=int, help="sequences one engine step runs (default 64)")
-    p.add_argument("--max-queue", type=int,
-                   help="requests a model version holds beyond max-num-seqs before 429 (default 256)")
-    p.add_argument("--log-format", choices=["json", "text"],
-                   help="json: one object per line (default); text: for a terminal")
-    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"],
-                   help="default info: one line per request")
-    p.add_argument("--drain-timeout", dest="drain_timeout_s", type=float,
-                   help="seconds SIGTERM lets requests in flight finish (default 30)")
-    p.add_argument("--database-url", help="the store: sqlite:///path.db or postgresql+psycopg://... "
-                   "(default: an SQLite file in the user's data directory)")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        help="requests a model version holds beyond max-num-seqs before 429 (default 256)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        help="json: one object per line (default); text: for a terminal",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="default info: one line per request",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        dest="drain_timeout_s",
+        type=float,
+        help="seconds SIGTERM lets requests in flight finish (default 30)",
+    )
+    p.add_argument(
+        "--database-url",
+        help="the store: sqlite:///path.db or postgresql+psycopg://... "
+        "(default: an SQLite file in the user's data directory)",
+    )
     p.set_defaults(func=serve)
     cli_db.add_parser(commands)
     cli_worker.add_parser(commands)

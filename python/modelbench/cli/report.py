@@ -20,9 +20,15 @@ def run(args: argparse.Namespace) -> None:
             if not runs:
                 print("no saved runs: `modelbench bench ... --save` saves one")
             for r in runs:
-                tput = f"{r['output_throughput']:.1f} tok/s" if r["output_throughput"] is not None else "-"
-                print(f"{r['id']}  {r['created_at']:%Y-%m-%d %H:%M}  {r['backend']:<12} "
-                      f"{(r['model'] or '-')[:30]:<30} {r['name'] or '-':<20} {tput}")
+                tput = (
+                    f"{r['output_throughput']:.1f} tok/s"
+                    if r["output_throughput"] is not None
+                    else "-"
+                )
+                print(
+                    f"{r['id']}  {r['created_at']:%Y-%m-%d %H:%M}  {r['backend']:<12} "
+                    f"{(r['model'] or '-')[:30]:<30} {r['name'] or '-':<20} {tput}"
+                )
             return
         report(args.run_ids, args.out, args.database_url)
     except ValueError as exc:
@@ -30,11 +36,15 @@ def run(args: argparse.Namespace) -> None:
     except SQLAlchemyError as exc:
         # Most often a store that never saved a run (no bench tables yet).
         raise SystemExit(
-            f"modelbench report: cannot read benchmark runs from {redact(store_url(args.database_url))}: "
+            "modelbench report: cannot read benchmark runs from "
+            f"{redact(store_url(args.database_url))}: "
             f"{getattr(exc, 'orig', None) or exc}. `modelbench bench ... --save` saves runs there; "
-            "`modelbench db upgrade` brings an older store up to date") from exc
+            "`modelbench db upgrade` brings an older store up to date"
+        ) from exc
     except OSError as exc:
-        raise SystemExit(f"modelbench report: cannot write the report to {args.out}: {exc}") from exc
+        raise SystemExit(
+            f"modelbench report: cannot write the report to {args.out}: {exc}"
+        ) from exc
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,8 +19,15 @@ from modelbench.config import Settings, parse_memory
 
 logger = logging.getLogger("modelbench.jobs")
 
-FLAGS = ("model", "models_file", "served_model_name", "max_model_len", "kv_cache_memory",
-         "max_num_seqs", "database_url")
+FLAGS = (
+    "model",
+    "models_file",
+    "served_model_name",
+    "max_model_len",
+    "kv_cache_memory",
+    "max_num_seqs",
+    "database_url",
+)
 
 
 async def work(settings: Settings, worker_id: str | None) -> None:
@@ -40,13 +47,24 @@ async def work(settings: Settings, worker_id: str | None) -> None:
         while not stop.is_set() and not (store.is_migrated and can_run_jobs(app)):
             await asyncio.sleep(0.1)
 
-        worker = Worker(store.queue, app, worker_id=worker_id, concurrency=settings.worker_concurrency,
-                        lease_s=settings.job_lease_s, internal_token=store.internal_token,
-                        is_ready=lambda: can_run_jobs(app))
+        worker = Worker(
+            store.queue,
+            app,
+            worker_id=worker_id,
+            concurrency=settings.worker_concurrency,
+            lease_s=settings.job_lease_s,
+            internal_token=store.internal_token,
+            is_ready=lambda: can_run_jobs(app),
+        )
         logger.warning("worker %s: running batch jobs from the store", worker.worker_id)
         await worker.run(stop)
-        logger.warning("worker %s: stopped (%d succeeded, %d failed, %d retried)", worker.worker_id,
-                       worker.num_succeeded, worker.num_failed, worker.num_retried)
+        logger.warning(
+            "worker %s: stopped (%d succeeded, %d failed, %d retried)",
+            worker.worker_id,
+            worker.num_succeeded,
+            worker.num_failed,
+            worker.num_retried,
+        )
 
 
 def refuse_sqlite(url: str) -> None:
@@ -54,10 +72,11 @@ def refuse_sqlite(url: str) -> None:
     do: on SQLite the server's one in-process worker runs the jobs."""
     if make_url(url).get_backend_name() == "sqlite":
         raise ValueError(
-            f"the store is SQLite ({url}), which runs batch jobs on one in-process worker only: the "
-            "server's own. Leave the jobs to `modelbench serve`, or give the server and every worker "
-            "the same PostgreSQL (--database-url postgresql+psycopg://user@host:5432/dbname or "
-            "MODELBENCH_DATABASE_URL)")
+            f"the store is SQLite ({url}), which runs batch jobs on one in-process worker only: "
+            "the server's own. Leave the jobs to `modelbench serve`, or give the server and every "
+            "worker the same PostgreSQL (--database-url "
+            "postgresql+psycopg://user@host:5432/dbname or MODELBENCH_DATABASE_URL)"
+        )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -66,7 +85,9 @@ def run(args: argparse.Namespace) -> None:
         given["worker_concurrency"] = args.concurrency
     if args.lease_s is not None:
         given["job_lease_s"] = args.lease_s
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     try:
         settings = Settings(**given)
         refuse_sqlite(settings.store_url())
@@ -86,5 +107,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--database-url", help="the shared store, e.g. postgresql+psycopg://host/db")
     p.add_argument("--concurrency", type=int, help="jobs run at once (default 8)")
     p.add_argument("--lease-s", type=float, help="lease of a claimed job in seconds (default 30)")
-    p.add_argument("--worker-id", help="how this worker appears in job leases (default host:pid:random)")
+    p.add_argument(
+        "--worker-id", help="how this worker appears in job leases (default host:pid:random)"
+    )
     p.set_defaults(func=run)

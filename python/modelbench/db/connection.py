@@ -26,12 +26,19 @@ def check_database_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise ValueError(f"database_url {url!r} is not a database URL; use sqlite:///path/to/file.db "
-                         "or postgresql+psycopg://user@host:5432/dbname") from exc
+        raise ValueError(
+            f"database_url {url!r} is not a database URL; use sqlite:///path/to/file.db "
+            "or postgresql+psycopg://user@host:5432/dbname"
+        ) from exc
     if parsed.get_backend_name() not in SUPPORTED:
-        raise ValueError(f"database_url {url!r}: {parsed.get_backend_name()} is not supported; "
-                         "use sqlite:///... or postgresql+psycopg://...")
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+        raise ValueError(
+            f"database_url {url!r}: {parsed.get_backend_name()} is not supported; "
+            "use sqlite:///... or postgresql+psycopg://..."
+        )
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() not in (
+        "psycopg",
+        "psycopg2",
+    ):
         raise ValueError(f"database_url {url!r}: use the psycopg driver, postgresql+psycopg://...")
     return url
 
@@ -49,7 +56,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+        def _on_connect(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")

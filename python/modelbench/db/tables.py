@@ -66,7 +66,9 @@ class Batch(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     api_key_id: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | cancelled (counts say the rest)
+    status: Mapped[str] = mapped_column(
+        String(16), default="queued"
+    )  # queued | cancelled (counts say the rest)
     num_jobs: Mapped[int] = mapped_column(Integer)
     metadata_: Mapped[dict | None] = mapped_column("metadata", JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

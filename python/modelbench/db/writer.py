@@ -26,8 +26,14 @@ logger = logging.getLogger("modelbench.store")
 
 
 class RecordWriter:
-    def __init__(self, engine: Engine, max_buffer: int = 10_000, batch_size: int = 256,
-                 flush_interval_s: float = 0.2, paused: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_buffer: int = 10_000,
+        batch_size: int = 256,
+        flush_interval_s: float = 0.2,
+        paused: bool = False,
+    ) -> None:
         self.engine = engine
         self.max_buffer = max_buffer
         self.batch_size = batch_size
@@ -46,7 +52,9 @@ class RecordWriter:
         if not paused:
             self._resumed.set()
         self._idle = threading.Condition(self._lock)
-        self._thread = threading.Thread(target=self._run, name="modelbench-record-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="modelbench-record-writer", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -65,8 +73,11 @@ class RecordWriter:
         if dropped:
             # Log the first drop of an outage and then every 1,000th, not a line per request.
             if dropped == 1 or dropped % 1000 == 0:
-                logger.error("request record buffer full (%d rows): %d records dropped so far",
-                             self.max_buffer, dropped)
+                logger.error(
+                    "request record buffer full (%d rows): %d records dropped so far",
+                    self.max_buffer,
+                    dropped,
+                )
             return False
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
@@ -125,8 +136,11 @@ class RecordWriter:
                         self._in_flight = False
                     self.num_failed_flushes += 1
                     if self.store_up:
-                        logger.error("the store is unreachable; %d records buffered, retrying: %s",
-                                     len(self._buffer), exc.__class__.__name__)
+                        logger.error(
+                            "the store is unreachable; %d records buffered, retrying: %s",
+                            len(self._buffer),
+                            exc.__class__.__name__,
+                        )
                     self.store_up = False
                     if self._stopping:
                         return
@@ -140,7 +154,9 @@ class RecordWriter:
                     self.num_written += written
                     self._idle.notify_all()
                 if not self.store_up:
-                    logger.warning("the store is back; writing %d buffered records", len(self._buffer))
+                    logger.warning(
+                        "the store is back; writing %d buffered records", len(self._buffer)
+                    )
                 self.store_up, backoff = True, 0.25
             with self._lock:
                 self._idle.notify_all()
@@ -168,7 +184,9 @@ class RecordWriter:
                 if exc.connection_invalidated or is_outage(exc):
                     raise
                 self.num_dropped += 1
-                logger.error("the store refused request record %s, dropped: %s", row.get("id"), exc.orig)
+                logger.error(
+                    "the store refused request record %s, dropped: %s", row.get("id"), exc.orig
+                )
         return written
 
 

@@ -8,4 +8,12 @@ from modelbench.engine.llm import LLM
 from modelbench.engine.outputs import CompletionOutput, Logprob, RequestOutput
 from modelbench.engine.sampling_params import SamplingParams
 
-__all__ = ["AsyncEngine", "CompletionOutput", "EngineArgs", "LLM", "Logprob", "RequestOutput", "SamplingParams"]
+__all__ = [
+    "AsyncEngine",
+    "CompletionOutput",
+    "EngineArgs",
+    "LLM",
+    "Logprob",
+    "RequestOutput",
+    "SamplingParams",
+]

@@ -76,7 +76,9 @@ class AsyncEngine:
         self._ensure_started()
         params = sampling_params or SamplingParams()
         if params.n != 1:
-            raise ValueError(f"AsyncEngine.generate streams one sequence: n must be 1, got {params.n}")
+            raise ValueError(
+                f"AsyncEngine.generate streams one sequence: n must be 1, got {params.n}"
+            )
         request_id = request_id or uuid.uuid4().hex
         if isinstance(prompt, str):
             text: str | None = prompt
@@ -106,8 +108,13 @@ class AsyncEngine:
                 delta = state.completion(delta=True)
                 if delta.text or delta.token_ids or finished:
                     yield RequestOutput(
-                        request_id, text, ids, [delta], finished,
-                        state.prompt_logprobs, state.metrics,
+                        request_id,
+                        text,
+                        ids,
+                        [delta],
+                        finished,
+                        state.prompt_logprobs,
+                        state.metrics,
                     )
         finally:
             if not finished:

@@ -63,7 +63,7 @@ def token_ids_of(tokenizer: Tokenizer, inputs: EmbedInput) -> list[list[int]]:
                 raise ValueError(f"input[{i}] must hold int token ids, got {bad!r}")
             out.append(list(item))
         else:  # ValueError, not TypeError: it is the client's input, like every error here
-            raise ValueError(  # noqa: TRY004
+            raise ValueError(
                 f"input[{i}] must be a string or a list of token ids, got {type(item).__name__}"
             )
     return out

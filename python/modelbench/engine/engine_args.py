@@ -45,39 +45,67 @@ class EngineArgs:
 
     def validate(self) -> None:
         if self.dtype not in _DTYPES:
-            raise InvalidParameter(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}", "dtype")
+            raise InvalidParameter(
+                f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}", "dtype"
+            )
         if self.kv_cache_dtype != "auto":
             if self.kv_cache_dtype not in _DTYPES:
-                raise InvalidParameter(f"kv_cache_dtype must be 'auto' or one of {sorted(_DTYPES)}, "
-                                       f"got {self.kv_cache_dtype!r}", "kv_cache_dtype")
+                raise InvalidParameter(
+                    f"kv_cache_dtype must be 'auto' or one of {sorted(_DTYPES)}, "
+                    f"got {self.kv_cache_dtype!r}",
+                    "kv_cache_dtype",
+                )
             if self.kv_cache_dtype != self.dtype and self.dtype != "float32":
-                raise InvalidParameter(f"kv_cache_dtype={self.kv_cache_dtype!r} needs dtype='float32' (the "
-                                       f"cache can be narrower than the model, not wider); the model is "
-                                       f"{self.dtype!r}", "kv_cache_dtype")
+                raise InvalidParameter(
+                    f"kv_cache_dtype={self.kv_cache_dtype!r} needs dtype='float32' (the "
+                    f"cache can be narrower than the model, not wider); the model is "
+                    f"{self.dtype!r}",
+                    "kv_cache_dtype",
+                )
             if self.kv_cache_dtype == "float16" and torch.device(self.device).type == "cpu":
-                raise InvalidParameter("kv_cache_dtype float16 is for CUDA; on CPU use 'auto' or 'bfloat16'", "kv_cache_dtype")
+                raise InvalidParameter(
+                    "kv_cache_dtype float16 is for CUDA; on CPU use 'auto' or 'bfloat16'",
+                    "kv_cache_dtype",
+                )
         device = torch.device(self.device)
         if device.type == "cuda":
             if not torch.cuda.is_available():
-                raise InvalidParameter("device 'cuda' was asked for, but torch sees no CUDA device", "device")
+                raise InvalidParameter(
+                    "device 'cuda' was asked for, but torch sees no CUDA device", "device"
+                )
         elif device.type != "cpu":
             raise InvalidParameter(f"device must be 'cpu' or 'cuda', got {self.device!r}", "device")
         elif self.dtype == "float16":
             raise InvalidParameter("float16 is for CUDA; on CPU use float32 or bfloat16", "dtype")
         if self.max_model_len is not None and self.max_model_len < 1:
-            raise InvalidParameter(f"max_model_len must be >= 1, got {self.max_model_len}", "max_model_len")
+            raise InvalidParameter(
+                f"max_model_len must be >= 1, got {self.max_model_len}", "max_model_len"
+            )
         if self.max_num_seqs < 1:
-            raise InvalidParameter(f"max_num_seqs must be >= 1, got {self.max_num_seqs}", "max_num_seqs")
+            raise InvalidParameter(
+                f"max_num_seqs must be >= 1, got {self.max_num_seqs}", "max_num_seqs"
+            )
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
-            raise InvalidParameter(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}", "max_num_batched_tokens")
+            raise InvalidParameter(
+                f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}",
+                "max_num_batched_tokens",
+            )
         memory = self.kv_cache_memory
         if memory is not None:
             if isinstance(memory, bool) or not isinstance(memory, (int, float)):
-                raise InvalidParameter(f"kv_cache_memory must be bytes (int) or a fraction (float), got {memory!r}", "kv_cache_memory")
+                raise InvalidParameter(
+                    f"kv_cache_memory must be bytes (int) or a fraction (float), got {memory!r}",
+                    "kv_cache_memory",
+                )
             if isinstance(memory, float) and not 0.0 < memory <= 1.0:
-                raise InvalidParameter(f"kv_cache_memory as a fraction must be in (0, 1], got {memory}", "kv_cache_memory")
+                raise InvalidParameter(
+                    f"kv_cache_memory as a fraction must be in (0, 1], got {memory}",
+                    "kv_cache_memory",
+                )
             if isinstance(memory, int) and memory <= 0:
-                raise InvalidParameter(f"kv_cache_memory must be > 0 bytes, got {memory}", "kv_cache_memory")
+                raise InvalidParameter(
+                    f"kv_cache_memory must be > 0 bytes, got {memory}", "kv_cache_memory"
+                )
 
     def resolved_kv_cache_dtype(self) -> str:
         return self.dtype if self.kv_cache_dtype == "auto" else self.kv_cache_dtype
@@ -118,11 +146,16 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
     if max_model_len > spec.max_position_embeddings:
         raise InvalidParameter(
             f"max_model_len={max_model_len} exceeds the model's max_position_embeddings="
-            f"{spec.max_position_embeddings}", "max_model_len"
+            f"{spec.max_position_embeddings}",
+            "max_model_len",
         )
     kv_spec = _core.KVCacheSpec(
-        num_layers=spec.num_layers, num_kv_heads=spec.num_kv_heads, head_dim=spec.head_dim,
-        block_size=args.block_size, dtype=args.resolved_kv_cache_dtype(), device=args.device,
+        num_layers=spec.num_layers,
+        num_kv_heads=spec.num_kv_heads,
+        head_dim=spec.head_dim,
+        block_size=args.block_size,
+        dtype=args.resolved_kv_cache_dtype(),
+        device=args.device,
     )
     kv_bytes = args.kv_cache_bytes()
     num_blocks = _core.num_blocks_for_memory(kv_spec, kv_bytes)
@@ -140,12 +173,15 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
     config.cache.enable_prefix_caching = args.enable_prefix_caching
     config.scheduler.max_model_len = max_model_len
     config.scheduler.max_num_seqs = args.max_num_seqs
-    config.scheduler.max_num_batched_tokens = args.max_num_batched_tokens or max(2048, args.max_num_seqs)
+    config.scheduler.max_num_batched_tokens = args.max_num_batched_tokens or max(
+        2048, args.max_num_seqs
+    )
     eos = checkpoint.tokenizer.eos_token_id
     config.eos_token_id = -1 if eos is None else eos
     config.vocab_size = spec.vocab_size
     config.validate()
-    runner = _core.TransformerRunner(spec, checkpoint.weights, config, args.dtype, args.device,
-                                     args.kv_cache_dtype)
+    runner = _core.TransformerRunner(
+        spec, checkpoint.weights, config, args.dtype, args.device, args.kv_cache_dtype
+    )
     checkpoint.weights = {}  # the runner holds what it needs; drop our references
     return BuiltEngine(_core.Engine(config, runner), checkpoint, config, runner)

@@ -55,10 +55,16 @@ class LLM:
         kv_cache_dtype: str = "auto",
     ) -> None:
         self.args = EngineArgs(
-            model=model, dtype=dtype, device=device, kv_cache_dtype=kv_cache_dtype, max_model_len=max_model_len,
-            kv_cache_memory=kv_cache_memory, max_num_seqs=max_num_seqs,
+            model=model,
+            dtype=dtype,
+            device=device,
+            kv_cache_dtype=kv_cache_dtype,
+            max_model_len=max_model_len,
+            kv_cache_memory=kv_cache_memory,
+            max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
-            enable_prefix_caching=enable_prefix_caching, block_size=block_size,
+            enable_prefix_caching=enable_prefix_caching,
+            block_size=block_size,
         )
         built = build_engine(self.args)
         self.engine, self.config, self.runner = built.engine, built.config, built.runner
@@ -128,7 +134,9 @@ class LLM:
             # Chat templates already carry the BOS token where the model wants one.
             return prompt, self.tokenizer.encode(prompt, add_special_tokens=True)
         if not isinstance(prompt, list) or not all(isinstance(t, int) for t in prompt):
-            raise ValueError(f"a prompt must be a string or a list of token ids, got {type(prompt).__name__}")
+            raise ValueError(
+                f"a prompt must be a string or a list of token ids, got {type(prompt).__name__}"
+            )
         return None, list(prompt)
 
     def _run(
@@ -160,7 +168,11 @@ class LLM:
                     if state.update(out):
                         self.engine.abort(out.request_id)  # a stop string ended it
                     just_finished = state.finished and not was_finished
-                    if just_finished and bar is not None and all(s.finished for s in group_of[out.request_id]):
+                    if (
+                        just_finished
+                        and bar is not None
+                        and all(s.finished for s in group_of[out.request_id])
+                    ):
                         bar.update(1)  # the prompt's last sample is done
             if bar is not None:
                 bar.close()

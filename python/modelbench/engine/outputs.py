@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from modelbench import _core
-from modelbench.models.tokenizer import IncrementalDetokenizer, Tokenizer
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.models.tokenizer import IncrementalDetokenizer, Tokenizer
 
 
 @dataclass
@@ -124,7 +124,9 @@ class RequestState:
             out.first_token_time_s if out.first_token_time_s >= 0 else None,
         )
         if self.prompt_logprobs is not None:
-            self.prompt_logprobs.extend(convert_logprobs(e, self.tokenizer) for e in out.prompt_logprobs)
+            self.prompt_logprobs.extend(
+                convert_logprobs(e, self.tokenizer) for e in out.prompt_logprobs
+            )
         if self.logprobs is not None:
             for entry in out.logprobs:
                 self.logprobs.append(convert_logprobs(entry, self.tokenizer))
@@ -161,7 +163,9 @@ class RequestState:
         if best is None:
             return False
         i, stop = best
-        self.text = self.text[: i + len(stop)] if self.params.include_stop_str_in_output else self.text[:i]
+        self.text = (
+            self.text[: i + len(stop)] if self.params.include_stop_str_in_output else self.text[:i]
+        )
         self.finished = True
         self.finish_reason = "stop"
         self.stop_reason = stop
@@ -171,16 +175,30 @@ class RequestState:
         """The output so far; with ``delta``, only what is new since the last call."""
         if not delta:
             return CompletionOutput(
-                self.index, self.text, list(self.token_ids), self.cumulative_logprob,
-                self.logprobs, self.finish_reason, self.stop_reason,
+                self.index,
+                self.text,
+                list(self.token_ids),
+                self.cumulative_logprob,
+                self.logprobs,
+                self.finish_reason,
+                self.stop_reason,
             )
-        visible = len(self.text) if self.finished else max(self.sent_text_len, len(self.text) - self._hold)
+        visible = (
+            len(self.text)
+            if self.finished
+            else max(self.sent_text_len, len(self.text) - self._hold)
+        )
         text = self.text[self.sent_text_len : visible]
         tokens = self.token_ids[self.sent_token_len :]
         logprobs = self.logprobs[self.sent_token_len :] if self.logprobs is not None else None
         self.sent_text_len = visible
         self.sent_token_len = len(self.token_ids)
         return CompletionOutput(
-            self.index, text, tokens, self.cumulative_logprob, logprobs,
-            self.finish_reason, self.stop_reason,
+            self.index,
+            text,
+            tokens,
+            self.cumulative_logprob,
+            logprobs,
+            self.finish_reason,
+            self.stop_reason,
         )

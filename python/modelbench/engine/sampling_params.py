@@ -57,13 +57,19 @@ class SamplingParams:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidParameter(f"{name} must be an integer, got {value!r}", name)
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise InvalidParameter(f"stop must be a list of non-empty strings, got {self.stop!r}", "stop")
+            raise InvalidParameter(
+                f"stop must be a list of non-empty strings, got {self.stop!r}", "stop"
+            )
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise InvalidParameter(f"seed must be a non-negative integer or None, got {self.seed!r}", "seed")
+            raise InvalidParameter(
+                f"seed must be a non-negative integer or None, got {self.seed!r}", "seed"
+            )
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
-                raise InvalidParameter(f"{name} must be an integer >= 0 or None, got {value!r}", name)
+                raise InvalidParameter(
+                    f"{name} must be an integer >= 0 or None, got {value!r}", name
+                )
         if self.top_k == -1:  # vLLM's spelling of "off"
             self.top_k = 0
         self.to_core()  # the C++ checks name the field, e.g. "top_p must be in (0, 1], got 0"

@@ -67,28 +67,46 @@ class JobQueue:
 
     # ---- time, from one clock -----------------------------------------
 
-    def _now(self):  # noqa: ANN202 (a SQL expression or a datetime)
+    def _now(self):
         return func.now() if self.is_postgres else datetime.now(timezone.utc)
 
-    def _later(self, seconds: float):  # noqa: ANN202
+    def _later(self, seconds: float):
         return self._now() + timedelta(seconds=seconds)
 
     # ---- batches ------------------------------------------------------
 
-    def create_batch(self, jobs: list[NewJob], api_key_id: str | None = None,
-                     metadata: dict[str, Any] | None = None, max_attempts: int = 3) -> str:
+    def create_batch(
+        self,
+        jobs: list[NewJob],
+        api_key_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_attempts: int = 3,
+    ) -> str:
         """Write a batch and all its jobs in one transaction; returns its id."""
         batch_id = new_id("batch")
         with Session(self.engine) as session, session.begin():
-            session.add(Batch(id=batch_id, api_key_id=api_key_id, num_jobs=len(jobs), metadata_=metadata))
+            session.add(
+                Batch(id=batch_id, api_key_id=api_key_id, num_jobs=len(jobs), metadata_=metadata)
+            )
             session.flush()
-            session.add_all([
-                Job(id=new_id("job"), batch_id=batch_id, position=i, custom_id=j.custom_id,
-                    method=j.method, url=j.url or "", body=j.body, max_attempts=max_attempts,
-                    status="failed" if j.error else "queued", error=j.error,
-                    finished_at=datetime.now(timezone.utc) if j.error else None)
-                for i, j in enumerate(jobs)
-            ])
+            session.add_all(
+                [
+                    Job(
+                        id=new_id("job"),
+                        batch_id=batch_id,
+                        position=i,
+                        custom_id=j.custom_id,
+                        method=j.method,
+                        url=j.url or "",
+                        body=j.body,
+                        max_attempts=max_attempts,
+                        status="failed" if j.error else "queued",
+                        error=j.error,
+                        finished_at=datetime.now(timezone.utc) if j.error else None,
+                    )
+                    for i, j in enumerate(jobs)
+                ]
+            )
         return batch_id
 
     def get_batch(self, batch_id: str) -> Batch | None:
@@ -102,8 +120,11 @@ class JobQueue:
     def counts(self, batch_id: str) -> dict[str, int]:
         """Jobs of the batch by status (every status present, zeros included)."""
         with Session(self.engine) as session:
-            rows = session.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id)
-                                   .group_by(Job.status)).all()
+            rows = session.execute(
+                select(Job.status, func.count())
+                .where(Job.batch_id == batch_id)
+                .group_by(Job.status)
+            ).all()
         counts = dict.fromkeys(STATUSES, 0)
         counts.update({status: n for status, n in rows})
         return counts
@@ -113,8 +134,12 @@ class JobQueue:
         position = -1
         while True:
             with Session(self.engine) as session:
-                rows = session.scalars(select(Job).where(Job.batch_id == batch_id, Job.position > position)
-                                       .order_by(Job.position).limit(page)).all()
+                rows = session.scalars(
+                    select(Job)
+                    .where(Job.batch_id == batch_id, Job.position > position)
+                    .order_by(Job.position)
+                    .limit(page)
+                ).all()
             yield from rows
             if len(rows) < page:
                 return
@@ -128,8 +153,11 @@ class JobQueue:
                 return False
             if batch.status != "cancelled":
                 batch.status, batch.cancelled_at = "cancelled", datetime.now(timezone.utc)
-            session.execute(update(Job).where(Job.batch_id == batch_id, Job.status == "queued")
-                            .values(status="cancelled", finished_at=self._now()))
+            session.execute(
+                update(Job)
+                .where(Job.batch_id == batch_id, Job.status == "queued")
+                .values(status="cancelled", finished_at=self._now())
+            )
         return True
 
     # ---- the claim protocol --------------------------------------------
@@ -142,50 +170,96 @@ class JobQueue:
         with Session(self.engine) as session, session.begin():
             # Expired leases with no attempts left fail here, instead of running again.
             session.execute(
-                update(Job).where(Job.status == "running", Job.lease_expires_at < now,
-                                  Job.attempts >= Job.max_attempts)
-                .values(status="failed", finished_at=now, lease_owner=None,
-                        error=func.coalesce(Job.error, "its worker stopped renewing the lease")))
+                update(Job)
+                .where(
+                    Job.status == "running",
+                    Job.lease_expires_at < now,
+                    Job.attempts >= Job.max_attempts,
+                )
+                .values(
+                    status="failed",
+                    finished_at=now,
+                    lease_owner=None,
+                    error=func.coalesce(Job.error, "its worker stopped renewing the lease"),
+                )
+            )
             runnable = or_(
                 and_(Job.status == "queued", Job.run_after <= now),
-                and_(Job.status == "running", Job.lease_expires_at < now, Job.attempts < Job.max_attempts),
+                and_(
+                    Job.status == "running",
+                    Job.lease_expires_at < now,
+                    Job.attempts < Job.max_attempts,
+                ),
             )
-            query = select(Job.id).where(runnable).order_by(Job.created_at, Job.position).limit(limit)
+            query = (
+                select(Job.id).where(runnable).order_by(Job.created_at, Job.position).limit(limit)
+            )
             if self.is_postgres:
                 query = query.with_for_update(skip_locked=True)
             ids = session.scalars(query).all()
             if not ids:
                 return []
             session.execute(
-                update(Job).where(Job.id.in_(ids), runnable)
-                .values(status="running", lease_owner=token, lease_expires_at=self._later(lease_s),
-                        attempts=Job.attempts + 1, started_at=now))
-            rows = session.execute(select(Job, Batch.api_key_id).join(Batch, Batch.id == Job.batch_id)
-                                   .where(Job.id.in_(ids), Job.lease_owner == token)).all()
-            return [ClaimedJob(r.id, r.batch_id, r.url, r.body or {}, r.attempts, token, owner)
-                    for r, owner in rows]
+                update(Job)
+                .where(Job.id.in_(ids), runnable)
+                .values(
+                    status="running",
+                    lease_owner=token,
+                    lease_expires_at=self._later(lease_s),
+                    attempts=Job.attempts + 1,
+                    started_at=now,
+                )
+            )
+            rows = session.execute(
+                select(Job, Batch.api_key_id)
+                .join(Batch, Batch.id == Job.batch_id)
+                .where(Job.id.in_(ids), Job.lease_owner == token)
+            ).all()
+            return [
+                ClaimedJob(r.id, r.batch_id, r.url, r.body or {}, r.attempts, token, owner)
+                for r, owner in rows
+            ]
 
     def renew(self, job: ClaimedJob, lease_s: float) -> bool:
         """Extend the lease; False when it was lost (another worker has the job)."""
         with self.engine.begin() as connection:
             result = connection.execute(
-                update(Job).where(Job.id == job.id, Job.lease_owner == job.lease_token,
-                                  Job.status == "running")
-                .values(lease_expires_at=self._later(lease_s)))
+                update(Job)
+                .where(
+                    Job.id == job.id, Job.lease_owner == job.lease_token, Job.status == "running"
+                )
+                .values(lease_expires_at=self._later(lease_s))
+            )
         return result.rowcount == 1
 
-    def finish(self, job: ClaimedJob, status: str, response_status: int | None,
-               result: dict[str, Any] | None, error: str | None = None) -> bool:
+    def finish(
+        self,
+        job: ClaimedJob,
+        status: str,
+        response_status: int | None,
+        result: dict[str, Any] | None,
+        error: str | None = None,
+    ) -> bool:
         """Record the outcome and the final state in one transaction, if the
         lease is still ours; False (and nothing written) if it is not."""
         assert status in TERMINAL
         error = error.replace("\x00", "\ufffd") if error else error  # PostgreSQL text refuses NUL
         with self.engine.begin() as connection:
             updated = connection.execute(
-                update(Job).where(Job.id == job.id, Job.lease_owner == job.lease_token,
-                                  Job.status == "running")
-                .values(status=status, response_status=response_status, result=result, error=error,
-                        finished_at=self._now(), lease_owner=None, lease_expires_at=None))
+                update(Job)
+                .where(
+                    Job.id == job.id, Job.lease_owner == job.lease_token, Job.status == "running"
+                )
+                .values(
+                    status=status,
+                    response_status=response_status,
+                    result=result,
+                    error=error,
+                    finished_at=self._now(),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
         return updated.rowcount == 1
 
     def retry_later(self, job: ClaimedJob, error: str, max_backoff_s: float = 60.0) -> str:
@@ -194,15 +268,25 @@ class JobQueue:
         backoff = min(max_backoff_s, 2.0 ** (job.attempts - 1))
         error = error.replace("\x00", "\ufffd")
         with self.engine.begin() as connection:
-            max_attempts = connection.execute(select(Job.max_attempts).where(Job.id == job.id)).scalar_one()
+            max_attempts = connection.execute(
+                select(Job.max_attempts).where(Job.id == job.id)
+            ).scalar_one()
             status = "queued" if job.attempts < max_attempts else "failed"
-            values: dict[str, Any] = {"status": status, "error": error, "lease_owner": None,
-                                      "lease_expires_at": None}
+            values: dict[str, Any] = {
+                "status": status,
+                "error": error,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            }
             if status == "queued":
                 values["run_after"] = self._later(backoff)
             else:
                 values["finished_at"] = self._now()
             updated = connection.execute(
-                update(Job).where(Job.id == job.id, Job.lease_owner == job.lease_token,
-                                  Job.status == "running").values(**values))
+                update(Job)
+                .where(
+                    Job.id == job.id, Job.lease_owner == job.lease_token, Job.status == "running"
+                )
+                .values(**values)
+            )
         return status if updated.rowcount == 1 else ""

@@ -43,10 +43,18 @@ def default_worker_id() -> str:
 
 
 class Worker:
-    def __init__(self, queue: JobQueue, app: ASGIApp, *, worker_id: str | None = None,
-                 concurrency: int = 8, lease_s: float = 30.0, poll_s: float = 0.25,
-                 internal_token: str | None = None,
-                 is_ready: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        app: ASGIApp,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 8,
+        lease_s: float = 30.0,
+        poll_s: float = 0.25,
+        internal_token: str | None = None,
+        is_ready: Callable[[], bool] | None = None,
+    ) -> None:
         self.queue = queue
         self.app = app
         self.worker_id = worker_id or default_worker_id()
@@ -66,16 +74,18 @@ class Worker:
         """Claim and run jobs until ``stop`` is set; then let the running ones finish."""
         running: set[asyncio.Task] = set()
         transport = httpx.ASGITransport(app=self.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://modelbench-worker",
-                                     timeout=None) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://modelbench-worker", timeout=None
+        ) as client:
             try:
                 while not stop.is_set():
                     free = self.concurrency - len(running)
                     claimed: list[ClaimedJob] = []
                     if free > 0 and self.is_ready():
                         try:
-                            claimed = await asyncio.to_thread(self.queue.claim, self.worker_id, free,
-                                                              self.lease_s)
+                            claimed = await asyncio.to_thread(
+                                self.queue.claim, self.worker_id, free, self.lease_s
+                            )
                         except Exception as exc:  # the store is down: try again later
                             logger.error("worker %s cannot claim jobs: %s", self.worker_id, exc)
                     for job in claimed:
@@ -84,8 +94,9 @@ class Worker:
                         task.add_done_callback(running.discard)
                     if not claimed:
                         waiters = [asyncio.ensure_future(stop.wait()), *running]
-                        await asyncio.wait(waiters, timeout=self.poll_s,
-                                           return_when=asyncio.FIRST_COMPLETED)
+                        await asyncio.wait(
+                            waiters, timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED
+                        )
                         waiters[0].cancel()
             finally:
                 if running:
@@ -100,8 +111,9 @@ class Worker:
             if not renewing.done() or renewing.result() is not False:
                 raise
             self.num_lost += 1
-            logger.warning("worker %s lost the lease of job %s; another worker runs it",
-                           self.worker_id, job.id)
+            logger.warning(
+                "worker %s lost the lease of job %s; another worker runs it", self.worker_id, job.id
+            )
             return
         finally:
             renewing.cancel()
@@ -124,7 +136,9 @@ class Worker:
                 attempt.cancel()
                 return False
 
-    async def _attempt(self, client: httpx.AsyncClient, job: ClaimedJob) -> tuple[int | None, Any, str | None]:
+    async def _attempt(
+        self, client: httpx.AsyncClient, job: ClaimedJob
+    ) -> tuple[int | None, Any, str | None]:
         """(status code, response body, transport error)."""
         headers = {"x-request-id": job.id, BATCH_HEADER: job.batch_id}
         if self.internal_token:
@@ -142,7 +156,9 @@ class Worker:
             payload = {"text": response.text}
         return response.status_code, payload, None
 
-    def _record(self, job: ClaimedJob, status_code: int | None, payload: Any, error: str | None) -> None:
+    def _record(
+        self, job: ClaimedJob, status_code: int | None, payload: Any, error: str | None
+    ) -> None:
         if status_code is not None and 200 <= status_code < 300:
             if self.queue.finish(job, "succeeded", status_code, payload):
                 self.num_succeeded += 1

@@ -149,8 +149,10 @@ def check_weights(
     """
     expected = expected_weight_shapes(architecture, hf_config)
     if "lm_head.weight" in weights and "lm_head.weight" not in expected:
-        embed = "transformer.wte.weight" if architecture == "GPT2LMHeadModel" else (
-            "model.embed_tokens.weight"
+        embed = (
+            "transformer.wte.weight"
+            if architecture == "GPT2LMHeadModel"
+            else ("model.embed_tokens.weight")
         )
         expected["lm_head.weight"] = expected[embed]
     for name, shape in expected.items():
@@ -189,20 +191,22 @@ def _gpt2_shapes(c: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     }
     for i in range(c["n_layer"]):
         p = f"transformer.h.{i}."
-        shapes.update({
-            p + "ln_1.weight": (hidden,),
-            p + "ln_1.bias": (hidden,),
-            p + "attn.c_attn.weight": (hidden, 3 * hidden),
-            p + "attn.c_attn.bias": (3 * hidden,),
-            p + "attn.c_proj.weight": (hidden, hidden),
-            p + "attn.c_proj.bias": (hidden,),
-            p + "ln_2.weight": (hidden,),
-            p + "ln_2.bias": (hidden,),
-            p + "mlp.c_fc.weight": (hidden, inner),
-            p + "mlp.c_fc.bias": (inner,),
-            p + "mlp.c_proj.weight": (inner, hidden),
-            p + "mlp.c_proj.bias": (hidden,),
-        })
+        shapes.update(
+            {
+                p + "ln_1.weight": (hidden,),
+                p + "ln_1.bias": (hidden,),
+                p + "attn.c_attn.weight": (hidden, 3 * hidden),
+                p + "attn.c_attn.bias": (3 * hidden,),
+                p + "attn.c_proj.weight": (hidden, hidden),
+                p + "attn.c_proj.bias": (hidden,),
+                p + "ln_2.weight": (hidden,),
+                p + "ln_2.bias": (hidden,),
+                p + "mlp.c_fc.weight": (hidden, inner),
+                p + "mlp.c_fc.bias": (inner,),
+                p + "mlp.c_proj.weight": (inner, hidden),
+                p + "mlp.c_proj.bias": (hidden,),
+            }
+        )
     shapes["transformer.ln_f.weight"] = (hidden,)
     shapes["transformer.ln_f.bias"] = (hidden,)
     if not _is_tied("GPT2LMHeadModel", c):

@@ -208,11 +208,13 @@ def gguf_tokenizer(metadata: dict[str, Any], source: Path) -> Tokenizer:
     backend = BackendTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     backend.pre_tokenizer = _pre_tokenizer(metadata.get("tokenizer.ggml.pre", "gpt2"), source)
     backend.decoder = decoders.ByteLevel()
-    backend.add_tokens([
-        AddedToken(tokens[i], special=token_types[i] == _TOKEN_CONTROL, normalized=False)
-        for i in range(len(tokens))
-        if token_types[i] in (_TOKEN_CONTROL, _TOKEN_USER_DEFINED)
-    ])
+    backend.add_tokens(
+        [
+            AddedToken(tokens[i], special=token_types[i] == _TOKEN_CONTROL, normalized=False)
+            for i in range(len(tokens))
+            if token_types[i] in (_TOKEN_CONTROL, _TOKEN_USER_DEFINED)
+        ]
+    )
 
     def token_at(key: str) -> str | None:
         token_id = metadata.get(key)
@@ -237,14 +239,18 @@ def _pre_tokenizer(pre: str, source: Path) -> pre_tokenizers.PreTokenizer:
     if pre in ("gpt2", "default"):
         return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if pre in _DIGIT_SPLIT_PRE:  # each digit alone, then GPT-2's regex
-        return pre_tokenizers.Sequence([
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ])
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
     patterns = {"llama-bpe": _LLAMA3_PATTERN, "qwen2": _QWEN2_PATTERN}
     if pre not in patterns:
         raise CheckpointError(f"unsupported GGUF pre-tokenizer {pre!r} in {source}")
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(patterns[pre]), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(patterns[pre]), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )

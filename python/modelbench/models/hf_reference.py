@@ -21,6 +21,7 @@ def transformers_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float3
     """A ``transformers`` causal LM in eval mode holding ``checkpoint``'s weights
     (eager attention, so results do not depend on an SDPA backend)."""
     from transformers import AutoConfig, AutoModelForCausalLM
+
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # transformers < 5

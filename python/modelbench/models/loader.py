@@ -37,9 +37,7 @@ def load_checkpoint(
         return load_gguf(path, dtype)
     if path.is_dir():
         return load_hf_folder(path, dtype)
-    raise CheckpointError(
-        f"expected a Hugging Face model folder or a .gguf file, got {path}"
-    )
+    raise CheckpointError(f"expected a Hugging Face model folder or a .gguf file, got {path}")
 
 
 def load_tokenizer(path: str | os.PathLike[str] | None) -> Tokenizer:
@@ -55,8 +53,11 @@ def load_tokenizer(path: str | os.PathLike[str] | None) -> Tokenizer:
             reader = GGUFReader(path)
         except Exception as e:
             raise CheckpointError(f"cannot read GGUF file {path}: {e}") from e
-        metadata = {name: field.contents() for name, field in reader.fields.items()
-                    if name.startswith("tokenizer.")}
+        metadata = {
+            name: field.contents()
+            for name, field in reader.fields.items()
+            if name.startswith("tokenizer.")
+        }
         return gguf_tokenizer(metadata, path)
     if path.is_dir():
         return Tokenizer.from_pretrained(path)

@@ -49,9 +49,7 @@ def _architecture(c: dict[str, Any]) -> str:
     if not c.get("architectures") and c.get("model_type") in _MODEL_TYPES:
         return _MODEL_TYPES[c["model_type"]]
     found = c.get("architectures") or c.get("model_type") or "none"
-    raise ValueError(
-        f"unsupported architecture {found!r}; supported: {', '.join(_ARCHITECTURES)}"
-    )
+    raise ValueError(f"unsupported architecture {found!r}; supported: {', '.join(_ARCHITECTURES)}")
 
 
 def _require(c: dict[str, Any], key: str) -> Any:
@@ -100,9 +98,7 @@ def _set_rope(spec: _core.ModelSpec, c: dict[str, Any]) -> None:
     rope = rope_parameters(c)
     spec.rope_theta = float(rope["rope_theta"])
     if float(rope.get("partial_rotary_factor", 1.0)) != 1.0:
-        raise ValueError(
-            f"partial_rotary_factor must be 1.0, got {rope['partial_rotary_factor']}"
-        )
+        raise ValueError(f"partial_rotary_factor must be 1.0, got {rope['partial_rotary_factor']}")
     rope_type = rope["rope_type"]
     scaling = _core.RopeScaling()
     if rope_type == "default":

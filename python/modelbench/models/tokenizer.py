@@ -99,13 +99,15 @@ class Tokenizer:
         if not self.chat_template:
             raise ValueError("this model has no chat template; send a plain prompt instead")
         template = _compile_template(self.chat_template)
-        return str(template.render(
-            messages=list(messages),
-            add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "",
-            eos_token=self.eos_token or "",
-            **kwargs,
-        ))
+        return str(
+            template.render(
+                messages=list(messages),
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token or "",
+                eos_token=self.eos_token or "",
+                **kwargs,
+            )
+        )
 
 
 _template_cache: dict[str, Any] = {}
@@ -179,9 +181,7 @@ class IncrementalDetokenizer:
     def _advance(self, final: bool) -> str:
         prefix_text = self._decode(self.ids[self.prefix_offset : self.read_offset])
         new_text = self._decode(self.ids[self.prefix_offset :])
-        if len(new_text) <= len(prefix_text) or (
-            new_text.endswith(REPLACEMENT_CHAR) and not final
-        ):
+        if len(new_text) <= len(prefix_text) or (new_text.endswith(REPLACEMENT_CHAR) and not final):
             return ""
         self.prefix_offset = self.read_offset
         self.read_offset = len(self.ids)

@@ -21,9 +21,11 @@ from modelbench.server.auth import authenticate, require_admin
 from modelbench.server.errors import install_error_handlers
 from modelbench.server.keys import KeyStore
 from modelbench.server.limits import BodySizeMiddleware
+from modelbench.server.persistence import Store, StoreCollector
 from modelbench.server.prometheus import ServerMetrics
-from modelbench.server.registry import ModelRegistry
+from modelbench.server.ratelimit import RateLimiter
 from modelbench.server.recorder import RecordMiddleware
+from modelbench.server.registry import ModelRegistry
 from modelbench.server.routes import (
     admin,
     batch,
@@ -36,8 +38,6 @@ from modelbench.server.routes import (
     requests,
 )
 from modelbench.server.routes import metrics as metrics_route
-from modelbench.server.ratelimit import RateLimiter
-from modelbench.server.persistence import Store, StoreCollector
 from modelbench.server.traffic import Traffic, TrafficMiddleware
 
 logger = logging.getLogger("modelbench.server")
@@ -96,9 +96,13 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                     logger.exception("loading %s failed", handle.id)
 
         if not keys.has_active_keys():
-            logger.warning("NO API KEYS: this server is OPEN to anyone who can reach %s:%s; create a "
-                           "key with `modelbench keys create --name NAME` (keys file %s)",
-                           settings.host, settings.port, keys.path)
+            logger.warning(
+                "NO API KEYS: this server is OPEN to anyone who can reach %s:%s; create a "
+                "key with `modelbench keys create --name NAME` (keys file %s)",
+                settings.host,
+                settings.port,
+                keys.path,
+            )
         app.state.started = True
         loading = asyncio.create_task(load_all())
         store.start(app)  # migrations, the record writer, the in-server batch worker
@@ -122,7 +126,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.metrics.registry.register(StoreCollector(store))
     app.add_middleware(RecordMiddleware)  # innermost: the request log
     app.add_middleware(BodySizeMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(TrafficMiddleware, state=app.state)  # inside RequestIdMiddleware: sees the id
+    app.add_middleware(
+        TrafficMiddleware, state=app.state
+    )  # inside RequestIdMiddleware: sees the id
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     keyed = [Depends(authenticate)]
@@ -130,5 +136,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.include_router(module.router, dependencies=keyed)
     app.include_router(admin.router, dependencies=[Depends(require_admin)])
     app.include_router(health.router)  # probes answer without a key
-    app.include_router(metrics_route.router, dependencies=keyed if settings.metrics_require_key else [])
+    app.include_router(
+        metrics_route.router, dependencies=keyed if settings.metrics_require_key else []
+    )
     return app

@@ -19,8 +19,8 @@ request ends, from the request log's counts (server/recorder.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -48,8 +48,13 @@ def _secret(request: Request) -> str | None:
 
 
 def unauthorized(message: str) -> APIError:
-    return APIError(401, message, code="invalid_api_key", type="authentication_error",
-                    headers={"WWW-Authenticate": "Bearer"})
+    return APIError(
+        401,
+        message,
+        code="invalid_api_key",
+        type="authentication_error",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def identify(request: Request) -> Caller:
@@ -67,16 +72,22 @@ def identify(request: Request) -> Caller:
         return Caller(None, f"ip:{client}", settings.rate_limit_rpm, settings.rate_limit_tpm)
     secret = _secret(request)
     if secret is None:
-        raise unauthorized("an API key is required: send it as 'Authorization: Bearer <key>' "
-                           "(modelbench keys create makes one)")
+        raise unauthorized(
+            "an API key is required: send it as 'Authorization: Bearer <key>' "
+            "(modelbench keys create makes one)"
+        )
     key = keys.verify(secret)
     if key is None:
         raise unauthorized("the API key is not valid or has been revoked")
     state_dict = request.scope.setdefault("state", {})
     state_dict["api_key_id"] = key.id
     state_dict["api_key_store_text"] = key.store_text
-    return Caller(key, key.id, key.rpm if key.rpm is not None else settings.rate_limit_rpm,
-                  key.tpm if key.tpm is not None else settings.rate_limit_tpm)
+    return Caller(
+        key,
+        key.id,
+        key.rpm if key.rpm is not None else settings.rate_limit_rpm,
+        key.tpm if key.tpm is not None else settings.rate_limit_tpm,
+    )
 
 
 async def authenticate(request: Request) -> Caller:
@@ -86,16 +97,26 @@ async def authenticate(request: Request) -> Caller:
         return caller
     refusal = request.app.state.limiter.admit(caller.who, caller.rpm, caller.tpm)
     if refusal is not None:
-        raise APIError(429, f"rate limit of {refusal.value} {refusal.limit} reached; retry in "
-                       f"{refusal.retry_after_s} s", code="rate_limit_exceeded", type="rate_limit_error",
-                       headers={"Retry-After": str(refusal.retry_after_s)})
+        raise APIError(
+            429,
+            f"rate limit of {refusal.value} {refusal.limit} reached; retry in "
+            f"{refusal.retry_after_s} s",
+            code="rate_limit_exceeded",
+            type="rate_limit_error",
+            headers={"Retry-After": str(refusal.retry_after_s)},
+        )
     return caller
 
 
 async def require_admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
     if caller.key is not None and not caller.key.admin:
-        raise APIError(403, f"key {caller.key.id} is not an admin key; admin routes need one "
-                       "(modelbench keys create --admin)", code="forbidden", type="permission_error")
+        raise APIError(
+            403,
+            f"key {caller.key.id} is not an admin key; admin routes need one "
+            "(modelbench keys create --admin)",
+            code="forbidden",
+            type="permission_error",
+        )
     return caller
 
 

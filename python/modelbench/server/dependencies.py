@@ -30,12 +30,18 @@ def resolve(request: Request, model: str, task: str = "generate") -> ModelHandle
     return handle
 
 
-def describe_request(body: BaseModel, *, prompt: object = None, messages: list | None = None) -> None:
+def describe_request(
+    body: BaseModel, *, prompt: object = None, messages: list | None = None
+) -> None:
     """Tell the request log what was asked: the prompt or messages, and the
     other fields as the parameters."""
     record = current_record.get()
     if record is None:
         return
     parameters = body.model_dump(exclude={"model", "prompt", "messages"}, exclude_none=True)
-    record.describe(prompt=prompt, messages=messages, parameters=parameters,
-                    stream=bool(getattr(body, "stream", False)))
+    record.describe(
+        prompt=prompt,
+        messages=messages,
+        parameters=parameters,
+        stream=bool(getattr(body, "stream", False)),
+    )

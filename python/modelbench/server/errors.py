@@ -51,14 +51,19 @@ def invalid_value(exc: ValueError, rename: dict[str, str] | None = None) -> APIE
     param = getattr(exc, "param", None) or None
     if param is not None and rename and param in rename:
         if message.startswith(param):
-            message = rename[param] + message[len(param):]
+            message = rename[param] + message[len(param) :]
         param = rename[param]
     return APIError(400, message, param=param)
 
 
-def error_response(status_code: int, message: str, param: str | None = None,
-                   code: str | None = None, type: str = "invalid_request_error",
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status_code: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    type: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=code))
     return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
 
@@ -71,8 +76,11 @@ async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
 def _field_path(loc: tuple) -> list[str]:
     """The field's path in ``loc``, without "body" and without the branch
     names a union (``str | list[int]``) adds."""
-    return [str(part) for part in loc
-            if part not in _LOCATIONS and not (isinstance(part, str) and _is_branch(part))]
+    return [
+        str(part)
+        for part in loc
+        if part not in _LOCATIONS and not (isinstance(part, str) and _is_branch(part))
+    ]
 
 
 def _is_branch(part: str) -> bool:
@@ -88,11 +96,14 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     if not errors:
         return error_response(400, "invalid request")
     if errors[0].get("type") == "json_invalid":
-        return error_response(400, f"the request body is not valid JSON: {errors[0].get('msg')}",
-                              param="body")
+        return error_response(
+            400, f"the request body is not valid JSON: {errors[0].get('msg')}", param="body"
+        )
     field = _field_path(errors[0].get("loc", ()))[:1]
-    first = max((e for e in errors if _field_path(e.get("loc", ()))[:1] == field),
-                key=lambda e: len(_field_path(e.get("loc", ()))))
+    first = max(
+        (e for e in errors if _field_path(e.get("loc", ()))[:1] == field),
+        key=lambda e: len(_field_path(e.get("loc", ()))),
+    )
     loc = _field_path(first.get("loc", ()))
     param = loc[0] if loc else None
     where = ".".join(loc) if loc else "body"
@@ -109,16 +120,22 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(exc.status_code, str(exc.detail), type=kind,
-                          headers=getattr(exc, "headers", None))
+    return error_response(
+        exc.status_code, str(exc.detail), type=kind, headers=getattr(exc, "headers", None)
+    )
 
 
 async def on_store_error(request: Request, exc: Exception) -> JSONResponse:
     """The database went away under a request that needs it (batches, the
     request log): a 503 to retry, not a 500. Inference never gets here."""
     logger.error("store error on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(503, "the store is unavailable; retry shortly", code="store_unavailable",
-                          type="service_unavailable", headers={"Retry-After": "5"})
+    return error_response(
+        503,
+        "the store is unavailable; retry shortly",
+        code="store_unavailable",
+        type="service_unavailable",
+        headers={"Retry-After": "5"},
+    )
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:

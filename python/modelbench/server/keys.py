@@ -145,8 +145,14 @@ class KeyStore:
         self._mtime = None
         self._load()
 
-    def create(self, name: str, admin: bool = False, rpm: int | None = None, tpm: int | None = None,
-               store_text: bool = True) -> tuple[ApiKey, str]:
+    def create(
+        self,
+        name: str,
+        admin: bool = False,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        store_text: bool = True,
+    ) -> tuple[ApiKey, str]:
         """A new key; returns it and its secret (shown once, never stored)."""
         if not name.strip():
             raise ValueError("name must not be empty")
@@ -155,9 +161,17 @@ class KeyStore:
                 raise ValueError(f"{label} must be >= 1, got {value}")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         with self._locked():
-            key = ApiKey(id=f"key_{secrets.token_hex(4)}", name=name, prefix=secret[:7], hash=hash_key(secret),
-                         admin=admin, rpm=rpm, tpm=tpm, store_text=store_text,
-                         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            key = ApiKey(
+                id=f"key_{secrets.token_hex(4)}",
+                name=name,
+                prefix=secret[:7],
+                hash=hash_key(secret),
+                admin=admin,
+                rpm=rpm,
+                tpm=tpm,
+                store_text=store_text,
+                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            )
             self._keys.append(key)
             self._write()
         return key, secret

@@ -17,9 +17,12 @@ class BodySizeMiddleware:
 
     def refusal(self) -> object:
         return error_response(
-            413, f"the request body is larger than {self.max_body_bytes} bytes, the limit "
-            "(MODELBENCH_MAX_BODY_BYTES); send less, or split a batch", param="body",
-            code="request_too_large")
+            413,
+            f"the request body is larger than {self.max_body_bytes} bytes, the limit "
+            "(MODELBENCH_MAX_BODY_BYTES); send less, or split a batch",
+            param="body",
+            code="request_too_large",
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

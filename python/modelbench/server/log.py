@@ -19,7 +19,11 @@ from modelbench.config import Settings
 # Attributes every LogRecord has; anything else on a record came from
 # ``extra=`` and becomes a field of the JSON line.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "color_message", "taskName"}
+    "message",
+    "asctime",
+    "color_message",
+    "taskName",
+}
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -50,14 +54,18 @@ def log_config(settings: Settings) -> dict[str, Any]:
     """The dictConfig for ``settings.log_format`` and ``settings.log_level``."""
     level = settings.log_level.upper()
     formatter: dict[str, Any] = (
-        {"()": JsonFormatter} if settings.log_format == "json" else {"format": TEXT_FORMAT})
+        {"()": JsonFormatter} if settings.log_format == "json" else {"format": TEXT_FORMAT}
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
         "handlers": {
-            "default": {"class": "logging.StreamHandler", "formatter": "default",
-                        "stream": "ext://sys.stderr"},
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            },
         },
         "loggers": {
             "modelbench": {"handlers": ["default"], "level": level, "propagate": False},

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from dataclasses import dataclass, field
-
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -63,8 +62,13 @@ class Store:
                 await asyncio.to_thread(upgrade, self.url)
                 break
             except Exception as exc:
-                logger.error("store %s: migrations failed (%s: %s); retrying in %.0f s",
-                             shown, type(exc).__name__, exc, delay)
+                logger.error(
+                    "store %s: migrations failed (%s: %s); retrying in %.0f s",
+                    shown,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
                 try:
                     await asyncio.wait_for(self._stop.wait(), delay)
                 except TimeoutError:
@@ -77,9 +81,14 @@ class Store:
         logger.info("store: %s", shown)
         if self.settings.run_worker:
             s = self.settings
-            self.worker = Worker(self.queue, app, concurrency=s.worker_concurrency,  # type: ignore[arg-type]
-                                 lease_s=s.job_lease_s, internal_token=self.internal_token,
-                                 is_ready=lambda: can_run_jobs(app))
+            self.worker = Worker(
+                self.queue,
+                app,  # type: ignore[arg-type]
+                concurrency=s.worker_concurrency,
+                lease_s=s.job_lease_s,
+                internal_token=self.internal_token,
+                is_ready=lambda: can_run_jobs(app),
+            )
             await self.worker.run(self._stop)
 
     async def close(self) -> None:
@@ -113,12 +122,23 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         writer = self.store.writer
-        yield CounterMetricFamily("modelbench:request_records_written",
-                                  "Request records written to the store.", value=writer.num_written)
-        yield CounterMetricFamily("modelbench:request_records_dropped",
-                                  "Request records lost: the buffer was full or the store refused them.",
-                                  value=writer.num_dropped)
-        yield GaugeMetricFamily("modelbench:request_records_buffered",
-                                "Request records waiting to be written.", value=writer.num_buffered)
-        yield GaugeMetricFamily("modelbench:store_up", "1 if the last write to the store succeeded.",
-                                value=1.0 if writer.store_up else 0.0)
+        yield CounterMetricFamily(
+            "modelbench:request_records_written",
+            "Request records written to the store.",
+            value=writer.num_written,
+        )
+        yield CounterMetricFamily(
+            "modelbench:request_records_dropped",
+            "Request records lost: the buffer was full or the store refused them.",
+            value=writer.num_dropped,
+        )
+        yield GaugeMetricFamily(
+            "modelbench:request_records_buffered",
+            "Request records waiting to be written.",
+            value=writer.num_buffered,
+        )
+        yield GaugeMetricFamily(
+            "modelbench:store_up",
+            "1 if the last write to the store succeeded.",
+            value=1.0 if writer.store_up else 0.0,
+        )

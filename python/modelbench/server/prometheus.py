@@ -30,16 +30,93 @@ from modelbench.engine.outputs import RequestOutput
 from modelbench.server.registry import ModelHandle, ModelRegistry
 
 # vLLM's buckets (vllm/v1/metrics/loggers.py), so that quantiles compare.
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
-ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-               10.0, 20.0, 40.0, 80.0)
-REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
-                           50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
+ITL_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+REQUEST_LATENCY_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
 # Queue time starts near zero on an idle server: finer buckets at the bottom.
 QUEUE_TIME_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, *REQUEST_LATENCY_BUCKETS)
-HTTP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                         120.0, 300.0)
+HTTP_DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
 
 MODEL_LABELS = ("model_name", "version")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -49,7 +126,8 @@ UNMATCHED_ROUTE = "unmatched"  # 404s: one series, whatever paths scanners try
 # TrafficMiddleware, so that start_generation finds them without every route
 # passing them along. Unset (outside an app): requests are not observed.
 current_metrics: contextvars.ContextVar[ServerMetrics | None] = contextvars.ContextVar(
-    "modelbench_metrics", default=None)
+    "modelbench_metrics", default=None
+)
 
 
 class EngineCollector(Collector):
@@ -64,23 +142,35 @@ class EngineCollector(Collector):
         labels = list(MODEL_LABELS)
         return {
             "running": GaugeMetricFamily(
-                "modelbench:num_requests_running", "Number of requests in model execution batches.",
-                labels=labels),
+                "modelbench:num_requests_running",
+                "Number of requests in model execution batches.",
+                labels=labels,
+            ),
             "waiting": GaugeMetricFamily(
-                "modelbench:num_requests_waiting", "Number of requests waiting to be processed.",
-                labels=labels),
+                "modelbench:num_requests_waiting",
+                "Number of requests waiting to be processed.",
+                labels=labels,
+            ),
             "kv": GaugeMetricFamily(
-                "modelbench:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
-                labels=labels),
+                "modelbench:kv_cache_usage_perc",
+                "KV-cache usage. 1 means 100 percent usage.",
+                labels=labels,
+            ),
             "preemptions": CounterMetricFamily(
-                "modelbench:num_preemptions", "Cumulative number of preemptions from the engine.",
-                labels=labels),
+                "modelbench:num_preemptions",
+                "Cumulative number of preemptions from the engine.",
+                labels=labels,
+            ),
             "prefix_queries": CounterMetricFamily(
                 "modelbench:prefix_cache_queries",
-                "Prefix cache queries, in terms of number of queried tokens.", labels=labels),
+                "Prefix cache queries, in terms of number of queried tokens.",
+                labels=labels,
+            ),
             "prefix_hits": CounterMetricFamily(
                 "modelbench:prefix_cache_hits",
-                "Prefix cache hits, in terms of number of cached tokens.", labels=labels),
+                "Prefix cache hits, in terms of number of cached tokens.",
+                labels=labels,
+            ),
         }
 
     def describe(self) -> Iterator[Metric]:
@@ -112,33 +202,60 @@ class ServerMetrics:
         r = self.registry
         self.time_to_first_token = Histogram(
             "modelbench:time_to_first_token_seconds",
-            "Histogram of time to first token in seconds.", labels, buckets=TTFT_BUCKETS, registry=r)
+            "Histogram of time to first token in seconds.",
+            labels,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
         self.inter_token_latency = Histogram(
             "modelbench:inter_token_latency_seconds",
-            "Histogram of inter-token latency in seconds.", labels, buckets=ITL_BUCKETS, registry=r)
+            "Histogram of inter-token latency in seconds.",
+            labels,
+            buckets=ITL_BUCKETS,
+            registry=r,
+        )
         self.e2e_request_latency = Histogram(
             "modelbench:e2e_request_latency_seconds",
-            "Histogram of e2e request latency in seconds.", labels,
-            buckets=REQUEST_LATENCY_BUCKETS, registry=r)
+            "Histogram of e2e request latency in seconds.",
+            labels,
+            buckets=REQUEST_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.request_queue_time = Histogram(
             "modelbench:request_queue_time_seconds",
-            "Histogram of time spent in WAITING phase for request.", labels,
-            buckets=QUEUE_TIME_BUCKETS, registry=r)
+            "Histogram of time spent in WAITING phase for request.",
+            labels,
+            buckets=QUEUE_TIME_BUCKETS,
+            registry=r,
+        )
         self.prompt_tokens = Counter(
-            "modelbench:prompt_tokens", "Number of prefill tokens processed.", labels, registry=r)
+            "modelbench:prompt_tokens", "Number of prefill tokens processed.", labels, registry=r
+        )
         self.generation_tokens = Counter(
-            "modelbench:generation_tokens", "Number of generation tokens processed.", labels,
-            registry=r)
+            "modelbench:generation_tokens",
+            "Number of generation tokens processed.",
+            labels,
+            registry=r,
+        )
         self.request_success = Counter(
-            "modelbench:request_success", "Count of successfully processed requests.",
-            (*labels, "finished_reason"), registry=r)
+            "modelbench:request_success",
+            "Count of successfully processed requests.",
+            (*labels, "finished_reason"),
+            registry=r,
+        )
         self.http_requests = Counter(
-            "modelbench:http_requests", "HTTP requests by method, route template and status.",
-            ("method", "route", "status"), registry=r)
+            "modelbench:http_requests",
+            "HTTP requests by method, route template and status.",
+            ("method", "route", "status"),
+            registry=r,
+        )
         self.http_request_duration = Histogram(
             "modelbench:http_request_duration_seconds",
             "HTTP request duration in seconds, to the end of the response body.",
-            ("method", "route"), buckets=HTTP_DURATION_BUCKETS, registry=r)
+            ("method", "route"),
+            buckets=HTTP_DURATION_BUCKETS,
+            registry=r,
+        )
         r.register(EngineCollector(registry))
 
     def exposition(self) -> bytes:

@@ -62,14 +62,20 @@ TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 # Why the OpenAI fields modelbench does not implement are refused (the error
 # handler words a 400 with these; any other undeclared field is refused too).
 UNSUPPORTED_FIELDS = {
-    "logit_bias": "logit_bias is not supported: token logits cannot be biased (send {} or leave it out)",
+    "logit_bias": (
+        "logit_bias is not supported: token logits cannot be biased (send {} or leave it out)"
+    ),
     "tools": "tools is not supported: this server does no tool calling",
     "tool_choice": 'tool_choice is not supported: this server does no tool calling (only "none")',
     "parallel_tool_calls": "parallel_tool_calls is not supported: this server does no tool calling",
     "functions": "functions is not supported: this server does no function calling",
-    "function_call": 'function_call is not supported: this server does no function calling (only "none")',
+    "function_call": (
+        'function_call is not supported: this server does no function calling (only "none")'
+    ),
     "suffix": "suffix is not supported: completions do not insert text before a suffix",
-    "response_format": 'response_format is not supported beyond {"type": "text"}: no JSON mode or schema',
+    "response_format": (
+        'response_format is not supported beyond {"type": "text"}: no JSON mode or schema'
+    ),
     "best_of": "best_of is not supported unless it equals n: extra samples are not ranked",
     "echo": "echo is not supported together with logprobs (the prompt's logprobs are not returned)",
     "audio": "audio is not supported: only text output",
@@ -135,9 +141,21 @@ class SamplingRequest(BaseModel):
 
     def _sampling_kwargs(self) -> dict[str, Any]:
         names = [
-            "n", "temperature", "top_p", "top_k", "min_p", "presence_penalty",
-            "frequency_penalty", "repetition_penalty", "seed", "stop", "stop_token_ids",
-            "min_tokens", "include_stop_str_in_output", "skip_special_tokens", "ignore_eos",
+            "n",
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "presence_penalty",
+            "frequency_penalty",
+            "repetition_penalty",
+            "seed",
+            "stop",
+            "stop_token_ids",
+            "min_tokens",
+            "include_stop_str_in_output",
+            "skip_special_tokens",
+            "ignore_eos",
         ]
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
@@ -253,8 +271,9 @@ class ChatCompletionRequest(SamplingRequest):
 
     @field_validator("tool_choice", "function_call")
     @classmethod
-    def _no_tool_choice(cls, value: str | dict[str, Any] | None, info: ValidationInfo
-                        ) -> str | dict[str, Any] | None:
+    def _no_tool_choice(
+        cls, value: str | dict[str, Any] | None, info: ValidationInfo
+    ) -> str | dict[str, Any] | None:
         if value is not None and value != "none":
             raise unsupported(str(info.field_name))
         return value
@@ -263,7 +282,11 @@ class ChatCompletionRequest(SamplingRequest):
         """``default_max_tokens`` applies when neither max_tokens field is given
         (the rest of the context, as OpenAI does)."""
         kwargs = self._sampling_kwargs()
-        limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        limit = (
+            self.max_completion_tokens
+            if self.max_completion_tokens is not None
+            else self.max_tokens
+        )
         kwargs["max_tokens"] = default_max_tokens if limit is None else limit
         if self.logprobs:
             kwargs["logprobs"] = self.top_logprobs or 0

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelbench.tasks.adapters import InferTask, TaskInputError
 from modelbench.server.protocol import ErrorInfo
+from modelbench.tasks.adapters import InferTask, TaskInputError
 
 
 class InferRequest(BaseModel):
@@ -34,8 +34,11 @@ class InferRequest(BaseModel):
             raise TaskInputError("send the input as text or as prompt, not both", "text")
         text = self.text if self.text is not None else self.prompt
         if text is None:
-            raise TaskInputError("text is required: the input to run the task on "
-                                 "(prompt is accepted as another name for it)", "text")
+            raise TaskInputError(
+                "text is required: the input to run the task on "
+                "(prompt is accepted as another name for it)",
+                "text",
+            )
         if not text.strip():
             raise TaskInputError("text must not be empty", "text")
         return text

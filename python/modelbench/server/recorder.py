@@ -25,8 +25,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelbench.jobs.worker import BATCH_HEADER, INTERNAL_HEADER
 from modelbench.engine.outputs import RequestOutput
+from modelbench.jobs.worker import BATCH_HEADER, INTERNAL_HEADER
 
 # Inference endpoints and the task each one records (the task API says its own).
 INFERENCE_PATHS = {
@@ -67,8 +67,15 @@ class Record:
     error: str | None = None
     store_text: bool = True
 
-    def describe(self, *, task: str | None = None, prompt: Any = None, messages: list | None = None,
-                 parameters: dict[str, Any] | None = None, stream: bool | None = None) -> None:
+    def describe(
+        self,
+        *,
+        task: str | None = None,
+        prompt: Any = None,
+        messages: list | None = None,
+        parameters: dict[str, Any] | None = None,
+        stream: bool | None = None,
+    ) -> None:
         """What was asked (token-id prompts are kept as JSON)."""
         if task is not None:
             self.task = task
@@ -111,25 +118,39 @@ class Record:
         reasons = {self.finish_reasons[i] for i in self.finish_reasons}
         finish_reason = reasons.pop() if len(reasons) == 1 else (",".join(sorted(reasons)) or None)
         if http_status < 400 and (self.finish_reasons or self.output is not None):
-            aborted = finish_reason == "abort" or (self.texts and len(self.finish_reasons) < len(self.texts))
+            aborted = finish_reason == "abort" or (
+                self.texts and len(self.finish_reasons) < len(self.texts)
+            )
             status = "aborted" if aborted else "succeeded"
         elif http_status == 499 or (http_status < 400 and not self.finish_reasons):
             status = "aborted"  # the client went away
         else:
             status = "failed"
         return {
-            "id": self.id, "http_request_id": self.http_request_id, "api_key_id": self.api_key_id,
-            "endpoint": self.endpoint, "model_name": self.model_name, "model_version": self.model_version,
-            "task": self.task, "stream": self.stream,
+            "id": self.id,
+            "http_request_id": self.http_request_id,
+            "api_key_id": self.api_key_id,
+            "endpoint": self.endpoint,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "task": self.task,
+            "stream": self.stream,
             "prompt": self.prompt if self.store_text else None,
             "messages": self.messages if self.store_text else None,
-            "parameters": self.parameters, "status": status, "http_status": http_status,
-            "output_text": output if self.store_text else None, "finish_reason": finish_reason,
+            "parameters": self.parameters,
+            "status": status,
+            "http_status": http_status,
+            "output_text": output if self.store_text else None,
+            "finish_reason": finish_reason,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens if self.prompt_tokens is not None else None,
-            "queue_time_ms": ms(self.queue_time_s), "ttft_ms": ms(self.ttft_s),
-            "latency_ms": ms(time.monotonic() - self.started), "created_at": self.created_at,
-            "finished_at": datetime.now(timezone.utc), "error": self.error, "batch_id": self.batch_id,
+            "queue_time_ms": ms(self.queue_time_s),
+            "ttft_ms": ms(self.ttft_s),
+            "latency_ms": ms(time.monotonic() - self.started),
+            "created_at": self.created_at,
+            "finished_at": datetime.now(timezone.utc),
+            "error": self.error,
+            "batch_id": self.batch_id,
         }
 
 
@@ -137,7 +158,9 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def new_record(scope: Scope, endpoint: str, task: str, http_request_id: str | None = None) -> Record:
+def new_record(
+    scope: Scope, endpoint: str, task: str, http_request_id: str | None = None
+) -> Record:
     """A record for a request of this HTTP exchange (the exchange's own, or a
     batch item's), with who asked and whether text may be kept."""
     state = scope.get("state", {})
@@ -146,11 +169,22 @@ def new_record(scope: Scope, endpoint: str, task: str, http_request_id: str | No
     store = getattr(app_state, "store", None)
     headers = dict(scope.get("headers", ()))
     batch_id = None
-    if store is not None and headers.get(INTERNAL_HEADER.encode(), b"").decode() == store.internal_token:
-        batch_id = headers.get(BATCH_HEADER.encode(), b"").decode() or None  # only the worker says so
+    if (
+        store is not None
+        and headers.get(INTERNAL_HEADER.encode(), b"").decode() == store.internal_token
+    ):
+        batch_id = (
+            headers.get(BATCH_HEADER.encode(), b"").decode() or None
+        )  # only the worker says so
     store_text = settings.store_text if settings is not None else True
-    return Record(endpoint=endpoint, task=task, http_request_id=http_request_id or state.get("request_id"),
-                  api_key_id=state.get("api_key_id"), batch_id=batch_id, store_text=store_text)
+    return Record(
+        endpoint=endpoint,
+        task=task,
+        http_request_id=http_request_id or state.get("request_id"),
+        api_key_id=state.get("api_key_id"),
+        batch_id=batch_id,
+        store_text=store_text,
+    )
 
 
 def submit(scope: Scope, record: Record, http_status: int) -> None:
@@ -187,9 +221,15 @@ class RecordMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-modelbench-record-id", record.id.encode())]
-            elif message["type"] == "http.response.body" and status >= 400 and len(error_body) < 65536:
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-modelbench-record-id", record.id.encode()),
+                ]
+            elif (
+                message["type"] == "http.response.body"
+                and status >= 400
+                and len(error_body) < 65536
+            ):
                 error_body.extend(message.get("body", b""))
             await send(message)
 

@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from modelbench.engine.async_engine import AsyncEngine
 from modelbench.config import ModelConfig, RoutingPolicy
+from modelbench.engine.async_engine import AsyncEngine
 from modelbench.server.errors import APIError
 
 logger = logging.getLogger("modelbench.server")
@@ -117,7 +117,9 @@ class ModelRegistry:
 
     def available_ids(self) -> list[str]:
         """Every name a client may send: bare names first, then name:version."""
-        names = list(dict.fromkeys(h.name for h in self._handles.values() if h.state != ModelState.UNLOADING))
+        names = list(
+            dict.fromkeys(h.name for h in self._handles.values() if h.state != ModelState.UNLOADING)
+        )
         return names + [h.id for h in self._handles.values() if h.state != ModelState.UNLOADING]
 
     # ---- loading and unloading ----------------------------------------
@@ -125,8 +127,12 @@ class ModelRegistry:
     def add(self, config: ModelConfig) -> ModelHandle:
         """Register a version (state "loading"); 409 if it is there already."""
         if config.id in self._handles:
-            raise APIError(409, f"model {config.id} is already loaded; unload it first or pick "
-                           "another version", param="version", code="model_exists")
+            raise APIError(
+                409,
+                f"model {config.id} is already loaded; unload it first or pick another version",
+                param="version",
+                code="model_exists",
+            )
         if config.default:
             for other in self.versions(config.name):
                 other.config = other.config.model_copy(update={"default": False})
@@ -160,16 +166,25 @@ class ModelRegistry:
         (up to ``timeout_s``; what is left then ends with "abort"), free it."""
         handle = self._handles.get(model_id)
         if handle is None or handle.state == ModelState.UNLOADING:
-            raise APIError(404, f"model {model_id} is not loaded. Loaded: "
-                           f"{', '.join(h.id for h in self.handles()) or 'none'}",
-                           param="model", code="model_not_found", type="not_found_error")
+            raise APIError(
+                404,
+                f"model {model_id} is not loaded. Loaded: "
+                f"{', '.join(h.id for h in self.handles()) or 'none'}",
+                param="model",
+                code="model_not_found",
+                type="not_found_error",
+            )
         handle.state = ModelState.UNLOADING
         if handle.outstanding:
             try:
                 await asyncio.wait_for(handle._idle.wait(), timeout_s)
             except TimeoutError:
-                logger.warning("unloading %s: %d requests still running after %.0f s are aborted",
-                               model_id, handle.outstanding, timeout_s)
+                logger.warning(
+                    "unloading %s: %d requests still running after %.0f s are aborted",
+                    model_id,
+                    handle.outstanding,
+                    timeout_s,
+                )
         del self._handles[model_id]
         engine, handle.engine = handle.engine, None
         if engine is not None:
@@ -197,24 +212,39 @@ class ModelRegistry:
         candidates = [h for h in candidates if h.state != ModelState.UNLOADING]
         if not candidates:
             raise APIError(
-                404, f"The model {model!r} does not exist. Available models: "
+                404,
+                f"The model {model!r} does not exist. Available models: "
                 f"{', '.join(self.available_ids()) or 'none'}",
-                param="model", code="model_not_found", type="not_found_error",
+                param="model",
+                code="model_not_found",
+                type="not_found_error",
             )
         serving = [h for h in candidates if h.serves(task)]
         if not serving:
             tasks = sorted({t for h in candidates for t in h.config.tasks})
-            raise APIError(400, f"model {model!r} does not serve the task {task!r}; it serves: "
-                           f"{', '.join(tasks)}", param="task", code="task_not_supported")
+            raise APIError(
+                400,
+                f"model {model!r} does not serve the task {task!r}; it serves: {', '.join(tasks)}",
+                param="task",
+                code="task_not_supported",
+            )
         ready = [h for h in serving if h.state == ModelState.READY]
         if not ready:
             failed = [h for h in serving if h.state == ModelState.FAILED]
             if failed and len(failed) == len(serving):
-                raise APIError(503, f"model {model!r} failed to load: {failed[0].error}",
-                               code="model_load_failed", type="service_unavailable")
-            raise APIError(503, f"model {model!r} is still loading; retry when /ready says so",
-                           code="model_not_ready", type="service_unavailable",
-                           headers={"Retry-After": "5"})
+                raise APIError(
+                    503,
+                    f"model {model!r} failed to load: {failed[0].error}",
+                    code="model_load_failed",
+                    type="service_unavailable",
+                )
+            raise APIError(
+                503,
+                f"model {model!r} is still loading; retry when /ready says so",
+                code="model_not_ready",
+                type="service_unavailable",
+                headers={"Retry-After": "5"},
+            )
         if version or len(ready) == 1:
             return ready[0]
         return self._route(name, ready)
@@ -235,7 +265,12 @@ class ModelRegistry:
         """Count a request against the version's bound, or refuse it (429)."""
         limit = self.max_queue + handle.config.max_num_seqs
         if handle.outstanding >= limit:
-            raise APIError(429, f"model {handle.id} has {handle.outstanding} requests in flight, "
-                           f"its limit; retry shortly", code="queue_full", type="rate_limit_error",
-                           headers={"Retry-After": "1"})
+            raise APIError(
+                429,
+                f"model {handle.id} has {handle.outstanding} requests in flight, "
+                f"its limit; retry shortly",
+                code="queue_full",
+                type="rate_limit_error",
+                headers={"Retry-After": "1"},
+            )
         handle.begin()

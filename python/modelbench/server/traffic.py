@@ -135,9 +135,12 @@ class TrafficMiddleware:
 
 async def refuse_while_draining(scope: Scope, receive: Receive, send: Send) -> None:
     response = error_response(
-        503, "the server is shutting down and accepts no new requests; retry on another replica",
-        code="server_draining", type="service_unavailable",
-        headers={"Retry-After": str(DRAIN_RETRY_AFTER_S), "Connection": "close"})
+        503,
+        "the server is shutting down and accepts no new requests; retry on another replica",
+        code="server_draining",
+        type="service_unavailable",
+        headers={"Retry-After": str(DRAIN_RETRY_AFTER_S), "Connection": "close"},
+    )
     await response(scope, receive, send)
 
 
@@ -157,6 +160,15 @@ def log_access(scope: Scope, route: str, status: int, duration_s: float) -> None
         "latency_ms": round(duration_s * 1000, 2),
         "client": client[0] if client else None,
     }
-    access_logger.log(level, '%s "%s %s" %d %.1fms model=%s request_id=%s', fields["client"],
-                      fields["method"], fields["path"], status, fields["latency_ms"],
-                      fields["model"] or "-", fields["request_id"], extra=fields)
+    access_logger.log(
+        level,
+        '%s "%s %s" %d %.1fms model=%s request_id=%s',
+        fields["client"],
+        fields["method"],
+        fields["path"],
+        status,
+        fields["latency_ms"],
+        fields["model"] or "-",
+        fields["request_id"],
+        extra=fields,
+    )

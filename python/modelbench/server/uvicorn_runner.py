@@ -55,8 +55,9 @@ class DrainingServer(uvicorn.Server):
             self.force_exit = True
             return
         self._signalled = True
-        logger.info("%s received: draining for up to %.0f s",
-                    signal.Signals(sig).name, self.drain_timeout_s)
+        logger.info(
+            "%s received: draining for up to %.0f s", signal.Signals(sig).name, self.drain_timeout_s
+        )
         self._loop.call_soon_threadsafe(self.begin_drain)
 
     def begin_drain(self) -> None:
@@ -70,8 +71,11 @@ class DrainingServer(uvicorn.Server):
         if await state.traffic.wait_idle(self.drain_timeout_s):
             logger.info("drained: no request in flight; shutting down")
         else:
-            logger.warning("drain timeout (%.0f s): %d requests still in flight are cut off",
-                           self.drain_timeout_s, state.traffic.num_in_flight)
+            logger.warning(
+                "drain timeout (%.0f s): %d requests still in flight are cut off",
+                self.drain_timeout_s,
+                state.traffic.num_in_flight,
+            )
         self.should_exit = True
 
 
@@ -79,8 +83,12 @@ def serve(app: FastAPI, settings: Settings) -> None:
     """Serve ``app`` on ``settings.host:port`` until a signal drains it, with
     the logging ``settings`` asks for. Exits 3 when the server cannot start."""
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port,
-        log_config=log_config(settings), log_level=settings.log_level, access_log=False,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=log_config(settings),
+        log_level=settings.log_level,
+        access_log=False,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     server = DrainingServer(config, app, settings.drain_timeout_s)

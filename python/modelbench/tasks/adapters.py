@@ -40,6 +40,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelbench.engine.async_engine import AsyncEngine
+from modelbench.engine.sampling_params import SamplingParams
+from modelbench.models.tokenizer import Tokenizer
+from modelbench.tasks.base import (
+    TaskInputError,
+    TaskOutput,
+    chat_prefix,
+    check_length,
+    has_chat_template,
+)
 from modelbench.tasks.labels import (
     CONTENT_FREE_TEXT,
     LabelScore,
@@ -48,15 +57,6 @@ from modelbench.tasks.labels import (
     run_labels,
     score_labels,
 )
-from modelbench.tasks.base import (
-    TaskInputError,
-    TaskOutput,
-    chat_prefix,
-    check_length,
-    has_chat_template,
-)
-from modelbench.models.tokenizer import Tokenizer
-from modelbench.engine.sampling_params import SamplingParams
 
 InferTask = Literal["generate", "summarize", "sentiment", "classify"]
 INFER_TASKS: tuple[str, ...] = ("generate", "summarize", "sentiment", "classify")
@@ -155,21 +155,27 @@ def parse_parameters(task: str, parameters: dict[str, Any] | None) -> BaseModel:
 def check_labels(labels: list[str]) -> None:
     """At least two labels, at most MAX_LABELS, unique, none blank."""
     if len(labels) < 2:
-        raise TaskInputError(f"parameters.labels must hold at least 2 labels, got {len(labels)}",
-                             "parameters.labels")
+        raise TaskInputError(
+            f"parameters.labels must hold at least 2 labels, got {len(labels)}", "parameters.labels"
+        )
     if len(labels) > MAX_LABELS:
         raise TaskInputError(
             f"parameters.labels may hold at most {MAX_LABELS} labels, got {len(labels)}",
-            "parameters.labels")
+            "parameters.labels",
+        )
     blank = [i for i, label in enumerate(labels) if not label.strip()]
     if blank:
-        raise TaskInputError(f"parameters.labels[{blank[0]}] is blank; every label needs some text",
-                             "parameters.labels")
+        raise TaskInputError(
+            f"parameters.labels[{blank[0]}] is blank; every label needs some text",
+            "parameters.labels",
+        )
     seen: set[str] = set()
     for label in labels:
         if label in seen:
-            raise TaskInputError(f"parameters.labels holds {label!r} twice; labels must be unique",
-                                 "parameters.labels")
+            raise TaskInputError(
+                f"parameters.labels holds {label!r} twice; labels must be unique",
+                "parameters.labels",
+            )
         seen.add(label)
 
 
@@ -187,8 +193,9 @@ def summarize_prompt(tokenizer: Tokenizer, text: str) -> tuple[list[int], str]:
 # ---- running ----------------------------------------------------------------
 
 
-async def generate_text(engine: AsyncEngine, prompt_ids: list[int], params: SamplingParams,
-                        request_id: str) -> tuple[str, dict[str, Any]]:
+async def generate_text(
+    engine: AsyncEngine, prompt_ids: list[int], params: SamplingParams, request_id: str
+) -> tuple[str, dict[str, Any]]:
     """Run one prompt to the end: its text, and finish reason and token counts."""
     text, num_generated, last = "", 0, None
     async for out in engine.generate(prompt_ids, params, request_id):
@@ -203,9 +210,13 @@ async def generate_text(engine: AsyncEngine, prompt_ids: list[int], params: Samp
     }
 
 
-async def run_task(engine: AsyncEngine, task: str, text: str,
-                   parameters: dict[str, Any] | BaseModel | None = None,
-                   request_id: str | None = None) -> TaskOutput:
+async def run_task(
+    engine: AsyncEngine,
+    task: str,
+    text: str,
+    parameters: dict[str, Any] | BaseModel | None = None,
+    request_id: str | None = None,
+) -> TaskOutput:
     """Run ``task`` on ``text`` with ``engine``.
 
     Args:
@@ -236,8 +247,9 @@ async def run_task(engine: AsyncEngine, task: str, text: str,
         raise TaskInputError(str(exc), "text") from exc
 
 
-async def _run_generation(engine: AsyncEngine, task: str, text: str,
-                          parameters: GenerationParameters, request_id: str) -> TaskOutput:
+async def _run_generation(
+    engine: AsyncEngine, task: str, text: str, parameters: GenerationParameters, request_id: str
+) -> TaskOutput:
     tokenizer, max_model_len = engine.tokenizer, engine.max_model_len
     if task == "generate":
         prompt_ids, template = await asyncio.to_thread(tokenizer.encode, text), None
@@ -250,7 +262,9 @@ async def _run_generation(engine: AsyncEngine, task: str, text: str,
         raise TaskInputError(
             f"max_tokens is {params.max_tokens}, but the prompt takes {len(prompt_ids)} of "
             f"the model's {max_model_len} tokens, which leaves {room}; lower max_tokens or "
-            "shorten the text", "parameters.max_tokens")
+            "shorten the text",
+            "parameters.max_tokens",
+        )
     result, metadata = await generate_text(engine, prompt_ids, params, request_id)
     if template is None:
         return TaskOutput(result, metadata)
@@ -258,7 +272,18 @@ async def _run_generation(engine: AsyncEngine, task: str, text: str,
 
 
 __all__ = [
-    "CONTENT_FREE_TEXT", "INFER_TASKS", "SENTIMENT_LABELS", "ClassifyParameters",
-    "GenerationParameters", "LabelScore", "TaskInputError", "TaskOutput", "label_forms",
-    "label_prompts", "parse_parameters", "run_task", "score_labels", "summarize_prompt",
+    "CONTENT_FREE_TEXT",
+    "INFER_TASKS",
+    "SENTIMENT_LABELS",
+    "ClassifyParameters",
+    "GenerationParameters",
+    "LabelScore",
+    "TaskInputError",
+    "TaskOutput",
+    "label_forms",
+    "label_prompts",
+    "parse_parameters",
+    "run_task",
+    "score_labels",
+    "summarize_prompt",
 ]

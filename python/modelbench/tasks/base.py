@@ -32,8 +32,9 @@ def has_chat_template(tokenizer: Tokenizer) -> bool:
 def chat_prefix(tokenizer: Tokenizer, instruction: str) -> list[int]:
     """The chat template over one user message, up to where the assistant
     answers. The template writes the special tokens itself."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": instruction}],
-                                         add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": instruction}], add_generation_prompt=True
+    )
     return tokenizer.encode(text, add_special_tokens=False)
 
 
@@ -42,4 +43,6 @@ def check_length(num_tokens: int, max_model_len: int) -> None:
     if num_tokens >= max_model_len:
         raise TaskInputError(
             f"text is too long: the prompt takes {num_tokens} tokens and the model's context "
-            f"is {max_model_len}; shorten the text", "text")
+            f"is {max_model_len}; shorten the text",
+            "text",
+        )

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelbench.engine.async_engine import AsyncEngine
-from modelbench.tasks.base import TaskOutput, chat_prefix, check_length, has_chat_template
-from modelbench.models.tokenizer import Tokenizer
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.models.tokenizer import Tokenizer
+from modelbench.tasks.base import TaskOutput, chat_prefix, check_length, has_chat_template
 
 CONTENT_FREE_TEXT = ""  # the calibration input: the instruction over an empty text
 
@@ -22,8 +22,7 @@ CONTENT_FREE_TEXT = ""  # the calibration input: the instruction over an empty t
 def label_instruction(task: str, text: str, labels: list[str]) -> str:
     """The question whose answer is one of the labels, listed."""
     what = "the sentiment of the text" if task == "sentiment" else "the text"
-    return (f"Classify {what} as one of: {', '.join(labels)}. Answer with one word."
-            f"\n\nText: {text}")
+    return f"Classify {what} as one of: {', '.join(labels)}. Answer with one word.\n\nText: {text}"
 
 
 def label_forms(label: str) -> list[str]:
@@ -35,8 +34,9 @@ def label_forms(label: str) -> list[str]:
     return forms
 
 
-def label_prompts(tokenizer: Tokenizer, task: str, text: str,
-                  labels: list[str]) -> tuple[list[int], list[list[list[int]]], str]:
+def label_prompts(
+    tokenizer: Tokenizer, task: str, text: str, labels: list[str]
+) -> tuple[list[int], list[list[list[int]]], str]:
     """The prompt before the answer, each label's forms' answer tokens, and the template.
 
     The prefix and the labels are tokenized apart and concatenated, so a
@@ -51,8 +51,10 @@ def label_prompts(tokenizer: Tokenizer, task: str, text: str,
     else:
         answer = "Sentiment:" if task == "sentiment" else "Category:"
         prefix, template, lead = tokenizer.encode(f"{instruction}\n{answer}"), "plain", " "
-    label_ids = [[tokenizer.encode(lead + form, add_special_tokens=False)
-                  for form in label_forms(label)] for label in labels]
+    label_ids = [
+        [tokenizer.encode(lead + form, add_special_tokens=False) for form in label_forms(label)]
+        for label in labels
+    ]
     return prefix, label_ids, template
 
 
@@ -69,8 +71,13 @@ class LabelScore:
         return own / self.num_tokens
 
 
-async def score_labels(engine: AsyncEngine, prefix_ids: list[int], label_ids: list[list[int]],
-                       labels: list[str], request_id: str) -> list[LabelScore]:
+async def score_labels(
+    engine: AsyncEngine,
+    prefix_ids: list[int],
+    label_ids: list[list[int]],
+    labels: list[str],
+    request_id: str,
+) -> list[LabelScore]:
     """Each label's log-likelihood after the prefix: the sum of its tokens'
     logprobs from the engine's prompt logprobs. The labels run concurrently,
     so the engine batches them. Prompt-logprob requests skip the prefix cache,
@@ -83,7 +90,7 @@ async def score_labels(engine: AsyncEngine, prefix_ids: list[int], label_ids: li
         async for out in engine.generate(ids, params, f"{request_id}-label{i}"):
             last = out
         assert last is not None and last.prompt_logprobs is not None
-        positions = last.prompt_logprobs[len(prefix_ids):]
+        positions = last.prompt_logprobs[len(prefix_ids) :]
         assert len(positions) == len(label_ids[i]), "prompt logprobs do not cover the label"
         total = 0.0
         for token_id, position in zip(label_ids[i], positions, strict=True):
@@ -121,24 +128,33 @@ def log_softmax(scores: list[float]) -> list[float]:
 
 
 # Content-free scores per engine and (task, labels): one prompt per label set.
-_CALIBRATION: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], list[float]]] = weakref.WeakKeyDictionary()
+_CALIBRATION: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], list[float]]] = (
+    weakref.WeakKeyDictionary()
+)
 _CALIBRATION_ENTRIES = 256
 
 
-async def _score_prompt(engine: AsyncEngine, prefix: list[int], label_ids: list[list[list[int]]],
-                        labels: list[str], request_id: str) -> list[LabelScore]:
+async def _score_prompt(
+    engine: AsyncEngine,
+    prefix: list[int],
+    label_ids: list[list[list[int]]],
+    labels: list[str],
+    request_id: str,
+) -> list[LabelScore]:
     """Each label's score after ``prefix``, over its forms (all batched)."""
     flat = [(i, ids) for i, forms in enumerate(label_ids) for ids in forms]
-    scores = await score_labels(engine, prefix, [ids for _, ids in flat],
-                                [labels[i] for i, _ in flat], request_id)
+    scores = await score_labels(
+        engine, prefix, [ids for _, ids in flat], [labels[i] for i, _ in flat], request_id
+    )
     per_label: list[list[LabelScore]] = [[] for _ in labels]
     for (i, _), score in zip(flat, scores, strict=True):
         per_label[i].append(score)
     return [combine_forms(forms) for forms in per_label]
 
 
-async def _calibration(engine: AsyncEngine, task: str, labels: list[str],
-                       request_id: str) -> list[float]:
+async def _calibration(
+    engine: AsyncEngine, task: str, labels: list[str], request_id: str
+) -> list[float]:
     """The labels' log-softmax after the content-free text (cached per engine)."""
     key = (task, tuple(labels))
     try:
@@ -148,7 +164,8 @@ async def _calibration(engine: AsyncEngine, task: str, labels: list[str],
     if key in cache:
         return cache[key]
     prefix, label_ids, _ = await asyncio.to_thread(
-        label_prompts, engine.tokenizer, task, CONTENT_FREE_TEXT, labels)
+        label_prompts, engine.tokenizer, task, CONTENT_FREE_TEXT, labels
+    )
     scores = await _score_prompt(engine, prefix, label_ids, labels, f"{request_id}-cf")
     values = log_softmax([s.logprob for s in scores])
     if len(cache) >= _CALIBRATION_ENTRIES:
@@ -157,23 +174,29 @@ async def _calibration(engine: AsyncEngine, task: str, labels: list[str],
     return values
 
 
-async def run_labels(engine: AsyncEngine, task: str, text: str, labels: list[str],
-                      request_id: str) -> TaskOutput:
+async def run_labels(
+    engine: AsyncEngine, task: str, text: str, labels: list[str], request_id: str
+) -> TaskOutput:
     prefix, label_ids, template = await asyncio.to_thread(
-        label_prompts, engine.tokenizer, task, text, labels)
+        label_prompts, engine.tokenizer, task, text, labels
+    )
     # max_tokens=1 is generated after the longest label, so it needs a slot too.
     longest = len(prefix) + max(len(ids) for forms in label_ids for ids in forms)
     check_length(longest, engine.max_model_len)
     scores, prior = await asyncio.gather(
         _score_prompt(engine, prefix, label_ids, labels, request_id),
-        _calibration(engine, task, labels, request_id))
-    calibrated = [x - p for x, p in zip(log_softmax([s.logprob for s in scores]), prior,
-                                        strict=True)]
+        _calibration(engine, task, labels, request_id),
+    )
+    calibrated = [
+        x - p for x, p in zip(log_softmax([s.logprob for s in scores]), prior, strict=True)
+    ]
     probabilities = softmax(calibrated)
     best = max(range(len(scores)), key=lambda i: calibrated[i])
     return TaskOutput(
-        {"label": labels[best],
-         "scores": {s.label: p for s, p in zip(scores, probabilities, strict=True)}},
+        {
+            "label": labels[best],
+            "scores": {s.label: p for s, p in zip(scores, probabilities, strict=True)},
+        },
         {
             "logprobs": {s.label: s.logprob for s in scores},
             "mean_logprobs": {s.label: s.mean_logprob for s in scores},

@@ -26,42 +26,96 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_script(name: str, *args: str, out: Path) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    subprocess.run([sys.executable, str(BENCHMARKS / name), *args, "--out", str(out)], check=True, env=env,
-                   cwd=BENCHMARKS.parent, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args, "--out", str(out)],
+        check=True,
+        env=env,
+        cwd=BENCHMARKS.parent,
+        capture_output=True,
+        timeout=600,
+    )
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("extra, kv_bytes", [((), 4), (("--kv-cache-dtype", "bfloat16"), 2),
-                                             (("--dtype", "bfloat16"), 2)])
-def test_decode_bound_writes_each_step_against_its_bound(tiny_llama: Path, tmp_path: Path, extra: tuple,
-                                                         kv_bytes: int) -> None:
-    result = run_script("decode_bound.py", "--model", str(tiny_llama), "--context", "40", "--batch", "4",
-                        "--steps", "3", *extra, out=tmp_path / "bound.json")
+@pytest.mark.parametrize(
+    "extra, kv_bytes",
+    [((), 4), (("--kv-cache-dtype", "bfloat16"), 2), (("--dtype", "bfloat16"), 2)],
+)
+def test_decode_bound_writes_each_step_against_its_bound(
+    tiny_llama: Path, tmp_path: Path, extra: tuple, kv_bytes: int
+) -> None:
+    result = run_script(
+        "decode_bound.py",
+        "--model",
+        str(tiny_llama),
+        "--context",
+        "40",
+        "--batch",
+        "4",
+        "--steps",
+        "3",
+        *extra,
+        out=tmp_path / "bound.json",
+    )
     assert result["kv_cache_dtype"] == ("bfloat16" if kv_bytes == 2 else "float32")
     assert result["stream_copy_gb_s"] > 0 and result["matmul_gflop_s"] > 0
     one, four = result["steps"]["batch_1"], result["steps"]["batch_4"]
     for step in (one, four):
         assert step["num_steps_timed"] >= 1 and step["median_step_ms"] > 0
-        assert step["bound_ms"] == pytest.approx(max(step["memory_bound_ms"], step["compute_bound_ms"]))
+        assert step["bound_ms"] == pytest.approx(
+            max(step["memory_bound_ms"], step["compute_bound_ms"])
+        )
         assert step["fraction_of_bound"] == pytest.approx(step["bound_ms"] / step["median_step_ms"])
     # Three more sequences add their K and V: 40 positions x layers x 2 x kv_dim x bytes each.
     spec_kv_mb = (four["bytes_read_mb"] - one["bytes_read_mb"]) / 3
     assert spec_kv_mb > 0
     assert set(result["targets"]) == {"batch_1_step_over_memory_bound", "batch_4_fraction_of_bound"}
     if extra:  # the same tiny model, KV in 2 bytes: half the KV bytes of the float32 run
-        base = run_script("decode_bound.py", "--model", str(tiny_llama), "--context", "40", "--batch", "4",
-                          "--steps", "3", out=tmp_path / "base.json")
-        base_kv_mb = (base["steps"]["batch_4"]["bytes_read_mb"] - base["steps"]["batch_1"]["bytes_read_mb"]) / 3
+        base = run_script(
+            "decode_bound.py",
+            "--model",
+            str(tiny_llama),
+            "--context",
+            "40",
+            "--batch",
+            "4",
+            "--steps",
+            "3",
+            out=tmp_path / "base.json",
+        )
+        base_kv_mb = (
+            base["steps"]["batch_4"]["bytes_read_mb"] - base["steps"]["batch_1"]["bytes_read_mb"]
+        ) / 3
         assert spec_kv_mb == pytest.approx(base_kv_mb / 2)
 
 
 def test_profile_step_splits_the_forward(tiny_llama: Path, tmp_path: Path) -> None:
-    result = run_script("profile_step.py", "--model", str(tiny_llama), "--context", "40", "--batch", "4",
-                        "--steps", "4", out=tmp_path / "profile.json")
+    result = run_script(
+        "profile_step.py",
+        "--model",
+        str(tiny_llama),
+        "--context",
+        "40",
+        "--batch",
+        "4",
+        "--steps",
+        "4",
+        out=tmp_path / "profile.json",
+    )
     for step in result["decode"]:
         assert step["batch"] in (1, 4) and step["median_step_ms"] > 0
         parts = step["forward_parts"]
-        assert {"linear_ms", "paged_attention_ms", "rms_norm_ms", "rotary_ms", "silu_mul_ms", "other_ms"} <= set(parts)
+        assert {
+            "linear_ms",
+            "paged_attention_ms",
+            "rms_norm_ms",
+            "rotary_ms",
+            "silu_mul_ms",
+            "other_ms",
+        } <= set(parts)
         assert parts["paged_attention_ms"] > 0 and parts["linear_ms"] > 0
-        assert sum(v for k, v in parts.items() if k != "other_ms") <= step["runner"]["forward_ms"] * 1.05
+        assert (
+            sum(v for k, v in parts.items() if k != "other_ms")
+            <= step["runner"]["forward_ms"] * 1.05
+        )
     assert 0 <= result["python"]["python_fraction"] < 1

@@ -20,15 +20,36 @@ from modelbench.cli.main import main
 from ..tiny_models import build_tiny_model
 
 
-def fake_result(name: str, concurrency: int | None, ttft: float, fail: bool = False,
-                rate: float | str = "inf", duration: float = 2.0) -> dict:
-    results = [RequestResult(success=not fail, prompt_len=10, output_tokens=5, ttft=ttft * (1 + i / 10),
-                             itl=[0.01] * 4, latency=ttft * (1 + i / 10) + 0.04,
-                             error="HTTP 500" if fail else "")
-               for i in range(10)]
+def fake_result(
+    name: str,
+    concurrency: int | None,
+    ttft: float,
+    fail: bool = False,
+    rate: float | str = "inf",
+    duration: float = 2.0,
+) -> dict:
+    results = [
+        RequestResult(
+            success=not fail,
+            prompt_len=10,
+            output_tokens=5,
+            ttft=ttft * (1 + i / 10),
+            itl=[0.01] * 4,
+            latency=ttft * (1 + i / 10) + 0.04,
+            error="HTTP 500" if fail else "",
+        )
+        for i in range(10)
+    ]
     out = summarize(results, duration)
-    out["config"] = {"backend": "openai", "model": "m", "name": name, "max_concurrency": concurrency,
-                     "request_rate": rate, "num_prompts": 10, "percentiles": [50, 90, 95, 99]}
+    out["config"] = {
+        "backend": "openai",
+        "model": "m",
+        "name": name,
+        "max_concurrency": concurrency,
+        "request_rate": rate,
+        "num_prompts": 10,
+        "percentiles": [50, 90, 95, 99],
+    }
     out["environment"] = {"torch": "x"}
     return out
 
@@ -66,7 +87,12 @@ def test_only_failed_runs_still_draw(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     ids = [save_run(fake_result("down", c, 0.1, fail=True), url) for c in (1, 2)]
     paths = figures(load_runs(ids, url), tmp_path / "out")
-    assert [p.name for p in paths] == ["latency_cdf.png", "throughput.png", "percentiles.png", "pareto.png"]
+    assert [p.name for p in paths] == [
+        "latency_cdf.png",
+        "throughput.png",
+        "percentiles.png",
+        "pareto.png",
+    ]
     assert all(p.stat().st_size > 5000 for p in paths)
 
 
@@ -87,7 +113,10 @@ def test_cli_report_list_and_unknown_ids(tmp_path: Path, capsys: pytest.CaptureF
     assert run_id in listed and "openai" in listed and "25.0 tok/s" in listed
 
     main(["report", run_id, "--out", str(tmp_path / "out"), "--database-url", url])
-    assert "p99 TTFT (ms)" in capsys.readouterr().out and (tmp_path / "out" / "report.html").stat().st_size
+    assert (
+        "p99 TTFT (ms)" in capsys.readouterr().out
+        and (tmp_path / "out" / "report.html").stat().st_size
+    )
 
     with pytest.raises(SystemExit) as exc:
         main(["report", run_id, "run_missing", "--database-url", url])
@@ -109,17 +138,50 @@ def test_bench_cli_end_to_end(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     result_file = tmp_path / "sweep.json"
     out = subprocess.run(
-        [sys.executable, "-m", "modelbench", "bench", "--backend", "engine", "--model", str(model),
-         "--num-prompts", "6", "--random-input-len", "24", "--random-output-len", "8",
-         "--sweep", "max-concurrency=1,3", "--goodput", "ttft:10000", "--save", "--database-url", url,
-         "--result-file", str(result_file), "--name", "tiny", "--no-progress"],
-        check=False, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "modelbench",
+            "bench",
+            "--backend",
+            "engine",
+            "--model",
+            str(model),
+            "--num-prompts",
+            "6",
+            "--random-input-len",
+            "24",
+            "--random-output-len",
+            "8",
+            "--sweep",
+            "max-concurrency=1,3",
+            "--goodput",
+            "ttft:10000",
+            "--save",
+            "--database-url",
+            url,
+            "--result-file",
+            str(result_file),
+            "--name",
+            "tiny",
+            "--no-progress",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("Serving Benchmark Result") == 2
     runs = json.loads(result_file.read_text())
     assert [r["max_concurrency"] for r in runs] == [1, 3]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
-                          cwd=Path(__file__).parent).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parent,
+    ).stdout.strip()
     for run in runs:
         assert run["completed"] == 6 and run["total_output_tokens"] == 48
         assert run["request_goodput"] == pytest.approx(run["request_throughput"])
@@ -136,10 +198,19 @@ def test_bench_cli_end_to_end(tmp_path: Path) -> None:
         weights = {f["name"]: f for f in env["model"]["files"]}
         assert weights["model.safetensors"]["size"] == (model / "model.safetensors").stat().st_size
         assert weights["model.safetensors"]["mtime"]
-    listed = subprocess.run([sys.executable, "-m", "modelbench", "report", "--list", "--database-url", url],
-                            check=False, capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "modelbench", "report", "--list", "--database-url", url],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert all(r["run_id"] in listed.stdout for r in runs)
-    bad = subprocess.run([sys.executable, "-m", "modelbench", "bench", "--backend", "openai",
-                          "--num-prompts", "1"], check=False, capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "modelbench", "bench", "--backend", "openai", "--num-prompts", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "need --model" in bad.stderr

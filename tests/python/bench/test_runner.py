@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from modelbench.bench.metrics import summarize
 from modelbench.bench.load_generator import run_workload
+from modelbench.bench.metrics import summarize
 from modelbench.bench.targets import OpenAITarget
 from modelbench.bench.workload import BenchRequest, arrival_times
 
@@ -74,13 +74,18 @@ def stand_in() -> Iterator[tuple[str, StandIn]]:
     thread.join(timeout=10)
 
 
-def run(target: OpenAITarget, requests: list[BenchRequest], arrivals: list[float],
-        concurrency: int | None = None):  # noqa: ANN201
-    async def go():  # noqa: ANN202
+def run(
+    target: OpenAITarget,
+    requests: list[BenchRequest],
+    arrivals: list[float],
+    concurrency: int | None = None,
+):
+    async def go():
         try:
             return await run_workload(target, requests, arrivals, concurrency, progress=False)
         finally:
             await target.close()
+
     return asyncio.run(go())
 
 
@@ -97,7 +102,9 @@ def test_timings_match_the_known_delays(stand_in: tuple[str, StandIn]) -> None:
     expected_e2e = (FIRST_S + (NUM_CHUNKS - 1) * GAP_S) * 1000
     assert expected_e2e <= m["mean_e2el_ms"] < expected_e2e + 80
     assert len(outcome.results[0].itl) == NUM_CHUNKS - 1
-    assert m["mean_tpot_ms"] == pytest.approx(np.mean([(r.latency - r.ttft) / 3 for r in outcome.results]) * 1000)
+    assert m["mean_tpot_ms"] == pytest.approx(
+        np.mean([(r.latency - r.ttft) / 3 for r in outcome.results]) * 1000
+    )
     assert outcome.results[0].generated_text == "t0 t1 t2 t3 "
 
 
@@ -139,10 +146,25 @@ def test_poisson_and_gamma_arrivals() -> None:
 
 
 VLLM_KEYS = {
-    "duration", "completed", "total_input_tokens", "total_output_tokens", "request_throughput",
-    "request_goodput", "output_throughput", "total_token_throughput", "input_lens", "output_lens",
-    "ttfts", "itls", "generated_texts", "errors",
-    *(f"{stat}_{m}_ms" for stat in ("mean", "median", "std", "p99") for m in ("ttft", "tpot", "itl", "e2el")),
+    "duration",
+    "completed",
+    "total_input_tokens",
+    "total_output_tokens",
+    "request_throughput",
+    "request_goodput",
+    "output_throughput",
+    "total_token_throughput",
+    "input_lens",
+    "output_lens",
+    "ttfts",
+    "itls",
+    "generated_texts",
+    "errors",
+    *(
+        f"{stat}_{m}_ms"
+        for stat in ("mean", "median", "std", "p99")
+        for m in ("ttft", "tpot", "itl", "e2el")
+    ),
 }
 
 

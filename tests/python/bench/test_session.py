@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def head(folder: Path) -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
-                          cwd=folder).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=folder
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -30,10 +31,27 @@ def installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     site = tmp_path / "other-repo" / "site-packages" / "modelbench"
     site.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", str(tmp_path / "other-repo")], check=True)
-    subprocess.run(["git", "-C", str(tmp_path / "other-repo"), "-c", "user.name=t", "-c", "user.email=t@t",
-                    "commit", "-q", "--allow-empty", "-m", "not modelbench"], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(tmp_path / "other-repo"),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "not modelbench",
+        ],
+        check=True,
+    )
     monkeypatch.setattr(modelbench, "__file__", str(site / "__init__.py"))
-    monkeypatch.setitem(sys.modules, "modelbench._build_info", None)  # built before builds recorded it
+    monkeypatch.setitem(
+        sys.modules, "modelbench._build_info", None
+    )  # built before builds recorded it
     return site
 
 
@@ -45,8 +63,9 @@ def test_the_source_tree_first() -> None:
 
 
 @pytest.mark.skipif(not head(REPO), reason="not a git checkout")
-def test_installed_reads_the_build_record_then_the_cwd(installed: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        tmp_path: Path) -> None:
+def test_installed_reads_the_build_record_then_the_cwd(
+    installed: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     other = head(installed.parent.parent)
     monkeypatch.chdir(REPO)
     assert git_revision() == (head(REPO), "current directory")  # not the other repo's
@@ -59,14 +78,18 @@ def test_installed_reads_the_build_record_then_the_cwd(installed: Path, monkeypa
     assert git_revision() == (built, "build") and built != other
 
 
-@pytest.mark.skipif(shutil.which("cmake") is None or not head(REPO), reason="needs cmake and a git checkout")
+@pytest.mark.skipif(
+    shutil.which("cmake") is None or not head(REPO), reason="needs cmake and a git checkout"
+)
 def test_cmake_writes_the_build_record(tmp_path: Path) -> None:
     script = REPO / "cmake" / "build_info.cmake"
     for source, expected in ((REPO, head(REPO)), (tmp_path, None)):
         out = tmp_path / "out" / "_build_info.py"
-        subprocess.run(["cmake", f"-DSOURCE_DIR={source}", f"-DOUTPUT={out}", "-P", str(script)], check=True)
+        subprocess.run(
+            ["cmake", f"-DSOURCE_DIR={source}", f"-DOUTPUT={out}", "-P", str(script)], check=True
+        )
         namespace: dict = {}
-        exec(out.read_text(), namespace)  # noqa: S102 - the file the build installs
+        exec(out.read_text(), namespace)
         assert namespace["GIT_REVISION"] == expected
 
 
@@ -78,7 +101,10 @@ def test_model_identity(tmp_path: Path) -> None:
     (folder / "notes.txt").write_text("not weights")
     identity = checkpoint_identity(str(folder))
     assert identity["path"] == str(folder.resolve())
-    assert {f["name"]: f["size"] for f in identity["files"]} == {"config.json": 2, "model.safetensors": 123}
+    assert {f["name"]: f["size"] for f in identity["files"]} == {
+        "config.json": 2,
+        "model.safetensors": 123,
+    }
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"g" * 7)
     assert [f["size"] for f in checkpoint_identity(str(gguf))["files"]] == [7]
@@ -89,5 +115,9 @@ def test_model_identity(tmp_path: Path) -> None:
 
     served = types.SimpleNamespace(model="smollm2", served_model="smollm2:1")
     assert model_identity(BenchConfig(backend="openai", model="smollm2"), served) == {
-        "name": "smollm2", "served": "smollm2:1"}
-    assert model_identity(BenchConfig(backend="engine", model=str(gguf)), None)["path"] == str(gguf.resolve())
+        "name": "smollm2",
+        "served": "smollm2:1",
+    }
+    assert model_identity(BenchConfig(backend="engine", model=str(gguf)), None)["path"] == str(
+        gguf.resolve()
+    )

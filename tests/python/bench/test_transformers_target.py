@@ -31,17 +31,28 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Tokenizer]:
 
 
 def requests_for(tokenizer: Tokenizer) -> list[BenchRequest]:
-    prompts = ["the cat sat", "a longer prompt about the sea and the sky", "hello", "once upon a time"]
+    prompts = [
+        "the cat sat",
+        "a longer prompt about the sea and the sky",
+        "hello",
+        "once upon a time",
+    ]
     return [BenchRequest(p, len(tokenizer.encode(p)), n) for p, n in zip(prompts, OUTPUT_LENS)]
 
 
-def run(target: TransformersTarget, requests: list[BenchRequest], arrivals: list[float],
-        concurrency: int | None = None):  # noqa: ANN201
+def run(
+    target: TransformersTarget,
+    requests: list[BenchRequest],
+    arrivals: list[float],
+    concurrency: int | None = None,
+):
     return asyncio.run(run_workload(target, requests, arrivals, concurrency, progress=False))
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])
-def test_lengths_gaps_and_ttft_from_the_send_time(tiny: tuple[Path, Tokenizer], batch_size: int) -> None:
+def test_lengths_gaps_and_ttft_from_the_send_time(
+    tiny: tuple[Path, Tokenizer], batch_size: int
+) -> None:
     path, tokenizer = tiny
     target = TransformersTarget(str(path), tokenizer, batch_size=batch_size)
     requests = requests_for(tokenizer)
@@ -87,7 +98,9 @@ def test_what_it_cannot_honour_is_refused(tiny: tuple[Path, Tokenizer]) -> None:
     target = TransformersTarget(str(path), tokenizer, batch_size=2)
     with pytest.raises(ValueError, match="max_concurrency must be >= batch_size \\(2\\)"):
         run(target, requests_for(tokenizer), [0.0] * 4, concurrency=1)
-    config = BenchConfig(backend="transformers", batch_size=4, max_concurrency=2, request_rate=math.inf)
+    config = BenchConfig(
+        backend="transformers", batch_size=4, max_concurrency=2, request_rate=math.inf
+    )
     with pytest.raises(ValueError, match="max_concurrency must be >= batch_size \\(4\\)"):
         config.validate()
     with pytest.raises(ValueError, match="batch_size must be >= 1"):

@@ -25,8 +25,13 @@ def test_an_sqlite_url_is_refused(tmp_path: Path) -> None:
 
 def test_the_default_store_is_sqlite_and_refused_too() -> None:
     # MODELBENCH_DATABASE_URL is a throwaway SQLite file in tests (conftest.py).
-    out = subprocess.run([sys.executable, "-m", "modelbench", "worker"], capture_output=True, text=True,
-                         timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "modelbench", "worker"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 1 and "the store is SQLite" in out.stderr
     assert "Traceback" not in out.stderr
 

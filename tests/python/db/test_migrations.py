@@ -45,28 +45,39 @@ def test_migrated_schema_matches_the_tables(database_url: str) -> None:
             diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     finally:
         engine.dispose()
-    assert diff == [], "the tables changed without a migration: add one under db/migrations/versions"
+    assert diff == [], (
+        "the tables changed without a migration: add one under db/migrations/versions"
+    )
 
 
 def test_cli(sqlite_url: str) -> None:
     def db(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "modelbench", "db", *args, "--url", sqlite_url],
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "modelbench", "db", *args, "--url", sqlite_url],
+            capture_output=True,
+            text=True,
+        )
 
     out = db("upgrade")
     assert out.returncode == 0 and f"at revision {head_revision()}" in out.stdout
     out = db("downgrade", "base")
     assert out.returncode == 0 and "none (empty)" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "modelbench", "db", "upgrade", "--url", "mysql://h/d"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "modelbench", "db", "upgrade", "--url", "mysql://h/d"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "postgresql+psycopg" in bad.stderr
 
 
-@pytest.mark.parametrize("url, message", [
-    ("nonsense", "not a database URL"),
-    ("oracle://h/d", "oracle is not supported"),
-    ("postgresql+asyncpg://h/d", "psycopg driver"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("nonsense", "not a database URL"),
+        ("oracle://h/d", "oracle is not supported"),
+        ("postgresql+asyncpg://h/d", "psycopg driver"),
+    ],
+)
 def test_bad_urls_say_how_to_fix(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         upgrade(url)

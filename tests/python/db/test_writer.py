@@ -16,11 +16,18 @@ from ..postgres import set_connections
 
 
 def row(**fields: object) -> dict:
-    return {"id": uuid.uuid4().hex, "endpoint": "/v1/completions", "task": "generate",
-            "status": "succeeded", "prompt": "hi", "output_text": "there", **fields}
+    return {
+        "id": uuid.uuid4().hex,
+        "endpoint": "/v1/completions",
+        "task": "generate",
+        "status": "succeeded",
+        "prompt": "hi",
+        "output_text": "there",
+        **fields,
+    }
 
 
-def count(engine) -> int:  # noqa: ANN001
+def count(engine) -> int:
     with engine.connect() as c:
         return c.execute(select(func.count()).select_from(RequestRecord)).scalar_one()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from modelbench import LLM, AsyncEngine, EngineArgs, SamplingParams
 from modelbench.engine.embedding import embed
 

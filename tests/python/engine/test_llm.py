@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelbench import AsyncEngine, EngineArgs, LLM, SamplingParams
+from modelbench import LLM, AsyncEngine, EngineArgs, SamplingParams
 
 from ..tiny_models import build_tiny_model, load_reference_model
 
@@ -28,13 +28,17 @@ def hf_greedy(path: Path, ids: list[int], n: int) -> list[int]:
     model = load_reference_model(path)
     model.generation_config.eos_token_id = None  # like ignore_eos
     out = model.generate(
-        torch.tensor([ids]), max_new_tokens=n, do_sample=False,
+        torch.tensor([ids]),
+        max_new_tokens=n,
+        do_sample=False,
         attention_mask=torch.ones(1, len(ids), dtype=torch.long),
     )
-    return out[0, len(ids):].tolist()
+    return out[0, len(ids) :].tolist()
 
 
-def test_generate_text_and_token_prompts_greedy_matches_transformers(llm: LLM, llama_path: Path) -> None:
+def test_generate_text_and_token_prompts_greedy_matches_transformers(
+    llm: LLM, llama_path: Path
+) -> None:
     params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
     outs = llm.generate(["hello world", [5, 6, 7, 8]], params, use_tqdm=False)
     assert [o.prompt for o in outs] == ["hello world", None]
@@ -56,38 +60,64 @@ def test_batch_invariance_alone_and_in_a_batch_of_16(llm: LLM) -> None:
 
 
 def test_seeded_sampling_is_reproducible_and_n_gives_n_outputs(llm: LLM) -> None:
-    params = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=16, seed=1234, n=3, ignore_eos=True)
+    params = SamplingParams(
+        temperature=1.0, top_p=0.9, max_tokens=16, seed=1234, n=3, ignore_eos=True
+    )
     first = llm.generate("once upon a time", params, use_tqdm=False)[0]
-    second = llm.generate(["filler one", "once upon a time", "filler two"], params, use_tqdm=False)[1]
+    second = llm.generate(["filler one", "once upon a time", "filler two"], params, use_tqdm=False)[
+        1
+    ]
     assert len(first.outputs) == 3
     assert [o.token_ids for o in first.outputs] == [o.token_ids for o in second.outputs]
     assert len({tuple(o.token_ids) for o in first.outputs}) > 1  # different seeds per index
 
 
 def test_stop_strings_are_cut_even_across_token_boundaries(llm: LLM) -> None:
-    base = llm.generate("the sea", SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True), use_tqdm=False)
+    base = llm.generate(
+        "the sea", SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True), use_tqdm=False
+    )
     text = base[0].outputs[0].text
     ids = base[0].outputs[0].token_ids
     # A stop string that starts inside one token and ends in the next.
     pieces = [llm.tokenizer.decode(ids[: i + 1]) for i in range(len(ids))]
-    boundary = next(i for i in range(2, len(ids)) if len(pieces[i]) - len(pieces[i - 1]) >= 1 and len(pieces[i - 1]) >= 2)
+    boundary = next(
+        i
+        for i in range(2, len(ids))
+        if len(pieces[i]) - len(pieces[i - 1]) >= 1 and len(pieces[i - 1]) >= 2
+    )
     stop = text[len(pieces[boundary - 1]) - 1 : len(pieces[boundary - 1]) + 1]
     assert len(stop) == 2
-    cut = llm.generate("the sea", SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, stop=[stop]), use_tqdm=False)
+    cut = llm.generate(
+        "the sea",
+        SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, stop=[stop]),
+        use_tqdm=False,
+    )
     completion = cut[0].outputs[0]
     assert completion.finish_reason == "stop"
     assert completion.stop_reason == stop
     assert completion.text == text[: text.find(stop)]
     kept = llm.generate(
         "the sea",
-        SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True, stop=[stop], include_stop_str_in_output=True),
+        SamplingParams(
+            temperature=0.0,
+            max_tokens=24,
+            ignore_eos=True,
+            stop=[stop],
+            include_stop_str_in_output=True,
+        ),
         use_tqdm=False,
     )
     assert kept[0].outputs[0].text == text[: text.find(stop) + len(stop)]
 
 
 def test_logprobs_are_returned(llm: LLM) -> None:
-    out = llm.generate([3, 4, 5], SamplingParams(temperature=0.0, max_tokens=4, logprobs=3, prompt_logprobs=2, ignore_eos=True), use_tqdm=False)[0]
+    out = llm.generate(
+        [3, 4, 5],
+        SamplingParams(
+            temperature=0.0, max_tokens=4, logprobs=3, prompt_logprobs=2, ignore_eos=True
+        ),
+        use_tqdm=False,
+    )[0]
     completion = out.outputs[0]
     assert len(completion.logprobs) == 4
     for token_id, position in zip(completion.token_ids, completion.logprobs):
@@ -100,15 +130,21 @@ def test_logprobs_are_returned(llm: LLM) -> None:
 
 def test_streamed_deltas_concatenate_to_the_final_text(llama_path: Path, llm: LLM) -> None:
     async def run() -> tuple[str, list[int], str]:
-        engine = AsyncEngine(EngineArgs(model=str(llama_path), max_model_len=256, kv_cache_memory=32 * 1024 * 1024))
+        engine = AsyncEngine(
+            EngineArgs(model=str(llama_path), max_model_len=256, kv_cache_memory=32 * 1024 * 1024)
+        )
         try:
             text, ids, reason = "", [], ""
-            async for delta in engine.generate("the sea", SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True), "s1"):
+            async for delta in engine.generate(
+                "the sea", SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True), "s1"
+            ):
                 text += delta.outputs[0].text
                 ids += delta.outputs[0].token_ids
                 reason = delta.outputs[0].finish_reason or reason
             # Leaving a stream early aborts the request and frees its blocks.
-            async for _ in engine.generate("abandon me", SamplingParams(max_tokens=200, ignore_eos=True), "s2"):
+            async for _ in engine.generate(
+                "abandon me", SamplingParams(max_tokens=200, ignore_eos=True), "s2"
+            ):
                 break
             for _ in range(100):
                 if engine.stats().scheduler.kv_cache_usage == 0.0:
@@ -120,7 +156,9 @@ def test_streamed_deltas_concatenate_to_the_final_text(llama_path: Path, llm: LL
             engine.shutdown()
 
     text, ids, reason = asyncio.run(run())
-    final = llm.generate("the sea", SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True), use_tqdm=False)[0]
+    final = llm.generate(
+        "the sea", SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True), use_tqdm=False
+    )[0]
     assert ids == final.outputs[0].token_ids
     assert text == final.outputs[0].text
     assert reason == "length"
@@ -150,12 +188,16 @@ def test_invalid_sampling_params_raise_value_error(kwargs: dict, message: str) -
 def test_a_bfloat16_kv_cache_holds_twice_the_blocks(llama_path: Path) -> None:
     budget = 64 * 1024 * 1024
     wide = LLM(str(llama_path), max_model_len=256, kv_cache_memory=budget)
-    narrow = LLM(str(llama_path), max_model_len=256, kv_cache_memory=budget, kv_cache_dtype="bfloat16")
+    narrow = LLM(
+        str(llama_path), max_model_len=256, kv_cache_memory=budget, kv_cache_dtype="bfloat16"
+    )
     assert narrow.runner.kv_cache_dtype == "bfloat16" and narrow.runner.dtype == "float32"
     assert narrow.runner.num_kv_blocks == 2 * wide.runner.num_kv_blocks
     params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
     out_wide = wide.generate([[5, 6, 7, 8] * 10], params, use_tqdm=False)[0].outputs[0].token_ids
-    out_narrow = narrow.generate([[5, 6, 7, 8] * 10], params, use_tqdm=False)[0].outputs[0].token_ids
+    out_narrow = (
+        narrow.generate([[5, 6, 7, 8] * 10], params, use_tqdm=False)[0].outputs[0].token_ids
+    )
     assert len(out_narrow) == 16
     # bf16 K/V move logits by ~1e-3 of their range: greedy tokens agree but for near ties.
     assert sum(a == b for a, b in zip(out_wide, out_narrow)) >= 12

@@ -19,14 +19,22 @@ class WordTokenizer:
 
 def engine_output(token_id: int, finished: bool = False) -> SimpleNamespace:
     return SimpleNamespace(
-        new_token_ids=[token_id], finished=finished, finish_reason="length" if finished else None,
-        logprobs=[], prompt_logprobs=[], num_cached_tokens=0, num_preemptions=0,
-        queue_time_s=-1.0, first_token_time_s=-1.0,
+        new_token_ids=[token_id],
+        finished=finished,
+        finish_reason="length" if finished else None,
+        logprobs=[],
+        prompt_logprobs=[],
+        num_cached_tokens=0,
+        num_preemptions=0,
+        queue_time_s=-1.0,
+        first_token_time_s=-1.0,
     )
 
 
 def run(stop: list[str], tokens: list[int]) -> RequestState:
-    state = RequestState("r", None, [0], SamplingParams(stop=stop), WordTokenizer(), eos_token_id=None)
+    state = RequestState(
+        "r", None, [0], SamplingParams(stop=stop), WordTokenizer(), eos_token_id=None
+    )
     for i, token in enumerate(tokens):
         if state.update(engine_output(token, finished=i == len(tokens) - 1)):
             break

@@ -8,7 +8,6 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -56,7 +55,9 @@ def queue_for(url: str) -> JobQueue:
     return JobQueue(make_engine(url))
 
 
-async def run_until_done(queue: JobQueue, batch_id: str, workers: list[Worker], timeout_s: float = 60) -> None:
+async def run_until_done(
+    queue: JobQueue, batch_id: str, workers: list[Worker], timeout_s: float = 60
+) -> None:
     stop = asyncio.Event()
     tasks = [asyncio.create_task(w.run(stop)) for w in workers]
     try:
@@ -77,8 +78,10 @@ def test_two_workers_1000_jobs_each_done_exactly_once(postgresql_url: str) -> No
     recorder = Recorder(delay_s=0.002)
     app = recorder.app()
     batch_id = queue.create_batch([NewJob("/v1/infer", {"text": f"t{i}"}) for i in range(1000)])
-    workers = [Worker(queue, app, worker_id="a", concurrency=16, poll_s=0.02),
-               Worker(other, app, worker_id="b", concurrency=16, poll_s=0.02)]
+    workers = [
+        Worker(queue, app, worker_id="a", concurrency=16, poll_s=0.02),
+        Worker(other, app, worker_id="b", concurrency=16, poll_s=0.02),
+    ]
     asyncio.run(run_until_done(queue, batch_id, workers))
     assert queue.counts(batch_id)["succeeded"] == 1000
     assert len(recorder.runs) == 1000 and set(recorder.runs.values()) == {1}
@@ -92,17 +95,24 @@ def test_two_workers_1000_jobs_each_done_exactly_once(postgresql_url: str) -> No
 def test_outcomes_retry_and_fail(database_url: str) -> None:
     queue = queue_for(database_url)
     recorder = Recorder()
-    batch_id = queue.create_batch([
-        NewJob("/v1/infer", {"text": "ok"}),
-        NewJob("/v1/infer", {"text": "x", "fail": "client"}),
-        NewJob("/v1/infer", {"text": "x", "fail": "busy"}),
-        NewJob(None, None, custom_id="line-4", error="line 4: not valid JSON"),
-    ], max_attempts=2)
+    batch_id = queue.create_batch(
+        [
+            NewJob("/v1/infer", {"text": "ok"}),
+            NewJob("/v1/infer", {"text": "x", "fail": "client"}),
+            NewJob("/v1/infer", {"text": "x", "fail": "busy"}),
+            NewJob(None, None, custom_id="line-4", error="line 4: not valid JSON"),
+        ],
+        max_attempts=2,
+    )
     worker = Worker(queue, recorder.app(), poll_s=0.02)
     asyncio.run(run_until_done(queue, batch_id, [worker], timeout_s=30))
     jobs = list(queue.iter_jobs(batch_id))
     assert [j.status for j in jobs] == ["succeeded", "failed", "failed", "failed"]
-    assert jobs[1].attempts == 1 and jobs[1].error == "text is required" and jobs[1].response_status == 400
+    assert (
+        jobs[1].attempts == 1
+        and jobs[1].error == "text is required"
+        and jobs[1].response_status == 400
+    )
     assert jobs[2].attempts == 2 and jobs[2].error == "queue full"  # retried once after a backoff
     assert jobs[3].attempts == 0 and jobs[3].custom_id == "line-4"
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from ..tiny_models import TINY_KINDS, load_reference_model
 from transformers import AutoTokenizer
 
 from modelbench.models import (
@@ -19,6 +18,8 @@ from modelbench.models import (
     load_checkpoint,
     rope_parameters,
 )
+
+from ..tiny_models import TINY_KINDS, load_reference_model
 
 SAMPLE_TEXTS = [
     "What is the capital of France?",

@@ -10,12 +10,13 @@ import gguf
 import pytest
 import regex
 import torch
-from ..tiny_models import load_reference_model
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.initialization import no_init_weights
 
 from modelbench.models import Checkpoint, IncrementalDetokenizer, Tokenizer, load_checkpoint
 from modelbench.models.gguf_loader import unpermute_qk
+
+from ..tiny_models import load_reference_model
 
 TinyPath = Callable[[str], Path]
 
@@ -114,9 +115,19 @@ def test_tiny_gguf_round_trips(kind: str, tiny_model_path: TinyPath, tmp_path: P
 
     config = json.loads((folder / "config.json").read_text())
     assert checkpoint.architecture == config["architectures"][0]
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                "intermediate_size", "vocab_size", "rms_norm_eps", "tie_word_embeddings",
-                "bos_token_id", "eos_token_id", "max_position_embeddings"):
+    for key in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "vocab_size",
+        "rms_norm_eps",
+        "tie_word_embeddings",
+        "bos_token_id",
+        "eos_token_id",
+        "max_position_embeddings",
+    ):
         assert checkpoint.hf_config[key] == config[key], key
     assert checkpoint.hf_config["rope_parameters"] == config["rope_parameters"]
     assert checkpoint.weights.keys() == expected.keys()
@@ -265,12 +276,14 @@ def test_default_model_answers_paris(default_checkpoint: Checkpoint) -> None:
     input_ids = torch.tensor([tokenizer.encode(prompt)])
     with torch.no_grad():
         output = model.generate(
-            input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=16,
-            do_sample=False, pad_token_id=tokenizer.eos_token_id,
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=16,
+            do_sample=False,
+            pad_token_id=tokenizer.eos_token_id,
         )
     answer = tokenizer.decode(output[0, input_ids.shape[1] :].tolist())
     assert "Paris" in answer, answer
-
 
 
 def test_truncated_gguf(tiny_model_path: TinyPath, tmp_path: Path) -> None:

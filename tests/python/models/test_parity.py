@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from ..tiny_models import TINY_KINDS, build_tiny_model, load_reference_model
 from transformers import PreTrainedModel
 
 from modelbench import _core
 from modelbench.models import load_checkpoint
 from modelbench.models.spec import model_spec_from_hf_config
+
+from ..tiny_models import TINY_KINDS, build_tiny_model, load_reference_model
 
 BLOCK_SIZE = 16
 MAX_MODEL_LEN = 340  # prompts up to 300 tokens plus 32 generated
@@ -279,8 +280,9 @@ def test_float32_model_over_a_bfloat16_kv_cache(tiny) -> None:
     logits = {}
     for kv_cache_dtype in ("auto", "bfloat16"):
         config = make_config(vocab_size, prefix_caching=False)
-        runner = _core.TransformerRunner(model.spec, model.weights, config, dtype="float32",
-                                         kv_cache_dtype=kv_cache_dtype)
+        runner = _core.TransformerRunner(
+            model.spec, model.weights, config, dtype="float32", kv_cache_dtype=kv_cache_dtype
+        )
         assert runner.dtype == "float32"
         assert runner.kv_cache_dtype == ("float32" if kv_cache_dtype == "auto" else "bfloat16")
         _core.testing.set_record_logits(runner, True)
@@ -297,7 +299,9 @@ def test_kv_cache_dtype_is_checked(tiny) -> None:
     model = tiny("llama_gqa")
     config = make_config(model.spec.vocab_size)
     with pytest.raises(ValueError, match="needs a float32 model"):
-        _core.TransformerRunner(model.spec, model.weights, config, dtype="bfloat16", kv_cache_dtype="float32")
+        _core.TransformerRunner(
+            model.spec, model.weights, config, dtype="bfloat16", kv_cache_dtype="float32"
+        )
     with pytest.raises(ValueError, match="dtype must be one of"):
         _core.TransformerRunner(model.spec, model.weights, config, kv_cache_dtype="int8")
 
@@ -362,11 +366,18 @@ def test_spec_from_hf_configs(tiny) -> None:
     assert (gpt2.architecture, gpt2.num_heads, gpt2.intermediate_size) == ("gpt2", 4, 256)
     assert gpt2.max_position_embeddings == 512
     # transformers 4 spelling of RoPE settings
-    old = model_spec_from_hf_config({
-        "architectures": ["LlamaForCausalLM"], "vocab_size": 10, "hidden_size": 8,
-        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
-        "rope_theta": 1000.0, "rope_scaling": {"type": "linear", "factor": 2.0},
-    })
+    old = model_spec_from_hf_config(
+        {
+            "architectures": ["LlamaForCausalLM"],
+            "vocab_size": 10,
+            "hidden_size": 8,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 16,
+            "rope_theta": 1000.0,
+            "rope_scaling": {"type": "linear", "factor": 2.0},
+        }
+    )
     assert old.rope_theta == 1000.0
     assert (old.rope_scaling.type, old.rope_scaling.factor) == ("linear", 2.0)
 
@@ -375,8 +386,12 @@ def test_spec_rejects_what_is_not_implemented() -> None:
     with pytest.raises(ValueError, match="supported: LlamaForCausalLM, Qwen2ForCausalLM"):
         model_spec_from_hf_config({"architectures": ["FalconForCausalLM"]})
     base = {
-        "architectures": ["LlamaForCausalLM"], "vocab_size": 10, "hidden_size": 8,
-        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": 10,
+        "hidden_size": 8,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 16,
     }
     with pytest.raises(ValueError, match="rope type 'yarn' is not supported"):
         model_spec_from_hf_config({**base, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})

@@ -34,16 +34,16 @@ class RunningServer:
     model_path: Path
 
     @property
-    def registry(self):  # noqa: ANN201
+    def registry(self):
         return self.app.state.registry
 
     @property
-    def handle(self):  # noqa: ANN201
+    def handle(self):
         """The tiny model's one version."""
         return self.registry.resolve(MODEL_NAME)
 
     @property
-    def engine(self):  # noqa: ANN201
+    def engine(self):
         return self.handle.engine
 
 
@@ -59,8 +59,9 @@ def tiny_llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def run_server(settings: Settings, model_path: Path,
-               registry: ModelRegistry | None = None) -> Iterator[RunningServer]:
+def run_server(
+    settings: Settings, model_path: Path, registry: ModelRegistry | None = None
+) -> Iterator[RunningServer]:
     """Serve ``create_app(settings, registry)`` with uvicorn in a thread until
     ready; stop it on exit. ``settings.port`` must be free."""
     app = create_app(settings, registry)
@@ -79,7 +80,9 @@ def run_server(settings: Settings, model_path: Path,
             pass
         if time.monotonic() > deadline or not thread.is_alive():
             uv.should_exit = True
-            raise RuntimeError(f"the server did not become ready: {httpx.get(base_url + '/ready').text}")
+            raise RuntimeError(
+                f"the server did not become ready: {httpx.get(base_url + '/ready').text}"
+            )
         time.sleep(0.05)
     try:
         yield RunningServer(app, base_url, model_path)
@@ -91,8 +94,11 @@ def run_server(settings: Settings, model_path: Path,
 @pytest.fixture(scope="session")
 def server(tiny_llama_path: Path) -> Iterator[RunningServer]:
     settings = Settings(
-        model=str(tiny_llama_path), port=free_port(), served_model_name=MODEL_NAME,
-        max_model_len=MAX_MODEL_LEN, kv_cache_memory=KV_CACHE_MEMORY,
+        model=str(tiny_llama_path),
+        port=free_port(),
+        served_model_name=MODEL_NAME,
+        max_model_len=MAX_MODEL_LEN,
+        kv_cache_memory=KV_CACHE_MEMORY,
     )
     with run_server(settings, tiny_llama_path) as running:
         yield running

@@ -22,7 +22,14 @@ import pytest
 from modelbench.config import Settings
 from modelbench.server.keys import KeyStore
 
-from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, RunningServer, free_port, run_server
+from .conftest import (
+    KV_CACHE_MEMORY,
+    MAX_MODEL_LEN,
+    MODEL_NAME,
+    RunningServer,
+    free_port,
+    run_server,
+)
 from .test_batch import wait_done
 from .test_records import record_of
 
@@ -45,13 +52,21 @@ class Keys:
 
 
 @pytest.fixture(scope="module")
-def keyed(tiny_llama_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Keys]]:
+def keyed(
+    tiny_llama_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningServer, Keys]]:
     root = tmp_path_factory.mktemp("auth")
     keys = Keys(root / "keys.json")
-    settings = Settings(model=str(tiny_llama_path), served_model_name=MODEL_NAME, port=free_port(),
-                        max_model_len=MAX_MODEL_LEN, kv_cache_memory=KV_CACHE_MEMORY,
-                        keys_file=keys.path, database_url=f"sqlite:///{root / 'store.db'}",
-                        max_body_bytes=4096)
+    settings = Settings(
+        model=str(tiny_llama_path),
+        served_model_name=MODEL_NAME,
+        port=free_port(),
+        max_model_len=MAX_MODEL_LEN,
+        kv_cache_memory=KV_CACHE_MEMORY,
+        keys_file=keys.path,
+        database_url=f"sqlite:///{root / 'store.db'}",
+        max_body_bytes=4096,
+    )
     with run_server(settings, tiny_llama_path) as running:
         yield running, keys
 
@@ -73,13 +88,23 @@ def test_keys_are_required(keyed: tuple[RunningServer, Keys]) -> None:
         assert "Bearer" in http.post("/v1/completions", json=BODY).json()["error"]["message"]
         for path in ("/v1/models", "/v1/requests", "/v1/batch/batch_x"):
             assert http.get(path).status_code == 401
-        assert http.post("/v1/completions", json=BODY, headers={"X-API-Key": keys.user}).status_code == 200
+        assert (
+            http.post("/v1/completions", json=BODY, headers={"X-API-Key": keys.user}).status_code
+            == 200
+        )
         for path in ("/health", "/ready", "/metrics"):  # probes and scrapes stay open
             assert http.get(path).status_code == 200
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=keys.user, max_retries=0)
-    assert client.completions.create(model=MODEL_NAME, prompt="hi", max_tokens=2).usage.completion_tokens <= 2
+    assert (
+        client.completions.create(
+            model=MODEL_NAME, prompt="hi", max_tokens=2
+        ).usage.completion_tokens
+        <= 2
+    )
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="mb-nope", max_retries=0).models.list()
+        openai.OpenAI(
+            base_url=f"{server.base_url}/v1", api_key="mb-nope", max_retries=0
+        ).models.list()
 
 
 def test_admin_routes_need_an_admin_key(keyed: tuple[RunningServer, Keys]) -> None:
@@ -95,8 +120,20 @@ def test_revoking_through_the_cli_takes_effect_at_once(keyed: tuple[RunningServe
     server, keys = keyed
     url = server.base_url + "/v1/models"
     assert httpx.get(url, headers=bearer(keys.doomed)).status_code == 200
-    out = subprocess.run([sys.executable, "-m", "modelbench", "keys", "revoke", keys.doomed_id,
-                          "--keys-file", str(keys.path)], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelbench",
+            "keys",
+            "revoke",
+            keys.doomed_id,
+            "--keys-file",
+            str(keys.path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and keys.doomed_id in out.stdout
     deadline = time.monotonic() + 10
     while httpx.get(url, headers=bearer(keys.doomed)).status_code != 401:
@@ -111,10 +148,16 @@ def test_requests_per_minute(keyed: tuple[RunningServer, Keys]) -> None:
         statuses = [http.get("/v1/models").status_code for _ in range(31)]
         assert statuses[:30] == [200] * 30 and statuses[30] == 429
         refused = http.get("/v1/models")
-        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert (
+            refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+        )
         retry_after = int(refused.headers["retry-after"])
-        assert 1 <= retry_after <= 2 and "30 requests per minute" in refused.json()["error"]["message"]
-        assert httpx.get(server.base_url + "/v1/models", headers=bearer(keys.user)).status_code == 200
+        assert (
+            1 <= retry_after <= 2 and "30 requests per minute" in refused.json()["error"]["message"]
+        )
+        assert (
+            httpx.get(server.base_url + "/v1/models", headers=bearer(keys.user)).status_code == 200
+        )
         time.sleep(retry_after + 0.1)
         assert http.get("/v1/models").status_code == 200  # refilled
 
@@ -124,7 +167,9 @@ def test_tokens_per_minute(keyed: tuple[RunningServer, Keys]) -> None:
     body = {**BODY, "max_tokens": 30, "ignore_eos": True}
     with httpx.Client(base_url=server.base_url, timeout=30, headers=bearer(keys.tpm)) as http:
         assert http.post("/v1/completions", json=body).status_code == 200  # ~32 of 40 tokens used
-        assert http.post("/v1/completions", json=body).status_code == 200  # still some left: in debt now
+        assert (
+            http.post("/v1/completions", json=body).status_code == 200
+        )  # still some left: in debt now
         time.sleep(0.2)  # the charge lands when the response has ended
         r = http.post("/v1/completions", json=body)
         assert r.status_code == 429 and "tokens per minute" in r.json()["error"]["message"]
@@ -133,18 +178,33 @@ def test_tokens_per_minute(keyed: tuple[RunningServer, Keys]) -> None:
 
 def test_a_key_can_keep_its_text_out_of_the_log(keyed: tuple[RunningServer, Keys]) -> None:
     server, keys = keyed
-    r = httpx.post(server.base_url + "/v1/completions", json=BODY, headers=bearer(keys.quiet), timeout=30)
+    r = httpx.post(
+        server.base_url + "/v1/completions", json=BODY, headers=bearer(keys.quiet), timeout=30
+    )
     rec = record_of(server, r, bearer(keys.quiet))  # type: ignore[arg-type]
-    assert rec["api_key_id"] == keys.quiet_id and rec["prompt"] is None and rec["output_text"] is None
-    r = httpx.post(server.base_url + "/v1/completions", json=BODY, headers=bearer(keys.user), timeout=30)
+    assert (
+        rec["api_key_id"] == keys.quiet_id and rec["prompt"] is None and rec["output_text"] is None
+    )
+    r = httpx.post(
+        server.base_url + "/v1/completions", json=BODY, headers=bearer(keys.user), timeout=30
+    )
     assert record_of(server, r, bearer(keys.admin))["prompt"] == "hi"  # type: ignore[arg-type]
     # A plain key sees its own requests only; an admin key sees everyone's.
     mine = httpx.get(server.base_url + "/v1/requests", headers=bearer(keys.quiet)).json()["data"]
     assert mine and {row["api_key_id"] for row in mine} == {keys.quiet_id}
     other = r.headers["x-modelbench-record-id"]
-    assert httpx.get(f"{server.base_url}/v1/requests/{other}", headers=bearer(keys.quiet)).status_code == 404
-    assert httpx.get(server.base_url + "/v1/requests", params={"api_key_id": keys.user_id},
-                     headers=bearer(keys.quiet)).status_code == 403
+    assert (
+        httpx.get(f"{server.base_url}/v1/requests/{other}", headers=bearer(keys.quiet)).status_code
+        == 404
+    )
+    assert (
+        httpx.get(
+            server.base_url + "/v1/requests",
+            params={"api_key_id": keys.user_id},
+            headers=bearer(keys.quiet),
+        ).status_code
+        == 403
+    )
 
 
 def test_batch_jobs_run_for_their_owner(keyed: tuple[RunningServer, Keys]) -> None:
@@ -172,9 +232,11 @@ def test_body_size_limit(keyed: tuple[RunningServer, Keys]) -> None:
         def chunks() -> Iterator[bytes]:  # no Content-Length: chunked
             data = json.dumps(big).encode()
             for i in range(0, len(data), 1000):
-                yield data[i:i + 1000]
+                yield data[i : i + 1000]
 
-        r = http.post("/v1/completions", content=chunks(), headers={"content-type": "application/json"})
+        r = http.post(
+            "/v1/completions", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert r.status_code == 413
 
 
@@ -182,12 +244,17 @@ def test_keys_command(tmp_path: Path) -> None:
     path = tmp_path / "k" / "keys.json"
 
     def keys(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "modelbench", "keys", *args, "--keys-file", str(path)],
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "modelbench", "keys", *args, "--keys-file", str(path)],
+            capture_output=True,
+            text=True,
+        )
 
     created = keys("create", "--name", "ci", "--admin", "--rpm", "10")
     assert created.returncode == 0, created.stderr
-    secret = next(line.split(": ", 1)[1] for line in created.stdout.splitlines() if line.startswith("key: "))
+    secret = next(
+        line.split(": ", 1)[1] for line in created.stdout.splitlines() if line.startswith("key: ")
+    )
     assert secret.startswith("mb-") and len(secret) > 40
     stored = path.read_text()
     assert secret not in stored and json.loads(stored)["keys"][0]["admin"] is True
@@ -203,10 +270,24 @@ def test_keys_command(tmp_path: Path) -> None:
 
 
 def test_an_open_server_binds_to_loopback_only(tiny_llama_path: Path, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "modelbench", "serve", "--model", str(tiny_llama_path),
-                          "--host", "0.0.0.0", "--port", str(free_port())],
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "MODELBENCH_KEYS_FILE": str(tmp_path / "none.json")})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelbench",
+            "serve",
+            "--model",
+            str(tiny_llama_path),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MODELBENCH_KEYS_FILE": str(tmp_path / "none.json")},
+    )
     assert out.returncode != 0 and "refusing to serve on 0.0.0.0 with no API key" in out.stderr
 
 
@@ -217,7 +298,9 @@ def test_metrics_can_require_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     store = KeyStore(tmp_path / "keys.json")
     _, secret = store.create("scraper")
-    monkeypatch.setenv("MODELBENCH_METRICS_REQUIRE_KEY", "true")  # the variable, as an operator sets it
+    monkeypatch.setenv(
+        "MODELBENCH_METRICS_REQUIRE_KEY", "true"
+    )  # the variable, as an operator sets it
     settings = Settings(keys_file=store.path, database_url=f"sqlite:///{tmp_path / 'store.db'}")
     assert settings.metrics_require_key is True
     # No lifespan: /metrics and the probes need no model loaded.
@@ -230,5 +313,9 @@ def test_metrics_can_require_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert http.get("/metrics", headers={"X-API-Key": secret}).status_code == 200
     assert http.get("/health").status_code == 200  # the probes stay open
     monkeypatch.delenv("MODELBENCH_METRICS_REQUIRE_KEY")
-    assert TestClient(create_app(Settings(keys_file=store.path, database_url=settings.database_url))
-                      ).get("/metrics").status_code == 200  # by default scrapes need no key
+    assert (
+        TestClient(create_app(Settings(keys_file=store.path, database_url=settings.database_url)))
+        .get("/metrics")
+        .status_code
+        == 200
+    )  # by default scrapes need no key

@@ -14,18 +14,35 @@ import pytest
 
 from modelbench.config import Settings
 
-from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, RunningServer, free_port, run_server
+from .conftest import (
+    KV_CACHE_MEMORY,
+    MAX_MODEL_LEN,
+    MODEL_NAME,
+    RunningServer,
+    free_port,
+    run_server,
+)
 
 
 def completion(i: int, max_tokens: int = 4) -> dict:
-    return {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/completions",
-            "body": {"model": MODEL_NAME, "prompt": f"count {i}", "max_tokens": max_tokens,
-                     "temperature": 0.0, "ignore_eos": True}}
+    return {
+        "custom_id": f"req-{i}",
+        "method": "POST",
+        "url": "/v1/completions",
+        "body": {
+            "model": MODEL_NAME,
+            "prompt": f"count {i}",
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "ignore_eos": True,
+        },
+    }
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def batch_server(request: pytest.FixtureRequest, tiny_llama_path: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def batch_server(
+    request: pytest.FixtureRequest, tiny_llama_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('batch') / 'store.db'}"
         cleanup = None
@@ -34,9 +51,16 @@ def batch_server(request: pytest.FixtureRequest, tiny_llama_path: Path,
 
         url, name = create_database()
         cleanup = lambda: drop_database(name)  # noqa: E731
-    settings = Settings(model=str(tiny_llama_path), served_model_name=MODEL_NAME, port=free_port(),
-                        max_model_len=MAX_MODEL_LEN, kv_cache_memory=KV_CACHE_MEMORY,
-                        database_url=url, max_batch_jobs=100, worker_concurrency=4)
+    settings = Settings(
+        model=str(tiny_llama_path),
+        served_model_name=MODEL_NAME,
+        port=free_port(),
+        max_model_len=MAX_MODEL_LEN,
+        kv_cache_memory=KV_CACHE_MEMORY,
+        database_url=url,
+        max_batch_jobs=100,
+        worker_concurrency=4,
+    )
     try:
         with run_server(settings, tiny_llama_path) as running:
             yield running
@@ -63,13 +87,17 @@ def results(http: httpx.Client, batch_id: str) -> list[dict]:
 
 def test_json_batch_runs_in_order(batch_server: RunningServer) -> None:
     with httpx.Client(base_url=batch_server.base_url, timeout=30) as http:
-        r = http.post("/v1/batch", json={"requests": [completion(i) for i in range(12)],
-                                         "metadata": {"owner": "tests"}})
+        r = http.post(
+            "/v1/batch",
+            json={"requests": [completion(i) for i in range(12)], "metadata": {"owner": "tests"}},
+        )
         assert r.status_code == 202, r.text
         created = r.json()
         assert created["id"].startswith("batch_") and created["request_counts"]["total"] == 12
         batch = wait_done(http, created["id"])
-        assert batch["request_counts"]["succeeded"] == 12 and batch["metadata"] == {"owner": "tests"}
+        assert batch["request_counts"]["succeeded"] == 12 and batch["metadata"] == {
+            "owner": "tests"
+        }
         lines = results(http, created["id"])
         assert [line["custom_id"] for line in lines] == [f"req-{i}" for i in range(12)]
         first = lines[0]
@@ -81,9 +109,13 @@ def test_json_batch_runs_in_order(batch_server: RunningServer) -> None:
 
 
 def test_jsonl_with_a_malformed_line(batch_server: RunningServer) -> None:
-    lines = [json.dumps(completion(0)), '{"custom_id": "broken", "url": ', json.dumps(completion(2)),
-             json.dumps({**completion(3), "url": "/v1/files"}),
-             json.dumps({**completion(4), "body": {"model": "nope", "prompt": "x"}})]
+    lines = [
+        json.dumps(completion(0)),
+        '{"custom_id": "broken", "url": ',
+        json.dumps(completion(2)),
+        json.dumps({**completion(3), "url": "/v1/files"}),
+        json.dumps({**completion(4), "body": {"model": "nope", "prompt": "x"}}),
+    ]
     jsonl = "\n".join(lines) + "\n"
     with httpx.Client(base_url=batch_server.base_url, timeout=30) as http:
         upload = http.post("/v1/batch", files={"file": ("batch.jsonl", jsonl, "application/jsonl")})
@@ -92,7 +124,13 @@ def test_jsonl_with_a_malformed_line(batch_server: RunningServer) -> None:
             assert r.status_code == 202, r.text
             wait_done(http, r.json()["id"])
             out = results(http, r.json()["id"])
-            assert [o["status"] for o in out] == ["succeeded", "failed", "succeeded", "failed", "failed"]
+            assert [o["status"] for o in out] == [
+                "succeeded",
+                "failed",
+                "succeeded",
+                "failed",
+                "failed",
+            ]
             assert out[1]["error"]["message"].startswith("line 2: not valid JSON")
             assert "url must be one of" in out[3]["error"]["message"]
             assert out[4]["response"]["status_code"] == 404 and "nope" in out[4]["error"]["message"]
@@ -100,7 +138,9 @@ def test_jsonl_with_a_malformed_line(batch_server: RunningServer) -> None:
 
 def test_cancel(batch_server: RunningServer) -> None:
     with httpx.Client(base_url=batch_server.base_url, timeout=30) as http:
-        created = http.post("/v1/batch", json=[completion(i, max_tokens=100) for i in range(60)]).json()
+        created = http.post(
+            "/v1/batch", json=[completion(i, max_tokens=100) for i in range(60)]
+        ).json()
         cancelled = http.post(f"/v1/batch/{created['id']}/cancel").json()
         assert cancelled["status"] in ("cancelling", "cancelled")
         batch = wait_done(http, created["id"])
@@ -109,15 +149,24 @@ def test_cancel(batch_server: RunningServer) -> None:
         assert counts["cancelled"] + counts["succeeded"] == 60 and counts["queued"] == 0
 
 
-@pytest.mark.parametrize("kwargs, param, message", [
-    ({"json": []}, "requests", "no requests"),
-    ({"json": {"requests": "all of them"}}, "requests", "JSON list"),
-    ({"json": [completion(i) for i in range(101)]}, "requests", "at most 100"),
-    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, "body", "not valid JSON"),
-    ({"json": {"requests": [completion(0)], "metadata": [1]}}, "metadata", "JSON object"),
-    ({"files": {"other": ("a.jsonl", b"{}")}}, "file", "multipart field 'file'"),
-])
-def test_bad_batches_are_400(batch_server: RunningServer, kwargs: dict, param: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "kwargs, param, message",
+    [
+        ({"json": []}, "requests", "no requests"),
+        ({"json": {"requests": "all of them"}}, "requests", "JSON list"),
+        ({"json": [completion(i) for i in range(101)]}, "requests", "at most 100"),
+        (
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            "body",
+            "not valid JSON",
+        ),
+        ({"json": {"requests": [completion(0)], "metadata": [1]}}, "metadata", "JSON object"),
+        ({"files": {"other": ("a.jsonl", b"{}")}}, "file", "multipart field 'file'"),
+    ],
+)
+def test_bad_batches_are_400(
+    batch_server: RunningServer, kwargs: dict, param: str, message: str
+) -> None:
     r = httpx.post(batch_server.base_url + "/v1/batch", timeout=30, **kwargs)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param and message in r.json()["error"]["message"]
@@ -141,6 +190,9 @@ def test_batches_wait_for_the_store(batch_server: RunningServer) -> None:
         assert httpx.get(batch_server.base_url + "/ready").json()["store"] == "migrating"
         # inference does not wait for the store
         body = completion(0)["body"]
-        assert httpx.post(batch_server.base_url + "/v1/completions", json=body, timeout=30).status_code == 200
+        assert (
+            httpx.post(batch_server.base_url + "/v1/completions", json=body, timeout=30).status_code
+            == 200
+        )
     finally:
         store.is_migrated = True

@@ -23,15 +23,36 @@ LEASE_S = "1.5"
 
 
 def common_flags(model: Path, database_url: str) -> list[str]:
-    return ["--model", str(model), "--served-model-name", MODEL_NAME, "--max-model-len",
-            str(MAX_MODEL_LEN), "--kv-cache-memory", str(KV_CACHE_MEMORY), "--database-url", database_url]
+    return [
+        "--model",
+        str(model),
+        "--served-model-name",
+        MODEL_NAME,
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+        "--kv-cache-memory",
+        str(KV_CACHE_MEMORY),
+        "--database-url",
+        database_url,
+    ]
 
 
 def start_server(model: Path, database_url: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "MODELBENCH_JOB_LEASE_S": LEASE_S, "MODELBENCH_WORKER_CONCURRENCY": "4"}
-    proc = subprocess.Popen([sys.executable, "-m", "modelbench", "serve", "--port", str(port),
-                             *common_flags(model, database_url)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelbench",
+            "serve",
+            "--port",
+            str(port),
+            *common_flags(model, database_url),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -57,47 +78,72 @@ def sync_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def test_sigkill_of_a_worker_mid_batch(tiny_llama_path: Path, postgresql_url: str, tmp_path: Path,
-                                       processes: list[subprocess.Popen]) -> None:
+def test_sigkill_of_a_worker_mid_batch(
+    tiny_llama_path: Path, postgresql_url: str, tmp_path: Path, processes: list[subprocess.Popen]
+) -> None:
     port = free_port()
     processes.append(server := start_server(tiny_llama_path, postgresql_url, port))
     log = tmp_path / "victim.log"
     with log.open("w") as out:
         victim = subprocess.Popen(
-            [sys.executable, "-m", "modelbench", "worker", "--worker-id", "victim", "--lease-s", LEASE_S,
-             "--concurrency", "8", *common_flags(tiny_llama_path, postgresql_url)],
-            stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "modelbench",
+                "worker",
+                "--worker-id",
+                "victim",
+                "--lease-s",
+                LEASE_S,
+                "--concurrency",
+                "8",
+                *common_flags(tiny_llama_path, postgresql_url),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     processes.append(victim)
     deadline = time.monotonic() + 120
     while "running batch jobs" not in log.read_text():  # wait until it is claiming
         assert victim.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
     base = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=base, timeout=30) as http, psycopg.connect(sync_url(postgresql_url), autocommit=True) as db:
-        batch_id = http.post("/v1/batch", json=[completion(i, max_tokens=150) for i in range(40)]).json()["id"]
+    with (
+        httpx.Client(base_url=base, timeout=30) as http,
+        psycopg.connect(sync_url(postgresql_url), autocommit=True) as db,
+    ):
+        batch_id = http.post(
+            "/v1/batch", json=[completion(i, max_tokens=150) for i in range(40)]
+        ).json()["id"]
         deadline = time.monotonic() + 60
-        while not db.execute("SELECT count(*) FROM jobs WHERE starts_with(lease_owner, 'victim/') "
-                             "AND status = 'running'").fetchone()[0]:
+        while not db.execute(
+            "SELECT count(*) FROM jobs WHERE starts_with(lease_owner, 'victim/') "
+            "AND status = 'running'"
+        ).fetchone()[0]:
             assert time.monotonic() < deadline, f"the victim never claimed a job: {log.read_text()}"
             time.sleep(0.02)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
         batch = wait_done(http, batch_id, timeout_s=120)
         assert batch["request_counts"]["succeeded"] == 40, batch
-        retried = db.execute("SELECT count(*) FROM jobs WHERE batch_id = %s AND attempts > 1",
-                             (batch_id,)).fetchone()[0]
+        retried = db.execute(
+            "SELECT count(*) FROM jobs WHERE batch_id = %s AND attempts > 1", (batch_id,)
+        ).fetchone()[0]
         assert retried >= 1  # what the victim held ran again, on the server's worker
     assert server.poll() is None
 
 
-def test_server_killed_and_restarted_mid_batch(tiny_llama_path: Path, database_url: str,
-                                               processes: list[subprocess.Popen]) -> None:
+def test_server_killed_and_restarted_mid_batch(
+    tiny_llama_path: Path, database_url: str, processes: list[subprocess.Popen]
+) -> None:
     url = database_url  # once on SQLite, once on PostgreSQL
     port = free_port()
     processes.append(first := start_server(tiny_llama_path, url, port))
     base = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base, timeout=30) as http:
-        batch_id = http.post("/v1/batch", json=[completion(i, max_tokens=120) for i in range(30)]).json()["id"]
+        batch_id = http.post(
+            "/v1/batch", json=[completion(i, max_tokens=120) for i in range(30)]
+        ).json()["id"]
         deadline = time.monotonic() + 60
         while http.get(f"/v1/batch/{batch_id}").json()["request_counts"]["succeeded"] < 3:
             assert time.monotonic() < deadline

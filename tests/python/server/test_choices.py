@@ -20,8 +20,14 @@ def client(server: RunningServer) -> openai.OpenAI:
 
 
 def test_n_choices_are_seeded_one_by_one(client: openai.OpenAI) -> None:
-    kwargs = dict(model=MODEL_NAME, prompt="the cat", max_tokens=8, temperature=1.0, seed=7,
-                  extra_body={"ignore_eos": True})
+    kwargs = dict(
+        model=MODEL_NAME,
+        prompt="the cat",
+        max_tokens=8,
+        temperature=1.0,
+        seed=7,
+        extra_body={"ignore_eos": True},
+    )
     out = client.completions.create(n=3, **kwargs)
     assert [c.index for c in out.choices] == [0, 1, 2]
     assert all(c.finish_reason == "length" for c in out.choices)
@@ -35,8 +41,14 @@ def test_n_choices_are_seeded_one_by_one(client: openai.OpenAI) -> None:
 
 def test_n_choices_streamed(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}], n=2, max_tokens=6,
-        temperature=1.0, seed=3, stream=True, stream_options={"include_usage": True},
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "hi"}],
+        n=2,
+        max_tokens=6,
+        temperature=1.0,
+        seed=3,
+        stream=True,
+        stream_options={"include_usage": True},
         extra_body={"ignore_eos": True},
     )
     texts, finished, usage = {0: "", 1: ""}, {}, None
@@ -50,8 +62,13 @@ def test_n_choices_streamed(client: openai.OpenAI) -> None:
     assert finished == {0: "length", 1: "length"}
     assert usage is not None and usage.completion_tokens == 12
     full = client.chat.completions.create(
-        model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}], n=2, max_tokens=6,
-        temperature=1.0, seed=3, extra_body={"ignore_eos": True},
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "hi"}],
+        n=2,
+        max_tokens=6,
+        temperature=1.0,
+        seed=3,
+        extra_body={"ignore_eos": True},
     )
     assert [c.message.content for c in full.choices] == [texts[0], texts[1]]
 
@@ -59,8 +76,14 @@ def test_n_choices_streamed(client: openai.OpenAI) -> None:
 def test_disconnect_before_a_non_streamed_response_aborts(server: RunningServer) -> None:
     before = server.engine.stats().num_generation_tokens
     max_tokens = MAX_MODEL_LEN - 16
-    body = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": max_tokens, "n": 4,
-            "temperature": 1.0, "ignore_eos": True}
+    body = {
+        "model": MODEL_NAME,
+        "prompt": "hello",
+        "max_tokens": max_tokens,
+        "n": 4,
+        "temperature": 1.0,
+        "ignore_eos": True,
+    }
     with pytest.raises(httpx.TimeoutException):
         httpx.post(server.base_url + "/v1/completions", json=body, timeout=0.1)
     assert wait_for_idle_kv(server) == 0.0
@@ -72,7 +95,10 @@ def test_disconnect_before_a_non_streamed_response_aborts(server: RunningServer)
 
 def test_bad_n_is_400(server: RunningServer) -> None:
     for n, word in [(0, ">= 1"), (129, "<= 128")]:
-        r = httpx.post(server.base_url + "/v1/completions",
-                       json={"model": MODEL_NAME, "prompt": "a", "n": n}, timeout=30)
+        r = httpx.post(
+            server.base_url + "/v1/completions",
+            json={"model": MODEL_NAME, "prompt": "a", "n": n},
+            timeout=30,
+        )
         assert r.status_code == 400 and r.json()["error"]["param"] == "n"
         assert word in r.json()["error"]["message"], json.dumps(r.json())

@@ -33,7 +33,9 @@ class Served:
 
 
 @pytest.fixture
-def served(tiny_llama_path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+def served(
+    tiny_llama_path: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Served]:
     drain_timeout_s = getattr(request, "param", DRAIN_TIMEOUT_S)
     port = free_port()
     log_path = tmp_path / "serve.log"
@@ -41,11 +43,30 @@ def served(tiny_llama_path: Path, tmp_path: Path, request: pytest.FixtureRequest
     env.pop("MODELBENCH_LOG_FORMAT", None)  # the default: JSON
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "modelbench", "serve", "--model", str(tiny_llama_path),
-             "--served-model-name", MODEL_NAME, "--port", str(port),
-             "--kv-cache-memory", str(KV_CACHE_MEMORY), "--max-model-len", str(MAX_MODEL_LEN),
-             "--drain-timeout", str(drain_timeout_s), "--max-num-seqs", "1"],
-            stdout=subprocess.DEVNULL, stderr=log, env=env)
+            [
+                sys.executable,
+                "-m",
+                "modelbench",
+                "serve",
+                "--model",
+                str(tiny_llama_path),
+                "--served-model-name",
+                MODEL_NAME,
+                "--port",
+                str(port),
+                "--kv-cache-memory",
+                str(KV_CACHE_MEMORY),
+                "--max-model-len",
+                str(MAX_MODEL_LEN),
+                "--drain-timeout",
+                str(drain_timeout_s),
+                "--max-num-seqs",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -68,8 +89,11 @@ def served(tiny_llama_path: Path, tmp_path: Path, request: pytest.FixtureRequest
 def in_engine(url: str) -> float:
     """Requests running or waiting in the engine, from /metrics."""
     text = httpx.get(f"{url}/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(("modelbench:num_requests_running{", "modelbench:num_requests_waiting{")))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("modelbench:num_requests_running{", "modelbench:num_requests_waiting{"))
+    )
 
 
 class Streams:
@@ -80,8 +104,14 @@ class Streams:
     few ms)."""
 
     def __init__(self, url: str, num_streams: int = 8) -> None:
-        body = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": MAX_TOKENS,
-                "ignore_eos": True, "temperature": 0.0, "stream": True}
+        body = {
+            "model": MODEL_NAME,
+            "prompt": "hello",
+            "max_tokens": MAX_TOKENS,
+            "ignore_eos": True,
+            "temperature": 0.0,
+            "stream": True,
+        }
         self.results: list[list[str]] = [[] for _ in range(num_streams)]
         self.done_at = [0.0] * num_streams
         started = [threading.Event() for _ in range(num_streams)]
@@ -125,8 +155,7 @@ def test_sigterm_drains_then_exits_zero(served: Served) -> None:
         assert time.monotonic() < deadline, "/ready never turned 503"
         time.sleep(0.01)
     assert ready.json()["status"] == "draining"
-    refused = httpx.post(f"{url}/v1/completions", json=body,
-                         headers={"X-Request-ID": "late-1"})
+    refused = httpx.post(f"{url}/v1/completions", json=body, headers={"X-Request-ID": "late-1"})
     refused_at = time.monotonic()
     assert refused.status_code == 503
     assert refused.headers["retry-after"].isdigit() and refused.headers["x-request-id"] == "late-1"
@@ -139,16 +168,20 @@ def test_sigterm_drains_then_exits_zero(served: Served) -> None:
     streams.join()
     for lines in results:
         assert lines[-1] == "data: [DONE]"
-        assert sum(1 for line in lines if line.startswith("data: {")) == MAX_TOKENS  # one token each
-        assert json.loads(lines[-2][len("data: "):])["choices"][0]["finish_reason"] == "length"
+        assert (
+            sum(1 for line in lines if line.startswith("data: {")) == MAX_TOKENS
+        )  # one token each
+        assert json.loads(lines[-2][len("data: ") :])["choices"][0]["finish_reason"] == "length"
     # At least one stream was still running when the late request was refused.
     assert max(done_at) > refused_at
     assert served.proc.wait(timeout=30) == 0
 
     log = served.log()
     access = [e for e in log if e["logger"] == "modelbench.access"]
-    assert sum(1 for e in access if e["route"] == "/v1/completions" and e["status"] == 200) == \
-        num_streams
+    assert (
+        sum(1 for e in access if e["route"] == "/v1/completions" and e["status"] == 200)
+        == num_streams
+    )
     (late,) = [e for e in access if e.get("request_id") == "late-1"]
     assert late["status"] == 503 and late["route"] == "/v1/completions"
     assert any("draining" in e["message"] for e in log if e["logger"] == "modelbench.server")

@@ -30,21 +30,30 @@ def test_openai_client_embeddings_equal_llm(server: RunningServer, client: opena
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     assert out.usage.prompt_tokens == sum(len(llm.tokenizer.encode(t)) for t in TEXTS)
     floats = client.embeddings.create(model=MODEL_NAME, input=TEXTS[0], encoding_format="float")
-    torch.testing.assert_close(torch.tensor(floats.data[0].embedding), expected[0], atol=1e-6, rtol=0)
-    ids = client.embeddings.create(model=MODEL_NAME, input=[[5, 6, 7], [8]], encoding_format="float")
+    torch.testing.assert_close(
+        torch.tensor(floats.data[0].embedding), expected[0], atol=1e-6, rtol=0
+    )
+    ids = client.embeddings.create(
+        model=MODEL_NAME, input=[[5, 6, 7], [8]], encoding_format="float"
+    )
     assert len(ids.data) == 2 and ids.usage.prompt_tokens == 4
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"input": "x", "dimensions": 8}, "dimensions"),
-    ({"input": []}, "input"),
-    ({"input": [""]}, "input"),
-    ({"input": [[1, 10**7]]}, "input"),
-    ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
-    ({"input": 3.5}, "input"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"input": "x", "dimensions": 8}, "dimensions"),
+        ({"input": []}, "input"),
+        ({"input": [""]}, "input"),
+        ({"input": [[1, 10**7]]}, "input"),
+        ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
+        ({"input": 3.5}, "input"),
+    ],
+)
 def test_bad_embedding_requests_are_400(server: RunningServer, body: dict, param: str) -> None:
-    r = httpx.post(server.base_url + "/v1/embeddings", json={"model": MODEL_NAME, **body}, timeout=30)
+    r = httpx.post(
+        server.base_url + "/v1/embeddings", json={"model": MODEL_NAME, **body}, timeout=30
+    )
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
 
@@ -52,14 +61,19 @@ def test_bad_embedding_requests_are_400(server: RunningServer, body: dict, param
 def test_embeddings_are_recorded(server: RunningServer) -> None:
     from .test_records import record_of
 
-    r = httpx.post(server.base_url + "/v1/embeddings", json={"model": MODEL_NAME, "input": "hi"}, timeout=30)
+    r = httpx.post(
+        server.base_url + "/v1/embeddings", json={"model": MODEL_NAME, "input": "hi"}, timeout=30
+    )
     rec = record_of(server, r)
     assert rec["task"] == "embed" and rec["status"] == "succeeded" and rec["prompt_tokens"] > 0
 
 
 def test_unknown_model_is_404_listing_the_available(server: RunningServer) -> None:
-    r = httpx.post(server.base_url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hi"},
-                   timeout=30)
+    r = httpx.post(
+        server.base_url + "/v1/embeddings",
+        json={"model": "text-embedding-3-small", "input": "hi"},
+        timeout=30,
+    )
     assert r.status_code == 404, r.text
     error = r.json()["error"]
     assert error["param"] == "model" and error["code"] == "model_not_found"

@@ -21,8 +21,14 @@ def test_health_stays_fast_while_the_engine_works(server: RunningServer) -> None
     started = threading.Barrier(NUM_STREAMS + 2)
 
     def generate() -> None:
-        body = {"model": MODEL_NAME, "prompt": "hello", "max_tokens": MAX_MODEL_LEN - 16, "n": 2,
-                "temperature": 1.0, "ignore_eos": True}
+        body = {
+            "model": MODEL_NAME,
+            "prompt": "hello",
+            "max_tokens": MAX_MODEL_LEN - 16,
+            "n": 2,
+            "temperature": 1.0,
+            "ignore_eos": True,
+        }
         started.wait()
         r = httpx.post(server.base_url + "/v1/completions", json=body, timeout=120)
         if r.status_code != 200:
@@ -30,7 +36,11 @@ def test_health_stays_fast_while_the_engine_works(server: RunningServer) -> None
 
     def tokenize_a_huge_prompt() -> None:
         # About 1.5 MB of text: seconds of tokenizing, then a 400 (far past max_model_len).
-        body = {"model": MODEL_NAME, "prompt": "the quick brown fox jumps " * 60_000, "max_tokens": 1}
+        body = {
+            "model": MODEL_NAME,
+            "prompt": "the quick brown fox jumps " * 60_000,
+            "max_tokens": 1,
+        }
         started.wait()
         for _ in range(3):
             r = httpx.post(server.base_url + "/v1/completions", json=body, timeout=120)

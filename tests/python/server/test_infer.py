@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from modelbench.config import Settings
 
 from .conftest import (
@@ -138,7 +139,8 @@ def check_label_result(body: dict, labels: list[str]) -> None:
     assert prior_total == pytest.approx(0.0, abs=1e-9)  # already a log-softmax
     for label in labels:
         assert meta["calibrated"][label] == pytest.approx(
-            meta["logprobs"][label] - total - meta["calibration"][label])
+            meta["logprobs"][label] - total - meta["calibration"][label]
+        )
     assert result["label"] == max(labels, key=lambda la: meta["calibrated"][la])
     top = max(meta["calibrated"].values())
     weights = {la: math.exp(meta["calibrated"][la] - top) for la in labels}

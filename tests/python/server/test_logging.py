@@ -59,9 +59,16 @@ def test_one_json_line_per_request(server: RunningServer, access_log: Lines) -> 
     assert response.status_code == 200 and response.headers["x-request-id"] == "req-abc-1"
     (entry,) = access_log.wait_for(request_id="req-abc-1")
     assert entry["logger"] == "modelbench.access" and entry["level"] == "info"
-    assert (entry["method"], entry["route"], entry["path"]) == ("POST", "/v1/completions",
-                                                               "/v1/completions")
-    assert (entry["model"], entry["status"], entry["client"]) == (f"{MODEL_NAME}:1", 200, "127.0.0.1")
+    assert (entry["method"], entry["route"], entry["path"]) == (
+        "POST",
+        "/v1/completions",
+        "/v1/completions",
+    )
+    assert (entry["model"], entry["status"], entry["client"]) == (
+        f"{MODEL_NAME}:1",
+        200,
+        "127.0.0.1",
+    )
     assert entry["latency_ms"] > 0 and entry["time"].endswith("+00:00")
     assert "req-abc-1" in entry["message"] and "200" in entry["message"]
 
@@ -82,8 +89,11 @@ def test_one_json_line_per_request(server: RunningServer, access_log: Lines) -> 
 
 def test_errors_and_unknown_paths_are_logged(server: RunningServer, access_log: Lines) -> None:
     url = server.base_url
-    bad = httpx.post(f"{url}/v1/completions", json={"model": MODEL_NAME, "prompt": "hi", "n": 0},
-                     headers={"X-Request-ID": "bad-1"})
+    bad = httpx.post(
+        f"{url}/v1/completions",
+        json={"model": MODEL_NAME, "prompt": "hi", "n": 0},
+        headers={"X-Request-ID": "bad-1"},
+    )
     assert bad.status_code == 400
     (entry,) = access_log.wait_for(request_id="bad-1")
     assert entry["status"] == 400 and entry["route"] == "/v1/completions"
@@ -105,8 +115,9 @@ def test_errors_and_unknown_paths_are_logged(server: RunningServer, access_log: 
 
 
 def test_json_formatter_keeps_extra_fields_and_exceptions() -> None:
-    record = logging.LogRecord("modelbench.server", logging.ERROR, __file__, 1, "loading %s failed",
-                               ("m:1",), None)
+    record = logging.LogRecord(
+        "modelbench.server", logging.ERROR, __file__, 1, "loading %s failed", ("m:1",), None
+    )
     record.model = "m:1"
     try:
         raise ValueError("bad weights")
@@ -131,15 +142,23 @@ def test_log_config_follows_settings() -> None:
 def test_log_and_drain_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from modelbench.cli.main import build_parser, settings_from_args
 
-    assert (Settings().log_format, Settings().log_level, Settings().drain_timeout_s) == \
-        ("json", "info", 30.0)
+    assert (Settings().log_format, Settings().log_level, Settings().drain_timeout_s) == (
+        "json",
+        "info",
+        30.0,
+    )
     monkeypatch.setenv("MODELBENCH_LOG_FORMAT", "text")
     monkeypatch.setenv("MODELBENCH_DRAIN_TIMEOUT_S", "5")
     assert (Settings().log_format, Settings().drain_timeout_s) == ("text", 5.0)
-    args = build_parser().parse_args(["serve", "--log-format", "json", "--log-level", "debug",
-                                      "--drain-timeout", "2.5"])
+    args = build_parser().parse_args(
+        ["serve", "--log-format", "json", "--log-level", "debug", "--drain-timeout", "2.5"]
+    )
     settings = settings_from_args(args)
-    assert (settings.log_format, settings.log_level, settings.drain_timeout_s) == ("json", "debug", 2.5)
+    assert (settings.log_format, settings.log_level, settings.drain_timeout_s) == (
+        "json",
+        "debug",
+        2.5,
+    )
     monkeypatch.setenv("MODELBENCH_DRAIN_TIMEOUT_S", "-1")
     with pytest.raises(ValueError, match="drain_timeout_s"):
         Settings()

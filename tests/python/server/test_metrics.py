@@ -16,11 +16,16 @@ from modelbench.server import create_app
 from .conftest import MODEL_NAME, RunningServer
 
 ENGINE_METRICS = (
-    "modelbench:num_requests_running", "modelbench:num_requests_waiting",
-    "modelbench:kv_cache_usage_perc", "modelbench:time_to_first_token_seconds",
-    "modelbench:inter_token_latency_seconds", "modelbench:e2e_request_latency_seconds",
-    "modelbench:request_queue_time_seconds", "modelbench:prompt_tokens_total",
-    "modelbench:generation_tokens_total", "modelbench:request_success_total",
+    "modelbench:num_requests_running",
+    "modelbench:num_requests_waiting",
+    "modelbench:kv_cache_usage_perc",
+    "modelbench:time_to_first_token_seconds",
+    "modelbench:inter_token_latency_seconds",
+    "modelbench:e2e_request_latency_seconds",
+    "modelbench:request_queue_time_seconds",
+    "modelbench:prompt_tokens_total",
+    "modelbench:generation_tokens_total",
+    "modelbench:request_success_total",
 )
 LABELS = {"model_name": MODEL_NAME, "version": "1"}
 
@@ -31,8 +36,11 @@ def scrape(base_url: str) -> Samples:
     response = httpx.get(f"{base_url}/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -48,8 +56,15 @@ def wait_idle(base_url: str) -> Samples:
     deadline = time.monotonic() + 10
     while True:
         samples = scrape(base_url)
-        busy = [n for n in ("modelbench:num_requests_running", "modelbench:num_requests_waiting",
-                            "modelbench:kv_cache_usage_perc") if value(samples, n, **LABELS) != 0]
+        busy = [
+            n
+            for n in (
+                "modelbench:num_requests_running",
+                "modelbench:num_requests_waiting",
+                "modelbench:kv_cache_usage_perc",
+            )
+            if value(samples, n, **LABELS) != 0
+        ]
         if not busy or time.monotonic() > deadline:
             return samples
         time.sleep(0.05)
@@ -58,29 +73,46 @@ def wait_idle(base_url: str) -> Samples:
 def test_generation_metrics_match_the_responses(server: RunningServer) -> None:
     url = server.base_url
     before = wait_idle(url)
-    body = {"model": MODEL_NAME, "prompt": [5, 6, 7, 8], "max_tokens": 6, "temperature": 0.0,
-            "ignore_eos": True}
+    body = {
+        "model": MODEL_NAME,
+        "prompt": [5, 6, 7, 8],
+        "max_tokens": 6,
+        "temperature": 0.0,
+        "ignore_eos": True,
+    }
     whole = httpx.post(f"{url}/v1/completions", json=body, timeout=60).json()
     text = whole["choices"][0]["text"]
-    stop = next(text[i:i + 2] for i in range(1, len(text) - 1) if text[i:i + 2].strip())
+    stop = next(text[i : i + 2] for i in range(1, len(text) - 1) if text[i : i + 2].strip())
     stopped = httpx.post(f"{url}/v1/completions", json={**body, "stop": [stop]}, timeout=60).json()
     assert stopped["choices"][0]["finish_reason"] == "stop"
-    with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60, json={
-        "model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9,
-        "n": 2, "seed": 1, "ignore_eos": True, "stream": True,
-        "stream_options": {"include_usage": True},
-    }) as response:
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        timeout=60,
+        json={
+            "model": MODEL_NAME,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 9,
+            "n": 2,
+            "seed": 1,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ) as response:
         lines = [line for line in response.iter_lines() if line.startswith("data: {")]
-    streamed = httpx.Response(200, content=lines[-1][len("data: "):]).json()
+    streamed = httpx.Response(200, content=lines[-1][len("data: ") :]).json()
     too_long = httpx.post(f"{url}/v1/completions", json={**body, "prompt": [5] * 300})
     assert too_long.status_code == 400
     after = wait_idle(url)
 
     usages = [whole["usage"], stopped["usage"], streamed["usage"]]
-    assert grew(before, after, "modelbench:prompt_tokens_total", **LABELS) == \
-        sum(u["prompt_tokens"] for u in usages)
-    assert grew(before, after, "modelbench:generation_tokens_total", **LABELS) == \
-        sum(u["completion_tokens"] for u in usages)
+    assert grew(before, after, "modelbench:prompt_tokens_total", **LABELS) == sum(
+        u["prompt_tokens"] for u in usages
+    )
+    assert grew(before, after, "modelbench:generation_tokens_total", **LABELS) == sum(
+        u["completion_tokens"] for u in usages
+    )
     success = "modelbench:request_success_total"
     assert grew(before, after, success, **LABELS, finished_reason="length") == 3  # 1 + 2 choices
     assert grew(before, after, success, **LABELS, finished_reason="stop") == 1
@@ -93,8 +125,10 @@ def test_generation_metrics_match_the_responses(server: RunningServer) -> None:
         assert grew(before, after, f"{full}_bucket", **LABELS, le="+Inf") == num_choices, name
     # One gap per token after each choice's first (one token per engine step).
     num_generated = sum(u["completion_tokens"] for u in usages)
-    assert grew(before, after, "modelbench:inter_token_latency_seconds_count", **LABELS) == \
-        num_generated - num_choices
+    assert (
+        grew(before, after, "modelbench:inter_token_latency_seconds_count", **LABELS)
+        == num_generated - num_choices
+    )
     ttft_sum = grew(before, after, "modelbench:time_to_first_token_seconds_sum", **LABELS)
     e2e_sum = grew(before, after, "modelbench:e2e_request_latency_seconds_sum", **LABELS)
     assert 0 < ttft_sum < e2e_sum
@@ -123,8 +157,16 @@ def test_http_metrics_use_route_templates(server: RunningServer) -> None:
     assert grew(before, after, requests, method="GET", route="/v1/jobs/{job_id}", status="404") == 2
     assert grew(before, after, requests, method="GET", route="unmatched", status="404") == 1
     assert grew(before, after, requests, method="GET", route="/v1/models", status="200") == 1
-    assert grew(before, after, "modelbench:http_request_duration_seconds_count",
-                method="GET", route="/v1/jobs/{job_id}") == 2
+    assert (
+        grew(
+            before,
+            after,
+            "modelbench:http_request_duration_seconds_count",
+            method="GET",
+            route="/v1/jobs/{job_id}",
+        )
+        == 2
+    )
     routes = {dict(labels).get("route") for _, labels in after}
     assert not any(r and ("job-does-not-exist" in r or "/no/such" in r) for r in routes)
 
@@ -132,10 +174,18 @@ def test_http_metrics_use_route_templates(server: RunningServer) -> None:
 def test_client_that_walks_away_counts_as_abort(server: RunningServer) -> None:
     url = server.base_url
     before = wait_idle(url)
-    with httpx.stream("POST", f"{url}/v1/completions", timeout=60, json={
-        "model": MODEL_NAME, "prompt": "hello", "max_tokens": 200, "ignore_eos": True,
-        "stream": True,
-    }) as response:
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/completions",
+        timeout=60,
+        json={
+            "model": MODEL_NAME,
+            "prompt": "hello",
+            "max_tokens": 200,
+            "ignore_eos": True,
+            "stream": True,
+        },
+    ) as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 break  # leave after the first chunk

@@ -24,14 +24,21 @@ def client(server: RunningServer) -> openai.OpenAI:
 
 def test_completion_greedy_matches_llm(server: RunningServer, client: openai.OpenAI) -> None:
     out = client.completions.create(
-        model=MODEL_NAME, prompt=PROMPT, max_tokens=12, temperature=0.0,
+        model=MODEL_NAME,
+        prompt=PROMPT,
+        max_tokens=12,
+        temperature=0.0,
         extra_body={"ignore_eos": True},
     )
     llm = LLM(str(server.model_path), max_model_len=MAX_MODEL_LEN, kv_cache_memory=KV_CACHE_MEMORY)
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
     expected = llm.generate([PROMPT], params, use_tqdm=False)[0]
 
-    assert out.id.startswith("cmpl-") and out.object == "text_completion" and out.model == f"{MODEL_NAME}:1"
+    assert (
+        out.id.startswith("cmpl-")
+        and out.object == "text_completion"
+        and out.model == f"{MODEL_NAME}:1"
+    )
     assert out.choices[0].text == expected.outputs[0].text
     assert out.choices[0].finish_reason == "length"
     assert out.usage.prompt_tokens == len(expected.prompt_token_ids)
@@ -41,7 +48,11 @@ def test_completion_greedy_matches_llm(server: RunningServer, client: openai.Ope
 
 def test_completion_token_prompt_logprobs_and_stop(client: openai.OpenAI) -> None:
     out = client.completions.create(
-        model=MODEL_NAME, prompt=[5, 6, 7, 8], max_tokens=5, temperature=0.0, logprobs=2,
+        model=MODEL_NAME,
+        prompt=[5, 6, 7, 8],
+        max_tokens=5,
+        temperature=0.0,
+        logprobs=2,
         extra_body={"ignore_eos": True},
     )
     lp = out.choices[0].logprobs
@@ -51,7 +62,11 @@ def test_completion_token_prompt_logprobs_and_stop(client: openai.OpenAI) -> Non
     stop = out.choices[0].text[2:4]
     if stop.strip():
         cut = client.completions.create(
-            model=MODEL_NAME, prompt=[5, 6, 7, 8], max_tokens=5, temperature=0.0, stop=[stop],
+            model=MODEL_NAME,
+            prompt=[5, 6, 7, 8],
+            max_tokens=5,
+            temperature=0.0,
+            stop=[stop],
             extra_body={"ignore_eos": True},
         )
         assert cut.choices[0].finish_reason == "stop"
@@ -59,11 +74,17 @@ def test_completion_token_prompt_logprobs_and_stop(client: openai.OpenAI) -> Non
 
 
 def test_completion_stream_concatenates_to_the_whole(client: openai.OpenAI) -> None:
-    kwargs = dict(model=MODEL_NAME, prompt=PROMPT, max_tokens=20, temperature=0.0,
-                  extra_body={"ignore_eos": True})
+    kwargs = dict(
+        model=MODEL_NAME,
+        prompt=PROMPT,
+        max_tokens=20,
+        temperature=0.0,
+        extra_body={"ignore_eos": True},
+    )
     whole = client.completions.create(**kwargs)
-    chunks = list(client.completions.create(
-        **kwargs, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+    )
     text_chunks = [c for c in chunks if c.choices]
     assert len(text_chunks) > 1
     assert all(c.object == "text_completion" and c.id == chunks[0].id for c in chunks)
@@ -75,8 +96,13 @@ def test_completion_stream_concatenates_to_the_whole(client: openai.OpenAI) -> N
 
 def test_chat_completion_and_stream(server: RunningServer, client: openai.OpenAI) -> None:
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-    kwargs = dict(model=MODEL_NAME, messages=messages, max_tokens=10, temperature=0.0,
-                  extra_body={"ignore_eos": True})
+    kwargs = dict(
+        model=MODEL_NAME,
+        messages=messages,
+        max_tokens=10,
+        temperature=0.0,
+        extra_body={"ignore_eos": True},
+    )
     out = client.chat.completions.create(**kwargs)
     assert out.object == "chat.completion" and out.id.startswith("chatcmpl-")
     assert out.choices[0].message.role == "assistant"
@@ -86,21 +112,31 @@ def test_chat_completion_and_stream(server: RunningServer, client: openai.OpenAI
     assert out.usage.prompt_tokens == len(tokenizer.encode(prompt, add_special_tokens=False))
     assert out.usage.completion_tokens == 10
 
-    chunks = list(client.chat.completions.create(
-        **kwargs, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert content == out.choices[0].message.content
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes == ["length"]
     assert chunks[-1].usage.completion_tokens == 10
 
 
 def test_chat_logprobs(client: openai.OpenAI) -> None:
     out = client.chat.completions.create(
-        model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
-        temperature=0.0, logprobs=True, top_logprobs=2, extra_body={"ignore_eos": True},
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=4,
+        temperature=0.0,
+        logprobs=True,
+        top_logprobs=2,
+        extra_body={"ignore_eos": True},
     )
     content = out.choices[0].logprobs.content
     assert len(content) == 4 and all(len(t.top_logprobs) == 2 for t in content)
@@ -126,9 +162,16 @@ def test_models_list(client: openai.OpenAI) -> None:
         ("/v1/completions", {"model": MODEL_NAME, "prompt": []}, "prompt"),
         ("/v1/completions", {"model": MODEL_NAME, "prompt": "a" * 5000, "stream": True}, "prompt"),
         ("/v1/chat/completions", {"model": MODEL_NAME, "messages": []}, "messages"),
-        ("/v1/chat/completions", {"model": MODEL_NAME, "messages": [{"content": "hi"}]}, "messages"),
-        ("/v1/chat/completions",
-         {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "top_k": -5}, "top_k"),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL_NAME, "messages": [{"content": "hi"}]},
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "top_k": -5},
+            "top_k",
+        ),
     ],
 )
 def test_bad_requests_are_400_naming_the_field(
@@ -143,16 +186,22 @@ def test_bad_requests_are_400_naming_the_field(
 
 
 def test_malformed_json_is_400(server: RunningServer) -> None:
-    r = httpx.post(server.base_url + "/v1/completions", content=b'{"model": "x", "prompt": ',
-                   headers={"content-type": "application/json"}, timeout=30)
+    r = httpx.post(
+        server.base_url + "/v1/completions",
+        content=b'{"model": "x", "prompt": ',
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["param"] == "body" and "JSON" in error["message"]
 
 
 def test_unknown_model_is_404_listing_the_available(server: RunningServer) -> None:
-    for path, extra in [("/v1/completions", {"prompt": "a"}),
-                        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}]})]:
+    for path, extra in [
+        ("/v1/completions", {"prompt": "a"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}]}),
+    ]:
         r = httpx.post(server.base_url + path, json={"model": "gpt-9", **extra}, timeout=30)
         assert r.status_code == 404
         error = r.json()["error"]
@@ -177,15 +226,21 @@ def wait_for_idle_kv(server: RunningServer, timeout_s: float = 10.0) -> float:
 def test_disconnect_mid_stream_aborts_and_frees_kv(server: RunningServer) -> None:
     before = server.engine.stats().num_generation_tokens
     max_tokens = MAX_MODEL_LEN - 16
-    body = {"model": MODEL_NAME, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 1.0,
-            "stream": True, "ignore_eos": True}
+    body = {
+        "model": MODEL_NAME,
+        "prompt": PROMPT,
+        "max_tokens": max_tokens,
+        "temperature": 1.0,
+        "stream": True,
+        "ignore_eos": True,
+    }
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         with http.stream("POST", "/v1/completions", json=body) as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
             lines = r.iter_lines()
             first = next(line for line in lines if line.startswith("data: "))
-            assert json.loads(first[len("data: "):])["object"] == "text_completion"
+            assert json.loads(first[len("data: ") :])["object"] == "text_completion"
             assert server.engine.stats().scheduler.kv_cache_usage > 0
         # leaving the block closes the connection mid-stream
     assert wait_for_idle_kv(server) == 0.0
@@ -199,8 +254,11 @@ def test_health_ready_and_request_id(server: RunningServer) -> None:
     assert r.headers["x-request-id"] == "abc-123"
     r = httpx.get(server.base_url + "/ready")
     assert r.status_code == 200 and len(r.headers["x-request-id"]) == 32
-    r = httpx.post(server.base_url + "/v1/completions", json={"model": "nope", "prompt": "a"},
-                   headers={"X-Request-ID": "err-1"})
+    r = httpx.post(
+        server.base_url + "/v1/completions",
+        json={"model": "nope", "prompt": "a"},
+        headers={"X-Request-ID": "err-1"},
+    )
     assert r.status_code == 404 and r.headers["x-request-id"] == "err-1"
 
 
@@ -209,25 +267,39 @@ def test_ready_is_503_while_the_engine_is_not_loaded(server: RunningServer) -> N
     handle.state = "loading"
     try:
         assert httpx.get(server.base_url + "/ready").status_code == 503
-        r = httpx.post(server.base_url + "/v1/completions",
-                       json={"model": MODEL_NAME, "prompt": "a"})
+        r = httpx.post(
+            server.base_url + "/v1/completions", json={"model": MODEL_NAME, "prompt": "a"}
+        )
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_ready"
     finally:
         handle.state = "ready"
 
 
 def test_chat_content_parts_and_chunk_deltas_leave_out_unset_fields(server: RunningServer) -> None:
-    text = {"model": MODEL_NAME, "max_tokens": 3, "temperature": 0.0, "ignore_eos": True,
-            "messages": [{"role": "user", "content": "hi there"}]}
-    parts = {**text, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]}]}
+    text = {
+        "model": MODEL_NAME,
+        "max_tokens": 3,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "messages": [{"role": "user", "content": "hi there"}],
+    }
+    parts = {
+        **text,
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}],
+            }
+        ],
+    }
     a = httpx.post(server.base_url + "/v1/chat/completions", json=text, timeout=30).json()
     b = httpx.post(server.base_url + "/v1/chat/completions", json=parts, timeout=30).json()
     assert a["choices"][0]["message"] == b["choices"][0]["message"]
 
-    with httpx.stream("POST", server.base_url + "/v1/chat/completions",
-                      json={**text, "stream": True}, timeout=30) as r:
-        events = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
+    with httpx.stream(
+        "POST", server.base_url + "/v1/chat/completions", json={**text, "stream": True}, timeout=30
+    ) as r:
+        events = [line[len("data: ") :] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     deltas = [json.loads(e)["choices"][0]["delta"] for e in events[:-1]]
     assert deltas[0] == {"role": "assistant", "content": ""}

@@ -36,13 +36,21 @@ def completion_text(server: RunningServer, **body: object) -> str:
 
 def test_harmless_fields_are_accepted(server: RunningServer) -> None:
     plain = completion_text(server, prompt="hello")
-    assert completion_text(server, prompt="hello", user="alice", best_of=1, logit_bias={},
-                           suffix=None) == plain
+    assert (
+        completion_text(server, prompt="hello", user="alice", best_of=1, logit_bias={}, suffix=None)
+        == plain
+    )
     r = post(server, "/v1/completions", {**GREEDY, "prompt": "hello", "n": 2, "best_of": 2})
     assert r.status_code == 200 and len(r.json()["choices"]) == 2
     chat = post(server, "/v1/chat/completions", CHAT).json()["choices"][0]["message"]
-    for extra in ({"user": "alice"}, {"response_format": {"type": "text"}}, {"tools": []},
-                  {"tool_choice": "none"}, {"parallel_tool_calls": False}, {"logit_bias": None}):
+    for extra in (
+        {"user": "alice"},
+        {"response_format": {"type": "text"}},
+        {"tools": []},
+        {"tool_choice": "none"},
+        {"parallel_tool_calls": False},
+        {"logit_bias": None},
+    ):
         r = post(server, "/v1/chat/completions", {**CHAT, **extra})
         assert r.status_code == 200, (extra, r.text)
         assert r.json()["choices"][0]["message"] == chat
@@ -53,8 +61,12 @@ def test_vllm_sampling_extras_are_honoured(server: RunningServer) -> None:
     greedy = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     ids = llm.generate(["hello"], greedy, use_tqdm=False)[0].outputs[0].token_ids
     stop_id = next(t for j, t in enumerate(ids) if j > 0 and t not in ids[:j])
-    extras = {"stop_token_ids": [stop_id], "include_stop_str_in_output": False,
-              "skip_special_tokens": False, "min_tokens": 1}
+    extras = {
+        "stop_token_ids": [stop_id],
+        "include_stop_str_in_output": False,
+        "skip_special_tokens": False,
+        "min_tokens": 1,
+    }
     expected = llm.generate(["hello"], dataclasses.replace(greedy, **extras), use_tqdm=False)[0]
     r = post(server, "/v1/completions", {**GREEDY, "prompt": "hello", "max_tokens": 8, **extras})
     choice = r.json()["choices"][0]
@@ -70,20 +82,33 @@ def test_echo_puts_the_prompt_before_the_text(server: RunningServer) -> None:
     echoed = completion_text(server, prompt=ids, echo=True)
     assert echoed == server.engine.tokenizer.decode(ids, skip_special_tokens=False) + plain
 
-    with httpx.stream("POST", server.base_url + "/v1/completions", timeout=30,
-                      json={**GREEDY, "prompt": "hello world", "echo": True, "stream": True}) as r:
-        events = [json.loads(line[6:]) for line in r.iter_lines()
-                  if line.startswith("data: ") and line != "data: [DONE]"]
+    with httpx.stream(
+        "POST",
+        server.base_url + "/v1/completions",
+        timeout=30,
+        json={**GREEDY, "prompt": "hello world", "echo": True, "stream": True},
+    ) as r:
+        events = [
+            json.loads(line[6:])
+            for line in r.iter_lines()
+            if line.startswith("data: ") and line != "data: [DONE]"
+        ]
     assert events[0]["choices"][0]["text"] == "hello world"
     assert "".join(e["choices"][0]["text"] for e in events) == "hello world" + plain
 
 
-def test_a_list_of_prompts_gets_choices_in_prompt_order(server: RunningServer,
-                                                        client: openai.OpenAI) -> None:
+def test_a_list_of_prompts_gets_choices_in_prompt_order(
+    server: RunningServer, client: openai.OpenAI
+) -> None:
     prompts = ["hello", "the cat", "one two three"]
     alone = [completion_text(server, prompt=p) for p in prompts]
-    out = client.completions.create(model=MODEL_NAME, prompt=prompts, max_tokens=6, temperature=0.0,
-                                    extra_body={"ignore_eos": True})
+    out = client.completions.create(
+        model=MODEL_NAME,
+        prompt=prompts,
+        max_tokens=6,
+        temperature=0.0,
+        extra_body={"ignore_eos": True},
+    )
     assert [c.index for c in out.choices] == [0, 1, 2]
     assert [c.text for c in out.choices] == alone
     tokenizer = server.engine.tokenizer
@@ -91,15 +116,26 @@ def test_a_list_of_prompts_gets_choices_in_prompt_order(server: RunningServer,
     assert out.usage.completion_tokens == 18
 
     # n choices per prompt: prompt k's choice i is index k * n + i
-    two = client.completions.create(model=MODEL_NAME, prompt=prompts[:2], n=2, max_tokens=6,
-                                    temperature=0.0, extra_body={"ignore_eos": True})
+    two = client.completions.create(
+        model=MODEL_NAME,
+        prompt=prompts[:2],
+        n=2,
+        max_tokens=6,
+        temperature=0.0,
+        extra_body={"ignore_eos": True},
+    )
     assert [c.index for c in two.choices] == [0, 1, 2, 3]
     assert [c.text for c in two.choices] == [alone[0], alone[0], alone[1], alone[1]]
 
-    streamed = client.completions.create(model=MODEL_NAME, prompt=prompts, max_tokens=6,
-                                         temperature=0.0, stream=True,
-                                         stream_options={"include_usage": True},
-                                         extra_body={"ignore_eos": True})
+    streamed = client.completions.create(
+        model=MODEL_NAME,
+        prompt=prompts,
+        max_tokens=6,
+        temperature=0.0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
     texts = ["", "", ""]
     chunks = list(streamed)
     for chunk in chunks:
@@ -113,33 +149,102 @@ def test_a_list_of_prompts_gets_choices_in_prompt_order(server: RunningServer,
     assert server.handle.outstanding == 0
 
 
-@pytest.mark.parametrize(("path", "extra", "param", "fragment"), [
-    ("/v1/completions", {"logit_bias": {"50256": -100}}, "logit_bias", "logit_bias is not supported"),
-    ("/v1/completions", {"best_of": 3}, "best_of", "best_of is not supported unless it equals n"),
-    ("/v1/completions", {"n": 2, "best_of": 1}, "best_of", "equals n"),
-    ("/v1/completions", {"suffix": "end."}, "suffix", "suffix is not supported"),
-    ("/v1/completions", {"echo": True, "logprobs": 1}, "echo", "echo is not supported together with"),
-    ("/v1/completions", {"max_token": 3}, "max_token", "max_token is not supported"),
-    ("/v1/completions", {"stream_options": {"include_usage": True, "x": 1}}, "stream_options",
-     "stream_options.x is not supported"),
-    ("/v1/completions", {"prompt": ["a"] * 129}, "prompt", "at most 128"),
-    ("/v1/chat/completions", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools",
-     "tools is not supported"),
-    ("/v1/chat/completions", {"tool_choice": "auto"}, "tool_choice", "tool_choice is not supported"),
-    ("/v1/chat/completions", {"functions": [{"name": "f"}]}, "functions", "functions is not supported"),
-    ("/v1/chat/completions", {"function_call": "auto"}, "function_call", "function_call is not"),
-    ("/v1/chat/completions", {"response_format": {"type": "json_object"}}, "response_format",
-     "response_format is not supported"),
-    ("/v1/chat/completions", {"logit_bias": {"1": 5}}, "logit_bias", "logit_bias is not supported"),
-    ("/v1/chat/completions", {"audio": {"voice": "alloy"}}, "audio", "audio is not supported"),
-    ("/v1/chat/completions", {"modalities": ["text", "audio"]}, "modalities", "modalities is not"),
-    ("/v1/chat/completions", {"service_tier": "flex"}, "service_tier", "service_tier is not supported"),
-    ("/v1/embeddings", {"input": "a", "truncate": True}, "truncate", "truncate is not supported"),
-])
-def test_unsupported_fields_are_400_naming_them(server: RunningServer, path: str, extra: dict,
-                                                param: str, fragment: str) -> None:
-    base = {"model": MODEL_NAME} if "embeddings" in path else (
-        CHAT if "chat" in path else {**GREEDY, "prompt": "hello"})
+@pytest.mark.parametrize(
+    ("path", "extra", "param", "fragment"),
+    [
+        (
+            "/v1/completions",
+            {"logit_bias": {"50256": -100}},
+            "logit_bias",
+            "logit_bias is not supported",
+        ),
+        (
+            "/v1/completions",
+            {"best_of": 3},
+            "best_of",
+            "best_of is not supported unless it equals n",
+        ),
+        ("/v1/completions", {"n": 2, "best_of": 1}, "best_of", "equals n"),
+        ("/v1/completions", {"suffix": "end."}, "suffix", "suffix is not supported"),
+        (
+            "/v1/completions",
+            {"echo": True, "logprobs": 1},
+            "echo",
+            "echo is not supported together with",
+        ),
+        ("/v1/completions", {"max_token": 3}, "max_token", "max_token is not supported"),
+        (
+            "/v1/completions",
+            {"stream_options": {"include_usage": True, "x": 1}},
+            "stream_options",
+            "stream_options.x is not supported",
+        ),
+        ("/v1/completions", {"prompt": ["a"] * 129}, "prompt", "at most 128"),
+        (
+            "/v1/chat/completions",
+            {"tools": [{"type": "function", "function": {"name": "f"}}]},
+            "tools",
+            "tools is not supported",
+        ),
+        (
+            "/v1/chat/completions",
+            {"tool_choice": "auto"},
+            "tool_choice",
+            "tool_choice is not supported",
+        ),
+        (
+            "/v1/chat/completions",
+            {"functions": [{"name": "f"}]},
+            "functions",
+            "functions is not supported",
+        ),
+        (
+            "/v1/chat/completions",
+            {"function_call": "auto"},
+            "function_call",
+            "function_call is not",
+        ),
+        (
+            "/v1/chat/completions",
+            {"response_format": {"type": "json_object"}},
+            "response_format",
+            "response_format is not supported",
+        ),
+        (
+            "/v1/chat/completions",
+            {"logit_bias": {"1": 5}},
+            "logit_bias",
+            "logit_bias is not supported",
+        ),
+        ("/v1/chat/completions", {"audio": {"voice": "alloy"}}, "audio", "audio is not supported"),
+        (
+            "/v1/chat/completions",
+            {"modalities": ["text", "audio"]},
+            "modalities",
+            "modalities is not",
+        ),
+        (
+            "/v1/chat/completions",
+            {"service_tier": "flex"},
+            "service_tier",
+            "service_tier is not supported",
+        ),
+        (
+            "/v1/embeddings",
+            {"input": "a", "truncate": True},
+            "truncate",
+            "truncate is not supported",
+        ),
+    ],
+)
+def test_unsupported_fields_are_400_naming_them(
+    server: RunningServer, path: str, extra: dict, param: str, fragment: str
+) -> None:
+    base = (
+        {"model": MODEL_NAME}
+        if "embeddings" in path
+        else (CHAT if "chat" in path else {**GREEDY, "prompt": "hello"})
+    )
     r = post(server, path, {**base, **extra})
     assert r.status_code == 400, r.text
     error = r.json()["error"]
@@ -151,8 +256,12 @@ def test_what_the_openai_client_sends_by_default_works(client: openai.OpenAI) ->
     # embeddings.create sends encoding_format="base64" unasked; the rest send only what is given.
     assert len(client.embeddings.create(model=MODEL_NAME, input="a").data) == 1
     assert client.completions.create(model=MODEL_NAME, prompt="a", max_tokens=2).choices
-    assert client.chat.completions.create(model=MODEL_NAME, max_tokens=2,
-                                          messages=[{"role": "user", "content": "a"}]).choices
+    assert client.chat.completions.create(
+        model=MODEL_NAME, max_tokens=2, messages=[{"role": "user", "content": "a"}]
+    ).choices
     with pytest.raises(openai.BadRequestError, match="tools is not supported"):
-        client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "a"}],
-                                       tools=[{"type": "function", "function": {"name": "f"}}])
+        client.chat.completions.create(
+            model=MODEL_NAME,
+            messages=[{"role": "user", "content": "a"}],
+            tools=[{"type": "function", "function": {"name": "f"}}],
+        )

@@ -18,7 +18,11 @@ def test_requests_per_minute_refill() -> None:
     limiter = RateLimiter(clock)
     assert all(limiter.admit("k", rpm=3, tpm=None) is None for _ in range(3))
     refusal = limiter.admit("k", rpm=3, tpm=None)
-    assert refusal is not None and refusal.limit == "requests per minute" and refusal.retry_after_s == 20
+    assert (
+        refusal is not None
+        and refusal.limit == "requests per minute"
+        and refusal.retry_after_s == 20
+    )
     clock.now += 19.0
     assert limiter.admit("k", rpm=3, tpm=None) is not None  # not yet
     clock.now += 1.5
@@ -33,7 +37,9 @@ def test_tokens_are_charged_after_and_block_while_in_debt() -> None:
     assert limiter.admit("k", rpm=None, tpm=60) is None
     limiter.charge_tokens("k", 60, 90)  # 30 tokens in debt
     refusal = limiter.admit("k", rpm=None, tpm=60)
-    assert refusal is not None and refusal.limit == "tokens per minute" and refusal.retry_after_s == 30
+    assert (
+        refusal is not None and refusal.limit == "tokens per minute" and refusal.retry_after_s == 30
+    )
     clock.now += 31
     assert limiter.admit("k", rpm=None, tpm=60) is None
     clock.now += 1000

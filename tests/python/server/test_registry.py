@@ -27,8 +27,9 @@ def gpt2_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def multi(tiny_llama_path: Path, gpt2_path: Path, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[RunningServer]:
+def multi(
+    tiny_llama_path: Path, gpt2_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
     engine = f"max_model_len = {MAX_MODEL_LEN}\nkv_cache_memory = {KV_CACHE_MEMORY}\n"
     models = tmp_path_factory.mktemp("registry") / "models.toml"
     models.write_text(f"""
@@ -55,12 +56,16 @@ chat = "canary"
 """)
     # Seeded canary routing: the split below is the same on every run.
     registry = ModelRegistry(rng=random.Random(20240601))
-    with run_server(Settings(models_file=models, port=free_port()), tiny_llama_path, registry) as running:
+    with run_server(
+        Settings(models_file=models, port=free_port()), tiny_llama_path, registry
+    ) as running:
         yield running
 
 
 def complete(http: httpx.Client, model: str, **extra: object) -> httpx.Response:
-    return http.post("/v1/completions", json={"model": model, "prompt": "hi", "max_tokens": 1, **extra})
+    return http.post(
+        "/v1/completions", json={"model": model, "prompt": "hi", "max_tokens": 1, **extra}
+    )
 
 
 def test_models_lists_names_then_versions(multi: RunningServer) -> None:
@@ -109,25 +114,47 @@ def test_load_and_unload_while_traffic_runs(multi: RunningServer, tiny_llama_pat
         t.start()
     try:
         with httpx.Client(base_url=multi.base_url, timeout=120) as http:
-            r = http.post("/v1/admin/models", json={
-                "name": "chat", "version": "3", "path": str(tiny_llama_path), "weight": 0,
-                "max_model_len": MAX_MODEL_LEN, "kv_cache_memory": KV_CACHE_MEMORY})
+            r = http.post(
+                "/v1/admin/models",
+                json={
+                    "name": "chat",
+                    "version": "3",
+                    "path": str(tiny_llama_path),
+                    "weight": 0,
+                    "max_model_len": MAX_MODEL_LEN,
+                    "kv_cache_memory": KV_CACHE_MEMORY,
+                },
+            )
             assert r.status_code == 201, r.text
             assert r.json()["id"] == "chat:3" and r.json()["state"] == "ready"
             assert complete(http, "chat:3").json()["model"] == "chat:3"
             # weight 0: the canary never picks it for the bare name
-            assert {complete(http, "chat").json()["model"] for _ in range(50)} <= {"chat:1", "chat:2"}
+            assert {complete(http, "chat").json()["model"] for _ in range(50)} <= {
+                "chat:1",
+                "chat:2",
+            }
 
             # unloading waits for the version's stream in flight, which ends normally
-            body = {"model": "chat:3", "prompt": "hi", "max_tokens": 120, "stream": True,
-                    "ignore_eos": True}
+            body = {
+                "model": "chat:3",
+                "prompt": "hi",
+                "max_tokens": 120,
+                "stream": True,
+                "ignore_eos": True,
+            }
             with http.stream("POST", "/v1/completions", json=body) as stream:
                 lines = stream.iter_lines()
                 next(line for line in lines if line.startswith("data: "))
                 unloading = threading.Thread(
-                    target=lambda: failures.append("unload") if httpx.delete(
-                        multi.base_url + "/v1/admin/models/chat:3", timeout=60).status_code != 200
-                    else None)
+                    target=lambda: (
+                        failures.append("unload")
+                        if httpx.delete(
+                            multi.base_url + "/v1/admin/models/chat:3", timeout=60
+                        ).status_code
+                        != 200
+                        else None
+                    )
+                )
                 unloading.start()
                 rest = list(lines)
             unloading.join()
@@ -147,10 +174,18 @@ def test_load_and_unload_while_traffic_runs(multi: RunningServer, tiny_llama_pat
 
 def test_admin_errors(multi: RunningServer, tiny_llama_path: Path, tmp_path: Path) -> None:
     with httpx.Client(base_url=multi.base_url, timeout=60) as http:
-        r = http.post("/v1/admin/models", json={"name": "chat", "version": "1", "path": str(tiny_llama_path)})
+        r = http.post(
+            "/v1/admin/models", json={"name": "chat", "version": "1", "path": str(tiny_llama_path)}
+        )
         assert r.status_code == 409 and r.json()["error"]["code"] == "model_exists"
-        r = http.post("/v1/admin/models", json={"name": "x", "path": str(tmp_path / "nowhere"),
-                                                "kv_cache_memory": KV_CACHE_MEMORY})
+        r = http.post(
+            "/v1/admin/models",
+            json={
+                "name": "x",
+                "path": str(tmp_path / "nowhere"),
+                "kv_cache_memory": KV_CACHE_MEMORY,
+            },
+        )
         assert r.status_code == 400 and r.json()["error"]["param"] == "path"
         assert "x:1" not in [m["id"] for m in http.get("/v1/models").json()["data"]]
         r = http.post("/v1/admin/models", json={"name": "x", "colour": "blue"})
@@ -174,14 +209,20 @@ def ready_registry(*configs: ModelConfig, **kwargs: object) -> ModelRegistry:
 
 
 def test_pinned_goes_to_the_default_version() -> None:
-    registry = ready_registry(ModelConfig(name="m", version="1"), ModelConfig(name="m", version="2", default=True))
+    registry = ready_registry(
+        ModelConfig(name="m", version="1"), ModelConfig(name="m", version="2", default=True)
+    )
     assert {registry.resolve("m").id for _ in range(20)} == {"m:2"}
-    registry = ready_registry(ModelConfig(name="m", version="1"), ModelConfig(name="m", version="2"))
+    registry = ready_registry(
+        ModelConfig(name="m", version="1"), ModelConfig(name="m", version="2")
+    )
     assert registry.resolve("m").id == "m:1"  # no default declared: the first loaded
 
 
 def test_least_outstanding() -> None:
-    registry = ready_registry(ModelConfig(name="m", version="1"), ModelConfig(name="m", version="2"))
+    registry = ready_registry(
+        ModelConfig(name="m", version="1"), ModelConfig(name="m", version="2")
+    )
     registry.set_policy("m", "least_outstanding")
     first = registry.resolve("m")
     registry.admit(first)
@@ -196,21 +237,28 @@ def test_least_outstanding() -> None:
 
 
 def test_canary_weights_are_shares() -> None:
-    registry = ready_registry(ModelConfig(name="m", version="a", weight=3),
-                              ModelConfig(name="m", version="b", weight=1), rng=random.Random(0))
+    registry = ready_registry(
+        ModelConfig(name="m", version="a", weight=3),
+        ModelConfig(name="m", version="b", weight=1),
+        rng=random.Random(0),
+    )
     registry.set_policy("m", "canary")
     used = Counter(registry.resolve("m").version for _ in range(4000))
     assert abs(used["b"] - 1000) < 150, used
 
 
 def test_tasks_limit_the_candidates() -> None:
-    registry = ready_registry(ModelConfig(name="m", version="1", tasks=["generate"]),
-                              ModelConfig(name="m", version="2", tasks=["embed"]))
+    registry = ready_registry(
+        ModelConfig(name="m", version="1", tasks=["generate"]),
+        ModelConfig(name="m", version="2", tasks=["embed"]),
+    )
     assert registry.resolve("m", "embed").id == "m:2"
     assert registry.resolve("m", "generate").id == "m:1"
     with pytest.raises(APIError) as err:
         registry.resolve("m:1", "embed")
-    assert err.value.status_code == 400 and "embed" in err.value.message and err.value.param == "task"
+    assert (
+        err.value.status_code == 400 and "embed" in err.value.message and err.value.param == "task"
+    )
 
 
 def test_admission_is_bounded() -> None:

@@ -12,7 +12,7 @@ from modelbench.cli.main import build_parser, settings_from_args
 from modelbench.config import DEFAULT_MODEL_NAME, Settings, load_models_file
 
 
-def one(settings: Settings):  # noqa: ANN201
+def one(settings: Settings):
     (config,) = settings.model_configs().models
     return config
 
@@ -26,8 +26,12 @@ def test_served_model_name_defaults() -> None:
 
 
 def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in {"MODELBENCH_MODEL": "/m/llama", "MODELBENCH_PORT": "9000",
-                       "MODELBENCH_MAX_MODEL_LEN": "512", "MODELBENCH_KV_CACHE_MEMORY": "0.25"}.items():
+    for key, value in {
+        "MODELBENCH_MODEL": "/m/llama",
+        "MODELBENCH_PORT": "9000",
+        "MODELBENCH_MAX_MODEL_LEN": "512",
+        "MODELBENCH_KV_CACHE_MEMORY": "0.25",
+    }.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
     assert (settings.model, settings.port, settings.max_model_len) == ("/m/llama", 9000, 512)
@@ -43,9 +47,24 @@ def test_serve_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("MODELBENCH_HOST", "0.0.0.0")
     monkeypatch.setenv("MODELBENCH_PORT", "7000")
     args = build_parser().parse_args(
-        ["serve", "--model", "/m/x", "--port", "8001", "--max-model-len", "128",
-         "--kv-cache-memory", "33554432"])
-    assert (args.model, args.port, args.max_model_len, args.kv_cache_memory) == (["/m/x"], 8001, 128, 33554432)
+        [
+            "serve",
+            "--model",
+            "/m/x",
+            "--port",
+            "8001",
+            "--max-model-len",
+            "128",
+            "--kv-cache-memory",
+            "33554432",
+        ]
+    )
+    assert (args.model, args.port, args.max_model_len, args.kv_cache_memory) == (
+        ["/m/x"],
+        8001,
+        128,
+        33554432,
+    )
     settings = settings_from_args(args)
     assert settings.port == 8001 and settings.host == "0.0.0.0"  # unset flags leave the env alone
     assert settings.kv_cache_dtype == "auto"
@@ -93,16 +112,19 @@ def test_models_file(tmp_path: Path) -> None:
     assert [m.id for m in Settings(models_file=path).model_configs().models] == ["chat:1", "chat:2"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[[models]]\nname = 'a'\n[[models]]\nname = 'a'\n", "a:1 is declared twice"),
-    ("[[models]]\nname = 'a'\ntasks = ['dance']\n", "models.0.tasks.0"),
-    ("[[models]]\nname = 'a:b'\n", "models.0.name"),
-    ("[[models]]\nname = 'a'\n[routing]\nb = 'canary'\n", "routing names 'b'"),
-    ("[[models]]\nname = 'a'\n[routing]\na = 'random'\n", "routing.a"),
-    ("[[models]]\nname = 'a'\nspeed = 3\n", "models.0.speed"),
-    ("models = [", "not valid TOML"),
-    ("", "models: Field required"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[[models]]\nname = 'a'\n[[models]]\nname = 'a'\n", "a:1 is declared twice"),
+        ("[[models]]\nname = 'a'\ntasks = ['dance']\n", "models.0.tasks.0"),
+        ("[[models]]\nname = 'a:b'\n", "models.0.name"),
+        ("[[models]]\nname = 'a'\n[routing]\nb = 'canary'\n", "routing names 'b'"),
+        ("[[models]]\nname = 'a'\n[routing]\na = 'random'\n", "routing.a"),
+        ("[[models]]\nname = 'a'\nspeed = 3\n", "models.0.speed"),
+        ("models = [", "not valid TOML"),
+        ("", "models: Field required"),
+    ],
+)
 def test_models_file_errors_say_where(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "models.toml"
     path.write_text(text)
@@ -118,14 +140,34 @@ def test_serve_takes_several_models() -> None:
     assert args.model == ["/m/llama", "/m/qwen/", "/m/tiny.Q8_0.gguf"]
     configs = settings_from_args(args).model_configs().models
     assert [(m.id, m.path) for m in configs] == [
-        ("llama:1", "/m/llama"), ("qwen:1", "/m/qwen/"), ("tiny.Q8_0:1", "/m/tiny.Q8_0.gguf")]
-    named = settings_from_args(parse(["serve", "--model", "/m/a", "/m/b", "--served-model-name", "x",
-                                      "--served-model-name", "y", "--max-model-len", "64"]))
+        ("llama:1", "/m/llama"),
+        ("qwen:1", "/m/qwen/"),
+        ("tiny.Q8_0:1", "/m/tiny.Q8_0.gguf"),
+    ]
+    named = settings_from_args(
+        parse(
+            [
+                "serve",
+                "--model",
+                "/m/a",
+                "/m/b",
+                "--served-model-name",
+                "x",
+                "--served-model-name",
+                "y",
+                "--max-model-len",
+                "64",
+            ]
+        )
+    )
     assert [(m.id, m.path, m.max_model_len) for m in named.model_configs().models] == [
-        ("x:1", "/m/a", 64), ("y:1", "/m/b", 64)]
+        ("x:1", "/m/a", 64),
+        ("y:1", "/m/b", 64),
+    ]
     with pytest.raises(ValueError, match="1 served model names for 2 models"):
-        settings_from_args(parse(["serve", "--model", "/m/a", "/m/b", "--served-model-name", "x"])
-                           ).model_configs()
+        settings_from_args(
+            parse(["serve", "--model", "/m/a", "/m/b", "--served-model-name", "x"])
+        ).model_configs()
     with pytest.raises(ValueError, match="would be served as b:1, which another model already is"):
         settings_from_args(parse(["serve", "--model", "/m/a/b", "/m/c/b"])).model_configs()
 
@@ -135,21 +177,38 @@ def test_several_models_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert [m.id for m in Settings().model_configs().models] == ["a:1", "b:1"]
 
 
-def test_serving_several_models_from_the_command_line(tiny_llama_path: Path,
-                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_serving_several_models_from_the_command_line(
+    tiny_llama_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     from ..tiny_models import build_tiny_model
     from .conftest import KV_CACHE_MEMORY, free_port, run_server
 
     gpt2_path = build_tiny_model("gpt2", tmp_path_factory.mktemp("cli") / "gpt2")
-    args = build_parser().parse_args([
-        "serve", "--model", str(tiny_llama_path), "--model", str(gpt2_path), "--port", str(free_port()),
-        "--max-model-len", "128", "--kv-cache-memory", str(KV_CACHE_MEMORY)])
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--model",
+            str(tiny_llama_path),
+            "--model",
+            str(gpt2_path),
+            "--port",
+            str(free_port()),
+            "--max-model-len",
+            "128",
+            "--kv-cache-memory",
+            str(KV_CACHE_MEMORY),
+        ]
+    )
     with run_server(settings_from_args(args), tiny_llama_path) as server:
         with httpx.Client(base_url=server.base_url, timeout=30) as http:
             ids = [m["id"] for m in http.get("/v1/models").json()["data"]]
             assert ids == ["llama", "gpt2", "llama:1", "gpt2:1"]
             for name in ("llama", "gpt2"):
-                r = http.post("/v1/completions", json={"model": name, "prompt": "hi", "max_tokens": 3,
-                                                       "ignore_eos": True})
+                r = http.post(
+                    "/v1/completions",
+                    json={"model": name, "prompt": "hi", "max_tokens": 3, "ignore_eos": True},
+                )
                 assert r.status_code == 200, r.text
-                assert r.json()["model"] == f"{name}:1" and r.json()["usage"]["completion_tokens"] == 3
+                assert (
+                    r.json()["model"] == f"{name}:1" and r.json()["usage"]["completion_tokens"] == 3
+                )

@@ -8,15 +8,17 @@ without one."""
 from __future__ import annotations
 
 import asyncio
-import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import PreTrainedModel
+
 from modelbench.engine.async_engine import AsyncEngine
 from modelbench.engine.engine_args import EngineArgs
+from modelbench.engine.sampling_params import SamplingParams
 from modelbench.tasks.adapters import (
     CONTENT_FREE_TEXT,
     SENTIMENT_LABELS,
@@ -28,9 +30,8 @@ from modelbench.tasks.adapters import (
     run_task,
     summarize_prompt,
 )
-from modelbench.engine.sampling_params import SamplingParams
+
 from ..tiny_models import build_tiny_model, load_reference_model
-from transformers import PreTrainedModel
 
 MAX_MODEL_LEN = 256
 TEXT = "the cat sat on the mat; the dog sat on the log."
@@ -152,16 +153,22 @@ def test_label_scores_are_the_reference_log_likelihoods(
     # The calibration is the labels' log-softmax after the content-free text,
     # subtracted from theirs after the text.
     cf_prefix, cf_ids, _ = label_prompts(engine.tokenizer, task, CONTENT_FREE_TEXT, labels)
-    prior = torch.log_softmax(torch.tensor(reference_label_scores(reference, cf_prefix, cf_ids)[0],
-                                           dtype=torch.float64), 0)
+    prior = torch.log_softmax(
+        torch.tensor(reference_label_scores(reference, cf_prefix, cf_ids)[0], dtype=torch.float64),
+        0,
+    )
     torch.testing.assert_close(
         torch.tensor([output.metadata["calibration"][la] for la in labels], dtype=torch.float64),
-        prior, rtol=1e-3, atol=1e-3,
+        prior,
+        rtol=1e-3,
+        atol=1e-3,
     )
     calibrated = torch.log_softmax(torch.tensor(expected, dtype=torch.float64), 0) - prior
     torch.testing.assert_close(
         torch.tensor([output.metadata["calibrated"][la] for la in labels], dtype=torch.float64),
-        calibrated, rtol=1e-3, atol=1e-3,
+        calibrated,
+        rtol=1e-3,
+        atol=1e-3,
     )
 
     # The probabilities are the softmax of the calibrated scores, and the label is the best.
@@ -187,7 +194,9 @@ def test_label_tokens_are_appended_exactly(
     tok = chat_engine.tokenizer
     prefix, label_ids, _ = label_prompts(tok, "classify", TEXT, ["dog", "log"])
     assert tok.decode(prefix, skip_special_tokens=False).endswith("<|im_start|>assistant\n")
-    assert "one of: dog, log. Answer with one word." in tok.decode(prefix, skip_special_tokens=False)
+    assert "one of: dog, log. Answer with one word." in tok.decode(
+        prefix, skip_special_tokens=False
+    )
     assert label_forms("dog") == ["dog", "Dog"] and label_forms("Dog") == ["Dog"]
     assert label_ids == [
         [tok.encode(form, add_special_tokens=False) for form in ("dog", "Dog")],
@@ -200,7 +209,10 @@ def test_label_tokens_are_appended_exactly(
     assert template == "plain"
     assert plain.decode(prefix).endswith(f"Text: {TEXT}\nSentiment:")
     assert [[plain.decode(ids) for ids in forms] for forms in label_ids] == [
-        [" positive", " Positive"], [" negative", " Negative"], [" neutral", " Neutral"]]
+        [" positive", " Positive"],
+        [" negative", " Negative"],
+        [" neutral", " Neutral"],
+    ]
 
 
 def test_generate_is_the_engine_answer_to_the_plain_prompt(

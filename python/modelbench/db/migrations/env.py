@@ -13,8 +13,12 @@ config = context.config
 url = config.attributes["database_url"]
 
 if context.is_offline_mode():
-    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True,
-                      render_as_batch=url.startswith("sqlite"))
+    context.configure(
+        url=url,
+        target_metadata=Base.metadata,
+        literal_binds=True,
+        render_as_batch=url.startswith("sqlite"),
+    )
     with context.begin_transaction():
         context.run_migrations()
 else:
@@ -22,8 +26,11 @@ else:
     try:
         with engine.connect() as connection:
             # batch mode lets SQLite alter tables by copying them
-            context.configure(connection=connection, target_metadata=Base.metadata,
-                              render_as_batch=connection.dialect.name == "sqlite")
+            context.configure(
+                connection=connection,
+                target_metadata=Base.metadata,
+                render_as_batch=connection.dialect.name == "sqlite",
+            )
             with context.begin_transaction():
                 if connection.dialect.name == "postgresql":
                     # Servers and workers starting together migrate one at a time.

@@ -38,9 +38,14 @@ def get_store(request: Request) -> Store:
     """The store, once its migrations are applied; 503 with Retry-After before."""
     store = getattr(request.app.state, "store", None)
     if store is None or not store.is_migrated:
-        raise APIError(503, "the store is not ready yet (its migrations run at start, or the "
-                       "database is unreachable); retry shortly", code="store_not_ready",
-                       type="service_unavailable", headers={"Retry-After": "2"})
+        raise APIError(
+            503,
+            "the store is not ready yet (its migrations run at start, or the "
+            "database is unreachable); retry shortly",
+            code="store_not_ready",
+            type="service_unavailable",
+            headers={"Retry-After": "2"},
+        )
     return store
 
 
@@ -75,10 +80,17 @@ def batch_object(batch: Batch, counts: dict[str, int]) -> BatchObject:
     else:
         status = "in_progress"
     return BatchObject(
-        id=batch.id, status=status, created_at=epoch(batch.created_at) or 0,
-        cancelled_at=epoch(batch.cancelled_at), metadata=batch.metadata_,
-        request_counts={"total": total, "completed": counts["succeeded"],
-                        "failed": counts["failed"], **counts},
+        id=batch.id,
+        status=status,
+        created_at=epoch(batch.created_at) or 0,
+        cancelled_at=epoch(batch.cancelled_at),
+        metadata=batch.metadata_,
+        request_counts={
+            "total": total,
+            "completed": counts["succeeded"],
+            "failed": counts["failed"],
+            **counts,
+        },
     )
 
 
@@ -87,11 +99,18 @@ def job_object(job: Job) -> dict[str, Any]:
     if job.response_status is not None:
         response = {"status_code": job.response_status, "request_id": job.id, "body": job.result}
     return {
-        "id": job.id, "object": "batch.job", "batch_id": job.batch_id, "custom_id": job.custom_id,
-        "position": job.position, "url": job.url or None, "status": job.status,
-        "attempts": job.attempts, "response": response,
+        "id": job.id,
+        "object": "batch.job",
+        "batch_id": job.batch_id,
+        "custom_id": job.custom_id,
+        "position": job.position,
+        "url": job.url or None,
+        "status": job.status,
+        "attempts": job.attempts,
+        "response": response,
         "error": {"message": job.error} if job.error else None,
-        "created_at": epoch(job.created_at), "started_at": epoch(job.started_at),
+        "created_at": epoch(job.created_at),
+        "started_at": epoch(job.started_at),
         "finished_at": epoch(job.finished_at),
     }
 
@@ -99,17 +118,29 @@ def job_object(job: Job) -> dict[str, Any]:
 def parse_item(item: Any, where: str) -> NewJob:
     """One request of a batch, or a job that fails on arrival saying why."""
     if not isinstance(item, dict):
-        return NewJob(None, None, error=f"{where}: a request must be a JSON object, got {type(item).__name__}")
+        return NewJob(
+            None, None, error=f"{where}: a request must be a JSON object, got {type(item).__name__}"
+        )
     custom_id = item.get("custom_id")
     custom_id = str(custom_id) if custom_id is not None else None
     if "body" not in item:  # a bare task-API request
         return NewJob("/v1/infer", item, custom_id=custom_id)
-    url, method, body = item.get("url", "/v1/infer"), str(item.get("method", "POST")).upper(), item["body"]
+    url, method, body = (
+        item.get("url", "/v1/infer"),
+        str(item.get("method", "POST")).upper(),
+        item["body"],
+    )
     if url not in JOB_URLS:
-        return NewJob(None, None, custom_id=custom_id,
-                      error=f"{where}: url must be one of {', '.join(JOB_URLS)}, got {url!r}")
+        return NewJob(
+            None,
+            None,
+            custom_id=custom_id,
+            error=f"{where}: url must be one of {', '.join(JOB_URLS)}, got {url!r}",
+        )
     if method != "POST":
-        return NewJob(None, None, custom_id=custom_id, error=f"{where}: method must be POST, got {method!r}")
+        return NewJob(
+            None, None, custom_id=custom_id, error=f"{where}: method must be POST, got {method!r}"
+        )
     if not isinstance(body, dict):
         return NewJob(None, None, custom_id=custom_id, error=f"{where}: body must be a JSON object")
     if body.get("stream"):
@@ -125,8 +156,13 @@ def parse_jsonl(text: str) -> list[NewJob]:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            jobs.append(NewJob(None, None, error=f"line {number}: not valid JSON: {exc.msg} "
-                               f"(column {exc.colno})"))
+            jobs.append(
+                NewJob(
+                    None,
+                    None,
+                    error=f"line {number}: not valid JSON: {exc.msg} (column {exc.colno})",
+                )
+            )
             continue
         jobs.append(parse_item(item, f"line {number}"))
     return jobs
@@ -147,8 +183,12 @@ async def read_batch(request: Request) -> tuple[list[NewJob], dict[str, Any] | N
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise APIError(400, f"the request body is not valid JSON: {exc.msg}; send a JSON list of "
-                       "requests, or JSONL with Content-Type: application/jsonl", param="body") from exc
+        raise APIError(
+            400,
+            f"the request body is not valid JSON: {exc.msg}; send a JSON list of "
+            "requests, or JSONL with Content-Type: application/jsonl",
+            param="body",
+        ) from exc
     metadata = None
     if isinstance(data, dict):
         metadata = data.get("metadata")
@@ -156,7 +196,9 @@ async def read_batch(request: Request) -> tuple[list[NewJob], dict[str, Any] | N
             raise APIError(400, "metadata must be a JSON object", param="metadata")
         data = data.get("requests")
     if not isinstance(data, list):
-        raise APIError(400, "send a JSON list of requests, or {\"requests\": [...]}", param="requests")
+        raise APIError(
+            400, 'send a JSON list of requests, or {"requests": [...]}', param="requests"
+        )
     return [parse_item(item, f"requests[{i}]") for i, item in enumerate(data)], metadata
 
 
@@ -175,11 +217,16 @@ async def create_batch(request: Request) -> BatchObject:
         raise APIError(400, "the batch holds no requests", param="requests")
     limit = store.settings.max_batch_jobs
     if len(jobs) > limit:
-        raise APIError(400, f"a batch holds at most {limit} requests (MODELBENCH_MAX_BATCH_JOBS), "
-                       f"got {len(jobs)}; split it", param="requests")
+        raise APIError(
+            400,
+            f"a batch holds at most {limit} requests (MODELBENCH_MAX_BATCH_JOBS), "
+            f"got {len(jobs)}; split it",
+            param="requests",
+        )
     api_key_id = request.scope.get("state", {}).get("api_key_id")
-    batch_id = await asyncio.to_thread(store.queue.create_batch, jobs, api_key_id, metadata,
-                                       store.settings.job_max_attempts)
+    batch_id = await asyncio.to_thread(
+        store.queue.create_batch, jobs, api_key_id, metadata, store.settings.job_max_attempts
+    )
     return await read_batch_object(store, batch_id, request)
 
 
@@ -190,11 +237,18 @@ def may_see(request: Request | None, api_key_id: str | None) -> bool:
     return key is None or key.admin or key.id == api_key_id
 
 
-async def read_batch_object(store: Store, batch_id: str, request: Request | None = None) -> BatchObject:
+async def read_batch_object(
+    store: Store, batch_id: str, request: Request | None = None
+) -> BatchObject:
     batch = await asyncio.to_thread(store.queue.get_batch, batch_id)
     if batch is None or not may_see(request, batch.api_key_id):
-        raise APIError(404, f"batch {batch_id!r} does not exist", param="batch_id",
-                       code="batch_not_found", type="not_found_error")
+        raise APIError(
+            404,
+            f"batch {batch_id!r} does not exist",
+            param="batch_id",
+            code="batch_not_found",
+            type="not_found_error",
+        )
     counts = await asyncio.to_thread(store.queue.counts, batch_id)
     return batch_object(batch, counts)
 
@@ -232,8 +286,15 @@ async def batch_results(batch_id: str, request: Request) -> StreamingResponse:
 async def get_job(job_id: str, request: Request) -> dict[str, Any]:
     store = get_store(request)
     job = await asyncio.to_thread(store.queue.get_job, job_id)
-    batch = await asyncio.to_thread(store.queue.get_batch, job.batch_id) if job is not None else None
+    batch = (
+        await asyncio.to_thread(store.queue.get_batch, job.batch_id) if job is not None else None
+    )
     if job is None or batch is None or not may_see(request, batch.api_key_id):
-        raise APIError(404, f"job {job_id!r} does not exist", param="job_id",
-                       code="job_not_found", type="not_found_error")
+        raise APIError(
+            404,
+            f"job {job_id!r} does not exist",
+            param="job_id",
+            code="job_not_found",
+            type="not_found_error",
+        )
     return job_object(job)

@@ -11,6 +11,8 @@ from fastapi.responses import StreamingResponse
 
 from modelbench.engine.async_engine import AsyncEngine
 from modelbench.engine.outputs import PositionLogprobs, RequestOutput
+from modelbench.server.dependencies import RegistryDep, describe_request, resolve
+from modelbench.server.errors import APIError
 from modelbench.server.protocol import (
     ChatChoice,
     ChatChoiceLogprobs,
@@ -24,16 +26,14 @@ from modelbench.server.protocol import (
     DeltaMessage,
     random_id,
 )
-from modelbench.server.dependencies import RegistryDep, describe_request, resolve
 from modelbench.server.routes.generation import (
-    usage_of,
     SSE_DONE,
     build_params,
     collect,
     sse,
     start_generation,
+    usage_of,
 )
-from modelbench.server.errors import APIError
 
 router = APIRouter()
 
@@ -44,13 +44,21 @@ def to_chat_logprobs(positions: list[PositionLogprobs], top: int) -> ChatChoiceL
         candidates = list(position.values())  # the sampled token first
         chosen = candidates[0]
         alternatives = sorted(candidates, key=lambda c: c.rank)[:top]
-        content.append(ChatTokenLogprob(
-            token=chosen.decoded_token, logprob=chosen.logprob,
-            bytes=list(chosen.decoded_token.encode()),
-            top_logprobs=[ChatTopLogprob(token=c.decoded_token, logprob=c.logprob,
-                                         bytes=list(c.decoded_token.encode()))
-                          for c in alternatives],
-        ))
+        content.append(
+            ChatTokenLogprob(
+                token=chosen.decoded_token,
+                logprob=chosen.logprob,
+                bytes=list(chosen.decoded_token.encode()),
+                top_logprobs=[
+                    ChatTopLogprob(
+                        token=c.decoded_token,
+                        logprob=c.logprob,
+                        bytes=list(c.decoded_token.encode()),
+                    )
+                    for c in alternatives
+                ],
+            )
+        )
     return ChatChoiceLogprobs(content=content)
 
 
@@ -68,8 +76,9 @@ async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> lis
     except ValueError as exc:  # no chat template
         raise APIError(400, str(exc), param="messages") from exc
     except Exception as exc:  # the template rejected the messages (raise_exception)
-        raise APIError(400, f"the chat template could not render the messages: {exc}",
-                       param="messages") from exc
+        raise APIError(
+            400, f"the chat template could not render the messages: {exc}", param="messages"
+        ) from exc
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -82,25 +91,41 @@ async def create_chat_completion(
     assert engine is not None
     prompt_ids = await render_prompt(engine, body)
     room = max(1, engine.max_model_len - len(prompt_ids))
-    sent_as = {"max_tokens": "max_completion_tokens"} if body.max_completion_tokens is not None else None
+    sent_as = (
+        {"max_tokens": "max_completion_tokens"} if body.max_completion_tokens is not None else None
+    )
     params = build_params(lambda: body.sampling_params(room), sent_as)
     request_id = random_id("chatcmpl")
     deltas = await start_generation(registry, handle, prompt_ids, params, request_id, "messages")
     top = body.top_logprobs or 0
     if body.stream:
         return StreamingResponse(
-            stream_chat(deltas, request_id, handle.id, bool(body.logprobs), top, body.include_usage, params.n),
+            stream_chat(
+                deltas,
+                request_id,
+                handle.id,
+                bool(body.logprobs),
+                top,
+                body.include_usage,
+                params.n,
+            ),
             media_type="text/event-stream",
         )
 
     choices, last = await collect(request, deltas, params.n)
     return ChatCompletionResponse(
-        id=request_id, model=handle.id,
+        id=request_id,
+        model=handle.id,
         usage=usage_of(last, sum(c.num_generated for c in choices)),
-        choices=[ChatChoice(
-            index=i, message=ChatResponseMessage(content=c.text), finish_reason=c.finish_reason,
-            logprobs=to_chat_logprobs(c.positions, top) if body.logprobs else None,
-        ) for i, c in enumerate(choices)],
+        choices=[
+            ChatChoice(
+                index=i,
+                message=ChatResponseMessage(content=c.text),
+                finish_reason=c.finish_reason,
+                logprobs=to_chat_logprobs(c.positions, top) if body.logprobs else None,
+            )
+            for i, c in enumerate(choices)
+        ],
     )
 
 
@@ -113,13 +138,23 @@ async def stream_chat(
     include_usage: bool,
     n: int,
 ) -> AsyncIterator[str]:
-    def chunk(index: int, delta: DeltaMessage, finish_reason: str | None = None,
-              logprobs: ChatChoiceLogprobs | None = None) -> str:
-        return sse(ChatCompletionChunk(
-            id=request_id, model=model,
-            choices=[ChatChunkChoice(index=index, delta=delta, logprobs=logprobs,
-                                     finish_reason=finish_reason)],
-        ))
+    def chunk(
+        index: int,
+        delta: DeltaMessage,
+        finish_reason: str | None = None,
+        logprobs: ChatChoiceLogprobs | None = None,
+    ) -> str:
+        return sse(
+            ChatCompletionChunk(
+                id=request_id,
+                model=model,
+                choices=[
+                    ChatChunkChoice(
+                        index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason
+                    )
+                ],
+            )
+        )
 
     num_generated, last = 0, None
     try:
@@ -135,8 +170,11 @@ async def stream_chat(
             if delta.finish_reason is not None:
                 yield chunk(delta.index, DeltaMessage(), finish_reason=delta.finish_reason)
         if include_usage and last is not None:
-            yield sse(ChatCompletionChunk(id=request_id, model=model, choices=[],
-                                          usage=usage_of(last, num_generated)))
+            yield sse(
+                ChatCompletionChunk(
+                    id=request_id, model=model, choices=[], usage=usage_of(last, num_generated)
+                )
+            )
         yield SSE_DONE
     finally:
         await deltas.aclose()  # type: ignore[attr-defined]

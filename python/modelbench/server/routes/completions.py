@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from modelbench.models.tokenizer import Tokenizer
 from modelbench.engine.outputs import PositionLogprobs, RequestOutput
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.models.tokenizer import Tokenizer
+from modelbench.server.dependencies import RegistryDep, describe_request, resolve
+from modelbench.server.errors import APIError
 from modelbench.server.protocol import (
     CompletionChoice,
     CompletionLogprobs,
@@ -19,20 +21,18 @@ from modelbench.server.protocol import (
     Usage,
     random_id,
 )
-from modelbench.server.dependencies import RegistryDep, describe_request, resolve
+from modelbench.server.registry import ModelHandle
 from modelbench.server.routes.generation import (
-    usage,
-    Choice,
     MAX_N,
     SSE_DONE,
+    Choice,
     build_params,
     collect,
     merge,
     sse,
     start_generation,
+    usage,
 )
-from modelbench.server.errors import APIError
-from modelbench.server.registry import ModelHandle
 
 router = APIRouter()
 
@@ -65,21 +65,27 @@ class Prompts:
     def num_choices(self) -> int:
         return len(self.prompts) * self.n
 
-    async def start(self, registry: RegistryDep, handle: ModelHandle, params: SamplingParams,
-                    request_id: str) -> AsyncIterator[RequestOutput]:
+    async def start(
+        self, registry: RegistryDep, handle: ModelHandle, params: SamplingParams, request_id: str
+    ) -> AsyncIterator[RequestOutput]:
         streams: list[AsyncIterator[RequestOutput]] = []
         try:
             for k, prompt in enumerate(self.prompts):
                 sub_id = request_id if len(self.prompts) == 1 else f"{request_id}-p{k}"
-                streams.append(await start_generation(registry, handle, prompt, params, sub_id,
-                                                      "prompt", index_offset=k * self.n))
+                streams.append(
+                    await start_generation(
+                        registry, handle, prompt, params, sub_id, "prompt", index_offset=k * self.n
+                    )
+                )
         except BaseException:
             for stream in streams:
                 await stream.aclose()  # type: ignore[attr-defined]
             raise
         return self._deltas(streams)
 
-    async def _deltas(self, streams: list[AsyncIterator[RequestOutput]]) -> AsyncIterator[RequestOutput]:
+    async def _deltas(
+        self, streams: list[AsyncIterator[RequestOutput]]
+    ) -> AsyncIterator[RequestOutput]:
         merged = streams[0] if len(streams) == 1 else merge(streams)
         try:
             async for out in merged:
@@ -95,8 +101,10 @@ class Prompts:
 
     def echoes(self, tokenizer: Tokenizer) -> list[str]:
         """Each prompt's text, as ``echo`` puts it before its choices'."""
-        return [p if isinstance(p, str) else tokenizer.decode(p, skip_special_tokens=False)
-                for p in self.prompts]
+        return [
+            p if isinstance(p, str) else tokenizer.decode(p, skip_special_tokens=False)
+            for p in self.prompts
+        ]
 
 
 @router.post("/v1/completions", response_model=None)
@@ -109,28 +117,38 @@ async def create_completion(
     request_id = random_id("cmpl")
     prompts = Prompts(body.prompts(), params.n)
     if prompts.num_choices > MAX_N:
-        raise APIError(400, f"{len(prompts.prompts)} prompts with n={params.n} make "
-                       f"{prompts.num_choices} choices; at most {MAX_N} per request", param="prompt")
+        raise APIError(
+            400,
+            f"{len(prompts.prompts)} prompts with n={params.n} make "
+            f"{prompts.num_choices} choices; at most {MAX_N} per request",
+            param="prompt",
+        )
     assert handle.engine is not None
     echoes = prompts.echoes(handle.engine.tokenizer) if body.echo else None
     deltas = await prompts.start(registry, handle, params, request_id)
     want_logprobs = params.logprobs is not None
     if body.stream:
         return StreamingResponse(
-            stream_completion(deltas, request_id, handle.id, want_logprobs, body.include_usage,
-                              prompts, echoes),
+            stream_completion(
+                deltas, request_id, handle.id, want_logprobs, body.include_usage, prompts, echoes
+            ),
             media_type="text/event-stream",
         )
 
     choices, _ = await collect(request, deltas, prompts.num_choices)
     return CompletionResponse(
-        id=request_id, model=handle.id,
+        id=request_id,
+        model=handle.id,
         usage=prompts.usage(sum(c.num_generated for c in choices)),
-        choices=[CompletionChoice(
-            index=i, text=(echoes[i // params.n] if echoes else "") + c.text,
-            finish_reason=c.finish_reason,
-            logprobs=to_logprobs(c.positions, 0) if want_logprobs else None,
-        ) for i, c in enumerate(choices)],
+        choices=[
+            CompletionChoice(
+                index=i,
+                text=(echoes[i // params.n] if echoes else "") + c.text,
+                finish_reason=c.finish_reason,
+                logprobs=to_logprobs(c.positions, 0) if want_logprobs else None,
+            )
+            for i, c in enumerate(choices)
+        ],
     )
 
 
@@ -147,23 +165,44 @@ async def stream_completion(
     try:
         if echoes:  # each choice starts with its prompt's text
             for i in range(prompts.num_choices):
-                yield sse(CompletionResponse(id=request_id, model=model, choices=[
-                    CompletionChoice(index=i, text=echoes[i // prompts.n])]))
+                yield sse(
+                    CompletionResponse(
+                        id=request_id,
+                        model=model,
+                        choices=[CompletionChoice(index=i, text=echoes[i // prompts.n])],
+                    )
+                )
         async for out in deltas:
             delta = out.outputs[0]
             choice = choices[delta.index]
             choice.num_generated += len(delta.token_ids)
-            logprobs = to_logprobs(delta.logprobs or [], len(choice.text)) if want_logprobs else None
+            logprobs = (
+                to_logprobs(delta.logprobs or [], len(choice.text)) if want_logprobs else None
+            )
             choice.text += delta.text
-            yield sse(CompletionResponse(
-                id=request_id, model=model,
-                choices=[CompletionChoice(index=delta.index, text=delta.text, logprobs=logprobs,
-                                          finish_reason=delta.finish_reason)],
-            ))
+            yield sse(
+                CompletionResponse(
+                    id=request_id,
+                    model=model,
+                    choices=[
+                        CompletionChoice(
+                            index=delta.index,
+                            text=delta.text,
+                            logprobs=logprobs,
+                            finish_reason=delta.finish_reason,
+                        )
+                    ],
+                )
+            )
         if include_usage:
-            yield sse(CompletionResponse(
-                id=request_id, model=model, choices=[],
-                usage=prompts.usage(sum(c.num_generated for c in choices))))
+            yield sse(
+                CompletionResponse(
+                    id=request_id,
+                    model=model,
+                    choices=[],
+                    usage=prompts.usage(sum(c.num_generated for c in choices)),
+                )
+            )
         yield SSE_DONE
     finally:
         await deltas.aclose()  # type: ignore[attr-defined]

@@ -12,9 +12,9 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelbench.server.dependencies import RegistryDep, resolve
 from modelbench.server.errors import APIError
 from modelbench.server.recorder import current_record
-from modelbench.server.dependencies import RegistryDep, resolve
 from modelbench.server.routes.generation import until_disconnect
 
 router = APIRouter(tags=["embeddings"])
@@ -31,7 +31,9 @@ class EmbeddingRequest(BaseModel):
     model: str
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, description="not supported: the model's width is fixed")
+    dimensions: int | None = Field(
+        default=None, description="not supported: the model's width is fixed"
+    )
     user: str | None = None
 
 
@@ -60,17 +62,25 @@ def encode(vector: list[float], encoding_format: str) -> list[float] | str:
 
 
 @router.post("/v1/embeddings")
-async def create_embeddings(body: EmbeddingRequest, request: Request, registry: RegistryDep) -> EmbeddingResponse:
+async def create_embeddings(
+    body: EmbeddingRequest, request: Request, registry: RegistryDep
+) -> EmbeddingResponse:
     record = current_record.get()
     if record is not None:
         record.describe(prompt=body.input, parameters={"encoding_format": body.encoding_format})
     if isinstance(body.input, list) and len(body.input) > MAX_INPUTS:
-        raise APIError(400, f"input holds {len(body.input)} items; at most {MAX_INPUTS} per request",
-                       param="input")
+        raise APIError(
+            400,
+            f"input holds {len(body.input)} items; at most {MAX_INPUTS} per request",
+            param="input",
+        )
     handle = resolve(request, body.model, "embed")
     if body.dimensions is not None:
-        raise APIError(400, "dimensions is not supported: embeddings have the model's hidden size; "
-                       "leave it out", param="dimensions")
+        raise APIError(
+            400,
+            "dimensions is not supported: embeddings have the model's hidden size; leave it out",
+            param="dimensions",
+        )
     registry.admit(handle)
     try:
         assert handle.engine is not None
@@ -86,7 +96,11 @@ async def create_embeddings(body: EmbeddingRequest, request: Request, registry: 
         record.output = f"{len(output.embeddings)} embeddings of {dim} dimensions"
     return EmbeddingResponse(
         model=handle.id,
-        data=[Embedding(index=i, embedding=encode(v, body.encoding_format))
-              for i, v in enumerate(output.embeddings)],
-        usage=EmbeddingUsage(prompt_tokens=output.num_prompt_tokens, total_tokens=output.num_prompt_tokens),
+        data=[
+            Embedding(index=i, embedding=encode(v, body.encoding_format))
+            for i, v in enumerate(output.embeddings)
+        ],
+        usage=EmbeddingUsage(
+            prompt_tokens=output.num_prompt_tokens, total_tokens=output.num_prompt_tokens
+        ),
     )

@@ -28,7 +28,9 @@ from modelbench.server.registry import ModelHandle, ModelRegistry
 MAX_N = 128  # choices per request: each is a sequence in the engine
 
 
-def build_params(make: Callable[[], SamplingParams], rename: dict[str, str] | None = None) -> SamplingParams:
+def build_params(
+    make: Callable[[], SamplingParams], rename: dict[str, str] | None = None
+) -> SamplingParams:
     """Call ``make()`` (a request's sampling_params) and turn its ValueError
     into a 400 naming the field; ``rename`` maps a SamplingParams field to the
     request field the client sent it as (``max_completion_tokens``)."""
@@ -70,7 +72,8 @@ async def start_generation(
     try:
         for i in range(params.n):
             one = dataclasses.replace(
-                params, n=1, seed=None if params.seed is None else params.seed + i)
+                params, n=1, seed=None if params.seed is None else params.seed + i
+            )
             sub_id = request_id if params.n == 1 else f"{request_id}-{i}"
             gens.append(engine.generate(prompt, one, sub_id))
         firsts = []
@@ -107,7 +110,9 @@ async def start_generation(
                 async for out in one_choice(0, gens[0]):
                     yield seen(out)
             else:
-                merged = merge([one_choice(i, g) for i, g in enumerate(gens) if not firsts[i].finished])
+                merged = merge(
+                    [one_choice(i, g) for i, g in enumerate(gens) if not firsts[i].finished]
+                )
                 try:
                     async for out in merged:
                         yield seen(out)
@@ -190,8 +195,11 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     if not working.done():
         working.cancel()
         await asyncio.gather(working, return_exceptions=True)
-        raise APIError(499, "the client closed the connection before the response was ready",
-                       code="client_closed_request")
+        raise APIError(
+            499,
+            "the client closed the connection before the response was ready",
+            code="client_closed_request",
+        )
     return working.result()
 
 
@@ -202,7 +210,9 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def _gather(deltas: AsyncIterator[RequestOutput], n: int) -> tuple[list[Choice], RequestOutput]:
+async def _gather(
+    deltas: AsyncIterator[RequestOutput], n: int
+) -> tuple[list[Choice], RequestOutput]:
     choices = [Choice() for _ in range(n)]
     last = None
     async for out in deltas:
@@ -214,8 +224,9 @@ async def _gather(deltas: AsyncIterator[RequestOutput], n: int) -> tuple[list[Ch
         if out.finished:
             choice.finish_reason = delta.finish_reason
         last = out
-    assert last is not None and all(c.finish_reason for c in choices), \
+    assert last is not None and all(c.finish_reason for c in choices), (
         "the engine ended a stream without a final output"
+    )
     return choices, last
 
 
@@ -234,5 +245,8 @@ def usage_of(out: RequestOutput, num_generated: int) -> Usage:
 
 
 def usage(num_prompt: int, num_generated: int) -> Usage:
-    return Usage(prompt_tokens=num_prompt, completion_tokens=num_generated,
-                 total_tokens=num_prompt + num_generated)
+    return Usage(
+        prompt_tokens=num_prompt,
+        completion_tokens=num_generated,
+        total_tokens=num_prompt + num_generated,
+    )

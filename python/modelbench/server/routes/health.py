@@ -7,8 +7,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from modelbench.server.registry import ModelState
 from modelbench.server.dependencies import RegistryDep
+from modelbench.server.registry import ModelState
 
 router = APIRouter(tags=["health"])
 
@@ -25,16 +25,24 @@ async def ready(request: Request, registry: RegistryDep) -> JSONResponse:
     models = {h.id: h.state.value for h in registry.handles()}
     failed = {h.id: h.error for h in registry.handles() if h.state == ModelState.FAILED}
     if failed:
-        return JSONResponse({"status": "failed", "models": models, "errors": failed}, status_code=503)
-    if not request.app.state.started or any(h.state == ModelState.LOADING for h in registry.handles()):
+        return JSONResponse(
+            {"status": "failed", "models": models, "errors": failed}, status_code=503
+        )
+    if not request.app.state.started or any(
+        h.state == ModelState.LOADING for h in registry.handles()
+    ):
         return JSONResponse({"status": "loading", "models": models}, status_code=503)
     # The loop starts with the first request; once started it must keep running.
-    stalled = [h.id for h in registry.ready()
-               if h.engine is not None and not h.engine.is_healthy()]
+    stalled = [h.id for h in registry.ready() if h.engine is not None and not h.engine.is_healthy()]
     if stalled:
-        return JSONResponse({"status": "failed", "models": models,
-                             "errors": {m: "the engine loop is not running" for m in stalled}},
-                            status_code=503)
+        return JSONResponse(
+            {
+                "status": "failed",
+                "models": models,
+                "errors": {m: "the engine loop is not running" for m in stalled},
+            },
+            status_code=503,
+        )
     # Inference does not wait for the store (an outage only delays records);
     # batch and request-log routes answer 503 until it is migrated.
     store = getattr(request.app.state, "store", None)

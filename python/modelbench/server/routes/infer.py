@@ -20,8 +20,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from modelbench.tasks.adapters import TaskInputError, parse_parameters, run_task
-from modelbench.server.registry import ModelState
+from modelbench.server.dependencies import RegistryDep
+from modelbench.server.errors import APIError
 from modelbench.server.protocol import ErrorInfo, random_id
 from modelbench.server.protocol_infer import (
     InferBatchRequest,
@@ -30,10 +30,9 @@ from modelbench.server.protocol_infer import (
     InferResponse,
 )
 from modelbench.server.recorder import current_record, new_record, submit
-from modelbench.server.registry import ModelHandle, ModelRegistry
-from modelbench.server.dependencies import RegistryDep
+from modelbench.server.registry import ModelHandle, ModelRegistry, ModelState
 from modelbench.server.routes.generation import until_disconnect
-from modelbench.server.errors import APIError
+from modelbench.tasks.adapters import TaskInputError, parse_parameters, run_task
 
 logger = logging.getLogger("modelbench.server")
 
@@ -50,11 +49,19 @@ def pick_model(registry: ModelRegistry, model: str | None, task: str) -> ModelHa
     serving = [h for h in handles if h.serves(task)]
     if not serving:
         if not handles:
-            raise APIError(503, "no model is loaded; load one, or retry when /ready says so",
-                           code="model_not_ready", type="service_unavailable",
-                           headers={"Retry-After": "5"})
-        raise APIError(400, f"no loaded model serves the task {task!r}; name a model that does",
-                       param="task", code="task_not_supported")
+            raise APIError(
+                503,
+                "no model is loaded; load one, or retry when /ready says so",
+                code="model_not_ready",
+                type="service_unavailable",
+                headers={"Retry-After": "5"},
+            )
+        raise APIError(
+            400,
+            f"no loaded model serves the task {task!r}; name a model that does",
+            param="task",
+            code="task_not_supported",
+        )
     ready = [h for h in serving if h.state == ModelState.READY]
     return registry.resolve((ready or serving)[0].name, task)
 
@@ -63,8 +70,9 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def infer_one(registry: ModelRegistry, body: InferRequest, request_id: str,
-                    timestamp: str) -> InferResponse:
+async def infer_one(
+    registry: ModelRegistry, body: InferRequest, request_id: str, timestamp: str
+) -> InferResponse:
     """Run one validated request; APIError for anything the client got wrong."""
     started = time.perf_counter()
     try:
@@ -87,15 +95,21 @@ async def infer_one(registry: ModelRegistry, body: InferRequest, request_id: str
     finally:
         handle.end()
     if record is not None:
-        record.output = output.result if isinstance(output.result, str) else json.dumps(output.result)
+        record.output = (
+            output.result if isinstance(output.result, str) else json.dumps(output.result)
+        )
         meta = output.metadata
         record.finish_reasons[0] = meta.get("finish_reason", "stop")
         record.prompt_tokens = meta.get("prompt_tokens")
         record.completion_tokens = meta.get("completion_tokens", 0)
     return InferResponse(
-        success=True, result=output.result, model_used=handle.id,
-        latency_ms=(time.perf_counter() - started) * 1000, request_id=request_id,
-        timestamp=timestamp, metadata=output.metadata,
+        success=True,
+        result=output.result,
+        model_used=handle.id,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        request_id=request_id,
+        timestamp=timestamp,
+        metadata=output.metadata,
     )
 
 
@@ -108,22 +122,32 @@ def request_id_of(request: Request) -> str:
 async def infer(body: InferRequest, request: Request, registry: RegistryDep) -> InferResponse:
     timestamp = now_iso()
     response = await until_disconnect(
-        request, infer_one(registry, body, request_id_of(request), timestamp))
+        request, infer_one(registry, body, request_id_of(request), timestamp)
+    )
     request.scope.setdefault("state", {})["model"] = response.model_used
     return response
 
 
 def _failure(exc: BaseException, request_id: str, timestamp: str, started: float) -> InferResponse:
     if isinstance(exc, APIError):
-        status, error = exc.status_code, ErrorInfo(message=exc.message, type=exc.type,
-                                                    param=exc.param, code=exc.code)
+        status, error = (
+            exc.status_code,
+            ErrorInfo(message=exc.message, type=exc.type, param=exc.param, code=exc.code),
+        )
     else:
         logger.error("infer batch item %s failed", request_id, exc_info=exc)
-        status, error = 500, ErrorInfo(message=f"internal error: {type(exc).__name__}",
-                                       type="internal_error")
-    return InferResponse(success=False, latency_ms=(time.perf_counter() - started) * 1000,
-                         request_id=request_id, timestamp=timestamp, status_code=status,
-                         error=error)
+        status, error = (
+            500,
+            ErrorInfo(message=f"internal error: {type(exc).__name__}", type="internal_error"),
+        )
+    return InferResponse(
+        success=False,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        request_id=request_id,
+        timestamp=timestamp,
+        status_code=status,
+        error=error,
+    )
 
 
 def _invalid_item(exc: ValidationError, index: int) -> APIError:
@@ -137,8 +161,14 @@ def _invalid_item(exc: ValidationError, index: int) -> APIError:
     return APIError(400, message, param=loc[0] if loc else None)
 
 
-async def _batch_item(request: Request, registry: ModelRegistry, item: Any, index: int,
-                      request_id: str, timestamp: str) -> InferResponse:
+async def _batch_item(
+    request: Request,
+    registry: ModelRegistry,
+    item: Any,
+    index: int,
+    request_id: str,
+    timestamp: str,
+) -> InferResponse:
     """One item, recorded as a request of its own (this runs in a task of its
     own, so the record set here is this item's)."""
     started = time.perf_counter()
@@ -150,7 +180,7 @@ async def _batch_item(request: Request, registry: ModelRegistry, item: Any, inde
         except ValidationError as exc:
             raise _invalid_item(exc, index) from exc
         response = await infer_one(registry, body, request_id, timestamp)
-    except Exception as exc:  # noqa: BLE001 -- one item's failure is its answer, not the batch's
+    except Exception as exc:
         response = _failure(exc, request_id, timestamp, started)
         record.error = response.error.message if response.error else None
     except asyncio.CancelledError:
@@ -161,21 +191,35 @@ async def _batch_item(request: Request, registry: ModelRegistry, item: Any, inde
 
 
 @router.post("/v1/infer/batch", response_model=InferBatchResponse)
-async def infer_batch(body: InferBatchRequest, request: Request,
-                      registry: RegistryDep) -> InferBatchResponse:
+async def infer_batch(
+    body: InferBatchRequest, request: Request, registry: RegistryDep
+) -> InferBatchResponse:
     limit = request.app.state.settings.infer_max_batch
     if not body.requests:
         raise APIError(400, "requests must hold at least one item", param="requests")
     if len(body.requests) > limit:
-        raise APIError(400, f"requests holds {len(body.requests)} items, more than the limit of "
-                       f"{limit} (MODELBENCH_INFER_MAX_BATCH); split the batch", param="requests")
+        raise APIError(
+            400,
+            f"requests holds {len(body.requests)} items, more than the limit of "
+            f"{limit} (MODELBENCH_INFER_MAX_BATCH); split the batch",
+            param="requests",
+        )
     started, timestamp, request_id = time.perf_counter(), now_iso(), request_id_of(request)
-    results = await until_disconnect(request, asyncio.gather(*(
-        _batch_item(request, registry, item, i, f"{request_id}-{i}", timestamp)
-        for i, item in enumerate(body.requests))))
+    results = await until_disconnect(
+        request,
+        asyncio.gather(
+            *(
+                _batch_item(request, registry, item, i, f"{request_id}-{i}", timestamp)
+                for i, item in enumerate(body.requests)
+            )
+        ),
+    )
     num_succeeded = sum(r.success for r in results)
     return InferBatchResponse(
-        request_id=request_id, timestamp=timestamp,
+        request_id=request_id,
+        timestamp=timestamp,
         latency_ms=(time.perf_counter() - started) * 1000,
-        num_succeeded=num_succeeded, num_failed=len(results) - num_succeeded, results=results,
+        num_succeeded=num_succeeded,
+        num_failed=len(results) - num_succeeded,
+        results=results,
     )

@@ -5,20 +5,26 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelbench.server.registry import ModelState
-from modelbench.server.protocol import ModelCard, ModelList
-from modelbench.server.registry import ModelHandle, ModelRegistry
 from modelbench.server.dependencies import RegistryDep
+from modelbench.server.protocol import ModelCard, ModelList
+from modelbench.server.registry import ModelHandle, ModelRegistry, ModelState
 
 router = APIRouter(tags=["models"])
 
 
 def version_card(handle: ModelHandle, registry: ModelRegistry) -> ModelCard:
     return ModelCard(
-        id=handle.id, created=int(handle.loaded_at), root=handle.name, version=handle.version,
-        tasks=list(handle.config.tasks), state=handle.state.value, routing=registry.policy(handle.name),
-        default=handle.config.default, weight=handle.config.weight,
-        outstanding=handle.outstanding, max_model_len=handle.max_model_len,
+        id=handle.id,
+        created=int(handle.loaded_at),
+        root=handle.name,
+        version=handle.version,
+        tasks=list(handle.config.tasks),
+        state=handle.state.value,
+        routing=registry.policy(handle.name),
+        default=handle.config.default,
+        weight=handle.config.weight,
+        outstanding=handle.outstanding,
+        max_model_len=handle.max_model_len,
     )
 
 
@@ -30,10 +36,15 @@ async def list_models(registry: RegistryDep) -> ModelList:
     for name in names:
         versions = [h for h in handles if h.name == name]
         lens = [h.max_model_len for h in versions if h.max_model_len is not None]
-        cards.append(ModelCard(
-            id=name, created=int(min(h.loaded_at for h in versions)), root=name,
-            tasks=sorted({t for h in versions for t in h.config.tasks}),
-            routing=registry.policy(name), max_model_len=min(lens) if lens else None,
-        ))
+        cards.append(
+            ModelCard(
+                id=name,
+                created=int(min(h.loaded_at for h in versions)),
+                root=name,
+                tasks=sorted({t for h in versions for t in h.config.tasks}),
+                routing=registry.policy(name),
+                max_model_len=min(lens) if lens else None,
+            )
+        )
     cards += [version_card(h, registry) for h in handles]
     return ModelList(data=cards)

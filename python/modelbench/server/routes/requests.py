@@ -50,8 +50,11 @@ def parse_time(value: str | None, param: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise APIError(400, f"{param} must be Unix seconds or ISO 8601 like 2026-11-24T10:00:00Z, "
-                       f"got {value!r}", param=param) from exc
+        raise APIError(
+            400,
+            f"{param} must be Unix seconds or ISO 8601 like 2026-11-24T10:00:00Z, got {value!r}",
+            param=param,
+        ) from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -65,8 +68,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created, record_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
         moment = datetime.fromisoformat(created)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise APIError(400, "cursor is not one this server gave out; pass next_cursor from the "
-                       "previous page", param="cursor") from exc
+        raise APIError(
+            400,
+            "cursor is not one this server gave out; pass next_cursor from the previous page",
+            param="cursor",
+        ) from exc
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), record_id
 
 
@@ -89,8 +95,13 @@ async def list_requests(
     owner = owner_filter(request)
     if owner is not None:  # a plain key sees its own requests only
         if api_key_id is not None and api_key_id != owner:
-            raise APIError(403, "a key that is not an admin key lists only its own requests",
-                           param="api_key_id", code="forbidden", type="permission_error")
+            raise APIError(
+                403,
+                "a key that is not an admin key lists only its own requests",
+                param="api_key_id",
+                code="forbidden",
+                type="permission_error",
+            )
         api_key_id = owner
     if model is not None:
         name, _, tag = model.partition(":")
@@ -98,8 +109,12 @@ async def list_requests(
         version = version or tag or None
     if version is not None:
         conditions.append(RequestRecord.model_version == version)
-    for column, value in ((RequestRecord.task, task), (RequestRecord.status, status),
-                          (RequestRecord.api_key_id, api_key_id), (RequestRecord.batch_id, batch_id)):
+    for column, value in (
+        (RequestRecord.task, task),
+        (RequestRecord.status, status),
+        (RequestRecord.api_key_id, api_key_id),
+        (RequestRecord.batch_id, batch_id),
+    ):
         if value is not None:
             conditions.append(column == value)
     start, end = parse_time(since, "since"), parse_time(until, "until")
@@ -111,10 +126,18 @@ async def list_requests(
         raise APIError(400, "since must be before until", param="since")
     if cursor is not None:
         created, record_id = decode_cursor(cursor)
-        conditions.append(or_(RequestRecord.created_at < created,
-                              and_(RequestRecord.created_at == created, RequestRecord.id < record_id)))
-    query = (select(RequestRecord).where(*conditions)
-             .order_by(RequestRecord.created_at.desc(), RequestRecord.id.desc()).limit(limit + 1))
+        conditions.append(
+            or_(
+                RequestRecord.created_at < created,
+                and_(RequestRecord.created_at == created, RequestRecord.id < record_id),
+            )
+        )
+    query = (
+        select(RequestRecord)
+        .where(*conditions)
+        .order_by(RequestRecord.created_at.desc(), RequestRecord.id.desc())
+        .limit(limit + 1)
+    )
 
     def run() -> list[RequestRecord]:
         with Session(store.engine) as session:
@@ -123,8 +146,12 @@ async def list_requests(
     rows = await asyncio.to_thread(run)
     has_more = len(rows) > limit
     rows = rows[:limit]
-    return {"object": "list", "data": [record_object(r) for r in rows], "has_more": has_more,
-            "next_cursor": encode_cursor(rows[-1]) if has_more else None}
+    return {
+        "object": "list",
+        "data": [record_object(r) for r in rows],
+        "has_more": has_more,
+        "next_cursor": encode_cursor(rows[-1]) if has_more else None,
+    }
 
 
 @router.get("/v1/requests/{record_id}")
@@ -138,6 +165,11 @@ async def get_request(record_id: str, request: Request) -> dict[str, Any]:
     record = await asyncio.to_thread(run)
     owner = owner_filter(request)
     if record is None or (owner is not None and record.api_key_id != owner):
-        raise APIError(404, f"request {record_id!r} is not on record", param="id",
-                       code="request_not_found", type="not_found_error")
+        raise APIError(
+            404,
+            f"request {record_id!r} is not on record",
+            param="id",
+            code="request_not_found",
+            type="not_found_error",
+        )
     return record_object(record)
