@@ -96,7 +96,7 @@ class GenerationParameters(BaseModel):
         try:
             return SamplingParams(**{**defaults, **given})
         except ValueError as exc:
-            field = str(exc).split(" ", 1)[0]
+            field = getattr(exc, "param", None)
             param = f"parameters.{field}" if field in given else "parameters"
             raise TaskInputError(str(exc), param) from exc
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelbench.config import ModelConfig, RoutingPolicy
 from modelbench.server.dependencies import RegistryDep
-from modelbench.server.errors import APIError
+from modelbench.server.errors import APIError, invalid_value
 from modelbench.server.protocol import ModelCard
 from modelbench.server.routes.models import version_card
 
@@ -38,7 +38,7 @@ async def load_model(body: LoadModelRequest, registry: RegistryDep) -> ModelCard
     try:
         config.engine_args()
     except ValueError as exc:
-        raise APIError(400, str(exc), param=str(exc).split(" ", 1)[0]) from exc
+        raise invalid_value(exc) from exc
     try:
         handle = await registry.load(config)
     except APIError:
