@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from modelbench import LLM, SamplingParams
+from modelbench.server.registry import ModelState
 
 from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, RunningServer
 
@@ -264,7 +265,7 @@ def test_health_ready_and_request_id(server: RunningServer) -> None:
 
 def test_ready_is_503_while_the_engine_is_not_loaded(server: RunningServer) -> None:
     handle = server.handle
-    handle.state = "loading"
+    handle.state = ModelState.LOADING
     try:
         assert httpx.get(server.base_url + "/ready").status_code == 503
         r = httpx.post(
@@ -272,7 +273,7 @@ def test_ready_is_503_while_the_engine_is_not_loaded(server: RunningServer) -> N
         )
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_ready"
     finally:
-        handle.state = "ready"
+        handle.state = ModelState.READY
 
 
 def test_chat_content_parts_and_chunk_deltas_leave_out_unset_fields(server: RunningServer) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from modelbench.config import ModelConfig, Settings
 from modelbench.server.errors import APIError
-from modelbench.server.registry import ModelRegistry
+from modelbench.server.registry import ModelRegistry, ModelState
 
 from ..tiny_models import build_tiny_model
 from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, RunningServer, free_port, run_server
@@ -204,7 +204,7 @@ def test_admin_errors(multi: RunningServer, tiny_llama_path: Path, tmp_path: Pat
 def ready_registry(*configs: ModelConfig, **kwargs: object) -> ModelRegistry:
     registry = ModelRegistry(**kwargs)  # type: ignore[arg-type]
     for config in configs:
-        registry.add(config).state = "ready"
+        registry.add(config).state = ModelState.READY
     return registry
 
 
