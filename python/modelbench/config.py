@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelbench.engine.engine_args import EngineArgs
+from modelbench.gateway.config import GatewayOptions, UpstreamConfig, parse_pairs
+from modelbench.gateway.policies import Policy
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 TASKS = ("generate", "summarize", "sentiment", "classify", "embed")
@@ -90,8 +92,11 @@ class ModelsFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    models: list[ModelConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(default_factory=list)
     routing: dict[str, RoutingPolicy] = Field(default_factory=dict)
+    # Remote versions: OpenAI-compatible servers the gateway forwards to.
+    upstreams: list[UpstreamConfig] = Field(default_factory=list)
+    gateway: GatewayOptions = Field(default_factory=GatewayOptions)
 
     @field_validator("models")
     @classmethod
@@ -102,6 +107,40 @@ class ModelsFile(BaseModel):
                 raise ValueError(f"{m.id} is declared twice")
             seen.add(m.id)
         return models
+
+    def check(self, where: str, need_entries: bool = True) -> None:
+        """What one entry cannot see: something to serve, and every name
+        that routing, policies and fallbacks mention declared."""
+        if need_entries and not self.models and not self.upstreams:
+            raise ValueError(f"{where}: declares no [[models]] and no [[upstreams]]")
+        local = {m.name for m in self.models}
+        remote = {u.name for u in self.upstreams}
+        both = local & remote
+        if both:
+            raise ValueError(
+                f"{where}: {', '.join(sorted(both))} is declared both as a local model and as "
+                "an upstream; give them different names"
+            )
+        for name in self.routing:
+            if name not in local:
+                raise ValueError(
+                    f"{where}: routing names {name!r}, which no [[models]] entry declares"
+                )
+        for name in self.gateway.policy:
+            if name not in remote:
+                raise ValueError(
+                    f"{where}: gateway policy names {name!r}, which no [[upstreams]] entry declares"
+                )
+        known = local | remote
+        for name, other in self.gateway.fallback.items():
+            for mentioned in (name, other):
+                if mentioned not in known:
+                    raise ValueError(
+                        f"{where}: gateway fallback {name!r} -> {other!r} names {mentioned!r}, "
+                        f"which is not served; served: {', '.join(sorted(known))}"
+                    )
+            if name == other:
+                raise ValueError(f"{where}: gateway fallback {name!r} falls back to itself")
 
 
 def load_models_file(path: str | Path) -> ModelsFile:
@@ -119,12 +158,8 @@ def load_models_file(path: str | Path) -> ModelsFile:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ValueError(f"models file {path}: {where}: {first['msg']}") from exc
-    names = {m.name for m in parsed.models}
-    for name in parsed.routing:
-        if name not in names:
-            raise ValueError(
-                f"models file {path}: routing names {name!r}, which no [[models]] entry declares"
-            )
+    # Flags may add the entries; Settings.model_configs checks the whole.
+    parsed.check(f"models file {path}", need_entries=bool(parsed.models or parsed.upstreams))
     return parsed
 
 
@@ -144,6 +179,11 @@ class Settings(BaseSettings):
     model: str | list[str] | None = None
     served_model_name: str | list[str] | None = None
     models_file: Path | None = None
+    # Upstreams beside (or instead of) local models: NAME=URL, NAME=POLICY, NAME=OTHER
+    # (modelbench gateway --upstream/--policy/--fallback).
+    upstream: list[str] | None = None
+    policy: list[str] | None = None
+    fallback: list[str] | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_model_len: int | None = Field(default=None, ge=1)
@@ -196,7 +236,29 @@ class Settings(BaseSettings):
         models = list(declared.models) if declared else []
         routing = dict(declared.routing) if declared else {}
         paths: list[str | None] = [*as_list(self.model)]
-        if declared is None and not paths:
+        upstreams = list(declared.upstreams) if declared else []
+        upstreams += [
+            UpstreamConfig(name=n, url=u) for n, u in parse_pairs("--upstream", self.upstream)
+        ]
+        options = declared.gateway if declared else GatewayOptions()
+        policies = parse_pairs("--policy", self.policy)
+        fallbacks = parse_pairs("--fallback", self.fallback)
+        if policies or fallbacks:
+            options = options.model_copy(
+                update={
+                    "policy": {**options.policy, **dict(policies)},
+                    "fallback": {**options.fallback, **dict(fallbacks)},
+                }
+            )
+            try:
+                options = GatewayOptions.model_validate(options.model_dump())
+            except ValidationError as exc:
+                bad = ", ".join(f"{n}={p}" for n, p in policies if p not in get_args(Policy))
+                raise ValueError(
+                    f"--policy {bad or '?'}: the policy must be one of "
+                    f"{', '.join(get_args(Policy))}"
+                ) from exc
+        if declared is None and not paths and not upstreams:
             paths = [None]  # the default model
         names = as_list(self.served_model_name)
         if names and len(names) != len(paths):
@@ -219,7 +281,9 @@ class Settings(BaseSettings):
                     "which another model already is; name it with --served-model-name"
                 )
             models.append(one)
-        return ModelsFile(models=models, routing=routing)
+        configs = ModelsFile(models=models, routing=routing, upstreams=upstreams, gateway=options)
+        configs.check("the models and upstreams given")
+        return configs
 
 
 def as_list(value: str | list[str] | None) -> list[str]:

@@ -24,7 +24,7 @@ LAYERS = [
     ["server"],
     ["jobs", "bench"],
     ["config"],
-    ["tasks"],
+    ["tasks", "gateway"],
     ["engine"],
     ["models", "db"],
     ["_core", "_build_info", "_version"],

@@ -28,6 +28,9 @@ SERVE_FLAGS = (
     "log_level",
     "drain_timeout_s",
     "database_url",
+    "upstream",
+    "policy",
+    "fallback",
 )
 
 
@@ -43,18 +46,23 @@ def serve(args: argparse.Namespace) -> None:
     from modelbench.server.app import create_app
     from modelbench.server.uvicorn_runner import serve as run_server
 
+    command = f"modelbench {args.command}"
+    if args.command == "gateway" and not args.upstream and not args.models_file:
+        raise SystemExit(
+            f"{command}: give at least one --upstream NAME=URL or a --config file of [[upstreams]]"
+        )
     try:
         settings = settings_from_args(args)
         app = create_app(settings)
     except ValueError as exc:
-        raise SystemExit(f"modelbench serve: {exc}") from exc
+        raise SystemExit(f"{command}: {exc}") from exc
     if (
         not is_loopback(settings.host)
         and not app.state.keys.has_active_keys()
         and not settings.allow_open
     ):
         raise SystemExit(
-            f"modelbench serve: refusing to serve on {settings.host} with no API key: "
+            f"{command}: refusing to serve on {settings.host} with no API key: "
             "anyone on the network could use it. Create one (modelbench keys create --name NAME), "
             "serve on 127.0.0.1, or set MODELBENCH_ALLOW_OPEN=true."
         )
@@ -72,40 +80,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelbench")
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("serve", help="serve models over OpenAI-compatible and task HTTP APIs")
-    p.add_argument(
-        "--model",
-        nargs="+",
-        action="extend",
-        metavar="NAME_OR_PATH",
-        help="Hugging Face folder or .gguf file (default: SmolLM2-135M-Instruct); repeat it, "
-        "or give several, to serve several models, each named by its folder",
-    )
-    p.add_argument("--models-file", help="TOML file declaring several models and versions")
+def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    p.add_argument(
-        "--served-model-name",
-        nargs="+",
-        action="extend",
-        metavar="NAME",
-        help="the name clients send as 'model' for --model (one per --model, in order)",
-    )
-    p.add_argument("--max-model-len", type=int, help="prompt + output tokens of one sequence")
-    p.add_argument(
-        "--kv-cache-memory",
-        type=parse_memory,
-        help="KV cache budget: bytes, or a fraction of available memory like 0.25",
-    )
-    p.add_argument(
-        "--kv-cache-dtype",
-        choices=["auto", "bfloat16"],
-        help="auto: the model's dtype (default); bfloat16: half the KV bytes of a float32 model",
-    )
-    p.add_argument("--max-num-seqs", type=int, help="sequences one engine step runs (default 64)")
     p.add_argument(
         "--max-queue",
         type=int,
@@ -132,7 +109,81 @@ def build_parser() -> argparse.ArgumentParser:
         help="the store: sqlite:///path.db or postgresql+psycopg://... "
         "(default: an SQLite file in the user's data directory)",
     )
+
+
+def add_upstream_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--upstream",
+        action="append",
+        metavar="NAME=URL",
+        help="serve NAME from an OpenAI-compatible base URL (http://host:port/v1); repeat it; "
+        "the same NAME twice makes replicas",
+    )
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME=POLICY",
+        help="how NAME's replicas are chosen: round-robin (default), least-outstanding, "
+        "least-latency, weighted, pinned, affinity",
+    )
+    p.add_argument(
+        "--fallback",
+        action="append",
+        metavar="NAME=OTHER",
+        help="when every replica of NAME fails, is open or answers 429, serve OTHER instead",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelbench")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("serve", help="serve models over OpenAI-compatible and task HTTP APIs")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        action="extend",
+        metavar="NAME_OR_PATH",
+        help="Hugging Face folder or .gguf file (default: SmolLM2-135M-Instruct); repeat it, "
+        "or give several, to serve several models, each named by its folder",
+    )
+    p.add_argument("--models-file", help="TOML file declaring several models and versions")
+    p.add_argument(
+        "--served-model-name",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="the name clients send as 'model' for --model (one per --model, in order)",
+    )
+    p.add_argument("--max-model-len", type=int, help="prompt + output tokens of one sequence")
+    p.add_argument(
+        "--kv-cache-memory",
+        type=parse_memory,
+        help="KV cache budget: bytes, or a fraction of available memory like 0.25",
+    )
+    p.add_argument(
+        "--kv-cache-dtype",
+        choices=["auto", "bfloat16"],
+        help="auto: the model's dtype (default); bfloat16: half the KV bytes of a float32 model",
+    )
+    p.add_argument("--max-num-seqs", type=int, help="sequences one engine step runs (default 64)")
+    add_server_flags(p)
+    add_upstream_flags(p)
     p.set_defaults(func=serve)
+    g = commands.add_parser(
+        "gateway",
+        help="one endpoint over many model servers: routing, retries, breakers, fallbacks",
+        description="Serve the OpenAI API over upstream servers (any OpenAI-compatible base "
+        "URL), with no local model. The same NAME twice makes two replicas.",
+    )
+    g.add_argument(
+        "--config",
+        dest="models_file",
+        help="TOML file of [[upstreams]] (and [[models]]), [gateway] policies, fallbacks, "
+        "timeouts and breaker settings",
+    )
+    add_upstream_flags(g)
+    add_server_flags(g)
+    g.set_defaults(func=serve)
     cli_db.add_parser(commands)
     cli_worker.add_parser(commands)
     cli_keys.add_parser(commands)

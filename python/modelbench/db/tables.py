@@ -53,11 +53,15 @@ class RequestRecord(Base):
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     batch_id: Mapped[str | None] = mapped_column(String(64))
+    upstream: Mapped[str | None] = mapped_column(String(512))  # the gateway's upstream URL
+    attempts: Mapped[list | None] = mapped_column(JSON)  # the gateway's tries, with breaker states
+    compare_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_requests_created_at", "created_at"),
         Index("ix_requests_model_created", "model_name", "created_at"),
         Index("ix_requests_task_status", "task", "status"),
+        Index("ix_requests_compare_id", "compare_id"),
     )
 
 

@@ -17,6 +17,8 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbench.config import Settings
+from modelbench.gateway.metrics import UpstreamCollector
+from modelbench.gateway.service import Gateway
 from modelbench.server.auth import authenticate, require_admin
 from modelbench.server.errors import install_error_handlers
 from modelbench.server.keys import KeyStore
@@ -36,6 +38,7 @@ from modelbench.server.routes import (
     infer,
     models,
     requests,
+    upstreams,
 )
 from modelbench.server.routes import metrics as metrics_route
 from modelbench.server.traffic import Traffic, TrafficMiddleware
@@ -80,6 +83,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     registry = registry or ModelRegistry(max_queue=settings.max_queue)
     for name, policy in declared.routing.items():
         registry.set_policy(name, policy)
+    if declared.upstreams:
+        registry.gateway = Gateway(declared.upstreams, declared.gateway)
     store = Store.open(settings)  # a bad database URL fails here; an unreachable one never does
     keys = KeyStore(settings.keys_file)  # a corrupt keys file fails here
 
@@ -105,12 +110,18 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             )
         app.state.started = True
         loading = asyncio.create_task(load_all())
+        gateway = registry.gateway
+        checking = asyncio.create_task(gateway.start()) if gateway is not None else None
         store.start(app)  # migrations, the record writer, the in-server batch worker
         try:
             yield
         finally:
             await store.close()  # the worker's running jobs finish first
             await asyncio.shield(loading)  # a thread cannot be cancelled: let it finish
+            if checking is not None and gateway is not None:
+                checking.cancel()
+                await asyncio.gather(checking, return_exceptions=True)
+                await gateway.close()
             await registry.shutdown()
 
     app = FastAPI(title="modelbench", lifespan=lifespan)
@@ -124,6 +135,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.traffic = Traffic()  # requests in flight, for the drain
     app.state.metrics = ServerMetrics(registry)
     app.state.metrics.registry.register(StoreCollector(store))
+    if registry.gateway is not None:
+        app.state.metrics.registry.register(UpstreamCollector(registry.gateway))
     app.add_middleware(RecordMiddleware)  # innermost: the request log
     app.add_middleware(BodySizeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
@@ -132,7 +145,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     keyed = [Depends(authenticate)]
-    for module in (completions, chat, embeddings, infer, models, batch, requests):
+    for module in (completions, chat, embeddings, infer, models, batch, requests, upstreams):
         app.include_router(module.router, dependencies=keyed)
     app.include_router(admin.router, dependencies=[Depends(require_admin)])
     app.include_router(health.router)  # probes answer without a key

@@ -66,6 +66,13 @@ class Record:
     ttft_s: float | None = None
     error: str | None = None
     store_text: bool = True
+    upstream: str | None = None  # the upstream URL that answered, for a remote model
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # the gateway's tries
+    compare_id: str | None = None  # the compare call this answer belongs to
+    stream_buffer: bytes = b""  # an upstream event not yet whole
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
 
     def describe(
         self,
@@ -151,6 +158,9 @@ class Record:
             "finished_at": datetime.now(timezone.utc),
             "error": self.error,
             "batch_id": self.batch_id,
+            "upstream": self.upstream,
+            "attempts": self.attempts or None,
+            "compare_id": self.compare_id,
         }
 
 

@@ -28,6 +28,8 @@ from enum import Enum
 
 from modelbench.config import ModelConfig, RoutingPolicy
 from modelbench.engine.async_engine import AsyncEngine
+from modelbench.gateway.service import Gateway
+from modelbench.gateway.upstream import UpstreamPool
 from modelbench.server.errors import APIError
 
 logger = logging.getLogger("modelbench.server")
@@ -97,6 +99,7 @@ class ModelRegistry:
         self._handles: dict[str, ModelHandle] = {}  # by id, in load order
         self._policies: dict[str, RoutingPolicy] = {}
         self._rng = rng or random.Random()
+        self.gateway: Gateway | None = None  # names served by upstreams, when configured
 
     # ---- what is there -------------------------------------------------
 
@@ -116,11 +119,16 @@ class ModelRegistry:
         self._policies[name] = policy
 
     def available_ids(self) -> list[str]:
-        """Every name a client may send: bare names first, then name:version."""
-        names = list(
-            dict.fromkeys(h.name for h in self._handles.values() if h.state != ModelState.UNLOADING)
-        )
-        return names + [h.id for h in self._handles.values() if h.state != ModelState.UNLOADING]
+        """Every name a client may send: bare names first, then name:version,
+        then the names upstreams serve."""
+        live = [h for h in self._handles.values() if h.state != ModelState.UNLOADING]
+        names = list(dict.fromkeys(h.name for h in live))
+        remote = list(self.gateway.pools) if self.gateway is not None else []
+        return names + [h.id for h in live] + remote
+
+    def remote(self, model: str) -> UpstreamPool | None:
+        """The upstreams serving ``model``, when it is a remote name."""
+        return self.gateway.pool(model) if self.gateway is not None else None
 
     # ---- loading and unloading ----------------------------------------
 

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from modelbench.engine.async_engine import AsyncEngine
 from modelbench.engine.outputs import PositionLogprobs, RequestOutput
@@ -34,6 +34,7 @@ from modelbench.server.routes.generation import (
     start_generation,
     usage_of,
 )
+from modelbench.server.routes.remote import forward
 
 router = APIRouter()
 
@@ -84,8 +85,14 @@ async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> lis
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, registry: RegistryDep
-) -> ChatCompletionResponse | StreamingResponse:
+) -> ChatCompletionResponse | Response:
     describe_request(body, messages=[m.model_dump(exclude_none=True) for m in body.messages])
+    pool = registry.remote(body.model)
+    if pool is not None:
+        answer = await forward(request, registry, pool, "/chat/completions", body)
+        if not isinstance(answer, str):
+            return answer
+        body = body.model_copy(update={"model": answer})  # a local fallback serves it
     handle = resolve(request, body.model)
     engine = handle.engine
     assert engine is not None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from modelbench.engine.outputs import PositionLogprobs, RequestOutput
 from modelbench.engine.sampling_params import SamplingParams
@@ -33,6 +33,7 @@ from modelbench.server.routes.generation import (
     start_generation,
     usage,
 )
+from modelbench.server.routes.remote import forward
 
 router = APIRouter()
 
@@ -110,8 +111,14 @@ class Prompts:
 @router.post("/v1/completions", response_model=None)
 async def create_completion(
     body: CompletionRequest, request: Request, registry: RegistryDep
-) -> CompletionResponse | StreamingResponse:
+) -> CompletionResponse | Response:
     describe_request(body, prompt=body.prompt)
+    pool = registry.remote(body.model)
+    if pool is not None:
+        answer = await forward(request, registry, pool, "/completions", body)
+        if not isinstance(answer, str):
+            return answer
+        body = body.model_copy(update={"model": answer})  # a local fallback serves it
     handle = resolve(request, body.model)
     params = build_params(body.sampling_params)
     request_id = random_id("cmpl")

@@ -43,8 +43,25 @@ async def ready(request: Request, registry: RegistryDep) -> JSONResponse:
             },
             status_code=503,
         )
+    # Ready while every upstream name has at least one healthy replica.
+    gateway = registry.gateway
+    upstreams = {n: p.is_ready for n, p in gateway.pools.items()} if gateway is not None else {}
+    unready = [name for name, ok in upstreams.items() if not ok]
+    if unready:
+        return JSONResponse(
+            {
+                "status": "unavailable",
+                "models": models,
+                "upstreams": upstreams,
+                "errors": {n: "no healthy upstream" for n in unready},
+            },
+            status_code=503,
+        )
     # Inference does not wait for the store (an outage only delays records);
     # batch and request-log routes answer 503 until it is migrated.
     store = getattr(request.app.state, "store", None)
     store_state = "ready" if store is not None and store.is_migrated else "migrating"
-    return JSONResponse({"status": "ready", "models": models, "store": store_state})
+    body = {"status": "ready", "models": models, "store": store_state}
+    if gateway is not None:
+        body["upstreams"] = upstreams
+    return JSONResponse(body)

@@ -47,4 +47,16 @@ async def list_models(registry: RegistryDep) -> ModelList:
             )
         )
     cards += [version_card(h, registry) for h in handles]
+    if registry.gateway is not None:
+        for pool in registry.gateway.pools.values():
+            cards.append(
+                ModelCard(
+                    id=pool.name,
+                    root=pool.name,
+                    owned_by="upstream",
+                    tasks=["generate"],
+                    state="ready" if pool.is_ready else "unavailable",
+                    routing=pool.router.policy,
+                )
+            )
     return ModelList(data=cards)
