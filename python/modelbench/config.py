@@ -201,6 +201,9 @@ class Settings(BaseSettings):
     metrics_require_key: bool = False
     rate_limit_rpm: int | None = Field(default=None, ge=1)  # per key (or client address when open)
     rate_limit_tpm: int | None = Field(default=None, ge=1)
+    # Several processes behind one load balancer share rate limits and breaker
+    # states through this Redis (redis://[:password@]host:port/db); None: each keeps its own.
+    redis_url: str | None = None
     # The store: None is an SQLite file in the user's data directory.
     database_url: str | None = None
     db_auto_migrate: bool = True  # apply migrations at server start

@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Sequence
 
 from modelbench.cli import bench as bench_cli
+from modelbench.cli import compare as cli_compare
 from modelbench.cli import db as cli_db
 from modelbench.cli import keys as cli_keys
 from modelbench.cli import report as bench_report
@@ -28,6 +29,7 @@ SERVE_FLAGS = (
     "log_level",
     "drain_timeout_s",
     "database_url",
+    "redis_url",
     "upstream",
     "policy",
     "fallback",
@@ -109,6 +111,11 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
         help="the store: sqlite:///path.db or postgresql+psycopg://... "
         "(default: an SQLite file in the user's data directory)",
     )
+    p.add_argument(
+        "--redis-url",
+        help="redis://host:port/db shared by several processes behind one load balancer: "
+        "they share rate limits and breaker states (default: each keeps its own)",
+    )
 
 
 def add_upstream_flags(p: argparse.ArgumentParser) -> None:
@@ -184,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_upstream_flags(g)
     add_server_flags(g)
     g.set_defaults(func=serve)
+    cli_compare.add_parser(commands)
     cli_db.add_parser(commands)
     cli_worker.add_parser(commands)
     cli_keys.add_parser(commands)

@@ -137,6 +137,24 @@ class CircuitBreaker:
         if self.state is BreakerState.HALF_OPEN and self._probes_in_flight > 0:
             self._probes_in_flight -= 1
 
+    def adopt_open(self, age_s: float) -> None:
+        """Open as if this breaker had opened ``age_s`` seconds ago: another
+        gateway process opened it then (gateway/shared_breakers.py), so this
+        one refuses until the same cooldown has passed. Counts stay as they were."""
+        self._opened_at = self._clock() - age_s
+        self._probes_in_flight = 0
+        self._move_to(BreakerState.OPEN)
+
+    def adopt_closed(self) -> None:
+        """Close with a clean slate: another gateway process's probe found the
+        upstream well again (gateway/shared_breakers.py)."""
+        if self._state is BreakerState.CLOSED:
+            return
+        self._reset_counts()
+        self._opened_at = None
+        self._probes_in_flight = 0
+        self._move_to(BreakerState.CLOSED)
+
     def retry_after_s(self) -> float:
         """Seconds until an OPEN breaker goes half-open; 0 in any other state."""
         if self.state is not BreakerState.OPEN:

@@ -1,7 +1,7 @@
 """The upstreams on /metrics: each replica's breaker state (0 closed,
 1 half-open, 2 open), health, requests in flight, latency score, and its
 requests and failures, labelled by model name and upstream URL. Read from
-the replicas at scrape time."""
+the replicas at scrape time. With ``--redis-url``, whether Redis answers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from modelbench.gateway.breaker import BreakerState
 from modelbench.gateway.service import Gateway
+from modelbench.gateway.shared_state import SharedState
 
 LABELS = ["model_name", "upstream"]
 BREAKER_VALUE = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
@@ -59,3 +60,16 @@ class UpstreamCollector(Collector):
                 requests.add_metric(labels, float(replica.num_requests))
                 failures.add_metric(labels, float(replica.num_failures))
         yield from (breaker, healthy, outstanding, latency, requests, failures)
+
+
+class SharedStateCollector(Collector):
+    def __init__(self, shared: SharedState) -> None:
+        self.shared = shared
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "modelbench:shared_state_available",
+            "1 while Redis answers and rate limits and breaker states are shared; "
+            "0 while this process uses its own.",
+            value=1.0 if self.shared.available else 0.0,
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,9 @@ class Upstream:
         self.num_requests = 0
         self.num_failures = 0
         self.breaker = CircuitBreaker(options.breaker_settings(), on_change=self._breaker_moved)
+        # Told of every breaker change after it is logged: gateway/shared_breakers.py
+        # publishes them to the other gateway processes.
+        self.on_breaker_change: Callable[[Upstream, BreakerState, BreakerState], None] | None = None
         key = config.api_key()
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -55,6 +59,8 @@ class Upstream:
     def _breaker_moved(self, old: BreakerState, new: BreakerState) -> None:
         log = logger.warning if new == BreakerState.OPEN else logger.info
         log("upstream %s (%s): breaker %s -> %s", self.id, self.url, old.value, new.value)
+        if self.on_breaker_change is not None:
+            self.on_breaker_change(self, old, new)
 
     def card(self) -> dict[str, Any]:
         """What GET /v1/upstreams shows of it (never its key)."""

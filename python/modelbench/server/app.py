@@ -17,8 +17,10 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbench.config import Settings
-from modelbench.gateway.metrics import UpstreamCollector
+from modelbench.gateway.metrics import SharedStateCollector, UpstreamCollector
 from modelbench.gateway.service import Gateway
+from modelbench.gateway.shared_breakers import SharedBreakers
+from modelbench.gateway.shared_state import SharedState
 from modelbench.server.auth import authenticate, require_admin
 from modelbench.server.errors import install_error_handlers
 from modelbench.server.keys import KeyStore
@@ -32,6 +34,7 @@ from modelbench.server.routes import (
     admin,
     batch,
     chat,
+    compare,
     completions,
     embeddings,
     health,
@@ -41,6 +44,7 @@ from modelbench.server.routes import (
     upstreams,
 )
 from modelbench.server.routes import metrics as metrics_route
+from modelbench.server.shared_ratelimit import SharedRateLimiter
 from modelbench.server.traffic import Traffic, TrafficMiddleware
 
 logger = logging.getLogger("modelbench.server")
@@ -87,6 +91,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         registry.gateway = Gateway(declared.upstreams, declared.gateway)
     store = Store.open(settings)  # a bad database URL fails here; an unreachable one never does
     keys = KeyStore(settings.keys_file)  # a corrupt keys file fails here
+    # Rate limits and breaker states shared with other processes; a bad URL fails
+    # here, an unreachable Redis never does (each process then uses its own).
+    shared = SharedState(settings.redis_url) if settings.redis_url else None
+    shared_breakers = (
+        SharedBreakers(shared, registry.gateway)
+        if shared is not None and registry.gateway is not None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,24 +124,35 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         loading = asyncio.create_task(load_all())
         gateway = registry.gateway
         checking = asyncio.create_task(gateway.start()) if gateway is not None else None
+        if shared is not None:
+            await shared.start()
+        if shared_breakers is not None:
+            shared_breakers.start()
         store.start(app)  # migrations, the record writer, the in-server batch worker
         try:
             yield
         finally:
             await store.close()  # the worker's running jobs finish first
+            if shared_breakers is not None:
+                await shared_breakers.close()
             await asyncio.shield(loading)  # a thread cannot be cancelled: let it finish
             if checking is not None and gateway is not None:
                 checking.cancel()
                 await asyncio.gather(checking, return_exceptions=True)
                 await gateway.close()
             await registry.shutdown()
+            if shared is not None:
+                await shared.close()
 
     app = FastAPI(title="modelbench", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
     app.state.store = store
     app.state.keys = keys
-    app.state.limiter = RateLimiter()
+    app.state.limiter = RateLimiter()  # also the fallback while Redis is away
+    app.state.shared_limiter = (
+        SharedRateLimiter(shared, app.state.limiter) if shared is not None else None
+    )
     app.state.started = False
     app.state.draining = False
     app.state.traffic = Traffic()  # requests in flight, for the drain
@@ -137,6 +160,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.metrics.registry.register(StoreCollector(store))
     if registry.gateway is not None:
         app.state.metrics.registry.register(UpstreamCollector(registry.gateway))
+    if shared is not None:
+        app.state.metrics.registry.register(SharedStateCollector(shared))
     app.add_middleware(RecordMiddleware)  # innermost: the request log
     app.add_middleware(BodySizeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(
@@ -145,7 +170,17 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     keyed = [Depends(authenticate)]
-    for module in (completions, chat, embeddings, infer, models, batch, requests, upstreams):
+    for module in (
+        completions,
+        chat,
+        embeddings,
+        infer,
+        models,
+        batch,
+        requests,
+        upstreams,
+        compare,
+    ):
         app.include_router(module.router, dependencies=keyed)
     app.include_router(admin.router, dependencies=[Depends(require_admin)])
     app.include_router(health.router)  # probes answer without a key

@@ -14,7 +14,9 @@ Every route but ``/health``, ``/ready`` (and ``/metrics`` unless
 
 Then the caller's request bucket is charged (429 with ``Retry-After`` when it
 is empty, or while its token bucket is in debt). Tokens are charged when the
-request ends, from the request log's counts (server/recorder.py).
+request ends, from the request log's counts (server/recorder.py). The buckets
+are the process's own (server/ratelimit.py), or with ``--redis-url`` shared
+by every process using that Redis (server/shared_ratelimit.py).
 """
 
 from __future__ import annotations
@@ -95,7 +97,11 @@ async def authenticate(request: Request) -> Caller:
     request.scope.setdefault("state", {})["caller"] = caller
     if caller.internal:
         return caller
-    refusal = request.app.state.limiter.admit(caller.who, caller.rpm, caller.tpm)
+    shared = request.app.state.shared_limiter  # several processes, one budget
+    if shared is not None:
+        refusal = await shared.admit(caller.who, caller.rpm, caller.tpm)
+    else:
+        refusal = request.app.state.limiter.admit(caller.who, caller.rpm, caller.tpm)
     if refusal is not None:
         raise APIError(
             429,
@@ -130,4 +136,5 @@ def charge_tokens(scope: MutableMapping[str, Any], tokens: int) -> None:
     app = scope.get("app")
     if caller is None or caller.internal or app is None:
         return
-    app.state.limiter.charge_tokens(caller.who, caller.tpm, tokens)
+    limiter = getattr(app.state, "shared_limiter", None) or app.state.limiter
+    limiter.charge_tokens(caller.who, caller.tpm, tokens)

@@ -119,3 +119,44 @@ def test_profile_step_splits_the_forward(tiny_llama: Path, tmp_path: Path) -> No
             <= step["runner"]["forward_ms"] * 1.05
         )
     assert 0 <= result["python"]["python_fraction"] < 1
+
+
+def test_gateway_overhead_measures_both_targets_and_the_gateway_cpu(tmp_path: Path) -> None:
+    result = run_script(
+        "gateway_overhead.py",
+        "--requests",
+        "20",
+        "--block",
+        "5",
+        "--warmup",
+        "2",
+        "--concurrency",
+        "4",
+        "--seconds",
+        "1",
+        out=tmp_path / "gateway.json",
+    )
+    assert result["cpus"] >= 1 and result["host"] and result["python"]
+    latency = result["latency"]
+    for target in ("direct", "gateway"):
+        stats = latency[target]
+        assert stats["num_requests"] == 20
+        assert 0 < stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] and stats["mean_ms"] > 0
+    added = latency["gateway"]["p50_ms"] - latency["direct"]["p50_ms"]
+    assert latency["added_p50_ms"] == pytest.approx(added)
+    throughput = result["throughput"]
+    assert throughput["clients"][0] == "httpx"
+    for run in (throughput[client] for client in throughput["clients"]):
+        for target in ("gateway", "direct"):
+            one = run[target]
+            assert one["num_ok"] > 0 and one["num_errors"] == 0 and one["seconds"] > 0
+            assert one["requests_per_s"] == pytest.approx(one["num_ok"] / one["seconds"])
+            assert 0 < one["p50_ms"] <= one["p99_ms"]
+            assert one["upstream_cpu_ms_per_request"] >= 0
+        assert run["gateway"]["gateway_cpu_ms_per_request"] > 0
+        assert "gateway_cpu_ms_per_request" not in run["direct"]
+    targets = result["targets"]
+    assert targets["p50_added_met"] == (targets["p50_added_ms"] <= targets["p50_added_ms_max"])
+    assert targets["p99_added_met"] == (targets["p99_added_ms"] <= targets["p99_added_ms_max"])
+    assert targets["rps_met"] == (targets["rps"] >= targets["rps_min"])
+    assert result["notes"]

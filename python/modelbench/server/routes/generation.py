@@ -174,7 +174,7 @@ async def collect(
     A client that disconnects before the end has its request aborted in the
     engine (its KV blocks freed) rather than generated for nobody."""
     try:
-        return await until_disconnect(request, _gather(deltas, n))
+        return await until_disconnect(request, gather_choices(deltas, n))
     except APIError:
         await deltas.aclose()  # type: ignore[attr-defined]
         raise
@@ -210,7 +210,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def _gather(
+async def gather_choices(
     deltas: AsyncIterator[RequestOutput], n: int
 ) -> tuple[list[Choice], RequestOutput]:
     choices = [Choice() for _ in range(n)]

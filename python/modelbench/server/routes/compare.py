@@ -1,0 +1,398 @@
+"""POST /v1/compare: the same completion or chat request to several models at
+once (scatter-gather), one result per model in the order asked.
+
+Each model runs where it lives: a local model through the generation path,
+a remote name through the gateway (retries and fallbacks included, streamed
+from the upstream so its time to first token is measured). A per-model
+deadline bounds the call; a model that fails or runs out of time gets its
+``error`` while the others keep their results. Each answer is recorded as a
+request of its own, tied to the others by ``compare_id``. With ``stream:
+true`` the answers' text arrives as events tagged with the model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelbench.gateway.forward import UpstreamsFailed, cancelled, finished
+from modelbench.server.dependencies import RegistryDep
+from modelbench.server.errors import APIError
+from modelbench.server.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ErrorInfo,
+    random_id,
+)
+from modelbench.server.recorder import Record, current_record, new_record, submit
+from modelbench.server.registry import ModelRegistry
+from modelbench.server.routes.chat import render_prompt
+from modelbench.server.routes.generation import (
+    build_params,
+    gather_choices,
+    start_generation,
+    until_disconnect,
+)
+from modelbench.server.routes.remote import note_events
+
+router = APIRouter(tags=["compare"])
+DEFAULT_MAX_MODELS = 8
+OnText = Callable[[str], Awaitable[None]]
+
+
+class CompareRequest(BaseModel):
+    """``models`` and either ``messages`` (chat) or ``prompt`` (completion);
+    every other field is the completion or chat request's own (``max_tokens``,
+    ``temperature``, ``seed``, ...) and is checked as that request checks it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    models: list[str] = Field(description="the models to ask, in the order results come back")
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    stream: bool = False
+    deadline_s: float | None = Field(default=None, gt=0, description="per model")
+
+
+class CompareResult(BaseModel):
+    model: str
+    served_by: str | None = None
+    output: Any = None  # the text, or the chat message
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    error: ErrorInfo | None = None
+
+
+class CompareResponse(BaseModel):
+    compare_id: str
+    object: str = "compare"
+    results: list[CompareResult]
+
+
+def one_request(body: CompareRequest, model: str) -> ChatCompletionRequest | CompletionRequest:
+    """The chat or completion request each model gets (400 naming the field
+    when the shared fields are wrong)."""
+    fields = {
+        k: v
+        for k, v in body.model_dump(exclude_none=True).items()
+        if k not in ("models", "deadline_s")
+    }
+    fields.update(model=model, stream=False)
+    try:
+        if body.messages is not None:
+            return ChatCompletionRequest.model_validate(fields)
+        return CompletionRequest.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise APIError(400, f"{where}: {first['msg']}", param=str(first["loc"][0])) from exc
+
+
+def check(body: CompareRequest, registry: ModelRegistry, max_models: int) -> None:
+    if not body.models:
+        raise APIError(400, "models must name at least one model to compare", param="models")
+    if len(body.models) > max_models:
+        raise APIError(
+            400,
+            f"models names {len(body.models)} models; at most {max_models} per compare",
+            param="models",
+        )
+    if (body.messages is None) == (body.prompt is None):
+        raise APIError(
+            400, "send messages (chat) or prompt (completion), one of them", param="messages"
+        )
+    served = set(registry.available_ids())
+    unknown = [m for m in body.models if m not in served]
+    if unknown:
+        raise APIError(
+            400,
+            f"models: {', '.join(repr(m) for m in unknown)} not served; served: "
+            f"{', '.join(sorted(served)) or 'none'}",
+            param="models",
+        )
+
+
+@router.post("/v1/compare", response_model=None)
+async def compare(
+    body: CompareRequest, request: Request, registry: RegistryDep
+) -> CompareResponse | StreamingResponse:
+    gateway = registry.gateway
+    max_models = gateway.options.max_compare_models if gateway is not None else DEFAULT_MAX_MODELS
+    check(body, registry, max_models)
+    requests = [one_request(body, m) for m in body.models]
+    deadline = body.deadline_s or (
+        gateway.options.compare_deadline_s if gateway is not None else 120.0
+    )
+    compare_id = random_id("cmp")
+    if body.stream:
+        return StreamingResponse(
+            stream_compare(request, registry, requests, deadline, compare_id),
+            media_type="text/event-stream",
+        )
+    work = asyncio.gather(
+        *(run_one(request, registry, r, deadline, compare_id, None) for r in requests)
+    )
+    results = await until_disconnect(request, work)
+    return CompareResponse(compare_id=compare_id, results=list(results))
+
+
+async def stream_compare(
+    request: Request,
+    registry: ModelRegistry,
+    requests: list[ChatCompletionRequest | CompletionRequest],
+    deadline: float,
+    compare_id: str,
+) -> AsyncIterator[str]:
+    """Events: ``{"compare_id", "model", "index", "delta"}`` as text comes,
+    then each model's result (``"result": {...}``) as it ends, then [DONE]."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    async def one(i: int, r: ChatCompletionRequest | CompletionRequest) -> None:
+        async def on_text(text: str) -> None:
+            event = {"compare_id": compare_id, "model": r.model, "index": i, "delta": text}
+            await queue.put(f"data: {json.dumps(event)}\n\n")
+
+        result = await run_one(request, registry, r, deadline, compare_id, on_text)
+        event = {
+            "compare_id": compare_id,
+            "model": r.model,
+            "index": i,
+            "result": result.model_dump(exclude_none=True),
+        }
+        await queue.put(f"data: {json.dumps(event)}\n\n")
+
+    tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+    waiting = asyncio.ensure_future(asyncio.gather(*tasks))
+    try:
+        while not (waiting.done() and queue.empty()):
+            getter = asyncio.ensure_future(queue.get())
+            watched: set[asyncio.Future[Any]] = {getter, waiting}
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+        yield "data: [DONE]\n\n"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_one(
+    request: Request,
+    registry: ModelRegistry,
+    body: ChatCompletionRequest | CompletionRequest,
+    deadline: float,
+    compare_id: str,
+    on_text: OnText | None,
+) -> CompareResult:
+    """One model's result (or its error), recorded as a request of its own."""
+    endpoint = (
+        "/v1/chat/completions" if isinstance(body, ChatCompletionRequest) else "/v1/completions"
+    )
+    record = new_record(request.scope, endpoint, "generate")
+    record.compare_id = compare_id
+    record.model_name = body.model  # until a version or upstream answers for it
+    record.describe(
+        prompt=getattr(body, "prompt", None),
+        messages=[m.model_dump(exclude_none=True) for m in body.messages]
+        if isinstance(body, ChatCompletionRequest)
+        else None,
+        parameters=body.model_dump(exclude={"model", "prompt", "messages"}, exclude_none=True),
+    )
+    current_record.set(record)  # this task's own context
+    started = time.monotonic()
+    status = 200
+    try:
+        result = await asyncio.wait_for(run_model(registry, body, record, on_text), deadline)
+    except asyncio.TimeoutError:
+        status = 504
+        result = error_result(
+            body.model,
+            504,
+            f"{body.model} gave no answer within {deadline:g} s (deadline_s)",
+            "deadline_exceeded",
+            "timeout",
+        )
+    except APIError as exc:
+        status = exc.status_code
+        result = error_result(body.model, exc.status_code, exc.message, exc.code, exc.type)
+    except asyncio.CancelledError:
+        submit(request.scope, record, 499)
+        raise
+    result.latency_ms = round((time.monotonic() - started) * 1e3, 3)
+    if record.ttft_s is not None:
+        result.ttft_ms = round(record.ttft_s * 1e3, 3)
+    if result.error is not None:
+        record.error = result.error.message
+    submit(request.scope, record, status)
+    return result
+
+
+def error_result(
+    model: str, status: int, message: str, code: str | None, kind: str
+) -> CompareResult:
+    return CompareResult(
+        model=model,
+        error=ErrorInfo(message=message, type=kind, param=None, code=code or str(status)),
+    )
+
+
+async def run_model(
+    registry: ModelRegistry,
+    body: ChatCompletionRequest | CompletionRequest,
+    record: Record,
+    on_text: OnText | None,
+) -> CompareResult:
+    pool = registry.remote(body.model)
+    if pool is not None:
+        return await run_remote(registry, body, record, on_text)
+    return await run_local(registry, body, record, on_text)
+
+
+async def run_local(
+    registry: ModelRegistry,
+    body: ChatCompletionRequest | CompletionRequest,
+    record: Record,
+    on_text: OnText | None,
+) -> CompareResult:
+    handle = registry.resolve(body.model)
+    record.routed(handle.name, handle.version)
+    engine = handle.engine
+    assert engine is not None
+    if isinstance(body, ChatCompletionRequest):
+        prompt: str | list[int] = await render_prompt(engine, body)
+        room = max(1, engine.max_model_len - len(prompt))
+        params = build_params(lambda: body.sampling_params(room))
+        prompt_param = "messages"
+    else:
+        prompt = body.prompts()[0]
+        params = build_params(body.sampling_params)
+        prompt_param = "prompt"
+    params.n = 1
+    deltas = await start_generation(
+        registry, handle, prompt, params, random_id("cmpl"), prompt_param
+    )
+
+    async def watched() -> AsyncIterator[Any]:
+        async for out in deltas:
+            if on_text is not None and out.outputs[0].text:
+                await on_text(out.outputs[0].text)
+            yield out
+
+    choices, last = await gather_choices(watched(), 1)
+    text = choices[0].text
+    output: Any = (
+        {"role": "assistant", "content": text} if isinstance(body, ChatCompletionRequest) else text
+    )
+    usage = {
+        "prompt_tokens": len(last.prompt_token_ids),
+        "completion_tokens": choices[0].num_generated,
+        "total_tokens": len(last.prompt_token_ids) + choices[0].num_generated,
+    }
+    return CompareResult(
+        model=handle.id,
+        served_by=handle.id,
+        output=output,
+        finish_reason=choices[0].finish_reason,
+        usage=usage,
+    )
+
+
+async def run_remote(
+    registry: ModelRegistry,
+    body: ChatCompletionRequest | CompletionRequest,
+    record: Record,
+    on_text: OnText | None,
+) -> CompareResult:
+    """Streamed from the upstream (so the time to first token is real) and
+    put together here; a remote name's fallback chain is followed."""
+    gateway = registry.gateway
+    assert gateway is not None
+    chat = isinstance(body, ChatCompletionRequest)
+    path = "/chat/completions" if chat else "/completions"
+    payload = body.model_dump(exclude_unset=True)
+    payload.update(stream=True, stream_options={"include_usage": True})
+    name = body.model
+    seen = [name]
+    while True:
+        pool = gateway.pool(name)
+        if pool is None:  # fell back to a local model
+            local = body.model_copy(update={"model": name})
+            return await run_local(registry, local, record, on_text)
+        try:
+            answer = await gateway.send_request(pool, path, payload, None)
+            break
+        except UpstreamsFailed as exc:
+            record.attempts += [a.as_dict() for a in exc.attempts]
+            if pool.fallback is None or pool.fallback in seen:
+                raise APIError(
+                    exc.status, str(exc), code="upstreams_unavailable", type="upstream_error"
+                ) from exc
+            name = pool.fallback
+            seen.append(name)
+    record.attempts += [a.as_dict() for a in answer.attempts]
+    record.routed(pool.name, answer.upstream.id)
+    record.upstream = answer.upstream.url
+    if not answer.ok:
+        content = await answer.response.aread()
+        finished(answer, ok=True)
+        try:
+            message = json.loads(content)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = content.decode(errors="replace")[:500]
+        raise APIError(
+            answer.response.status_code,
+            f"{pool.name}: {message}",
+            code="upstream_error",
+            type="upstream_error",
+        )
+    chunks = 0
+    try:
+        async for chunk in answer.response.aiter_raw():
+            before = dict(record.texts)
+            chunks += note_events(record, chunk)
+            if on_text is not None:
+                for index, text in record.texts.items():
+                    new = text[len(before.get(index, "")) :]
+                    if new:
+                        await on_text(new)
+    except asyncio.CancelledError:
+        await answer.response.aclose()
+        cancelled(answer)
+        raise
+    except Exception as exc:
+        await answer.response.aclose()
+        finished(answer, ok=False)
+        raise APIError(
+            502,
+            f"{pool.name}: the upstream broke off: {type(exc).__name__}",
+            code="upstream_stream_broken",
+            type="upstream_error",
+        ) from exc
+    await answer.response.aclose()
+    finished(answer, ok=True, num_tokens=chunks or None)
+    text = record.texts.get(0, "")
+    usage = None
+    if record.prompt_tokens is not None:
+        usage = {
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "total_tokens": record.prompt_tokens + record.completion_tokens,
+        }
+    return CompareResult(
+        model=pool.name,
+        served_by=f"{pool.name}@{answer.upstream.url}",
+        output={"role": "assistant", "content": text} if chat else text,
+        finish_reason=record.finish_reasons.get(0),
+        usage=usage,
+    )
