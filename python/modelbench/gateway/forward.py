@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from modelbench.gateway.config import GatewayOptions
 from modelbench.gateway.upstream import Upstream, UpstreamPool
@@ -57,11 +59,16 @@ class UpstreamsFailed(Exception):
         self.retry_after_s = retry_after_s
 
 
+# What a response that breaks off, or a connection that fails, raises.
+BROKEN = (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError)
+
+
 @dataclass
 class Answer:
-    """A replica's answer, body unread: close it (``aclose``) when done."""
+    """A replica's answer. Its body is in ``content`` when ``send`` read it;
+    else read it with ``chunks()`` and ``close()`` the answer when done."""
 
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     upstream: Upstream
     attempts: list[Attempt]
     started: float  # time.monotonic() when this attempt was sent
@@ -70,10 +77,29 @@ class Answer:
 
     @property
     def ok(self) -> bool:
-        return self.response.is_success
+        return 200 <= self.response.status < 300
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    @property
+    def content_type(self) -> str:
+        return self.response.headers.get("content-type", "application/json")
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (raises one of BROKEN if it breaks off)."""
+        return self.response.content.iter_any()
+
+    async def read(self) -> bytes:
+        return await self.response.read()
+
+    def close(self) -> None:
+        """Drop the connection (a body not read to the end cannot be reused)."""
+        self.response.close()
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: aiohttp.ClientResponse) -> float | None:
     """``Retry-After`` as seconds (a number or an HTTP date), or None."""
     value = response.headers.get("retry-after")
     if not value:
@@ -96,7 +122,7 @@ def backoff_s(attempt: int, options: GatewayOptions, rng: random.Random) -> floa
 
 
 async def send(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     pool: UpstreamPool,
     path: str,
     payload: dict[str, Any],
@@ -117,11 +143,12 @@ async def send(
         raise UpstreamsFailed(pool.name, attempts, 503, None)
     statuses: list[int] = []
     retry_after: float | None = None
-    timeout = httpx.Timeout(
+    # sock_read bounds each wait for bytes: the first byte, then each chunk.
+    timeout = aiohttp.ClientTimeout(
+        total=None,
         connect=options.connect_timeout_s,
-        read=options.first_byte_timeout_s,
-        write=options.connect_timeout_s,
-        pool=options.connect_timeout_s,
+        sock_connect=options.connect_timeout_s,
+        sock_read=options.first_byte_timeout_s,
     )
     for n in range(options.max_attempts):
         upstream = order[n % len(order)]
@@ -133,20 +160,21 @@ async def send(
         started = time.monotonic()
         upstream.outstanding += 1
         upstream.num_requests += 1
-        body = {**payload, "model": upstream.config.upstream_model}
-        request = client.build_request(
-            "POST", upstream.url + path, json=body, headers=upstream.headers, timeout=timeout
-        )
+        body = json.dumps({**payload, "model": upstream.config.upstream_model})
         wait: float | None = None
         try:
             response = await asyncio.wait_for(
-                client.send(request, stream=True), options.first_byte_timeout_s
+                client.post(
+                    upstream.url + path, data=body, headers=upstream.headers, timeout=timeout
+                ),
+                options.first_byte_timeout_s,
             )
-        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
-            outcome = "timeout" if not isinstance(exc, httpx.ConnectTimeout) else "connect_timeout"
+        except asyncio.TimeoutError as exc:  # aiohttp's timeouts are asyncio's too
+            connect = isinstance(exc, aiohttp.ConnectionTimeoutError)
+            outcome = "connect_timeout" if connect else "timeout"
             statuses.append(504)
             _failed(upstream, outcome)
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, ConnectionError) as exc:
             statuses.append(502)
             _failed(upstream, f"connect_error: {type(exc).__name__}")
             outcome = "connect_error"
@@ -155,12 +183,12 @@ async def send(
             upstream.breaker.release()
             raise
         else:
-            if response.status_code == 429 or response.status_code >= 500:
-                outcome = f"http_{response.status_code}"
-                statuses.append(response.status_code)
-                await response.aclose()
+            if response.status == 429 or response.status >= 500:
+                outcome = f"http_{response.status}"
+                statuses.append(response.status)
+                response.release()
                 upstream.outstanding -= 1
-                if response.status_code == 429:  # busy, not broken
+                if response.status == 429:  # busy, not broken
                     upstream.breaker.release()
                     wait = retry_after_seconds(response)
                     if wait is not None:
@@ -174,23 +202,23 @@ async def send(
                 content = None
                 if read_body:
                     try:
-                        content = await asyncio.wait_for(response.aread(), options.total_timeout_s)
-                    except (asyncio.TimeoutError, httpx.HTTPError) as exc:
-                        await response.aclose()
-                        timed_out = isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException))
+                        content = await asyncio.wait_for(response.read(), options.total_timeout_s)
+                    except BROKEN as exc:
+                        response.close()
+                        timed_out = isinstance(exc, asyncio.TimeoutError)
                         outcome = "timeout" if timed_out else "broken_body"
                         statuses.append(504 if timed_out else 502)
                         _failed(upstream, outcome)
                         content = None
                     except BaseException:
-                        await response.aclose()
+                        response.close()
                         upstream.outstanding -= 1
                         upstream.breaker.release()
                         raise
                     else:
-                        await response.aclose()
+                        response.release()
                 if not read_body or content is not None:
-                    kind = "ok" if response.is_success else "client_error"
+                    kind = "ok" if 200 <= response.status < 300 else "client_error"
                     attempts.append(Attempt(upstream.id, state, kind, (now - started) * 1e3))
                     return Answer(response, upstream, attempts, started, now, content)
         attempts.append(Attempt(upstream.id, state, outcome, (time.monotonic() - started) * 1e3))

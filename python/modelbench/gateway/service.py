@@ -10,7 +10,7 @@ import logging
 import random
 from typing import Any
 
-import httpx
+import aiohttp
 
 from modelbench.gateway.config import GatewayOptions, UpstreamConfig
 from modelbench.gateway.forward import Answer, send
@@ -50,9 +50,17 @@ class Gateway:
                     f"gateway policy names {name!r}, which no upstream declares; "
                     f"upstreams: {', '.join(self.pools) or 'none'}"
                 )
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        self.client = httpx.AsyncClient(limits=limits, timeout=None)
+        self._client: aiohttp.ClientSession | None = None
         self._checks: asyncio.Task[None] | None = None
+
+    @property
+    def client(self) -> aiohttp.ClientSession:
+        """The connection pool every upstream shares, made on first use (it
+        binds to the running event loop)."""
+        if self._client is None:
+            connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, ttl_dns_cache=300)
+            self._client = aiohttp.ClientSession(connector=connector)
+        return self._client
 
     def pool(self, name: str) -> UpstreamPool | None:
         return self.pools.get(name)
@@ -99,7 +107,8 @@ class Gateway:
         if self._checks is not None:
             self._checks.cancel()
             await asyncio.gather(self._checks, return_exceptions=True)
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.close()
 
     async def send_request(
         self,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from modelbench.gateway.breaker import BreakerState, CircuitBreaker
 from modelbench.gateway.config import GatewayOptions, UpstreamConfig
@@ -80,16 +80,18 @@ class Upstream:
         }
 
     async def check(
-        self, client: httpx.AsyncClient, timeout_s: float, unhealthy_after: int
+        self, client: aiohttp.ClientSession, timeout_s: float, unhealthy_after: int
     ) -> bool:
         """One active health check: GET {url}/models answers 200."""
         try:
-            response = await client.get(
-                f"{self.url}/models", headers=self.headers, timeout=timeout_s
-            )
-            ok = response.status_code == 200
-            error = None if ok else f"health check answered {response.status_code}"
-        except httpx.HTTPError as exc:
+            timeout = aiohttp.ClientTimeout(total=timeout_s)
+            async with client.get(
+                f"{self.url}/models", headers=self.headers, timeout=timeout
+            ) as response:
+                await response.read()
+                ok = response.status == 200
+                error = None if ok else f"health check answered {response.status}"
+        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError) as exc:
             ok, error = False, f"health check failed: {type(exc).__name__}: {exc}"
         if ok:
             if not self.healthy:

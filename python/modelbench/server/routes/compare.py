@@ -344,21 +344,21 @@ async def run_remote(
     record.routed(pool.name, answer.upstream.id)
     record.upstream = answer.upstream.url
     if not answer.ok:
-        content = await answer.response.aread()
+        content = await answer.read()
         finished(answer, ok=True)
         try:
             message = json.loads(content)["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = content.decode(errors="replace")[:500]
         raise APIError(
-            answer.response.status_code,
+            answer.status,
             f"{pool.name}: {message}",
             code="upstream_error",
             type="upstream_error",
         )
     chunks = 0
     try:
-        async for chunk in answer.response.aiter_raw():
+        async for chunk in answer.chunks():
             before = dict(record.texts)
             chunks += note_events(record, chunk)
             if on_text is not None:
@@ -367,11 +367,11 @@ async def run_remote(
                     if new:
                         await on_text(new)
     except asyncio.CancelledError:
-        await answer.response.aclose()
+        answer.close()
         cancelled(answer)
         raise
     except Exception as exc:
-        await answer.response.aclose()
+        answer.close()
         finished(answer, ok=False)
         raise APIError(
             502,
@@ -379,7 +379,7 @@ async def run_remote(
             code="upstream_stream_broken",
             type="upstream_error",
         ) from exc
-    await answer.response.aclose()
+    answer.close()
     finished(answer, ok=True, num_tokens=chunks or None)
     text = record.texts.get(0, "")
     usage = None

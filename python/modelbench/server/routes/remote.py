@@ -7,17 +7,15 @@ request's record learns the upstream and every attempt."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from modelbench.gateway.forward import Answer, UpstreamsFailed, cancelled, finished
+from modelbench.gateway.forward import BROKEN, Answer, UpstreamsFailed, cancelled, finished
 from modelbench.gateway.upstream import UpstreamPool
 from modelbench.server.errors import APIError
 from modelbench.server.recorder import Record, current_record
@@ -65,6 +63,11 @@ async def forward(
         record.upstream = answer.upstream.url
     headers = {SERVED_BY: served}
     if not stream or not answer.ok:
+        if answer.content is None:  # a stream the upstream refused: its error body
+            try:
+                answer.content = await answer.read()
+            finally:
+                answer.close()
         return whole(answer, pool, headers, record)
     return StreamingResponse(relay(answer, record), media_type="text/event-stream", headers=headers)
 
@@ -73,9 +76,7 @@ def whole(
     answer: Answer, pool: UpstreamPool, headers: dict[str, str], record: Record | None
 ) -> Response:
     """A non-streamed answer (or a client error, which is passed on as is)."""
-    content = answer.content
-    if content is None:  # a streamed request the upstream refused: its error body
-        content = b""
+    content = answer.content or b""
     parsed = parse_json(content)
     usage = parsed.get("usage") if isinstance(parsed, dict) else None
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
@@ -85,9 +86,8 @@ def whole(
     if answer.ok and isinstance(parsed, dict) and "model" in parsed:
         parsed["model"] = pool.name  # the name that served it, as clients know it
         content = json.dumps(parsed).encode()
-    media = answer.response.headers.get("content-type", "application/json")
     return Response(
-        content, status_code=answer.response.status_code, headers=headers, media_type=media
+        content, status_code=answer.status, headers=headers, media_type=answer.content_type
     )
 
 
@@ -97,14 +97,14 @@ async def relay(answer: Answer, record: Record | None) -> AsyncIterator[bytes]:
     num_chunks = 0
     ok = False
     try:
-        async for chunk in answer.response.aiter_raw():
+        async for chunk in answer.chunks():
             if record is not None:
                 num_chunks += note_events(record, chunk)
             else:
                 num_chunks += chunk.count(b"data: ")
             yield chunk
         ok = True
-    except (httpx.HTTPError, asyncio.TimeoutError) as exc:
+    except BROKEN as exc:
         error = {
             "error": {
                 "message": f"the upstream {answer.upstream.url} broke off the stream: "
@@ -118,10 +118,10 @@ async def relay(answer: Answer, record: Record | None) -> AsyncIterator[bytes]:
             record.error = error["error"]["message"]
         yield f"data: {json.dumps(error)}\n\n".encode()
     except BaseException:  # the client went away: the upstream request is cancelled below
-        await answer.response.aclose()
+        answer.close()
         cancelled(answer)
         raise
-    await answer.response.aclose()
+    answer.close()
     finished(answer, ok=ok, num_tokens=num_chunks or None)
 
 
