@@ -27,7 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelbench.engine.engine_args import EngineArgs
-from modelbench.gateway.config import GatewayOptions, UpstreamConfig, parse_pairs
+from modelbench.gateway.config import (
+    GatewayOptions,
+    UpstreamConfig,
+    parse_pairs,
+    upstream_from_flag,
+)
 from modelbench.gateway.policies import Policy
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -240,9 +245,7 @@ class Settings(BaseSettings):
         routing = dict(declared.routing) if declared else {}
         paths: list[str | None] = [*as_list(self.model)]
         upstreams = list(declared.upstreams) if declared else []
-        upstreams += [
-            UpstreamConfig(name=n, url=u) for n, u in parse_pairs("--upstream", self.upstream)
-        ]
+        upstreams += [upstream_from_flag(n, u) for n, u in parse_pairs("--upstream", self.upstream)]
         options = declared.gateway if declared else GatewayOptions()
         policies = parse_pairs("--policy", self.policy)
         fallbacks = parse_pairs("--fallback", self.fallback)

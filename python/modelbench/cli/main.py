@@ -123,8 +123,9 @@ def add_upstream_flags(p: argparse.ArgumentParser) -> None:
         "--upstream",
         action="append",
         metavar="NAME=URL",
-        help="serve NAME from an OpenAI-compatible base URL (http://host:port/v1); repeat it; "
-        "the same NAME twice makes replicas",
+        help="serve NAME from an OpenAI-compatible base URL (http://host:port/v1); "
+        "NAME=URL#MODEL when the upstream calls the model MODEL; repeat it; the same NAME "
+        "twice makes replicas",
     )
     p.add_argument(
         "--policy",

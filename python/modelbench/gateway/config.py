@@ -107,6 +107,13 @@ class GatewayOptions(BaseModel):
         )
 
 
+def upstream_from_flag(name: str, value: str) -> UpstreamConfig:
+    """``--upstream NAME=URL``, or ``NAME=URL#MODEL`` when the upstream knows
+    the model by another name (a base URL has no use for a fragment)."""
+    url, _, model = value.partition("#")
+    return UpstreamConfig(name=name, url=url, model=model or None)
+
+
 def parse_pairs(flag: str, values: list[str] | None) -> list[tuple[str, str]]:
     """``NAME=VALUE`` flags (``--upstream llama=http://...``), in order."""
     pairs = []

@@ -392,3 +392,15 @@ def test_every_request_is_recorded_with_its_upstream_and_attempts(upstreams, gat
         row["attempts"][0]["breaker"] == "closed"
         and row["output_text"] == f"answered by {good.port}"
     )
+
+
+def test_an_upstream_gets_the_model_name_it_knows(upstreams, gateways) -> None:
+    """`--upstream NAME=URL#MODEL`: clients send NAME, the upstream gets MODEL
+    (streamed events come as the upstream wrote them)."""
+    up = upstreams()
+    gw = gateways("--upstream", f"m={up.base}#their-name")
+    r = gw.chat("m", stream=True)
+    first = json.loads(next(line[6:] for line in r.text.splitlines() if line.startswith("data: ")))
+    assert first["model"] == "their-name"
+    assert gw.chat("m").json()["model"] == "m"  # a whole answer names what the client asked
+    assert gw.upstreams()["m"]["replicas"][0]["model"] == "their-name"
