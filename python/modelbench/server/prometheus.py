@@ -18,6 +18,7 @@ nothing is registered globally, so tests can build several apps.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -193,6 +194,22 @@ class EngineCollector(Collector):
         return iter(families.values())
 
 
+class EventLoopCollector(Collector):
+    """The asyncio tasks alive in the server's event loop at scrape time: flat
+    under a steady load, or something leaks."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped from outside the loop
+            return
+        gauge = GaugeMetricFamily(
+            "modelbench:event_loop_tasks", "asyncio tasks alive in the server's event loop."
+        )
+        gauge.add_metric([], float(tasks))
+        yield gauge
+
+
 class ServerMetrics:
     """The app's CollectorRegistry and the metrics observed into it."""
 
@@ -257,6 +274,7 @@ class ServerMetrics:
             registry=r,
         )
         r.register(EngineCollector(registry))
+        r.register(EventLoopCollector())
 
     def exposition(self) -> bytes:
         """The Prometheus text format of everything above."""

@@ -136,6 +136,12 @@ class Gateway:
         data = httpx.get(self.url + "/v1/upstreams", timeout=5).json()["data"]
         return {pool["name"]: pool for pool in data}
 
+    def event_loop_tasks(self) -> float:
+        for line in httpx.get(self.url + "/metrics", timeout=5).text.splitlines():
+            if line.startswith("modelbench:event_loop_tasks "):
+                return float(line.split()[1])
+        raise AssertionError("no modelbench:event_loop_tasks on /metrics")
+
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
 
@@ -335,11 +341,12 @@ def test_nothing_leaks_over_many_requests(upstreams, gateways) -> None:
     for _ in range(20):
         gw.chat("m")
         gw.chat("m", stream=True)
-    before = gw.open_fds()
+    before, tasks_before = gw.open_fds(), gw.event_loop_tasks()
     for _ in range(100):
         assert gw.chat("m").status_code == 200
         assert gw.chat("m", stream=True).status_code == 200
     assert gw.open_fds() <= before + 4  # keep-alive connections, not one per request
+    assert gw.event_loop_tasks() <= tasks_before + 2  # no task left behind per request
     assert all(r["outstanding"] == 0 for r in gw.upstreams()["m"]["replicas"])
 
 
