@@ -163,8 +163,9 @@ def load_models_file(path: str | Path) -> ModelsFile:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ValueError(f"models file {path}: {where}: {first['msg']}") from exc
-    # Flags may add the entries; Settings.model_configs checks the whole.
-    parsed.check(f"models file {path}", need_entries=bool(parsed.models or parsed.upstreams))
+    # A file of [gateway] settings alone is for upstreams given as flags;
+    # Settings.model_configs checks the whole.
+    parsed.check(f"models file {path}", need_entries="gateway" not in raw)
     return parsed
 
 

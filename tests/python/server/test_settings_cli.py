@@ -122,7 +122,12 @@ def test_models_file(tmp_path: Path) -> None:
         ("[[models]]\nname = 'a'\n[routing]\na = 'random'\n", "routing.a"),
         ("[[models]]\nname = 'a'\nspeed = 3\n", "models.0.speed"),
         ("models = [", "not valid TOML"),
-        ("", "models: Field required"),
+        ("", "declares no [[models]] and no [[upstreams]]"),
+        ("[[upstreams]]\nname = 'u'\nurl = 'ftp://x'\n", "upstreams.0.url"),
+        (
+            "[[upstreams]]\nname = 'u'\nurl = 'http://h/v1'\n[gateway]\nfallback = {u = 'v'}\n",
+            "names 'v', which is not served",
+        ),
     ],
 )
 def test_models_file_errors_say_where(tmp_path: Path, text: str, message: str) -> None:
