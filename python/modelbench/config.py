@@ -190,6 +190,9 @@ class Settings(BaseSettings):
     upstream: list[str] | None = None
     policy: list[str] | None = None
     fallback: list[str] | None = None
+    # With neither a models file nor --model, serve the default model
+    # (modelbench gateway turns this off: it serves upstreams only).
+    serve_default_model: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_model_len: int | None = Field(default=None, ge=1)
@@ -265,7 +268,7 @@ class Settings(BaseSettings):
                     f"--policy {bad or '?'}: the policy must be one of "
                     f"{', '.join(get_args(Policy))}"
                 ) from exc
-        if declared is None and not paths and not upstreams:
+        if declared is None and not paths and self.serve_default_model:
             paths = [None]  # the default model
         names = as_list(self.served_model_name)
         if names and len(names) != len(paths):

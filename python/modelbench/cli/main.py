@@ -33,6 +33,7 @@ SERVE_FLAGS = (
     "upstream",
     "policy",
     "fallback",
+    "serve_default_model",
 )
 
 
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_upstream_flags(g)
     add_server_flags(g)
-    g.set_defaults(func=serve)
+    g.set_defaults(func=serve, serve_default_model=False)
     cli_compare.add_parser(commands)
     cli_db.add_parser(commands)
     cli_worker.add_parser(commands)

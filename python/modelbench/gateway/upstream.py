@@ -46,7 +46,9 @@ class Upstream:
         # publishes them to the other gateway processes.
         self.on_breaker_change: Callable[[Upstream, BreakerState, BreakerState], None] | None = None
         key = config.api_key()
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.headers = {"Content-Type": "application/json"}
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
 
     @property
     def available(self) -> bool:

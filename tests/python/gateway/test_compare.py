@@ -200,3 +200,36 @@ def test_one_server_serves_local_and_remote_names(mixed) -> None:
     assert local.status_code == 200 and local.json()["model"] == "tiny:1"
     ids = [m["id"] for m in httpx.get(url + "/v1/models", timeout=5).json()["data"]]
     assert ids == ["tiny", "tiny:1", "fast", "stuck"]
+
+
+def test_a_gateway_in_front_of_a_real_modelbench_server(mixed, tmp_path: Path) -> None:
+    """The upstream is `modelbench serve` itself (strict about its input):
+    chat, streamed chat and completions through a gateway process, with the
+    openai client."""
+    from openai import OpenAI
+
+    from .test_gateway_faults import Gateway
+
+    url, _, _ = mixed
+    gw = Gateway(["--upstream", f"small={url}/v1#tiny"], None, tmp_path)
+    try:
+        client = OpenAI(base_url=gw.url + "/v1", api_key="unused")
+        chat = client.chat.completions.create(
+            model="small", messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0
+        )
+        assert (
+            chat.model == "small" and chat.usage is not None and chat.usage.completion_tokens == 3
+        )
+        pieces = client.chat.completions.create(
+            model="small",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=3,
+            temperature=0,
+            stream=True,
+        )
+        streamed = "".join(c.choices[0].delta.content or "" for c in pieces if c.choices)
+        assert streamed == chat.choices[0].message.content
+        text = client.completions.create(model="small", prompt="Once", max_tokens=2, temperature=0)
+        assert text.usage is not None and text.usage.completion_tokens == 2
+    finally:
+        gw.stop()

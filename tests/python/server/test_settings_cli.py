@@ -217,3 +217,14 @@ def test_serving_several_models_from_the_command_line(
                 assert (
                     r.json()["model"] == f"{name}:1" and r.json()["usage"]["completion_tokens"] == 3
                 )
+
+
+def test_serve_keeps_the_default_model_beside_upstreams_and_the_gateway_does_not() -> None:
+    serve = Settings(upstream=["u=http://127.0.0.1:9/v1#theirs"]).model_configs()
+    assert [m.name for m in serve.models] == ["SmolLM2-135M-Instruct"]
+    assert [(u.name, u.url, u.upstream_model) for u in serve.upstreams] == [
+        ("u", "http://127.0.0.1:9/v1", "theirs")
+    ]
+    args = build_parser().parse_args(["gateway", "--upstream", "u=http://127.0.0.1:9/v1"])
+    gateway = settings_from_args(args).model_configs()
+    assert gateway.models == [] and [u.name for u in gateway.upstreams] == ["u"]
