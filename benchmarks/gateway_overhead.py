@@ -443,8 +443,7 @@ def main() -> None:
             f"p99-under-load targets are judged on {best['client']}'s run, the cheapest client",
             "httpx.AsyncClient's own CPU per request (client_cpu_ms_per_request) grows with its "
             "connection pool, so at this concurrency it rather than the server can be the "
-            "bottleneck of its runs; the gateway forwards to its upstream with an "
-            "httpx.AsyncClient too",
+            "bottleneck of its runs (the gateway forwards to its upstreams with aiohttp)",
         ],
     }
     emit(result, args.out)
