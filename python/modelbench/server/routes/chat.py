@@ -34,7 +34,7 @@ from modelbench.server.routes.generation import (
     start_generation,
     usage_of,
 )
-from modelbench.server.routes.remote import forward
+from modelbench.server.routes.remote import answer_if_remote
 
 router = APIRouter()
 
@@ -87,12 +87,10 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, registry: RegistryDep
 ) -> ChatCompletionResponse | Response:
     describe_request(body, messages=[m.model_dump(exclude_none=True) for m in body.messages])
-    pool = registry.remote(body.model)
-    if pool is not None:
-        answer = await forward(request, registry, pool, "/chat/completions", body)
-        if not isinstance(answer, str):
-            return answer
-        body = body.model_copy(update={"model": answer})  # a local fallback serves it
+    served = await answer_if_remote(request, registry, "/chat/completions", body)
+    if isinstance(served, Response):
+        return served
+    body = served  # a local model, or the local fallback of a remote one
     handle = resolve(request, body.model)
     engine = handle.engine
     assert engine is not None

@@ -33,7 +33,7 @@ from modelbench.server.routes.generation import (
     start_generation,
     usage,
 )
-from modelbench.server.routes.remote import forward
+from modelbench.server.routes.remote import answer_if_remote
 
 router = APIRouter()
 
@@ -113,12 +113,10 @@ async def create_completion(
     body: CompletionRequest, request: Request, registry: RegistryDep
 ) -> CompletionResponse | Response:
     describe_request(body, prompt=body.prompt)
-    pool = registry.remote(body.model)
-    if pool is not None:
-        answer = await forward(request, registry, pool, "/completions", body)
-        if not isinstance(answer, str):
-            return answer
-        body = body.model_copy(update={"model": answer})  # a local fallback serves it
+    served = await answer_if_remote(request, registry, "/completions", body)
+    if isinstance(served, Response):
+        return served
+    body = served  # a local model, or the local fallback of a remote one
     handle = resolve(request, body.model)
     params = build_params(body.sampling_params)
     request_id = random_id("cmpl")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
@@ -23,6 +23,24 @@ from modelbench.server.registry import ModelRegistry
 from modelbench.server.routes.generation import until_disconnect
 
 SERVED_BY = "x-modelbench-served-by"
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+async def answer_if_remote(
+    request: Request, registry: ModelRegistry, path: str, body: B
+) -> Response | B:
+    """The upstreams' response when ``body.model`` is a remote name; else the
+    body to serve here (naming the local fallback when one was taken)."""
+    model = getattr(body, "model", None)
+    pool = registry.remote(model) if isinstance(model, str) else None
+    if pool is None:
+        return body
+    answer = await forward(request, registry, pool, path, body)
+    if isinstance(answer, str):
+        return body.model_copy(update={"model": answer})
+    return answer
 
 
 async def forward(
