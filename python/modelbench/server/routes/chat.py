@@ -24,6 +24,7 @@ from modelbench.server.protocol import (
     ChatTokenLogprob,
     ChatTopLogprob,
     DeltaMessage,
+    now,
     random_id,
 )
 from modelbench.server.routes.generation import (
@@ -143,6 +144,8 @@ async def stream_chat(
     include_usage: bool,
     n: int,
 ) -> AsyncIterator[str]:
+    created = now()  # one id and one creation time for every chunk of the response
+
     def chunk(
         index: int,
         delta: DeltaMessage,
@@ -152,6 +155,7 @@ async def stream_chat(
         return sse(
             ChatCompletionChunk(
                 id=request_id,
+                created=created,
                 model=model,
                 choices=[
                     ChatChunkChoice(
@@ -177,7 +181,11 @@ async def stream_chat(
         if include_usage and last is not None:
             yield sse(
                 ChatCompletionChunk(
-                    id=request_id, model=model, choices=[], usage=usage_of(last, num_generated)
+                    id=request_id,
+                    created=created,
+                    model=model,
+                    choices=[],
+                    usage=usage_of(last, num_generated),
                 )
             )
         yield SSE_DONE

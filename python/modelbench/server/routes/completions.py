@@ -19,6 +19,7 @@ from modelbench.server.protocol import (
     CompletionRequest,
     CompletionResponse,
     Usage,
+    now,
     random_id,
 )
 from modelbench.server.registry import ModelHandle
@@ -167,12 +168,14 @@ async def stream_completion(
     echoes: list[str] | None,
 ) -> AsyncIterator[str]:
     choices = [Choice() for _ in range(prompts.num_choices)]  # text offsets and token counts so far
+    created = now()  # one id and one creation time for every chunk of the response
     try:
         if echoes:  # each choice starts with its prompt's text
             for i in range(prompts.num_choices):
                 yield sse(
                     CompletionResponse(
                         id=request_id,
+                        created=created,
                         model=model,
                         choices=[CompletionChoice(index=i, text=echoes[i // prompts.n])],
                     )
@@ -188,6 +191,7 @@ async def stream_completion(
             yield sse(
                 CompletionResponse(
                     id=request_id,
+                    created=created,
                     model=model,
                     choices=[
                         CompletionChoice(
@@ -203,6 +207,7 @@ async def stream_completion(
             yield sse(
                 CompletionResponse(
                     id=request_id,
+                    created=created,
                     model=model,
                     choices=[],
                     usage=prompts.usage(sum(c.num_generated for c in choices)),
