@@ -7,10 +7,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from modelbench._version import __version__
 from modelbench.server.dependencies import RegistryDep
 from modelbench.server.registry import ModelState
 
 router = APIRouter(tags=["health"])
+
+
+@router.get("/version")
+async def version() -> dict[str, str]:
+    """The modelbench version serving (vLLM's /version)."""
+    return {"version": __version__}
 
 
 @router.get("/health")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from modelbench.server.dependencies import RegistryDep
+from modelbench.server.errors import APIError
 from modelbench.server.protocol import ModelCard, ModelList
 from modelbench.server.registry import ModelHandle, ModelRegistry, ModelState
 
@@ -25,6 +26,22 @@ def version_card(handle: ModelHandle, registry: ModelRegistry) -> ModelCard:
         weight=handle.config.weight,
         outstanding=handle.outstanding,
         max_model_len=handle.max_model_len,
+    )
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, registry: RegistryDep) -> ModelCard:
+    """One entry of /v1/models (what the openai client's models.retrieve asks)."""
+    for card in (await list_models(registry)).data:
+        if card.id == model_id:
+            return card
+    raise APIError(
+        404,
+        f"The model {model_id!r} does not exist. Available models: "
+        f"{', '.join(registry.available_ids()) or 'none'}",
+        param="model",
+        code="model_not_found",
+        type="not_found_error",
     )
 
 
