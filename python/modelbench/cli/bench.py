@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import sys
 from typing import Any
 
@@ -38,7 +39,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="folder or .gguf whose tokenizer builds prompts and counts tokens "
         "(default: --model when it is a path, else the default model)",
     )
-    p.add_argument("--api-key", help="bearer key for the server")
+    p.add_argument(
+        "--api-key",
+        help="bearer key for the server (default: MODELBENCH_API_KEY, else OPENAI_API_KEY)",
+    )
     p.add_argument(
         "--dataset", choices=("random", "sharegpt", "jsonl", "builtin"), default="random"
     )
@@ -94,6 +98,8 @@ def parse_sweep(spec: str | None) -> tuple[str, list[float]] | None:
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.api_key is None:
+        args.api_key = os.environ.get("MODELBENCH_API_KEY") or os.environ.get("OPENAI_API_KEY")
     try:
         results = asyncio.run(run(args))
     except ValueError as exc:
@@ -102,6 +108,29 @@ def main(args: argparse.Namespace) -> None:
         with open(args.result_file, "w") as f:
             json.dump(results if len(results) > 1 else results[0], f, indent=2)
             f.write("\n")
+    for result in results:
+        hint = refused_hint(result, key_given=args.api_key is not None)
+        if hint:
+            raise SystemExit(f"modelbench bench: {hint}")
+
+
+def refused_hint(result: dict[str, Any], key_given: bool) -> str | None:
+    """What to do when the server refused every request for want of a key
+    (401) or for the key's rights (403); None when anything got through."""
+    kinds = set(result.get("errors_by_kind") or {})
+    if result.get("completed") or not kinds or not kinds <= {"HTTP 401", "HTTP 403"}:
+        return None
+    if "HTTP 401" in kinds:
+        if key_given:
+            return (
+                "every request was refused with HTTP 401: the server does not accept the key "
+                "given (--api-key, MODELBENCH_API_KEY or OPENAI_API_KEY); check it"
+            )
+        return (
+            "every request was refused with HTTP 401: the server wants an API key; pass "
+            "--api-key KEY or set MODELBENCH_API_KEY (or OPENAI_API_KEY)"
+        )
+    return "every request was refused with HTTP 403: the key given may not use this model or route"
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:

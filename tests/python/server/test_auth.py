@@ -319,3 +319,52 @@ def test_metrics_can_require_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         .status_code
         == 200
     )  # by default scrapes need no key
+
+
+def test_bench_takes_its_key_from_the_environment_and_says_which_is_missing(
+    keyed: tuple[RunningServer, Keys], tiny_llama_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    server, keys = keyed
+    command = [
+        sys.executable,
+        "-m",
+        "modelbench",
+        "bench",
+        "--backend",
+        "openai",
+        "--base-url",
+        server.base_url,
+        "--model",
+        MODEL_NAME,
+        "--tokenizer",
+        str(tiny_llama_path),
+        "--dataset",
+        "random",
+        "--num-prompts",
+        "2",
+        "--random-input-len",
+        "8",
+        "--random-output-len",
+        "2",
+        "--no-progress",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("MODELBENCH_API_KEY", "OPENAI_API_KEY")}
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "HTTP 401" in refused.stderr and "MODELBENCH_API_KEY" in refused.stderr
+    served = subprocess.run(
+        command,
+        env={**env, "OPENAI_API_KEY": keys.user},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert served.returncode == 0, served.stderr
+    assert (
+        "Successful requests:" in served.stdout
+        and "Failed requests:                         0" in served.stdout
+    )
