@@ -19,9 +19,27 @@ from modelbench.engine.embedding import EmbedInput, embed
 from modelbench.engine.engine_args import EngineArgs, build_engine
 from modelbench.engine.outputs import RequestOutput, RequestState
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.models.tokenizer import Tokenizer
 
-PromptType = str | list[int]
+# vLLM's prompt shapes: a text, token ids, {"prompt": text} or
+# {"prompt_token_ids": [...]} (a TextPrompt or TokensPrompt).
+PromptType = str | list[int] | dict[str, Any]
 Message = dict[str, str]
+SHAPES = (
+    "a string, a list of token ids, {'prompt': str}, {'prompt_token_ids': [int, ...]}, "
+    "or a list of those"
+)
+
+
+def prompt_batch(prompts: object) -> list[PromptType]:
+    """The prompts of one ``generate`` call: one prompt, or a list of them."""
+    if isinstance(prompts, (str, dict)):
+        return [prompts]
+    if isinstance(prompts, (list, tuple)):
+        if prompts and all(isinstance(t, int) and not isinstance(t, bool) for t in prompts):
+            return [list(prompts)]
+        return list(prompts)
+    raise TypeError(f"prompts must be {SHAPES}; got {type(prompts).__name__}")
 
 
 class LLM:
@@ -85,14 +103,10 @@ class LLM:
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = True,
     ) -> list[RequestOutput]:
-        """Generate for each prompt (text, or a list of token ids); results in prompt order."""
-        batch: list[PromptType]
-        if isinstance(prompts, str) or (
-            isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
-        ):
-            batch = [cast(PromptType, prompts)]
-        else:
-            batch = list(cast(Sequence[PromptType], prompts))
+        """Generate for each prompt, in vLLM's shapes: a string, token ids,
+        ``{"prompt": ...}``, ``{"prompt_token_ids": [...]}``, or a list of those;
+        results in prompt order. Another shape is a TypeError naming these."""
+        batch = prompt_batch(prompts)
         if not batch:
             return []
         if sampling_params is None:
@@ -129,15 +143,29 @@ class LLM:
             prompts.append(text)
         return self.generate(prompts, sampling_params, use_tqdm)
 
-    def _encode(self, prompt: PromptType) -> tuple[str | None, list[int]]:
+    def get_tokenizer(self) -> Tokenizer:
+        """The model's tokenizer (vLLM's ``LLM.get_tokenizer``)."""
+        return self.tokenizer
+
+    def _encode(self, prompt: object) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, dict):
+            if "multi_modal_data" in prompt:
+                raise TypeError("multi_modal_data is not supported: modelbench serves text models")
+            unknown = sorted(set(prompt) - {"prompt", "prompt_token_ids"})
+            if unknown or len(prompt) != 1:
+                raise TypeError(
+                    f"a prompt dict holds 'prompt' or 'prompt_token_ids', one of them; got keys "
+                    f"{sorted(prompt)}"
+                )
+            prompt = prompt.get("prompt", prompt.get("prompt_token_ids"))
         if isinstance(prompt, str):
             # Chat templates already carry the BOS token where the model wants one.
             return prompt, self.tokenizer.encode(prompt, add_special_tokens=True)
-        if not isinstance(prompt, list) or not all(isinstance(t, int) for t in prompt):
-            raise ValueError(
-                f"a prompt must be a string or a list of token ids, got {type(prompt).__name__}"
-            )
-        return None, list(prompt)
+        if isinstance(prompt, (list, tuple)) and all(
+            isinstance(t, int) and not isinstance(t, bool) for t in prompt
+        ):
+            return None, list(prompt)
+        raise TypeError(f"a prompt must be {SHAPES}; got {type(prompt).__name__}")
 
     def _run(
         self,

@@ -220,3 +220,37 @@ def test_bad_input_raises_value_error(llm: LLM, tmp_path: Path) -> None:
         llm.generate(["a", "b"], [SamplingParams()] * 3, use_tqdm=False)
     # The engine is still usable after rejected input.
     assert llm.generate("ok", SamplingParams(max_tokens=2), use_tqdm=False)[0].outputs[0].token_ids
+
+
+def test_vllm_prompt_shapes_give_the_same_outputs(llm: LLM) -> None:
+    greedy = SamplingParams(temperature=0.0, max_tokens=4)
+    ids = llm.get_tokenizer().encode("The cat", add_special_tokens=True)
+    expected = llm.generate("The cat", greedy, use_tqdm=False)[0].outputs[0].token_ids
+    shapes = [
+        {"prompt": "The cat"},
+        {"prompt_token_ids": ids},
+        ids,
+        [{"prompt": "The cat"}, {"prompt_token_ids": ids}, "The cat", ids],
+    ]
+    for shape in shapes:
+        outs = llm.generate(shape, greedy, use_tqdm=False)
+        assert [o.outputs[0].token_ids for o in outs] == [expected] * len(outs), shape
+    assert len(llm.generate([{"prompt": "a"}, {"prompt": "b"}], greedy, use_tqdm=False)) == 2
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        ({"prompt": "hi", "multi_modal_data": {"image": 1}}, "multi_modal_data is not supported"),
+        ({"text": "hi"}, "holds 'prompt' or 'prompt_token_ids'"),
+        ({"prompt": "hi", "prompt_token_ids": [1]}, "one of them"),
+        (42, "prompts must be a string, a list of token ids"),
+        ([3.5], "a prompt must be a string"),
+        ([[1, "x"]], "a prompt must be a string"),
+    ],
+)
+def test_other_prompt_shapes_are_a_type_error_naming_the_accepted_ones(
+    llm: LLM, prompts: object, message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        llm.generate(prompts, use_tqdm=False)  # type: ignore[arg-type]
