@@ -41,6 +41,7 @@ from modelbench.server.routes import (
     infer,
     models,
     requests,
+    tokenize,
     upstreams,
 )
 from modelbench.server.routes import metrics as metrics_route
@@ -180,6 +181,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         requests,
         upstreams,
         compare,
+        tokenize,
     ):
         app.include_router(module.router, dependencies=keyed)
     app.include_router(admin.router, dependencies=[Depends(require_admin)])
