@@ -24,6 +24,14 @@ PER_REQUEST = (
 )
 
 
+def served_model(result: dict[str, Any]) -> str | None:
+    """The model a run measured: the one asked for, else the one the target
+    said it served (a run against a server's default model names it so)."""
+    identity = (result.get("environment") or {}).get("model") or {}
+    asked = result["config"].get("model")
+    return asked or identity.get("served") or identity.get("name")
+
+
 def store_url(url: str | None) -> str:
     from modelbench.config import Settings
 
@@ -62,7 +70,7 @@ def save_run(result: dict[str, Any], url: str | None = None) -> str:
                     id=run_id,
                     name=result["config"].get("name"),
                     backend=result["config"]["backend"],
-                    model=result["config"].get("model"),
+                    model=served_model(result),
                     config=result["config"],
                     environment=result["environment"],
                     summary=summary,

@@ -214,3 +214,13 @@ def test_bench_cli_end_to_end(tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode != 0 and "need --model" in bad.stderr
+
+
+def test_a_run_without_model_is_saved_under_the_model_the_server_served(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = fake_result("default", 1, 0.1)
+    result["config"]["model"] = None
+    result["environment"]["model"] = {"name": None, "served": "SmolLM2-135M-Instruct"}
+    run_id = save_run(result, url)
+    [run] = [r for r in list_runs(url) if r["id"] == run_id]
+    assert run["model"] == "SmolLM2-135M-Instruct"
