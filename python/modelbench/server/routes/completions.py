@@ -62,6 +62,7 @@ class Prompts:
         self.prompts = prompts
         self.n = n
         self.num_prompt_tokens = [0] * len(prompts)  # learnt from each prompt's deltas
+        self.num_cached_tokens = [0] * len(prompts)  # of those, served by the prefix cache
 
     @property
     def num_choices(self) -> int:
@@ -91,7 +92,9 @@ class Prompts:
         merged = streams[0] if len(streams) == 1 else merge(streams)
         try:
             async for out in merged:
-                self.num_prompt_tokens[out.outputs[0].index // self.n] = len(out.prompt_token_ids)
+                k = out.outputs[0].index // self.n
+                self.num_prompt_tokens[k] = len(out.prompt_token_ids)
+                self.num_cached_tokens[k] = out.metrics.num_cached_tokens
                 yield out
         finally:
             await merged.aclose()  # type: ignore[attr-defined]  # stops merge's pumps first
@@ -99,7 +102,7 @@ class Prompts:
                 await stream.aclose()  # type: ignore[attr-defined]
 
     def usage(self, num_generated: int) -> Usage:
-        return usage(sum(self.num_prompt_tokens), num_generated)
+        return usage(sum(self.num_prompt_tokens), num_generated, sum(self.num_cached_tokens))
 
     def echoes(self, tokenizer: Tokenizer) -> list[str]:
         """Each prompt's text, as ``echo`` puts it before its choices'."""

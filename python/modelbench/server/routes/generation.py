@@ -21,7 +21,7 @@ from modelbench.engine.outputs import RequestOutput
 from modelbench.engine.sampling_params import SamplingParams
 from modelbench.server.errors import APIError, invalid_value
 from modelbench.server.prometheus import RequestObserver
-from modelbench.server.protocol import Usage
+from modelbench.server.protocol import PromptTokensDetails, Usage
 from modelbench.server.recorder import current_record
 from modelbench.server.registry import ModelHandle, ModelRegistry
 
@@ -240,13 +240,15 @@ SSE_DONE = sse("[DONE]")
 
 
 def usage_of(out: RequestOutput, num_generated: int) -> Usage:
-    """Prompt tokens are counted once however many choices share the prompt."""
-    return usage(len(out.prompt_token_ids), num_generated)
+    """Prompt tokens are counted once however many choices share the prompt;
+    ``cached_tokens`` says how many of them the prefix cache served."""
+    return usage(len(out.prompt_token_ids), num_generated, out.metrics.num_cached_tokens)
 
 
-def usage(num_prompt: int, num_generated: int) -> Usage:
+def usage(num_prompt: int, num_generated: int, num_cached: int = 0) -> Usage:
     return Usage(
         prompt_tokens=num_prompt,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=num_cached),
         completion_tokens=num_generated,
         total_tokens=num_prompt + num_generated,
     )
