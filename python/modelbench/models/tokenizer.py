@@ -89,17 +89,35 @@ class Tokenizer:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def apply_chat_template(
-        self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True, **kwargs: Any
+        self,
+        messages: Sequence[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        chat_template: str | None = None,
+        **kwargs: Any,
     ) -> str:
-        """Render ``messages`` with the model's chat template, as transformers does.
+        """Render ``messages`` with the model's chat template (or
+        ``chat_template``), as transformers does: ``continue_final_message``
+        leaves the last message open, so the model continues it; other
+        keyword arguments are the template's variables.
 
         Raises:
-            ValueError: the model has no chat template.
+            ValueError: no chat template; or continue_final_message without a
+                final message to continue, or with add_generation_prompt.
         """
-        if not self.chat_template:
+        source = chat_template or self.chat_template
+        if not source:
             raise ValueError("this model has no chat template; send a plain prompt instead")
-        template = _compile_template(self.chat_template)
-        return str(
+        if continue_final_message:
+            if add_generation_prompt:
+                raise ValueError(
+                    "continue_final_message and add_generation_prompt cannot both be true: "
+                    "set add_generation_prompt to false to continue the last message"
+                )
+            if not messages or not isinstance(messages[-1].get("content"), str):
+                raise ValueError("continue_final_message needs a last message with text content")
+        template = _compile_template(source)
+        rendered = str(
             template.render(
                 messages=list(messages),
                 add_generation_prompt=add_generation_prompt,
@@ -108,6 +126,15 @@ class Tokenizer:
                 **kwargs,
             )
         )
+        if continue_final_message:
+            # What transformers does: cut what the template wrote after the last
+            # message's text (its end-of-turn), so the text stays open.
+            final = str(messages[-1]["content"]).strip()
+            end = rendered.rfind(final)
+            if end < 0:
+                raise ValueError("the chat template does not write the last message's text as is")
+            rendered = rendered[: end + len(final)]
+        return rendered
 
 
 _template_cache: dict[str, Any] = {}

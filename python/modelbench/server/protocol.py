@@ -247,6 +247,30 @@ class ChatCompletionRequest(SamplingRequest):
     parallel_tool_calls: bool | None = None  # means nothing without tools
     functions: list[Any] | None = None  # the deprecated spelling of tools
     function_call: str | dict[str, Any] | None = None
+    # vLLM's chat-template controls.
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False  # the last (assistant) message is continued
+    chat_template: str | None = None  # a Jinja template for this request only
+    chat_template_kwargs: dict[str, Any] | None = None  # extra template variables
+    echo: bool = False  # the answer starts with the last message's text when it is the assistant's
+
+    @field_validator("continue_final_message")
+    @classmethod
+    def _continue_without_generation_prompt(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("add_generation_prompt", True):
+            raise PydanticCustomError(
+                "continue_with_generation_prompt",
+                "continue_final_message needs add_generation_prompt: false (the last message "
+                "is continued, not answered)",
+            )
+        return value
+
+    def echoed(self) -> str:
+        """What ``echo`` puts before the generated text."""
+        last = self.messages[-1]
+        if not self.echo or last.role != "assistant":
+            return ""
+        return str(last.for_template().get("content") or "")
 
     @field_validator("top_logprobs")
     @classmethod

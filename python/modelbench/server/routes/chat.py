@@ -70,7 +70,13 @@ async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> lis
     messages = [m.for_template() for m in body.messages]
 
     def render() -> list[int]:
-        text = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        text = engine.tokenizer.apply_chat_template(
+            messages,
+            add_generation_prompt=body.add_generation_prompt,
+            continue_final_message=body.continue_final_message,
+            chat_template=body.chat_template,
+            **(body.chat_template_kwargs or {}),
+        )
         return engine.tokenizer.encode(text, add_special_tokens=False)
 
     try:
@@ -114,6 +120,7 @@ async def create_chat_completion(
                 top,
                 body.include_usage,
                 params.n,
+                body.echoed(),
             ),
             media_type="text/event-stream",
         )
@@ -126,7 +133,7 @@ async def create_chat_completion(
         choices=[
             ChatChoice(
                 index=i,
-                message=ChatResponseMessage(content=c.text),
+                message=ChatResponseMessage(content=body.echoed() + c.text),
                 finish_reason=c.finish_reason,
                 logprobs=to_chat_logprobs(c.positions, top) if body.logprobs else None,
             )
@@ -143,6 +150,7 @@ async def stream_chat(
     top: int,
     include_usage: bool,
     n: int,
+    echoed: str = "",
 ) -> AsyncIterator[str]:
     created = now()  # one id and one creation time for every chunk of the response
 
@@ -168,7 +176,7 @@ async def stream_chat(
     num_generated, last = 0, None
     try:
         for i in range(n):
-            yield chunk(i, DeltaMessage(role="assistant", content=""))
+            yield chunk(i, DeltaMessage(role="assistant", content=echoed))
         async for out in deltas:
             delta = out.outputs[0]
             num_generated += len(delta.token_ids)
