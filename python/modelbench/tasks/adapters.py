@@ -1,4 +1,4 @@
-"""Task adapters: generate, summarize, sentiment and classify over an AsyncEngine.
+"""Task adapters: generate, summarize, sentiment, classify and embed over an AsyncEngine.
 
 Each task turns a text into a prompt, runs it through the engine and shapes
 the answer; nothing here knows HTTP, so notebooks use it as the server does::
@@ -27,6 +27,8 @@ the answer; nothing here knows HTTP, so notebooks use it as the server does::
   sentiment sentences (every positive and negative one, neutral mostly not)
   and 29 of 30 topic sentences of tests/python/data/task_eval.json right
   (10 and 12 before: the labels' prior decided).
+- ``embed``: the text's mean-pooled, L2-normalized final hidden state (the
+  vector /v1/embeddings gives), as ``{"embedding": [...], "dimensions": n}``.
 
 Bad input raises ``TaskInputError`` (a ValueError) naming the parameter.
 """
@@ -58,8 +60,8 @@ from modelbench.tasks.labels import (
     score_labels,
 )
 
-InferTask = Literal["generate", "summarize", "sentiment", "classify"]
-INFER_TASKS: tuple[str, ...] = ("generate", "summarize", "sentiment", "classify")
+InferTask = Literal["generate", "summarize", "sentiment", "classify", "embed"]
+INFER_TASKS: tuple[str, ...] = ("generate", "summarize", "sentiment", "classify", "embed")
 SENTIMENT_LABELS = ("positive", "negative", "neutral")
 DEFAULT_MAX_TOKENS = 128  # generate and summarize, capped by the room left in the context
 MAX_LABELS = 64  # each label is one sequence through the engine
@@ -115,7 +117,15 @@ class ClassifyParameters(BaseModel):
     labels: list[str]
 
 
+class EmbedParameters(BaseModel):
+    """Embed takes no parameters: the vector is the mean-pooled, normalized
+    final hidden state, as /v1/embeddings gives it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 _PARAMETER_MODELS: dict[str, type[BaseModel]] = {
+    "embed": EmbedParameters,
     "generate": GenerationParameters,
     "summarize": GenerationParameters,
     "sentiment": SentimentParameters,
@@ -239,6 +249,13 @@ async def run_task(
     try:
         if isinstance(parsed, GenerationParameters):
             return await _run_generation(engine, task, text, parsed, request_id)
+        if isinstance(parsed, EmbedParameters):
+            embedded = await engine.embed([text])
+            vector = embedded.embeddings[0]
+            return TaskOutput(
+                result={"embedding": vector, "dimensions": len(vector)},
+                metadata={"prompt_tokens": embedded.num_prompt_tokens},
+            )
         labels = parsed.labels if isinstance(parsed, ClassifyParameters) else list(SENTIMENT_LABELS)
         return await run_labels(engine, task, text, labels, request_id)
     except TaskInputError:

@@ -220,7 +220,7 @@ def test_batch_keeps_order_and_fails_bad_items_alone(
         ({"text": "a", "prompt": "b"}, "text", ["not both"]),
         ({"text": 3}, "text", ["valid string"]),
         ({"text": "a", "task": "juggle"}, "task", ["task:", "'generate'"]),
-        ({"text": "a", "task": "embed"}, "task", ["task:"]),
+        ({"text": "a", "task": "translate"}, "task", ["task:"]),
         ({"text": "a", "colour": "blue"}, "colour", ["colour is not supported"]),
         (
             {"text": "a", "parameters": {"max_tokenz": 3, "temp": 1}},

@@ -284,7 +284,7 @@ def test_summarize_uses_the_template_greedy_by_default(
         ("classify", {"labels": ["a", " "]}, "parameters.labels", "blank"),
         ("classify", {"labels": ["a", "b", "a"]}, "parameters.labels", "'a' twice"),
         ("classify", {"labels": "a,b"}, "parameters.labels", "valid list"),
-        ("embed", {}, "task", "task must be one of"),
+        ("translate", {}, "task", "task must be one of"),
     ],
 )
 def test_bad_parameters_name_the_field(
