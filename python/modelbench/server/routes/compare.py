@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelbench.gateway.forward import UpstreamsFailed, cancelled, finished
+from modelbench.gateway.forward import cancelled, finished
 from modelbench.server.dependencies import RegistryDep
 from modelbench.server.errors import APIError
 from modelbench.server.protocol import (
@@ -39,7 +39,7 @@ from modelbench.server.routes.generation import (
     start_generation,
     until_disconnect,
 )
-from modelbench.server.routes.remote import note_events
+from modelbench.server.routes.remote import note_events, send_along_fallbacks
 
 router = APIRouter(tags=["compare"])
 DEFAULT_MAX_MODELS = 8
@@ -322,27 +322,13 @@ async def run_remote(
     path = "/chat/completions" if chat else "/completions"
     payload = body.model_dump(exclude_unset=True)
     payload.update(stream=True, stream_options={"include_usage": True})
-    name = body.model
-    seen = [name]
-    while True:
-        pool = gateway.pool(name)
-        if pool is None:  # fell back to a local model
-            local = body.model_copy(update={"model": name})
-            return await run_local(registry, local, record, on_text)
-        try:
-            answer = await gateway.send_request(pool, path, payload, None)
-            break
-        except UpstreamsFailed as exc:
-            record.attempts += [a.as_dict() for a in exc.attempts]
-            if pool.fallback is None or pool.fallback in seen:
-                raise APIError(
-                    exc.status, str(exc), code="upstreams_unavailable", type="upstream_error"
-                ) from exc
-            name = pool.fallback
-            seen.append(name)
-    record.attempts += [a.as_dict() for a in answer.attempts]
-    record.routed(pool.name, answer.upstream.id)
-    record.upstream = answer.upstream.url
+    pool = gateway.pool(body.model)
+    assert pool is not None
+    sent = await send_along_fallbacks(gateway, pool, path, payload, None, record)
+    if isinstance(sent, str):  # fell back to a local model
+        local = body.model_copy(update={"model": sent})
+        return await run_local(registry, local, record, on_text)
+    pool, answer = sent
     if not answer.ok:
         content = await answer.read()
         finished(answer, ok=True)

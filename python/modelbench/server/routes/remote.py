@@ -16,6 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from modelbench.gateway.forward import BROKEN, Answer, UpstreamsFailed, cancelled, finished
+from modelbench.gateway.service import Gateway
 from modelbench.gateway.upstream import UpstreamPool
 from modelbench.server.errors import APIError
 from modelbench.server.recorder import Record, current_record
@@ -55,13 +56,51 @@ async def forward(
     stream = bool(payload.get("stream"))
     key = affinity_key(payload, gateway.options.affinity_key)
     record = current_record.get()
+    # A stream's response watches for the client's disconnect itself, and a
+    # watcher here would take that message from it.
+    sent = await send_along_fallbacks(
+        gateway,
+        pool,
+        path,
+        payload,
+        key,
+        record,
+        read_body=not stream,
+        watch=None if stream else request,
+    )
+    if isinstance(sent, str):
+        return sent  # a local model
+    pool, answer = sent
+    headers = {SERVED_BY: f"{pool.name}@{answer.upstream.url}"}
+    if not stream or not answer.ok:
+        if answer.content is None:  # a stream the upstream refused: its error body
+            try:
+                answer.content = await answer.read()
+            finally:
+                answer.close()
+        return whole(answer, pool, headers, record)
+    return StreamingResponse(relay(answer, record), media_type="text/event-stream", headers=headers)
+
+
+async def send_along_fallbacks(
+    gateway: Gateway,
+    pool: UpstreamPool,
+    path: str,
+    payload: dict[str, Any],
+    key: str | None,
+    record: Record | None,
+    read_body: bool = False,
+    watch: Request | None = None,
+) -> tuple[UpstreamPool, Answer] | str:
+    """The first answer along ``pool``'s fallback chain and the pool that
+    gave it, or the name of a local model the chain falls back to. The
+    record learns every attempt and who answered; ``watch`` cancels the
+    sending when that client goes away. APIError when the chain ends."""
     seen = [pool.name]
     while True:
+        sending = gateway.send_request(pool, path, payload, key, read_body=read_body)
         try:
-            sending = gateway.send_request(pool, path, payload, key, read_body=not stream)
-            # A stream's response watches for the client's disconnect itself,
-            # and a watcher here would take that message from it.
-            answer = await (sending if stream else until_disconnect(request, sending))
+            answer = await (sending if watch is None else until_disconnect(watch, sending))
             break
         except UpstreamsFailed as exc:
             if record is not None:
@@ -72,22 +111,13 @@ async def forward(
             seen.append(fallback)
             next_pool = gateway.pool(fallback)
             if next_pool is None:
-                return fallback  # a local model
+                return fallback
             pool = next_pool
-    served = f"{pool.name}@{answer.upstream.url}"
     if record is not None:
         record.attempts += [a.as_dict() for a in answer.attempts]
         record.routed(pool.name, answer.upstream.id)
         record.upstream = answer.upstream.url
-    headers = {SERVED_BY: served}
-    if not stream or not answer.ok:
-        if answer.content is None:  # a stream the upstream refused: its error body
-            try:
-                answer.content = await answer.read()
-            finally:
-                answer.close()
-        return whole(answer, pool, headers, record)
-    return StreamingResponse(relay(answer, record), media_type="text/event-stream", headers=headers)
+    return pool, answer
 
 
 def whole(
