@@ -187,16 +187,14 @@ async def send(
                 outcome = f"http_{response.status}"
                 statuses.append(response.status)
                 response.release()
-                upstream.outstanding -= 1
                 if response.status == 429:  # busy, not broken
+                    upstream.outstanding -= 1
                     upstream.breaker.release()
                     wait = retry_after_seconds(response)
                     if wait is not None:
                         retry_after = wait if retry_after is None else min(retry_after, wait)
                 else:
-                    upstream.breaker.record_failure()
-                    upstream.num_failures += 1
-                    upstream.last_error = outcome
+                    _failed(upstream, outcome)
             else:
                 now = time.monotonic()
                 content = None

@@ -44,12 +44,6 @@ class Gateway:
             self.pools[name] = UpstreamPool(
                 name, replicas, router, fallback=self.options.fallback.get(name)
             )
-        for name in self.options.policy:
-            if name not in self.pools:
-                raise ValueError(
-                    f"gateway policy names {name!r}, which no upstream declares; "
-                    f"upstreams: {', '.join(self.pools) or 'none'}"
-                )
         self._client: aiohttp.ClientSession | None = None
         self._checks: asyncio.Task[None] | None = None
 
@@ -64,18 +58,6 @@ class Gateway:
 
     def pool(self, name: str) -> UpstreamPool | None:
         return self.pools.get(name)
-
-    def check_fallbacks(self, local_names: set[str]) -> None:
-        """Every fallback names a model that is served (upstream or local)."""
-        known = set(self.pools) | local_names
-        for name, other in self.options.fallback.items():
-            if name not in known:
-                raise ValueError(f"gateway fallback for {name!r}: no model or upstream is named so")
-            if other not in known:
-                raise ValueError(
-                    f"gateway fallback {name!r} -> {other!r}: no model or upstream is named "
-                    f"{other!r}; served: {', '.join(sorted(known))}"
-                )
 
     async def start(self) -> None:
         """Check every upstream once (an unreachable one is logged by name and
@@ -122,10 +104,6 @@ class Gateway:
         return await send(
             self.client, pool, path, payload, self.options, key, self.rng, read_body=read_body
         )
-
-    def unready(self) -> list[str]:
-        """Names with no healthy upstream."""
-        return [name for name, pool in self.pools.items() if not pool.is_ready]
 
     def cards(self) -> list[dict[str, Any]]:
         return [pool.card() for pool in self.pools.values()]

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -117,7 +116,6 @@ class UpstreamPool:
     replicas: list[Upstream]
     router: Router
     fallback: str | None = None
-    checked: asyncio.Event = field(default_factory=asyncio.Event)  # the first checks have run
 
     @property
     def is_ready(self) -> bool:
@@ -131,7 +129,3 @@ class UpstreamPool:
             "ready": self.is_ready,
             "replicas": [r.card() for r in self.replicas],
         }
-
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000.0
