@@ -41,6 +41,7 @@ from modelbench.server.routes import (
     infer,
     models,
     requests,
+    responses,
     tokenize,
     upstreams,
 )
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     for module in (
         completions,
         chat,
+        responses,
         embeddings,
         infer,
         models,
