@@ -135,6 +135,24 @@ def test_stream_with_the_openai_client(client: openai.OpenAI) -> None:
     assert [e.sequence_number for e in events] == list(range(len(events)))
 
 
+# Stop strings the tiny model's greedy answer to STOPPED_INPUT meets early:
+# the response ends "completed" rather than cut.
+STOPPED_INPUT, STOPS = "the raw stream", ["the", "a", "e", " "]
+
+
+def test_the_openai_stream_helper_gets_the_completed_response(client: openai.OpenAI) -> None:
+    with client.responses.stream(
+        model=MODEL_NAME,
+        input=STOPPED_INPUT,
+        max_output_tokens=64,
+        temperature=0.0,
+        extra_body={"stop": STOPS},
+    ) as stream:
+        text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert final.status == "completed" and final.output_text == text
+
+
 def raw_events(server: RunningServer, **body: Any) -> list[tuple[str, dict[str, Any]]]:
     """(event name, data) of each server-sent event of a streamed response."""
     with httpx.stream(
@@ -157,11 +175,11 @@ def raw_events(server: RunningServer, **body: Any) -> list[tuple[str, dict[str, 
 def test_raw_stream_event_order_and_sequence_numbers(
     server: RunningServer, max_output_tokens: int | None, last: str
 ) -> None:
-    body: dict[str, Any] = {"input": "the raw stream", "temperature": 0.0}
+    body: dict[str, Any] = {"input": STOPPED_INPUT, "temperature": 0.0}
     if max_output_tokens is not None:
         body |= {"max_output_tokens": max_output_tokens, "ignore_eos": True}
     else:
-        body |= {"stop": ["the", "a", "e", " "], "max_output_tokens": 64}  # ends on a stop
+        body |= {"stop": STOPS, "max_output_tokens": 64}
     events = raw_events(server, **body)
     names = [name for name, _ in events]
     assert all(name == data["type"] for name, data in events)
