@@ -57,11 +57,35 @@ void Scheduler::retire(const std::string& request_id) {
   requests_.erase(it);
 }
 
+void Scheduler::make_room_for_priority(int token_budget) {
+  while (!waiting_.empty() && !running_.empty()) {
+    Sequence* seq = waiting_.front();
+    Sequence* victim = running_.back();
+    if (seq->priority() >= victim->priority()) return;
+    const bool slot_free = static_cast<int>(running_.size()) < config_.max_num_seqs;
+    const ComputedBlocks computed = seq->params().prompt_logprobs >= 0
+                                        ? ComputedBlocks{}
+                                        : kv_cache_manager_.get_computed_blocks(*seq);
+    const int num_new =
+        std::min(seq->num_tokens() - computed.num_computed_tokens, std::max(token_budget, 1));
+    if (slot_free && kv_cache_manager_.can_allocate(*seq, computed, num_new)) return;
+    running_.pop_back();
+    preempt(victim);
+  }
+}
+
 SchedulerOutput Scheduler::schedule() {
   retired_.clear();  // the last step's outputs no longer point at them
   SchedulerOutput out;
   int token_budget = config_.max_num_batched_tokens;
   bool preempted = false;
+
+  // 0. A waiting sequence that runs before the lowest-priority running one
+  //    takes its place when there is no room for it (no sequence slot, or
+  //    too few free blocks): that one is preempted, as vLLM's priority
+  //    policy does, so a flood of low-priority work delays a high-priority
+  //    request by at most one step.
+  make_room_for_priority(token_budget);
 
   // 1. Running sequences first, highest priority first: their decodes and
   //    the remaining chunks of prompts admitted earlier.

@@ -53,6 +53,9 @@ class Scheduler {
 
  private:
   void preempt(Sequence* seq);
+  // Preempt lower-priority running sequences while the first waiting one
+  // outranks them and has no room (see schedule(), step 0).
+  void make_room_for_priority(int token_budget);
   void insert_waiting(Sequence* seq);
   void insert_running(Sequence* seq);
   std::optional<FinishReason> check_stop(const Sequence& seq) const;

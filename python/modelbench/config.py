@@ -20,7 +20,7 @@ A models file is TOML::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -74,6 +74,11 @@ class ModelConfig(BaseModel):
     max_num_seqs: int = Field(default=64, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Where requests' default sampling comes from: "auto" (the model's own),
+    # "vllm" (neutral), or a folder with a generation_config.json; and settings
+    # on top in that file's names. See EngineArgs.
+    generation_config: str = "auto"
+    override_generation_config: dict[str, Any] | None = None
 
     @property
     def id(self) -> str:
@@ -87,6 +92,8 @@ class ModelConfig(BaseModel):
             max_num_seqs=self.max_num_seqs,
             dtype=self.dtype,
             kv_cache_dtype=self.kv_cache_dtype,
+            generation_config=self.generation_config,
+            override_generation_config=self.override_generation_config,
         )
         args.validate()
         return args
@@ -198,6 +205,9 @@ class Settings(BaseSettings):
     max_model_len: int | None = Field(default=None, ge=1)
     kv_cache_memory: int | float | None = None
     kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    generation_config: str = "auto"
+    # JSON in the environment: MODELBENCH_OVERRIDE_GENERATION_CONFIG='{"temperature": 0.5}'.
+    override_generation_config: dict[str, Any] | None = None
     max_num_seqs: int = Field(default=64, ge=1)
     # Requests a model version holds (running and waiting) beyond which a new
     # one is refused with 429 rather than queued without bound.
@@ -283,6 +293,8 @@ class Settings(BaseSettings):
                 max_model_len=self.max_model_len,
                 kv_cache_memory=self.kv_cache_memory,
                 kv_cache_dtype=self.kv_cache_dtype,
+                generation_config=self.generation_config,
+                override_generation_config=self.override_generation_config,
                 max_num_seqs=self.max_num_seqs,
             )
             if any(m.id == one.id for m in models):

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
+from typing import Any
 
 from modelbench.cli import bench as bench_cli
 from modelbench.cli import compare as cli_compare
@@ -23,6 +25,8 @@ SERVE_FLAGS = (
     "max_model_len",
     "kv_cache_memory",
     "kv_cache_dtype",
+    "generation_config",
+    "override_generation_config",
     "max_num_seqs",
     "max_queue",
     "log_format",
@@ -35,6 +39,19 @@ SERVE_FLAGS = (
     "fallback",
     "serve_default_model",
 )
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """A flag's JSON object; anything else is a usage error saying what to give."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        value = exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object like '{{\"temperature\": 0.5}}', got {text!r}"
+        )
+    return value
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -175,6 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: the model's dtype (default); bfloat16: half the KV bytes of a float32 model",
     )
     p.add_argument("--max-num-seqs", type=int, help="sequences one engine step runs (default 64)")
+    p.add_argument(
+        "--generation-config",
+        metavar="auto|vllm|FOLDER",
+        help="default sampling of requests: auto (default) takes the model's own (its "
+        "generation_config.json, GGUF sampling metadata, or for the default model its card's "
+        "temperature 0.2 and top_p 0.9); vllm: neutral defaults (temperature 1, top_p 1); or a "
+        "folder holding a generation_config.json. A request's own values always win",
+    )
+    p.add_argument(
+        "--override-generation-config",
+        type=json_object,
+        metavar="JSON",
+        help='default sampling settings on top, in generation_config.json\'s names: '
+        '\'{"temperature": 0.5, "max_new_tokens": 512}\'',
+    )
     add_server_flags(p)
     add_upstream_flags(p)
     p.set_defaults(func=serve)

@@ -37,6 +37,8 @@ class AsyncEngine:
         self.engine, self.config, self.runner = built.engine, built.config, built.runner
         self.tokenizer = built.checkpoint.tokenizer
         self.architecture = built.checkpoint.architecture
+        # Fill what a request leaves out (the model's generation config; see EngineArgs).
+        self.sampling_defaults = built.sampling_defaults
         self._queues: dict[str, asyncio.Queue[_core.RequestOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
@@ -70,9 +72,11 @@ class AsyncEngine:
         prompt: str | list[int],
         sampling_params: SamplingParams | None = None,
         request_id: str | None = None,
-        priority: int = 0,
+        priority: int | None = None,
     ) -> AsyncGenerator[RequestOutput, None]:
-        """Stream one request's deltas. Raises ValueError for bad input before anything runs."""
+        """Stream one request's deltas. ``priority`` (lower first) defaults to
+        ``sampling_params.priority``. Raises ValueError for bad input before
+        anything runs."""
         self._ensure_started()
         params = sampling_params or SamplingParams()
         if params.n != 1:
@@ -93,7 +97,9 @@ class AsyncEngine:
         queue: asyncio.Queue[_core.RequestOutput] = asyncio.Queue()
         self._queues[request_id] = queue
         try:
-            self.engine.add_request(request_id, ids, params.to_core(), priority)
+            self.engine.add_request(
+                request_id, ids, params.to_core(), params.priority if priority is None else priority
+            )
         except BaseException:
             del self._queues[request_id]
             raise

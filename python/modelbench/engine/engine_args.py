@@ -7,13 +7,21 @@ to the C++ TransformerRunner, which owns them from then on.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from modelbench import _core
 from modelbench.engine.errors import InvalidParameter
+from modelbench.engine.sampling_params import SamplingParams
 from modelbench.models.checkpoint import Checkpoint
+from modelbench.models.generation_defaults import (
+    GENERATION_CONFIG_FIELDS,
+    from_generation_config,
+    read_generation_config,
+)
 from modelbench.models.loader import load_checkpoint
 from modelbench.models.spec import model_spec_from_hf_config
 
@@ -30,7 +38,15 @@ class EngineArgs:
     at most a quarter of what is available. ``kv_cache_dtype`` is "auto" (the
     model's dtype) or, for a float32 model, "bfloat16": half the bytes per
     token, so twice the tokens in the same memory and half the reads per
-    decode, at bf16's precision for K and V."""
+    decode, at bf16's precision for K and V.
+
+    ``generation_config`` says where requests' default sampling settings
+    come from, as vLLM's flag: "auto" (what the model ships, see
+    ``models.generation_defaults``), "vllm" (neutral defaults: temperature
+    1, top_p 1, ...), or a folder holding a ``generation_config.json``.
+    ``override_generation_config`` sets some on top, in
+    ``generation_config.json``'s names (``{"temperature": 0.5,
+    "max_new_tokens": 512}``). A request's own values always win."""
 
     model: str | os.PathLike[str] | None = None
     dtype: str = "float32"
@@ -42,6 +58,8 @@ class EngineArgs:
     max_num_seqs: int = 64
     max_num_batched_tokens: int | None = None
     enable_prefix_caching: bool = True
+    generation_config: str = "auto"
+    override_generation_config: dict[str, Any] | None = None
 
     def validate(self) -> None:
         if self.dtype not in _DTYPES:
@@ -90,6 +108,23 @@ class EngineArgs:
                 f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}",
                 "max_num_batched_tokens",
             )
+        if (
+            self.generation_config not in ("auto", "vllm")
+            and not Path(self.generation_config).is_dir()
+        ):
+            raise InvalidParameter(
+                "generation_config must be 'auto', 'vllm' or a folder holding a "
+                f"generation_config.json, got {self.generation_config!r}",
+                "generation_config",
+            )
+        override = self.override_generation_config or {}
+        unknown = sorted(set(override) - set(GENERATION_CONFIG_FIELDS))
+        if unknown:
+            raise InvalidParameter(
+                f"override_generation_config has {', '.join(unknown)}, which is not a "
+                f"sampling setting; use {', '.join(GENERATION_CONFIG_FIELDS)}",
+                "override_generation_config",
+            )
         memory = self.kv_cache_memory
         if memory is not None:
             if isinstance(memory, bool) or not isinstance(memory, (int, float)):
@@ -106,6 +141,27 @@ class EngineArgs:
                 raise InvalidParameter(
                     f"kv_cache_memory must be > 0 bytes, got {memory}", "kv_cache_memory"
                 )
+
+    def sampling_defaults(self, checkpoint: Checkpoint) -> dict[str, Any]:
+        """The default sampling settings of requests to this engine (see the
+        class docstring), checked: a bad value is an InvalidParameter naming
+        ``generation_config`` or ``override_generation_config``."""
+        if self.generation_config == "vllm":
+            defaults: dict[str, Any] = {}
+        elif self.generation_config == "auto":
+            defaults = dict(checkpoint.generation_config)
+        else:
+            try:
+                defaults = read_generation_config(self.generation_config)
+            except ValueError as exc:
+                raise InvalidParameter(str(exc), "generation_config") from exc
+        override = self.override_generation_config or {}
+        try:
+            defaults.update(from_generation_config(override, "override_generation_config"))
+            SamplingParams(**defaults)  # out-of-range values are refused here, by name
+        except ValueError as exc:
+            raise InvalidParameter(str(exc), "override_generation_config") from exc
+        return defaults
 
     def resolved_kv_cache_dtype(self) -> str:
         return self.dtype if self.kv_cache_dtype == "auto" else self.kv_cache_dtype
@@ -129,18 +185,21 @@ class EngineArgs:
 class BuiltEngine:
     """What ``build_engine`` gives: the C++ engine (not started), the
     checkpoint it was built from (its weights already handed to the runner),
-    the validated config, and the runner (embeddings run on it directly)."""
+    the validated config, and the runner (embeddings run on it directly).
+    ``sampling_defaults`` fill the fields a request leaves out."""
 
     engine: _core.Engine
     checkpoint: Checkpoint
     config: _core.EngineConfig
     runner: _core.TransformerRunner
+    sampling_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def build_engine(args: EngineArgs) -> BuiltEngine:
     """Load the checkpoint and build a C++ engine with its runner (not started)."""
     args.validate()
     checkpoint = load_checkpoint(args.model, dtype=_DTYPES[args.dtype])
+    sampling_defaults = args.sampling_defaults(checkpoint)
     spec = model_spec_from_hf_config(checkpoint.hf_config)
     max_model_len = args.max_model_len or min(spec.max_position_embeddings, _DEFAULT_MAX_MODEL_LEN)
     if max_model_len > spec.max_position_embeddings:
@@ -184,4 +243,5 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
         spec, checkpoint.weights, config, args.dtype, args.device, args.kv_cache_dtype
     )
     checkpoint.weights = {}  # the runner holds what it needs; drop our references
-    return BuiltEngine(_core.Engine(config, runner), checkpoint, config, runner)
+    engine = _core.Engine(config, runner)
+    return BuiltEngine(engine, checkpoint, config, runner, sampling_defaults)

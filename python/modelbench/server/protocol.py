@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -127,6 +128,7 @@ class SamplingRequest(BaseModel):
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
     ignore_eos: bool | None = None
+    priority: Int32 | None = None  # vLLM's: lower runs first (0 by default)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted and ignored, as OpenAI does (it is for abuse monitoring)
@@ -156,8 +158,14 @@ class SamplingRequest(BaseModel):
             "include_stop_str_in_output",
             "skip_special_tokens",
             "ignore_eos",
+            "priority",
         ]
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    def _params(self, defaults: Mapping[str, Any], **values: Any) -> SamplingParams:
+        """SamplingParams of what the request gives over the model's defaults
+        (its generation config); ``values`` are the route's own settings."""
+        return SamplingParams(**{**defaults, **self._sampling_kwargs(), **values})
 
     @property
     def include_usage(self) -> bool:
@@ -170,7 +178,7 @@ class CompletionRequest(SamplingRequest):
     ``echo`` puts the prompt's text before each choice's."""
 
     prompt: str | list[TokenId] | list[str] | list[list[TokenId]]
-    max_tokens: Int32 | None = 16
+    max_tokens: Int32 | None = None  # the model's max_new_tokens, else 16 (as OpenAI)
     logprobs: Int32 | None = None
     echo: bool | None = False
     best_of: int | None = None
@@ -204,14 +212,15 @@ class CompletionRequest(SamplingRequest):
             return list(prompt)
         return [prompt]  # type: ignore[list-item]
 
-    def sampling_params(self) -> SamplingParams:
-        """Raises ValueError naming the field when a value is out of range."""
-        kwargs = self._sampling_kwargs()
+    def sampling_params(self, defaults: Mapping[str, Any]) -> SamplingParams:
+        """The request's values over ``defaults`` (the model's generation
+        config). Raises ValueError naming the field when a value is out of range."""
+        values: dict[str, Any] = {"max_tokens": defaults.get("max_tokens", 16)}
         if self.max_tokens is not None:
-            kwargs["max_tokens"] = self.max_tokens
+            values["max_tokens"] = self.max_tokens
         if self.logprobs is not None:
-            kwargs["logprobs"] = self.logprobs
-        return SamplingParams(**kwargs)
+            values["logprobs"] = self.logprobs
+        return self._params(defaults, **values)
 
 
 class ContentPart(BaseModel):
@@ -302,19 +311,22 @@ class ChatCompletionRequest(SamplingRequest):
             raise unsupported(str(info.field_name))
         return value
 
-    def sampling_params(self, default_max_tokens: int) -> SamplingParams:
-        """``default_max_tokens`` applies when neither max_tokens field is given
-        (the rest of the context, as OpenAI does)."""
-        kwargs = self._sampling_kwargs()
+    def sampling_params(self, room: int, defaults: Mapping[str, Any]) -> SamplingParams:
+        """The request's values over ``defaults`` (the model's generation
+        config). Without either max_tokens field the answer may take the
+        model's max_new_tokens, else the ``room`` left in the context (as
+        OpenAI does), whichever is less."""
         limit = (
             self.max_completion_tokens
             if self.max_completion_tokens is not None
             else self.max_tokens
         )
-        kwargs["max_tokens"] = default_max_tokens if limit is None else limit
+        values: dict[str, Any] = {
+            "max_tokens": min(defaults.get("max_tokens", room), room) if limit is None else limit
+        }
         if self.logprobs:
-            kwargs["logprobs"] = self.top_logprobs or 0
-        return SamplingParams(**kwargs)
+            values["logprobs"] = self.top_logprobs or 0
+        return self._params(defaults, **values)
 
 
 # ---- responses ------------------------------------------------------------

@@ -18,7 +18,8 @@ class InferRequest(BaseModel):
     ``text`` (or its alias ``prompt``) is the input. ``model`` is
     ``"name"`` or ``"name:version"``; omitted, the first loaded model that
     serves the task answers. ``parameters`` depend on the task (see
-    modelbench.tasks.adapters)."""
+    modelbench.tasks.adapters). ``priority`` orders it in the engine's
+    queue against other requests: lower first, as vLLM's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -27,6 +28,7 @@ class InferRequest(BaseModel):
     task: InferTask = "generate"
     model: str | None = Field(default=None, min_length=1)
     parameters: dict[str, Any] | None = None  # null is the task's defaults
+    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)  # lower runs first, as vLLM
 
     def input_text(self) -> str:
         """The text to work on; TaskInputError when it is missing, empty or given twice."""

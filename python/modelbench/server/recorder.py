@@ -32,6 +32,7 @@ from modelbench.jobs.worker import BATCH_HEADER, INTERNAL_HEADER
 INFERENCE_PATHS = {
     "/v1/completions": "generate",
     "/v1/chat/completions": "generate",
+    "/v1/responses": "generate",
     "/v1/embeddings": "embed",
     "/v1/infer": "generate",
 }

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -58,6 +59,7 @@ class ModelHandle:
     state: ModelState = ModelState.LOADING
     error: str | None = None
     outstanding: int = 0  # requests admitted and not yet finished
+    by_priority: Counter[int] = field(default_factory=Counter)  # outstanding, per priority
     loaded_at: float = field(default_factory=time.time)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -80,13 +82,21 @@ class ModelHandle:
     def serves(self, task: str) -> bool:
         return task in self.config.tasks
 
-    def begin(self) -> None:
+    def begin(self, priority: int = 0) -> None:
         self.outstanding += 1
+        self.by_priority[priority] += 1
         self._idle.clear()
 
-    def end(self) -> None:
+    def end(self, priority: int = 0) -> None:
         self.outstanding -= 1
+        self.by_priority[priority] -= 1
+        if not self.by_priority[priority]:
+            del self.by_priority[priority]
         assert self.outstanding >= 0, f"{self.id}: more requests ended than began"
+
+    def outstanding_before(self, priority: int) -> int:
+        """Requests in flight that run before or with one of ``priority``."""
+        return sum(n for level, n in self.by_priority.items() if level <= priority)
         if self.outstanding == 0:
             self._idle.set()
 
@@ -269,16 +279,27 @@ class ModelRegistry:
         defaults = [h for h in ready if h.config.default]
         return defaults[0] if defaults else ready[0]
 
-    def admit(self, handle: ModelHandle) -> None:
-        """Count a request against the version's bound, or refuse it (429)."""
+    def admit(self, handle: ModelHandle, priority: int = 0) -> None:
+        """Count a request against the version's bound, or refuse it (429).
+
+        The bound counts the requests that would run before or with this
+        one (priority lower or equal), so a flood of low-priority work never
+        keeps a higher-priority request out: the scheduler then runs it
+        first. However the priorities spread, a version holds at most twice
+        its bound."""
         limit = self.max_queue + handle.config.max_num_seqs
-        if handle.outstanding >= limit:
+        ahead = handle.outstanding_before(priority)
+        if ahead >= limit or handle.outstanding >= 2 * limit:
+            held = (
+                f"{ahead} requests of priority {priority} or ahead of it in flight, its limit"
+                if ahead >= limit
+                else f"{handle.outstanding} requests in flight, twice its limit"
+            )
             raise APIError(
                 429,
-                f"model {handle.id} has {handle.outstanding} requests in flight, "
-                f"its limit; retry shortly",
+                f"model {handle.id} has {held}; retry shortly",
                 code="queue_full",
                 type="rate_limit_error",
                 headers={"Retry-After": "1"},
             )
-        handle.begin()
+        handle.begin(priority)

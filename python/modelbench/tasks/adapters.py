@@ -89,10 +89,14 @@ class GenerationParameters(BaseModel):
     ignore_eos: bool | None = None
     skip_special_tokens: bool | None = None
 
-    def sampling_params(self, default_max_tokens: int, greedy: bool) -> SamplingParams:
-        """SamplingParams of these values over the task's defaults."""
+    def sampling_params(
+        self, default_max_tokens: int, greedy: bool, model_defaults: dict[str, Any] | None = None
+    ) -> SamplingParams:
+        """SamplingParams of these values over the task's defaults, over the
+        model's (its generation config). The task's length bound wins over
+        the model's max_new_tokens; greedy tasks stay greedy."""
         given = self.model_dump(exclude_none=True)
-        defaults: dict[str, Any] = {"max_tokens": default_max_tokens}
+        defaults: dict[str, Any] = {**(model_defaults or {}), "max_tokens": default_max_tokens}
         if greedy:
             defaults["temperature"] = 0.0
         try:
@@ -226,6 +230,7 @@ async def run_task(
     text: str,
     parameters: dict[str, Any] | BaseModel | None = None,
     request_id: str | None = None,
+    priority: int = 0,
 ) -> TaskOutput:
     """Run ``task`` on ``text`` with ``engine``.
 
@@ -233,6 +238,8 @@ async def run_task(
         parameters: the task's parameters, as a dict (validated here) or as
             ``parse_parameters`` returned them.
         request_id: a prefix for the engine's request ids (unique per call).
+        priority: the engine's scheduling priority of the task's requests
+            (lower first, as vLLM's).
 
     Raises:
         TaskInputError: a bad task, parameter, or a text the model cannot take.
@@ -248,7 +255,7 @@ async def run_task(
     request_id = request_id or uuid.uuid4().hex
     try:
         if isinstance(parsed, GenerationParameters):
-            return await _run_generation(engine, task, text, parsed, request_id)
+            return await _run_generation(engine, task, text, parsed, request_id, priority)
         if isinstance(parsed, EmbedParameters):
             embedded = await engine.embed([text])
             vector = embedded.embeddings[0]
@@ -257,7 +264,7 @@ async def run_task(
                 metadata={"prompt_tokens": embedded.num_prompt_tokens},
             )
         labels = parsed.labels if isinstance(parsed, ClassifyParameters) else list(SENTIMENT_LABELS)
-        return await run_labels(engine, task, text, labels, request_id)
+        return await run_labels(engine, task, text, labels, request_id, priority)
     except TaskInputError:
         raise
     except ValueError as exc:  # the engine refused the prompt (a token out of range, ...)
@@ -265,7 +272,12 @@ async def run_task(
 
 
 async def _run_generation(
-    engine: AsyncEngine, task: str, text: str, parameters: GenerationParameters, request_id: str
+    engine: AsyncEngine,
+    task: str,
+    text: str,
+    parameters: GenerationParameters,
+    request_id: str,
+    priority: int,
 ) -> TaskOutput:
     tokenizer, max_model_len = engine.tokenizer, engine.max_model_len
     if task == "generate":
@@ -274,7 +286,10 @@ async def _run_generation(
         prompt_ids, template = await asyncio.to_thread(summarize_prompt, tokenizer, text)
     check_length(len(prompt_ids), max_model_len)
     room = max_model_len - len(prompt_ids)
-    params = parameters.sampling_params(min(DEFAULT_MAX_TOKENS, room), greedy=task == "summarize")
+    params = parameters.sampling_params(
+        min(DEFAULT_MAX_TOKENS, room), task == "summarize", engine.sampling_defaults
+    )
+    params.priority = priority
     if params.max_tokens > room:
         raise TaskInputError(
             f"max_tokens is {params.max_tokens}, but the prompt takes {len(prompt_ids)} of "

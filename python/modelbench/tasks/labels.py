@@ -77,12 +77,13 @@ async def score_labels(
     label_ids: list[list[int]],
     labels: list[str],
     request_id: str,
+    priority: int = 0,
 ) -> list[LabelScore]:
     """Each label's log-likelihood after the prefix: the sum of its tokens'
     logprobs from the engine's prompt logprobs. The labels run concurrently,
     so the engine batches them. Prompt-logprob requests skip the prefix cache,
     so every position is computed (and scored) afresh."""
-    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, priority=priority)
 
     async def one(i: int) -> LabelScore:
         ids = prefix_ids + label_ids[i]
@@ -140,11 +141,13 @@ async def _score_prompt(
     label_ids: list[list[list[int]]],
     labels: list[str],
     request_id: str,
+    priority: int = 0,
 ) -> list[LabelScore]:
     """Each label's score after ``prefix``, over its forms (all batched)."""
     flat = [(i, ids) for i, forms in enumerate(label_ids) for ids in forms]
+    forms = [ids for _, ids in flat]
     scores = await score_labels(
-        engine, prefix, [ids for _, ids in flat], [labels[i] for i, _ in flat], request_id
+        engine, prefix, forms, [labels[i] for i, _ in flat], request_id, priority
     )
     per_label: list[list[LabelScore]] = [[] for _ in labels]
     for (i, _), score in zip(flat, scores, strict=True):
@@ -153,7 +156,7 @@ async def _score_prompt(
 
 
 async def _calibration(
-    engine: AsyncEngine, task: str, labels: list[str], request_id: str
+    engine: AsyncEngine, task: str, labels: list[str], request_id: str, priority: int = 0
 ) -> list[float]:
     """The labels' log-softmax after the content-free text (cached per engine)."""
     key = (task, tuple(labels))
@@ -166,7 +169,7 @@ async def _calibration(
     prefix, label_ids, _ = await asyncio.to_thread(
         label_prompts, engine.tokenizer, task, CONTENT_FREE_TEXT, labels
     )
-    scores = await _score_prompt(engine, prefix, label_ids, labels, f"{request_id}-cf")
+    scores = await _score_prompt(engine, prefix, label_ids, labels, f"{request_id}-cf", priority)
     values = log_softmax([s.logprob for s in scores])
     if len(cache) >= _CALIBRATION_ENTRIES:
         cache.pop(next(iter(cache)))
@@ -175,7 +178,12 @@ async def _calibration(
 
 
 async def run_labels(
-    engine: AsyncEngine, task: str, text: str, labels: list[str], request_id: str
+    engine: AsyncEngine,
+    task: str,
+    text: str,
+    labels: list[str],
+    request_id: str,
+    priority: int = 0,
 ) -> TaskOutput:
     prefix, label_ids, template = await asyncio.to_thread(
         label_prompts, engine.tokenizer, task, text, labels
@@ -184,8 +192,8 @@ async def run_labels(
     longest = len(prefix) + max(len(ids) for forms in label_ids for ids in forms)
     check_length(longest, engine.max_model_len)
     scores, prior = await asyncio.gather(
-        _score_prompt(engine, prefix, label_ids, labels, request_id),
-        _calibration(engine, task, labels, request_id),
+        _score_prompt(engine, prefix, label_ids, labels, request_id, priority),
+        _calibration(engine, task, labels, request_id, priority),
     )
     calibrated = [
         x - p for x, p in zip(log_softmax([s.logprob for s in scores]), prior, strict=True)

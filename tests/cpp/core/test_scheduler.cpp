@@ -344,3 +344,60 @@ TEST_CASE("prefix hits are counted and skip computation", "[scheduler]") {
   REQUIRE(d.sched.stats().num_prefix_hit_tokens == 48);
   REQUIRE(d.outputs["first"] == d.outputs["second"]);
 }
+
+TEST_CASE("a high-priority request waits at most one step behind a full low-priority flood",
+          "[scheduler][priority]") {
+  Setup s;
+  s.max_num_seqs = 4;
+  Driver d(s);
+  for (int i = 0; i < 20; ++i) d.add("low-" + std::to_string(i), {1, 2, 3, static_cast<int32_t>(i)}, 50, 10);
+  d.step();  // four low-priority sequences run; sixteen wait
+  REQUIRE(d.sched.num_running() == 4);
+  d.add("high", {7, 8, 9}, 3, 0);
+  auto out = d.step();
+  bool scheduled = false;
+  for (const auto& sc : out.scheduled) scheduled |= sc.seq->request_id() == "high";
+  REQUIRE(scheduled);  // in the very next step, in place of a preempted low-priority one
+  REQUIRE(out.preempted_request_ids.size() == 1);
+  REQUIRE(out.preempted_request_ids.front() == "low-3");  // the latest admitted of the lowest level
+  REQUIRE(d.sched.num_running() == 4);
+  d.run_to_completion();
+  // Preempted work is recomputed, not lost: every request ends with its full output.
+  for (const auto& [id, prompt] : d.prompts)
+    REQUIRE(d.outputs[id] == expected_output(prompt, d.max_tokens_of[id], -1, s.max_model_len));
+}
+
+TEST_CASE("a high-priority request out of blocks preempts lower-priority ones for them",
+          "[scheduler][priority]") {
+  Setup s;
+  s.num_blocks = 8;  // 8 blocks of 4 tokens
+  s.block_size = 4;
+  s.max_model_len = 32;
+  Driver d(s);
+  d.add("low-a", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 8, 5);  // 3 blocks each
+  d.add("low-b", {13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24}, 8, 5);
+  d.step();
+  d.add("high", {30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45}, 4, 0);  // 4 blocks
+  auto out = d.step();
+  bool scheduled = false;
+  for (const auto& sc : out.scheduled) scheduled |= sc.seq->request_id() == "high";
+  REQUIRE(scheduled);
+  REQUIRE(!out.preempted_request_ids.empty());
+  d.run_to_completion();
+  for (const auto& [id, prompt] : d.prompts)
+    REQUIRE(d.outputs[id] == expected_output(prompt, d.max_tokens_of[id], -1, s.max_model_len));
+}
+
+TEST_CASE("equal priorities never preempt each other for room", "[scheduler][priority]") {
+  Setup s;
+  s.max_num_seqs = 2;
+  Driver d(s);
+  d.add("a", {1, 2}, 5, 1);
+  d.add("b", {3, 4}, 5, 1);
+  d.step();
+  d.add("c", {5, 6}, 5, 1);
+  auto out = d.step();
+  REQUIRE(out.preempted_request_ids.empty());
+  for (const auto& sc : out.scheduled) REQUIRE(sc.seq->request_id() != "c");
+  d.run_to_completion();
+}

@@ -236,6 +236,22 @@ def test_vllm_prompt_shapes_give_the_same_outputs(llm: LLM) -> None:
         outs = llm.generate(shape, greedy, use_tqdm=False)
         assert [o.outputs[0].token_ids for o in outs] == [expected] * len(outs), shape
     assert len(llm.generate([{"prompt": "a"}, {"prompt": "b"}], greedy, use_tqdm=False)) == 2
+    # Both keys, as vLLM's TokensPrompt allows: the ids are generated from,
+    # the text is what the output reports as its prompt.
+    both = llm.generate({"prompt": "The cat", "prompt_token_ids": ids}, greedy, use_tqdm=False)
+    assert both[0].prompt == "The cat" and both[0].prompt_token_ids == ids
+    assert both[0].outputs[0].token_ids == expected
+
+
+def test_priority_per_prompt_overrides_the_sampling_params(llm: LLM) -> None:
+    greedy = SamplingParams(temperature=0.0, max_tokens=3)
+    outs = llm.generate(["a", "b"], greedy, use_tqdm=False, priority=[5, -1])
+    same = llm.generate(["a", "b"], greedy, use_tqdm=False)
+    assert [o.outputs[0].token_ids for o in outs] == [o.outputs[0].token_ids for o in same]
+    with pytest.raises(ValueError, match="got 1 priorities for 2 prompts"):
+        llm.generate(["a", "b"], greedy, use_tqdm=False, priority=[1])
+    with pytest.raises(ValueError, match="priority must fit in 32 bits"):
+        SamplingParams(priority=2**40)
 
 
 @pytest.mark.parametrize(
@@ -243,7 +259,8 @@ def test_vllm_prompt_shapes_give_the_same_outputs(llm: LLM) -> None:
     [
         ({"prompt": "hi", "multi_modal_data": {"image": 1}}, "multi_modal_data is not supported"),
         ({"text": "hi"}, "holds 'prompt' or 'prompt_token_ids'"),
-        ({"prompt": "hi", "prompt_token_ids": [1]}, "one of them"),
+        ({"prompt": 5, "prompt_token_ids": [1]}, "'prompt' must be a string"),
+        ({}, "holds 'prompt' or 'prompt_token_ids'"),
         (42, "prompts must be a string, a list of token ids"),
         ([3.5], "a prompt must be a string"),
         ([[1, "x"]], "a prompt must be a string"),

@@ -54,8 +54,11 @@ def gguf_name(hf_name: str) -> str:
     return f"blk.{layer}.{_HF_TO_GGUF_BLOCK['.'.join(module)]}.{kind}"
 
 
-def write_tiny_gguf(folder: Path, out: Path) -> dict[str, torch.Tensor]:
-    """Convert a tiny HF folder to GGUF (F16 matrices, F32 vectors); returns the HF state."""
+def write_tiny_gguf(
+    folder: Path, out: Path, sampling: dict[str, float] | None = None
+) -> dict[str, torch.Tensor]:
+    """Convert a tiny HF folder to GGUF (F16 matrices, F32 vectors); returns
+    the HF state. ``sampling`` adds ``general.sampling.<key>`` metadata."""
     config = json.loads((folder / "config.json").read_text())
     arch = config["model_type"]
     state = load_reference_model(folder).state_dict()
@@ -84,6 +87,11 @@ def write_tiny_gguf(folder: Path, out: Path) -> dict[str, torch.Tensor]:
     writer.add_bos_token_id(config["bos_token_id"])
     writer.add_eos_token_id(config["eos_token_id"])
     writer.add_chat_template((folder / "chat_template.jinja").read_text())
+    for key, value in (sampling or {}).items():
+        if isinstance(value, int):
+            writer.add_int32(f"general.sampling.{key}", value)
+        else:
+            writer.add_float32(f"general.sampling.{key}", value)
 
     expected = {}
     for name, tensor in state.items():
@@ -216,6 +224,33 @@ def reference_tokenizer() -> ReferenceSmolLMTokenizer:
     from modelbench.models import default_model_path
 
     return ReferenceSmolLMTokenizer(gguf.GGUFReader(default_model_path()))
+
+
+def test_gguf_sampling_metadata_gives_the_sampling_defaults(
+    tiny_model_path: TinyPath, tmp_path: Path
+) -> None:
+    out = tmp_path / "sampling.gguf"
+    sampling = {"temp": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.05, "penalty_repeat": 1.1}
+    write_tiny_gguf(tiny_model_path("llama_gqa"), out, sampling)
+    defaults = load_checkpoint(out).generation_config
+    assert defaults == pytest.approx(
+        {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1}
+    )
+    assert isinstance(defaults["top_k"], int)
+    plain = tmp_path / "plain.gguf"
+    write_tiny_gguf(tiny_model_path("llama_gqa"), plain)
+    assert load_checkpoint(plain).generation_config == {}  # not the default model's card
+
+
+def test_default_model_samples_as_its_card_recommends(default_checkpoint: Checkpoint) -> None:
+    # SmolLM2-135M-Instruct's GGUF carries no sampling metadata; its model
+    # card's example samples with temperature 0.2 and top_p 0.9; the length
+    # bound is modelbench's (see generation_defaults).
+    assert default_checkpoint.generation_config == {
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "max_tokens": 256,
+    }
 
 
 def test_default_model_config(default_checkpoint: Checkpoint) -> None:

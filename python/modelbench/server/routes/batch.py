@@ -168,7 +168,52 @@ def parse_jsonl(text: str) -> list[NewJob]:
     return jobs
 
 
+def batch_priority(value: Any, param: str) -> int | None:
+    """The batch's ``priority`` (an integer, lower first), or None when absent."""
+    if value is None:
+        return None
+    try:
+        priority = int(value) if isinstance(value, str) else value
+    except ValueError:
+        priority = value
+    if isinstance(priority, bool) or not isinstance(priority, int) or not (
+        -(2**31) <= priority < 2**31
+    ):
+        raise APIError(
+            400,
+            f"priority must be a 32-bit integer (lower runs first), got {value!r}",
+            param=param,
+        )
+    return priority
+
+
+def with_priority(jobs: list[NewJob], priority: int | None) -> list[NewJob]:
+    """Give every request that sets no ``priority`` of its own the batch's."""
+    if priority is not None:
+        for job in jobs:
+            if job.body is not None and job.body.get("priority") is None:
+                job.body = {**job.body, "priority": priority}
+    return jobs
+
+
 async def read_batch(request: Request) -> tuple[list[NewJob], dict[str, Any] | None]:
+    """The batch's jobs and metadata. A batch-wide ``priority`` (in the JSON
+    object, or ``?priority=`` for JSONL and uploads) goes to each request
+    that sets none: batch work can run behind interactive traffic."""
+    query_priority = batch_priority(request.query_params.get("priority"), "priority")
+    jobs, metadata, priority = await read_batch_items(request)
+    if priority is not None and query_priority is not None and priority != query_priority:
+        raise APIError(
+            400,
+            f"priority is {priority} in the body and {query_priority} in the URL; give one",
+            param="priority",
+        )
+    return with_priority(jobs, query_priority if priority is None else priority), metadata
+
+
+async def read_batch_items(
+    request: Request,
+) -> tuple[list[NewJob], dict[str, Any] | None, int | None]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         form = await request.form()
@@ -176,10 +221,10 @@ async def read_batch(request: Request) -> tuple[list[NewJob], dict[str, Any] | N
         if upload is None or isinstance(upload, str):
             raise APIError(400, "upload the JSONL as the multipart field 'file'", param="file")
         raw = await upload.read()
-        return parse_jsonl(decode(raw, "file")), None
+        return parse_jsonl(decode(raw, "file")), None, None
     raw = await request.body()
     if content_type in JSONL_TYPES:
-        return parse_jsonl(decode(raw, "body")), None
+        return parse_jsonl(decode(raw, "body")), None, None
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -189,17 +234,19 @@ async def read_batch(request: Request) -> tuple[list[NewJob], dict[str, Any] | N
             "requests, or JSONL with Content-Type: application/jsonl",
             param="body",
         ) from exc
-    metadata = None
+    metadata, priority = None, None
     if isinstance(data, dict):
         metadata = data.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise APIError(400, "metadata must be a JSON object", param="metadata")
+        priority = batch_priority(data.get("priority"), "priority")
         data = data.get("requests")
     if not isinstance(data, list):
         raise APIError(
             400, 'send a JSON list of requests, or {"requests": [...]}', param="requests"
         )
-    return [parse_item(item, f"requests[{i}]") for i, item in enumerate(data)], metadata
+    items = [parse_item(item, f"requests[{i}]") for i, item in enumerate(data)]
+    return items, metadata, priority
 
 
 def decode(raw: bytes, param: str) -> str:

@@ -106,7 +106,7 @@ async def create_chat_completion(
     sent_as = (
         {"max_tokens": "max_completion_tokens"} if body.max_completion_tokens is not None else None
     )
-    params = build_params(lambda: body.sampling_params(room), sent_as)
+    params = build_params(lambda: body.sampling_params(room, engine.sampling_defaults), sent_as)
     request_id = random_id("chatcmpl")
     deltas = await start_generation(registry, handle, prompt_ids, params, request_id, "messages")
     top = body.top_logprobs or 0

@@ -272,11 +272,11 @@ async def run_local(
     if isinstance(body, ChatCompletionRequest):
         prompt: str | list[int] = await render_prompt(engine, body)
         room = max(1, engine.max_model_len - len(prompt))
-        params = build_params(lambda: body.sampling_params(room))
+        params = build_params(lambda: body.sampling_params(room, engine.sampling_defaults))
         prompt_param = "messages"
     else:
         prompt = body.prompts()[0]
-        params = build_params(body.sampling_params)
+        params = build_params(lambda: body.sampling_params(engine.sampling_defaults))
         prompt_param = "prompt"
     params.n = 1
     deltas = await start_generation(

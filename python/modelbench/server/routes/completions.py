@@ -122,7 +122,9 @@ async def create_completion(
         return served
     body = served  # a local model, or the local fallback of a remote one
     handle = resolve(request, body.model)
-    params = build_params(body.sampling_params)
+    assert handle.engine is not None
+    defaults = handle.engine.sampling_defaults
+    params = build_params(lambda: body.sampling_params(defaults))
     request_id = random_id("cmpl")
     prompts = Prompts(body.prompts(), params.n)
     if prompts.num_choices > MAX_N:

@@ -35,6 +35,8 @@ class EmbeddingRequest(BaseModel):
         default=None, description="not supported: the model's width is fixed"
     )
     user: str | None = None
+    # vLLM's: orders admission (embeddings run beside the scheduler, not in its queue).
+    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
 
 
 class Embedding(BaseModel):
@@ -81,7 +83,7 @@ async def create_embeddings(
             "dimensions is not supported: embeddings have the model's hidden size; leave it out",
             param="dimensions",
         )
-    registry.admit(handle)
+    registry.admit(handle, body.priority)
     try:
         assert handle.engine is not None
         try:
@@ -89,7 +91,7 @@ async def create_embeddings(
         except ValueError as exc:  # every message is about one of the inputs
             raise APIError(400, str(exc), param="input") from exc
     finally:
-        handle.end()
+        handle.end(body.priority)
     if record is not None:
         record.prompt_tokens = output.num_prompt_tokens
         dim = len(output.embeddings[0]) if output.embeddings else 0

@@ -65,7 +65,7 @@ async def start_generation(
     """
     observer = RequestObserver.begin(handle, params.n)  # metrics: timings start here
     record = current_record.get()  # the request log's row for this request
-    registry.admit(handle)
+    registry.admit(handle, params.priority)
     assert handle.engine is not None
     engine = handle.engine
     gens: list[AsyncGenerator[RequestOutput, None]] = []
@@ -85,7 +85,7 @@ async def start_generation(
     except BaseException:
         for gen in gens:
             await gen.aclose()
-        handle.end()
+        handle.end(params.priority)
         raise
     for i, first in enumerate(firsts):
         first.outputs[0].index = index_offset + i
@@ -121,7 +121,7 @@ async def start_generation(
         finally:
             for gen in gens:
                 await gen.aclose()  # aborts the request unless it finished
-            handle.end()
+            handle.end(params.priority)
 
     return observer.watch(deltas())
 

@@ -86,14 +86,16 @@ async def infer_one(
     handle = pick_model(registry, body.model, body.task)
     if record is not None:
         record.routed(handle.name, handle.version)
-    registry.admit(handle)
+    registry.admit(handle, body.priority)
     try:
         assert handle.engine is not None
-        output = await run_task(handle.engine, body.task, text, parameters, random_id("infer"))
+        output = await run_task(
+            handle.engine, body.task, text, parameters, random_id("infer"), body.priority
+        )
     except TaskInputError as exc:
         raise APIError(400, str(exc), param=exc.param) from exc
     finally:
-        handle.end()
+        handle.end(body.priority)
     if record is not None:
         record.output = (
             output.result if isinstance(output.result, str) else json.dumps(output.result)
