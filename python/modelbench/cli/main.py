@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--override-generation-config",
         type=json_object,
         metavar="JSON",
-        help='default sampling settings on top, in generation_config.json\'s names: '
+        help="default sampling settings on top, in generation_config.json's names: "
         '\'{"temperature": 0.5, "max_new_tokens": 512}\'',
     )
     add_server_flags(p)

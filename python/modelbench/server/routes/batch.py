@@ -176,8 +176,10 @@ def batch_priority(value: Any, param: str) -> int | None:
         priority = int(value) if isinstance(value, str) else value
     except ValueError:
         priority = value
-    if isinstance(priority, bool) or not isinstance(priority, int) or not (
-        -(2**31) <= priority < 2**31
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not (-(2**31) <= priority < 2**31)
     ):
         raise APIError(
             400,
