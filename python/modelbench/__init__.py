@@ -19,8 +19,10 @@ from modelbench.engine import (
     LLM,
     AsyncEngine,
     CompletionOutput,
+    EmbeddingRequestOutput,
     EngineArgs,
     Logprob,
+    PoolingRequestOutput,
     RequestOutput,
     SamplingParams,
 )
@@ -28,9 +30,11 @@ from modelbench.engine import (
 __all__ = [
     "AsyncEngine",
     "CompletionOutput",
+    "EmbeddingRequestOutput",
     "EngineArgs",
     "LLM",
     "Logprob",
+    "PoolingRequestOutput",
     "RequestOutput",
     "SamplingParams",
     "_core",

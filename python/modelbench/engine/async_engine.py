@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncGenerator
 
 from modelbench import _core
-from modelbench.engine.embedding import EmbeddingOutput, EmbedInput, embed
+from modelbench.engine.embedding import EmbeddedBatch, EmbedInput, embed
 from modelbench.engine.engine_args import EngineArgs, build_engine
 from modelbench.engine.outputs import RequestOutput, RequestState
 from modelbench.engine.sampling_params import SamplingParams
@@ -127,7 +127,7 @@ class AsyncEngine:
                 self.engine.abort(request_id)  # client went away: free its blocks
             self._queues.pop(request_id, None)
 
-    async def embed(self, inputs: EmbedInput) -> EmbeddingOutput:
+    async def embed(self, inputs: EmbedInput) -> EmbeddedBatch:
         """Embeddings of the inputs (see modelbench.engine.embedding), computed in a
         worker thread beside the engine's steps: the event loop never waits."""
         return await asyncio.to_thread(embed, self.runner, self.tokenizer, inputs)

@@ -11,8 +11,10 @@ model on the same ids.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from modelbench import _core
 from modelbench.models.tokenizer import Tokenizer
@@ -21,12 +23,51 @@ EmbedInput = str | Sequence[int] | Sequence[str] | Sequence[Sequence[int]]
 
 
 @dataclass
-class EmbeddingOutput:
-    """What ``AsyncEngine.embed`` returns: the vectors and the token count
-    an OpenAI-style ``usage.prompt_tokens`` reports."""
+class EmbeddedBatch:
+    """What ``AsyncEngine.embed`` returns: the vectors, each input's token
+    ids, and the token count an OpenAI-style ``usage.prompt_tokens`` reports."""
 
     embeddings: list[list[float]]  # one per input, in order: hidden_size floats, unit L2 norm
     num_prompt_tokens: int  # over all inputs, as tokenized (special tokens included)
+    token_ids: list[list[int]] = field(default_factory=list)  # each input's, as embedded
+
+
+@dataclass
+class EmbeddingOutput:
+    """One input's embedding, as vLLM's ``EmbeddingOutput``."""
+
+    embedding: list[float]
+
+    @property
+    def hidden_size(self) -> int:
+        return len(self.embedding)
+
+
+@dataclass
+class EmbeddingRequestOutput:
+    """What ``LLM.embed`` gives per prompt (vLLM's shape)."""
+
+    request_id: str
+    outputs: EmbeddingOutput
+    prompt_token_ids: list[int]
+    finished: bool = True
+
+
+@dataclass
+class PoolingOutput:
+    """One input's pooled vector as a tensor (vLLM's ``PoolingOutput``)."""
+
+    data: torch.Tensor
+
+
+@dataclass
+class PoolingRequestOutput:
+    """What ``LLM.encode`` gives per prompt (vLLM's shape)."""
+
+    request_id: str
+    outputs: PoolingOutput
+    prompt_token_ids: list[int]
+    finished: bool = True
 
 
 def _is_token_id(t: object) -> bool:
@@ -71,11 +112,11 @@ def token_ids_of(tokenizer: Tokenizer, inputs: EmbedInput) -> list[list[int]]:
 
 def embed(
     runner: _core.TransformerRunner, tokenizer: Tokenizer, inputs: EmbedInput
-) -> EmbeddingOutput:
+) -> EmbeddedBatch:
     """Tokenize ``inputs`` and embed them on ``runner`` (blocking; safe on
     any thread, also while the engine generates). ValueError for bad input:
     "input..." from here, "prompt..." from the runner (empty, an id outside
     the vocabulary, longer than max_model_len)."""
     ids = token_ids_of(tokenizer, inputs)
     vectors = runner.embed(ids)  # releases the GIL while it runs
-    return EmbeddingOutput(vectors.tolist(), sum(len(x) for x in ids))
+    return EmbeddedBatch(vectors.tolist(), sum(len(x) for x in ids), ids)

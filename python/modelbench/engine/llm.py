@@ -16,7 +16,15 @@ import os
 from collections.abc import Sequence
 from typing import Any, cast
 
-from modelbench.engine.embedding import EmbedInput, embed
+import torch
+
+from modelbench.engine.embedding import (
+    EmbeddingOutput,
+    EmbeddingRequestOutput,
+    PoolingOutput,
+    PoolingRequestOutput,
+    embed,
+)
 from modelbench.engine.engine_args import EngineArgs, build_engine
 from modelbench.engine.outputs import RequestOutput, RequestState
 from modelbench.engine.sampling_params import SamplingParams
@@ -103,10 +111,46 @@ class LLM:
         self.sampling_defaults = built.sampling_defaults
         self._ids = itertools.count()
 
-    def embed(self, inputs: EmbedInput) -> list[list[float]]:
-        """Each input's mean-pooled, L2-normalized final hidden state (see
-        modelbench.engine.embedding). Raises ValueError for bad input."""
-        return embed(self.runner, self.tokenizer, inputs).embeddings
+    def embed(
+        self, prompts: PromptType | Sequence[PromptType], use_tqdm: bool = True
+    ) -> list[EmbeddingRequestOutput]:
+        """Each prompt's embedding, as vLLM's ``LLM.embed``: the final hidden
+        states (after the model's final norm), mean-pooled over the prompt's
+        tokens and L2-normalized (see modelbench.engine.embedding), in
+        ``outputs[i].outputs.embedding``. Prompts come in ``generate``'s
+        shapes. Raises ValueError for a prompt the model cannot take."""
+        batch = prompt_batch(prompts)
+        ids = [self._encode(p)[1] for p in batch]
+        if not ids:
+            return []
+        vectors = embed(self.runner, self.tokenizer, ids).embeddings
+        return [
+            EmbeddingRequestOutput(f"embd-{next(self._ids)}", EmbeddingOutput(vector), tokens)
+            for vector, tokens in zip(vectors, ids, strict=True)
+        ]
+
+    def encode(
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        use_tqdm: bool = True,
+        pooling_task: str = "embed",
+    ) -> list[PoolingRequestOutput]:
+        """The pooled vectors as tensors, as vLLM's ``LLM.encode``. Only
+        ``pooling_task="embed"`` is served (mean pooling, normalized: the
+        vectors ``embed`` gives); another task is a ValueError naming it."""
+        if pooling_task != "embed":
+            raise ValueError(
+                f"pooling_task {pooling_task!r} is not supported: this model pools for "
+                "'embed' only (mean-pooled, L2-normalized final hidden states)"
+            )
+        return [
+            PoolingRequestOutput(
+                out.request_id,
+                PoolingOutput(torch.tensor(out.outputs.embedding, dtype=torch.float32)),
+                out.prompt_token_ids,
+            )
+            for out in self.embed(prompts, use_tqdm)
+        ]
 
     def generate(
         self,

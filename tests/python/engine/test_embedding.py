@@ -21,6 +21,11 @@ TEXTS = ["hello", "The quick brown fox jumps over the lazy dog. " * 4, "a b c d 
 KV_BYTES = 8 * 1024 * 1024
 
 
+def vectors(llm: LLM, prompts: object) -> torch.Tensor:
+    """LLM.embed's vectors as one tensor, [num_prompts, hidden]."""
+    return torch.tensor([out.outputs.embedding for out in llm.embed(prompts)])  # type: ignore[arg-type]
+
+
 def reference(path: Path, ids: list[list[int]]) -> torch.Tensor:
     """transformers' normalize(last_hidden_state.mean(positions)), one prompt at a time."""
     model = load_reference_model(path).base_model
@@ -38,11 +43,11 @@ def test_embeddings_equal_transformers(kind: str, tiny_model_path: Callable[[str
     llm = LLM(str(path), max_model_len=128, kv_cache_memory=KV_BYTES, block_size=16)
     ids = [llm.tokenizer.encode(t) for t in TEXTS]
     assert len(ids[1]) >= 40  # spans several KV blocks
-    got = torch.tensor(llm.embed(TEXTS))  # [3, hidden]
+    got = vectors(llm, TEXTS)  # [3, hidden]
     torch.testing.assert_close(got, reference(path, ids), atol=1e-5, rtol=1e-4)
     # The same ids give the same vector, alone or in a batch.
-    torch.testing.assert_close(torch.tensor(llm.embed(ids[2])), got[2:3], atol=1e-6, rtol=0)
-    torch.testing.assert_close(torch.tensor(llm.embed(ids)), got, atol=1e-6, rtol=0)
+    torch.testing.assert_close(vectors(llm, ids[2]), got[2:3], atol=1e-6, rtol=0)
+    torch.testing.assert_close(vectors(llm, ids), got, atol=1e-6, rtol=0)
     assert torch.allclose(got.norm(dim=1), torch.ones(3))
 
 
@@ -52,10 +57,10 @@ def test_groups_within_the_step_budget(tiny_model_path: Callable[[str], Path]) -
     path = tiny_model_path("llama_gqa")
     small = LLM(str(path), max_model_len=128, kv_cache_memory=KV_BYTES, max_num_batched_tokens=16)
     ids = [small.tokenizer.encode(t) for t in TEXTS * 3]
-    got = torch.tensor(small.embed(ids))
+    got = vectors(small, ids)
     torch.testing.assert_close(got, reference(path, ids), atol=1e-5, rtol=1e-4)
-    whole = LLM(str(path), max_model_len=128, kv_cache_memory=KV_BYTES).embed(ids)
-    torch.testing.assert_close(got, torch.tensor(whole), atol=1e-6, rtol=0)
+    whole = vectors(LLM(str(path), max_model_len=128, kv_cache_memory=KV_BYTES), ids)
+    torch.testing.assert_close(got, whole, atol=1e-6, rtol=0)
 
 
 def test_input_forms_and_token_count(tiny_model_path: Callable[[str], Path]) -> None:
@@ -88,7 +93,25 @@ def test_input_forms_and_token_count(tiny_model_path: Callable[[str], Path]) -> 
 def test_bad_input(bad: object, message: str, tiny_model_path: Callable[[str], Path]) -> None:
     llm = LLM(str(tiny_model_path("llama_gqa")), max_model_len=64, kv_cache_memory=KV_BYTES)
     with pytest.raises(ValueError, match=message):
-        llm.embed(bad)  # type: ignore[arg-type]
+        embed(llm.runner, llm.tokenizer, bad)  # type: ignore[arg-type]
+
+
+def test_llm_embed_and_encode_in_vllms_shapes(tiny_model_path: Callable[[str], Path]) -> None:
+    llm = LLM(str(tiny_model_path("llama_gqa")), max_model_len=128, kv_cache_memory=KV_BYTES)
+    ids = llm.get_tokenizer().encode(TEXTS[0])
+    outs = llm.embed([TEXTS[0], {"prompt": TEXTS[0]}, {"prompt_token_ids": ids}, ids])
+    assert [o.prompt_token_ids for o in outs] == [ids] * 4 and all(o.finished for o in outs)
+    assert len({o.request_id for o in outs}) == 4
+    assert all(o.outputs.embedding == outs[0].outputs.embedding for o in outs)
+    assert outs[0].outputs.hidden_size == llm.runner.spec.hidden_size
+    pooled = llm.encode(TEXTS)
+    torch.testing.assert_close(torch.stack([p.outputs.data for p in pooled]), vectors(llm, TEXTS))
+    with pytest.raises(ValueError, match="pooling_task 'classify' is not supported"):
+        llm.encode(TEXTS, pooling_task="classify")
+    with pytest.raises(TypeError, match="a prompt must be"):
+        llm.embed([3.5])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="^prompt must not be empty"):
+        llm.embed([[]])
 
 
 def test_embedding_beside_generation(tiny_model_path: Callable[[str], Path]) -> None:
@@ -118,5 +141,5 @@ def test_embedding_beside_generation(tiny_model_path: Callable[[str], Path]) -> 
     finally:
         engine.shutdown()
     assert overlapped and generated == 200
-    alone = LLM(str(path), max_model_len=256, kv_cache_memory=KV_BYTES).embed(TEXTS)
-    torch.testing.assert_close(torch.tensor(embedded), torch.tensor(alone), atol=1e-6, rtol=0)
+    alone = vectors(LLM(str(path), max_model_len=256, kv_cache_memory=KV_BYTES), TEXTS)
+    torch.testing.assert_close(torch.tensor(embedded), alone, atol=1e-6, rtol=0)

@@ -25,7 +25,7 @@ def test_openai_client_embeddings_equal_llm(server: RunningServer, client: opena
     out = client.embeddings.create(model=MODEL_NAME, input=TEXTS)  # base64 on the wire
     assert [d.index for d in out.data] == [0, 1] and out.model == f"{MODEL_NAME}:1"
     llm = LLM(str(server.model_path), max_model_len=MAX_MODEL_LEN, kv_cache_memory=KV_CACHE_MEMORY)
-    expected = torch.tensor(llm.embed(TEXTS))
+    expected = torch.tensor([o.outputs.embedding for o in llm.embed(TEXTS)])
     got = torch.tensor([d.embedding for d in out.data])
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
     assert out.usage.prompt_tokens == sum(len(llm.tokenizer.encode(t)) for t in TEXTS)
