@@ -100,24 +100,30 @@ def _successes(run: dict[str, Any], field: str) -> np.ndarray:
     )
 
 
-def figures(runs: list[dict[str, Any]], out: Path) -> list[Path]:
-    """Write the four figures as PNGs into ``out``; returns their paths. Runs
-    with no successful request are left out of the latency figures (they
-    have no latency) and noted in the legends."""
+def draw(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The four figures (matplotlib ``Figure`` objects, by file stem), drawn
+    but not saved: ``figures`` writes them. Runs with no successful request
+    are left out of the latency figures (they have no latency) and noted
+    under them."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: reports are written on servers and in CI
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
     names = labels(runs)
     failed = [n for n, r in zip(names, runs) if not r["summary"].get("completed")]
-    return [
-        _latency_cdfs(plt, runs, names, failed, out / "latency_cdf.png"),
-        _throughput(plt, runs, out / "throughput.png"),
-        _percentiles(plt, runs, names, failed, out / "percentiles.png"),
-        _pareto(plt, runs, names, failed, out / "pareto.png"),
-    ]
+    return {
+        "latency_cdf": _latency_cdfs(plt, runs, names, failed),
+        "throughput": _throughput(plt, runs),
+        "percentiles": _percentiles(plt, runs, names, failed),
+        "pareto": _pareto(plt, runs, names, failed),
+    }
+
+
+def figures(runs: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Write the four figures as PNGs into ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [_save(fig, out / f"{stem}.png") for stem, fig in draw(runs).items()]
 
 
 def _note_failed(fig: Any, failed: list[str]) -> None:
@@ -140,7 +146,7 @@ def _legend(axes: Any) -> None:
         axes[-1].legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
 
 
-def _latency_cdfs(plt: Any, runs: list, names: list[str], failed: list[str], path: Path) -> Path:
+def _latency_cdfs(plt: Any, runs: list, names: list[str], failed: list[str]) -> Any:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, field, title in (
         (axes[0], "ttft_ms", "TTFT"),
@@ -161,10 +167,10 @@ def _latency_cdfs(plt: Any, runs: list, names: list[str], failed: list[str], pat
         ax.grid(alpha=0.3)
     _note_failed(fig, failed)
     _legend(axes)
-    return _save(fig, path)
+    return fig
 
 
-def _throughput(plt: Any, runs: list, path: Path) -> Path:
+def _throughput(plt: Any, runs: list) -> Any:
     """One line per (backend, model, name), against whichever of concurrency
     and request rate the group varies (a --sweep varies one)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -205,10 +211,10 @@ def _throughput(plt: Any, runs: list, path: Path) -> Path:
             ax.text(
                 0.5, 0.5, "no runs vary this", transform=ax.transAxes, ha="center", color="gray"
             )
-    return _save(fig, path)
+    return fig
 
 
-def _percentiles(plt: Any, runs: list, names: list[str], failed: list[str], path: Path) -> Path:
+def _percentiles(plt: Any, runs: list, names: list[str], failed: list[str]) -> Any:
     # From the per-request records, so every run has all four percentiles
     # whichever --percentiles it was run with.
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -224,10 +230,10 @@ def _percentiles(plt: Any, runs: list, names: list[str], failed: list[str], path
         ax.grid(alpha=0.3, axis="y")
     _note_failed(fig, failed)
     _legend(axes)
-    return _save(fig, path)
+    return fig
 
 
-def _pareto(plt: Any, runs: list, names: list[str], failed: list[str], path: Path) -> Path:
+def _pareto(plt: Any, runs: list, names: list[str], failed: list[str]) -> Any:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     points = [
         (run["summary"]["p99_e2el_ms"], run["summary"].get("output_throughput") or 0.0, name)
@@ -254,7 +260,7 @@ def _pareto(plt: Any, runs: list, names: list[str], failed: list[str], path: Pat
     )
     ax.grid(alpha=0.3)
     _note_failed(fig, failed)
-    return _save(fig, path)
+    return fig
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -10,10 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from modelbench.bench.metrics import RequestResult, summarize
-from modelbench.bench.report import figures, format_table, labels, pareto_front, report, table
+from modelbench.bench.report import (
+    draw,
+    figures,
+    format_table,
+    labels,
+    pareto_front,
+    report,
+    table,
+)
 from modelbench.bench.saved_runs import list_runs, load_runs, save_run
 from modelbench.cli.main import main
 
@@ -66,7 +75,7 @@ def test_save_load_report(tmp_path: Path) -> None:
 
     path = report(ids, tmp_path / "out", url)
     for name in ("latency_cdf", "throughput", "percentiles", "pareto"):
-        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 5000
+        assert (tmp_path / "out" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = path.read_text()
     assert page.count("data:image/png;base64,") == 4 and ids[0] in page
     rows = {row[0]: row[1:] for row in table(runs)}
@@ -93,7 +102,55 @@ def test_only_failed_runs_still_draw(tmp_path: Path) -> None:
         "percentiles.png",
         "pareto.png",
     ]
-    assert all(p.stat().st_size > 5000 for p in paths)
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+    drawn = draw(load_runs(ids, url))
+    cdf = drawn["latency_cdf"]
+    assert all(not ax.get_lines() for ax in cdf.axes)  # nothing to draw...
+    assert "not drawn, no successful request: down c=1, down c=2" in cdf.texts[0].get_text()
+    assert not drawn["pareto"].axes[0].collections  # ...and no point for a failed run
+
+
+def test_figures_plot_the_runs_data(tmp_path: Path) -> None:
+    """What each figure draws: the series, their data and the axis labels."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    ids = [save_run(fake_result("sweep", c, 0.1 * c), url) for c in (1, 4)]
+    ids.append(save_run(fake_result("broken", 2, 0.1, fail=True), url))
+    runs = load_runs(ids, url)
+    drawn = draw(runs)
+    assert list(drawn) == ["latency_cdf", "throughput", "percentiles", "pareto"]
+
+    ttft, e2e = drawn["latency_cdf"].axes
+    assert (ttft.get_title(), e2e.get_title()) == ("TTFT CDF", "End-to-end latency CDF")
+    assert ttft.get_xlabel() == "ms" and ttft.get_ylabel() == "fraction of successful requests"
+    assert [line.get_label() for line in ttft.get_lines()] == ["sweep c=1", "sweep c=4"]
+    # The c=4 run's TTFTs are 400 ms x (1 + i/10), i < 10, as a step CDF to 1.
+    x, y = ttft.get_lines()[1].get_data()
+    assert list(x) == pytest.approx([400.0 * (1 + i / 10) for i in range(10)])
+    assert list(y) == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert "broken c=2" in drawn["latency_cdf"].texts[0].get_text()
+
+    by_concurrency, by_rate = drawn["throughput"].axes
+    assert by_concurrency.get_xlabel() == "max concurrency (requests in flight)"
+    assert by_concurrency.get_ylabel() == "tokens/s"
+    (sweep, broken) = by_concurrency.get_lines()
+    assert (sweep.get_label(), broken.get_label()) == ("sweep", "broken")
+    assert list(sweep.get_xdata()) == [1.0, 4.0]
+    assert list(sweep.get_ydata()) == pytest.approx([25.0, 25.0])  # 50 tokens over 2 s each
+    assert not by_rate.get_lines()  # no run varies the rate
+
+    ttft_bars, itl_bars = drawn["percentiles"].axes
+    assert [t.get_text() for t in ttft_bars.get_xticklabels()] == ["p50", "p90", "p95", "p99"]
+    heights = [bar.get_height() for bar in ttft_bars.containers[0]]
+    samples = [100.0 * (1 + i / 10) for i in range(10)]
+    assert heights == pytest.approx(list(np.percentile(samples, [50, 90, 95, 99])))
+    assert [b.get_height() for b in itl_bars.containers[1]] == pytest.approx([10.0] * 4)
+
+    (pareto,) = drawn["pareto"].axes
+    assert pareto.get_xlabel() == "p99 end-to-end latency (ms)"
+    points = [tuple(c.get_offsets()[0]) for c in pareto.collections]
+    expected = [(r["summary"]["p99_e2el_ms"], 25.0) for r in runs[:2]]
+    assert points == pytest.approx(expected)
+    assert [a.get_text() for a in pareto.texts] == ["sweep c=1", "sweep c=4"]
 
 
 def test_labels_tell_a_sweeps_runs_apart(tmp_path: Path) -> None:
@@ -188,11 +245,13 @@ def test_bench_cli_end_to_end(tmp_path: Path) -> None:
         env = run["environment"]
         assert env["torch"] and run["run_id"].startswith("run_")
         # What it ran from: the source tree, the build's record, or git in the cwd (this checkout).
-        if head:
+        if head:  # run from a checkout (CI): the revision is this tree's or the build's
             assert re.fullmatch(r"[0-9a-f]{40}", env["git_revision"])
             assert env["git_revision_from"] in ("source tree", "build", "current directory")
             if env["git_revision_from"] != "build":  # a build may predate the last commits
                 assert env["git_revision"] == head
+        else:  # no git here: only a revision recorded at build time can be named
+            assert env["git_revision"] is None or env["git_revision_from"] == "build", env
         # What it measured: the checkpoint, by path and weights file.
         assert env["model"]["path"] == str(model.resolve()) and env["model"]["name"] == str(model)
         weights = {f["name"]: f for f in env["model"]["files"]}

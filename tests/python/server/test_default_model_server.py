@@ -168,7 +168,9 @@ def test_label_accuracy_on_the_eval_set() -> None:
         if answer != label
     ]
     assert right["polar"] >= 18, wrong  # of 20 positive and negative; measured 20
-    assert right["sentiment"] >= 18, wrong  # of 30; measured 20
+    # Neutral sentences are not asserted: the 135M model gets none of the 10
+    # right (right["sentiment"] is 20 of 30 = the 20 polar ones), so no
+    # threshold on them would mean anything.
     assert right["classify"] >= 26, wrong  # of 30; measured 29
 
 
@@ -180,5 +182,12 @@ def test_summarize_on_the_default_model(default_server: RunningServer) -> None:
     out = infer(
         default_server, {"text": text, "task": "summarize", "parameters": {"max_tokens": 48}}
     )
-    assert isinstance(out["result"], str) and out["result"].strip()
+    summary = out["result"]
+    # Greedy, so the same every run: measured "The city council met on Tuesday
+    # to vote on a new public library downtown, which is expected to take two
+    # years to complete." (26 tokens, ended by the model).
+    assert "library" in summary and "council" in summary, summary
+    assert len(summary) < len(text), "a summary is shorter than its text"
+    assert out["metadata"]["finish_reason"] == "stop", out["metadata"]
+    assert out["metadata"]["template"] == "chat"
     assert 0 < out["metadata"]["completion_tokens"] <= 48
