@@ -220,6 +220,21 @@ class Settings(BaseSettings):
     metrics_require_key: bool = False
     rate_limit_rpm: int | None = Field(default=None, ge=1)  # per key (or client address when open)
     rate_limit_tpm: int | None = Field(default=None, ge=1)
+    # Security (README "Security"): failed authentications one client address may
+    # make in a window before it gets 429 for the rest of it.
+    auth_max_failures: int = Field(default=10, ge=1)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
+    # Browser origins allowed to call the API (JSON list in the environment); none: CORS off.
+    cors_origins: list[str] = Field(default_factory=list)
+    log_text: bool = False  # True: prompts and outputs go to the log (modelbench.text); else never
+    # Slow or greedy clients (server/http_protocol.py): a request's line and headers
+    # at most this many bytes, arriving within header_timeout_s, its body within body_timeout_s.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips);
+    # from anyone else it is ignored.
+    forwarded_allow_ips: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
     # Several processes behind one load balancer share rate limits and breaker
     # states through this Redis (redis://[:password@]host:port/db); None: each keeps its own.
     redis_url: str | None = None

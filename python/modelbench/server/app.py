@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbench.config import Settings
@@ -22,6 +23,7 @@ from modelbench.gateway.service import Gateway
 from modelbench.gateway.shared_breakers import SharedBreakers
 from modelbench.gateway.shared_state import SharedState
 from modelbench.server.auth import authenticate, require_admin
+from modelbench.server.auth_failures import AuthFailures
 from modelbench.server.errors import install_error_handlers
 from modelbench.server.keys import KeyStore
 from modelbench.server.limits import BodySizeMiddleware
@@ -152,6 +154,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.store = store
     app.state.keys = keys
     app.state.limiter = RateLimiter()  # also the fallback while Redis is away
+    app.state.auth_failures = AuthFailures(
+        settings.auth_max_failures, settings.auth_failure_window_s
+    )
     app.state.shared_limiter = (
         SharedRateLimiter(shared, app.state.limiter) if shared is not None else None
     )
@@ -170,6 +175,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         TrafficMiddleware, state=app.state
     )  # inside RequestIdMiddleware: sees the id
     app.add_middleware(RequestIdMiddleware)
+    if settings.cors_origins:  # off unless asked: browsers then refuse other origins' pages
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     install_error_handlers(app)
     keyed = [Depends(authenticate)]
     for module in (

@@ -8,9 +8,11 @@ Every route but ``/health``, ``/ready`` (and ``/metrics`` unless
   requests are then rate-limited per client address.
 - Otherwise a key is required, as ``Authorization: Bearer <key>`` (what the
   openai client sends) or ``X-API-Key``: none, a wrong one or a revoked one
-  is a 401; admin routes need an admin key (403 otherwise).
+  is a 401; admin routes need an admin key (403 otherwise). Keys are compared
+  in constant time (server/keys.py), and a client address with too many
+  failures in a window gets 429 for a while (server/auth_failures.py).
 - The in-server batch worker proves itself with the process's internal
-  token and acts for the batch's owner.
+  token (compared in constant time) and acts for the batch's owner.
 
 Then the caller's request bucket is charged (429 with ``Retry-After`` when it
 is empty, or while its token bucket is in debt). Tokens are charged when the
@@ -21,6 +23,7 @@ by every process using that Redis (server/shared_ratelimit.py).
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -28,6 +31,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from modelbench.jobs.worker import INTERNAL_HEADER, OWNER_HEADER
+from modelbench.server.auth_failures import AuthFailures
 from modelbench.server.errors import APIError
 from modelbench.server.keys import ApiKey
 
@@ -64,22 +68,39 @@ def identify(request: Request) -> Caller:
     settings = state.settings
     store = getattr(state, "store", None)
     token = request.headers.get(INTERNAL_HEADER)
-    if token is not None and store is not None and token == store.internal_token:
+    if (
+        token is not None
+        and store is not None
+        and hmac.compare_digest(token.encode(), store.internal_token.encode())
+    ):
         owner = request.headers.get(OWNER_HEADER) or None
         request.scope.setdefault("state", {})["api_key_id"] = owner
         return Caller(None, "internal", None, None, internal=True)
     keys = state.keys
+    client = request.client.host if request.client else "unknown"
     if not keys.has_active_keys():
-        client = request.client.host if request.client else "unknown"
         return Caller(None, f"ip:{client}", settings.rate_limit_rpm, settings.rate_limit_tpm)
+    failures: AuthFailures = state.auth_failures
+    wait_s = failures.retry_after_s(client)
+    if wait_s is not None:
+        raise APIError(
+            429,
+            f"too many failed authentications from {client} ({failures.max_failures} in "
+            f"{failures.window_s:.0f} s); retry in {wait_s} s with a valid key",
+            code="too_many_failed_authentications",
+            type="rate_limit_error",
+            headers={"Retry-After": str(wait_s)},
+        )
     secret = _secret(request)
     if secret is None:
+        failures.record(client)
         raise unauthorized(
             "an API key is required: send it as 'Authorization: Bearer <key>' "
             "(modelbench keys create makes one)"
         )
     key = keys.verify(secret)
     if key is None:
+        failures.record(client)
         raise unauthorized("the API key is not valid or has been revoked")
     state_dict = request.scope.setdefault("state", {})
     state_dict["api_key_id"] = key.id

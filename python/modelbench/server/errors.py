@@ -139,8 +139,20 @@ async def on_store_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, f"internal error: {type(exc).__name__}", type="internal_error")
+    """A bug: the log gets the traceback, the client the request id to quote
+    and nothing of the exception (its text may hold paths, or data). This runs
+    outside the request-id middleware, so the id header is set here."""
+    request_id = request.scope.get("state", {}).get("request_id") or "unknown"
+    logger.exception(
+        "unhandled error on %s %s (request id %s)", request.method, request.url.path, request_id
+    )
+    return error_response(
+        500,
+        f"internal server error (request id {request_id}); the server's log has the details",
+        code="internal_error",
+        type="internal_error",
+        headers={"x-request-id": request_id},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -6,8 +6,9 @@ stored, with an id (``key_...``, what logs and the request log show), a name,
 a display prefix, an admin flag, per-key limits (requests and tokens per
 minute; None: the server's defaults), whether request text may be stored,
 and when it was created and revoked. The file is JSON, written atomically
-with mode 0600 under a lock; the server re-reads it when it changes, so a
-revoked key stops working without a restart.
+with mode 0600 under a lock, in a folder made 0700 (and refused when every
+user may write to it); the server re-reads it when it changes, so a revoked
+key stops working without a restart.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 import tempfile
 import threading
 import time
@@ -63,7 +65,6 @@ class KeyStore:
         self.path = Path(path) if path else default_keys_file()
         self.reload_interval_s = reload_interval_s
         self._keys: list[ApiKey] = []
-        self._by_hash: dict[str, ApiKey] = {}
         self._mtime: float | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
@@ -75,7 +76,7 @@ class KeyStore:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
-            self._keys, self._by_hash, self._mtime = [], {}, None
+            self._keys, self._mtime = [], None
             return
         if stat.st_mtime_ns == self._mtime:
             return
@@ -85,7 +86,6 @@ class KeyStore:
         except (json.JSONDecodeError, TypeError) as exc:
             raise ValueError(f"keys file {self.path} is not valid: {exc}") from exc
         self._keys = keys
-        self._by_hash = {k.hash: k for k in keys}
         self._mtime = stat.st_mtime_ns
 
     def refresh(self) -> None:
@@ -108,20 +108,44 @@ class KeyStore:
         return any(k.active for k in self.keys())
 
     def verify(self, secret: str) -> ApiKey | None:
-        """The active key with this secret, or None."""
+        """The active key with this secret, or None.
+
+        The secret's hash is compared with every key's hash by
+        ``hmac.compare_digest``, without stopping at a match, so the time
+        taken says nothing about how much of a guess was right, nor which key
+        matched. (A dict lookup by hash would also be safe here, the hash
+        being of 256 random bits: timing could leak at most bits of a guess's
+        SHA-256, which says nothing about any real key's secret; comparing
+        them all costs about 0.1 us per key and needs no such argument.)"""
         self.refresh()
         digest = hash_key(secret)
-        key = self._by_hash.get(digest)
-        if key is None or not hmac.compare_digest(key.hash, digest) or not key.active:
-            return None
-        return key
+        found: ApiKey | None = None
+        for key in self._keys:
+            if hmac.compare_digest(key.hash, digest):
+                found = key
+        return found if found is not None and found.active else None
 
     # ---- writing (the CLI) ------------------------------------------------
 
+    def _check_folder(self) -> None:
+        """The keys file's folder: made private when new; refused when anyone
+        may write to it, since anyone could then swap in a keys file of their
+        own (an admin key they know)."""
+        folder = self.path.parent
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        if mode & stat.S_IWOTH:
+            raise ValueError(
+                f"the keys file's folder {folder} is writable by every user (mode {mode:o}), "
+                f"so anyone could replace the keys: run `chmod o-w {folder}` or choose another "
+                "--keys-file"
+            )
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
+        self._check_folder()
+        lock_fd = os.open(self.path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(lock_fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._mtime = None

@@ -15,6 +15,7 @@ a key created with ``store_text = false``.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 import uuid
@@ -180,9 +181,8 @@ def new_record(
     store = getattr(app_state, "store", None)
     headers = dict(scope.get("headers", ()))
     batch_id = None
-    if (
-        store is not None
-        and headers.get(INTERNAL_HEADER.encode(), b"").decode() == store.internal_token
+    if store is not None and hmac.compare_digest(
+        headers.get(INTERNAL_HEADER.encode(), b""), store.internal_token.encode()
     ):
         batch_id = (
             headers.get(BATCH_HEADER.encode(), b"").decode() or None

@@ -1,4 +1,5 @@
-"""Running the app under uvicorn with a graceful drain.
+"""Running the app under uvicorn with a graceful drain, and bounds on slow
+or greedy clients (``uvicorn_config``).
 
 On the first SIGTERM or SIGINT the server stops admitting work (new requests
 get 503, /ready turns 503 "draining", /health and /metrics keep answering),
@@ -23,6 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from modelbench.config import Settings
+from modelbench.server.http_protocol import bounded_protocol
 from modelbench.server.log import log_config
 
 logger = logging.getLogger("modelbench.server")
@@ -30,6 +32,7 @@ logger = logging.getLogger("modelbench.server")
 # Once the drain is over (idle, or out of time), what is still running gets
 # this long to end before uvicorn cancels it.
 SHUTDOWN_GRACE_S = 2
+KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this long
 
 
 class DrainingServer(uvicorn.Server):
@@ -94,19 +97,31 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(100_000, 50, 1_000)
 
 
-def serve(app: FastAPI, settings: Settings) -> None:
-    """Serve ``app`` on ``settings.host:port`` until a signal drains it, with
-    the logging ``settings`` asks for. Exits 3 when the server cannot start."""
-    config = uvicorn.Config(
+def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    """How uvicorn serves ``app``: the logging ``settings`` asks for, and the
+    bounds on clients (server/http_protocol.py: head size, head and body
+    timeouts; an idle kept-alive connection closes after KEEP_ALIVE_S).
+    X-Forwarded-For is believed from ``settings.forwarded_allow_ips`` only,
+    never from uvicorn's FORWARDED_ALLOW_IPS environment variable: set to "*"
+    it would let any client claim a loopback address."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=bounded_protocol(settings),
         log_config=log_config(settings),
         log_level=settings.log_level,
         access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
-    server = DrainingServer(config, app, settings.drain_timeout_s)
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    """Serve ``app`` on ``settings.host:port`` until a signal drains it, with
+    the logging ``settings`` asks for. Exits 3 when the server cannot start."""
+    server = DrainingServer(uvicorn_config(app, settings), app, settings.drain_timeout_s)
     quiet_garbage_collector()
     server.run()
     if not server.started:

@@ -66,6 +66,9 @@ def keyed(
         keys_file=keys.path,
         database_url=f"sqlite:///{root / 'store.db'}",
         max_body_bytes=4096,
+        # every test here calls from 127.0.0.1, many with wrong keys on purpose;
+        # the slowing down of failures is test_security.py's
+        auth_max_failures=1000,
     )
     with run_server(settings, tiny_llama_path) as running:
         yield running, keys

@@ -1,16 +1,22 @@
 """The request log: ``GET /v1/requests`` lists recorded inference requests,
 newest first, filtered by model, version, task, status, API key and time
 range, a page at a time (``limit``, and ``cursor`` from the previous page's
-``next_cursor``); ``GET /v1/requests/{id}`` returns one."""
+``next_cursor``); ``GET /v1/requests/{id}`` returns one.
+
+Records hold prompts and outputs, so a server with no API key (open to
+whoever reaches it) serves them to loopback clients only: the client address
+is the connection's, or with a proxy in ``forwarded_allow_ips`` the one its
+X-Forwarded-For names; nobody else's X-Forwarded-For is believed."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 from datetime import datetime, timezone
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
@@ -18,7 +24,33 @@ from modelbench.db.tables import RequestRecord
 from modelbench.server.errors import APIError
 from modelbench.server.routes.batch import epoch, get_store
 
-router = APIRouter(tags=["requests"])
+
+def is_loopback_client(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def loopback_when_open(request: Request) -> None:
+    """With no API key, the request log is served to this machine only."""
+    caller = request.scope.get("state", {}).get("caller")
+    if getattr(caller, "key", None) is not None or getattr(caller, "internal", False):
+        return
+    if request.app.state.keys.has_active_keys() or is_loopback_client(request):
+        return
+    raise APIError(
+        403,
+        "the request log holds stored prompts and outputs; with no API key configured it is "
+        "served to loopback clients only: create a key (modelbench keys create --name NAME "
+        "--admin) and send it as 'Authorization: Bearer <key>'",
+        code="forbidden",
+        type="permission_error",
+    )
+
+
+router = APIRouter(tags=["requests"], dependencies=[Depends(loopback_when_open)])
 
 FIELDS = [c.name for c in RequestRecord.__table__.columns]
 
