@@ -16,7 +16,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_apt=""
-for pkg in g++ cmake ninja-build libeigen3-dev catch2 redis-server; do
+for pkg in g++ cmake ninja-build libeigen3-dev catch2 redis-server bubblewrap; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt="$need_apt $pkg"
 done
 # The store's tests need a PostgreSQL and never skip it under CI=true: without

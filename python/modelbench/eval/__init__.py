@@ -1,0 +1,1 @@
+"""Execution-verified quality: the sandbox, HumanEval, pass@k and verify."""
