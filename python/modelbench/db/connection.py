@@ -47,13 +47,16 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``. SQLite: the folder is created, WAL journal (readers
     never wait for the writer), a busy timeout instead of "database is locked",
     foreign keys on. PostgreSQL: connections checked before use, so a restarted
-    server is reconnected to."""
+    server is reconnected to. Either way a statement's parameters (prompts and
+    outputs among them) are left out of the errors it raises, which get logged."""
     check_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection, _record) -> None:
@@ -64,7 +67,9 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -8,6 +8,8 @@ PostgreSQL. The schema changes only through migrations (db/migrations/).
   a batch, claimed by a worker under a lease.
 - ``bench_runs`` and ``bench_requests``: benchmark runs and their
   per-request records.
+- ``eval_runs`` and ``eval_results``: evaluation runs (HumanEval) and each
+  sample's outcome in the sandbox.
 """
 
 from __future__ import annotations
@@ -137,3 +139,27 @@ class BenchRequest(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     itl_ms: Mapped[list | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class EvalRun(Base):
+    __tablename__ = "eval_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    benchmark: Mapped[str] = mapped_column(String(64))  # "humaneval"
+    model: Mapped[str | None] = mapped_column(String(255))
+    config: Mapped[dict | None] = mapped_column(JSON)
+    summary: Mapped[dict | None] = mapped_column(JSON)  # pass@k, isolation, times
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvalResult(Base):
+    __tablename__ = "eval_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str] = mapped_column(String(64))
+    sample: Mapped[int] = mapped_column(Integer)
+    passed: Mapped[bool]
+    reason: Mapped[str | None] = mapped_column(Text)
+    run_s: Mapped[float | None] = mapped_column(Float)
+    completion: Mapped[str | None] = mapped_column(Text)
