@@ -14,7 +14,15 @@ from sqlalchemy import inspect
 from modelbench.db import current_revision, downgrade, head_revision, make_engine, upgrade
 from modelbench.db.tables import Base
 
-TABLES = {"requests", "batches", "jobs", "bench_runs", "bench_requests"}
+TABLES = {
+    "requests",
+    "batches",
+    "jobs",
+    "bench_runs",
+    "bench_requests",
+    "eval_runs",
+    "eval_results",
+}
 
 
 def table_names(url: str) -> set[str]:
