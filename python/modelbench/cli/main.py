@@ -34,6 +34,8 @@ SERVE_FLAGS = (
     "drain_timeout_s",
     "database_url",
     "redis_url",
+    "cors_origins",
+    "log_text",
     "upstream",
     "policy",
     "fallback",
@@ -128,6 +130,20 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
         "--database-url",
         help="the store: sqlite:///path.db or postgresql+psycopg://... "
         "(default: an SQLite file in the user's data directory)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin (https://app.example) allowed to call the API; repeat it. "
+        "Default: none, CORS off",
+    )
+    p.add_argument(
+        "--log-text",
+        action="store_true",
+        default=None,
+        help="log each request's prompt and output (logger modelbench.text); default: never",
     )
     p.add_argument(
         "--redis-url",

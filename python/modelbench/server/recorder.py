@@ -10,13 +10,16 @@ route signatures do not change; a batch of the task API records each item as
 a request of its own.
 
 Prompts and outputs are left out when ``MODELBENCH_STORE_TEXT=false``, or for
-a key created with ``store_text = false``.
+a key created with ``store_text = false``. They never reach the log, at any
+level, unless ``MODELBENCH_LOG_TEXT=true`` asks for one line per request on
+the ``modelbench.text`` logger (still not for such a key).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 import time
 import uuid
 from contextvars import ContextVar
@@ -37,6 +40,8 @@ INFERENCE_PATHS = {
     "/v1/embeddings": "embed",
     "/v1/infer": "generate",
 }
+
+text_logger = logging.getLogger("modelbench.text")  # only with Settings.log_text
 
 current_record: ContextVar[Record | None] = ContextVar("modelbench_record", default=None)
 
@@ -116,14 +121,16 @@ class Record:
         if out.finished:
             self.finish_reasons[delta.index] = delta.finish_reason or "abort"
 
+    def output_text(self) -> str | None:
+        if self.output is not None:
+            return self.output
+        if len(self.texts) > 1:  # several choices: their texts, in order, as JSON
+            return json.dumps([self.texts[i] for i in sorted(self.texts)])
+        return self.texts.get(0)
+
     def row(self, http_status: int) -> dict[str, Any]:
         """The ``requests`` row, as the request ended with ``http_status``."""
-        if self.output is not None:
-            output: str | None = self.output
-        elif len(self.texts) > 1:  # several choices: their texts, in order, as JSON
-            output = json.dumps([self.texts[i] for i in sorted(self.texts)])
-        else:
-            output = self.texts.get(0)
+        output = self.output_text()
         reasons = {self.finish_reasons[i] for i in self.finish_reasons}
         finish_reason = reasons.pop() if len(reasons) == 1 else (",".join(sorted(reasons)) or None)
         if http_status < 400 and (self.finish_reasons or self.output is not None):
@@ -203,13 +210,27 @@ def submit(scope: Scope, record: Record, http_status: int) -> None:
     from modelbench.server.auth import charge_tokens
 
     charge_tokens(scope, (record.prompt_tokens or 0) + record.completion_tokens)
-    store = getattr(getattr(scope.get("app"), "state", None), "store", None)
+    app_state = getattr(scope.get("app"), "state", None)
+    store = getattr(app_state, "store", None)
+    settings = getattr(app_state, "settings", None)
+    log_text = settings is not None and settings.log_text
+    if store is None and not log_text:
+        return
+    state = scope.get("state", {})  # auth has run by now: who asked, and may text be kept
+    record.api_key_id = record.api_key_id or state.get("api_key_id")
+    key_keeps_text = state.get("api_key_store_text") is not False
+    if not key_keeps_text:
+        record.store_text = False
     if store is not None:
-        state = scope.get("state", {})  # auth has run by now: who asked, and may text be kept
-        record.api_key_id = record.api_key_id or state.get("api_key_id")
-        if state.get("api_key_store_text") is False:
-            record.store_text = False
         store.writer.submit(record.row(http_status))
+    if log_text and key_keeps_text:
+        text_logger.info(
+            "request %s: prompt %r, output %r",
+            record.id,
+            record.prompt if record.messages is None else record.messages,
+            record.output_text(),
+            extra={"record_id": record.id, "http_request_id": record.http_request_id},
+        )
 
 
 class RecordMiddleware:

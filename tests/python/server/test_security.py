@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from modelbench.cli.main import build_parser, settings_from_args
 from modelbench.jobs.worker import INTERNAL_HEADER
 from modelbench.server import create_app
 from modelbench.server.auth_failures import AuthFailures
@@ -231,6 +232,16 @@ def test_cors_allows_the_configured_origins_only(tiny_llama_path: Path) -> None:
     assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
     foreign = asgi(app, "GET", "/health", {"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in foreign.headers
+
+
+def test_serve_flags_reach_the_settings() -> None:
+    args = build_parser().parse_args(
+        ["serve", "--cors-origin", "https://a.example", "--cors-origin", "https://b.example"]
+    )
+    settings = settings_from_args(args)
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.log_text is False
+    assert settings_from_args(build_parser().parse_args(["serve", "--log-text"])).log_text
 
 
 # ---- 7 and 8: an open server on every address --------------------------------------------
