@@ -19,6 +19,7 @@ A models file is TOML::
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -217,6 +218,13 @@ class Settings(BaseSettings):
     # API keys: a JSON file of hashed keys (modelbench keys); None: the user's data directory.
     keys_file: Path | None = None
     allow_open: bool = False  # serve without keys on a non-loopback address (you were warned)
+    # Admin routes (/v1/admin/...) need an admin key; with no keys at all they are
+    # disabled, unless this is set and the server listens on a loopback address only.
+    allow_open_admin: bool = False
+    # Folders admin loads may take models from (JSON list in the environment:
+    # MODELBENCH_MODEL_DIRS='["/models"]'); an admin load names a path inside one,
+    # or none for the default model. Startup models (--model, models files) are not limited.
+    model_dirs: list[Path] = Field(default_factory=list)
     metrics_require_key: bool = False
     rate_limit_rpm: int | None = Field(default=None, ge=1)  # per key (or client address when open)
     rate_limit_tpm: int | None = Field(default=None, ge=1)
@@ -321,6 +329,17 @@ class Settings(BaseSettings):
         configs = ModelsFile(models=models, routing=routing, upstreams=upstreams, gateway=options)
         configs.check("the models and upstreams given")
         return configs
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address to listen on, or a client's) is loopback only:
+    localhost, 127.0.0.0/8 or ::1. 0.0.0.0 and :: listen everywhere, so they are not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def as_list(value: str | list[str] | None) -> list[str]:

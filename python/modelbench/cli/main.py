@@ -11,10 +11,11 @@ from typing import Any
 from modelbench.cli import bench as bench_cli
 from modelbench.cli import compare as cli_compare
 from modelbench.cli import db as cli_db
+from modelbench.cli import eval as cli_eval
 from modelbench.cli import keys as cli_keys
 from modelbench.cli import report as bench_report
 from modelbench.cli import worker as cli_worker
-from modelbench.config import Settings, parse_memory
+from modelbench.config import Settings, is_loopback, parse_memory
 
 SERVE_FLAGS = (
     "model",
@@ -40,6 +41,7 @@ SERVE_FLAGS = (
     "policy",
     "fallback",
     "serve_default_model",
+    "allow_open_admin",
 )
 
 
@@ -75,6 +77,16 @@ def serve(args: argparse.Namespace) -> None:
         )
     try:
         settings = settings_from_args(args)
+    except ValueError as exc:
+        raise SystemExit(f"{command}: {exc}") from exc
+    if settings.allow_open_admin and not is_loopback(settings.host):
+        raise SystemExit(
+            f"{command}: refusing to start: --allow-open-admin lets anyone who reaches the "
+            f"server load and unload models without a key, so it needs a loopback --host "
+            f"(127.0.0.1, ::1 or localhost), and {settings.host} is not one. Create an admin "
+            "key instead (modelbench keys create --name NAME --admin) and drop --allow-open-admin."
+        )
+    try:
         app = create_app(settings)
     except ValueError as exc:
         raise SystemExit(f"{command}: {exc}") from exc
@@ -89,17 +101,6 @@ def serve(args: argparse.Namespace) -> None:
             "serve on 127.0.0.1, or set MODELBENCH_ALLOW_OPEN=true."
         )
     run_server(app, settings)  # drains on SIGTERM, logs as settings.log_format says
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def add_server_flags(p: argparse.ArgumentParser) -> None:
@@ -149,6 +150,13 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
         "--redis-url",
         help="redis://host:port/db shared by several processes behind one load balancer: "
         "they share rate limits and breaker states (default: each keeps its own)",
+    )
+    p.add_argument(
+        "--allow-open-admin",
+        action="store_true",
+        default=None,
+        help="with no API keys, serve the admin routes (/v1/admin/...) without a key; only "
+        "with a loopback --host. Without it, and without keys, they answer 403",
     )
 
 
@@ -242,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_flags(g)
     g.set_defaults(func=serve, serve_default_model=False)
     cli_compare.add_parser(commands)
+    cli_eval.add_parser(commands)
     cli_db.add_parser(commands)
     cli_worker.add_parser(commands)
     cli_keys.add_parser(commands)

@@ -30,6 +30,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from modelbench.config import is_loopback
 from modelbench.jobs.worker import INTERNAL_HEADER, OWNER_HEADER
 from modelbench.server.auth_failures import AuthFailures
 from modelbench.server.errors import APIError
@@ -135,16 +136,41 @@ async def authenticate(request: Request) -> Caller:
     return caller
 
 
-async def require_admin(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
-    if caller.key is not None and not caller.key.admin:
+async def require_admin(
+    request: Request, caller: Annotated[Caller, Depends(authenticate)]
+) -> Caller:
+    """Admin routes need an admin key. With no keys configured they are
+    disabled (403 saying how to enable them), unless the server was started
+    with ``allow_open_admin`` on a loopback address and the caller is local.
+    Batch jobs (the internal caller) never reach them."""
+    if caller.key is not None:
+        if caller.key.admin:
+            return caller
         raise APIError(
             403,
             f"key {caller.key.id} is not an admin key; admin routes need one "
-            "(modelbench keys create --admin)",
+            "(modelbench keys create --name NAME --admin)",
             code="forbidden",
             type="permission_error",
         )
-    return caller
+    settings = request.app.state.settings
+    client = request.client.host if request.client else ""
+    if (
+        not caller.internal
+        and settings.allow_open_admin
+        and is_loopback(settings.host)
+        and is_loopback(client)
+    ):
+        return caller
+    raise APIError(
+        403,
+        "admin routes are disabled: no API keys are configured, and they always need an admin "
+        "key. Create one with `modelbench keys create --name NAME --admin` and send it as "
+        "'Authorization: Bearer <key>'; or, on a loopback address only, start the server with "
+        "--allow-open-admin (MODELBENCH_ALLOW_OPEN_ADMIN=true)",
+        code="admin_disabled",
+        type="permission_error",
+    )
 
 
 ApiKeyDep = Annotated[Caller, Depends(authenticate)]

@@ -74,12 +74,13 @@ async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _field_path(loc: tuple) -> list[str]:
-    """The field's path in ``loc``, without "body" and without the branch
-    names a union (``str | list[int]``) adds."""
+    """The field's path in ``loc``, without where it was ("body", first) and
+    without the branch names a union (``str | list[int]``) adds. A field may
+    itself be called "path" (an admin load's)."""
     return [
         str(part)
-        for part in loc
-        if part not in _LOCATIONS and not (isinstance(part, str) and _is_branch(part))
+        for i, part in enumerate(loc)
+        if not (i == 0 and part in _LOCATIONS) and not (isinstance(part, str) and _is_branch(part))
     ]
 
 

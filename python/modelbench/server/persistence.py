@@ -23,7 +23,6 @@ from modelbench.db import make_engine, upgrade
 from modelbench.db.writer import RecordWriter
 from modelbench.jobs.queue import JobQueue
 from modelbench.jobs.worker import Worker
-from modelbench.server.registry import ModelState
 
 logger = logging.getLogger("modelbench.store")
 
@@ -100,13 +99,14 @@ class Store:
 
 
 def can_run_jobs(app: object) -> bool:
-    """No model of the app is still loading (failed ones count as settled),
+    """No model the server was started with is still loading (failed ones
+    count as settled; an admin's load at run time does not hold jobs back),
     and the server is not draining: a job claimed now would only be refused
     with 503 and use up an attempt."""
     state = app.state  # type: ignore[attr-defined]
     if getattr(state, "draining", False):
         return False
-    return not any(h.state == ModelState.LOADING for h in state.registry.handles())
+    return not state.registry.is_starting()
 
 
 class StoreCollector(Collector):

@@ -15,6 +15,13 @@ A version is admitted a bounded number of requests (``max_queue`` beyond its
 without bound. Unloading stops routing to the version at once, lets its
 requests in flight finish (up to a timeout) and then frees its engine, while
 the other versions keep serving.
+
+The versions the server was started with are *declared* (``add``); those an
+admin loads at run time (``begin_load``) build their engine in a background
+task, one load at a time: a second load while one is in progress is refused
+(409), so loads queue nowhere and never hold more than one model's weights
+in flight. Serving goes on meanwhile, on the event loop, while the load
+runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -60,7 +67,9 @@ class ModelHandle:
     error: str | None = None
     outstanding: int = 0  # requests admitted and not yet finished
     by_priority: Counter[int] = field(default_factory=Counter)  # outstanding, per priority
-    loaded_at: float = field(default_factory=time.time)
+    loaded_at: float = field(default_factory=time.time)  # when its load began
+    finished_at: float | None = None  # when its load ended (ready or failed)
+    declared: bool = True  # the server was started with it (False: loaded by an admin)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -94,11 +103,12 @@ class ModelHandle:
             del self.by_priority[priority]
         assert self.outstanding >= 0, f"{self.id}: more requests ended than began"
 
+        if self.outstanding == 0:
+            self._idle.set()
+
     def outstanding_before(self, priority: int) -> int:
         """Requests in flight that run before or with one of ``priority``."""
         return sum(n for level, n in self.by_priority.items() if level <= priority)
-        if self.outstanding == 0:
-            self._idle.set()
 
 
 class ModelRegistry:
@@ -109,6 +119,8 @@ class ModelRegistry:
         self._handles: dict[str, ModelHandle] = {}  # by id, in load order
         self._policies: dict[str, RoutingPolicy] = {}
         self._rng = rng or random.Random()
+        self._loads: set[asyncio.Task[None]] = set()  # admin loads running in the background
+        self._declared_names: dict[str, None] = {}  # in order: the names started with
         self.gateway: Gateway | None = None  # names served by upstreams, when configured
 
     # ---- what is there -------------------------------------------------
@@ -121,6 +133,24 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[ModelHandle]:
         return [h for h in self._handles.values() if h.name == name]
+
+    def get(self, model_id: str) -> ModelHandle | None:
+        """The version ``name:version``, whatever its state."""
+        return self._handles.get(model_id)
+
+    def loading(self) -> list[ModelHandle]:
+        return [h for h in self._handles.values() if h.state == ModelState.LOADING]
+
+    def is_starting(self) -> bool:
+        """A version the server was started with is still loading."""
+        return any(h.declared for h in self.loading())
+
+    def declared_names(self) -> list[str]:
+        """The names the server was started with (its versions may be gone since)."""
+        return list(self._declared_names)
+
+    def ready_versions(self, name: str) -> list[ModelHandle]:
+        return [h for h in self.versions(name) if h.state == ModelState.READY]
 
     def policy(self, name: str) -> RoutingPolicy:
         return self._policies.get(name, "pinned")
@@ -142,25 +172,72 @@ class ModelRegistry:
 
     # ---- loading and unloading ----------------------------------------
 
-    def add(self, config: ModelConfig) -> ModelHandle:
-        """Register a version (state "loading"); 409 if it is there already."""
-        if config.id in self._handles:
-            raise APIError(
-                409,
-                f"model {config.id} is already loaded; unload it first or pick another version",
-                param="version",
-                code="model_exists",
-            )
+    def add(self, config: ModelConfig, declared: bool = True) -> ModelHandle:
+        """Register a version (state "loading"); 409 if it is there already.
+        An admin load (``declared=False``) may replace a version whose own
+        admin load failed."""
+        existing = self._handles.get(config.id)
+        if existing is not None:
+            if declared or not self._replaceable(existing):
+                raise APIError(
+                    409,
+                    f"model {config.id} is already loaded ({existing.state}); unload it first "
+                    "or pick another version",
+                    param="version",
+                    code="model_exists",
+                )
+            del self._handles[config.id]
         if config.default:
             for other in self.versions(config.name):
                 other.config = other.config.model_copy(update={"default": False})
-        handle = ModelHandle(config)
+        handle = ModelHandle(config, declared=declared)
         self._handles[config.id] = handle
+        if declared:
+            self._declared_names.setdefault(config.name)
         return handle
 
-    async def load(self, config: ModelConfig) -> ModelHandle:
-        """Add a version and build its engine."""
-        return await self.start(self.add(config))
+    @staticmethod
+    def _replaceable(handle: ModelHandle) -> bool:
+        return not handle.declared and handle.state == ModelState.FAILED
+
+    def check_can_load(self, model_id: str) -> None:
+        """An admin load of ``model_id`` may begin: 409 while another version
+        loads (one load at a time), or if this one is there already (a
+        failed admin load may be retried)."""
+        busy = self.loading()
+        if busy:
+            raise APIError(
+                409,
+                f"model {busy[0].id} is loading; one load runs at a time. Retry when "
+                f"GET /v1/admin/models/{busy[0].id} says ready or failed",
+                code="load_in_progress",
+                headers={"Retry-After": "5"},
+            )
+        existing = self._handles.get(model_id)
+        if existing is not None and not self._replaceable(existing):
+            raise APIError(
+                409,
+                f"model {model_id} is already loaded ({existing.state}); unload it first "
+                "or pick another version",
+                param="version",
+                code="model_exists",
+            )
+
+    def begin_load(self, config: ModelConfig) -> ModelHandle:
+        """Add an admin-loaded version and build its engine in the background;
+        its handle says how the load goes. The 409s of ``check_can_load``."""
+        self.check_can_load(config.id)
+        handle = self.add(config, declared=False)
+        task = asyncio.create_task(self._load_in_background(handle))
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
+        return handle
+
+    async def _load_in_background(self, handle: ModelHandle) -> None:
+        try:
+            await self.start(handle)
+        except Exception:  # the handle holds the error, for GET /v1/admin/models/{id}
+            pass
 
     async def start(self, handle: ModelHandle) -> ModelHandle:
         """Build an added version's engine off the event loop. A failure
@@ -170,13 +247,20 @@ class ModelRegistry:
             engine = await asyncio.to_thread(AsyncEngine, config.engine_args())
         except Exception as exc:
             handle.state, handle.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
+            handle.finished_at = time.time()
             logger.error("loading %s failed: %s", config.id, handle.error)
             raise
-        if handle.state == ModelState.UNLOADING:  # unloaded while loading
+        handle.finished_at = time.time()
+        if handle.state == ModelState.UNLOADING:  # the server stopped while it loaded
             await asyncio.to_thread(engine.shutdown)
             return handle
         handle.engine, handle.state = engine, ModelState.READY
-        logger.info("loaded %s from %s", config.id, config.path or "the default model")
+        logger.info(
+            "loaded %s from %s in %.1f s",
+            config.id,
+            config.path or "the default model",
+            handle.finished_at - handle.loaded_at,
+        )
         return handle
 
     async def unload(self, model_id: str, timeout_s: float = 30.0) -> ModelHandle:
@@ -191,6 +275,15 @@ class ModelRegistry:
                 param="model",
                 code="model_not_found",
                 type="not_found_error",
+            )
+        if handle.state == ModelState.LOADING:  # its weights are half in memory, in a thread
+            raise APIError(
+                409,
+                f"model {model_id} is still loading and cannot be unloaded yet; retry when "
+                f"GET /v1/admin/models/{model_id} says ready or failed",
+                param="model",
+                code="model_loading",
+                headers={"Retry-After": "5"},
             )
         handle.state = ModelState.UNLOADING
         if handle.outstanding:
@@ -211,6 +304,11 @@ class ModelRegistry:
         return handle
 
     async def shutdown(self) -> None:
+        """Free every version. A load in progress cannot be stopped (it runs
+        in a thread): it is let finish and its engine freed at once."""
+        for handle in self.loading():
+            handle.state = ModelState.UNLOADING
+        await asyncio.gather(*self._loads, return_exceptions=True)
         for handle in list(self._handles.values()):
             engine, handle.engine = handle.engine, None
             if engine is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,9 +57,13 @@ chat = "canary"
 """)
     # Seeded canary routing: the split below is the same on every run.
     registry = ModelRegistry(rng=random.Random(20240601))
-    with run_server(
-        Settings(models_file=models, port=free_port()), tiny_llama_path, registry
-    ) as running:
+    settings = Settings(
+        models_file=models,
+        port=free_port(),
+        allow_open_admin=True,  # no keys here: admin routes from loopback (test_admin_lockdown)
+        model_dirs=[tiny_llama_path.parent],
+    )
+    with run_server(settings, tiny_llama_path, registry) as running:
         yield running
 
 
@@ -125,8 +130,11 @@ def test_load_and_unload_while_traffic_runs(multi: RunningServer, tiny_llama_pat
                     "kv_cache_memory": KV_CACHE_MEMORY,
                 },
             )
-            assert r.status_code == 201, r.text
-            assert r.json()["id"] == "chat:3" and r.json()["state"] == "ready"
+            assert r.status_code == 202, r.text
+            assert r.json()["id"] == "chat:3" and r.json()["state"] == "loading"
+            while (status := http.get(r.json()["status_url"]).json())["state"] == "loading":
+                time.sleep(0.05)
+            assert status["state"] == "ready", status
             assert complete(http, "chat:3").json()["model"] == "chat:3"
             # weight 0: the canary never picks it for the bare name
             assert {complete(http, "chat").json()["model"] for _ in range(50)} <= {
@@ -172,7 +180,7 @@ def test_load_and_unload_while_traffic_runs(multi: RunningServer, tiny_llama_pat
     assert failures == [] and served["gpt"] > 0 and served["chat:1"] > 0
 
 
-def test_admin_errors(multi: RunningServer, tiny_llama_path: Path, tmp_path: Path) -> None:
+def test_admin_errors(multi: RunningServer, tiny_llama_path: Path) -> None:
     with httpx.Client(base_url=multi.base_url, timeout=60) as http:
         r = http.post(
             "/v1/admin/models", json={"name": "chat", "version": "1", "path": str(tiny_llama_path)}
@@ -182,11 +190,12 @@ def test_admin_errors(multi: RunningServer, tiny_llama_path: Path, tmp_path: Pat
             "/v1/admin/models",
             json={
                 "name": "x",
-                "path": str(tmp_path / "nowhere"),
+                "path": str(tiny_llama_path.parent / "nowhere"),
                 "kv_cache_memory": KV_CACHE_MEMORY,
             },
         )
         assert r.status_code == 400 and r.json()["error"]["param"] == "path"
+        assert "nowhere" in r.json()["error"]["message"]
         assert "x:1" not in [m["id"] for m in http.get("/v1/models").json()["data"]]
         r = http.post("/v1/admin/models", json={"name": "x", "colour": "blue"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "colour"

@@ -1,6 +1,8 @@
-"""GET /health (the process answers) and GET /ready (every configured model
-is loaded and its engine answers; the body also says whether the store is
-migrated yet)."""
+"""GET /health (the process answers) and GET /ready: every version the
+server was started with has loaded, and every name it was started with has a
+version ready whose engine answers (the body also says whether the store is
+migrated yet). Versions an admin loads at run time do not count: a load in
+progress, or one that failed, leaves /ready 200 while the others serve."""
 
 from __future__ import annotations
 
@@ -30,15 +32,30 @@ async def ready(request: Request, registry: RegistryDep) -> JSONResponse:
     if getattr(request.app.state, "draining", False):
         return JSONResponse({"status": "draining"}, status_code=503)
     models = {h.id: h.state.value for h in registry.handles()}
-    failed = {h.id: h.error for h in registry.handles() if h.state == ModelState.FAILED}
+    declared = [h for h in registry.handles() if h.declared]
+    failed = {h.id: h.error for h in declared if h.state == ModelState.FAILED}
     if failed:
         return JSONResponse(
             {"status": "failed", "models": models, "errors": failed}, status_code=503
         )
-    if not request.app.state.started or any(
-        h.state == ModelState.LOADING for h in registry.handles()
-    ):
+    if not request.app.state.started or registry.is_starting():
         return JSONResponse({"status": "loading", "models": models}, status_code=503)
+    # A name the server was started with and whose versions were all unloaded
+    # serves nothing: every request for it would be a 404.
+    gone = [n for n in registry.declared_names() if not registry.ready_versions(n)]
+    if gone:
+        return JSONResponse(
+            {
+                "status": "unavailable",
+                "models": models,
+                "errors": {
+                    n: f"no version of {n} is ready (the server was started with it); load "
+                    "one with POST /v1/admin/models"
+                    for n in gone
+                },
+            },
+            status_code=503,
+        )
     # The loop starts with the first request; once started it must keep running.
     stalled = [h.id for h in registry.ready() if h.engine is not None and not h.engine.is_healthy()]
     if stalled:
