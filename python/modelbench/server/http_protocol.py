@@ -12,7 +12,9 @@ adds, per request:
 - the head complete within ``header_timeout_s`` of the connection opening or
   of the request's first byte: else the connection is closed;
 - the body complete within ``body_timeout_s`` of the head: else closed (the
-  app sees the client gone).
+  app sees the client gone). A deadline that passes while uvicorn itself has
+  stopped reading (flow control: a pipelined request waits its turn, or the
+  app reads slowly) starts over instead: the client is not the one waiting.
 
 ``bounded_protocol(settings)`` is the class ``uvicorn.Config(http=...)`` takes.
 """
@@ -59,6 +61,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _expire(self, waiting_for: str, timeout_s: float) -> None:
         self._deadline = None
+        if self.flow.read_paused:  # the server holds the body back (a pipelined request, or
+            self._arm(timeout_s, waiting_for)  # the app reading slowly), not the client
+            return
         if not self.transport.is_closing():
             client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
             logger.info(
