@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,17 +19,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from modelbench.config import is_loopback
 from modelbench.db.tables import RequestRecord
 from modelbench.server.errors import APIError
 from modelbench.server.routes.batch import epoch, get_store
-
-
-def is_loopback_client(request: Request) -> bool:
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def loopback_when_open(request: Request) -> None:
@@ -38,7 +30,8 @@ async def loopback_when_open(request: Request) -> None:
     caller = request.scope.get("state", {}).get("caller")
     if getattr(caller, "key", None) is not None or getattr(caller, "internal", False):
         return
-    if request.app.state.keys.has_active_keys() or is_loopback_client(request):
+    client = request.client.host if request.client else ""
+    if request.app.state.keys.has_active_keys() or is_loopback(client):
         return
     raise APIError(
         403,
