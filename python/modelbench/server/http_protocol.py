@@ -7,8 +7,9 @@ buffers, and the httptools parser buffers a head of any size. This protocol
 adds, per request:
 
 - the request line and headers at most ``max_header_bytes``: past that,
-  431 and the connection is closed (counted as the bytes arrive, so a client
-  cannot make the parser buffer more than that and one read);
+  431 with OpenAI's error body, and the connection is closed (counted as
+  the bytes arrive, so a client cannot make the parser buffer more than that
+  and one read);
 - the head complete within ``header_timeout_s`` of the connection opening or
   of the request's first byte: else the connection is closed;
 - the body complete within ``body_timeout_s`` of the head: else closed (the
@@ -28,6 +29,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from modelbench.config import Settings
+from modelbench.server.protocol import ErrorInfo, ErrorResponse
 
 logger = logging.getLogger("modelbench.server")
 
@@ -45,7 +47,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True  # reading a request line and headers
         self._head_bytes = 0
-        self._refusal: tuple[int, str] | None = None
+        self._refusal: tuple[int, str, str] | None = None  # status, code, message
         self._deadline: asyncio.TimerHandle | None = None
 
     # ---- deadlines ------------------------------------------------------
@@ -92,6 +94,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         self._refusal = (
             431,
+            "request_header_fields_too_large",
             f"the request line and headers are over {self.max_header_bytes} bytes; send less",
         )
 
@@ -101,13 +104,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._refusal is None:
             super().send_400_response(msg)
             return
-        status, text = self._refusal
-        body = text.encode()
+        status, code, text = self._refusal
+        error = ErrorInfo(message=text, type="invalid_request_error", param=None, code=code)
+        body = ErrorResponse(error=error).model_dump_json().encode()
         self.transport.write(
             b"".join(
                 [
                     STATUS_LINE[status],
-                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-type: application/json\r\n",
                     b"content-length: " + str(len(body)).encode() + b"\r\n",
                     b"connection: close\r\n\r\n",
                     body,
