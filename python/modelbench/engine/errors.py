@@ -7,10 +7,18 @@ without reading the message. The C++ engine raises its own
 
 from __future__ import annotations
 
+# Codes of input a model cannot take although every field is well formed (the
+# server's 400 carries them, see modelbench.server.protocol_fields).
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+CONFLICTING_FIELDS = "conflicting_fields"
+
 
 class InvalidParameter(ValueError):
-    """Input a caller got wrong; ``param`` names the field, or is None."""
+    """Input a caller got wrong; ``param`` names the field, or is None;
+    ``code`` says why when the value alone is not at fault (the prompt and
+    max_tokens together are past the context: CONTEXT_LENGTH_EXCEEDED)."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+        self.code = code

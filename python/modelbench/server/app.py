@@ -27,6 +27,7 @@ from modelbench.server.auth_failures import AuthFailures
 from modelbench.server.errors import install_error_handlers
 from modelbench.server.keys import KeyStore
 from modelbench.server.limits import BodySizeMiddleware
+from modelbench.server.openapi import install_openapi
 from modelbench.server.persistence import Store, StoreCollector
 from modelbench.server.prometheus import ServerMetrics
 from modelbench.server.ratelimit import RateLimiter
@@ -204,4 +205,5 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(
         metrics_route.router, dependencies=keyed if settings.metrics_require_key else []
     )
+    install_openapi(app)  # every status code each route answers, and the security schemes
     return app

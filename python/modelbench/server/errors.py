@@ -12,12 +12,33 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
-from modelbench.server.protocol import UNSUPPORTED_FIELDS, ErrorInfo, ErrorResponse
+from modelbench.server.protocol import ContextTooLong, ErrorInfo, ErrorResponse
+from modelbench.server.protocol_fields import (
+    CONFLICTING_FIELDS,
+    CONTEXT_LENGTH_EXCEEDED,
+    UNSUPPORTED_FIELDS,
+)
 
 logger = logging.getLogger("modelbench.server")
 
 _LOCATIONS = {"body", "query", "path", "header", "cookie"}  # where FastAPI found the field
 _UNION_BRANCHES = {"str", "int", "float", "bool", "list[int]", "list[str]", "list[list[int]]"}
+# Pydantic's error types for a value of the wrong JSON type, and what to send.
+_WRONG_TYPE = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+}
+# Pydantic's error types for a value out of range, as the engine words them.
+_BOUNDS = {
+    "greater_than_equal": ("ge", ">="),
+    "greater_than": ("gt", ">"),
+    "less_than_equal": ("le", "<="),
+    "less_than": ("lt", "<"),
+}
+# Validation errors raised by our own validators whose type is the 400's code.
+_CODED_ERRORS = {CONFLICTING_FIELDS}
 
 
 class APIError(Exception):
@@ -44,16 +65,30 @@ class APIError(Exception):
 def invalid_value(exc: ValueError, rename: dict[str, str] | None = None) -> APIError:
     """A 400 for a ValueError raised by the engine's checks. The field is the
     one the error carries (``param``: ``InvalidParameter`` and
-    ``_core.InvalidArgument`` set it where they are raised); ``rename`` maps
-    an engine field to the request field the client sent it as, and the
-    message is reworded to name that one."""
+    ``_core.InvalidArgument`` set it where they are raised), and so is the
+    code when there is one (``conflicting_fields``, ...); ``rename`` maps an
+    engine field to the request field the client sent it as, and the message
+    is reworded to name that one."""
     message = str(exc)
     param = getattr(exc, "param", None) or None
     if param is not None and rename and param in rename:
         if message.startswith(param):
             message = rename[param] + message[len(param) :]
         param = rename[param]
-    return APIError(400, message, param=param)
+    return APIError(400, message, param=param, code=getattr(exc, "code", None))
+
+
+def context_too_long(exc: ContextTooLong, num_prompt_tokens: int, max_model_len: int) -> APIError:
+    """More tokens asked for than the prompt leaves of the context: a 400
+    with the numbers, as vLLM's."""
+    return APIError(
+        400,
+        f"{exc.param} is {exc.asked}, but the prompt takes {num_prompt_tokens} of the "
+        f"model's {max_model_len} tokens, which leaves {exc.room}; lower {exc.param} or "
+        "shorten the prompt",
+        param=exc.param,
+        code=CONTEXT_LENGTH_EXCEEDED,
+    )
 
 
 def error_response(
@@ -108,22 +143,52 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     loc = _field_path(first.get("loc", ()))
     param = loc[0] if loc else None
     where = ".".join(loc) if loc else "body"
-    if first.get("type") == "extra_forbidden":
+    kind = first.get("type", "")
+    given = first.get("input")
+    if kind == "extra_forbidden":
         why = UNSUPPORTED_FIELDS.get(where) if len(loc) == 1 else None
         message = why or f"{where} is not supported: this request has no such field"
+    elif kind in _WRONG_TYPE and isinstance(given, str) and kind != "string_type":
+        message = (
+            f"{where} must be {_WRONG_TYPE[kind]}, got the string {given!r}"[:300]
+            + ": send numbers and booleans as JSON numbers and true/false, without quotes"
+        )
+        return error_response(400, message, param=param)
+    elif kind in _BOUNDS and _BOUNDS[kind][0] in first.get("ctx", {}):
+        key, op = _BOUNDS[kind]
+        return error_response(
+            400, f"{where} must be {op} {first['ctx'][key]}, got {given!r}"[:300], param=param
+        )
     else:
         message = f"{where}: {first.get('msg')}"
-    if "input" in first and first.get("type") != "missing":
-        message += f" (got {first['input']!r})"[:300]
-    return error_response(400, message, param=param)
+    if "input" in first and kind != "missing":
+        message += f" (got {given!r})"[:300]
+    return error_response(400, message, param=param, code=kind if kind in _CODED_ERRORS else None)
 
 
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors in OpenAI's body: an unknown route (404), a
+    method the route does not take (405, with Allow), a body it could not read."""
     assert isinstance(exc, HTTPException)
+    headers = getattr(exc, "headers", None)
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        return error_response(
+            404,
+            f"Not Found: there is no route {where}; GET /openapi.json lists the routes",
+            code="route_not_found",
+            type="not_found_error",
+        )
+    if exc.status_code == 405:
+        allowed = (headers or {}).get("Allow", "")
+        return error_response(
+            405,
+            f"Method Not Allowed: {request.url.path} takes {allowed}, not {request.method}",
+            code="method_not_allowed",
+            headers=headers,
+        )
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(
-        exc.status_code, str(exc.detail), type=kind, headers=getattr(exc, "headers", None)
-    )
+    return error_response(exc.status_code, str(exc.detail), type=kind, headers=headers)
 
 
 async def on_store_error(request: Request, exc: Exception) -> JSONResponse:

@@ -24,9 +24,34 @@ from pydantic import (
     field_validator,
     model_serializer,
 )
-from pydantic_core import PydanticCustomError
 
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.engine.sampling_ranges import (
+    MAX_N,
+    Int32,
+    MaxTokens,
+    MinP,
+    NonNegativeInt32,
+    NumChoices,
+    NumLogprobs,
+    Penalty,
+    RepetitionPenalty,
+    Seed,
+    Stop,
+    Temperature,
+    TokenId,
+    TopK,
+    TopP,
+)
+from modelbench.server.protocol_fields import (
+    CONTEXT_LENGTH_EXCEEDED,
+    STRICT_REQUEST,
+    UNSUPPORTED_FIELDS,
+    RequestConflict,
+    conflict,
+    only,
+    unsupported,
+)
 
 
 def random_id(prefix: str) -> str:
@@ -54,77 +79,45 @@ class ErrorResponse(BaseModel):
 # ---- requests -------------------------------------------------------------
 
 
-# The engine keeps counts in 32-bit integers and seeds in 64 bits: a larger
-# value is a 400 naming the field, not an overflow deep in the bindings.
-Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
-TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
-
-# Why the OpenAI fields modelbench does not implement are refused (the error
-# handler words a 400 with these; any other undeclared field is refused too).
-UNSUPPORTED_FIELDS = {
-    "logit_bias": (
-        "logit_bias is not supported: token logits cannot be biased (send {} or leave it out)"
-    ),
-    "tools": "tools is not supported: this server does no tool calling",
-    "tool_choice": 'tool_choice is not supported: this server does no tool calling (only "none")',
-    "parallel_tool_calls": "parallel_tool_calls is not supported: this server does no tool calling",
-    "functions": "functions is not supported: this server does no function calling",
-    "function_call": (
-        'function_call is not supported: this server does no function calling (only "none")'
-    ),
-    "suffix": "suffix is not supported: completions do not insert text before a suffix",
-    "response_format": (
-        'response_format is not supported beyond {"type": "text"}: no JSON mode or schema'
-    ),
-    "best_of": "best_of is not supported unless it equals n: extra samples are not ranked",
-    "echo": "echo is not supported together with logprobs (the prompt's logprobs are not returned)",
-    "audio": "audio is not supported: only text output",
-    "modalities": "modalities is not supported: only text output",
-    "prediction": "prediction is not supported: no predicted outputs",
-}
-
-
-def unsupported(field: str) -> PydanticCustomError:
-    """A validation error whose message says why ``field`` is refused."""
-    return PydanticCustomError("unsupported", UNSUPPORTED_FIELDS[field])
-
-
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
     include_usage: bool = False
 
 
 class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")  # json_schema's body: refused with its type
+    model_config = ConfigDict(extra="allow", strict=True)  # json_schema's body: refused by type
 
-    type: str
+    type: Annotated[str, only({"type": "string", "enum": ["text"]})]
 
 
-class SamplingRequest(BaseModel):
-    """Fields shared by completions and chat completions. ``None`` means
-    "the default", so clients that send explicit nulls are served too.
-    Besides OpenAI's fields, vLLM's sampling extras (``top_k``, ``min_p``,
-    ``repetition_penalty``, ``min_tokens``, ``stop_token_ids``,
-    ``ignore_eos``, ...) are accepted, as the ``openai`` client's
-    ``extra_body`` sends them."""
+# What the tool-calling fields may hold: nothing, since there are no tools.
+NO_TOOLS = only({"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]})
+NO_TOOL_CHOICE = only({"anyOf": [{"type": "string", "enum": ["none"]}, {"type": "null"}]})
 
-    model_config = ConfigDict(extra="forbid")
 
-    model: str
-    n: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: Int32 | None = None
-    min_p: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None
+class SamplingFields(BaseModel):
+    """Fields shared by completions and chat completions (and compare, which
+    sends them to each model). ``None`` means "the default", so clients that
+    send explicit nulls are served too. Besides OpenAI's fields, vLLM's
+    sampling extras (``top_k``, ``min_p``, ``repetition_penalty``,
+    ``min_tokens``, ``stop_token_ids``, ``ignore_eos``, ...) are accepted, as
+    the ``openai`` client's ``extra_body`` sends them."""
+
+    model_config = STRICT_REQUEST
+
+    n: NumChoices | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    repetition_penalty: RepetitionPenalty | None = None
     seed: Seed | None = None
-    stop: str | list[str] | None = None
+    stop: Stop | None = None
     stop_token_ids: list[TokenId] | None = None
-    min_tokens: Int32 | None = None
+    min_tokens: NonNegativeInt32 | None = None
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
     ignore_eos: bool | None = None
@@ -132,7 +125,10 @@ class SamplingRequest(BaseModel):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted and ignored, as OpenAI does (it is for abuse monitoring)
-    logit_bias: dict[str, float] | None = None  # only empty: nothing to bias
+    logit_bias: Annotated[
+        dict[str, float] | None,
+        only({"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}]}),
+    ] = None  # only empty: nothing to bias
 
     @field_validator("logit_bias")
     @classmethod
@@ -162,14 +158,73 @@ class SamplingRequest(BaseModel):
         ]
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
-    def _params(self, defaults: Mapping[str, Any], **values: Any) -> SamplingParams:
+    def _params(
+        self,
+        defaults: Mapping[str, Any],
+        room: int,
+        max_tokens: int | None,
+        max_tokens_param: str,
+        **values: Any,
+    ) -> SamplingParams:
         """SamplingParams of what the request gives over the model's defaults
-        (its generation config); ``values`` are the route's own settings."""
-        return SamplingParams(**{**defaults, **self._sampling_kwargs(), **values})
+        (its generation config); ``values`` are the route's own settings.
+
+        ``room`` is what the prompt leaves of the context. A ``max_tokens``
+        the client sent must fit in it (a 400 with the numbers, as vLLM);
+        without one the answer may take the model's max_new_tokens, else the
+        room, whichever is less (and at least ``min_tokens``)."""
+        if max_tokens is not None:
+            check_room(max_tokens, room, max_tokens_param)
+            if self.min_tokens is not None and self.min_tokens > max_tokens:
+                raise RequestConflict(
+                    f"min_tokens is {self.min_tokens}, more than {max_tokens_param} "
+                    f"({max_tokens}); lower min_tokens or raise {max_tokens_param}",
+                    "min_tokens",
+                )
+        else:
+            max_tokens = min(defaults.get("max_tokens", room), room)
+            if self.min_tokens is not None:
+                check_room(self.min_tokens, room, "min_tokens")
+                max_tokens = max(max_tokens, self.min_tokens)
+        return SamplingParams(
+            **{**defaults, **self._sampling_kwargs(), **values, "max_tokens": max_tokens}
+        )
 
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class SamplingRequest(SamplingFields):
+    """A completion or chat completion of one model."""
+
+    model: str
+
+
+def check_room(max_tokens: int, room: int, param: str) -> None:
+    """``max_tokens`` tokens must fit in the ``room`` the prompt leaves."""
+    if max_tokens > room:
+        raise ContextTooLong(max_tokens, room, param)
+
+
+class ContextTooLong(ValueError):
+    """More tokens asked for than the prompt leaves of the context; the route
+    words it with the prompt's and the model's numbers (code
+    context_length_exceeded)."""
+
+    code = CONTEXT_LENGTH_EXCEEDED
+
+    def __init__(self, asked: int, room: int, param: str) -> None:
+        super().__init__(f"{param} is {asked}, but only {room} tokens are left")
+        self.asked = asked
+        self.room = room
+        self.param = param
+
+
+PromptText = Annotated[str, Field(min_length=1)]
+# The route words the error (prompts × n choices, at most MAX_N); the schema states the bound.
+PROMPTS_SCHEMA = Field(json_schema_extra={"maxItems": MAX_N})
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 
 
 class CompletionRequest(SamplingRequest):
@@ -177,18 +232,25 @@ class CompletionRequest(SamplingRequest):
     gets ``n`` choices, prompt k's choice i at index ``k * n + i``.
     ``echo`` puts the prompt's text before each choice's."""
 
-    prompt: str | list[TokenId] | list[str] | list[list[TokenId]]
-    max_tokens: Int32 | None = None  # the model's max_new_tokens, else 16 (as OpenAI)
-    logprobs: Int32 | None = None
+    prompt: (
+        PromptText
+        | TokenIds
+        | Annotated[list[PromptText], Field(min_length=1), PROMPTS_SCHEMA]
+        | Annotated[list[TokenIds], Field(min_length=1), PROMPTS_SCHEMA]
+    )
+    max_tokens: MaxTokens | None = None  # the model's max_new_tokens, else 16 (as OpenAI)
+    logprobs: NumLogprobs | None = None
     echo: bool | None = False
-    best_of: int | None = None
-    suffix: str | None = None
+    best_of: NumChoices | None = None
+    suffix: Annotated[
+        str | None, only({"anyOf": [{"type": "string", "maxLength": 0}, {"type": "null"}]})
+    ] = None
 
     @field_validator("best_of")
     @classmethod
     def _best_of_is_n(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and value != (info.data.get("n") or 1):
-            raise unsupported("best_of")
+            raise conflict(UNSUPPORTED_FIELDS["best_of"])
         return value
 
     @field_validator("suffix")
@@ -202,7 +264,7 @@ class CompletionRequest(SamplingRequest):
     @classmethod
     def _echo_without_logprobs(cls, value: bool | None, info: ValidationInfo) -> bool | None:
         if value and info.data.get("logprobs") is not None:
-            raise unsupported("echo")
+            raise conflict(UNSUPPORTED_FIELDS["echo"])
         return value
 
     def prompts(self) -> list[str | list[int]]:
@@ -212,29 +274,50 @@ class CompletionRequest(SamplingRequest):
             return list(prompt)
         return [prompt]  # type: ignore[list-item]
 
-    def sampling_params(self, defaults: Mapping[str, Any]) -> SamplingParams:
+    def sampling_params(self, room: int, defaults: Mapping[str, Any]) -> SamplingParams:
         """The request's values over ``defaults`` (the model's generation
-        config). Raises ValueError naming the field when a value is out of range."""
-        values: dict[str, Any] = {"max_tokens": defaults.get("max_tokens", 16)}
-        if self.max_tokens is not None:
-            values["max_tokens"] = self.max_tokens
+        config; without either, 16 tokens as OpenAI), for a prompt that leaves
+        ``room`` tokens of the context. Raises ValueError naming the field
+        when a value is out of range or does not fit."""
+        values: dict[str, Any] = {}
         if self.logprobs is not None:
             values["logprobs"] = self.logprobs
-        return self._params(defaults, **values)
+        defaults = {"max_tokens": 16, **defaults}
+        return self._params(defaults, room, self.max_tokens, "max_tokens", **values)
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+# The roles every chat request may use; a model's chat template may know more
+# (modelbench.server.chat_roles).
+STANDARD_ROLES = ("system", "user", "assistant", "tool")
 
-    role: str
-    content: str | list[ContentPart] | None = None
+
+class ChatMessage(BaseModel):
+    """A message. ``role`` is one of STANDARD_ROLES or another role the
+    model's chat template names (checked against the model, a 400 with code
+    unsupported_role otherwise); other fields (``name``, ...) reach the
+    template as they are."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Annotated[
+        str,
+        only(
+            {
+                "type": "string",
+                "enum": list(STANDARD_ROLES),
+                "description": "system, user, assistant or tool; a model whose chat "
+                "template names other roles accepts those too",
+            }
+        ),
+    ]
+    content: str | list[ContentPart]
 
     def for_template(self) -> dict[str, Any]:
         """The message as a chat template reads it: text parts joined into one string."""
@@ -246,16 +329,16 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: Int32 | None = None
-    max_completion_tokens: Int32 | None = None
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
     logprobs: bool | None = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    top_logprobs: NumLogprobs | None = None
     response_format: ResponseFormat | None = None
-    tools: list[Any] | None = None  # only empty or null: no tool calling
-    tool_choice: str | dict[str, Any] | None = None  # only "none" or null
+    tools: Annotated[list[Any] | None, NO_TOOLS] = None  # no tool calling
+    tool_choice: Annotated[str | dict[str, Any] | None, NO_TOOL_CHOICE] = None
     parallel_tool_calls: bool | None = None  # means nothing without tools
-    functions: list[Any] | None = None  # the deprecated spelling of tools
-    function_call: str | dict[str, Any] | None = None
+    functions: Annotated[list[Any] | None, NO_TOOLS] = None  # the deprecated spelling of tools
+    function_call: Annotated[str | dict[str, Any] | None, NO_TOOL_CHOICE] = None
     # vLLM's chat-template controls.
     add_generation_prompt: bool = True
     continue_final_message: bool = False  # the last (assistant) message is continued
@@ -267,10 +350,9 @@ class ChatCompletionRequest(SamplingRequest):
     @classmethod
     def _continue_without_generation_prompt(cls, value: bool, info: ValidationInfo) -> bool:
         if value and info.data.get("add_generation_prompt", True):
-            raise PydanticCustomError(
-                "continue_with_generation_prompt",
+            raise conflict(
                 "continue_final_message needs add_generation_prompt: false (the last message "
-                "is continued, not answered)",
+                "is continued, not answered)"
             )
         return value
 
@@ -285,7 +367,7 @@ class ChatCompletionRequest(SamplingRequest):
     @classmethod
     def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value and not info.data.get("logprobs"):
-            raise PydanticCustomError("logprobs_required", "top_logprobs needs logprobs: true")
+            raise conflict("top_logprobs needs logprobs: true")
         return value
 
     @field_validator("response_format")
@@ -311,22 +393,25 @@ class ChatCompletionRequest(SamplingRequest):
             raise unsupported(str(info.field_name))
         return value
 
+    @property
+    def max_tokens_param(self) -> str:
+        """The field the client bounded the answer with (the newer name wins)."""
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+
     def sampling_params(self, room: int, defaults: Mapping[str, Any]) -> SamplingParams:
         """The request's values over ``defaults`` (the model's generation
-        config). Without either max_tokens field the answer may take the
-        model's max_new_tokens, else the ``room`` left in the context (as
-        OpenAI does), whichever is less."""
+        config), for a prompt that leaves ``room`` tokens of the context.
+        Without either max_tokens field the answer may take the model's
+        max_new_tokens, else the room (as OpenAI does), whichever is less."""
         limit = (
             self.max_completion_tokens
             if self.max_completion_tokens is not None
             else self.max_tokens
         )
-        values: dict[str, Any] = {
-            "max_tokens": min(defaults.get("max_tokens", room), room) if limit is None else limit
-        }
+        values: dict[str, Any] = {}
         if self.logprobs:
             values["logprobs"] = self.top_logprobs or 0
-        return self._params(defaults, **values)
+        return self._params(defaults, room, limit, self.max_tokens_param, **values)
 
 
 # ---- responses ------------------------------------------------------------

@@ -4,12 +4,52 @@ fills them in and models/tasks.py does the work."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from modelbench.engine.sampling_ranges import Int32
 from modelbench.server.protocol import ErrorInfo
-from modelbench.tasks.adapters import InferTask, TaskInputError
+from modelbench.server.protocol_fields import STRICT_REQUEST, only
+from modelbench.tasks.adapters import (
+    ClassifyParameters,
+    GenerationParameters,
+    InferTask,
+    TaskInputError,
+)
+
+# input_text() words the errors; the schema states the same: a text with
+# some non-space in it, given as text or as prompt (null is not given).
+InputText = Annotated[
+    str | None,
+    only({"anyOf": [{"type": "string", "minLength": 1, "pattern": "\\S"}, {"type": "null"}]}),
+]
+NO_PARAMETERS = {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}]}
+
+
+def _parameters_by_task(schema: dict[str, Any]) -> None:
+    """The request's schema: text or prompt, one of them; and each task's
+    parameters (parse_parameters checks them when the request runs)."""
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        inline = model.model_json_schema()  # no $defs: a flat model
+        assert "$defs" not in inline, model
+        return inline
+
+    def task(names: list[str], parameters: dict[str, Any]) -> dict[str, Any]:
+        return {"properties": {"task": {"enum": names}, "parameters": parameters}}
+
+    schema["oneOf"] = [
+        {"required": [name], "properties": {name: {"type": "string"}}}
+        for name in ("text", "prompt")
+    ]
+    schema["anyOf"] = [
+        {"properties": {"parameters": {"anyOf": [ref(GenerationParameters), {"type": "null"}]}}}
+        | {"not": {"required": ["task"]}},
+        task(["generate", "summarize"], {"anyOf": [ref(GenerationParameters), {"type": "null"}]}),
+        task(["sentiment", "embed"], NO_PARAMETERS),
+        task(["classify"], ref(ClassifyParameters)) | {"required": ["task", "parameters"]},
+    ]
 
 
 class InferRequest(BaseModel):
@@ -21,14 +61,14 @@ class InferRequest(BaseModel):
     modelbench.tasks.adapters). ``priority`` orders it in the engine's
     queue against other requests: lower first, as vLLM's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST | {"json_schema_extra": _parameters_by_task}
 
-    text: str | None = None
-    prompt: str | None = None
+    text: InputText = None
+    prompt: InputText = None
     task: InferTask = "generate"
     model: str | None = Field(default=None, min_length=1)
     parameters: dict[str, Any] | None = None  # null is the task's defaults
-    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)  # lower runs first, as vLLM
+    priority: Int32 = 0  # lower runs first, as vLLM
 
     def input_text(self) -> str:
         """The text to work on; TaskInputError when it is missing, empty or given twice."""
@@ -70,9 +110,11 @@ class InferBatchRequest(BaseModel):
     """Tasks to run concurrently. Each item is validated on its own, so a
     bad one fails alone while the others run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
-    requests: list[Any]
+    # Any items: a malformed one fails alone, in the response. The limit is
+    # the server's (MODELBENCH_INFER_MAX_BATCH, in the spec's maxItems).
+    requests: Annotated[list[Any], only({"type": "array", "minItems": 1})]
 
 
 class InferBatchResponse(BaseModel):

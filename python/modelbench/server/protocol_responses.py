@@ -13,13 +13,28 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from modelbench.engine.sampling_params import SamplingParams
-from modelbench.server.protocol import ChatMessage, Int32, Seed, Usage, now
+from modelbench.engine.sampling_ranges import (
+    Int32,
+    MaxTokens,
+    MinP,
+    RepetitionPenalty,
+    Seed,
+    Stop,
+    Temperature,
+    TopK,
+    TopP,
+)
+from modelbench.server.protocol import ChatMessage, Usage, check_room, now
+from modelbench.server.protocol_fields import (
+    STRICT_REQUEST,
+    only,
+)
 
 
 def response_id(prefix: str) -> str:
@@ -42,7 +57,7 @@ class InputText(BaseModel):
     response, sent back as it came, is read as text (its annotations and
     logprobs are ignored)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
     type: Literal["input_text", "output_text"]
     text: str
@@ -65,7 +80,7 @@ class InputMessage(BaseModel):
     response's ``output``, sent back as it came, is accepted (its ``id`` and
     ``status`` are ignored)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
@@ -92,9 +107,9 @@ class InputMessage(BaseModel):
 
 
 class TextFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")  # json_schema's body: refused with its type
+    model_config = ConfigDict(extra="allow", strict=True)  # json_schema's body: refused by type
 
-    type: str
+    type: Annotated[str, only({"type": "string", "enum": ["text"]})]
 
     @field_validator("type")
     @classmethod
@@ -107,7 +122,7 @@ class TextFormat(BaseModel):
 
 
 class TextConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
     format: TextFormat | None = None
 
@@ -132,36 +147,44 @@ class ResponsesRequest(BaseModel):
     """``POST /v1/responses``. ``input`` is a string (one user message) or
     message items; ``instructions`` becomes a leading system message."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
     model: str
-    input: str | list[InputMessage]
+    input: str | Annotated[list[InputMessage], Field(min_length=1)]
     instructions: str | None = None
-    max_output_tokens: Int32 | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: Int32 | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
+    max_output_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    repetition_penalty: RepetitionPenalty | None = None
     seed: Seed | None = None
-    stop: str | list[str] | None = None
+    stop: Stop | None = None
     ignore_eos: bool | None = None
     priority: Int32 | None = None  # vLLM's: lower runs first (0 by default)
     stream: bool | None = False
     store: bool | None = None  # accepted whatever its value: nothing is ever stored
     metadata: dict[str, str] | None = None  # echoed back
     user: str | None = None  # accepted and echoed, as OpenAI does
-    previous_response_id: str | None = None  # only null: nothing is kept to continue
-    tools: list[Any] | None = None  # only empty: no tool calling
-    tool_choice: str | dict[str, Any] | None = None  # only "none" or "auto" (there are no tools)
+    # Only null: nothing is kept to continue.
+    previous_response_id: Annotated[str | None, only({"type": "null"})] = None
+    tools: Annotated[  # only empty: no tool calling
+        list[Any] | None, only({"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]})
+    ] = None
+    tool_choice: Annotated[  # only "none" or "auto" (there are no tools)
+        str | dict[str, Any] | None,
+        only({"anyOf": [{"type": "string", "enum": ["none", "auto"]}, {"type": "null"}]}),
+    ] = None
     parallel_tool_calls: bool | None = None  # means nothing without tools
-    background: bool | None = None  # only false
+    background: Annotated[  # only false
+        bool | None, only({"anyOf": [{"type": "boolean", "enum": [False]}, {"type": "null"}]})
+    ] = None
     text: TextConfig | None = None  # only {"format": {"type": "text"}}
-    reasoning: dict[str, Any] | None = None  # only null
+    reasoning: Annotated[dict[str, Any] | None, only({"type": "null"})] = None  # only null
 
-    @field_validator("input")
+    @field_validator("input", mode="before")
     @classmethod
-    def _some_input(cls, value: str | list[InputMessage]) -> str | list[InputMessage]:
+    def _some_input(cls, value: Any) -> Any:
         if isinstance(value, list) and not value:
             raise PydanticCustomError(
                 "empty_input", "no messages: send a string or at least one message"
@@ -226,15 +249,16 @@ class ResponsesRequest(BaseModel):
 
     def sampling_params(self, room: int, defaults: Mapping[str, Any]) -> SamplingParams:
         """The request's values over ``defaults`` (the model's generation
-        config). Without max_output_tokens the answer may take the model's
-        max_new_tokens, else the ``room`` left in the context, whichever is
-        less. Raises ValueError naming the field when a value is out of range."""
+        config). max_output_tokens must fit in the ``room`` left in the
+        context; without it the answer may take the model's max_new_tokens,
+        else the room, whichever is less. Raises ValueError naming the field
+        when a value is out of range or does not fit."""
         given = {name: getattr(self, name) for name in SAMPLING_FIELDS}
-        max_tokens = (
-            self.max_output_tokens
-            if self.max_output_tokens is not None
-            else min(defaults.get("max_tokens", room), room)
-        )
+        if self.max_output_tokens is not None:
+            check_room(self.max_output_tokens, room, "max_output_tokens")
+            max_tokens = self.max_output_tokens
+        else:
+            max_tokens = min(defaults.get("max_tokens", room), room)
         return SamplingParams(
             **{
                 **defaults,

@@ -37,12 +37,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 
 from modelbench.engine.async_engine import AsyncEngine
+from modelbench.engine.errors import CONFLICTING_FIELDS, CONTEXT_LENGTH_EXCEEDED
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.engine.sampling_ranges import (
+    MaxTokens,
+    MinP,
+    NonNegativeInt32,
+    Penalty,
+    RepetitionPenalty,
+    Seed,
+    Stop,
+    Temperature,
+    TokenId,
+    TopK,
+    TopP,
+)
 from modelbench.models.tokenizer import Tokenizer
 from modelbench.tasks.base import (
     TaskInputError,
@@ -71,20 +85,20 @@ class GenerationParameters(BaseModel):
     """Sampling parameters of generate and summarize (SamplingParams' fields
     that make sense for one answer; ``None`` is the task's default)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    max_tokens: int | None = Field(default=None, ge=1)
-    min_tokens: int | None = Field(default=None, ge=0)
-    temperature: float | None = Field(default=None, ge=0.0)
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    seed: int | None = Field(default=None, ge=0)
-    stop: str | list[str] | None = None
-    stop_token_ids: list[int] | None = None
+    max_tokens: MaxTokens | None = None
+    min_tokens: NonNegativeInt32 | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    repetition_penalty: RepetitionPenalty | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: Seed | None = None
+    stop: Stop | None = None
+    stop_token_ids: list[TokenId] | None = None
     include_stop_str_in_output: bool | None = None
     ignore_eos: bool | None = None
     skip_special_tokens: bool | None = None
@@ -96,6 +110,15 @@ class GenerationParameters(BaseModel):
         model's (its generation config). The task's length bound wins over
         the model's max_new_tokens; greedy tasks stay greedy."""
         given = self.model_dump(exclude_none=True)
+        if self.max_tokens is not None and self.min_tokens is not None:
+            if self.min_tokens > self.max_tokens:
+                raise TaskInputError(
+                    f"min_tokens is {self.min_tokens}, more than max_tokens ({self.max_tokens})",
+                    "parameters.min_tokens",
+                    CONFLICTING_FIELDS,
+                )
+        # Without max_tokens the task's bound, raised to min_tokens if that asks for more.
+        default_max_tokens = max(default_max_tokens, self.min_tokens or 0)
         defaults: dict[str, Any] = {**(model_defaults or {}), "max_tokens": default_max_tokens}
         if greedy:
             defaults["temperature"] = 0.0
@@ -116,9 +139,20 @@ class SentimentParameters(BaseModel):
 class ClassifyParameters(BaseModel):
     """The candidate labels: at least two, unique, none blank."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    labels: list[str]
+    labels: Annotated[  # check_labels words the errors; the schema states the same
+        list[str],
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"type": "string", "pattern": "\\S"},
+                "minItems": 2,
+                "maxItems": MAX_LABELS,
+                "uniqueItems": True,
+            }
+        ),
+    ]
 
 
 class EmbedParameters(BaseModel):
@@ -296,6 +330,7 @@ async def _run_generation(
             f"the model's {max_model_len} tokens, which leaves {room}; lower max_tokens or "
             "shorten the text",
             "parameters.max_tokens",
+            CONTEXT_LENGTH_EXCEEDED,
         )
     result, metadata = await generate_text(engine, prompt_ids, params, request_id)
     if template is None:

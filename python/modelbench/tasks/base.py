@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modelbench.engine.errors import InvalidParameter
+from modelbench.engine.errors import CONTEXT_LENGTH_EXCEEDED, InvalidParameter
 from modelbench.models.tokenizer import Tokenizer
 
 
@@ -45,4 +45,5 @@ def check_length(num_tokens: int, max_model_len: int) -> None:
             f"text is too long: the prompt takes {num_tokens} tokens and the model's context "
             f"is {max_model_len}; shorten the text",
             "text",
+            CONTEXT_LENGTH_EXCEEDED,
         )

@@ -144,7 +144,6 @@ def test_a_completion_compare_streams_events_tagged_with_the_model(mixed) -> Non
     "body, message",
     [
         ({"models": [], "prompt": "a"}, "models must name at least one model"),
-        ({"models": ["tiny", "nope"], "prompt": "a"}, "'nope' not served"),
         ({"models": ["tiny", "fast", "stuck", "tiny"], "prompt": "a"}, "at most 3 per compare"),
         ({"models": ["tiny"]}, "send messages (chat) or prompt (completion)"),
         ({"models": ["tiny"], "prompt": "a", "temperature": "hot"}, "temperature"),
@@ -157,6 +156,15 @@ def test_bad_compares_are_400_naming_the_field(mixed, body: dict, message: str) 
     error = r.json()["error"]
     assert message in error["message"]
     assert error["param"] in ("models", "messages", "temperature")
+
+
+def test_an_unknown_model_in_a_compare_is_404_as_on_every_route(mixed) -> None:
+    url, _, _ = mixed
+    r = compare(url, models=["tiny", "nope"], prompt="a")
+    assert r.status_code == 404, r.text
+    error = r.json()["error"]
+    assert "'nope' not served" in error["message"] and "tiny" in error["message"]
+    assert error["param"] == "models" and error["code"] == "model_not_found"
 
 
 def test_the_cli_prints_the_answers_side_by_side(mixed) -> None:

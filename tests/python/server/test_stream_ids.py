@@ -41,7 +41,9 @@ def test_a_chat_stream_keeps_one_id_and_created() -> None:
 def test_a_completion_stream_keeps_one_id_and_created() -> None:
     chunks = asyncio.run(
         events(
-            stream_completion(slow_deltas(), "cmpl-1", "m", False, True, Prompts(["a"], 1), None)
+            stream_completion(
+                slow_deltas(), "cmpl-1", "m", False, True, Prompts(["a"], [[0]], 1), None
+            )
         )
     )
     assert len(chunks) == 4  # three texts and the usage

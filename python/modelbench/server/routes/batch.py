@@ -168,12 +168,15 @@ def parse_jsonl(text: str) -> list[NewJob]:
     return jobs
 
 
-def batch_priority(value: Any, param: str) -> int | None:
-    """The batch's ``priority`` (an integer, lower first), or None when absent."""
+def batch_priority(value: Any, param: str, text: bool = False) -> int | None:
+    """The batch's ``priority`` (an integer, lower first), or None when absent;
+    ``text`` when it comes from the URL, as digits."""
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a JSON number with no fraction is an integer
     try:
-        priority = int(value) if isinstance(value, str) else value
+        priority = int(value) if text and isinstance(value, str) else value
     except ValueError:
         priority = value
     if (
@@ -202,7 +205,7 @@ async def read_batch(request: Request) -> tuple[list[NewJob], dict[str, Any] | N
     """The batch's jobs and metadata. A batch-wide ``priority`` (in the JSON
     object, or ``?priority=`` for JSONL and uploads) goes to each request
     that sets none: batch work can run behind interactive traffic."""
-    query_priority = batch_priority(request.query_params.get("priority"), "priority")
+    query_priority = batch_priority(request.query_params.get("priority"), "priority", text=True)
     jobs, metadata, priority = await read_batch_items(request)
     if priority is not None and query_priority is not None and priority != query_priority:
         raise APIError(
@@ -229,10 +232,11 @@ async def read_batch_items(
         return parse_jsonl(decode(raw, "body")), None, None
     try:
         data = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or not UTF-8
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise APIError(
             400,
-            f"the request body is not valid JSON: {exc.msg}; send a JSON list of "
+            f"the request body is not valid JSON: {why}; send a JSON list of "
             "requests, or JSONL with Content-Type: application/jsonl",
             param="body",
         ) from exc

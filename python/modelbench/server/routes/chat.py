@@ -11,8 +11,11 @@ from fastapi.responses import Response, StreamingResponse
 
 from modelbench.engine.async_engine import AsyncEngine
 from modelbench.engine.outputs import PositionLogprobs, RequestOutput
+from modelbench.server.chat_roles import template_roles, unknown_role
+from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep, describe_request, resolve
 from modelbench.server.errors import APIError
+from modelbench.server.openapi import error_responses, streamed
 from modelbench.server.protocol import (
     ChatChoice,
     ChatChoiceLogprobs,
@@ -27,14 +30,15 @@ from modelbench.server.protocol import (
     now,
     random_id,
 )
+from modelbench.server.protocol_fields import CHAT_TEMPLATE_ERROR, UNSUPPORTED_ROLE
 from modelbench.server.routes.generation import (
     SSE_DONE,
-    build_params,
     collect,
     sse,
     start_generation,
     usage_of,
 )
+from modelbench.server.routes.prompts import check_prompt_length, params_in_context, room
 from modelbench.server.routes.remote import answer_if_remote
 
 router = APIRouter()
@@ -66,7 +70,27 @@ def to_chat_logprobs(positions: list[PositionLogprobs], top: int) -> ChatChoiceL
 
 async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> list[int]:
     """The chat template over the messages, tokenized (off the event loop).
-    The template writes the special tokens itself, so none are added."""
+    The template writes the special tokens itself, so none are added. A role
+    the template does not know, a template that refuses the messages, or a
+    prompt past the context is a 400 naming ``messages``."""
+    source = body.chat_template or engine.tokenizer.chat_template
+    if not source:
+        raise APIError(
+            400,
+            "this model has no chat template; send a plain prompt to /v1/completions, or a "
+            "template in chat_template",
+            param="messages",
+            code=CHAT_TEMPLATE_ERROR,
+        )
+    role = unknown_role([m.role for m in body.messages], source)
+    if role is not None:
+        raise APIError(
+            400,
+            f"messages: role {role!r} is not one this model's chat template knows; use one of "
+            f"{', '.join(sorted(template_roles(source)))}",
+            param="messages",
+            code=UNSUPPORTED_ROLE,
+        )
     messages = [m.for_template() for m in body.messages]
 
     def render() -> list[int]:
@@ -80,16 +104,31 @@ async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> lis
         return engine.tokenizer.encode(text, add_special_tokens=False)
 
     try:
-        return await asyncio.to_thread(render)
-    except ValueError as exc:  # no chat template
-        raise APIError(400, str(exc), param="messages") from exc
-    except Exception as exc:  # the template rejected the messages (raise_exception)
+        ids = await asyncio.to_thread(render)
+    except Exception as exc:  # the template refused the messages (raise_exception), or broke
         raise APIError(
-            400, f"the chat template could not render the messages: {exc}", param="messages"
+            400,
+            f"the chat template could not render the messages: {exc}",
+            param="messages",
+            code=CHAT_TEMPLATE_ERROR,
         ) from exc
+    if not ids:
+        raise APIError(
+            400,
+            "the chat template rendered these messages as an empty prompt",
+            param="messages",
+            code=CHAT_TEMPLATE_ERROR,
+        )
+    check_prompt_length(len(ids), engine.max_model_len, "messages")
+    return ids
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    dependencies=JSON_BODY,
+    responses={**error_responses(404, 502, 504), **streamed(ChatCompletionResponse)},
+)
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, registry: RegistryDep
 ) -> ChatCompletionResponse | Response:
@@ -102,11 +141,12 @@ async def create_chat_completion(
     engine = handle.engine
     assert engine is not None
     prompt_ids = await render_prompt(engine, body)
-    room = max(1, engine.max_model_len - len(prompt_ids))
-    sent_as = (
-        {"max_tokens": "max_completion_tokens"} if body.max_completion_tokens is not None else None
+    params = params_in_context(
+        lambda: body.sampling_params(room(engine, len(prompt_ids)), engine.sampling_defaults),
+        len(prompt_ids),
+        engine.max_model_len,
+        {"max_tokens": body.max_tokens_param},
     )
-    params = build_params(lambda: body.sampling_params(room, engine.sampling_defaults), sent_as)
     request_id = random_id("chatcmpl")
     deltas = await start_generation(registry, handle, prompt_ids, params, request_id, "messages")
     top = body.top_logprobs or 0

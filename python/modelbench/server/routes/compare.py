@@ -15,49 +15,79 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from modelbench.engine.sampling_ranges import MaxTokens
+from modelbench.gateway.config import GatewayOptions
 from modelbench.gateway.forward import cancelled, finished
+from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep
 from modelbench.server.errors import APIError
+from modelbench.server.openapi import array_limit, error_responses, streamed
 from modelbench.server.protocol import (
     ChatCompletionRequest,
+    ChatMessage,
     CompletionRequest,
     ErrorInfo,
+    PromptText,
+    SamplingFields,
     random_id,
 )
+from modelbench.server.protocol_fields import CONFLICTING_FIELDS
 from modelbench.server.recorder import Record, current_record, new_record, submit
 from modelbench.server.registry import ModelRegistry
 from modelbench.server.routes.chat import render_prompt
 from modelbench.server.routes.generation import (
-    build_params,
     gather_choices,
     start_generation,
     until_disconnect,
 )
+from modelbench.server.routes.prompts import params_in_context, prompt_token_ids, room
 from modelbench.server.routes.remote import note_events, send_along_fallbacks
 
 router = APIRouter(tags=["compare"])
-DEFAULT_MAX_MODELS = 8
 OnText = Callable[[str], Awaitable[None]]
+MAX_DEADLINE_S = 24 * 3600.0
 
 
-class CompareRequest(BaseModel):
+def max_compare_models(registry: ModelRegistry) -> int:
+    gateway = registry.gateway
+    options = gateway.options if gateway is not None else GatewayOptions()
+    return options.max_compare_models
+
+
+def _messages_or_prompt(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = [
+        {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+        {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+    ]
+
+
+class CompareRequest(SamplingFields):
     """``models`` and either ``messages`` (chat) or ``prompt`` (completion);
-    every other field is the completion or chat request's own (``max_tokens``,
-    ``temperature``, ``seed``, ...) and is checked as that request checks it."""
+    the sampling fields (``max_tokens``, ``temperature``, ``seed``, ...) are
+    the completion or chat request's own, and each model's request is
+    checked as that request checks it."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = SamplingFields.model_config | {"json_schema_extra": _messages_or_prompt}
 
-    models: list[str] = Field(description="the models to ask, in the order results come back")
-    messages: list[dict[str, Any]] | None = None
-    prompt: str | None = None
+    models: list[str] = Field(
+        description="the models to ask, in the order results come back",
+        json_schema_extra={"minItems": 1},  # the route words the error
+    )
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    prompt: PromptText | None = None
+    max_tokens: MaxTokens | None = None
     stream: bool = False
-    deadline_s: float | None = Field(default=None, gt=0, description="per model")
+    deadline_s: float | None = Field(default=None, gt=0, le=MAX_DEADLINE_S, description="per model")
+
+
+array_limit("post", "/v1/compare", "models", lambda app: max_compare_models(app.state.registry))
 
 
 class CompareResult(BaseModel):
@@ -83,7 +113,7 @@ def one_request(body: CompareRequest, model: str) -> ChatCompletionRequest | Com
     fields = {
         k: v
         for k, v in body.model_dump(exclude_none=True).items()
-        if k not in ("models", "deadline_s")
+        if k not in ("models", "deadline_s", "stream_options")
     }
     fields.update(model=model, stream=False)
     try:
@@ -93,7 +123,10 @@ def one_request(body: CompareRequest, model: str) -> ChatCompletionRequest | Com
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise APIError(400, f"{where}: {first['msg']}", param=str(first["loc"][0])) from exc
+        code = first["type"] if first["type"] == CONFLICTING_FIELDS else None
+        raise APIError(
+            400, f"{where}: {first['msg']}", param=str(first["loc"][0]), code=code
+        ) from exc
 
 
 def check(body: CompareRequest, registry: ModelRegistry, max_models: int) -> None:
@@ -113,20 +146,26 @@ def check(body: CompareRequest, registry: ModelRegistry, max_models: int) -> Non
     unknown = [m for m in body.models if m not in served]
     if unknown:
         raise APIError(
-            400,
+            404,
             f"models: {', '.join(repr(m) for m in unknown)} not served; served: "
             f"{', '.join(sorted(served)) or 'none'}",
             param="models",
+            code="model_not_found",
+            type="not_found_error",
         )
 
 
-@router.post("/v1/compare", response_model=None)
+@router.post(
+    "/v1/compare",
+    response_model=None,
+    dependencies=JSON_BODY,
+    responses={**error_responses(404), **streamed(CompareResponse)},
+)
 async def compare(
     body: CompareRequest, request: Request, registry: RegistryDep
 ) -> CompareResponse | StreamingResponse:
     gateway = registry.gateway
-    max_models = gateway.options.max_compare_models if gateway is not None else DEFAULT_MAX_MODELS
-    check(body, registry, max_models)
+    check(body, registry, max_compare_models(registry))
     requests = [one_request(body, m) for m in body.models]
     deadline = body.deadline_s or (
         gateway.options.compare_deadline_s if gateway is not None else 120.0
@@ -269,15 +308,15 @@ async def run_local(
     record.routed(handle.name, handle.version)
     engine = handle.engine
     assert engine is not None
+    rename = None
     if isinstance(body, ChatCompletionRequest):
-        prompt: str | list[int] = await render_prompt(engine, body)
-        room = max(1, engine.max_model_len - len(prompt))
-        params = build_params(lambda: body.sampling_params(room, engine.sampling_defaults))
-        prompt_param = "messages"
+        prompt = await render_prompt(engine, body)
+        rename, prompt_param = {"max_tokens": body.max_tokens_param}, "messages"
     else:
-        prompt = body.prompts()[0]
-        params = build_params(lambda: body.sampling_params(engine.sampling_defaults))
+        prompt = await prompt_token_ids(engine, body.prompts()[0], "prompt")
         prompt_param = "prompt"
+    make = partial(body.sampling_params, room(engine, len(prompt)), engine.sampling_defaults)
+    params = params_in_context(make, len(prompt), engine.max_model_len, rename)
     params.n = 1
     deltas = await start_generation(
         registry, handle, prompt, params, random_id("cmpl"), prompt_param

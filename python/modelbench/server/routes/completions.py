@@ -10,9 +10,12 @@ from fastapi.responses import Response, StreamingResponse
 
 from modelbench.engine.outputs import PositionLogprobs, RequestOutput
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.engine.sampling_ranges import MAX_N
 from modelbench.models.tokenizer import Tokenizer
+from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep, describe_request, resolve
 from modelbench.server.errors import APIError
+from modelbench.server.openapi import error_responses, streamed
 from modelbench.server.protocol import (
     CompletionChoice,
     CompletionLogprobs,
@@ -22,18 +25,18 @@ from modelbench.server.protocol import (
     now,
     random_id,
 )
+from modelbench.server.protocol_fields import CONFLICTING_FIELDS
 from modelbench.server.registry import ModelHandle
 from modelbench.server.routes.generation import (
-    MAX_N,
     SSE_DONE,
     Choice,
-    build_params,
     collect,
     merge,
     sse,
     start_generation,
     usage,
 )
+from modelbench.server.routes.prompts import params_in_context, prompt_token_ids, room
 from modelbench.server.routes.remote import answer_if_remote
 
 router = APIRouter()
@@ -58,8 +61,9 @@ class Prompts:
     choice i is choice ``k * n + i``. Each prompt is admitted as a request of
     its own; ``deltas`` interleaves them all."""
 
-    def __init__(self, prompts: list[str | list[int]], n: int) -> None:
-        self.prompts = prompts
+    def __init__(self, prompts: list[str | list[int]], token_ids: list[list[int]], n: int) -> None:
+        self.prompts = prompts  # as sent: echo repeats them
+        self.token_ids = token_ids  # what the engine runs
         self.n = n
         self.num_prompt_tokens = [0] * len(prompts)  # learnt from each prompt's deltas
         self.num_cached_tokens = [0] * len(prompts)  # of those, served by the prefix cache
@@ -73,11 +77,11 @@ class Prompts:
     ) -> AsyncIterator[RequestOutput]:
         streams: list[AsyncIterator[RequestOutput]] = []
         try:
-            for k, prompt in enumerate(self.prompts):
+            for k in range(len(self.prompts)):
                 sub_id = request_id if len(self.prompts) == 1 else f"{request_id}-p{k}"
                 streams.append(
                     await start_generation(
-                        registry, handle, prompt, params, sub_id, "prompt", index_offset=k * self.n
+                        registry, handle, self.token_ids[k], params, sub_id, "prompt", k * self.n
                     )
                 )
         except BaseException:
@@ -112,7 +116,12 @@ class Prompts:
         ]
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post(
+    "/v1/completions",
+    response_model=None,
+    dependencies=JSON_BODY,
+    responses={**error_responses(404, 502, 504), **streamed(CompletionResponse)},
+)
 async def create_completion(
     body: CompletionRequest, request: Request, registry: RegistryDep
 ) -> CompletionResponse | Response:
@@ -122,20 +131,27 @@ async def create_completion(
         return served
     body = served  # a local model, or the local fallback of a remote one
     handle = resolve(request, body.model)
-    assert handle.engine is not None
-    defaults = handle.engine.sampling_defaults
-    params = build_params(lambda: body.sampling_params(defaults))
-    request_id = random_id("cmpl")
-    prompts = Prompts(body.prompts(), params.n)
-    if prompts.num_choices > MAX_N:
+    engine = handle.engine
+    assert engine is not None
+    texts = body.prompts()
+    if len(texts) * (body.n or 1) > MAX_N:
         raise APIError(
             400,
-            f"{len(prompts.prompts)} prompts with n={params.n} make "
-            f"{prompts.num_choices} choices; at most {MAX_N} per request",
+            f"{len(texts)} prompts with n={body.n or 1} make {len(texts) * (body.n or 1)} "
+            f"choices; at most {MAX_N} per request",
             param="prompt",
+            code=CONFLICTING_FIELDS,
         )
-    assert handle.engine is not None
-    echoes = prompts.echoes(handle.engine.tokenizer) if body.echo else None
+    token_ids = [await prompt_token_ids(engine, p, "prompt") for p in texts]
+    longest = max(len(ids) for ids in token_ids)  # the answer must fit after each prompt
+    params = params_in_context(
+        lambda: body.sampling_params(room(engine, longest), engine.sampling_defaults),
+        longest,
+        engine.max_model_len,
+    )
+    request_id = random_id("cmpl")
+    prompts = Prompts(texts, token_ids, params.n)
+    echoes = prompts.echoes(engine.tokenizer) if body.echo else None
     deltas = await prompts.start(registry, handle, params, request_id)
     want_logprobs = params.logprobs is not None
     if body.stream:

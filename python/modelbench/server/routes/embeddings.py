@@ -5,38 +5,53 @@ float32, what the openai client asks for by default)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from modelbench.engine.embedding import token_ids_of
+from modelbench.engine.sampling_ranges import Int32, TokenId
+from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep, resolve
 from modelbench.server.errors import APIError
+from modelbench.server.openapi import error_responses
+from modelbench.server.protocol_fields import STRICT_REQUEST, only
 from modelbench.server.recorder import current_record
 from modelbench.server.routes.generation import until_disconnect
+from modelbench.server.routes.prompts import check_prompt_length, check_token_ids
 
 router = APIRouter(tags=["embeddings"])
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
+# The route words the error; the schema states the same.
+MAX_INPUTS_SCHEMA = Field(json_schema_extra={"minItems": 1, "maxItems": MAX_INPUTS})
 
 
 class EmbeddingRequest(BaseModel):
     """OpenAI's fields; any other is a 400 naming it. ``user`` is accepted
     and ignored, as OpenAI does."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(
-        default=None, description="not supported: the model's width is fixed"
+    input: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], MAX_INPUTS_SCHEMA]
+        | Annotated[list[TokenId], MAX_INPUTS_SCHEMA]
+        | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], MAX_INPUTS_SCHEMA]
     )
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[
+        int | None,
+        only({"type": "null", "description": "not supported: the model's width is fixed"}),
+    ] = None
     user: str | None = None
     # vLLM's: orders admission (embeddings run beside the scheduler, not in its queue).
-    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
+    priority: Int32 = 0
 
 
 class Embedding(BaseModel):
@@ -63,7 +78,7 @@ def encode(vector: list[float], encoding_format: str) -> list[float] | str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", dependencies=JSON_BODY, responses=error_responses(404))
 async def create_embeddings(
     body: EmbeddingRequest, request: Request, registry: RegistryDep
 ) -> EmbeddingResponse:
@@ -83,11 +98,19 @@ async def create_embeddings(
             "dimensions is not supported: embeddings have the model's hidden size; leave it out",
             param="dimensions",
         )
+    engine = handle.engine
+    assert engine is not None
+    try:
+        ids = await asyncio.to_thread(token_ids_of, engine.tokenizer, body.input)
+    except ValueError as exc:  # every message is about one of the inputs
+        raise APIError(400, str(exc), param="input") from exc
+    for i, one in enumerate(ids):
+        check_token_ids(one, engine.config.vocab_size, "input", f"input[{i}]")
+        check_prompt_length(len(one), engine.max_model_len, "input", f"input[{i}]")
     registry.admit(handle, body.priority)
     try:
-        assert handle.engine is not None
         try:
-            output = await until_disconnect(request, handle.engine.embed(body.input))
+            output = await until_disconnect(request, engine.embed(ids))
         except ValueError as exc:  # every message is about one of the inputs
             raise APIError(400, str(exc), param="input") from exc
     finally:

@@ -19,13 +19,12 @@ from pydantic import BaseModel
 
 from modelbench.engine.outputs import RequestOutput
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.engine.sampling_ranges import MAX_N  # choices per request
 from modelbench.server.errors import APIError, invalid_value
 from modelbench.server.prometheus import RequestObserver
 from modelbench.server.protocol import PromptTokensDetails, Usage
 from modelbench.server.recorder import current_record
 from modelbench.server.registry import ModelHandle, ModelRegistry
-
-MAX_N = 128  # choices per request: each is a sequence in the engine
 
 
 def build_params(

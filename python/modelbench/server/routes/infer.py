@@ -20,8 +20,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
+from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep
 from modelbench.server.errors import APIError
+from modelbench.server.openapi import array_limit, error_responses
 from modelbench.server.protocol import ErrorInfo, random_id
 from modelbench.server.protocol_infer import (
     InferBatchRequest,
@@ -79,7 +81,7 @@ async def infer_one(
         text = body.input_text()
         parameters = parse_parameters(body.task, body.parameters)
     except TaskInputError as exc:
-        raise APIError(400, str(exc), param=exc.param) from exc
+        raise APIError(400, str(exc), param=exc.param, code=exc.code) from exc
     record = current_record.get()
     if record is not None:
         record.describe(task=body.task, prompt=text, parameters=body.parameters)
@@ -93,7 +95,7 @@ async def infer_one(
             handle.engine, body.task, text, parameters, random_id("infer"), body.priority
         )
     except TaskInputError as exc:
-        raise APIError(400, str(exc), param=exc.param) from exc
+        raise APIError(400, str(exc), param=exc.param, code=exc.code) from exc
     finally:
         handle.end(body.priority)
     if record is not None:
@@ -120,7 +122,12 @@ def request_id_of(request: Request) -> str:
     return request.scope.get("state", {}).get("request_id") or random_id("req")
 
 
-@router.post("/v1/infer", response_model=InferResponse)
+@router.post(
+    "/v1/infer",
+    response_model=InferResponse,
+    dependencies=JSON_BODY,
+    responses=error_responses(404),
+)
 async def infer(body: InferRequest, request: Request, registry: RegistryDep) -> InferResponse:
     timestamp = now_iso()
     response = await until_disconnect(
@@ -192,7 +199,10 @@ async def _batch_item(
     return response
 
 
-@router.post("/v1/infer/batch", response_model=InferBatchResponse)
+array_limit("post", "/v1/infer/batch", "requests", lambda app: app.state.settings.infer_max_batch)
+
+
+@router.post("/v1/infer/batch", response_model=InferBatchResponse, dependencies=JSON_BODY)
 async def infer_batch(
     body: InferBatchRequest, request: Request, registry: RegistryDep
 ) -> InferBatchResponse:

@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 from modelbench.config import is_loopback
 from modelbench.db.tables import RequestRecord
 from modelbench.server.errors import APIError
+from modelbench.server.openapi import error_responses
+from modelbench.server.protocol_fields import CONFLICTING_FIELDS, INVALID_CURSOR
 from modelbench.server.routes.batch import epoch, get_store
 
 
@@ -70,7 +72,7 @@ def parse_time(value: str | None, param: str) -> datetime | None:
         return None
     try:
         return datetime.fromtimestamp(float(value), timezone.utc)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not a number, or no time a clock has
         pass
     try:
         moment = datetime.fromisoformat(value)
@@ -97,11 +99,21 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
             400,
             "cursor is not one this server gave out; pass next_cursor from the previous page",
             param="cursor",
+            code=INVALID_CURSOR,
         ) from exc
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), record_id
 
 
-@router.get("/v1/requests")
+# A time in the spec: ISO 8601 (as RFC 3339 writes it), or Unix seconds.
+TIME = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": "^[0-9]{1,11}([.][0-9]{1,6})?$"},
+    ]
+}
+
+
+@router.get("/v1/requests", responses=error_responses(403))
 async def list_requests(
     request: Request,
     model: str | None = None,
@@ -110,8 +122,8 @@ async def list_requests(
     status: str | None = None,
     api_key_id: str | None = None,
     batch_id: str | None = None,
-    since: str | None = Query(None, description="Unix seconds or ISO 8601"),
-    until: str | None = Query(None, description="Unix seconds or ISO 8601"),
+    since: str | None = Query(None, description="Unix seconds or ISO 8601", json_schema_extra=TIME),
+    until: str | None = Query(None, description="Unix seconds or ISO 8601", json_schema_extra=TIME),
     limit: int = Query(50, ge=1, le=1000),
     cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -148,7 +160,7 @@ async def list_requests(
     if end is not None:
         conditions.append(RequestRecord.created_at < end)
     if start is not None and end is not None and start >= end:
-        raise APIError(400, "since must be before until", param="since")
+        raise APIError(400, "since must be before until", param="since", code=CONFLICTING_FIELDS)
     if cursor is not None:
         created, record_id = decode_cursor(cursor)
         conditions.append(

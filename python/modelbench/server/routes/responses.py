@@ -15,9 +15,12 @@ from fastapi.responses import StreamingResponse
 from modelbench.engine.async_engine import AsyncEngine
 from modelbench.engine.outputs import RequestOutput
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep, describe_request, resolve
 from modelbench.server.errors import APIError
+from modelbench.server.openapi import error_responses, streamed
 from modelbench.server.protocol import ChatCompletionRequest, ChatMessage, Usage
+from modelbench.server.protocol_fields import TASK_NOT_SUPPORTED
 from modelbench.server.protocol_responses import (
     ContentPartEvent,
     IncompleteDetails,
@@ -36,12 +39,8 @@ from modelbench.server.protocol_responses import (
     response_id,
 )
 from modelbench.server.routes.chat import render_prompt
-from modelbench.server.routes.generation import (
-    build_params,
-    collect,
-    start_generation,
-    usage_of,
-)
+from modelbench.server.routes.generation import collect, start_generation, usage_of
+from modelbench.server.routes.prompts import params_in_context, room
 
 router = APIRouter()
 
@@ -51,7 +50,12 @@ router = APIRouter()
 STATUS_OF_FINISH: dict[str, ResponseStatus] = {"length": "incomplete", "abort": "failed"}
 
 
-@router.post("/v1/responses", response_model=None)
+@router.post(
+    "/v1/responses",
+    response_model=None,
+    dependencies=JSON_BODY,
+    responses={**error_responses(404), **streamed(ResponseObject)},
+)
 async def create_response(
     body: ResponsesRequest, request: Request, registry: RegistryDep
 ) -> ResponseObject | StreamingResponse:
@@ -67,14 +71,18 @@ async def create_response(
             f"the Responses API serves local models only, and {body.model!r} is served by "
             "upstreams: use /v1/chat/completions for it",
             param="model",
+            code=TASK_NOT_SUPPORTED,
         )
     handle = resolve(request, body.model)
     engine = handle.engine
     assert engine is not None
     prompt_ids = await render(engine, body.model, messages)
-    room = max(1, engine.max_model_len - len(prompt_ids))
-    sent_as = {"max_tokens": "max_output_tokens"}
-    params = build_params(lambda: body.sampling_params(room, engine.sampling_defaults), sent_as)
+    params = params_in_context(
+        lambda: body.sampling_params(room(engine, len(prompt_ids)), engine.sampling_defaults),
+        len(prompt_ids),
+        engine.max_model_len,
+        {"max_tokens": "max_output_tokens"},
+    )
     started = started_response(body, params, handle.id)
     deltas = await start_generation(registry, handle, prompt_ids, params, started.id, "input")
     if body.stream:

@@ -8,20 +8,38 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from modelbench.engine.sampling_ranges import TokenId
+from modelbench.server.chat_roles import template_roles, unknown_role
+from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep, resolve
 from modelbench.server.errors import APIError
-from modelbench.server.protocol import ChatMessage, TokenId
+from modelbench.server.openapi import error_responses
+from modelbench.server.protocol import ChatMessage
+from modelbench.server.protocol_fields import (
+    CHAT_TEMPLATE_ERROR,
+    STRICT_REQUEST,
+    TASK_NOT_SUPPORTED,
+    TOKEN_OUT_OF_VOCABULARY,
+    UNSUPPORTED_ROLE,
+)
 
 router = APIRouter(tags=["tokenize"])
+
+
+def _prompt_or_messages(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = [
+        {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+        {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+    ]
 
 
 class TokenizeRequest(BaseModel):
     """``prompt`` (a completion's text) or ``messages`` (a chat, rendered with
     the chat template), one of them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST | {"json_schema_extra": _prompt_or_messages}
 
     model: str
     prompt: str | None = None
@@ -39,7 +57,7 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
     model: str
     tokens: list[TokenId]
@@ -55,13 +73,14 @@ def local_engine(request: Request, registry: RegistryDep, model: str) -> Any:
             400,
             f"model {model!r} is served by an upstream: tokenize with that server",
             param="model",
+            code=TASK_NOT_SUPPORTED,
         )
     engine = resolve(request, model).engine
     assert engine is not None
     return engine
 
 
-@router.post("/tokenize")
+@router.post("/tokenize", dependencies=JSON_BODY, responses=error_responses(404))
 async def tokenize(
     body: TokenizeRequest, request: Request, registry: RegistryDep
 ) -> TokenizeResponse:
@@ -69,6 +88,16 @@ async def tokenize(
         raise APIError(400, "send prompt or messages, one of them", param="prompt")
     engine = local_engine(request, registry, body.model)
     tokenizer = engine.tokenizer
+    if body.messages is not None and tokenizer.chat_template:
+        role = unknown_role([m.role for m in body.messages], tokenizer.chat_template)
+        if role is not None:
+            raise APIError(
+                400,
+                f"messages: role {role!r} is not one this model's chat template knows; use "
+                f"one of {', '.join(sorted(template_roles(tokenizer.chat_template)))}",
+                param="messages",
+                code=UNSUPPORTED_ROLE,
+            )
 
     def run() -> list[int]:
         if body.messages is not None:
@@ -84,8 +113,13 @@ async def tokenize(
 
     try:
         ids = await asyncio.to_thread(run)
-    except ValueError as exc:  # no chat template
-        raise APIError(400, str(exc), param="messages") from exc
+    except Exception as exc:  # no chat template, or it refused the messages
+        raise APIError(
+            400,
+            f"the chat template could not render the messages: {exc}",
+            param="messages",
+            code=CHAT_TEMPLATE_ERROR,
+        ) from exc
     strs = [tokenizer.decode([t], skip_special_tokens=False) for t in ids]
     return TokenizeResponse(
         count=len(ids),
@@ -95,7 +129,7 @@ async def tokenize(
     )
 
 
-@router.post("/detokenize")
+@router.post("/detokenize", dependencies=JSON_BODY, responses=error_responses(404))
 async def detokenize(
     body: DetokenizeRequest, request: Request, registry: RegistryDep
 ) -> DetokenizeResponse:
@@ -104,7 +138,10 @@ async def detokenize(
     bad = [t for t in body.tokens if t >= vocab]
     if bad:
         raise APIError(
-            400, f"tokens {bad[:5]} are outside the vocabulary [0, {vocab})", param="tokens"
+            400,
+            f"tokens {bad[:5]} are outside the vocabulary [0, {vocab})",
+            param="tokens",
+            code=TOKEN_OUT_OF_VOCABULARY,
         )
     text = engine.tokenizer.decode(body.tokens, skip_special_tokens=False)
     return DetokenizeResponse(prompt=text)

@@ -1,0 +1,97 @@
+"""The field types request bodies share, with the ranges the engine enforces,
+so that the OpenAPI spec states them and a value the schema allows is one the
+server accepts.
+
+The value ranges are SamplingParams' (modelbench.engine.sampling_ranges).
+Request models are strict (``STRICT_REQUEST``): a number or a boolean sent as
+a string (``"max_tokens": "4"``) is a 400, not quietly converted; an integer
+is still a number where a float is asked for. Infinities and NaN are refused.
+
+Some refusals no schema can state: they depend on the model served (its
+context length, vocabulary, chat template, tasks) or on several fields at
+once. Those 400s carry one of ``CONTEXTUAL_CODES`` as their ``code``, and the
+spec's 400 response lists them, so a client (and the fuzz test) can tell a
+request the schema allows but this model cannot serve from a schema lie.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+# Request bodies: undeclared fields refused by name, no type coercion.
+STRICT_REQUEST = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def only(schema: dict[str, Any]) -> Any:
+    """The field's schema in the spec is exactly ``schema`` (for fields whose
+    Python type is wider than what the validators let through)."""
+    return WithJsonSchema(schema)
+
+
+# The 400 codes a request the schema allows may still get, with why.
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+TOKEN_OUT_OF_VOCABULARY = "token_out_of_vocabulary"
+UNSUPPORTED_ROLE = "unsupported_role"
+CHAT_TEMPLATE_ERROR = "chat_template_error"
+TASK_NOT_SUPPORTED = "task_not_supported"
+CONFLICTING_FIELDS = "conflicting_fields"
+INVALID_CURSOR = "invalid_cursor"
+CONTEXTUAL_CODES = {
+    CONTEXT_LENGTH_EXCEEDED: "the prompt, or the prompt and max_tokens together, do not "
+    "fit in the model's context (max_model_len)",
+    TOKEN_OUT_OF_VOCABULARY: "a token id is outside the model's vocabulary",
+    UNSUPPORTED_ROLE: "a message's role is not one the model's chat template knows",
+    CHAT_TEMPLATE_ERROR: "the model has no chat template, or its template refused the messages",
+    TASK_NOT_SUPPORTED: "the model does not serve the task asked",
+    CONFLICTING_FIELDS: "two fields the schema allows one by one do not go together",
+    INVALID_CURSOR: "a page cursor this server did not give out",
+}
+
+
+def conflict(message: str) -> PydanticCustomError:
+    """A validation error for fields that do not go together (code conflicting_fields)."""
+    return PydanticCustomError(CONFLICTING_FIELDS, message)
+
+
+class RequestConflict(ValueError):
+    """Fields that do not go together, found after validation (a 400 with
+    code conflicting_fields naming ``param``)."""
+
+    code = CONFLICTING_FIELDS
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+# Why the OpenAI fields modelbench does not implement are refused (the error
+# handler words a 400 with these; any other undeclared field is refused too).
+UNSUPPORTED_FIELDS = {
+    "logit_bias": (
+        "logit_bias is not supported: token logits cannot be biased (send {} or leave it out)"
+    ),
+    "tools": "tools is not supported: this server does no tool calling",
+    "tool_choice": 'tool_choice is not supported: this server does no tool calling (only "none")',
+    "parallel_tool_calls": "parallel_tool_calls is not supported: this server does no tool calling",
+    "functions": "functions is not supported: this server does no function calling",
+    "function_call": (
+        'function_call is not supported: this server does no function calling (only "none")'
+    ),
+    "suffix": "suffix is not supported: completions do not insert text before a suffix",
+    "response_format": (
+        'response_format is not supported beyond {"type": "text"}: no JSON mode or schema'
+    ),
+    "best_of": "best_of is not supported unless it equals n: extra samples are not ranked",
+    "echo": "echo is not supported together with logprobs (the prompt's logprobs are not returned)",
+    "audio": "audio is not supported: only text output",
+    "modalities": "modalities is not supported: only text output",
+    "prediction": "prediction is not supported: no predicted outputs",
+}
+
+
+def unsupported(field: str) -> PydanticCustomError:
+    """A validation error whose message says why ``field`` is refused."""
+    return PydanticCustomError("unsupported", UNSUPPORTED_FIELDS[field])
