@@ -99,12 +99,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to a request it cannot parse, or ours to one past a bound."""
+        """The answer to a request uvicorn cannot parse, or to one past a bound:
+        OpenAI's error body (uvicorn's own is plain text), then the connection closes."""
         self._disarm()
-        if self._refusal is None:
-            super().send_400_response(msg)
-            return
-        status, code, text = self._refusal
+        status, code, text = self._refusal or (
+            400,
+            "invalid_http_request",
+            "the request is not valid HTTP/1.1: its request line or headers could not be parsed",
+        )
         error = ErrorInfo(message=text, type="invalid_request_error", param=None, code=code)
         body = ErrorResponse(error=error).model_dump_json().encode()
         self.transport.write(

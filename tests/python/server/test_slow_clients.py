@@ -7,6 +7,7 @@ passes; a kept-alive connection idle between requests is not."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -210,7 +211,11 @@ def test_kept_alive_and_slowish_requests_are_served(bounded: Served) -> None:
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
 
 
-def test_unparseable_request_is_still_400(bounded: Served) -> None:
+def test_unparseable_request_is_a_400_with_an_error_body(bounded: Served) -> None:
     with connect(bounded) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
-        assert read_response(sock).startswith(b"HTTP/1.1 400 ")
+        answer = read_response(sock)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head
+    assert json.loads(body)["error"]["code"] == "invalid_http_request"
