@@ -73,8 +73,9 @@ def test_serving_and_ready_go_on_while_a_model_loads(open_admin: RunningServer) 
             assert listed.get("smollm2:1") in ("loading", "ready")
         assert state == "ready", http.get(url).text
         assert readies == {200} and len(latencies) >= 5, (readies, latencies)
-        # served throughout: no request waited on the load
-        assert max(latencies) < 2.0, latencies
+        # served throughout: no request waited on the load (which takes 6-15 s
+        # here); the worst one met the loader's thread holding the GIL (0.9 s)
+        assert sorted(latencies)[len(latencies) // 2] < 0.25 and max(latencies) < 5.0, latencies
         r = http.post("/v1/completions", json={**COMPLETION, "model": "smollm2"})
         assert r.status_code == 200 and r.json()["model"] == "smollm2:1"
         assert http.delete("/v1/admin/models/smollm2:1").status_code == 200
