@@ -23,6 +23,7 @@ LAYERS = [
     ["cli", "demo"],
     ["server"],
     ["jobs", "bench"],
+    ["eval"],
     ["config"],
     ["tasks", "gateway"],
     ["engine"],

@@ -282,12 +282,15 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def write_html(runs: list[dict[str, Any]], images: list[Path], out: Path) -> Path:
-    rows = table(runs)
-    head = "".join(f"<th>{html.escape(v)}</th>" for v in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows[1:]
-    )
+def write_html(tables: list[list[list[str]]], images: list[Path], out: Path) -> Path:
+    def render(rows: list[list[str]]) -> str:
+        head = "".join(f"<th>{html.escape(v)}</th>" for v in rows[0])
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+            for row in rows[1:]
+        )
+        return f"<table><tr>{head}</tr>{body}</table>"
+
     imgs = "".join(
         f'<h2>{html.escape(p.stem.replace("_", " "))}</h2><img src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}">'
@@ -295,24 +298,82 @@ def write_html(runs: list[dict[str, Any]], images: list[Path], out: Path) -> Pat
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>modelbench report</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style>"
         "</head><body><h1>modelbench report</h1>"
-        f"<table><tr>{head}</tr>{body}</table>{imgs}</body></html>"
+        f"{''.join(render(t) for t in tables)}{imgs}</body></html>"
     )
+    out.mkdir(parents=True, exist_ok=True)
     path = out / "report.html"
     path.write_text(page)
     return path
 
 
-def report(run_ids: list[str], out: str | Path, database_url: str | None = None) -> Path:
-    """Load the runs, print the table, write the figures and report.html; returns its path."""
-    from modelbench.bench.saved_runs import load_runs
+def pass_at_k_figure(evals: list[dict[str, Any]]) -> Any:
+    """Bars of pass@k per evaluation run (one group per k), labelled by model."""
+    import matplotlib
 
-    runs = load_runs(run_ids, database_url)
-    print(format_table(table(runs)))
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted(
+        {k for run in evals for k in run["summary"] if k.startswith("pass@")},
+        key=lambda k: int(k.split("@")[1]),
+    )
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(evals))
+    ticks = np.arange(len(ks))
+    for i, run in enumerate(evals):
+        values = [run["summary"].get(k, 0.0) for k in ks]
+        config = run["config"]
+        style = f", {config['style']}" if config.get("style") else ""
+        temp = f", T={config['temperature']:g}" if config.get("temperature") is not None else ""
+        label = f"{run['model'] or '-'}{style}{temp} ({run['id'][-6:]})"
+        ax.bar(ticks + i * width, values, width, label=label)
+    ax.set_xticks(ticks + width * (len(evals) - 1) / 2, ks)
+    ax.set(title="HumanEval pass@k (unbiased estimate)", ylabel="fraction of problems", ylim=(0, 1))
+    ax.grid(alpha=0.3, axis="y")
+    if evals:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def eval_table(evals: list[dict[str, Any]]) -> list[list[str]]:
+    """Rows of [field, eval run 1, ...]: model, pass@k, samples, isolation."""
+    ks = sorted(
+        {k for run in evals for k in run["summary"] if k.startswith("pass@")},
+        key=lambda k: int(k.split("@")[1]),
+    )
+    rows = [["eval run", *[r["id"] for r in evals]], ["model", *[r["model"] or "-" for r in evals]]]
+    for k in ks:
+        rows.append([k, *[f"{r['summary'][k]:.4f}" if k in r["summary"] else "-" for r in evals]])
+    for key in ("problems", "samples", "isolation", "score_s"):
+        rows.append([key, *[str(r["summary"].get(key, "-")) for r in evals]])
+    return rows
+
+
+def report(run_ids: list[str], out: str | Path, database_url: str | None = None) -> Path:
+    """Load the runs (benchmark runs ``run_...`` and evaluation runs
+    ``eval_...``, side by side), print the tables, write the figures and
+    report.html; returns its path."""
+    from modelbench.bench.saved_runs import load_runs
+    from modelbench.eval.saved import load_eval_runs
+
+    eval_ids = [i for i in run_ids if i.startswith("eval_")]
+    runs = load_runs([i for i in run_ids if i not in eval_ids], database_url)
+    evals = load_eval_runs(eval_ids, database_url) if eval_ids else []
     out = Path(out)
-    path = write_html(runs, figures(runs, out), out)
+    images = figures(runs, out) if runs else []
+    tables = []
+    if runs:
+        print(format_table(table(runs)))
+        tables.append(table(runs))
+    if evals:
+        print(format_table(eval_table(evals)))
+        tables.append(eval_table(evals))
+        out.mkdir(parents=True, exist_ok=True)
+        images.append(_save(pass_at_k_figure(evals), out / "pass_at_k.png"))
+    path = write_html(tables, images, out)
     print(f"wrote {path}")
     return path

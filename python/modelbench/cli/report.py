@@ -16,9 +16,23 @@ def run(args: argparse.Namespace) -> None:
 
     try:
         if args.list or not args.run_ids:
+            from modelbench.eval.saved import list_eval_runs
+
             runs = list_runs(args.database_url)
-            if not runs:
-                print("no saved runs: `modelbench bench ... --save` saves one")
+            evals = list_eval_runs(args.database_url)
+            if not runs and not evals:
+                print(
+                    "no saved runs: `modelbench bench ... --save` and "
+                    "`modelbench eval humaneval` save them"
+                )
+            for e in evals:
+                passes = "  ".join(
+                    f"{k}={v:.3f}" for k, v in e["summary"].items() if k.startswith("pass@")
+                )
+                print(
+                    f"{e['id']} {e['created_at']:%Y-%m-%d %H:%M}  {e['benchmark']:<12} "
+                    f"{(e['model'] or '-')[:30]:<30} {passes}"
+                )
             for r in runs:
                 tput = (
                     f"{r['output_throughput']:.1f} tok/s"
@@ -48,7 +62,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser("report", help="compare saved benchmark runs: table, PNG figures, HTML")
+    p = commands.add_parser(
+        "report",
+        help="compare saved benchmark runs (run_...) and evaluation runs (eval_...): "
+        "tables, PNG figures, HTML",
+    )
     p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     p.add_argument("--out", default="modelbench-report", help="folder for the PNGs and report.html")
     p.add_argument("--list", action="store_true", help="list the saved runs")

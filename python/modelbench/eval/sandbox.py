@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,8 +147,14 @@ class Sandbox:
         finally:
             self._slots.put(slot)
 
-    def run_many(self, programs: Sequence[str], limits: Limits | None = None) -> list[RunResult]:
-        """Run several, ``concurrency`` at a time; results in order."""
+    def run_many(
+        self,
+        programs: Sequence[str],
+        limits: Limits | None = None,
+        on_done: Callable[[int, RunResult], None] | None = None,
+    ) -> list[RunResult]:
+        """Run several, ``concurrency`` at a time; results in order.
+        ``on_done(i, result)`` is called (from a worker thread) as each ends."""
         results: list[RunResult | None] = [None] * len(programs)
         todo: queue.Queue[int] = queue.Queue()
         for i in range(len(programs)):
@@ -160,7 +166,9 @@ class Sandbox:
                     i = todo.get_nowait()
                 except queue.Empty:
                     return
-                results[i] = self.run(programs[i], limits)
+                results[i] = result = self.run(programs[i], limits)
+                if on_done is not None:
+                    on_done(i, result)
 
         threads = [
             threading.Thread(target=work) for _ in range(min(self.concurrency, len(programs)))
