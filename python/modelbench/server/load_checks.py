@@ -18,6 +18,7 @@ from modelbench.models.checkpoint import CheckpointError
 from modelbench.models.footprint import count_parameters
 from modelbench.models.generation_defaults import from_generation_config, read_generation_config
 from modelbench.server.errors import APIError
+from modelbench.server.protocol_fields import MODEL_LOAD_FAILED
 
 # Loading holds the checkpoint's tensors in the load dtype and, while the
 # runner packs them, their packed copies (a tied head gets a packed copy of
@@ -76,14 +77,22 @@ def _within(path: str, folder: str) -> bool:
 
 def check_sampling_defaults(config: ModelConfig) -> None:
     """The default sampling a version is given (a generation_config folder,
-    overrides): a 400 naming the field for a bad value. The model's own
-    generation_config.json is read when it loads."""
+    overrides): a 400 naming the field for a bad value, with the code
+    ``model_load_failed`` when a folder holds nothing readable. The model's
+    own generation_config.json is read when it loads."""
     defaults = {}
-    param = "generation_config"
+    folder = config.generation_config
+    if folder not in ("auto", "vllm"):
+        try:
+            if not os.path.isdir(folder):
+                raise ValueError(f"generation_config {folder} is not a folder")
+            defaults = read_generation_config(folder)
+        except ValueError as exc:
+            raise APIError(
+                400, str(exc), param="generation_config", code=MODEL_LOAD_FAILED
+            ) from exc
+    param = "override_generation_config"
     try:
-        if config.generation_config not in ("auto", "vllm"):
-            defaults = read_generation_config(config.generation_config)
-        param = "override_generation_config"
         defaults.update(from_generation_config(config.override_generation_config or {}, param))
         SamplingParams(**defaults)
     except ValueError as exc:
@@ -131,7 +140,7 @@ def estimate_memory(config: ModelConfig) -> MemoryEstimate:
             400,
             f"model {config.id} cannot be loaded from {config.path or 'the default model'}: {exc}",
             param="path",
-            code="model_load_failed",
+            code=MODEL_LOAD_FAILED,
         ) from exc
     return MemoryEstimate(
         num_parameters=num_parameters,

@@ -231,6 +231,10 @@ def test_paths_outside_the_model_dirs_are_refused_unread(
         r = http.post("/v1/admin/models", json=load_body(path="nothing-here"))
         assert r.status_code == 400 and r.json()["error"]["code"] == "model_load_failed"
         assert str(model_dir / "nothing-here") in r.json()["error"]["message"]
+        r = http.post("/v1/admin/models", json=load_body(path="llama", generation_config="nothing"))
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["code"] == "model_load_failed", r.text
+        assert error["param"] == "generation_config" and "is not a folder" in error["message"]
     assert len(messages) == 1, messages  # nothing tells an existing path from a missing one
     assert server.registry.get("extra:1") is None
 
@@ -249,6 +253,8 @@ JUNK = [
     ({"name": "ok", "tasks": ["generate", "generate"]}, "tasks"),
     ({"name": "ok", "tasks": ["juggle"]}, "tasks"),
     ({"name": "ok", "dtype": "int4"}, "dtype"),
+    ({"name": "ok", "dtype": "float16"}, "dtype"),  # CUDA's; admin loads run on the CPU
+    ({"name": "ok", "kv_cache_dtype": "float32"}, "kv_cache_dtype"),
     ({"name": "ok", "routing": "random"}, "routing"),
     ({"name": "ok", "colour": "blue"}, "colour"),
     ({"name": "ok", "path": "a\u0000b"}, "path"),

@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from modelbench.config import TASKS, ModelConfig, RoutingPolicy, Task
+from modelbench.engine.sampling_ranges import (
+    MaxTokens,
+    MinP,
+    RepetitionPenalty,
+    Temperature,
+    TopK,
+    TopP,
+    integer,
+)
 from modelbench.server.dependencies import RegistryDep
 from modelbench.server.errors import APIError, invalid_value
 from modelbench.server.load_checks import (
@@ -31,6 +40,7 @@ from modelbench.server.load_checks import (
     inside_model_dirs,
 )
 from modelbench.server.protocol import ErrorResponse, ModelCard
+from modelbench.server.protocol_fields import STRICT_REQUEST
 from modelbench.server.registry import ModelHandle, ModelRegistry
 from modelbench.server.routes.models import version_card
 
@@ -39,6 +49,14 @@ from modelbench.server.routes.models import version_card
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,3}$"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MODEL_ID_PATTERN = NAME_PATTERN[:-1] + ":" + VERSION_PATTERN[1:]
+if TYPE_CHECKING:  # integer() builds the Annotated type at run time
+    ModelLen = int
+    KVBytes = int
+    NumSeqs = int
+else:
+    ModelLen = integer(1, 1 << 20)
+    KVBytes = integer(1, 1 << 50)
+    NumSeqs = integer(1, 4096)
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -58,10 +76,27 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=_AUTH_ERRORS)
 
 
-class LoadModelRequest(ModelConfig):
-    """A models-file entry, checked field by field before anything loads."""
+class GenerationOverrides(BaseModel):
+    """Default sampling settings on top of the model's, in
+    generation_config.json's names, in the ranges requests have."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = STRICT_REQUEST
+
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    repetition_penalty: RepetitionPenalty | None = None
+    max_new_tokens: MaxTokens | None = None
+    do_sample: bool | None = None
+
+
+class LoadModelRequest(ModelConfig):
+    """A models-file entry, checked field by field before anything loads.
+    Admin loads run on the CPU, so the dtypes are those it takes (float16 is
+    for CUDA), and any KV cache dtype given goes with any model dtype."""
+
+    model_config = STRICT_REQUEST
 
     name: str = Field(pattern=NAME_PATTERN, max_length=520)
     version: str = Field(default="1", pattern=VERSION_PATTERN)
@@ -74,14 +109,19 @@ class LoadModelRequest(ModelConfig):
         "omitted: the default model",
     )
     tasks: list[Task] = Field(
-        default_factory=lambda: list(get_args(Task)), min_length=1, max_length=len(TASKS)
+        default_factory=lambda: list(get_args(Task)),
+        min_length=1,
+        max_length=len(TASKS),
+        json_schema_extra={"uniqueItems": True},
     )
     weight: float = Field(default=1.0, ge=0.0, le=1e6)
-    max_model_len: int | None = Field(default=None, ge=1, le=1 << 20)
-    kv_cache_memory: (
-        Annotated[int, Field(gt=0, le=1 << 50)] | Annotated[float, Field(gt=0.0, le=1.0)] | None
-    ) = Field(default=None, description="bytes, or a fraction of available memory")
-    max_num_seqs: int = Field(default=64, ge=1, le=4096)
+    max_model_len: ModelLen | None = None
+    kv_cache_memory: KVBytes | Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        default=None, description="bytes, or a fraction (up to 1.0) of the memory available"
+    )
+    max_num_seqs: NumSeqs = 64
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    kv_cache_dtype: Literal["auto", "bfloat16"] = "auto"
     generation_config: str = Field(
         default="auto",
         min_length=1,
@@ -89,6 +129,7 @@ class LoadModelRequest(ModelConfig):
         pattern=r"^[^\x00]+$",
         description="auto, vllm, or a folder inside MODELBENCH_MODEL_DIRS",
     )
+    override_generation_config: GenerationOverrides | None = None  # type: ignore[assignment]
     routing: RoutingPolicy | None = None
 
     @field_validator("tasks")
@@ -170,9 +211,13 @@ def checked_config(body: LoadModelRequest, request: Request) -> ModelConfig:
         update["generation_config"] = inside_model_dirs(
             body.generation_config, model_dirs, "generation_config"
         )
+    overrides = body.override_generation_config
+    if overrides is not None:
+        update["override_generation_config"] = overrides.model_dump(exclude_none=True)
     config = ModelConfig.model_validate(
         {**body.model_dump(exclude={"routing"}), **update}, strict=False
     )
+    check_sampling_defaults(config)
     try:
         config.engine_args()
     except ValueError as exc:
@@ -201,7 +246,6 @@ async def load_model(
     """Check a version and start loading it in the background; 202 with the
     status to poll."""
     config = checked_config(body, request)
-    check_sampling_defaults(config)
     registry.check_can_load(config.id)  # before reading a header
     memory = await asyncio.to_thread(estimate_memory, config)
     if not memory.fits:
