@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -166,6 +166,18 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, message, param=param, code=kind if kind in _CODED_ERRORS else None)
 
 
+def methods_of(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of ``app`` takes at ``path``."""
+    # FastAPI 0.165 keeps included routers whole and resolves them through contexts.
+    routes = getattr(routing, "iter_route_contexts", lambda routes: routes)(app.routes)
+    methods: set[str] = set()
+    for route in routes:
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors in OpenAI's body: an unknown route (404), a
     method the route does not take (405, with Allow), a body it could not read."""
@@ -180,12 +192,13 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
             type="not_found_error",
         )
     if exc.status_code == 405:
-        allowed = (headers or {}).get("Allow", "")
+        # Starlette's Allow names the first route of the path; a path may have several.
+        allowed = ", ".join(methods_of(request.app, request.url.path))
         return error_response(
             405,
             f"Method Not Allowed: {request.url.path} takes {allowed}, not {request.method}",
             code="method_not_allowed",
-            headers=headers,
+            headers={**(headers or {}), "Allow": allowed},
         )
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
     return error_response(exc.status_code, str(exc.detail), type=kind, headers=headers)

@@ -39,6 +39,7 @@ CHAT_TEMPLATE_ERROR = "chat_template_error"
 TASK_NOT_SUPPORTED = "task_not_supported"
 CONFLICTING_FIELDS = "conflicting_fields"
 INVALID_CURSOR = "invalid_cursor"
+MODEL_LOAD_FAILED = "model_load_failed"  # raised by server/load_checks.py
 CONTEXTUAL_CODES = {
     CONTEXT_LENGTH_EXCEEDED: "the prompt, or the prompt and max_tokens together, do not "
     "fit in the model's context (max_model_len)",
@@ -48,6 +49,7 @@ CONTEXTUAL_CODES = {
     TASK_NOT_SUPPORTED: "the model does not serve the task asked",
     CONFLICTING_FIELDS: "two fields the schema allows one by one do not go together",
     INVALID_CURSOR: "a page cursor this server did not give out",
+    MODEL_LOAD_FAILED: "an admin load's path holds no model this server can read",
 }
 
 

@@ -45,7 +45,11 @@ async def loopback_when_open(request: Request) -> None:
     )
 
 
-router = APIRouter(tags=["requests"], dependencies=[Depends(loopback_when_open)])
+router = APIRouter(
+    tags=["requests"],
+    dependencies=[Depends(loopback_when_open)],
+    responses=error_responses(403),  # loopback_when_open; a plain key asking for another's
+)
 
 FIELDS = [c.name for c in RequestRecord.__table__.columns]
 
@@ -113,7 +117,7 @@ TIME = {
 }
 
 
-@router.get("/v1/requests", responses=error_responses(403))
+@router.get("/v1/requests")
 async def list_requests(
     request: Request,
     model: str | None = None,
