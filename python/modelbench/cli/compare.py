@@ -16,6 +16,12 @@ import httpx
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("compare", help="ask several models the same thing, side by side")
+    add_request_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_request_flags(p: argparse.ArgumentParser) -> None:
+    """The prompt, the models and the sampling (``modelbench verify`` takes them too)."""
     p.add_argument("prompt", help="the user message (or, with --completion, the prompt)")
     p.add_argument(
         "--model", action="append", required=True, help="a model to ask; repeat it for each"
@@ -27,7 +33,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--deadline", type=float, help="seconds each model may take")
     p.add_argument("--json", action="store_true", help="print the response as JSON")
-    p.set_defaults(func=run)
 
 
 def request_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -45,14 +50,15 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def run(args: argparse.Namespace) -> None:
+def post(args: argparse.Namespace, command: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The server's answer to ``POST /v1/<command>``; an error exits saying what went wrong."""
     key = args.api_key or os.environ.get("MODELBENCH_API_KEY") or os.environ.get("OPENAI_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    url = args.base_url.rstrip("/").removesuffix("/v1") + "/v1/compare"
+    url = args.base_url.rstrip("/").removesuffix("/v1") + f"/v1/{command}"
     try:
-        response = httpx.post(url, json=request_body(args), headers=headers, timeout=None)
+        response = httpx.post(url, json=body, headers=headers, timeout=None)
     except httpx.HTTPError as exc:
-        raise SystemExit(f"modelbench compare: cannot reach {url}: {exc}") from exc
+        raise SystemExit(f"modelbench {command}: cannot reach {url}: {exc}") from exc
     if response.status_code != 200:
         try:
             message = response.json()["error"]["message"]
@@ -61,8 +67,13 @@ def run(args: argparse.Namespace) -> None:
         hint = (
             " (set --api-key or MODELBENCH_API_KEY)" if response.status_code in (401, 403) else ""
         )
-        raise SystemExit(f"modelbench compare: HTTP {response.status_code}: {message}{hint}")
-    result = response.json()
+        raise SystemExit(f"modelbench {command}: HTTP {response.status_code}: {message}{hint}")
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def run(args: argparse.Namespace) -> None:
+    result = post(args, "compare", request_body(args))
     if args.json:
         print(json.dumps(result, indent=2))
         return

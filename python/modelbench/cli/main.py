@@ -14,6 +14,7 @@ from modelbench.cli import db as cli_db
 from modelbench.cli import eval as cli_eval
 from modelbench.cli import keys as cli_keys
 from modelbench.cli import report as bench_report
+from modelbench.cli import verify as cli_verify
 from modelbench.cli import worker as cli_worker
 from modelbench.config import Settings, is_loopback, parse_memory
 
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_flags(g)
     g.set_defaults(func=serve, serve_default_model=False)
     cli_compare.add_parser(commands)
+    cli_verify.add_parser(commands)
     cli_eval.add_parser(commands)
     cli_db.add_parser(commands)
     cli_worker.add_parser(commands)

@@ -13,7 +13,8 @@ import httpx
 from modelbench.engine.async_engine import AsyncEngine
 from modelbench.engine.engine_args import EngineArgs
 from modelbench.engine.sampling_params import SamplingParams
-from modelbench.eval.humaneval import STOP, Problem, extract_code, truncate
+from modelbench.eval.humaneval import STOP, Problem, truncate
+from modelbench.eval.verify import extract_code
 
 Completion = tuple[str, int, str]  # task_id, sample, completion
 # (task_id, sample) -> why no completion came: the model refused that prompt

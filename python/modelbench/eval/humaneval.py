@@ -18,7 +18,6 @@ import gzip
 import importlib.util
 import json
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,16 +96,6 @@ def load_problems(limit: int | None = None) -> list[Problem]:
     fields = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
     problems = [Problem(**{k: row[k] for k in fields}) for row in rows]
     return problems[:limit] if limit else problems
-
-
-def extract_code(answer: str) -> str:
-    """The code in a chat answer: its first ```python block, else its first
-    fenced block, else the whole answer."""
-    blocks = re.findall(r"```([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", answer, re.S)
-    for lang, body in blocks:
-        if lang.lower() in ("python", "py", "python3"):
-            return str(body)
-    return str(blocks[0][1]) if blocks else answer
 
 
 def truncate(completion: str) -> str:

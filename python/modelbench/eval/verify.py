@@ -96,7 +96,8 @@ class Verdict:
     isolation: str
     chosen: int | None = None  # index of the answer; None: nothing passed
     reason: str = ""
-    probes: list[str] = field(default_factory=list)  # the extra inputs compared, as calls
+    probes: list[str] = field(default_factory=list)  # the extra inputs, as calls
+    left_out: list[str] = field(default_factory=list)  # of those, where one ran out of time
     groups: list[list[int]] = field(default_factory=list)  # passing candidates by behaviour
 
     @property
@@ -187,13 +188,19 @@ def compare_on_probes(
     verdict.groups = list(groups.values())
     best = max(verdict.groups, key=len)  # the first of the largest: the earliest on a tie
     verdict.chosen = best[0]
-    verdict.probes = [suite.probe_call(suite.probes[p]) for p in compared]
+    verdict.probes = [suite.probe_call(args) for args in suite.probes]
+    verdict.left_out = [call for p, call in enumerate(verdict.probes) if p not in compared]
     if len(verdict.groups) == 1:
         verdict.reason = (
             f"{len(passing)} candidates passed and agree on {len(compared)} extra inputs"
         )
+    elif [len(g) for g in verdict.groups].count(len(best)) > 1:
+        verdict.reason = (
+            f"{len(passing)} candidates passed but disagree on {len(compared)} extra inputs, "
+            "with no majority; the group of the model asked first is chosen"
+        )
     else:
         verdict.reason = (
             f"{len(passing)} candidates passed but disagree on {len(compared)} extra inputs; "
-            f"the largest group ({len(best)} of {len(passing)}) is chosen"
+            f"the majority ({len(best)} of {len(passing)}) is chosen"
         )

@@ -104,27 +104,15 @@ def test_failure(exc):
     return f"failed: {text}" + (f" ({detail[:200]})" if detail else "")
 
 
-def load_answer():
-    ns = {"__name__": "candidate"}
+def run_part(source, name, ns, exited, raised):
+    """Run ``source`` in ``ns``; an exit or an exception fails the candidate."""
     try:
-        load(DATA["code"], "<answer>", ns)
+        load(source, name, ns)
     except SystemExit as exc:
-        fail(f"the answer called exit({exc.code!r}) as it loaded")
+        fail(exited(exc.code))
     except BaseException as exc:
         traceback.print_exc()
-        fail(f"the answer raised {type(exc).__name__}: {exc} as it loaded")
-    return ns
-
-
-def run_tests(ns):
-    try:
-        load(DATA["tests"], "<tests>", ns)
-    except SystemExit as exc:
-        fail(f"exit({exc.code!r}) was called during the tests")
-    except BaseException as exc:
-        traceback.print_exc()
-        fail(test_failure(exc))
-    say(1, DATA["token"])
+        fail(raised(exc))
 
 
 def outcome(fn, args):
@@ -147,8 +135,25 @@ def run_probes(ns):
     say(1, DATA["token"] + json.dumps(results))
 
 
-answer = load_answer()
-run_tests(answer) if DATA["mode"] == "tests" else run_probes(answer)
+answer = {"__name__": "candidate"}
+run_part(
+    DATA["code"],
+    "<answer>",
+    answer,
+    lambda code: f"the answer called exit({code!r}) as it loaded",
+    lambda exc: f"the answer raised {type(exc).__name__}: {exc} as it loaded",
+)
+if DATA["mode"] == "tests":
+    run_part(
+        DATA["tests"],
+        "<tests>",
+        answer,
+        lambda code: f"exit({code!r}) was called during the tests",
+        test_failure,
+    )
+    say(1, DATA["token"])
+else:
+    run_probes(answer)
 '''
 
 

@@ -47,6 +47,7 @@ from modelbench.server.routes import (
     responses,
     tokenize,
     upstreams,
+    verify,
 )
 from modelbench.server.routes import metrics as metrics_route
 from modelbench.server.shared_ratelimit import SharedRateLimiter
@@ -197,6 +198,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         requests,
         upstreams,
         compare,
+        verify,
         tokenize,
     ):
         app.include_router(module.router, dependencies=keyed)

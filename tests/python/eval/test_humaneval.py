@@ -16,7 +16,6 @@ import pytest
 from modelbench.bench.report import pass_at_k_figure
 from modelbench.eval.humaneval import (
     SampleResult,
-    extract_code,
     load_problems,
     pass_at_k,
     score,
@@ -25,6 +24,7 @@ from modelbench.eval.humaneval import (
 )
 from modelbench.eval.sandbox import Sandbox
 from modelbench.eval.saved import load_eval_runs
+from modelbench.eval.verify import extract_code
 
 from ..server.conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, free_port, run_server
 from ..tiny_models import build_tiny_model

@@ -173,7 +173,7 @@ def test_passing_candidates_that_disagree_go_with_the_majority(sandbox: Sandbox)
     assert [c.passed for c in verdict.candidates] == [True, True, True]
     assert verdict.groups == [[0], [1, 2]] and verdict.chosen == 1
     assert "magnitude(-1)" in verdict.probes
-    assert "disagree" in verdict.reason and "(2 of 3)" in verdict.reason
+    assert verdict.reason.endswith("; the majority (2 of 3) is chosen")
     wrong, right, _ = verdict.candidates
     assert wrong.outcomes is not None and right.outcomes is not None
     probe = verdict.probes.index("magnitude(-1)")
@@ -185,7 +185,7 @@ def test_passing_candidates_that_disagree_go_with_the_majority(sandbox: Sandbox)
 def test_a_tie_goes_to_the_group_asked_first_and_agreement_says_so(sandbox: Sandbox) -> None:
     suite = suite_for(MAGNITUDE_PROMPT)
     tie = verify(sandbox, [WRONG_ON_NEGATIVES, RIGHT], suite, LIMITS)
-    assert tie.groups == [[0], [1]] and tie.chosen == 0
+    assert tie.groups == [[0], [1]] and tie.chosen == 0 and "no majority" in tie.reason
     agree = verify(sandbox, [RIGHT, ALSO_RIGHT], suite, LIMITS)
     assert agree.groups == [[0, 1]] and agree.chosen == 0 and "agree on" in agree.reason
 
@@ -195,8 +195,10 @@ def test_a_slow_input_is_left_out_and_an_exception_is_behaviour(sandbox: Sandbox
     slow_on_negatives = "def magnitude(x):\n    while x < 0:\n        pass\n    return x\n"
     raises = "def magnitude(x):\n    if x < 0:\n        raise ValueError(x)\n    return x\n"
     verdict = verify(sandbox, [slow_on_negatives, RIGHT, raises], suite, LIMITS)
-    assert "magnitude(-1)" not in verdict.probes  # the first timed out there
-    assert "magnitude(4)" in verdict.probes
+    assert "magnitude(-1)" in verdict.left_out  # the first timed out there
+    assert "magnitude(4)" in verdict.probes and "magnitude(4)" not in verdict.left_out
+    slow = verdict.candidates[0].outcomes
+    assert slow is not None and str(slow[verdict.probes.index("magnitude(-1)")]) == "timed out"
     # without the negatives all three return the same
     assert verdict.groups == [[0, 1, 2]] and verdict.chosen == 0
 

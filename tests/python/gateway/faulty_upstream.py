@@ -5,7 +5,7 @@ the gateway's fault-injection tests and its overhead benchmark.
 
 Modes (``POST /mode {"mode": ...}`` changes it while it runs):
 - ``ok``: answers at once (a completion, a chat message, or a stream of a
-  few events) saying which port answered;
+  few events) saying which port answered, or with ``--text``;
 - ``error500``: 500 to every generation request;
 - ``busy``: 429 with ``Retry-After: 1``;
 - ``slow``: streams 100 events 0.1 s apart (to watch a client go away);
@@ -38,9 +38,10 @@ MODES = ("ok", "slow", "error500", "busy", "hang", "drop", "die")
 
 
 class State:
-    def __init__(self, mode: str, port: int) -> None:
+    def __init__(self, mode: str, port: int, text: str | None = None) -> None:
         self.mode = mode
         self.port = port
+        self.text = text  # the answer in mode ok; None: "answered by PORT"
         self.requests = 0
         self.open = 0
 
@@ -65,7 +66,7 @@ def make_app(state: State) -> Starlette:
         body = await request.json()
         state.requests += 1
         chat = request.url.path.endswith("/chat/completions")
-        text = f"answered by {state.port}"
+        text = state.text or f"answered by {state.port}"
         if state.mode == "die":
             os._exit(1)
         if state.mode == "error500":
@@ -152,8 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=MODES, default="ok")
+    parser.add_argument("--text", help='what it answers (default: "answered by PORT")')
     args = parser.parse_args()
-    state = State(args.mode, args.port)
+    state = State(args.mode, args.port, args.text)
     uvicorn.run(make_app(state), host="127.0.0.1", port=args.port, log_level="warning")
 
 

@@ -46,7 +46,7 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 class Upstream:
     """One faulty_upstream process."""
 
-    def __init__(self, mode: str = "ok") -> None:
+    def __init__(self, mode: str = "ok", text: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -58,6 +58,7 @@ class Upstream:
                 str(self.port),
                 "--mode",
                 mode,
+                *(["--text", text] if text is not None else []),
             ],
             cwd=ROOT,
         )

@@ -164,23 +164,38 @@ def check(body: CompareRequest, registry: ModelRegistry, max_models: int) -> Non
 async def compare(
     body: CompareRequest, request: Request, registry: RegistryDep
 ) -> CompareResponse | StreamingResponse:
-    gateway = registry.gateway
     check(body, registry, max_compare_models(registry))
     requests = [one_request(body, m) for m in body.models]
-    deadline = body.deadline_s or (
-        gateway.options.compare_deadline_s if gateway is not None else 120.0
-    )
+    deadline = deadline_of(body, registry)
     compare_id = random_id("cmp")
     if body.stream:
         return StreamingResponse(
             stream_compare(request, registry, requests, deadline, compare_id),
             media_type="text/event-stream",
         )
+    results = await ask_each(request, registry, requests, deadline, compare_id)
+    return CompareResponse(compare_id=compare_id, results=results)
+
+
+def deadline_of(body: CompareRequest, registry: ModelRegistry) -> float:
+    """Seconds each model may take: ``deadline_s``, else the gateway's setting."""
+    gateway = registry.gateway
+    return body.deadline_s or (gateway.options.compare_deadline_s if gateway is not None else 120.0)
+
+
+async def ask_each(
+    request: Request,
+    registry: ModelRegistry,
+    requests: list[ChatCompletionRequest | CompletionRequest],
+    deadline: float,
+    compare_id: str,
+) -> list[CompareResult]:
+    """Every model's result, concurrently, in the order asked (one record
+    each, tied by ``compare_id``); /v1/verify asks its models this way too."""
     work = asyncio.gather(
         *(run_one(request, registry, r, deadline, compare_id, None) for r in requests)
     )
-    results = await until_disconnect(request, work)
-    return CompareResponse(compare_id=compare_id, results=list(results))
+    return list(await until_disconnect(request, work))
 
 
 async def stream_compare(
