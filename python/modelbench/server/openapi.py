@@ -29,6 +29,7 @@ from fastapi import FastAPI, routing
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from modelbench.server.auth import authenticate, require_admin
 from modelbench.server.content_type import require_json
@@ -57,8 +58,9 @@ DESCRIPTIONS = {
     504: "No upstream answered in time (models served by upstreams only).",
 }
 
-# What a streamed answer (``"stream": true``) is sent as.
-EVENT_STREAM = {"text/event-stream": {"schema": {"type": "string"}}}
+# The models server-sent events carry (``streamed``); build_spec adds their
+# schemas to the components the events' data refer to.
+STREAM_MODELS: set[type[BaseModel]] = set()
 
 # Routes whose bodies FastAPI cannot see, because they read or write them
 # themselves (routes/batch.py): what they take and send. A batch's items may
@@ -116,9 +118,42 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": DESCRIPTIONS[code]} for code in codes}
 
 
-def streamed(model: type) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route that answers ``model`` as JSON, or server-sent events."""
-    return {200: {"model": model, "content": EVENT_STREAM}}
+def streamed(
+    model: type[BaseModel], event: type[BaseModel] | dict[str, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that answers ``model`` as JSON, or with
+    ``"stream": true`` as server-sent events: each event's data is ``event``
+    (a model, or a schema; any JSON object when not given) as JSON, an error
+    body, or ``[DONE]``."""
+    if event is None:
+        event_schema: dict[str, Any] = {"type": "object"}
+    elif isinstance(event, dict):
+        event_schema = event
+    else:
+        STREAM_MODELS.add(event)
+        event_schema = {"$ref": f"#/components/schemas/{event.__name__}"}
+    data = {
+        "type": "string",
+        "if": {"const": "[DONE]"},
+        "then": {},
+        "else": {
+            "contentMediaType": "application/json",
+            "contentSchema": {"anyOf": [event_schema, ERROR_REF]},
+        },
+    }
+    one_event = {
+        "type": "object",
+        "properties": {"data": data, "event": {"type": "string"}},
+        "required": ["data"],
+    }
+    return {200: {"model": model, "content": {"text/event-stream": {"schema": one_event}}}}
+
+
+def _add_component(components: dict[str, Any], model: type[BaseModel]) -> None:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in schema.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components.setdefault(model.__name__, schema)
 
 
 def api_routes(app: FastAPI) -> Iterator[Any]:
@@ -186,9 +221,9 @@ def build_spec(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
     )
     components = spec.setdefault("components", {}).setdefault("schemas", {})
-    error_schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
-    components.update(error_schema.pop("$defs", {}))
-    components["ErrorResponse"] = error_schema
+    models: list[type[BaseModel]] = [ErrorResponse]
+    for model in [*models, *sorted(STREAM_MODELS, key=lambda m: m.__name__)]:
+        _add_component(components, model)
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     for route in api_routes(app):

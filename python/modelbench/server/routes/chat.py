@@ -127,7 +127,10 @@ async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> lis
     "/v1/chat/completions",
     response_model=None,
     dependencies=JSON_BODY,
-    responses={**error_responses(404, 502, 504), **streamed(ChatCompletionResponse)},
+    responses={
+        **error_responses(404, 502, 504),
+        **streamed(ChatCompletionResponse, ChatCompletionChunk),
+    },
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, registry: RegistryDep

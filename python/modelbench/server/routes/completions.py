@@ -120,7 +120,10 @@ class Prompts:
     "/v1/completions",
     response_model=None,
     dependencies=JSON_BODY,
-    responses={**error_responses(404, 502, 504), **streamed(CompletionResponse)},
+    responses={
+        **error_responses(404, 502, 504),
+        **streamed(CompletionResponse, CompletionResponse),
+    },
 )
 async def create_completion(
     body: CompletionRequest, request: Request, registry: RegistryDep

@@ -48,13 +48,19 @@ router = APIRouter()
 # "length" is max_output_tokens or the end of the context; "abort" is the
 # engine giving the request up (a runner failure, a shutdown).
 STATUS_OF_FINISH: dict[str, ResponseStatus] = {"length": "incomplete", "abort": "failed"}
+# A streamed response's events (their SSE ``event`` names the type).
+STREAM_EVENT = {
+    "type": "object",
+    "properties": {"type": {"type": "string"}, "sequence_number": {"type": "integer"}},
+    "required": ["type", "sequence_number"],
+}
 
 
 @router.post(
     "/v1/responses",
     response_model=None,
     dependencies=JSON_BODY,
-    responses={**error_responses(404), **streamed(ResponseObject)},
+    responses={**error_responses(404), **streamed(ResponseObject, STREAM_EVENT)},
 )
 async def create_response(
     body: ResponsesRequest, request: Request, registry: RegistryDep
