@@ -57,6 +57,8 @@ KINDS = {
     "modelbench serve ": "commands",
     "curl -s localhost:8000/v1/responses": "client",
     "curl -s localhost:8000/v1/infer": "client",
+    "curl -s localhost:8000/v1/verify": "client",
+    "modelbench verify --base-url": "commands",
     "[[models]]": "models_file",
     "modelbench serve --port 8001 &": "commands",  # three processes and their shells
     "[[upstreams]]": "models_file",
