@@ -31,6 +31,7 @@ from modelbench.engine.sampling_ranges import (
     TopP,
     integer,
 )
+from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep
 from modelbench.server.errors import APIError, invalid_value
 from modelbench.server.load_checks import (
@@ -228,6 +229,7 @@ def checked_config(body: LoadModelRequest, request: Request) -> ModelConfig:
 @router.post(
     "/models",
     status_code=202,
+    dependencies=JSON_BODY,  # 415 for a body not sent as JSON
     responses={
         202: {
             "description": "the load began; follow it at status_url (the Location header)",
