@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import queue
 import shutil
@@ -42,12 +43,16 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SLOT_UID_BASE = 60100  # slot i runs as uid/gid SLOT_UID_BASE + i (root only)
+SLOT_UID_BASE = 60100  # the first sandbox user id (root only)
+UID_BLOCK = 64  # user ids per Sandbox: slot i of block b runs as SLOT_UID_BASE + 64 b + i
+UID_BLOCKS = 256
+LOCK_DIR = Path("/run/modelbench-sandbox")  # root's own (0700): candidates cannot touch it
 EXCERPT_CHARS = 2000  # of stdout and stderr kept in a result
 
 
@@ -130,8 +135,12 @@ class Sandbox:
             raise ValueError(
                 f"isolation must be 'auto', 'bubblewrap' or 'rlimits', got {self.isolation!r}"
             )
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if not 1 <= self.concurrency <= UID_BLOCK:
+            raise ValueError(f"concurrency must be in [1, {UID_BLOCK}], got {self.concurrency}")
+        # Every process of a slot's user is killed after each run, so no two
+        # Sandboxes (in this process or another) may share a user: each holds
+        # a block of user ids under an exclusive lock for its lifetime.
+        self.uid_base = claim_uid_block(self) if os.geteuid() == 0 else None
         if self.isolation == "rlimits" and os.geteuid() == 0:
             become_subreaper()
         self._slots: queue.Queue[int] = queue.Queue()
@@ -182,7 +191,7 @@ class Sandbox:
     # ---- one run ----------------------------------------------------------
 
     def _run_in_slot(self, code: str, limits: Limits, slot: int) -> RunResult:
-        uid = SLOT_UID_BASE + slot if os.geteuid() == 0 else None
+        uid = None if self.uid_base is None else self.uid_base + slot
         workdir = Path(tempfile.mkdtemp(prefix="modelbench-sandbox-"))
         try:
             (workdir / "candidate.py").write_text(code)
@@ -260,6 +269,24 @@ class Sandbox:
             wall_s=wall,
             isolation=self.isolation,
         )
+
+
+def claim_uid_block(owner: object) -> int:
+    """The first user id of a block no other Sandbox holds; the block's lock
+    is released when ``owner`` is collected (or the process ends)."""
+    folder = LOCK_DIR if Path("/run").is_dir() else Path(tempfile.gettempdir()) / LOCK_DIR.name
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    for block in range(UID_BLOCKS):
+        fd = os.open(folder / f"block-{block}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        weakref.finalize(owner, os.close, fd)
+        return SLOT_UID_BASE + block * UID_BLOCK
+    raise RuntimeError(f"all {UID_BLOCKS} sandbox user blocks are taken on this host")
 
 
 def setpriv(uid: int) -> list[str]:

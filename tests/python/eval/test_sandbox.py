@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from modelbench.eval.sandbox import SLOT_UID_BASE, Limits, Sandbox, bubblewrap_available
+from modelbench.eval.sandbox import (
+    SLOT_UID_BASE,
+    UID_BLOCK,
+    Limits,
+    Sandbox,
+    bubblewrap_available,
+)
 
 ISOLATIONS = ["bubblewrap", "rlimits"] if bubblewrap_available() else ["rlimits"]
 if os.environ.get("CI") == "true" and os.geteuid() == 0:
@@ -41,14 +47,15 @@ def sandbox(request: pytest.FixtureRequest, secret_dir: Path) -> Sandbox:
     )
 
 
-def no_slot_processes() -> bool:
+def no_slot_processes(sandbox: Sandbox) -> bool:
+    assert sandbox.uid_base is not None
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 uid = os.stat(f"/proc/{entry}").st_uid
             except FileNotFoundError:
                 continue
-            if SLOT_UID_BASE <= uid < SLOT_UID_BASE + 64:
+            if sandbox.uid_base <= uid < sandbox.uid_base + UID_BLOCK:
                 return False
     return True
 
@@ -57,7 +64,7 @@ def run(sandbox: Sandbox, code: str):
     result = sandbox.run(code)
     assert result.isolation == sandbox.isolation
     if os.geteuid() == 0:
-        assert no_slot_processes(), "a candidate's process outlived its run"
+        assert no_slot_processes(sandbox), "a candidate's process outlived its run"
     return result
 
 
@@ -194,8 +201,34 @@ def test_candidates_run_in_parallel_each_in_its_own_slot(sandbox: Sandbox) -> No
     assert time.monotonic() - started < 3.5  # two at a time, not four in a row
 
 
+def test_two_sandboxes_never_share_a_user(tmp_path: Path) -> None:
+    """Each kills its users' processes after every run: two sharing users
+    (two servers, or a server and an eval run) would kill each other's."""
+    if os.geteuid() != 0:
+        pytest.skip("sandbox users need root")
+    first, second = Sandbox(concurrency=2), Sandbox(concurrency=2)
+    assert first.uid_base != second.uid_base
+    assert SLOT_UID_BASE <= min(first.uid_base, second.uid_base)  # type: ignore[type-var]
+    slow = "import time\ntime.sleep(1.5)\nprint('survived')"
+    import threading
+
+    results = []
+    worker = threading.Thread(target=lambda: results.append(first.run(slow)))
+    worker.start()
+    time.sleep(0.3)
+    assert second.run("print(1)").passed  # its cleanup must not touch the first's candidate
+    worker.join()
+    assert results[0].passed and results[0].stdout == "survived\n"
+    base = second.uid_base
+    del second
+    import gc
+
+    gc.collect()
+    assert Sandbox(concurrency=1).uid_base == base  # the block came free
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="isolation must be"):
         Sandbox(isolation="docker")
-    with pytest.raises(ValueError, match="concurrency must be >= 1"):
+    with pytest.raises(ValueError, match=r"concurrency must be in \[1, 64\]"):
         Sandbox(concurrency=0)
