@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import logging
 import os
 import queue
 import shutil
@@ -48,6 +49,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger("modelbench.sandbox")
 
 SLOT_UID_BASE = 60100  # the first sandbox user id (root only)
 UID_BLOCK = 64  # user ids per Sandbox: slot i of block b runs as SLOT_UID_BASE + 64 b + i
@@ -169,15 +172,20 @@ class Sandbox:
         for i in range(len(programs)):
             todo.put(i)
 
+        errors: list[BaseException] = []
+
         def work() -> None:
-            while True:
+            while not errors:
                 try:
                     i = todo.get_nowait()
                 except queue.Empty:
                     return
-                results[i] = result = self.run(programs[i], limits)
-                if on_done is not None:
-                    on_done(i, result)
+                try:
+                    results[i] = result = self.run(programs[i], limits)
+                    if on_done is not None:
+                        on_done(i, result)
+                except BaseException as exc:  # re-raised below: no result goes missing silently
+                    errors.append(exc)
 
         threads = [
             threading.Thread(target=work) for _ in range(min(self.concurrency, len(programs)))
@@ -186,6 +194,9 @@ class Sandbox:
             t.start()
         for t in threads:
             t.join()
+        if errors:
+            raise errors[0]
+        assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
     # ---- one run ----------------------------------------------------------
@@ -419,14 +430,24 @@ def become_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
-def kill_user(uid: int) -> None:
+def kill_user(uid: int, patience_s: float = 10.0) -> None:
     """Kill every process of ``uid`` (a slot's user owns nothing else).
 
     Killing pids one by one loses to a fork bomb (each kill frees a slot for
     another fork), so the user kills its own: ``kill -KILL -1`` as ``uid``
-    signals all of them in one pass of the kernel's process list."""
-    for _ in range(10):
-        if not user_processes(uid):
+    signals all of them in one pass of the kernel's process list. A killed
+    process with a large address space takes a while to go on a busy host:
+    this waits up to ``patience_s`` for the last one, then gives up with a
+    warning (its slot's next candidate may then find fewer processes)."""
+    deadline = time.monotonic() + patience_s
+    while user_processes(uid):
+        if time.monotonic() > deadline:
+            logger.warning(
+                "sandbox user %d still has processes %s after %.0f s",
+                uid,
+                user_processes(uid),
+                patience_s,
+            )
             return
         subprocess.run(
             [*setpriv(uid), "kill", "-s", "KILL", "--", "-1"],
@@ -435,8 +456,7 @@ def kill_user(uid: int) -> None:
             stderr=subprocess.DEVNULL,
             check=False,
         )
-        time.sleep(0.005)
-    raise RuntimeError(f"processes of sandbox user {uid} survive: {user_processes(uid)}")
+        time.sleep(0.01)
 
 
 __all__ = ["Limits", "RunResult", "Sandbox", "bubblewrap_available", "default_masks"]
