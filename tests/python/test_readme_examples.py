@@ -67,6 +67,7 @@ KINDS = {
     "export MODELBENCH_DATABASE_URL=": "commands",  # a PostgreSQL named db-host
     "modelbench serve &": "commands",  # benchmark runs: minutes each
     "python3 benchmarks/": "scripts",  # measurements: minutes each
+    "modelbench eval humaneval --style chat": "commands",  # minutes: numbers in the README
     "pyproject.toml": "layout",
     "cmake -S . -B build/dev": "ci",  # a second full build of what CI builds
 }
