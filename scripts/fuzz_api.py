@@ -1,7 +1,7 @@
 """Fuzz modelbench's HTTP API from the outside with schemathesis, against
 its own OpenAPI spec, and write what it found as JSON.
 
-    python3 scripts/fuzz_api.py --model PATH [--max-examples 100] [--out fuzz.json]
+    python3 scripts/fuzz_api.py [--model PATH] [--max-examples 100] [--out fuzz.json]
 
 Three setups, each a real ``modelbench serve`` on a loopback port with a
 store, keys file and model directory of its own:
@@ -15,12 +15,14 @@ four phases (examples, coverage, fuzzing, stateful), with the hooks of
 scripts/fuzz_hooks.py (bodies aimed at the served model; the 400s the spec
 lists as contextual dropped from "schema-valid request rejected", counted)
 and the settings of scripts/fuzz_schemathesis.toml (/ready's 503 is its
-answer, not a server error).
-Admin loads are aimed at a path inside the model directory that holds no
-model, so the fuzz never loads a real one (tests/python/server/
-test_admin_loads.py does that). The summary has, per setup, schemathesis'
-failures by check, its errors, the dropped failures by code and the run's
-time; the exit status is 1 when any setup had a failure or an error.
+answer, not a server error; 120 s for a response; no coverage phase for
+admin loads, which it would build without the hooks). Admin loads are aimed
+at a path inside the model directory that holds no model, so the fuzz never
+loads a real one (tests/python/server/test_admin_loads.py does that).
+
+The summary has, per setup, schemathesis' failures by check, its errors, the
+dropped failures by code and the run's time; the exit status is 1 when any
+setup had a failure or an error.
 tests/python/server/test_schemathesis.py runs it with a few examples.
 """
 
@@ -198,7 +200,11 @@ def dropped_by_code(path: Path) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="Hugging Face folder to serve")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="Hugging Face folder or .gguf to serve (default: the default model)",
+    )
     parser.add_argument("--max-examples", type=int, default=100, help="per operation and phase")
     parser.add_argument("--phases", default="examples,coverage,fuzzing,stateful")
     parser.add_argument("--seed", type=int, default=0)
@@ -207,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("fuzz_api.json"))
     parser.add_argument("--work-dir", type=Path, default=None, help="servers' files and logs")
     args = parser.parse_args(argv)
+    if args.model is None:
+        from modelbench.models.default_model import default_model_path
+
+        args.model = str(default_model_path())
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="fuzz_api-"))
     setups = args.setups.split(",")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
