@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
-from modelbench.server.protocol import ContextTooLong, ErrorInfo, ErrorResponse
+from modelbench.server.protocol import ErrorInfo, ErrorResponse
 from modelbench.server.protocol_fields import (
     CONFLICTING_FIELDS,
     CONTEXT_LENGTH_EXCEEDED,
     UNSUPPORTED_FIELDS,
+    ContextTooLong,
 )
 
 logger = logging.getLogger("modelbench.server")

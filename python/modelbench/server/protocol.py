@@ -1,5 +1,6 @@
-"""OpenAI's request and response bodies for completions and chat completions,
-and the error body. Only the shapes live here; routes fill them in.
+"""OpenAI's request bodies for completions and chat completions, the error
+body, usage and the model list. Only the shapes live here; routes fill them
+in (the completion and chat responses and chunks are in protocol_outputs.py).
 
 Requests forbid fields they do not declare: an OpenAI field modelbench does
 not implement (``logit_bias``, ``tools``, ...) or a misspelt one is a 400
@@ -19,10 +20,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
-    model_serializer,
 )
 
 from modelbench.engine.sampling_params import SamplingParams
@@ -44,10 +43,10 @@ from modelbench.engine.sampling_ranges import (
     TopP,
 )
 from modelbench.server.protocol_fields import (
-    CONTEXT_LENGTH_EXCEEDED,
     STRICT_REQUEST,
     UNSUPPORTED_FIELDS,
     RequestConflict,
+    check_room,
     conflict,
     only,
     unsupported,
@@ -199,26 +198,6 @@ class SamplingRequest(SamplingFields):
     """A completion or chat completion of one model."""
 
     model: str
-
-
-def check_room(max_tokens: int, room: int, param: str) -> None:
-    """``max_tokens`` tokens must fit in the ``room`` the prompt leaves."""
-    if max_tokens > room:
-        raise ContextTooLong(max_tokens, room, param)
-
-
-class ContextTooLong(ValueError):
-    """More tokens asked for than the prompt leaves of the context; the route
-    words it with the prompt's and the model's numbers (code
-    context_length_exceeded)."""
-
-    code = CONTEXT_LENGTH_EXCEEDED
-
-    def __init__(self, asked: int, room: int, param: str) -> None:
-        super().__init__(f"{param} is {asked}, but only {room} tokens are left")
-        self.asked = asked
-        self.room = room
-        self.param = param
 
 
 PromptText = Annotated[str, Field(min_length=1)]
@@ -426,91 +405,6 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
-
-
-class CompletionLogprobs(BaseModel):
-    tokens: list[str] = Field(default_factory=list)
-    token_logprobs: list[float | None] = Field(default_factory=list)
-    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
-    text_offset: list[int] = Field(default_factory=list)
-
-
-class CompletionChoice(BaseModel):
-    index: int
-    text: str
-    logprobs: CompletionLogprobs | None = None
-    finish_reason: str | None = None
-
-
-class CompletionResponse(BaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int = Field(default_factory=now)
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
-
-
-class ChatTopLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None = None
-
-
-class ChatTokenLogprob(ChatTopLogprob):
-    top_logprobs: list[ChatTopLogprob] = Field(default_factory=list)
-
-
-class ChatChoiceLogprobs(BaseModel):
-    content: list[ChatTokenLogprob] | None = None
-
-
-class ChatResponseMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class ChatChoice(BaseModel):
-    index: int
-    message: ChatResponseMessage
-    logprobs: ChatChoiceLogprobs | None = None
-    finish_reason: str | None = None
-
-
-class ChatCompletionResponse(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=now)
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-
-
-class DeltaMessage(BaseModel):
-    """What a chunk adds; fields it does not add are left out, as OpenAI does."""
-
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-
-class ChatChunkChoice(BaseModel):
-    index: int
-    delta: DeltaMessage
-    logprobs: ChatChoiceLogprobs | None = None
-    finish_reason: str | None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int = Field(default_factory=now)
-    model: str
-    choices: list[ChatChunkChoice]
-    usage: Usage | None = None
 
 
 class ModelCard(BaseModel):

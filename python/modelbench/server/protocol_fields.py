@@ -97,3 +97,23 @@ UNSUPPORTED_FIELDS = {
 def unsupported(field: str) -> PydanticCustomError:
     """A validation error whose message says why ``field`` is refused."""
     return PydanticCustomError("unsupported", UNSUPPORTED_FIELDS[field])
+
+
+def check_room(max_tokens: int, room: int, param: str) -> None:
+    """``max_tokens`` tokens must fit in the ``room`` the prompt leaves."""
+    if max_tokens > room:
+        raise ContextTooLong(max_tokens, room, param)
+
+
+class ContextTooLong(ValueError):
+    """More tokens asked for than the prompt leaves of the context; the route
+    words it with the prompt's and the model's numbers (code
+    context_length_exceeded)."""
+
+    code = CONTEXT_LENGTH_EXCEEDED
+
+    def __init__(self, asked: int, room: int, param: str) -> None:
+        super().__init__(f"{param} is {asked}, but only {room} tokens are left")
+        self.asked = asked
+        self.room = room
+        self.param = param

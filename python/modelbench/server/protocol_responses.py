@@ -30,9 +30,10 @@ from modelbench.engine.sampling_ranges import (
     TopK,
     TopP,
 )
-from modelbench.server.protocol import ChatMessage, Usage, check_room, now
+from modelbench.server.protocol import ChatMessage, Usage, now
 from modelbench.server.protocol_fields import (
     STRICT_REQUEST,
+    check_room,
     only,
 )
 

@@ -16,21 +16,19 @@ from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep, describe_request, resolve
 from modelbench.server.errors import APIError
 from modelbench.server.openapi import error_responses, streamed
-from modelbench.server.protocol import (
+from modelbench.server.protocol import ChatCompletionRequest, now, random_id
+from modelbench.server.protocol_fields import CHAT_TEMPLATE_ERROR, UNSUPPORTED_ROLE
+from modelbench.server.protocol_outputs import (
     ChatChoice,
     ChatChoiceLogprobs,
     ChatChunkChoice,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     ChatCompletionResponse,
     ChatResponseMessage,
     ChatTokenLogprob,
     ChatTopLogprob,
     DeltaMessage,
-    now,
-    random_id,
 )
-from modelbench.server.protocol_fields import CHAT_TEMPLATE_ERROR, UNSUPPORTED_ROLE
 from modelbench.server.routes.generation import (
     SSE_DONE,
     collect,

@@ -16,16 +16,13 @@ from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep, describe_request, resolve
 from modelbench.server.errors import APIError
 from modelbench.server.openapi import error_responses, streamed
-from modelbench.server.protocol import (
+from modelbench.server.protocol import CompletionRequest, Usage, now, random_id
+from modelbench.server.protocol_fields import CONFLICTING_FIELDS
+from modelbench.server.protocol_outputs import (
     CompletionChoice,
     CompletionLogprobs,
-    CompletionRequest,
     CompletionResponse,
-    Usage,
-    now,
-    random_id,
 )
-from modelbench.server.protocol_fields import CONFLICTING_FIELDS
 from modelbench.server.registry import ModelHandle
 from modelbench.server.routes.generation import (
     SSE_DONE,

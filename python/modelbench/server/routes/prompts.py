@@ -14,8 +14,11 @@ from collections.abc import Callable
 from modelbench.engine.async_engine import AsyncEngine
 from modelbench.engine.sampling_params import SamplingParams
 from modelbench.server.errors import APIError, context_too_long
-from modelbench.server.protocol import ContextTooLong
-from modelbench.server.protocol_fields import CONTEXT_LENGTH_EXCEEDED, TOKEN_OUT_OF_VOCABULARY
+from modelbench.server.protocol_fields import (
+    CONTEXT_LENGTH_EXCEEDED,
+    TOKEN_OUT_OF_VOCABULARY,
+    ContextTooLong,
+)
 from modelbench.server.routes.generation import build_params
 
 
