@@ -146,10 +146,15 @@ SchedulerOutput Scheduler::schedule() {
   }
 
   out.num_batched_tokens = config_.max_num_batched_tokens - token_budget;
-  out.finished_request_ids = std::move(finished_since_last_step_);
-  out.preempted_request_ids = std::move(preempted_since_last_step_);
-  finished_since_last_step_.clear();
-  preempted_since_last_step_.clear();
+  // The runner sees only steps that schedule something: an abort that leaves
+  // nothing to run keeps its id for the next such step, or the runner would
+  // never drop the request's state (a seeded request's generator).
+  if (!out.empty()) {
+    out.finished_request_ids = std::move(finished_since_last_step_);
+    out.preempted_request_ids = std::move(preempted_since_last_step_);
+    finished_since_last_step_.clear();
+    preempted_since_last_step_.clear();
+  }
   return out;
 }
 

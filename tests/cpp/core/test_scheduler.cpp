@@ -305,6 +305,22 @@ TEST_CASE("abort frees everything the request held, at any moment", "[scheduler]
   REQUIRE(d.sched.kv_cache_manager().num_free_blocks() == s.num_blocks);
 }
 
+TEST_CASE("a request aborted when nothing else runs reaches the runner with the next step it runs",
+          "[scheduler]") {
+  Setup s;
+  Driver d(s);
+  d.add("a", std::vector<int32_t>(10, 3), 50);
+  d.step();
+  REQUIRE(d.sched.abort_request("a"));
+  const SchedulerOutput idle = d.sched.schedule();  // nothing to run: the runner is not called
+  REQUIRE(idle.empty());
+  REQUIRE(idle.finished_request_ids.empty());
+  d.add("b", std::vector<int32_t>(10, 4), 50);
+  const SchedulerOutput next = d.sched.schedule();
+  REQUIRE_FALSE(next.empty());
+  REQUIRE(next.finished_request_ids == std::vector<std::string>{"a"});  // so it drops a's state
+}
+
 TEST_CASE("EOS and stop ids finish with 'stop', max_tokens and max_model_len with 'length'", "[scheduler]") {
   Setup s;
   std::mt19937 rng(9);
