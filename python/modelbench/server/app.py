@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbench.config import Settings
+from modelbench.eval.sandbox import bubblewrap_available
 from modelbench.gateway.metrics import SharedStateCollector, UpstreamCollector
 from modelbench.gateway.service import Gateway
 from modelbench.gateway.shared_breakers import SharedBreakers
@@ -125,6 +126,13 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 settings.host,
                 settings.port,
                 keys.path,
+            )
+        if bubblewrap_available():
+            logger.info("POST /v1/verify runs generated code under bubblewrap isolation")
+        else:
+            logger.warning(
+                "POST /v1/verify runs generated code under rlimits isolation only (no network "
+                "or filesystem isolation): install bubblewrap and run as root for namespaces"
             )
         app.state.started = True
         loading = asyncio.create_task(load_all())
