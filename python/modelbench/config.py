@@ -346,3 +346,9 @@ def as_list(value: str | list[str] | None) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
+
+
+def store_url(url: str | None = None) -> str:
+    """The store's URL: ``url`` when given (checked), else the settings'
+    (``MODELBENCH_DATABASE_URL``, else the SQLite file in the data folder)."""
+    return (Settings(database_url=url) if url else Settings()).store_url()

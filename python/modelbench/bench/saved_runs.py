@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from modelbench.config import store_url
 from modelbench.db import make_engine, upgrade
 from modelbench.db.tables import BenchRequest, BenchRun
 
@@ -30,12 +31,6 @@ def served_model(result: dict[str, Any]) -> str | None:
     identity = (result.get("environment") or {}).get("model") or {}
     asked = result["config"].get("model")
     return asked or identity.get("served") or identity.get("name")
-
-
-def store_url(url: str | None) -> str:
-    from modelbench.config import Settings
-
-    return (Settings(database_url=url) if url else Settings()).store_url()
 
 
 def save_run(result: dict[str, Any], url: str | None = None) -> str:

@@ -11,8 +11,9 @@ from modelbench.bench.report import report
 def run(args: argparse.Namespace) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from modelbench.bench.saved_runs import list_runs, store_url
+    from modelbench.bench.saved_runs import list_runs
     from modelbench.cli.db import redact
+    from modelbench.config import store_url
 
     try:
         if args.list or not args.run_ids:

@@ -11,15 +11,10 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from modelbench.config import store_url
 from modelbench.db import make_engine, upgrade
 from modelbench.db.tables import EvalResult, EvalRun
 from modelbench.eval.humaneval import SampleResult
-
-
-def store_url(url: str | None) -> str:
-    from modelbench.config import Settings
-
-    return (Settings(database_url=url) if url else Settings()).store_url()
 
 
 def save_eval_run(
