@@ -4,6 +4,8 @@ and the plot. Nothing here talks to the server except check_records."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import count
@@ -58,13 +60,22 @@ async def read_request_log(url: str) -> list[dict]:
             params["cursor"] = body["next_cursor"]
 
 
-async def check_records(url: str, ledger: Ledger) -> dict:
+async def check_records(url: str, ledger: Ledger, wait_s: float = 30.0) -> dict:
     """Each request the server accepted, and each attempt of each batch job,
-    is in the request log exactly once, with the status its kind implies."""
-    records = await read_request_log(url)
+    is in the request log exactly once, with the status its kind implies.
+    A stream the client cut off is recorded when the server notices the
+    disconnect, which on a busy machine can come after the idle sample: the
+    log is read again, for up to ``wait_s``, while records are missing."""
+    accepted = [s for s in ledger.sent if s.record_id is not None]
+    expected = len(accepted) + sum(j["attempts"] for j in ledger.jobs)
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = await read_request_log(url)
+        if len(records) >= expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
     by_id = {r["id"]: r for r in records}
     per_request_id = Counter(r["http_request_id"] for r in records)
-    accepted = [s for s in ledger.sent if s.record_id is not None]
     missing = [s.request_id for s in accepted if s.record_id not in by_id]
     duplicated = [s.request_id for s in accepted if per_request_id[s.request_id] > 1]
     wrong_status, cancelled_finished_first = [], 0
@@ -85,7 +96,6 @@ async def check_records(url: str, ledger: Ledger) -> dict:
     unledgered = [
         r["id"] for r in records if r["id"] not in known and r["http_request_id"] not in known
     ]
-    expected = len(accepted) + sum(j["attempts"] for j in ledger.jobs)
     return {
         "records": len(records),
         "expected": expected,

@@ -1,33 +1,20 @@
 """Soak: a real `modelbench serve` under a steady mixed load for ten minutes
 (by default), watched from outside for leaks.
 
-The script starts the server itself, on 127.0.0.1 only (a free port, a fresh
-SQLite store and an empty keys file in a temporary folder), and drives it
-with --concurrency closed-loop clients, each picking its next request from a
-fixed mix: chat and completions, streamed and not; streams the client
-abandons after two chunks (a disconnect the server must abort); bad requests
-(4xx: a negative temperature, max_tokens 0, an unknown model, no messages);
-and, from one more client, a batch of jobs (POST /v1/batch, polled until
-done) every --batch-every-s. Every request is bounded: small max_tokens, a
-client timeout, and a deadline for the whole run.
+It starts the server on 127.0.0.1 only (a free port, a fresh SQLite store, an
+empty keys file) and drives it with --concurrency closed-loop clients over a
+fixed mix: chat and completions, streamed and not; streams the client cuts
+off after two events; eight kinds of bad request (400, 404, 415); and a
+batch of jobs every --batch-every-s. Every few seconds it reads RSS, threads
+and open fds (/proc/<pid>) and KV blocks held and asyncio tasks (/metrics).
+After --warmup-s and after the steady phase it lets the server go idle for
+a sample; then it checks the request log against its own ledger.
 
-Every --sample-every-s it reads the server's RSS, threads and open file
-descriptors (/proc/<pid>) and, from /metrics, the KV cache in use
-(modelbench:kv_cache_usage_perc, blocks held over all blocks), asyncio tasks
-alive (modelbench:event_loop_tasks), requests running and waiting.
-
-The load runs --warmup-s, pauses until the server is idle (no request in
-flight, the client's connections closed) for the first idle sample, runs
-the steady phase (the rest of --duration-s), and pauses again for the last
-idle sample. Verdicts (_soak_judge.py): RSS slope over the steady phase by
-least squares under --max-rss-slope-mb-per-min; between the two idle
-samples no growth of KV blocks held (none allowed), of file descriptors or
-of asyncio tasks (FD_NOISE and TASK_NOISE allowed); every request the
-server accepted (it answered an X-Modelbench-Record-Id) and every batch
-job's attempt recorded exactly once in the request log, with the status
-its kind implies; and no request answered other than its kind expects.
-Writes JSON (--out) and a plot of RSS and KV use over time (--plot); exits
-1 when a verdict fails.
+Verdicts (_soak_judge.py; docs/reliability.md has the last run): RSS slope
+over the steady phase under --max-rss-slope-mb-per-min; no growth of KV
+blocks, fds or tasks between the two idle samples; every request answered
+as its kind must be; every accepted request and batch job attempt recorded
+exactly once. Writes JSON (--out) and a plot (--plot); exits 1 on a failure.
 
     python3 benchmarks/soak.py --out benchmarks/results/soak_cpu.json \\
         --plot docs/reliability_soak.png

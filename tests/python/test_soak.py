@@ -47,7 +47,9 @@ def test_a_bounded_soak_on_a_tiny_model_passes_every_criterion(tmp_path: Path) -
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert out.is_file(), run.stderr[-4000:]
     result = json.loads(out.read_text())
-    figures = {k: result[k] for k in ("rss_mb", "kv_usage", "fds", "tasks", "records")}
+    figures = {k: result[k] for k in ("rss_mb", "kv_usage", "fds", "tasks", "records", "requests")}
+    figures |= {"unexpected": result["unexpected_requests"][:5]}
+    figures |= {"server_log": result.get("server_log_tail"), "stderr": run.stderr[-2000:]}
     assert result["verdicts"] == dict.fromkeys(result["criteria"], True), figures
     assert result["passed"] and run.returncode == 0
     assert result["server_exit_code"] == 0  # SIGTERM drained it
