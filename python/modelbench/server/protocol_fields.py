@@ -40,6 +40,7 @@ TASK_NOT_SUPPORTED = "task_not_supported"
 CONFLICTING_FIELDS = "conflicting_fields"
 INVALID_CURSOR = "invalid_cursor"
 MODEL_LOAD_FAILED = "model_load_failed"  # raised by server/load_checks.py
+INVALID_TESTS = "invalid_tests"  # raised by server/routes/verify.py
 CONTEXTUAL_CODES = {
     CONTEXT_LENGTH_EXCEEDED: "the prompt, or the prompt and max_tokens together, do not "
     "fit in the model's context (max_model_len)",
@@ -50,6 +51,8 @@ CONTEXTUAL_CODES = {
     CONFLICTING_FIELDS: "two fields the schema allows one by one do not go together",
     INVALID_CURSOR: "a page cursor this server did not give out",
     MODEL_LOAD_FAILED: "an admin load's path holds no model this server can read",
+    INVALID_TESTS: "a verify request's tests (or its prompt's doctests) do not compile, are "
+    "missing, or do not call its entry_point; or its language or stream is not served",
 }
 
 

@@ -27,6 +27,7 @@ from modelbench.server.dependencies import RegistryDep
 from modelbench.server.errors import APIError
 from modelbench.server.openapi import array_limit, error_responses
 from modelbench.server.protocol import ErrorInfo, random_id
+from modelbench.server.protocol_fields import INVALID_TESTS
 from modelbench.server.routes.compare import (
     CompareRequest,
     CompareResult,
@@ -148,12 +149,14 @@ def tests_of(body: VerifyRequest) -> TestSuite:
             "stream is not supported by /v1/verify: its answer comes once every candidate "
             "has run; leave stream out (or use /v1/compare to watch answers arrive)",
             param="stream",
+            code=INVALID_TESTS,
         )
     if body.language.lower() not in LANGUAGES:
         raise APIError(
             400,
             f"language {body.language!r} is not supported; supported: {', '.join(LANGUAGES)}",
             param="language",
+            code=INVALID_TESTS,
         )
     prompt_param = "messages" if body.messages is not None else "prompt"
     prompt = body.prompt or "\n".join(
@@ -162,7 +165,7 @@ def tests_of(body: VerifyRequest) -> TestSuite:
     try:
         return build_tests(prompt, body.tests, body.entry_point, prompt_param)
     except VerifyInputError as exc:
-        raise APIError(400, str(exc), param=exc.param) from exc
+        raise APIError(400, str(exc), param=exc.param, code=INVALID_TESTS) from exc
 
 
 def text_of(output: Any) -> str:
