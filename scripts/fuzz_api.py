@@ -15,7 +15,7 @@ four phases (examples, coverage, fuzzing, stateful), with the hooks of
 scripts/fuzz_hooks.py (bodies aimed at the served model; the 400s the spec
 lists as contextual dropped from "schema-valid request rejected", counted)
 and the settings of scripts/fuzz_schemathesis.toml (/ready's 503 is its
-answer, not a server error; 120 s for a response; no coverage phase for
+answer, not a server error; 180 s for a response; no coverage phase for
 admin loads, which it would build without the hooks). Admin loads are aimed
 at a path inside the model directory that holds no model, so the fuzz never
 loads a real one (tests/python/server/test_admin_loads.py does that).
@@ -140,7 +140,7 @@ def run_schemathesis(
         "--workers",
         "1",  # hypothesis' caches are not thread-safe (internal errors with 2)
         "--request-timeout",
-        "60",
+        "180",  # past compare's 120 s deadline per model, which bounds the slowest route
         "--report",
         "json",
         "--report-json-path",
