@@ -15,6 +15,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -276,6 +277,12 @@ def open_server(
     try:
         with serve_with_runner(settings) as served:
             served.database = root / "store.db"  # type: ignore[attr-defined]
+            # /ready is 200 before the store is migrated (inference does not
+            # wait for it); these tests write and read its tables.
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{served.base_url}/ready").json().get("store") != "ready":
+                assert time.monotonic() < deadline, "the store was not migrated in 60 s"
+                time.sleep(0.05)
             yield served
     finally:
         if before is None:
