@@ -78,6 +78,7 @@ std::shared_ptr<py::object> share_with_threads(py::object object) {
 
 void bind_model(py::module_& m, py::module_& testing);
 void bind_sampler(py::module_& testing);
+void bind_quant(py::module_& testing);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "modelbench's C++ engine core: paged KV cache, continuous-batching scheduler, engine loop.";
@@ -280,5 +281,6 @@ PYBIND11_MODULE(_core, m) {
 
   // Parts bound in their own files, after the types they build on.
   bind_sampler(testing);
+  bind_quant(testing);
   bind_model(m, testing);
 }

@@ -73,12 +73,22 @@ void bind_model(py::module_& m, py::module_& testing) {
   py::class_<TransformerRunner, ModelRunner, std::shared_ptr<TransformerRunner>>(
       m, "TransformerRunner",
       "The model runner over LibTorch: paged KV pools, batched forward, sampler. Pass it to Engine.")
-      .def(py::init<const ModelSpec&, const WeightMap&, const EngineConfig&, const std::string&,
-                    const std::string&, const std::string&>(),
+      .def(py::init([](const ModelSpec& spec, const WeightMap& weights, const EngineConfig& config,
+                       const std::string& dtype, const std::string& device, const std::string& kv_cache_dtype,
+                       const std::unordered_map<std::string, int>& quant_types, const std::string& quantization) {
+             QuantOptions quant;
+             quant.ggml_types = quant_types;
+             quant.quantize_to = quantization_from_name(quantization);
+             return std::make_shared<TransformerRunner>(spec, weights, config, dtype, device, kv_cache_dtype, quant);
+           }),
            py::arg("spec"), py::arg("weights"), py::arg("config"), py::arg("dtype") = "float32",
-           py::arg("device") = "cpu", py::arg("kv_cache_dtype") = "auto", py::call_guard<py::gil_scoped_release>(),
+           py::arg("device") = "cpu", py::arg("kv_cache_dtype") = "auto",
+           py::arg("quant_types") = std::unordered_map<std::string, int>(), py::arg("quantization") = "none",
+           py::call_guard<py::gil_scoped_release>(),
            "weights: Hugging Face name -> tensor. kv_cache_dtype: 'auto' (the model's dtype), or 'bfloat16' "
-           "for a float32 model. Raises ValueError naming a missing or misshapen tensor, or a bad dtype.")
+           "for a float32 model. quant_types: name -> ggml type id for weights given as uint8 [rows, row_bytes] "
+           "GGUF blocks, kept quantized. quantization: 'none', 'q8_0' or 'q4_0' quantizes float linear weights "
+           "at load. Raises ValueError naming a missing or misshapen tensor, or a bad dtype.")
       .def_property_readonly("spec", &TransformerRunner::spec)
       .def_property_readonly("dtype", [](const TransformerRunner& r) { return dtype_name(r.dtype()); },
                              "float32 | bfloat16 | float16")

@@ -18,7 +18,7 @@ GPT2LMHeadModel::GPT2LMHeadModel(const ModelSpec& spec, const WeightLoader& load
     return LayerNorm{loader.get(prefix + ".weight", {hidden}), loader.get(prefix + ".bias", {hidden}),
                      spec.norm_eps};
   };
-  wte_ = loader.get(root + "wte.weight", {spec.vocab_size, hidden});
+  wte_ = load_embedding(loader, root + "wte.weight", spec.vocab_size, hidden);
   wpe_ = loader.get(root + "wpe.weight", {spec.max_position_embeddings, hidden});
   layers_.reserve(spec.num_layers);
   for (int i = 0; i < spec.num_layers; ++i) {
@@ -39,15 +39,15 @@ GPT2LMHeadModel::GPT2LMHeadModel(const ModelSpec& spec, const WeightLoader& load
     layers_.push_back(std::move(layer));
   }
   ln_f_ = layer_norm(root + "ln_f");
-  // Tied: the packed kernel gets its own copy (the lookup needs rows of the
-  // embedding); unpacked dtypes share the embedding itself.
-  lm_head_ = make_linear(spec.tie_word_embeddings ? wte_
-                                                   : loader.get("lm_head.weight", {spec.vocab_size, hidden}));
+  // Tied: a quantized embedding is the head's weight too; the float packed
+  // kernel gets its own copy (the lookup needs rows of the embedding).
+  lm_head_ = spec.tie_word_embeddings ? wte_.as_linear()
+                                      : load_head(loader, "lm_head.weight", spec.vocab_size, hidden);
 }
 
 torch::Tensor GPT2LMHeadModel::forward(const ForwardBatch& batch, KVPool& kv_pool) const {
   // [num_tokens, hidden_size]
-  torch::Tensor hidden = wte_.index_select(0, batch.input_ids) + wpe_.index_select(0, batch.positions);
+  torch::Tensor hidden = wte_(batch.input_ids) + wpe_.index_select(0, batch.positions);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& layer = layers_[i];
     hidden = hidden + layer.attention(layer.ln_1(hidden), nullptr, batch, kv_pool, static_cast<int>(i));

@@ -32,7 +32,7 @@ class GPT2LMHeadModel : public Model {
     GeluMLP mlp;
   };
 
-  torch::Tensor wte_;  // [vocab_size, hidden_size]
+  Embedding wte_;  // [vocab_size, hidden_size]
   torch::Tensor wpe_;  // [max_position_embeddings, hidden_size]
   std::vector<Layer> layers_;
   LayerNorm ln_f_;

@@ -12,6 +12,8 @@
 #include "kernels/fused_cpu.h"
 #include "kernels/linear_bf16.h"
 #include "kernels/linear_cpu.h"
+#include "kernels/quant_linear.h"
+#include "kernels/quant_types.h"
 
 namespace modelbench {
 namespace {
@@ -24,20 +26,38 @@ std::string shape_string(at::IntArrayRef shape) {
 
 }  // namespace
 
-WeightLoader::WeightLoader(const WeightMap& weights, torch::ScalarType dtype, torch::Device device)
-    : weights_(weights), dtype_(dtype), device_(device) {}
+WeightLoader::WeightLoader(const WeightMap& weights, torch::ScalarType dtype, torch::Device device,
+                           QuantOptions quant)
+    : weights_(weights), dtype_(dtype), device_(device), quant_(std::move(quant)) {}
 
-torch::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape) const {
+const torch::Tensor& WeightLoader::find(const std::string& name, const std::vector<int64_t>& shape) const {
   auto it = weights_.find(name);
   if (it == weights_.end())
     throw InvalidArgument("checkpoint has no tensor '" + name + "' (expected shape " + shape_string(shape) + ")",
                           "weights");
   const torch::Tensor& tensor = it->second;
-  if (!tensor.defined() || tensor.sizes() != at::IntArrayRef(shape))
+  // A quantized tensor's bytes per row depend on its type: repack_ggml checks them.
+  const bool rows_only = is_quantized(name) && shape.size() == 2;
+  if (!tensor.defined() || (rows_only ? tensor.dim() != 2 || tensor.size(0) != shape[0]
+                                      : tensor.sizes() != at::IntArrayRef(shape)))
     throw InvalidArgument("tensor '" + name + "' has shape " +
                           (tensor.defined() ? shape_string(tensor.sizes()) : std::string("(undefined)")) +
                           ", expected " + shape_string(shape), "weights");
+  return tensor;
+}
+
+torch::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape) const {
+  const torch::Tensor& tensor = find(name, shape);
+  if (is_quantized(name)) return dequantize(get_quant(name, shape)).to(device_, dtype_);
   return tensor.to(device_, dtype_).contiguous();
+}
+
+QuantMatrix WeightLoader::get_quant(const std::string& name, std::vector<int64_t> shape, int ggml_type) const {
+  const torch::Tensor& tensor = find(name, shape);
+  TORCH_INTERNAL_ASSERT(shape.size() == 2, "get_quant: a matrix");
+  if (is_quantized(name)) return repack_ggml(tensor, quant_.ggml_types.at(name), shape[1], name);
+  TORCH_INTERNAL_ASSERT(ggml_type >= 0, "get_quant: a float tensor needs the type to quantize to");
+  return quantize_matrix(tensor, ggml_type);
 }
 
 Linear make_linear(torch::Tensor weight, torch::Tensor bias) {
@@ -57,7 +77,57 @@ Linear make_linear(torch::Tensor weight, torch::Tensor bias) {
   return linear;
 }
 
+Linear make_quant_linear(std::vector<QuantMatrix> parts, torch::Tensor bias) {
+  Linear linear;
+  for (const QuantMatrix& part : parts) linear.out_features += part.rows;
+  linear.quant = can_stack(parts) ? std::vector<QuantMatrix>{stack_rows(parts)} : std::move(parts);
+  linear.bias = std::move(bias);
+  return linear;
+}
+
+torch::Tensor Embedding::operator()(const torch::Tensor& ids) const {
+  return quant.defined() ? dequantize_rows(quant, ids) : weight.index_select(0, ids);
+}
+
+Linear Embedding::as_linear() const { return quant.defined() ? make_quant_linear({quant}) : make_linear(weight); }
+
+namespace {
+
+// Whether a float matrix with `cols` columns is quantized at load.
+bool quantizes(const WeightLoader& loader, int64_t cols) { return loader.quantize_to() >= 0 && cols % 32 == 0; }
+
+}  // namespace
+
+Embedding load_embedding(const WeightLoader& loader, const std::string& name, int64_t vocab_size, int64_t hidden) {
+  Embedding embedding;
+  if (loader.is_quantized(name) || quantizes(loader, hidden))
+    embedding.quant = loader.get_quant(name, {vocab_size, hidden}, static_cast<int>(quant::GgmlType::Q8_0));
+  else
+    embedding.weight = loader.get(name, {vocab_size, hidden});
+  return embedding;
+}
+
+Linear load_head(const WeightLoader& loader, const std::string& name, int64_t vocab_size, int64_t hidden) {
+  if (loader.is_quantized(name) || quantizes(loader, hidden))
+    return make_quant_linear({loader.get_quant(name, {vocab_size, hidden}, static_cast<int>(quant::GgmlType::Q8_0))});
+  return make_linear(loader.get(name, {vocab_size, hidden}));
+}
+
 torch::Tensor Linear::operator()(const torch::Tensor& x) const {
+  if (!quant.empty()) {
+    const torch::Tensor rows = x.reshape({-1, x.size(-1)}).to(torch::kFloat32);
+    torch::Tensor out = torch::empty({rows.size(0), out_features}, torch::kFloat32);
+    const QuantIsa isa = active_quant_isa();
+    int64_t column = 0;
+    for (const QuantMatrix& part : quant) {
+      quant_linear_into(rows, part, out, column, isa);
+      column += part.rows;
+    }
+    if (bias.defined()) out.add_(bias);
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = out_features;
+    return out.view(shape);
+  }
   if (packed.defined()) {
     // Any leading shape: the kernel takes rows.
     const torch::Tensor rows = x.reshape({-1, x.size(-1)});
@@ -75,6 +145,26 @@ torch::Tensor Linear::operator()(const torch::Tensor& x) const {
 Linear load_fused_linear(const WeightLoader& loader, const std::vector<std::string>& prefixes,
                          const std::vector<int64_t>& out_features, int64_t in_features, bool has_bias) {
   TORCH_INTERNAL_ASSERT(prefixes.size() == out_features.size(), "one output size per fused projection");
+  bool stored_quantized = false, all_quantized = true;
+  for (const std::string& prefix : prefixes) {
+    stored_quantized |= loader.is_quantized(prefix + ".weight");
+    all_quantized &= loader.is_quantized(prefix + ".weight");
+  }
+  // Kept quantized: blocks from the file (a float part among them is
+  // dequantized with the rest, unless it is quantized at load too), or a
+  // float checkpoint quantized at load.
+  if ((stored_quantized && (all_quantized || quantizes(loader, in_features))) ||
+      (!stored_quantized && quantizes(loader, in_features))) {
+    std::vector<QuantMatrix> parts;
+    torch::Tensor bias;
+    std::vector<torch::Tensor> biases;
+    for (size_t i = 0; i < prefixes.size(); ++i) {
+      parts.push_back(loader.get_quant(prefixes[i] + ".weight", {out_features[i], in_features}, loader.quantize_to()));
+      if (has_bias) biases.push_back(loader.get(prefixes[i] + ".bias", {out_features[i]}));
+    }
+    if (has_bias) bias = torch::cat(biases, 0);
+    return make_quant_linear(std::move(parts), std::move(bias));
+  }
   std::vector<torch::Tensor> weights, biases;
   for (size_t i = 0; i < prefixes.size(); ++i) {
     weights.push_back(loader.get(prefixes[i] + ".weight", {out_features[i], in_features}));
@@ -89,6 +179,10 @@ Linear load_fused_linear(const WeightLoader& loader, const std::vector<std::stri
 Linear load_conv1d(const WeightLoader& loader, const std::string& prefix, int64_t in_features,
                    int64_t out_features) {
   // [in_features, out_features] -> [out_features, in_features], made contiguous once.
+  if (quantizes(loader, in_features))
+    return make_quant_linear({quantize_matrix(loader.get(prefix + ".weight", {in_features, out_features}).t(),
+                                              loader.quantize_to())},
+                             loader.get(prefix + ".bias", {out_features}));
   return make_linear(loader.get(prefix + ".weight", {in_features, out_features}).t().contiguous(),
                      loader.get(prefix + ".bias", {out_features}));  // bias: [out_features]
 }

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/quant_matrix.h"
 #include "models/model.h"
 
 namespace modelbench {
@@ -17,9 +18,12 @@ namespace modelbench {
 // Hands out checkpoint tensors by Hugging Face name, checked against the
 // shape the model expects and converted to the model's dtype and device.
 // A tensor already in that dtype and device is shared, not copied.
+// Quantized tensors (QuantOptions) come as QuantMatrix from get_quant, or
+// dequantized from get.
 class WeightLoader {
  public:
-  WeightLoader(const WeightMap& weights, torch::ScalarType dtype, torch::Device device);
+  WeightLoader(const WeightMap& weights, torch::ScalarType dtype, torch::Device device,
+               QuantOptions quant = QuantOptions());
 
   // Throws InvalidArgument naming the tensor when it is missing or when its
   // shape is not `shape` (both shapes in the message).
@@ -28,10 +32,21 @@ class WeightLoader {
   torch::ScalarType dtype() const { return dtype_; }
   torch::Device device() const { return device_; }
 
+  // Whether `name` is stored in GGUF blocks.
+  bool is_quantized(const std::string& name) const { return quant_.ggml_types.count(name) > 0; }
+  // The ggml type float weights are quantized to at load, or -1.
+  int quantize_to() const { return quant_.quantize_to; }
+  // `name` ([rows, cols]) as a QuantMatrix: its GGUF blocks repacked, or,
+  // for a float tensor, quantized to `ggml_type`. Same errors as get.
+  QuantMatrix get_quant(const std::string& name, std::vector<int64_t> shape, int ggml_type = -1) const;
+
  private:
+  const torch::Tensor& find(const std::string& name, const std::vector<int64_t>& shape) const;
+
   const WeightMap& weights_;
   torch::ScalarType dtype_;
   torch::Device device_;
+  QuantOptions quant_;
 };
 
 struct Linear {
@@ -43,6 +58,9 @@ struct Linear {
   // A bf16 weight on a CPU with AMX keeps `weight` too: batches of at least
   // kMinAmxRows rows go to torch::linear (oneDNN's AMX matmul).
   torch::Tensor packed;
+  // Quantized: the weight in parts along out_features (one, unless fused
+  // projections came in different formats), computed by quant_linear.
+  std::vector<QuantMatrix> quant;
   int64_t out_features = 0;
 
   // [num_tokens, in_features] -> [num_tokens, out_features]
@@ -58,6 +76,28 @@ constexpr int64_t kMinAmxRows = 16;
 // float32 (or bfloat16, where the build has that kernel) on the CPU;
 // `weight` itself is then not kept.
 Linear make_linear(torch::Tensor weight, torch::Tensor bias = torch::Tensor());
+
+// A Linear over quantized parts (stacked into one where their formats allow).
+Linear make_quant_linear(std::vector<QuantMatrix> parts, torch::Tensor bias = torch::Tensor());
+
+// A token embedding: float rows, or rows of a QuantMatrix dequantized as
+// they are looked up (so a tied head and the embedding share one copy).
+struct Embedding {
+  torch::Tensor weight;  // [vocab_size, hidden_size], or undefined
+  QuantMatrix quant;
+
+  // ids: [n] int64 -> [n, hidden_size]
+  torch::Tensor operator()(const torch::Tensor& ids) const;
+  // The head over these rows: the same QuantMatrix, or the float weight (packed apart).
+  Linear as_linear() const;
+};
+
+// The embedding `name`, kept quantized when stored so (or, quantizing a
+// float checkpoint, as Q8_0: the head it may tie to stays at 8 bits).
+Embedding load_embedding(const WeightLoader& loader, const std::string& name, int64_t vocab_size, int64_t hidden);
+
+// A head ("lm_head.weight"), quantized as load_embedding would.
+Linear load_head(const WeightLoader& loader, const std::string& name, int64_t vocab_size, int64_t hidden);
 
 // Several checkpoint linears over the same input, stacked row-wise into one
 // weight so that one matmul computes them all (q/k/v, gate/up). Reads

@@ -15,7 +15,7 @@ LlamaForCausalLM::LlamaForCausalLM(const ModelSpec& spec, const WeightLoader& lo
   const int64_t hidden = spec.hidden_size;
   const int64_t q_size = static_cast<int64_t>(spec.num_heads) * spec.head_dim;
   const int64_t kv_size = static_cast<int64_t>(spec.num_kv_heads) * spec.head_dim;
-  embed_tokens_ = loader.get("model.embed_tokens.weight", {spec.vocab_size, hidden});
+  embed_tokens_ = load_embedding(loader, "model.embed_tokens.weight", spec.vocab_size, hidden);
   layers_.reserve(spec.num_layers);
   for (int i = 0; i < spec.num_layers; ++i) {
     const std::string prefix = "model.layers." + std::to_string(i) + ".";
@@ -39,16 +39,16 @@ LlamaForCausalLM::LlamaForCausalLM(const ModelSpec& spec, const WeightLoader& lo
     layers_.push_back(std::move(layer));
   }
   norm_ = {loader.get("model.norm.weight", {hidden}), spec.norm_eps};
-  // Tied: the packed kernel gets its own copy (the lookup needs rows of the
-  // embedding); unpacked dtypes share the embedding itself.
-  lm_head_ = make_linear(spec.tie_word_embeddings ? embed_tokens_
-                                                   : loader.get("lm_head.weight", {spec.vocab_size, hidden}));
+  // Tied: a quantized embedding is the head's weight too; the float packed
+  // kernel gets its own copy (the lookup needs rows of the embedding).
+  lm_head_ = spec.tie_word_embeddings ? embed_tokens_.as_linear()
+                                      : load_head(loader, "lm_head.weight", spec.vocab_size, hidden);
 }
 
 torch::Tensor LlamaForCausalLM::forward(const ForwardBatch& batch, KVPool& kv_pool) const {
   // residual: the stream each block adds to; x: its normed input. Each add
   // and the norm after it are one op (RMSNorm::add_and_norm).
-  torch::Tensor residual = embed_tokens_.index_select(0, batch.input_ids);  // [num_tokens, hidden_size]
+  torch::Tensor residual = embed_tokens_(batch.input_ids);  // [num_tokens, hidden_size]
   const RopeTables rope = rotary_.tables(batch.positions, residual.scalar_type());
   torch::Tensor x = layers_.empty() ? residual : layers_[0].input_norm(residual);
   for (size_t i = 0; i < layers_.size(); ++i) {

@@ -31,7 +31,7 @@ class LlamaForCausalLM : public Model {
     GatedMLP mlp;
   };
 
-  torch::Tensor embed_tokens_;  // [vocab_size, hidden_size]
+  Embedding embed_tokens_;  // [vocab_size, hidden_size]
   std::vector<Layer> layers_;
   RMSNorm norm_;
   Linear lm_head_;  // [vocab_size, hidden_size]: the embed_tokens_ when tied (packed apart in float32 on the CPU)

@@ -2,6 +2,7 @@
 #include "models/model.h"
 
 #include "core/config.h"
+#include "kernels/quant_types.h"
 #include "models/dtype.h"
 #include "models/gpt2.h"
 #include "models/layers.h"
@@ -78,10 +79,22 @@ torch::Device model_device_from_name(const std::string& name) {
   }
 }
 
+int quantization_from_name(const std::string& name) {
+  if (name == "none") return -1;
+  if (name == "q8_0") return static_cast<int>(quant::GgmlType::Q8_0);
+  if (name == "q4_0") return static_cast<int>(quant::GgmlType::Q4_0);
+  throw InvalidArgument("quantization must be one of none, q8_0, q4_0, got '" + name + "'", "quantization");
+}
+
 std::unique_ptr<Model> build_model(const ModelSpec& spec, const WeightMap& weights, torch::ScalarType dtype,
-                                   torch::Device device) {
+                                   torch::Device device, const QuantOptions& quant) {
   spec.validate();
-  const WeightLoader loader(weights, dtype, device);
+  if ((!quant.ggml_types.empty() || quant.quantize_to >= 0) && (dtype != torch::kFloat32 || !device.is_cpu()))
+    throw InvalidArgument("quantized weights run on the CPU in float32 (dtype 'auto' or 'float32'); for dtype '" +
+                              dtype_name(dtype) + "' on " + device.str() +
+                              " load the weights dequantized (quantization None, and for a GGUF file an explicit dtype)",
+                          "dtype");
+  const WeightLoader loader(weights, dtype, device, quant);
   if (spec.architecture == "gpt2") return std::make_unique<GPT2LMHeadModel>(spec, loader);
   return std::make_unique<LlamaForCausalLM>(spec, loader);  // llama, qwen2, mistral
 }

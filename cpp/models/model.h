@@ -46,6 +46,19 @@ struct ModelSpec {
 
 using WeightMap = std::unordered_map<std::string, torch::Tensor>;
 
+// Which weights stay quantized. A tensor named in ggml_types is uint8
+// [rows, row_bytes] of GGUF blocks of that ggml type (its Hugging Face
+// shape is [rows, cols]); linear layers keep it in those blocks
+// (kernels/quant_matrix.h), other uses dequantize it. quantize_to, a ggml
+// type (Q8_0 or Q4_0; -1 for none), quantizes float linear weights at load.
+struct QuantOptions {
+  std::unordered_map<std::string, int> ggml_types;
+  int quantize_to = -1;
+};
+
+// "none" -> -1, "q8_0" -> Q8_0, "q4_0" -> Q4_0; InvalidArgument (param "quantization") otherwise.
+int quantization_from_name(const std::string& name);
+
 // One step's tokens, flattened across sequences (prefill chunks and decodes
 // mixed); the runner builds it from the scheduler output.
 struct ForwardBatch {
@@ -87,6 +100,7 @@ torch::Device model_device_from_name(const std::string& name);
 // A missing tensor or one of the wrong shape throws InvalidArgument naming it
 // and both shapes. Tensors the model does not use are ignored.
 std::unique_ptr<Model> build_model(const ModelSpec& spec, const WeightMap& weights,
-                                   torch::ScalarType dtype, torch::Device device);
+                                   torch::ScalarType dtype, torch::Device device,
+                                   const QuantOptions& quant = QuantOptions());
 
 }  // namespace modelbench

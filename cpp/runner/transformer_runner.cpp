@@ -53,7 +53,7 @@ torch::ScalarType kv_cache_dtype_from_name(const std::string& name, torch::Scala
 
 TransformerRunner::TransformerRunner(const ModelSpec& spec, const WeightMap& weights, const EngineConfig& config,
                                      const std::string& dtype, const std::string& device,
-                                     const std::string& kv_cache_dtype)
+                                     const std::string& kv_cache_dtype, const QuantOptions& quant)
     : device_(model_device_from_name(device)),
       dtype_(model_dtype_from_name(dtype, device_)),
       kv_dtype_(kv_cache_dtype_from_name(kv_cache_dtype, dtype_, device_)),
@@ -69,7 +69,7 @@ TransformerRunner::TransformerRunner(const ModelSpec& spec, const WeightMap& wei
                                 ") exceeds gpt2's learned positions (max_position_embeddings=" +
                                 std::to_string(spec.max_position_embeddings) + ")",
                                 "max_model_len");
-        return build_model(spec, weights, dtype_, device_);
+        return build_model(spec, weights, dtype_, device_, quant);
       }()),
       kv_pool_([&] {
         c10::InferenceMode guard;

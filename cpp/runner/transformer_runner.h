@@ -32,11 +32,12 @@ class TransformerRunner : public ModelRunner {
   // "cuda", ...), and KV pools of config.cache.num_blocks blocks of
   // config.cache.block_size tokens in `kv_cache_dtype` ("auto": the
   // model's; a float32 model may also use "bfloat16", or "float16" off the
-  // CPU). config.eos_token_id goes to the sampler (min_tokens). Throws
+  // CPU). config.eos_token_id goes to the sampler (min_tokens). `quant`
+  // says which weights stay quantized (QuantOptions). Throws
   // InvalidArgument for a bad spec, dtype, device or weight.
   TransformerRunner(const ModelSpec& spec, const WeightMap& weights, const EngineConfig& config,
                     const std::string& dtype = "float32", const std::string& device = "cpu",
-                    const std::string& kv_cache_dtype = "auto");
+                    const std::string& kv_cache_dtype = "auto", const QuantOptions& quant = QuantOptions());
 
   RunnerOutput execute_model(const SchedulerOutput& scheduler_output) override;
 

@@ -73,8 +73,10 @@ class ModelConfig(BaseModel):
     max_model_len: int | None = Field(default=None, ge=1)
     kv_cache_memory: int | float | None = None
     max_num_seqs: int = Field(default=64, ge=1)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Quantize a float checkpoint's linear weights at load (EngineArgs.quantization).
+    quantization: Literal["q8_0", "q4_0"] | None = None
     # Where requests' default sampling comes from: "auto" (the model's own),
     # "vllm" (neutral), or a folder with a generation_config.json; and settings
     # on top in that file's names. See EngineArgs.
@@ -93,6 +95,7 @@ class ModelConfig(BaseModel):
             max_num_seqs=self.max_num_seqs,
             dtype=self.dtype,
             kv_cache_dtype=self.kv_cache_dtype,
+            quantization=self.quantization,
             generation_config=self.generation_config,
             override_generation_config=self.override_generation_config,
         )
@@ -206,6 +209,7 @@ class Settings(BaseSettings):
     max_model_len: int | None = Field(default=None, ge=1)
     kv_cache_memory: int | float | None = None
     kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    quantization: Literal["q8_0", "q4_0"] | None = None
     generation_config: str = "auto"
     # JSON in the environment: MODELBENCH_OVERRIDE_GENERATION_CONFIG='{"temperature": 0.5}'.
     override_generation_config: dict[str, Any] | None = None
@@ -316,6 +320,7 @@ class Settings(BaseSettings):
                 max_model_len=self.max_model_len,
                 kv_cache_memory=self.kv_cache_memory,
                 kv_cache_dtype=self.kv_cache_dtype,
+                quantization=self.quantization,
                 generation_config=self.generation_config,
                 override_generation_config=self.override_generation_config,
                 max_num_seqs=self.max_num_seqs,

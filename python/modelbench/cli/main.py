@@ -27,6 +27,7 @@ SERVE_FLAGS = (
     "max_model_len",
     "kv_cache_memory",
     "kv_cache_dtype",
+    "quantization",
     "generation_config",
     "override_generation_config",
     "max_num_seqs",
@@ -215,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--kv-cache-dtype",
         choices=["auto", "bfloat16"],
         help="auto: the model's dtype (default); bfloat16: half the KV bytes of a float32 model",
+    )
+    p.add_argument(
+        "--quantization",
+        choices=["q8_0", "q4_0"],
+        help="quantize a Hugging Face checkpoint's linear weights at load, as llama.cpp's "
+        "types (embeddings and head at q8_0); a GGUF file's quantized matrices stay "
+        "quantized without it",
     )
     p.add_argument("--max-num-seqs", type=int, help="sequences one engine step runs (default 64)")
     p.add_argument(

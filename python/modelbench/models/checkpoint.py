@@ -47,6 +47,8 @@ class Checkpoint:
         source: the path it was loaded from.
         generation_config: the sampling defaults the model ships
             (``SamplingParams`` field names; see ``generation_defaults``).
+        quant_types: names of the weights kept in GGUF blocks (uint8
+            ``[rows, row_bytes]``) -> their ggml type id (``gguf_loader``).
     """
 
     architecture: str
@@ -55,6 +57,7 @@ class Checkpoint:
     tokenizer: Tokenizer
     source: str
     generation_config: dict[str, Any] = field(default_factory=dict)
+    quant_types: dict[str, int] = field(default_factory=dict)
 
 
 def architecture_of(hf_config: dict[str, Any], source: Path | str) -> str:
@@ -143,8 +146,11 @@ def check_weights(
     hf_config: dict[str, Any],
     weights: dict[str, torch.Tensor],
     source: Path | str,
+    shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> None:
-    """Raise ``CheckpointError`` unless ``weights`` match ``expected_weight_shapes``.
+    """Raise ``CheckpointError`` unless ``weights`` match ``expected_weight_shapes``
+    (``shapes`` gives the logical shape of a tensor held in another form,
+    such as GGUF blocks).
 
     A tied ``lm_head.weight`` that the checkpoint stores anyway is checked
     against the embedding's shape; known unused buffers (rotary
@@ -161,7 +167,7 @@ def check_weights(
     for name, shape in expected.items():
         if name not in weights:
             raise CheckpointError(f"missing tensor {name} in {source}")
-        actual = tuple(weights[name].shape)
+        actual = (shapes or {}).get(name) or tuple(weights[name].shape)
         if actual != shape:
             raise CheckpointError(
                 f"tensor {name} in {source} has shape {list(actual)}, "

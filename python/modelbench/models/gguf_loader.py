@@ -1,10 +1,16 @@
 """GGUF files (llama.cpp's format) as modelbench checkpoints.
 
-Reads with the ``gguf`` package, dequantizes every tensor to float32, and
-undoes what llama.cpp's converter did to a Hugging Face checkpoint: tensor
+Reads with the ``gguf`` package and undoes what llama.cpp's converter did to
+a Hugging Face checkpoint: tensor
 names (``blk.N.attn_q.weight`` -> ``model.layers.N.self_attn.q_proj.weight``),
 reversed dims, and the row permutation of Llama's Q/K projections. The
 config and the tokenizer are rebuilt from the metadata.
+
+With ``keep_quantized``, matrices in a block format (``QUANTIZED_TYPES``)
+stay in their blocks: the checkpoint holds each as uint8 ``[rows,
+row_bytes]``, its type in ``Checkpoint.quant_types``, and the engine keeps
+it quantized (cpp/kernels/quant_matrix.h). Otherwise, and for F32, F16 and
+BF16 tensors, weights are dequantized to float32 (then ``dtype``).
 """
 
 from __future__ import annotations
@@ -55,13 +61,22 @@ _LLAMA3_PATTERN = (
 _QWEN2_PATTERN = _LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 _DIGIT_SPLIT_PRE = ("smollm", "starcoder", "refact", "codeshell", "command-r")
 
+# The block formats the engine runs quantized (ggml type names).
+QUANTIZED_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
+_FLOAT_TYPES = ("F32", "F16", "BF16")
+
 # tokenizer.ggml.token_type values (llama.cpp's llama_token_type)
 _TOKEN_CONTROL = 3
 _TOKEN_USER_DEFINED = 4
 
 
-def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
-    """Load a ``.gguf`` file as a ``Checkpoint`` with Hugging Face names and layout."""
+def load_gguf(
+    path: Path, dtype: torch.dtype = torch.float32, keep_quantized: bool = False
+) -> Checkpoint:
+    """Load a ``.gguf`` file as a ``Checkpoint`` with Hugging Face names and
+    layout; with ``keep_quantized``, block-format matrices in their blocks
+    (see the module docstring), and a tensor of any other type is a
+    ``CheckpointError`` naming it, its type and the supported types."""
     from gguf import GGUFReader
 
     try:
@@ -80,6 +95,8 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
     hf_config = gguf_to_hf_config(metadata, architecture, tensor_names, source=path)
 
     weights: dict[str, torch.Tensor] = {}
+    quant_types: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for tensor in reader.tensors:
         if tensor.name == "rope_freqs.weight":
             raise CheckpointError(
@@ -89,7 +106,21 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
         name = gguf_to_hf_name(tensor.name)
         if name is None:
             raise CheckpointError(f"unexpected tensor {tensor.name} in {path}")
-        weights[name] = _dequantize(tensor).to(dtype).contiguous()
+        type_name = tensor.tensor_type.name
+        shape = tuple(int(d) for d in reversed(tensor.shape))
+        if keep_quantized and type_name not in QUANTIZED_TYPES + _FLOAT_TYPES:
+            raise CheckpointError(
+                f"tensor {tensor.name} in {path} has type {type_name}, which modelbench does not "
+                f"run quantized; supported types: {', '.join(QUANTIZED_TYPES + _FLOAT_TYPES)}. "
+                "Load it with dtype='float32' to dequantize it, or convert the file to one of them"
+            )
+        if keep_quantized and type_name in QUANTIZED_TYPES and len(shape) == 2:
+            # [rows, row_bytes] of blocks, copied out of the read-only map
+            weights[name] = torch.from_numpy(np.array(tensor.data).reshape(shape[0], -1))
+            quant_types[name] = int(tensor.tensor_type)
+            shapes[name] = shape
+        else:
+            weights[name] = _dequantize(tensor).to(dtype).contiguous()
 
     if permuted_qk:
         num_heads = hf_config["num_attention_heads"]
@@ -100,7 +131,7 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
             elif name.endswith("self_attn.k_proj.weight"):
                 weights[name] = unpermute_qk(weights[name], num_kv_heads)
 
-    check_weights(architecture, hf_config, weights, source=path)
+    check_weights(architecture, hf_config, weights, source=path, shapes=shapes)
     return Checkpoint(
         architecture=architecture,
         hf_config=hf_config,
@@ -108,6 +139,7 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> Checkpoint:
         tokenizer=gguf_tokenizer(metadata, source=path),
         source=str(path),
         generation_config=from_gguf_metadata(metadata),
+        quant_types=quant_types,
     )
 
 

@@ -19,9 +19,13 @@ from modelbench.models.tokenizer import Tokenizer
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str] | None, dtype: torch.dtype = torch.float32
+    path: str | os.PathLike[str] | None,
+    dtype: torch.dtype = torch.float32,
+    keep_quantized: bool = False,
 ) -> Checkpoint:
-    """Load a Hugging Face folder, a ``.gguf`` file, or (``None``) the default model.
+    """Load a Hugging Face folder, a ``.gguf`` file, or (``None``) the default
+    model. ``keep_quantized``: a GGUF file's block-format matrices stay in
+    their blocks (``gguf_loader``).
 
     Raises:
         CheckpointError (a ``ValueError``): the path does not exist or is not
@@ -35,7 +39,7 @@ def load_checkpoint(
     if not path.exists():
         raise CheckpointError(f"model path not found: {path}")
     if path.is_file() and path.suffix == ".gguf":
-        checkpoint = load_gguf(path, dtype)
+        checkpoint = load_gguf(path, dtype, keep_quantized=keep_quantized)
         if not checkpoint.generation_config and _is_default_model(path):
             checkpoint.generation_config = dict(DEFAULT_MODEL_SAMPLING)  # its card's settings
         return checkpoint

@@ -208,7 +208,7 @@ def test_bad_input_raises_value_error(llm: LLM, tmp_path: Path) -> None:
         llm.generate([[5] * 300], use_tqdm=False)
     with pytest.raises(ValueError, match="not found"):
         LLM(str(tmp_path / "no-such-model"))
-    with pytest.raises(ValueError, match="dtype must be one of"):
+    with pytest.raises(ValueError, match="dtype must be 'auto' or one of"):
         LLM(str(tmp_path), dtype="int3")
     with pytest.raises(ValueError, match="kv_cache_dtype must be 'auto' or one of"):
         LLM(str(tmp_path), kv_cache_dtype="fp8")

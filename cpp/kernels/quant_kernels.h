@@ -1,0 +1,69 @@
+// The quantized matmul's inner kernels, torch-free, one per instruction
+// set: each is compiled in its own file with its own flags (AVX-512 with
+// VNNI, AVX2 with FMA and F16C, and the portable C++ every x86-64 runs), and
+// quant_linear picks one at run time from what the CPU reports, so one
+// build is right and fast on every host.
+//
+// The weight layout (made once at load by quant_matrix.cpp): rows in groups
+// of 16, columns in blocks of 32. Group g's block b is `block_bytes` bytes at
+// data + (g * blocks + b) * block_bytes:
+//   scales: for each of the block's 32 / group sub-blocks, 16 fp16 d (one
+//     per row), then 16 fp16 m; weight = d * u + m.
+//   quants: the block's 8 chunks of 4 columns; in a chunk's 64 bytes, byte
+//     4 * r + e is u of row r, column 4 * chunk + e (what one VNNI dot of a
+//     broadcast 4-byte activation needs: 16 rows at once).
+//     bits 4: 4 vectors of 64 bytes, vector j holding chunk 2j in its low
+//       nibbles and chunk 2j + 1 in its high nibbles;
+//     bits 5: those 256 bytes, then 8 bytes per chunk holding bit 4 of each
+//       of its 64 values (bit 4 * r + e);
+//     bits 8: 8 vectors of 64 bytes, each byte u - 128 (a signed byte).
+// Activations are quantized per block of 32 to int8 (scale = max|x| / 127),
+// as llama.cpp quantizes them to Q8_0, with the sums of each 16 quants kept
+// for the m terms.
+#pragma once
+
+#include <cstdint>
+
+namespace modelbench::quant {
+
+struct QuantLayout {
+  const uint8_t* data = nullptr;
+  int bits = 4;            // 4, 5 or 8
+  int group = 32;          // weights per (d, m): 32 or 16
+  int64_t rows = 0;        // output features
+  int64_t cols = 0;        // input features, a multiple of 32
+  int64_t blocks = 0;      // cols / 32
+  int64_t block_bytes = 0; // bytes of one group's block
+};
+
+// Bytes of one 16-row, 32-column block in the layout.
+inline int64_t layout_block_bytes(int bits, int group) {
+  const int64_t scales = 64 * (32 / group);
+  return scales + (bits == 4 ? 256 : bits == 5 ? 320 : 512);
+}
+
+struct QuantizedRows {
+  const int8_t* q = nullptr;       // [num_rows, cols]
+  const float* scale = nullptr;    // [num_rows, cols / 32]
+  const int32_t* sums = nullptr;   // [num_rows, cols / 16]: the sum of each 16 quants
+  int64_t num_rows = 0;
+  int64_t cols = 0;
+};
+
+// out[i * ld_out + n] = sum_k x[i, k] * w[n, k] for every row i of x and
+// every output n of row groups [group_begin, group_end) (n < rows).
+using QGemmKernel = void (*)(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out,
+                             int64_t group_begin, int64_t group_end);
+
+void qgemm_generic(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out, int64_t group_begin,
+                   int64_t group_end);
+void qgemm_avx2(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out, int64_t group_begin,
+                int64_t group_end);
+void qgemm_avx512(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out, int64_t group_begin,
+                  int64_t group_end);
+
+// x [num_rows, cols] float -> the int8 quants, scales and sums above (cols a multiple of 32).
+void quantize_rows_generic(const float* x, int64_t num_rows, int64_t cols, int8_t* q, float* scale, int32_t* sums);
+void quantize_rows_avx512(const float* x, int64_t num_rows, int64_t cols, int8_t* q, float* scale, int32_t* sums);
+
+}  // namespace modelbench::quant

@@ -1,0 +1,126 @@
+// Run-time kernel choice and the threading around the quantized kernels.
+#include "kernels/quant_linear.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <cstdlib>
+
+#include "core/config.h"
+
+namespace modelbench {
+namespace {
+
+bool cpu_has_avx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni");
+}
+
+bool cpu_has_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
+QuantIsa resolve_active() {
+  const char* env = std::getenv("MODELBENCH_ISA");
+  if (env == nullptr || *env == '\0') return best_quant_isa();
+  const QuantIsa isa = quant_isa_from_name(env);
+  if (!quant_isa_supported(isa))
+    throw InvalidArgument("MODELBENCH_ISA=" + std::string(env) + " asks for kernels this CPU cannot run; it supports " +
+                              quant_isa_name(best_quant_isa()) + " and below (generic < avx2 < avx512)",
+                          "MODELBENCH_ISA");
+  return isa;
+}
+
+}  // namespace
+
+QuantIsa best_quant_isa() {
+  if (cpu_has_avx512()) return QuantIsa::avx512;
+  if (cpu_has_avx2()) return QuantIsa::avx2;
+  return QuantIsa::generic;
+}
+
+bool quant_isa_supported(QuantIsa isa) {
+  switch (isa) {
+    case QuantIsa::avx512: return cpu_has_avx512();
+    case QuantIsa::avx2: return cpu_has_avx2();
+    case QuantIsa::generic: return true;
+  }
+  return false;
+}
+
+QuantIsa active_quant_isa() {
+  static const QuantIsa isa = resolve_active();
+  return isa;
+}
+
+std::string quant_isa_name(QuantIsa isa) {
+  switch (isa) {
+    case QuantIsa::avx512: return "avx512";
+    case QuantIsa::avx2: return "avx2";
+    case QuantIsa::generic: return "generic";
+  }
+  return "generic";
+}
+
+QuantIsa quant_isa_from_name(const std::string& name) {
+  if (name == "avx512") return QuantIsa::avx512;
+  if (name == "avx2") return QuantIsa::avx2;
+  if (name == "generic") return QuantIsa::generic;
+  throw InvalidArgument("unknown kernel set '" + name + "'; use generic, avx2 or avx512", "MODELBENCH_ISA");
+}
+
+void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tensor& out, int64_t column,
+                       QuantIsa isa) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == w.cols && x.scalar_type() == torch::kFloat32 && x.device().is_cpu(),
+              "quant_linear: x must be float32 CPU [rows, ", w.cols, "], got ", x.sizes());
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == x.size(0) && out.size(1) >= column + w.rows &&
+                  out.scalar_type() == torch::kFloat32 && out.stride(1) == 1,
+              "quant_linear: out must be float32 [rows, >= ", column + w.rows, "] with unit column stride");
+  const int64_t num_rows = x.size(0);
+  if (num_rows == 0) return;
+  if (num_rows > kQuantKernelMaxRows) {
+    // Long prefills: the GEMM is compute-bound, so ATen's float GEMM over
+    // the weights dequantized for the call beats an integer kernel here.
+    RECORD_FUNCTION("modelbench::quant_dequant_gemm", std::vector<c10::IValue>());
+    out.narrow(1, column, w.rows).copy_(torch::matmul(x, dequantize(w).t()));
+    return;
+  }
+  RECORD_FUNCTION("modelbench::quant_linear", std::vector<c10::IValue>());
+  const torch::Tensor xc = x.contiguous();
+  torch::Tensor q = torch::empty({num_rows, w.cols}, torch::kInt8);
+  torch::Tensor scale = torch::empty({num_rows, w.cols / 32}, torch::kFloat32);
+  torch::Tensor sums = torch::empty({num_rows, w.cols / 16}, torch::kInt32);
+  if (isa == QuantIsa::avx512)
+    quant::quantize_rows_avx512(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int8_t>(),
+                                scale.data_ptr<float>(), sums.data_ptr<int32_t>());
+  else
+    quant::quantize_rows_generic(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int8_t>(),
+                                 scale.data_ptr<float>(), sums.data_ptr<int32_t>());
+  quant::QuantizedRows rows;
+  rows.q = q.data_ptr<int8_t>();
+  rows.scale = scale.data_ptr<float>();
+  rows.sums = sums.data_ptr<int32_t>();
+  rows.num_rows = num_rows;
+  rows.cols = w.cols;
+  const quant::QuantLayout layout = w.layout();
+  const quant::QGemmKernel kernel = isa == QuantIsa::avx512 ? quant::qgemm_avx512
+                                    : isa == QuantIsa::avx2 ? quant::qgemm_avx2
+                                                            : quant::qgemm_generic;
+  float* dst = out.data_ptr<float>() + column;
+  const int64_t ld = out.stride(0);
+  at::parallel_for(0, w.row_groups(), 1, [&](int64_t begin, int64_t end) {
+    kernel(layout, rows, dst, ld, begin, end);
+  });
+}
+
+torch::Tensor quant_linear(const torch::Tensor& x, const QuantMatrix& w, const torch::Tensor& bias) {
+  torch::Tensor out = torch::empty({x.size(0), w.rows}, torch::kFloat32);
+  quant_linear_into(x, w, out, 0, active_quant_isa());
+  if (bias.defined()) out.add_(bias);
+  return out;
+}
+
+}  // namespace modelbench

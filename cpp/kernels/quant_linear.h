@@ -1,0 +1,39 @@
+// y = x @ w^T over a QuantMatrix, choosing the kernel at run time: AVX-512
+// (with VNNI), AVX2 (with FMA and F16C) or portable, whichever is the best
+// the CPU has, unless MODELBENCH_ISA (generic | avx2 | avx512) asks for
+// one. Batches of up to kQuantKernelMaxRows rows (decode steps) quantize x
+// to int8 blocks and run the integer kernel; longer ones (prefill) turn the
+// weights back to float32 for the call and run ATen's GEMM over them.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+#include "kernels/quant_matrix.h"
+
+namespace modelbench {
+
+enum class QuantIsa { generic, avx2, avx512 };
+
+// What the CPU supports, best first.
+QuantIsa best_quant_isa();
+bool quant_isa_supported(QuantIsa isa);
+// The one in use: MODELBENCH_ISA if set (InvalidArgument if this CPU lacks
+// it or the name is unknown), else best_quant_isa().
+QuantIsa active_quant_isa();
+std::string quant_isa_name(QuantIsa isa);
+QuantIsa quant_isa_from_name(const std::string& name);
+
+constexpr int64_t kQuantKernelMaxRows = 64;
+
+// x: [num_rows, cols] float32 CPU. out: [num_rows, >= column + w.rows]
+// float32; columns [column, column + w.rows) are written (so the parts of a
+// fused projection write one output). Threads split the row groups.
+void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tensor& out, int64_t column,
+                       QuantIsa isa);
+
+// [num_rows, w.rows] (+ bias), with the active kernel.
+torch::Tensor quant_linear(const torch::Tensor& x, const QuantMatrix& w, const torch::Tensor& bias);
+
+}  // namespace modelbench
