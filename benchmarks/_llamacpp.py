@@ -4,7 +4,13 @@ llama-cpp-python's sdist vendors a pinned llama.cpp tree (with its git
 metadata), so a version of the PyPI package names one llama.cpp commit. The
 tree is unpacked and `llama-bench` and `llama-server` are built (Release,
 GGML_NATIVE, static, no curl/openssl, no web UI download) into a cache
-folder, reused while both binaries are there. Also here: llama-bench's JSON,
+folder, reused while both binaries are there.
+
+Built without AMX unless asked (``amx=True``): on our x86 host (Sapphire
+Rapids under KVM, AMX permitted by the kernel) ggml's AMX kernels segfault in
+ggml_backend_amx_mul_mat on the default model's Q4_1 weights at commit
+0c1e570, in llama-bench and llama-server alike. Without AMX, ggml's AVX-512
+kernels and its weight repacking (q8_0) run as they do by default. Also here: llama-bench's JSON,
 llama-server's start and stop, and resident memory read from /proc.
 """
 
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import socket
@@ -39,12 +46,12 @@ class LlamaCpp:
         return self.bin_dir / name
 
 
-def default_cache_dir(version: str) -> Path:
-    return Path.home() / ".cache" / "modelbench" / "llamacpp" / version
+def default_cache_dir(version: str, amx: bool = False) -> Path:
+    return Path.home() / ".cache" / "modelbench" / "llamacpp" / (version + ("-amx" if amx else ""))
 
 
 def ensure_built(
-    version: str, root: Path, sdist: Path | None = None, jobs: int | None = None
+    version: str, root: Path, sdist: Path | None = None, jobs: int | None = None, amx: bool = False
 ) -> LlamaCpp:
     """Build llama.cpp under ``root`` unless its binaries and build record are already there.
 
@@ -68,6 +75,10 @@ def ensure_built(
         "-DLLAMA_BUILD_TESTS=OFF",
         "-DLLAMA_BUILD_EXAMPLES=OFF",
     ]
+    if not amx and platform.machine().lower() in ("x86_64", "amd64"):
+        # Explicit -mno-* win over what -march=native implies, whatever their order.
+        no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        flags += [f"-DCMAKE_C_FLAGS={no_amx}", f"-DCMAKE_CXX_FLAGS={no_amx}"]
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     build = root / "build"
     _run(["cmake", "-S", str(source), "-B", str(build), *generator, *flags])
@@ -79,6 +90,7 @@ def ensure_built(
         "llama_cpp_python": version,
         "sdist": sdist.name,
         "commit": _git_commit(source),
+        "amx": amx,
         "cmake_flags": flags,
     }
     record.write_text(json.dumps(info, indent=2) + "\n")
@@ -173,7 +185,14 @@ def wait_ready(server: subprocess.Popen, url: str, what: str, timeout: float = 6
 
 
 def start_llama_server(
-    llama: LlamaCpp, model: Path, threads: int, parallel: int, ctx: int, port: int, log: Path
+    llama: LlamaCpp,
+    model: Path,
+    threads: int,
+    parallel: int,
+    ctx: int,
+    port: int,
+    log: Path,
+    extra: list[str] | None = None,
 ) -> subprocess.Popen:
     """llama-server on loopback, ready to answer (its /health is 200 once the model is loaded)."""
     with open(log, "w") as log_file:
@@ -182,6 +201,7 @@ def start_llama_server(
                 str(llama.binary("llama-server")),
                 *("-m", str(model), "-t", str(threads), "-np", str(parallel)),
                 *("-c", str(ctx), "--host", "127.0.0.1", "--port", str(port)),
+                *(extra or []),
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -219,30 +239,58 @@ def rss_bytes(pid: int) -> int:
     return memory_status(pid)["VmRSS"]
 
 
-# "llama_kv_cache:        CPU KV buffer size =   384.00 MiB"
-BUFFER_LINE = re.compile(r"\b(model|KV|compute|output) buffer size\s*=\s*([\d.]+) MiB")
+def mapped_rss_bytes(pid: int, path: Path) -> int:
+    """Resident bytes of a process's mappings of one file (/proc/<pid>/smaps)."""
+    total, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5] == str(path)
+        elif inside and fields and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+# "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB"
+BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output) buffer size\s*=\s*([\d.]+) MiB")
 
 
 def buffer_sizes(log: str) -> dict[str, int]:
-    """Bytes of each kind of buffer (model, KV, compute, output) a llama.cpp log reports."""
+    """Bytes of each buffer a llama.cpp log reports, by "<buffer type> <kind>": "CPU_Mapped
+    model", "CPU_REPACK model", "CPU KV", "CPU compute", "CPU output"."""
     sizes: dict[str, int] = {}
-    for kind, mib in BUFFER_LINE.findall(log):
-        sizes[kind] = sizes.get(kind, 0) + round(float(mib) * 1024**2)
+    for buffer_type, kind, mib in BUFFER_LINE.findall(log):
+        key = f"{buffer_type} {kind}"
+        sizes[key] = sizes.get(key, 0) + round(float(mib) * 1024**2)
     return sizes
 
 
-def server_memory(pid: int, log: str) -> dict:
-    """llama-server's resident memory once ready, and of it what the weights hold: RSS less
-    the KV, compute and output buffers its log reports (allocated and cleared at load)."""
-    status, sizes = memory_status(pid), buffer_sizes(log)
-    if "KV" not in sizes:
-        raise RuntimeError("llama-server's log reports no KV buffer size; cannot tell weights")
-    others = sum(sizes.get(k, 0) for k in ("KV", "compute", "output"))
+def llama_server_memory(
+    llama: LlamaCpp, model: Path, threads: int, parallel: int, ctx: int, workdir: Path
+) -> dict:
+    """llama-server's resident memory once loaded, and of it what the weights hold: the
+    resident pages of its mapping of the GGUF file plus the model buffers it copied out of
+    it (repacked weights: the log's model buffers other than "*_Mapped"). A run of its own,
+    at debug verbosity (the buffer sizes are debug lines), not the one that is timed."""
+    log = workdir / "llama-server-memory.log"
+    server = start_llama_server(
+        llama, model, threads, parallel, ctx, free_port(), log, extra=["-lv", "4"]
+    )
+    try:
+        status = memory_status(server.pid)
+        mapped = mapped_rss_bytes(server.pid, model.resolve())
+    finally:
+        stop(server)
+    sizes = buffer_sizes(log.read_text())
+    if not any(key.endswith(" KV") for key in sizes):
+        raise RuntimeError(f"llama-server's log {log} reports no buffer sizes")
+    copied = sum(n for key, n in sizes.items() if key.endswith(" model") and "Mapped" not in key)
     return {
         "rss_bytes": status["VmRSS"],
         "rss_anon_bytes": status.get("RssAnon"),
         "rss_file_bytes": status.get("RssFile"),
+        "gguf_mapping_rss_bytes": mapped,
         "buffer_bytes": sizes,
-        "weights_rss_bytes": status["VmRSS"] - others,
-        "method": "RSS once ready - KV, compute and output buffer sizes from its log",
+        "weights_rss_bytes": mapped + copied,
+        "method": "RSS of the GGUF file's mapping + model buffers copied out of it (repacked)",
     }

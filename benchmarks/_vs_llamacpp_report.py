@@ -43,15 +43,16 @@ def compare(result: dict) -> dict:
                 "median_ttft_met": ttft <= TTFT_TARGET,
                 "median_tpot_ratio": ours["median_tpot_ms"] / theirs["median_tpot_ms"],
             }
-    file_bytes = result["model"]["file_bytes"]
-    memory: dict = {"target": WEIGHTS_RSS_TARGET}
-    if inproc:
-        ours = inproc["modelbench"]["memory"]["weights_rss_bytes"] / file_bytes
-        memory |= {"modelbench_over_file": ours, "met": ours <= WEIGHTS_RSS_TARGET}
-    if served and served["llamacpp_memory"].get("weights_rss_bytes") is not None:
-        memory["llamacpp_over_file"] = served["llamacpp_memory"]["weights_rss_bytes"] / file_bytes
-    if len(memory) > 1:
-        out["memory"] = memory
+    memory = result.get("memory")
+    if memory:
+        file_bytes = result["model"]["file_bytes"]
+        ours = memory["modelbench"]["weights_rss_bytes"] / file_bytes
+        out["memory"] = {
+            "modelbench_over_file": ours,
+            "llamacpp_over_file": memory["llamacpp"]["weights_rss_bytes"] / file_bytes,
+            "target": WEIGHTS_RSS_TARGET,
+            "met": ours <= WEIGHTS_RSS_TARGET,
+        }
     return out
 
 
@@ -70,7 +71,13 @@ def markdown_table(result: dict) -> str:
     lines = [
         f"# modelbench vs llama.cpp ({Path(result['model']['path']).name})",
         "",
-        f"- date: {host['date']}; threads: {result['threads']} for both",
+        f"- date: {host['date']}; threads: {result['threads']} for both; load average "
+        + " / ".join(
+            f"{host[k][0]:.2f}"
+            for k in ("load_average_at_start", "load_average_at_end")
+            if k in host
+        )
+        + " (1 min, at start / at end)",
         f"- CPU: {host['cpu']} ({host['cpu_count']} CPUs); flags: "
         + " ".join(f for f in host["cpu_flags"] if f.startswith(("avx", "amx", "fma", "f16c"))),
         f"- llama.cpp {llama.get('commit')} (llama-cpp-python {llama.get('llama_cpp_python')})",
@@ -102,20 +109,16 @@ def markdown_table(result: dict) -> str:
                 f"| served c={level}: median TPOT ms | {ours['median_tpot_ms']:.1f}"
                 f" | {theirs['median_tpot_ms']:.1f} | {c['median_tpot_ratio']:.2f}x | | |",
             ]
-    memory = comparison.get("memory")
-    if memory:
-        file_mb = _mb(result["model"]["file_bytes"])
-        ours = theirs = "-"
-        if "modelbench_over_file" in memory:
-            weights = inproc["modelbench"]["memory"]["weights_rss_bytes"]
-            ours = f"{_mb(weights)} ({memory['modelbench_over_file']:.2f}x file)"
-        if "llamacpp_over_file" in memory:
-            weights = served["llamacpp_memory"]["weights_rss_bytes"]
-            theirs = f"{_mb(weights)} ({memory['llamacpp_over_file']:.2f}x file)"
-        met = _met(memory["met"]) if "met" in memory else "-"
+    c = comparison.get("memory")
+    if c:
+        ours, theirs = (
+            result["memory"][k]["weights_rss_bytes"] for k in ("modelbench", "llamacpp")
+        )
         lines.append(
-            f"| weights RSS MB (file {file_mb} MB) | {ours} | {theirs} | |"
-            f" <= {memory['target']:g}x file | {met} |"
+            f"| weights RSS MB (file {_mb(result['model']['file_bytes'])} MB)"
+            f" | {_mb(ours)} ({c['modelbench_over_file']:.2f}x file)"
+            f" | {_mb(theirs)} ({c['llamacpp_over_file']:.2f}x file) | {ours / theirs:.2f}x"
+            f" | <= {c['target']:g}x file | {_met(c['met'])} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -14,11 +14,13 @@ into a cache folder and reused. Then, one after the other, never at once:
               /v1/completions with ignore_eos) on the same workload: random
               dataset, 256 input and 128 output tokens, 32 prompts, at each
               concurrency. Every request must produce exactly 128 tokens.
-  memory      resident memory of the weights: modelbench's RSS after LLM()
-              minus its RSS before (torch and modelbench imported, nothing
-              loaded) minus its KV cache budget (zero-filled at load);
-              llama-server's RSS once ready minus the KV and compute buffers
-              its log reports. Each against the GGUF file's size.
+  memory      (with the in-process part) resident memory of the weights:
+              modelbench's RSS after LLM() minus its RSS before (torch and
+              modelbench imported, nothing loaded) minus its KV cache budget
+              (zero-filled at load); llama-server's (-np 16 -c 16384, loaded,
+              not timed) resident pages of the GGUF file it maps plus the
+              weights it repacked into buffers of its own. Each against the
+              GGUF file's size.
 
 Writes JSON (--out) and a markdown table beside it (.md), printed too. The
 issue's targets are columns of the table (met or not); nothing is asserted.
@@ -76,7 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--llamacpp-dir",
         type=Path,
         help="where llama.cpp is built and reused "
-        "(default ~/.cache/modelbench/llamacpp/<llamacpp-version>)",
+        "(default ~/.cache/modelbench/llamacpp/<llamacpp-version>[-amx])",
+    )
+    parser.add_argument(
+        "--llamacpp-amx",
+        action="store_true",
+        help="build llama.cpp with its AMX kernels (off by default: they segfault on our host, "
+        "see benchmarks/_llamacpp.py)",
     )
     parser.add_argument(
         "--llamacpp-sdist", type=Path, help="llama-cpp-python's sdist (default: pip download)"
@@ -104,7 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def host_info() -> dict:
-    """CPU model and flags from /proc/cpuinfo, and the date."""
+    """CPU model and flags from /proc/cpuinfo, the date, and the load average: anything
+    else running on the CPUs slows llama.cpp's spinning threads far more than it slows us."""
     cpu = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -116,6 +125,7 @@ def host_info() -> dict:
         "cpu_flags": cpu.get("flags", "").split(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
+        "load_average_at_start": os.getloadavg(),
     }
 
 
@@ -179,18 +189,17 @@ def inprocess_modelbench(model: Path, args: argparse.Namespace) -> dict:
     decode = [GEN_TOKENS / seconds([first], GEN_TOKENS) for _ in range(args.repetitions)]
     seconds(random_prompt(), 1)
     prefill = [PROMPT_TOKENS / seconds(random_prompt(), 1) for _ in range(args.repetitions)]
-    weights = loaded - baseline - args.kv_cache_memory
     return {
         "decode": {"tokens_per_s": statistics.median(decode), "samples_tokens_per_s": decode},
         "prefill": {"tokens_per_s": statistics.median(prefill), "samples_tokens_per_s": prefill},
+        "torch_threads": torch.get_num_threads(),
         "memory": {
             "rss_before_load_bytes": baseline,
             "rss_after_load_bytes": loaded,
             "kv_cache_bytes": args.kv_cache_memory,
-            "weights_rss_bytes": weights,
+            "weights_rss_bytes": loaded - baseline - args.kv_cache_memory,
             "method": "RSS after LLM() - RSS before (torch, modelbench imported) - KV budget",
         },
-        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -287,7 +296,7 @@ def served(llama: llamacpp.LlamaCpp, model: Path, args: argparse.Namespace) -> d
         finally:
             llamacpp.stop(server)
         result["modelbench"] = served_summary("modelbench serve", runs)
-        result["modelbench_rss_after_ready_bytes"] = rss
+        result["rss_after_ready_bytes"] = {"modelbench": rss}
 
         port = llamacpp.free_port()
         log = workdir / "llama-server.log"
@@ -295,13 +304,13 @@ def served(llama: llamacpp.LlamaCpp, model: Path, args: argparse.Namespace) -> d
             llama, model, args.threads, LLAMA_SERVER_PARALLEL, LLAMA_SERVER_CTX, port, log
         )
         try:
-            memory = llamacpp.server_memory(server.pid, log.read_text())
+            rss = llamacpp.rss_bytes(server.pid)
             warm_up(f"http://127.0.0.1:{port}")
             runs = drive(f"http://127.0.0.1:{port}", model, args, workdir)
         finally:
             llamacpp.stop(server)
         result["llamacpp"] = served_summary("llama-server", runs)
-        result["llamacpp_memory"] = memory
+        result["rss_after_ready_bytes"]["llamacpp"] = rss
         result["llama_server_args"] = {
             "parallel": LLAMA_SERVER_PARALLEL,
             "ctx": LLAMA_SERVER_CTX,
@@ -318,8 +327,10 @@ def main(argv: list[str] | None = None) -> None:
         model = default_model_path()
     else:
         model = args.model.resolve()
-    root = args.llamacpp_dir or llamacpp.default_cache_dir(args.llamacpp_version)
-    llama = llamacpp.ensure_built(args.llamacpp_version, root, args.llamacpp_sdist, args.build_jobs)
+    root = args.llamacpp_dir or llamacpp.default_cache_dir(args.llamacpp_version, args.llamacpp_amx)
+    llama = llamacpp.ensure_built(
+        args.llamacpp_version, root, args.llamacpp_sdist, args.build_jobs, args.llamacpp_amx
+    )
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     result: dict = {
         "benchmark": "vs_llamacpp",
@@ -329,13 +340,21 @@ def main(argv: list[str] | None = None) -> None:
         "llamacpp": llama.info,
     }
     if not args.skip_inprocess:
+        theirs = inprocess_llamacpp(llama, model, args)
+        with tempfile.TemporaryDirectory(prefix="vs_llamacpp_") as tmp:
+            theirs_memory = llamacpp.llama_server_memory(
+                llama, model, args.threads, LLAMA_SERVER_PARALLEL, LLAMA_SERVER_CTX, Path(tmp)
+            )
+        ours = inprocess_modelbench(model, args)
         result["in_process"] = {
             "repetitions": args.repetitions,
-            "llamacpp": inprocess_llamacpp(llama, model, args),
-            "modelbench": inprocess_modelbench(model, args),
+            "llamacpp": theirs,
+            "modelbench": ours,
         }
+        result["memory"] = {"modelbench": ours.pop("memory"), "llamacpp": theirs_memory}
     if not args.skip_served:
         result["served"] = served(llama, model, args)
+    result["host"]["load_average_at_end"] = os.getloadavg()
     result["comparison"] = compare(result)
     table = markdown_table(result)
     write_outputs(result, table, args.out)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
+import mmap
+import os
 import sys
 from pathlib import Path
 
@@ -126,27 +128,40 @@ def test_served_summary_stops_on_a_request_short_of_its_length(run: dict, messag
 
 
 LLAMA_LOG = """\
-load_tensors:   CPU_Mapped model buffer size =    93.80 MiB
-llama_context:  CPU  output buffer size =     0.75 MiB
-llama_kv_cache:        CPU KV buffer size =   360.00 MiB
-llama_context:        CPU compute buffer size =   100.50 MiB
+0.00.741.813 I load_tensors:   CPU_Mapped model buffer size =    92.10 MiB
+0.00.741.900 I load_tensors:   CPU_REPACK model buffer size =    27.00 MiB
+0.00.747.216 I llama_context:        CPU  output buffer size =     3.00 MiB
+0.00.747.528 I llama_kv_cache:        CPU KV buffer size =   360.00 MiB
+0.01.525.898 I sched_reserve:        CPU compute buffer size =    14.51 MiB
 """
 
 
 def test_buffer_sizes_are_read_from_a_llama_log() -> None:
     sizes = _llamacpp.buffer_sizes(LLAMA_LOG)
     assert sizes == {
-        "model": round(93.80 * 1024**2),
-        "output": round(0.75 * 1024**2),
-        "KV": 360 * 1024**2,
-        "compute": round(100.5 * 1024**2),
+        "CPU_Mapped model": round(92.10 * 1024**2),
+        "CPU_REPACK model": 27 * 1024**2,
+        "CPU output": 3 * 1024**2,
+        "CPU KV": 360 * 1024**2,
+        "CPU compute": round(14.51 * 1024**2),
     }
+
+
+def test_resident_pages_of_a_mapped_file_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "weights.gguf"
+    size = 64 * mmap.PAGESIZE
+    path.write_bytes(bytes(range(256)) * (size // 256))
+    assert _llamacpp.mapped_rss_bytes(os.getpid(), path) == 0
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapping:
+        assert sum(mapping[i] for i in range(0, size, mmap.PAGESIZE)) == 0  # touch every page
+        assert _llamacpp.mapped_rss_bytes(os.getpid(), path) == size
+        assert _llamacpp.mapped_rss_bytes(os.getpid(), tmp_path / "other.gguf") == 0
 
 
 def test_cpu_and_date_are_read_from_this_host() -> None:
     host = vs_llamacpp.host_info()
     assert host["cpu"] and host["date"].startswith("20") and host["cpu_count"] >= 1
-    assert isinstance(host["cpu_flags"], list)
+    assert isinstance(host["cpu_flags"], list) and len(host["load_average_at_start"]) == 3
 
 
 RESULT = {
@@ -157,6 +172,8 @@ RESULT = {
         "cpu_flags": ["fpu", "avx2", "avx512f", "amx_int8"],
         "cpu_count": 2,
         "platform": "Linux",
+        "load_average_at_start": [0.25, 0.5, 0.5],
+        "load_average_at_end": [1.5, 1.0, 0.75],
     },
     "model": {"path": "/m/SmolLM2-135M-Instruct.Q4_1.gguf", "file_bytes": 100_000_000},
     "threads": 2,
@@ -169,8 +186,11 @@ RESULT = {
         "modelbench": {
             "decode": {"tokens_per_s": 150.0},
             "prefill": {"tokens_per_s": 1500.0},
-            "memory": {"weights_rss_bytes": 540_000_000},
         },
+    },
+    "memory": {
+        "modelbench": {"weights_rss_bytes": 540_000_000},
+        "llamacpp": {"weights_rss_bytes": 110_000_000},
     },
     "served": {
         "modelbench": {
@@ -181,7 +201,6 @@ RESULT = {
             "1": {"output_throughput": 50.0, "median_ttft_ms": 50.0, "median_tpot_ms": 20.0},
             "16": {"output_throughput": 200.0, "median_ttft_ms": 600.0, "median_tpot_ms": 70.0},
         },
-        "llamacpp_memory": {"weights_rss_bytes": 110_000_000},
     },
 }
 
@@ -215,20 +234,28 @@ def test_the_table_has_a_row_per_figure_with_its_verdict() -> None:
     assert any(r.startswith("| served c=16: output tok/s") and r.endswith("no |") for r in rows)
     assert any(r.startswith("| served c=1: median TTFT ms") and r.endswith("yes |") for r in rows)
     memory = next(r for r in rows if r.startswith("| weights RSS"))
-    assert "540.0 (5.40x file)" in memory and "110.0 (1.10x file)" in memory
-    assert memory.endswith("| no |")
+    assert memory.startswith("| weights RSS MB (file 100.0 MB) | 540.0 (5.40x file)")
+    assert "| 110.0 (1.10x file) | 4.91x | <= 1.2x file | no |" in memory
     header = "\n".join(lines[:6])
     assert "Intel(R) Xeon(R) Processor" in header and "amx_int8" in header
     assert "fpu" not in header and "0c1e570" in header and "2025-01-01" in header
+    assert "load average 0.25 / 1.50" in header
 
 
 def test_skipped_parts_leave_their_rows_out() -> None:
     result = copy.deepcopy(RESULT)
     del result["served"]
     result["comparison"] = report.compare(result)
-    assert "served" not in result["comparison"]
+    assert set(result["comparison"]) == {"decode", "prefill", "memory"}
     table = report.markdown_table(result)
-    assert "served" not in table and "| weights RSS" in table and "| - |" in table
+    assert "served" not in table and "| decode" in table and "| weights RSS" in table
+
+    result = copy.deepcopy(RESULT)
+    del result["in_process"], result["memory"]  # memory is measured with the in-process part
+    result["comparison"] = report.compare(result)
+    assert set(result["comparison"]) == {"served"}
+    table = report.markdown_table(result)
+    assert "| served c=16" in table and "decode" not in table and "RSS" not in table
 
 
 def test_the_json_and_the_table_are_written_side_by_side(tmp_path: Path) -> None:
