@@ -7,8 +7,11 @@
 // The weight layout (made once at load by quant_matrix.cpp): rows in groups
 // of 16, columns in blocks of 32. Group g's block b is `block_bytes` bytes at
 // data + (g * blocks + b) * block_bytes:
-//   scales: for each of the block's 32 / group sub-blocks, 16 fp16 d (one
-//     per row), then 16 fp16 m; weight = d * u + m.
+//   scales: for each of the block's 32 / group sub-blocks, 16 d (one per
+//     row), then 16 m; weight = d * u + m. fp16 where that is exact (the
+//     32-weight types' scales are fp16 in the file), fp32 for the K types,
+//     whose sub-block scales are products of a 6- or 8-bit integer and an
+//     fp16 (scale_bytes 2 or 4).
 //   quants: the block's 8 chunks of 4 columns; in a chunk's 64 bytes, byte
 //     4 * r + e is u of row r, column 4 * chunk + e (what one VNNI dot of a
 //     broadcast 4-byte activation needs: 16 rows at once).
@@ -17,9 +20,11 @@
 //     bits 5: those 256 bytes, then 8 bytes per chunk holding bit 4 of each
 //       of its 64 values (bit 4 * r + e);
 //     bits 8: 8 vectors of 64 bytes, each byte u - 128 (a signed byte).
-// Activations are quantized per block of 32 to int8 (scale = max|x| / 127),
-// as llama.cpp quantizes them to Q8_0, with the sums of each 16 quants kept
-// for the m terms.
+// Activations are quantized per block of 32 to int16 (scale = max|x| /
+// 32767), with the sums of each 16 quants kept for the m terms: llama.cpp's
+// int8 activations (Q8_0) moved the default model's top token at 1.7 % of
+// positions against the float computation, int16 at far fewer (docs/performance.md).
+// The dot products are int16 pairs (vpdpwssd, vpmaddwd) into int32.
 #pragma once
 
 #include <cstdint>
@@ -34,16 +39,17 @@ struct QuantLayout {
   int64_t cols = 0;        // input features, a multiple of 32
   int64_t blocks = 0;      // cols / 32
   int64_t block_bytes = 0; // bytes of one group's block
+  int scale_bytes = 2;     // 2: fp16 d and m; 4: fp32
 };
 
 // Bytes of one 16-row, 32-column block in the layout.
-inline int64_t layout_block_bytes(int bits, int group) {
-  const int64_t scales = 64 * (32 / group);
+inline int64_t layout_block_bytes(int bits, int group, int scale_bytes) {
+  const int64_t scales = 32 * scale_bytes * (32 / group);
   return scales + (bits == 4 ? 256 : bits == 5 ? 320 : 512);
 }
 
 struct QuantizedRows {
-  const int8_t* q = nullptr;       // [num_rows, cols]
+  const int16_t* q = nullptr;      // [num_rows, cols]
   const float* scale = nullptr;    // [num_rows, cols / 32]
   const int32_t* sums = nullptr;   // [num_rows, cols / 16]: the sum of each 16 quants
   int64_t num_rows = 0;
@@ -62,8 +68,8 @@ void qgemm_avx2(const QuantLayout& w, const QuantizedRows& x, float* out, int64_
 void qgemm_avx512(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out, int64_t group_begin,
                   int64_t group_end);
 
-// x [num_rows, cols] float -> the int8 quants, scales and sums above (cols a multiple of 32).
-void quantize_rows_generic(const float* x, int64_t num_rows, int64_t cols, int8_t* q, float* scale, int32_t* sums);
-void quantize_rows_avx512(const float* x, int64_t num_rows, int64_t cols, int8_t* q, float* scale, int32_t* sums);
+// x [num_rows, cols] float -> the int16 quants, scales and sums above (cols a multiple of 32).
+void quantize_rows_generic(const float* x, int64_t num_rows, int64_t cols, int16_t* q, float* scale, int32_t* sums);
+void quantize_rows_avx512(const float* x, int64_t num_rows, int64_t cols, int16_t* q, float* scale, int32_t* sums);
 
 }  // namespace modelbench::quant

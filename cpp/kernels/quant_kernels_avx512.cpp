@@ -1,9 +1,11 @@
 // The AVX-512 kernels (compiled with AVX512F/BW/VL/DQ, VNNI, F16C; run only
-// where the CPU reports them): one vpdpbusd multiplies a chunk's 64 weight
-// bytes, 16 rows by 4 columns, by 4 activation bytes broadcast, and adds the
-// products into the 16 rows' int32 sums. A register tile of up to 4
-// activation rows shares each unpacked chunk; per sub-block the sums are
-// scaled (d * dx) and the m terms (m * dx * sum of the quants) added in fp32.
+// where the CPU reports them). A chunk's 64 weights, 16 rows by 4 columns,
+// widen to two vectors of int16 (rows 0-7, rows 8-15), each lane pair
+// holding one row's two columns; vpdpwssd multiplies them by the 4 int16
+// activations of those columns, broadcast, and adds each pair into an int32
+// lane. Per sub-block the pairs are folded into one sum per row, scaled
+// (d * dx) and the m terms (m * dx * sum of the quants) added in fp32. A
+// register tile of up to 4 activation rows shares each unpacked chunk.
 #include <immintrin.h>
 
 #include <cstring>
@@ -13,22 +15,26 @@
 namespace modelbench::quant {
 namespace {
 
-inline __m512 load_halves(const uint8_t* p) {
+// 16 scales, fp16 or fp32.
+template <bool F32>
+inline __m512 load_scales(const uint8_t* p) {
+  if constexpr (F32) return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-inline __m512i broadcast4(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
+inline __m512i broadcast4(const int16_t* p) {
+  int64_t v;
+  std::memcpy(&v, p, 8);
+  return _mm512_set1_epi64(v);
 }
 
-// Chunk c's 64 weights of a block, as unsigned bytes.
+// Chunk c's 64 weights of a block as int16, rows 0-7 in `lo`, rows 8-15 in
+// `hi`: u for bits 4 and 5, u - 128 for bits 8 (the caller adds 128 * d to m).
 template <int Bits>
-inline __m512i chunk_weights(const uint8_t* quants, int c) {
+inline void chunk_weights(const uint8_t* quants, int c, __m512i& lo, __m512i& hi) {
   if constexpr (Bits == 8) {
-    const __m512i v = _mm512_loadu_si512(quants + 64 * c);
-    return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+    lo = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants + 64 * c)));
+    hi = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants + 64 * c + 32)));
   } else {
     const __m512i v = _mm512_loadu_si512(quants + 64 * (c / 2));
     const __m512i low = _mm512_set1_epi8(0x0F);
@@ -38,38 +44,50 @@ inline __m512i chunk_weights(const uint8_t* quants, int c) {
       std::memcpy(&high, quants + 256 + 8 * c, 8);
       w = _mm512_or_si512(w, _mm512_maskz_set1_epi8(high, 0x10));
     }
-    return w;
+    lo = _mm512_cvtepu8_epi16(_mm512_castsi512_si256(w));
+    hi = _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(w, 1));
   }
 }
 
-template <int Bits, int Group, int R>
+template <int Bits, int Group, bool F32, int R>
 void tile(const QuantLayout& w, const QuantizedRows& x, int64_t i0, float* out, int64_t ld_out, int64_t g) {
   constexpr int kSubs = 32 / Group;
   constexpr int kChunks = Group / 4;  // chunks per sub-block
+  constexpr int kSubBytes = F32 ? 128 : 64;
+  // Lane pairs (2r, 2r + 1) of lo then hi -> rows 0 .. 15.
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   __m512 accf[R];
   for (int r = 0; r < R; ++r) accf[r] = _mm512_setzero_ps();
   const int64_t sums_per_row = x.cols / 16;
   for (int64_t b = 0; b < w.blocks; ++b) {
     const uint8_t* block = w.data + (g * w.blocks + b) * w.block_bytes;
-    const uint8_t* quants = block + 64 * kSubs;
+    const uint8_t* quants = block + kSubBytes * kSubs;
     if (b + 1 < w.blocks) _mm_prefetch(reinterpret_cast<const char*>(block + w.block_bytes + 256), _MM_HINT_T0);
     for (int s = 0; s < kSubs; ++s) {
-      __m512i acc[R];
-      for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+      __m512i acc_lo[R], acc_hi[R];
+      for (int r = 0; r < R; ++r) acc_lo[r] = acc_hi[r] = _mm512_setzero_si512();
 #pragma GCC unroll 8
       for (int k = 0; k < kChunks; ++k) {
         const int c = s * kChunks + k;
-        const __m512i wv = chunk_weights<Bits>(quants, c);
-        for (int r = 0; r < R; ++r)
-          acc[r] = _mm512_dpbusd_epi32(acc[r], wv, broadcast4(x.q + (i0 + r) * x.cols + 32 * b + 4 * c));
+        __m512i lo, hi;
+        chunk_weights<Bits>(quants, c, lo, hi);
+        for (int r = 0; r < R; ++r) {
+          const __m512i xv = broadcast4(x.q + (i0 + r) * x.cols + 32 * b + 4 * c);
+          acc_lo[r] = _mm512_dpwssd_epi32(acc_lo[r], lo, xv);
+          acc_hi[r] = _mm512_dpwssd_epi32(acc_hi[r], hi, xv);
+        }
       }
-      const __m512 d = load_halves(block + 64 * s);
-      const __m512 m = load_halves(block + 64 * s + 32);
+      const __m512 d = load_scales<F32>(block + kSubBytes * s);
+      __m512 m = load_scales<F32>(block + kSubBytes * s + kSubBytes / 2);
+      if constexpr (Bits == 8) m = _mm512_fmadd_ps(d, _mm512_set1_ps(128.0f), m);  // the signed bytes' offset
       for (int r = 0; r < R; ++r) {
+        const __m512i sum = _mm512_add_epi32(_mm512_permutex2var_epi32(acc_lo[r], even, acc_hi[r]),
+                                             _mm512_permutex2var_epi32(acc_lo[r], odd, acc_hi[r]));
         const float dx = x.scale[(i0 + r) * w.blocks + b];
         const int32_t* sums = x.sums + (i0 + r) * sums_per_row + 2 * b + s * (Group / 16);
         const int32_t xsum = Group == 32 ? sums[0] + sums[1] : sums[0];
-        accf[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r]), _mm512_mul_ps(d, _mm512_set1_ps(dx)), accf[r]);
+        accf[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(d, _mm512_set1_ps(dx)), accf[r]);
         accf[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(dx * static_cast<float>(xsum)), accf[r]);
       }
     }
@@ -79,16 +97,16 @@ void tile(const QuantLayout& w, const QuantizedRows& x, int64_t i0, float* out, 
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(out + (i0 + r) * ld_out + 16 * g, mask, accf[r]);
 }
 
-template <int Bits, int Group>
+template <int Bits, int Group, bool F32>
 void run(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out, int64_t group_begin,
          int64_t group_end) {
   for (int64_t g = group_begin; g < group_end; ++g) {
     int64_t i = 0;
-    for (; i + 4 <= x.num_rows; i += 4) tile<Bits, Group, 4>(w, x, i, out, ld_out, g);
+    for (; i + 4 <= x.num_rows; i += 4) tile<Bits, Group, F32, 4>(w, x, i, out, ld_out, g);
     switch (x.num_rows - i) {
-      case 3: tile<Bits, Group, 3>(w, x, i, out, ld_out, g); break;
-      case 2: tile<Bits, Group, 2>(w, x, i, out, ld_out, g); break;
-      case 1: tile<Bits, Group, 1>(w, x, i, out, ld_out, g); break;
+      case 3: tile<Bits, Group, F32, 3>(w, x, i, out, ld_out, g); break;
+      case 2: tile<Bits, Group, F32, 2>(w, x, i, out, ld_out, g); break;
+      case 1: tile<Bits, Group, F32, 1>(w, x, i, out, ld_out, g); break;
       default: break;
     }
   }
@@ -97,14 +115,19 @@ void run(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_ou
 }  // namespace
 
 void qgemm_avx512(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out, int64_t group_begin,
-                  int64_t group_end) {
-  if (w.bits == 4) return run<4, 32>(w, x, out, ld_out, group_begin, group_end);
-  if (w.bits == 5) return run<5, 32>(w, x, out, ld_out, group_begin, group_end);
-  if (w.group == 16) return run<8, 16>(w, x, out, ld_out, group_begin, group_end);
-  return run<8, 32>(w, x, out, ld_out, group_begin, group_end);
+             int64_t group_end) {
+  const bool f32 = w.scale_bytes == 4;
+  if (w.bits == 4)
+    return f32 ? run<4, 32, true>(w, x, out, ld_out, group_begin, group_end)
+               : run<4, 32, false>(w, x, out, ld_out, group_begin, group_end);
+  if (w.bits == 5)
+    return f32 ? run<5, 32, true>(w, x, out, ld_out, group_begin, group_end)
+               : run<5, 32, false>(w, x, out, ld_out, group_begin, group_end);
+  if (w.group == 16) return run<8, 16, true>(w, x, out, ld_out, group_begin, group_end);  // Q6_K
+  return run<8, 32, false>(w, x, out, ld_out, group_begin, group_end);                  // Q8_0
 }
 
-void quantize_rows_avx512(const float* x, int64_t num_rows, int64_t cols, int8_t* q, float* scale, int32_t* sums) {
+void quantize_rows_avx512(const float* x, int64_t num_rows, int64_t cols, int16_t* q, float* scale, int32_t* sums) {
   const __m512 sign = _mm512_set1_ps(-0.0f);
   for (int64_t i = 0; i < num_rows; ++i) {
     for (int64_t b = 0; b < cols / 32; ++b) {
@@ -112,14 +135,14 @@ void quantize_rows_avx512(const float* x, int64_t num_rows, int64_t cols, int8_t
       const __m512 lo = _mm512_loadu_ps(v);
       const __m512 hi = _mm512_loadu_ps(v + 16);
       const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, lo), _mm512_andnot_ps(sign, hi)));
-      const float d = amax / 127.0f;
+      const float d = amax / 32767.0f;
       const __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
       scale[i * (cols / 32) + b] = d;
       // vcvtps2dq rounds to nearest even, as nearbyint does in the portable kernel.
       const __m512i qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, id));
       const __m512i qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, id));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i * cols + 32 * b), _mm512_cvtsepi32_epi8(qlo));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i * cols + 32 * b + 16), _mm512_cvtsepi32_epi8(qhi));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i * cols + 32 * b), _mm512_cvtsepi32_epi16(qlo));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i * cols + 32 * b + 16), _mm512_cvtsepi32_epi16(qhi));
       sums[i * (cols / 16) + 2 * b] = _mm512_reduce_add_epi32(qlo);
       sums[i * (cols / 16) + 2 * b + 1] = _mm512_reduce_add_epi32(qhi);
     }

@@ -16,6 +16,13 @@ float half_at(const uint8_t* p) {
   return half_to_float(h);
 }
 
+float scale_at(const uint8_t* p, int r, int scale_bytes) {
+  if (scale_bytes == 2) return half_at(p + 2 * r);
+  float f;
+  std::memcpy(&f, p + 4 * r, 4);
+  return f;
+}
+
 // u of row r, column c (0..31) of a block's quants.
 int unpack(const uint8_t* quants, int bits, int r, int c) {
   const int chunk = c / 4;
@@ -35,10 +42,11 @@ void qgemm_generic(const QuantLayout& w, const QuantizedRows& x, float* out, int
   for (int64_t g = group_begin; g < group_end; ++g) {
     for (int64_t i = 0; i < x.num_rows; ++i) {
       float acc[16] = {};
-      const int8_t* xq = x.q + i * x.cols;
+      const int16_t* xq = x.q + i * x.cols;
       for (int64_t b = 0; b < w.blocks; ++b) {
         const uint8_t* block = w.data + (g * w.blocks + b) * w.block_bytes;
-        const uint8_t* quants = block + 64 * subs;
+        const int sub_bytes = 32 * w.scale_bytes;
+        const uint8_t* quants = block + sub_bytes * subs;
         const float dx = x.scale[i * w.blocks + b];
         for (int s = 0; s < subs; ++s) {
           int32_t xsum = 0;
@@ -46,8 +54,8 @@ void qgemm_generic(const QuantLayout& w, const QuantizedRows& x, float* out, int
           for (int r = 0; r < 16; ++r) {
             int32_t dot = 0;
             for (int c = s * w.group; c < (s + 1) * w.group; ++c) dot += unpack(quants, w.bits, r, c) * xq[32 * b + c];
-            const float d = half_at(block + 64 * s + 2 * r);
-            const float m = half_at(block + 64 * s + 32 + 2 * r);
+            const float d = scale_at(block + sub_bytes * s, r, w.scale_bytes);
+            const float m = scale_at(block + sub_bytes * s + 16 * w.scale_bytes, r, w.scale_bytes);
             acc[r] += d * dx * static_cast<float>(dot) + m * dx * static_cast<float>(xsum);
           }
         }
@@ -57,20 +65,20 @@ void qgemm_generic(const QuantLayout& w, const QuantizedRows& x, float* out, int
   }
 }
 
-void quantize_rows_generic(const float* x, int64_t num_rows, int64_t cols, int8_t* q, float* scale, int32_t* sums) {
+void quantize_rows_generic(const float* x, int64_t num_rows, int64_t cols, int16_t* q, float* scale, int32_t* sums) {
   for (int64_t i = 0; i < num_rows; ++i) {
     for (int64_t b = 0; b < cols / 32; ++b) {
       const float* v = x + i * cols + 32 * b;
       float amax = 0.0f;
       for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(v[j]));
-      const float d = amax / 127.0f;
+      const float d = amax / 32767.0f;
       const float id = d != 0.0f ? 1.0f / d : 0.0f;
       scale[i * (cols / 32) + b] = d;
-      int8_t* out = q + i * cols + 32 * b;
+      int16_t* out = q + i * cols + 32 * b;
       for (int h = 0; h < 2; ++h) {
         int32_t sum = 0;
         for (int j = 16 * h; j < 16 * h + 16; ++j) {
-          out[j] = static_cast<int8_t>(std::nearbyint(v[j] * id));
+          out[j] = static_cast<int16_t>(std::nearbyint(v[j] * id));
           sum += out[j];
         }
         sums[i * (cols / 16) + 2 * b + h] = sum;

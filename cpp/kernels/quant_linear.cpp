@@ -81,26 +81,19 @@ void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tens
               "quant_linear: out must be float32 [rows, >= ", column + w.rows, "] with unit column stride");
   const int64_t num_rows = x.size(0);
   if (num_rows == 0) return;
-  if (num_rows > kQuantKernelMaxRows) {
-    // Long prefills: the GEMM is compute-bound, so ATen's float GEMM over
-    // the weights dequantized for the call beats an integer kernel here.
-    RECORD_FUNCTION("modelbench::quant_dequant_gemm", std::vector<c10::IValue>());
-    out.narrow(1, column, w.rows).copy_(torch::matmul(x, dequantize(w).t()));
-    return;
-  }
   RECORD_FUNCTION("modelbench::quant_linear", std::vector<c10::IValue>());
   const torch::Tensor xc = x.contiguous();
-  torch::Tensor q = torch::empty({num_rows, w.cols}, torch::kInt8);
+  torch::Tensor q = torch::empty({num_rows, w.cols}, torch::kInt16);
   torch::Tensor scale = torch::empty({num_rows, w.cols / 32}, torch::kFloat32);
   torch::Tensor sums = torch::empty({num_rows, w.cols / 16}, torch::kInt32);
   if (isa == QuantIsa::avx512)
-    quant::quantize_rows_avx512(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int8_t>(),
+    quant::quantize_rows_avx512(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int16_t>(),
                                 scale.data_ptr<float>(), sums.data_ptr<int32_t>());
   else
-    quant::quantize_rows_generic(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int8_t>(),
+    quant::quantize_rows_generic(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int16_t>(),
                                  scale.data_ptr<float>(), sums.data_ptr<int32_t>());
   quant::QuantizedRows rows;
-  rows.q = q.data_ptr<int8_t>();
+  rows.q = q.data_ptr<int16_t>();
   rows.scale = scale.data_ptr<float>();
   rows.sums = sums.data_ptr<int32_t>();
   rows.num_rows = num_rows;

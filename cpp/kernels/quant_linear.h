@@ -1,9 +1,10 @@
 // y = x @ w^T over a QuantMatrix, choosing the kernel at run time: AVX-512
 // (with VNNI), AVX2 (with FMA and F16C) or portable, whichever is the best
 // the CPU has, unless MODELBENCH_ISA (generic | avx2 | avx512) asks for
-// one. Batches of up to kQuantKernelMaxRows rows (decode steps) quantize x
-// to int8 blocks and run the integer kernel; longer ones (prefill) turn the
-// weights back to float32 for the call and run ATen's GEMM over them.
+// one. Every batch, a decode step's few rows or a prefill's hundreds, runs
+// the integer kernel over x quantized to int8 blocks row by row, so a row's
+// result never depends on the other rows of the step (greedy output is the
+// same alone or in any batch).
 #pragma once
 
 #include <torch/torch.h>
@@ -24,8 +25,6 @@ bool quant_isa_supported(QuantIsa isa);
 QuantIsa active_quant_isa();
 std::string quant_isa_name(QuantIsa isa);
 QuantIsa quant_isa_from_name(const std::string& name);
-
-constexpr int64_t kQuantKernelMaxRows = 64;
 
 // x: [num_rows, cols] float32 CPU. out: [num_rows, >= column + w.rows]
 // float32; columns [column, column + w.rows) are written (so the parts of a

@@ -16,7 +16,11 @@ namespace {
 using quant::block_info;
 using quant::BlockInfo;
 
-void put_half(uint8_t* p, float value, const std::string& name) {
+void put_scale(uint8_t* p, float value, int scale_bytes, const std::string& name) {
+  if (scale_bytes == 4) {
+    std::memcpy(p, &value, 4);
+    return;
+  }
   if (!std::isfinite(value) || std::fabs(value) > 65504.0f)
     throw InvalidArgument("tensor '" + name + "' has a block scale of " + std::to_string(value) +
                               ", outside float16's range; it cannot be kept quantized (load it with dtype "
@@ -26,7 +30,12 @@ void put_half(uint8_t* p, float value, const std::string& name) {
   std::memcpy(p, &h, 2);
 }
 
-float get_half(const uint8_t* p) {
+float get_scale(const uint8_t* p, int scale_bytes) {
+  if (scale_bytes == 4) {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+  }
   uint16_t h;
   std::memcpy(&h, p, 2);
   return quant::half_to_float(h);
@@ -41,11 +50,12 @@ void scatter_row(const QuantMatrix& w, uint8_t* data, int64_t r, const uint8_t* 
   const int rr = static_cast<int>(r % 16);
   for (int64_t b = 0; b < layout.blocks; ++b) {
     uint8_t* block = data + (g * layout.blocks + b) * layout.block_bytes;
+    const int sb = w.scale_bytes;
     for (int s = 0; s < subs; ++s) {
-      put_half(block + 64 * s + 2 * rr, d[b * subs + s], name);
-      put_half(block + 64 * s + 32 + 2 * rr, m[b * subs + s], name);
+      put_scale(block + 32 * sb * s + sb * rr, d[b * subs + s], sb, name);
+      put_scale(block + 32 * sb * s + 16 * sb + sb * rr, m[b * subs + s], sb, name);
     }
-    uint8_t* q = block + 64 * subs;
+    uint8_t* q = block + 32 * sb * subs;
     for (int c = 0; c < 32; ++c) {
       const uint8_t value = u[32 * b + c];
       const int chunk = c / 4;
@@ -68,7 +78,8 @@ void gather_row(const QuantMatrix& w, int64_t r, float* out) {
   const int rr = static_cast<int>(r % 16);
   for (int64_t b = 0; b < layout.blocks; ++b) {
     const uint8_t* block = layout.data + (g * layout.blocks + b) * layout.block_bytes;
-    const uint8_t* q = block + 64 * subs;
+    const int sb = w.scale_bytes;
+    const uint8_t* q = block + 32 * sb * subs;
     for (int c = 0; c < 32; ++c) {
       const int s = c / w.group;
       const int chunk = c / 4;
@@ -81,7 +92,8 @@ void gather_row(const QuantMatrix& w, int64_t r, float* out) {
         u = chunk % 2 == 0 ? byte & 0x0F : byte >> 4;
         if (w.bits == 5) u |= ((q[256 + 8 * chunk + lane / 8] >> (lane % 8)) & 1) << 4;
       }
-      out[32 * b + c] = get_half(block + 64 * s + 2 * rr) * static_cast<float>(u) + get_half(block + 64 * s + 32 + 2 * rr);
+      out[32 * b + c] = get_scale(block + 32 * sb * s + sb * rr, sb) * static_cast<float>(u) +
+                        get_scale(block + 32 * sb * s + 16 * sb + sb * rr, sb);
     }
   }
 }
@@ -96,7 +108,8 @@ quant::QuantLayout QuantMatrix::layout() const {
   l.rows = rows;
   l.cols = cols;
   l.blocks = cols / 32;
-  l.block_bytes = quant::layout_block_bytes(bits, group);
+  l.scale_bytes = scale_bytes;
+  l.block_bytes = quant::layout_block_bytes(bits, group, scale_bytes);
   return l;
 }
 
@@ -120,6 +133,7 @@ QuantMatrix repack_ggml(const torch::Tensor& raw, int ggml_type, int64_t cols, c
   w.ggml_type = ggml_type;
   w.bits = info.bits;
   w.group = info.group;
+  w.scale_bytes = info.scale_bytes;
   w.rows = raw.size(0);
   w.cols = cols;
   const quant::QuantLayout layout = w.layout();
@@ -167,7 +181,8 @@ QuantMatrix quantize_matrix(const torch::Tensor& weight, int ggml_type) {
 bool can_stack(const std::vector<QuantMatrix>& parts) {
   if (parts.empty()) return false;
   for (const QuantMatrix& p : parts)
-    if (p.bits != parts[0].bits || p.group != parts[0].group || p.cols != parts[0].cols || p.rows % 16 != 0)
+    if (p.bits != parts[0].bits || p.group != parts[0].group || p.scale_bytes != parts[0].scale_bytes ||
+        p.cols != parts[0].cols || p.rows % 16 != 0)
       return false;
   return true;
 }

@@ -1,7 +1,9 @@
 // A weight matrix kept quantized: GGUF blocks repacked once at load into
-// the layout the kernels read (quant_kernels.h), the same number of bits per
-// weight as the file's blocks (plus 1 for Q4_0 and Q5_0, whose m is implied;
-// Q6_K's 6-bit values are widened to bytes), and no float copy. Also a float
+// the layout the kernels read (quant_kernels.h), and no float copy. Bits
+// per weight against the file's: Q4_1, Q5_1 the same; Q4_0, Q5_0 +0.5 (m is
+// stored); Q8_0 +0.5; the K types keep their scales exact in fp32 per
+// sub-block (Q4_K 6 against 4.5, Q5_K 7 against 5.5, Q6_K, widened to
+// bytes, 12 against 6.6). Also a float
 // matrix quantized at load (Q8_0 or Q4_0, as ggml quantizes), and the ways
 // back to float: the whole matrix (for prefill GEMMs and for parity work) or
 // some rows (an embedding lookup).
@@ -22,6 +24,7 @@ struct QuantMatrix {
   int ggml_type = 0;   // the type it came from
   int bits = 4;
   int group = 32;
+  int scale_bytes = 2;  // d and m: fp16 (2) or fp32 (4)
   int64_t rows = 0;
   int64_t cols = 0;
 

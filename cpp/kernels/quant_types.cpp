@@ -111,6 +111,14 @@ std::string type_name(int id) {
     case GgmlType::Q5_K: return "Q5_K";
     case GgmlType::Q6_K: return "Q6_K";
   }
+  // ggml's other types: named in errors, never run.
+  static const char* const others[] = {"Q4_2", "Q4_3", nullptr, nullptr, nullptr, "Q8_1", "Q2_K", "Q3_K",
+                                       nullptr, nullptr, nullptr, "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS",
+                                       "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64",
+                                       "F64", "IQ1_M"};
+  if (id >= 4 && id < 30 && others[id - 4] != nullptr) return others[id - 4];
+  if (id == 34) return "TQ1_0";
+  if (id == 35) return "TQ2_0";
   return "type " + std::to_string(id);
 }
 
@@ -118,14 +126,14 @@ std::string supported_type_names() { return "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
 
 BlockInfo block_info(int id) {
   switch (static_cast<GgmlType>(id)) {
-    case GgmlType::Q4_0: return {32, 18, 4, 32};
-    case GgmlType::Q4_1: return {32, 20, 4, 32};
-    case GgmlType::Q5_0: return {32, 22, 5, 32};
-    case GgmlType::Q5_1: return {32, 24, 5, 32};
-    case GgmlType::Q8_0: return {32, 34, 8, 32};
-    case GgmlType::Q4_K: return {256, 144, 4, 32};
-    case GgmlType::Q5_K: return {256, 176, 5, 32};
-    case GgmlType::Q6_K: return {256, 210, 8, 16};
+    case GgmlType::Q4_0: return {32, 18, 4, 32, 2};
+    case GgmlType::Q4_1: return {32, 20, 4, 32, 2};
+    case GgmlType::Q5_0: return {32, 22, 5, 32, 2};
+    case GgmlType::Q5_1: return {32, 24, 5, 32, 2};
+    case GgmlType::Q8_0: return {32, 34, 8, 32, 2};
+    case GgmlType::Q4_K: return {256, 144, 4, 32, 4};
+    case GgmlType::Q5_K: return {256, 176, 5, 32, 4};
+    case GgmlType::Q6_K: return {256, 210, 8, 16, 4};
     default:
       throw InvalidArgument("GGUF type " + type_name(id) + " is not a quantized block type; the block types are " +
                                 "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K",

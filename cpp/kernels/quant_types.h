@@ -40,6 +40,7 @@ struct BlockInfo {
   int64_t block_bytes;    // bytes per block
   int bits;               // bits of u in the kernels' layout: 4, 5 or 8
   int group;              // weights per (d, m) pair in the kernels' layout: 32, or 16 (Q6_K)
+  int scale_bytes;        // d and m in the layout: 2 (fp16, exact for the 32-weight types) or 4 (fp32: K types)
 };
 
 // Throws InvalidArgument for a type that is not a block type.

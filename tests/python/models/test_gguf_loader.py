@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gguf
 import pytest
+from gguf.quants import dequantize
 import regex
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -17,6 +18,7 @@ from modelbench.models import Checkpoint, IncrementalDetokenizer, Tokenizer, loa
 from modelbench.models.gguf_loader import unpermute_qk
 
 from ..tiny_models import load_reference_model
+from .gguf_quants import quantize
 
 TinyPath = Callable[[str], Path]
 
@@ -55,10 +57,17 @@ def gguf_name(hf_name: str) -> str:
 
 
 def write_tiny_gguf(
-    folder: Path, out: Path, sampling: dict[str, float] | None = None
+    folder: Path,
+    out: Path,
+    sampling: dict[str, float] | None = None,
+    matrix_type: str = "F16",
+    embedding_type: str | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Convert a tiny HF folder to GGUF (F16 matrices, F32 vectors); returns
-    the HF state. ``sampling`` adds ``general.sampling.<key>`` metadata."""
+    """Convert a tiny HF folder to GGUF (matrices in ``matrix_type``: F16, or
+    a block type made by ``gguf_quants.quantize``; F32 vectors); returns the
+    HF state as the file holds it (dequantized); ``embedding_type``, if
+    given, is the token embedding's and the head's type. ``sampling`` adds
+    ``general.sampling.<key>`` metadata."""
     config = json.loads((folder / "config.json").read_text())
     arch = config["model_type"]
     state = load_reference_model(folder).state_dict()
@@ -95,13 +104,28 @@ def write_tiny_gguf(
 
     expected = {}
     for name, tensor in state.items():
-        if tensor.ndim == 2:
+        type_name = (
+            embedding_type
+            if name.startswith(("model.embed_tokens", "lm_head")) and embedding_type
+            else matrix_type
+        )
+        if tensor.ndim == 2 and type_name == "F16":
             tensor = tensor.half()
         expected[name] = tensor.float()
         if arch == "llama" and name.endswith("q_proj.weight"):
             tensor = converter_permute(tensor, config["num_attention_heads"])
         elif arch == "llama" and name.endswith("k_proj.weight"):
             tensor = converter_permute(tensor, config["num_key_value_heads"])
+        if tensor.ndim == 2 and type_name != "F16":
+            qtype = gguf.GGMLQuantizationType[type_name]
+            raw = quantize(tensor.float().numpy(), type_name)
+            writer.add_tensor(gguf_name(name), raw, raw_dtype=qtype)
+            stored = torch.from_numpy(dequantize(raw, qtype).reshape(tensor.shape).copy())
+            if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+                heads = "num_attention_heads" if "q_proj" in name else "num_key_value_heads"
+                stored = unpermute_qk(stored, config[heads])
+            expected[name] = stored
+            continue
         writer.add_tensor(gguf_name(name), tensor.numpy())
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
