@@ -8,9 +8,9 @@ from pathlib import Path
 
 import gguf
 import pytest
-from gguf.quants import dequantize
 import regex
 import torch
+from gguf.quants import dequantize
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.initialization import no_init_weights
 
