@@ -1,17 +1,21 @@
 """How close a decode step is to what this machine allows.
 
-Measured in one run, on the default model (or --model) in its dtype:
+Measured in one run, on the default model (or --model) in its dtype
+("auto", the default: a GGUF file's quantized matrices kept quantized):
   - memory bandwidth: a STREAM-style copy of a large float32 array
     (bytes read + bytes written per second); a read-only sum for reference;
   - matmul peak: the best FLOP/s of float32 GEMMs measured here, ATen's
     (MKL) on a large square product and on decode shapes, and modelbench's
-    own packed kernel on many rows (the highest is the peak: a stricter
-    bound than any one of them);
+    own packed kernel on many rows, and for a quantized model the quantized
+    kernel on many rows (the highest is the peak: a stricter bound than any
+    one of them);
   - the engine's decode step time at batch 1 and at batch 32 with a context
     of 512 tokens (steps after every prefill is done, median over the run).
 
 The bound of a step is max(bytes it must read / bandwidth, FLOPs / peak):
-every weight once, each sequence's K and V for its whole context, and 2 FLOPs
+every weight once (a quantized matrix: the bytes its blocks take in the
+kernels' layout, what the kernel really reads), each sequence's K and V for
+its whole context, and 2 FLOPs
 per weight per sequence plus attention's. Prints JSON (and writes it with
 --out) with each step's time over its bound. Never asserts on time.
 
@@ -45,6 +49,13 @@ def stream_copy_bandwidth(num_bytes: int = 512 * 1024 * 1024, repeats: int = 5) 
         dst.copy_(src)
         best = min(best, time.perf_counter() - started)
     return 2 * num_bytes / best
+
+
+def cpu_model() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def best_time(fn, repeats: int) -> float:
@@ -96,6 +107,50 @@ def packed_kernel_flops(
     return 2 * m * k * n / best_time(lambda: _core.testing.packed_linear(x, packed, n), repeats)
 
 
+def quant_kernel_flops(m: int, k: int, n: int, type_id: int, repeats: int = 5) -> float:
+    """FLOP/s of modelbench's quantized kernel on a [n, k] matrix of ggml type
+    `type_id`, x [m, k]."""
+    from modelbench import _core
+
+    w = _core.testing.quantize_matrix(torch.randn(n, k), 8)
+    if type_id != 8:  # any type: repack random blocks made by the Q4_0 quantizer's sizes
+        w = _core.testing.quantize_matrix(torch.randn(n, k), 2)
+    x = torch.randn(m, k)
+    return 2 * m * k * n / best_time(lambda: _core.testing.quant_linear(x, w), repeats)
+
+
+def weight_bytes_read(llm: LLM) -> tuple[int, dict[str, int]]:
+    """Bytes a decode step reads for the weights of a quantized model: each
+    matrix's blocks in the kernels' layout (quant_kernels.h), the tied head
+    once; and how many matrices of each ggml type there are."""
+    from modelbench import _core
+    from modelbench.models import load_checkpoint
+
+    checkpoint = load_checkpoint(llm.model_source, keep_quantized=True)
+    spec = llm.runner.spec
+    total, types = 0, {}
+    for name, tensor in checkpoint.weights.items():
+        if tensor.dim() != 2:
+            continue
+        if name in checkpoint.quant_types:
+            w = _core.testing.repack_ggml(tensor, checkpoint.quant_types[name], tensor_cols(name, spec))
+            total += w.nbytes
+            key = str(w.ggml_type)
+        else:
+            total += tensor.numel() * 4
+            key = "float32"
+        types[key] = types.get(key, 0) + 1
+    return total, types
+
+
+def tensor_cols(name: str, spec) -> int:
+    if "down_proj" in name:
+        return spec.intermediate_size
+    if "o_proj" in name:
+        return spec.num_heads * spec.head_dim
+    return spec.hidden_size
+
+
 def decode_step_times(llm: LLM, batch: int, context: int, steps: int, seed: int) -> list[float]:
     """Times of the engine's pure decode steps for `batch` sequences at `context` tokens."""
     rng = random.Random(seed)
@@ -130,9 +185,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument(
         "--dtype",
-        default="float32",
-        choices=["float32", "bfloat16"],
-        help="the model's dtype; the bound counts its bytes and its matmul peak",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="the model's dtype (auto: float32 with a GGUF file's quantized matrices kept "
+        "quantized); the bound counts its bytes and its matmul peak",
     )
     parser.add_argument(
         "--kv-cache-dtype",
@@ -159,8 +215,12 @@ def main() -> None:
     num_weights = (
         layers * per_layer + spec.vocab_size * hidden
     )  # the head (tied or not) is read once
-    dtype = getattr(torch, llm.args.dtype)
+    dtype = getattr(torch, llm.args.resolved_dtype())
     bytes_per = torch.tensor([], dtype=dtype).element_size()
+    quantized = llm.args.keeps_quantized() and str(llm.model_source).endswith(".gguf")
+    weight_bytes, weight_types = (
+        weight_bytes_read(llm) if quantized else (num_weights * bytes_per, {})
+    )
     kv_bytes_per = torch.tensor([], dtype=getattr(torch, llm.runner.kv_cache_dtype)).element_size()
     # The matmul peak in the model's dtype.
     peaks = {
@@ -172,6 +232,10 @@ def main() -> None:
             2048, hidden, 2 * spec.intermediate_size, dtype=dtype
         ),
     }
+    if quantized:
+        peaks[f"quant_q4_0_2048x{hidden}x{2 * spec.intermediate_size}"] = quant_kernel_flops(
+            2048, hidden, 2 * spec.intermediate_size, 2
+        )
     peak = max(peaks.values())
 
     result = {
@@ -180,6 +244,11 @@ def main() -> None:
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
         "dtype": llm.args.dtype,
+        "quantized": quantized,
+        "weight_bytes_mb": weight_bytes / 1e6,
+        "weight_matrices_by_ggml_type": weight_types,
+        "quant_kernels": __import__("modelbench")._core.testing.active_quant_isa(),
+        "cpu_model": cpu_model(),
         "kv_cache_dtype": llm.runner.kv_cache_dtype,
         "stream_copy_gb_s": bandwidth / 1e9,
         "read_gb_s": read_bandwidth() / 1e9,
@@ -190,7 +259,6 @@ def main() -> None:
     for batch in (1, args.batch):
         times = decode_step_times(llm, batch, args.context, args.steps, seed=batch)
         kv_bytes = batch * args.context * layers * 2 * kv_dim * kv_bytes_per
-        weight_bytes = num_weights * bytes_per
         flops = 2 * num_weights * batch + 4 * batch * args.context * q_dim * layers
         bound = max((weight_bytes + kv_bytes) / bandwidth, flops / peak)
         median = statistics.median(times)
