@@ -107,14 +107,12 @@ def packed_kernel_flops(
     return 2 * m * k * n / best_time(lambda: _core.testing.packed_linear(x, packed, n), repeats)
 
 
-def quant_kernel_flops(m: int, k: int, n: int, type_id: int, repeats: int = 5) -> float:
-    """FLOP/s of modelbench's quantized kernel on a [n, k] matrix of ggml type
-    `type_id`, x [m, k]."""
+def quant_kernel_flops(m: int, k: int, n: int, repeats: int = 5) -> float:
+    """FLOP/s of modelbench's quantized kernel on a [n, k] Q4_0 matrix, x [m, k]
+    (every block type runs the same integer dot products)."""
     from modelbench import _core
 
-    w = _core.testing.quantize_matrix(torch.randn(n, k), 8)
-    if type_id != 8:  # any type: repack random blocks made by the Q4_0 quantizer's sizes
-        w = _core.testing.quantize_matrix(torch.randn(n, k), 2)
+    w = _core.testing.quantize_matrix(torch.randn(n, k), 2)  # ggml type 2: Q4_0
     x = torch.randn(m, k)
     return 2 * m * k * n / best_time(lambda: _core.testing.quant_linear(x, w), repeats)
 
@@ -133,7 +131,9 @@ def weight_bytes_read(llm: LLM) -> tuple[int, dict[str, int]]:
         if tensor.dim() != 2:
             continue
         if name in checkpoint.quant_types:
-            w = _core.testing.repack_ggml(tensor, checkpoint.quant_types[name], tensor_cols(name, spec))
+            w = _core.testing.repack_ggml(
+                tensor, checkpoint.quant_types[name], tensor_cols(name, spec)
+            )
             total += w.nbytes
             key = str(w.ggml_type)
         else:
@@ -234,7 +234,7 @@ def main() -> None:
     }
     if quantized:
         peaks[f"quant_q4_0_2048x{hidden}x{2 * spec.intermediate_size}"] = quant_kernel_flops(
-            2048, hidden, 2 * spec.intermediate_size, 2
+            2048, hidden, 2 * spec.intermediate_size
         )
     peak = max(peaks.values())
 
