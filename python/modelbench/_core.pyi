@@ -505,9 +505,11 @@ class TransformerRunner(ModelRunner):
         dtype: str = "float32",
         device: str = "cpu",
         kv_cache_dtype: str = "auto",
+        quant_types: collections.abc.Mapping[str, typing.SupportsInt] = {},
+        quantization: str = "none",
     ) -> None:
         """
-        weights: Hugging Face name -> tensor. kv_cache_dtype: 'auto' (the model's dtype), or 'bfloat16' for a float32 model. Raises ValueError naming a missing or misshapen tensor, or a bad dtype.
+        weights: Hugging Face name -> tensor. kv_cache_dtype: 'auto' (the model's dtype), or 'bfloat16' for a float32 model. quant_types: name -> ggml type id for weights given as uint8 [rows, row_bytes] GGUF blocks, kept quantized. quantization: 'none', 'q8_0' or 'q4_0' quantizes float linear weights at load. Raises ValueError naming a missing or misshapen tensor, or a bad dtype.
         """
     @property
     def device(self) -> str: ...
@@ -683,6 +685,80 @@ class testing:
         """
         The CPU float32 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features], with the weight from pack_linear_weight.
         """
+    class QuantMatrix:
+        """
+        A weight matrix kept quantized, in the kernels' layout (cpp/kernels/quant_kernels.h).
+        """
+        @property
+        def rows(self) -> int: ...
+        @property
+        def cols(self) -> int: ...
+        @property
+        def bits(self) -> int: ...
+        @property
+        def group(self) -> int: ...
+        @property
+        def ggml_type(self) -> int: ...
+        @property
+        def nbytes(self) -> int:
+            """
+            bytes the layout takes in memory
+            """
+
+    @staticmethod
+    def repack_ggml(
+        raw: torch.Tensor,
+        ggml_type: typing.SupportsInt,
+        cols: typing.SupportsInt,
+        name: str = "weight",
+    ) -> testing.QuantMatrix:
+        """
+        raw: uint8 [rows, row_bytes] GGUF blocks of ggml_type -> QuantMatrix. ValueError names the tensor for an unsupported type or a bad size.
+        """
+    @staticmethod
+    def quantize_matrix(weight: torch.Tensor, ggml_type: typing.SupportsInt) -> testing.QuantMatrix:
+        """
+        weight [rows, cols] float -> QuantMatrix of Q8_0 (8) or Q4_0 (2) blocks, as ggml quantizes.
+        """
+    @staticmethod
+    def dequantize(w: testing.QuantMatrix) -> torch.Tensor:
+        """
+        QuantMatrix -> [rows, cols] float32.
+        """
+    @staticmethod
+    def dequantize_rows(w: testing.QuantMatrix, ids: torch.Tensor) -> torch.Tensor:
+        """
+        Rows ids of the QuantMatrix as float32 [n, cols].
+        """
+    @staticmethod
+    def dequantize_ggml(
+        raw: torch.Tensor, ggml_type: typing.SupportsInt, cols: typing.SupportsInt
+    ) -> torch.Tensor:
+        """
+        GGUF blocks [rows, row_bytes] -> float32 [rows, cols], decoded straight from the file's bytes.
+        """
+    @staticmethod
+    def quantize_ggml(weight: torch.Tensor, ggml_type: typing.SupportsInt) -> torch.Tensor:
+        """
+        float [rows, cols] -> GGUF Q8_0 (8) or Q4_0 (2) blocks, uint8 [rows, row_bytes].
+        """
+    @staticmethod
+    def quant_linear(x: torch.Tensor, w: testing.QuantMatrix, isa: str = "") -> torch.Tensor:
+        """
+        x [M, cols] float32 @ w^T -> [M, rows] with the kernel set isa (generic | avx2 | avx512; '' for the active one). ValueError when this CPU cannot run it.
+        """
+    @staticmethod
+    def quant_isa_supported(isa: str) -> bool:
+        """
+        Whether this CPU runs the kernel set isa.
+        """
+    @staticmethod
+    def active_quant_isa() -> str:
+        """
+        The quantized kernels in use: MODELBENCH_ISA, or the best this CPU runs.
+        """
+    @staticmethod
+    def best_quant_isa() -> str: ...
     @staticmethod
     def bf16_linear_supported() -> bool:
         """
