@@ -15,6 +15,7 @@ from pathlib import Path
 from modelbench.config import ModelConfig
 from modelbench.engine.sampling_params import SamplingParams
 from modelbench.models.checkpoint import CheckpointError
+from modelbench.models.default_model import default_model_path
 from modelbench.models.footprint import count_parameters
 from modelbench.models.generation_defaults import from_generation_config, read_generation_config
 from modelbench.server.errors import APIError
@@ -103,9 +104,10 @@ def check_sampling_defaults(config: ModelConfig) -> None:
 class MemoryEstimate:
     """What a load would take, in bytes: ``LOAD_PEAK_FACTOR`` times the
     weights (parameters, counted from the files' headers, times the bytes of
-    the load dtype) plus the KV cache budget (its bytes, or its fraction of
-    the memory available now), against the memory available now
-    (MemAvailable, which already counts the versions loaded)."""
+    the load dtype; a GGUF file kept quantized, its size) plus the KV cache
+    budget (its bytes, or its fraction of the memory available now), against
+    the memory available now (MemAvailable, which already counts the versions
+    loaded)."""
 
     num_parameters: int
     weights_bytes: int
@@ -142,9 +144,15 @@ def estimate_memory(config: ModelConfig) -> MemoryEstimate:
             param="path",
             code=MODEL_LOAD_FAILED,
         ) from exc
+    path = Path(config.path) if config.path else default_model_path()
+    if args.keeps_quantized() and path.suffix == ".gguf":
+        # Its blocks stay quantized (and its float tensors are few): about the file.
+        weights_bytes = path.stat().st_size
+    else:
+        weights_bytes = num_parameters * _DTYPE_BYTES[args.resolved_dtype()]
     return MemoryEstimate(
         num_parameters=num_parameters,
-        weights_bytes=num_parameters * _DTYPE_BYTES[config.dtype],
+        weights_bytes=weights_bytes,
         kv_cache_bytes=args.kv_cache_bytes(),
         available_bytes=args.available_memory(),
     )
