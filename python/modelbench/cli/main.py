@@ -69,6 +69,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> None:
+    from modelbench.server.openmp import run_with_bounded_spin
+
+    if args.command == "serve":
+        run_with_bounded_spin()  # may re-execute the process: before anything else
     from modelbench.server.app import create_app
     from modelbench.server.uvicorn_runner import serve as run_server
 

@@ -7,19 +7,71 @@
 The C++ loop thread steps with the GIL released. When it queues outputs it
 calls a notifier, which schedules a drain on the event loop
 (``call_soon_threadsafe``): outputs reach waiting coroutines without polling.
+
+Embeddings are computed on a thread of their own that ends with them
+(``run_on_own_thread``), never on a pooled worker thread: see that function
+for why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar
 
 from modelbench import _core
 from modelbench.engine.embedding import EmbeddedBatch, EmbedInput, embed
 from modelbench.engine.engine_args import EngineArgs, build_engine
 from modelbench.engine.outputs import RequestOutput, RequestState
 from modelbench.engine.sampling_params import SamplingParams
+
+T = TypeVar("T")
+
+
+async def run_on_own_thread(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a new thread that ends when it returns, awaited without
+    blocking the event loop (``asyncio.to_thread`` runs it on a pooled thread
+    that lives on instead).
+
+    For torch work beside a running engine. libgomp, torch's OpenMP runtime,
+    keeps a pool of worker threads for every thread that has run a parallel
+    region, until that thread ends; and once the process holds more pool
+    threads than there are CPUs, every OpenMP wait spins only about 100
+    times before it sleeps in the kernel. A decode step is a few hundred
+    short parallel regions, so the engine's threads are then put to sleep
+    and woken again around 150 times a step, which doubled the time of a
+    batch-1 step on 2 cores (server/openmp.py; docs/performance.md, "Serving
+    overhead at batch 1"). Work that ends its thread gives its pool back.
+
+    If the caller is cancelled, ``fn`` still runs to the end; its result is
+    dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # the caller was cancelled
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+    name = f"modelbench-{getattr(fn, '__name__', 'work')}"
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
 
 
 class AsyncEngine:
@@ -128,9 +180,9 @@ class AsyncEngine:
             self._queues.pop(request_id, None)
 
     async def embed(self, inputs: EmbedInput) -> EmbeddedBatch:
-        """Embeddings of the inputs (see modelbench.engine.embedding), computed in a
-        worker thread beside the engine's steps: the event loop never waits."""
-        return await asyncio.to_thread(embed, self.runner, self.tokenizer, inputs)
+        """Embeddings of the inputs (see modelbench.engine.embedding), computed on a
+        thread of their own beside the engine's steps: the event loop never waits."""
+        return await run_on_own_thread(embed, self.runner, self.tokenizer, inputs)
 
     async def abort(self, request_id: str) -> bool:
         """End a request; False when it is not running."""

@@ -21,7 +21,8 @@ admin loads at run time (``begin_load``) build their engine in a background
 task, one load at a time: a second load while one is in progress is refused
 (409), so loads queue nowhere and never hold more than one model's weights
 in flight. Serving goes on meanwhile, on the event loop, while the load
-runs in a worker thread.
+runs in a worker thread: one that ends with the load when libgomp's spin is
+bounded (server/openmp.py says why).
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from modelbench.config import ModelConfig, RoutingPolicy
-from modelbench.engine.async_engine import AsyncEngine
+from modelbench.engine.async_engine import AsyncEngine, run_on_own_thread
 from modelbench.gateway.service import Gateway
 from modelbench.gateway.upstream import UpstreamPool
 from modelbench.server.errors import APIError
+from modelbench.server.openmp import spin_is_bounded
 
 logger = logging.getLogger("modelbench.server")
 
@@ -241,10 +243,16 @@ class ModelRegistry:
 
     async def start(self, handle: ModelHandle) -> ModelHandle:
         """Build an added version's engine off the event loop. A failure
-        leaves the handle in state "failed" with the error, and re-raises."""
+        leaves the handle in state "failed" with the error, and re-raises.
+
+        With libgomp's spin bounded, the build runs on a thread that ends
+        with it, so that the engine's loop thread keeps the process's only
+        OpenMP pool (server/openmp.py); otherwise on a pooled thread, which
+        keeps every OpenMP wait short whatever the host's load."""
         config = handle.config
+        build = run_on_own_thread if spin_is_bounded() else asyncio.to_thread
         try:
-            engine = await asyncio.to_thread(AsyncEngine, config.engine_args())
+            engine = await build(AsyncEngine, config.engine_args())
         except Exception as exc:
             handle.state, handle.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             handle.finished_at = time.time()
