@@ -50,10 +50,17 @@ pip_install "${constraints[@]}" "${requirements[@]}"
 # Build against the installed torch (no build isolation): same ABI at run time.
 # MODELBENCH_BUILD_TESTS=1 (scripts/test.sh sets it) builds the Catch2 tests in
 # the same build tree, build/<wheel tag>, so nothing is compiled twice.
+# The extension is built once per x86-64 level and the best one the CPU runs
+# is loaded (python/modelbench/_core.py); MODELBENCH_CPU_VARIANTS (a CMake
+# list of avx512, avx2, generic, host; default all three) builds fewer, e.g.
+# MODELBENCH_CPU_VARIANTS=host, the best this machine runs, for a quicker build.
 build_options=()
 if [ "${MODELBENCH_BUILD_TESTS:-0}" = 1 ]; then
   build_options+=(-C cmake.define.MODELBENCH_BUILD_TESTS=ON)
 fi
-echo "[setup] building and installing modelbench (first build: about 6 minutes on 2 cores)"
+if [ -n "${MODELBENCH_CPU_VARIANTS:-}" ]; then
+  build_options+=(-C "cmake.define.MODELBENCH_CPU_VARIANTS=${MODELBENCH_CPU_VARIANTS}")
+fi
+echo "[setup] building and installing modelbench (first build: about 9 minutes on 2 cores)"
 pip_install --no-build-isolation --no-deps "${build_options[@]}" .
-"$PYTHON" -c "import modelbench._core; print('[setup] modelbench', modelbench.__version__, 'ready')"
+"$PYTHON" -c "import modelbench; from modelbench import _core; print('[setup] modelbench', modelbench.__version__, 'ready, CPU variant', _core.cpu_variant)"

@@ -1,4 +1,4 @@
-// The pybind11 module modelbench._core: type conversions and docstrings.
+// The pybind11 module modelbench._core (_core_<level>): type conversions and docstrings.
 // No logic lives here. Blocking calls release the GIL.
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
@@ -80,7 +80,12 @@ void bind_model(py::module_& m, py::module_& testing);
 void bind_sampler(py::module_& testing);
 void bind_quant(py::module_& testing);
 
-PYBIND11_MODULE(_core, m) {
+// One module per x86-64 level, _core_avx512, _core_avx2, _core_generic
+// (cpp/CMakeLists.txt names it); python/modelbench/_core.py imports one.
+#ifndef MODELBENCH_MODULE_NAME
+#error "MODELBENCH_MODULE_NAME (the module's name, _core_<level>) comes from cpp/CMakeLists.txt"
+#endif
+PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
   m.doc() = "modelbench's C++ engine core: paged KV cache, continuous-batching scheduler, engine loop.";
   // What only tests and benchmarks call: the kernels on their own, the
   // sampler and KV pool outside a runner, the runner's logit recording.

@@ -91,11 +91,14 @@ bool bf16_linear_supported() {
 }
 
 bool bf16_amx_supported() {
-#if defined(__AMX_BF16__)
-  return true;
-#else
-  return false;
-#endif
+  // A property of the CPU that runs, not of the code's level: oneDNN uses the
+  // tiles wherever they are, whatever this file was compiled for. libgcc's
+  // check includes the OS's support (XCR0's tile state).
+  static const bool supported = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16");
+  }();
+  return supported;
 }
 
 torch::Tensor pack_linear_weight_bf16(const torch::Tensor& weight) {

@@ -16,8 +16,8 @@ namespace modelbench {
 // Whether this build has the kernel (compiled with AVX512-BF16).
 bool bf16_linear_supported();
 
-// Whether the build targets a CPU with AMX-BF16 tiles (where ATen's bf16
-// matmul, through oneDNN, runs on them).
+// Whether this CPU has AMX-BF16 tiles (where ATen's bf16 matmul, through
+// oneDNN, runs on them); asked at run time.
 bool bf16_amx_supported();
 
 // weight: [out_features, in_features] bfloat16 CPU -> [ceil(out_features / 64),

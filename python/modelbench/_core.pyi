@@ -534,6 +534,9 @@ class TransformerRunner(ModelRunner):
     @property
     def spec(self) -> ModelSpec: ...
 
+# Set by _core.py, which loads the variant: "avx512", "avx2" or "generic".
+cpu_variant: str
+
 def available_host_memory_bytes() -> int:
     """
     Memory the OS reports as available (MemAvailable).
