@@ -17,6 +17,13 @@ statistics, and the served/in-process ratios. Prints JSON and writes it with
 --out. Never asserts on time.
 
     python benchmarks/served_vs_engine.py --num-prompts 32 --out results.json
+
+With --max-concurrency N it measures time per output token instead, N
+requests at a time, alternating in-process and served targets round by
+round (benchmarks/_served_latency.py):
+
+    python benchmarks/served_vs_engine.py --max-concurrency 1 --rounds 8 \
+        --baseline-python /tmp/before/python --out latency.json
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import time
 import httpx
 
 from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from _served_latency import run_latency, worker_main
 from modelbench import AsyncEngine, EngineArgs, SamplingParams
 
 
@@ -190,8 +198,31 @@ def main() -> None:
     parser.add_argument("--kv-cache-memory", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the JSON here too")
+    latency = parser.add_argument_group("time per output token (with --max-concurrency)")
+    latency.add_argument("--max-concurrency", type=int, help="requests in flight per target")
+    latency.add_argument("--input-len", type=int, default=256)
+    latency.add_argument("--output-len", type=int, default=128)
+    latency.add_argument("--rounds", type=int, default=8, help="rounds over all targets")
+    latency.add_argument(
+        "--baseline-python",
+        help="also serve from this python/ folder (another checkout's), as served_baseline",
+    )
+    latency.add_argument(
+        "--store-dir", default="/tmp/served_vs_engine", help="the servers' request logs"
+    )
+    latency.add_argument("--worker", choices=["llm", "async_engine"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.worker:
+        worker_main(args.worker, args)
+        return
+    if args.max_concurrency is not None:
+        if args.max_concurrency < 1 or args.rounds < 1 or args.output_len < 2:
+            parser.error("--max-concurrency and --rounds must be >= 1, --output-len >= 2")
+        result = asyncio.run(run_latency(args))
+        result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+        emit(result, args.out)
+        return
     engine = AsyncEngine(engine_args(args))
     requests = workload(args, engine.config.vocab_size)
     in_process = asyncio.run(run_in_process(engine, requests))
