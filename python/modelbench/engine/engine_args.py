@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from modelbench import _core
-from modelbench.engine.errors import InvalidParameter
+from modelbench.engine.errors import CONFLICTING_FIELDS, InvalidParameter
 from modelbench.engine.sampling_params import SamplingParams
 from modelbench.models.checkpoint import Checkpoint
 from modelbench.models.generation_defaults import (
@@ -96,6 +96,7 @@ class EngineArgs:
                     f"dtype 'auto' and device 'cpu' (got dtype {self.dtype!r}, device "
                     f"{self.device!r}), or quantization None",
                     "quantization",
+                    CONFLICTING_FIELDS,
                 )
         if self.kv_cache_dtype != "auto":
             if self.kv_cache_dtype not in _DTYPES:

@@ -124,12 +124,17 @@ def test_a_batch_priority_goes_to_each_request_that_sets_none(small_queue) -> No
     while httpx.get(f"{base}/v1/batch/{batch_id}", timeout=10).json()["status"] != "completed":
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    records = httpx.get(f"{base}/v1/requests", params={"limit": 50}, timeout=10).json()["data"]
-    priority_of = {
-        rec["prompt"]: rec["parameters"].get("priority")
-        for rec in records
-        if rec.get("prompt") in ("batch-own", "batch-default")
-    }
+    # The request log is written behind the responses: read it until both are there.
+    while True:
+        records = httpx.get(f"{base}/v1/requests", params={"limit": 50}, timeout=10).json()["data"]
+        priority_of = {
+            rec["prompt"]: rec["parameters"].get("priority")
+            for rec in records
+            if rec.get("prompt") in ("batch-own", "batch-default")
+        }
+        if len(priority_of) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert priority_of == {"batch-own": 3, "batch-default": 7}, records[:3]
     bad = httpx.post(
         base + "/v1/batch", json={"requests": requests, "priority": "high"}, timeout=30
