@@ -28,7 +28,7 @@ def compare(result: dict) -> dict:
             ratio = ours["tokens_per_s"] / theirs["tokens_per_s"]
             out[kind] = {"ratio": ratio, "target": target, "met": ratio >= target}
     served = result.get("served")
-    if served:
+    if served and "modelbench" in served and "llamacpp" in served:
         out["served"] = {}
         for level, ours in served["modelbench"].items():
             theirs = served["llamacpp"][level]
@@ -96,7 +96,7 @@ def markdown_table(result: dict) -> str:
                 f" | {_met(c['met'])} |"
             )
     served = result.get("served")
-    if served:
+    if "served" in comparison:
         for level, c in comparison["served"].items():
             ours, theirs = served["modelbench"][level], served["llamacpp"][level]
             lines += [
@@ -109,6 +109,8 @@ def markdown_table(result: dict) -> str:
                 f"| served c={level}: median TPOT ms | {ours['median_tpot_ms']:.1f}"
                 f" | {theirs['median_tpot_ms']:.1f} | {c['median_tpot_ratio']:.2f}x | | |",
             ]
+    if result.get("served_error"):
+        lines.append(f"| served: failed ({result['served_error'][:300]}) | | | | | no |")
     c = comparison.get("memory")
     if c:
         ours, theirs = (

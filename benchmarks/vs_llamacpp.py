@@ -273,17 +273,21 @@ def served_summary(server: str, runs: list[dict], output_len: int = SERVED_OUTPU
     return out
 
 
-def served(llama: llamacpp.LlamaCpp, model: Path, args: argparse.Namespace) -> dict:
-    """Both servers, one after the other, each on the same bench workload."""
-    result: dict = {
-        "workload": {
-            "dataset": "random",
-            "input_len": SERVED_INPUT_LEN,
-            "output_len": SERVED_OUTPUT_LEN,
-            "num_prompts": args.num_prompts,
-            "concurrency": args.concurrency,
-            "ignore_eos": True,
-        }
+def served(llama: llamacpp.LlamaCpp, model: Path, args: argparse.Namespace, result: dict) -> None:
+    """Both servers, one after the other, each on the same bench workload. Fills ``result``
+    as it goes: a failure keeps what was measured before it."""
+    result["workload"] = {
+        "dataset": "random",
+        "input_len": SERVED_INPUT_LEN,
+        "output_len": SERVED_OUTPUT_LEN,
+        "num_prompts": args.num_prompts,
+        "concurrency": args.concurrency,
+        "ignore_eos": True,
+    }
+    result["llama_server_args"] = {
+        "parallel": LLAMA_SERVER_PARALLEL,
+        "ctx": LLAMA_SERVER_CTX,
+        "threads": args.threads,
     }
     with tempfile.TemporaryDirectory(prefix="vs_llamacpp_") as tmp:
         workdir = Path(tmp)
@@ -295,8 +299,8 @@ def served(llama: llamacpp.LlamaCpp, model: Path, args: argparse.Namespace) -> d
             runs = drive(f"http://127.0.0.1:{port}", model, args, workdir)
         finally:
             llamacpp.stop(server)
-        result["modelbench"] = served_summary("modelbench serve", runs)
         result["rss_after_ready_bytes"] = {"modelbench": rss}
+        result["modelbench"] = served_summary("modelbench serve", runs)
 
         port = llamacpp.free_port()
         log = workdir / "llama-server.log"
@@ -309,14 +313,8 @@ def served(llama: llamacpp.LlamaCpp, model: Path, args: argparse.Namespace) -> d
             runs = drive(f"http://127.0.0.1:{port}", model, args, workdir)
         finally:
             llamacpp.stop(server)
-        result["llamacpp"] = served_summary("llama-server", runs)
         result["rss_after_ready_bytes"]["llamacpp"] = rss
-        result["llama_server_args"] = {
-            "parallel": LLAMA_SERVER_PARALLEL,
-            "ctx": LLAMA_SERVER_CTX,
-            "threads": args.threads,
-        }
-    return result
+        result["llamacpp"] = served_summary("llama-server", runs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -352,13 +350,20 @@ def main(argv: list[str] | None = None) -> None:
             "modelbench": ours,
         }
         result["memory"] = {"modelbench": ours.pop("memory"), "llamacpp": theirs_memory}
+    failure = None
     if not args.skip_served:
-        result["served"] = served(llama, model, args)
+        result["served"] = {}
+        try:
+            served(llama, model, args, result["served"])
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            failure = result["served_error"] = str(exc)  # what was measured is still written
     result["host"]["load_average_at_end"] = os.getloadavg()
     result["comparison"] = compare(result)
     table = markdown_table(result)
     write_outputs(result, table, args.out)
     print(table)
+    if failure:
+        raise SystemExit(f"vs_llamacpp: the served comparison failed: {failure}")
 
 
 if __name__ == "__main__":

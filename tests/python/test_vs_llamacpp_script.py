@@ -258,6 +258,19 @@ def test_skipped_parts_leave_their_rows_out() -> None:
     assert "| served c=16" in table and "decode" not in table and "RSS" not in table
 
 
+def test_a_failed_served_part_is_a_row_of_the_table() -> None:
+    result = copy.deepcopy(RESULT)
+    del result["served"]["llamacpp"]  # what was measured before the failure is kept
+    result["served_error"] = "llama-server at concurrency 4: 8 failed requests"
+    result["comparison"] = report.compare(result)
+    assert "served" not in result["comparison"]
+    rows = report.markdown_table(result).splitlines()
+    assert not any(row.startswith("| served c=") for row in rows)
+    assert (
+        "| served: failed (llama-server at concurrency 4: 8 failed requests) | | | | | no |" in rows
+    )
+
+
 def test_the_json_and_the_table_are_written_side_by_side(tmp_path: Path) -> None:
     result = {**RESULT, "comparison": report.compare(RESULT)}
     table = report.markdown_table(result)
