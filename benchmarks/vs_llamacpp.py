@@ -13,7 +13,8 @@ into a cache folder and reused. Then, one after the other, never at once:
               driven by `modelbench bench --backend modelbench` (streamed
               /v1/completions with ignore_eos) on the same workload: random
               dataset, 256 input and 128 output tokens, 32 prompts, at each
-              concurrency. Every request must produce exactly 128 tokens.
+              concurrency (new prompts at each level, the same for both).
+              Every request must produce exactly 128 tokens.
   memory      (with the in-process part) resident memory of the weights:
               modelbench's RSS after LLM() minus its RSS before (torch and
               modelbench imported, nothing loaded) minus its KV cache budget
@@ -234,18 +235,23 @@ def warm_up(base_url: str) -> None:
 
 
 def drive(base_url: str, model: Path, args: argparse.Namespace, workdir: Path) -> list[dict]:
-    """`modelbench bench` at each concurrency against one server; its result dicts."""
-    result_file = workdir / "bench.json"
-    command = [sys.executable, "-m", "modelbench", "bench", "--backend", "modelbench"]
-    command += ["--base-url", base_url, "--model", "bench", "--tokenizer", str(model)]
-    command += ["--dataset", "random", "--num-prompts", str(args.num_prompts)]
-    command += ["--random-input-len", str(SERVED_INPUT_LEN)]
-    command += ["--random-output-len", str(SERVED_OUTPUT_LEN), "--seed", str(args.seed)]
-    command += ["--sweep", "max-concurrency=" + ",".join(map(str, args.concurrency))]
-    command += ["--result-file", str(result_file), "--no-progress"]
-    subprocess.run(command, check=True, stdout=sys.stderr)
-    runs = json.loads(result_file.read_text())
-    return runs if isinstance(runs, list) else [runs]
+    """`modelbench bench` at each concurrency against one server; its result dicts. Each
+    level has prompts of its own (seed + its index): the same prompts again would be answered
+    from the prefix cache of both servers (ours keeps every block; llama-server a prompt per
+    slot), and the later levels would measure the cache."""
+    runs = []
+    for index, level in enumerate(args.concurrency):
+        result_file = workdir / f"bench-{level}.json"
+        command = [sys.executable, "-m", "modelbench", "bench", "--backend", "modelbench"]
+        command += ["--base-url", base_url, "--model", "bench", "--tokenizer", str(model)]
+        command += ["--dataset", "random", "--num-prompts", str(args.num_prompts)]
+        command += ["--random-input-len", str(SERVED_INPUT_LEN)]
+        command += ["--random-output-len", str(SERVED_OUTPUT_LEN)]
+        command += ["--seed", str(args.seed + index), "--max-concurrency", str(level)]
+        command += ["--result-file", str(result_file), "--no-progress"]
+        subprocess.run(command, check=True, stdout=sys.stderr)
+        runs.append(json.loads(result_file.read_text()))
+    return runs
 
 
 def served_summary(server: str, runs: list[dict], output_len: int = SERVED_OUTPUT_LEN) -> dict:
@@ -282,6 +288,7 @@ def served(llama: llamacpp.LlamaCpp, model: Path, args: argparse.Namespace, resu
         "output_len": SERVED_OUTPUT_LEN,
         "num_prompts": args.num_prompts,
         "concurrency": args.concurrency,
+        "seeds": [args.seed + index for index in range(len(args.concurrency))],
         "ignore_eos": True,
     }
     result["llama_server_args"] = {
