@@ -36,7 +36,7 @@ def query(
     )
 
 
-def exact(q) -> str:  # noqa: ANN001
+def exact(q) -> str:
     return q.exact_key(q.write_partition, q.prompt)
 
 

@@ -45,13 +45,13 @@ def q(
     )
 
 
-async def remember(cache: ResponseCache, query, answer: Answer = ANSWER) -> None:  # noqa: ANN001
+async def remember(cache: ResponseCache, query, answer: Answer = ANSWER) -> None:
     found = await cache.lookup(query)
     assert found.result == "miss"
     assert await cache.store(query, found, answer, "req_source") is not None
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(coro)
 
 
@@ -69,7 +69,7 @@ def test_an_exact_repeat_hits_and_names_its_source() -> None:
     run(go())
 
 
-def test_a_paraphrase_hits_semantically_and_a_near_miss_does_not(minilm) -> None:  # noqa: ANN001
+def test_a_paraphrase_hits_semantically_and_a_near_miss_does_not(minilm) -> None:
     async def go() -> None:
         cache = ResponseCache(MemoryBackend(10), minilm)
         await remember(cache, q("How do I reverse a list in Python?"))
@@ -86,7 +86,7 @@ def test_a_paraphrase_hits_semantically_and_a_near_miss_does_not(minilm) -> None
     run(go())
 
 
-def test_the_guard_refuses_what_the_embedding_cannot_tell_apart(minilm) -> None:  # noqa: ANN001
+def test_the_guard_refuses_what_the_embedding_cannot_tell_apart(minilm) -> None:
     async def go() -> None:
         for guard, expected in ((False, "hit-semantic"), (True, "miss")):
             cache = ResponseCache(MemoryBackend(10), minilm, guard=guard)
@@ -145,7 +145,7 @@ def test_no_cache_skips_the_lookup_and_no_store_keeps_the_answer_out() -> None:
     run(go())
 
 
-def test_no_hit_across_tenants_unless_shared_and_never_from_a_revoked_key(minilm) -> None:  # noqa: ANN001
+def test_no_hit_across_tenants_unless_shared_and_never_from_a_revoked_key(minilm) -> None:
     async def go() -> None:
         revoked: set[str] = set()
         cache = ResponseCache(MemoryBackend(10), minilm, owner_active=lambda o: o not in revoked)
@@ -244,7 +244,9 @@ def test_the_vector_index_finds_neighbours_among_many() -> None:
     for i, v in enumerate(vectors):
         index.add(f"e{i}", v)
     found = [index.search(vectors[i], 1)[0] for i in range(0, 2000, 97)]
-    assert all(entry == f"e{i}" and sim > 0.999 for (entry, sim), i in zip(found, range(0, 2000, 97)))
+    assert all(
+        entry == f"e{i}" and sim > 0.999 for (entry, sim), i in zip(found, range(0, 2000, 97))
+    )
     index.remove("e0")
     assert index.search(vectors[0], 1)[0][0] != "e0" and len(index) == 1999
     with pytest.raises(ValueError, match="same model"):
