@@ -24,7 +24,7 @@ def test_the_labelled_set_is_large_and_balanced() -> None:
     assert len({(p.cached, p.later) for p in pairs}) == len(pairs)  # no pair twice
 
 
-def test_precision_and_recall_at_the_default_threshold(minilm) -> None:  # noqa: ANN001
+def test_precision_and_recall_at_the_default_threshold(minilm) -> None:
     pairs = load_pairs(DATA / "cache_pairs.tsv")
     hits = asyncio.run(predicted_hits(pairs, minilm, DEFAULT_CACHE_THRESHOLD))
     s = scores(pairs, hits)
@@ -39,7 +39,7 @@ def test_precision_and_recall_at_the_default_threshold(minilm) -> None:  # noqa:
     assert s["recall"] >= 0.5, s
 
 
-def test_no_hit_across_tenants(minilm) -> None:  # noqa: ANN001
+def test_no_hit_across_tenants(minilm) -> None:
     pairs = load_pairs(DATA / "cache_pairs.tsv")
     # Even identical prompts: key_b asks what key_a's request put in the cache.
     same = [p.__class__(True, p.kind, p.cached, p.cached) for p in pairs[:50]]
