@@ -30,4 +30,3 @@ class CacheMetrics:
             "1 while the cache's backend answers; 0 while Redis is away (the cache is off)",
             registry=registry,
         )
-        self.available.set(1)

@@ -60,10 +60,11 @@ class ResponseCache:
         self.metrics = metrics
         self.owner_active = owner_active or (lambda owner: True)
         self.guard = guard  # the near-miss guard on semantic candidates
+        if metrics is not None:  # read when /metrics is scraped
+            metrics.available.set_function(lambda: 1.0 if self.backend.available else 0.0)
 
     async def start(self) -> None:
         await self.backend.start()
-        self._observe_availability()
 
     async def close(self) -> None:
         await self.backend.close()
@@ -82,7 +83,6 @@ class ResponseCache:
             label = "unavailable" if lookup.reason == "unavailable" else lookup.result
             self.metrics.queries.labels(result=label).inc()
             self.metrics.lookup_seconds.observe(time.perf_counter() - started)
-        self._observe_availability()
         return lookup
 
     async def _lookup(
@@ -178,7 +178,6 @@ class ResponseCache:
             if self.metrics is not None:
                 self.metrics.entries.set(await self.backend.count())
         except CacheUnavailable:
-            self._observe_availability()
             return None
         return entry
 
@@ -188,7 +187,3 @@ class ResponseCache:
         if self.metrics is not None:
             self.metrics.entries.set(await self.backend.count())
         return removed
-
-    def _observe_availability(self) -> None:
-        if self.metrics is not None:
-            self.metrics.available.set(1 if self.backend.available else 0)
