@@ -83,7 +83,8 @@ def test_compare_streams_two_answers_side_by_side(page, served: Served, screensh
     texts = [cards.nth(i).locator(".text").inner_text() for i in range(2)]
     assert texts[0] and texts[0] == texts[1]  # greedy, the same weights
     for i in range(2):
-        assert re.search(r"TTFT \d+ ms.*total \d+ ms", cards.nth(i).locator(".stats").inner_text())
+        stats = cards.nth(i).locator(".stats").inner_text()
+        assert re.search(r"TTFT \d+ ms\s+total \d+ ms\s+\d+ tokens", stats), stats
     page.screenshot(path=str(screenshots / "ui-compare.png"))
 
 

@@ -33,7 +33,7 @@ def test_benchmarks_draw_saved_runs(
     dots = chart.locator("g[data-series] circle")
     assert dots.count() == 3
     # each point is the run's own throughput, at its concurrency
-    titles = sorted(dots.locator("title").all_inner_texts())
+    titles = sorted(dots.evaluate_all("ds => ds.map(d => d.querySelector('title').textContent)"))
     expected = sorted(
         f"ui-sweep · {r['model']}: {r['summary']['output_throughput']:.1f}"
         f" at {r['config']['max_concurrency']}"
@@ -64,6 +64,7 @@ def test_models_load_and_unload_with_an_admin_key(page, served: Served, screensh
     page.get_by_text("This server has no upstreams").wait_for()
     page.get_by_label("Name", exact=True).fill(DEFAULT_MODEL_NAME)
     page.get_by_label("Version").fill("2")
+    page.get_by_label("Max model length").fill("512")
     page.get_by_label("KV cache MiB").fill("32")
     page.get_by_role("button", name="Load", exact=True).click()
     page.get_by_text(f"{DEFAULT_MODEL_NAME}:2: ready").wait_for(timeout=120_000)
@@ -82,7 +83,8 @@ def test_models_load_and_unload_with_an_admin_key(page, served: Served, screensh
 def test_live_shows_running_requests_and_tokens_per_second(
     page, served: Served, screenshots
 ) -> None:
-    sign_in(page, served, served.admin_key, "live")
+    sign_in(page, served, served.admin_key, "models")  # /metrics itself asks for no key
+    page.get_by_role("link", name="Live", exact=True).click()
     page.locator("[data-metric='kv']").wait_for()
     stop_load = threading.Event()
 

@@ -2,7 +2,7 @@
 // this tab submitted or saw in the request log (GET /v1/batch/{id}) with a
 // progress bar until it ends.
 
-import { json, request } from "../api.js";
+import { json, request, text } from "../api.js";
 import { h, field, errorText } from "../dom.js";
 
 const SEEN = "modelbench.batches";
@@ -28,8 +28,10 @@ export default function batches() {
     const cancel = h("button", { type: "button", class: "secondary", onclick: async () => {
       try { await request(`/v1/batch/${encodeURIComponent(id)}/cancel`, { method: "POST" }); refresh(); } catch (err) { label.textContent = err.message; }
     } }, `Cancel ${id}`);
-    const row = h("div", { class: "row batch", "data-batch": id }, h("code", {}, id), bar, label, cancel);
-    row.parts = { bar, label, cancel };
+    const failures = h("ul", { class: "failures" });
+    const row = h("div", { class: "batch", "data-batch": id },
+      h("div", { class: "row" }, h("code", {}, id), bar, label, cancel), failures);
+    row.parts = { bar, label, cancel, failures };
     known.set(id, row);
     list.append(row);
     refresh();
@@ -48,6 +50,7 @@ export default function batches() {
         row.parts.label.textContent = `${b.status}: ${c.completed} succeeded, ${c.failed} failed, ${c.running || 0} running, ${c.queued || 0} queued of ${c.total}`;
         row.final = FINAL.has(b.status);
         row.parts.cancel.hidden = row.final;
+        if (row.final && c.failed) await showFailures(id, row.parts.failures);
         if (!row.final) pending = true;
       } catch (err) {
         row.parts.label.textContent = err.message;
@@ -56,6 +59,14 @@ export default function batches() {
     }
     clearTimeout(timer);
     if (pending) timer = setTimeout(refresh, 1000);
+  }
+
+  // Each failed job's custom id and the reason the server gave.
+  async function showFailures(id, list) {
+    const lines = (await text(`/v1/batch/${encodeURIComponent(id)}/results`)).split("\n").filter(Boolean);
+    const failed = lines.map((line) => JSON.parse(line)).filter((job) => job.status === "failed");
+    list.replaceChildren(...failed.map((job) =>
+      h("li", { class: "error" }, `${job.custom_id ?? `#${job.position}`}: ${job.error ? job.error.message : `HTTP ${job.response && job.response.status_code}`}`)));
   }
 
   async function submit(event) {

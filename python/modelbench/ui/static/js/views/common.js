@@ -39,8 +39,8 @@ export function modelChecks() {
 
 export function samplingFields({ temperature = "0.7", maxTokens = "256", topP = true, seed = true } = {}) {
   const inputs = {
-    temperature: h("input", { type: "number", name: "temperature", min: "0", max: "2", step: "0.1", value: temperature }),
-    top_p: topP ? h("input", { type: "number", name: "top_p", min: "0.01", max: "1", step: "0.05", value: "1" }) : null,
+    temperature: h("input", { type: "number", name: "temperature", min: "0", max: "2", step: "any", value: temperature }),
+    top_p: topP ? h("input", { type: "number", name: "top_p", min: "0.01", max: "1", step: "any", value: "1" }) : null,
     max_tokens: h("input", { type: "number", name: "max_tokens", min: "1", step: "1", value: maxTokens }),
     seed: seed ? h("input", { type: "number", name: "seed", step: "1", placeholder: "random" }) : null,
   };

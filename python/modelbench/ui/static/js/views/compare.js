@@ -51,7 +51,7 @@ export default function compare(main) {
             return;
           }
           slot.text.textContent = outputText(r.output) || slot.text.textContent;
-          slot.card.querySelector("h3").textContent = r.served_by ? `${r.model} → ${r.served_by}` : r.model;
+          slot.card.querySelector("h3").textContent = r.served_by && r.served_by !== r.model ? `${r.model} → ${r.served_by}` : r.model;
           slot.stats.replaceChildren(
             h("span", {}, `TTFT ${number(r.ttft_ms, 0)} ms`),
             h("span", {}, `total ${number(r.latency_ms, 0)} ms`),

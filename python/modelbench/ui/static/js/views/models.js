@@ -25,16 +25,17 @@ function upstreamSection(section, cards) {
   return cards;
 }
 
-function adminSection(section, versions, refresh) {
+function adminSection(section, versions, refresh, message) {
   const name = h("input", { id: "load-name", required: true, placeholder: "SmolLM2-135M-Instruct" });
   const version = h("input", { id: "load-version", value: "2", size: "6" });
   const path = h("input", { id: "load-path", placeholder: "empty: the default model" });
   const kv = h("input", { id: "load-kv", type: "number", min: "1", placeholder: "server default" });
-  const message = h("div", { "aria-live": "polite" });
+  const maxLen = h("input", { id: "load-max-len", type: "number", min: "1", placeholder: "the model's" });
   async function load(event) {
     event.preventDefault();
     const body = { name: name.value.trim(), version: version.value.trim() || "1" };
     if (path.value.trim()) body.path = path.value.trim();
+    if (maxLen.value) body.max_model_len = Number(maxLen.value);
     if (kv.value) body.kv_cache_memory = Math.round(Number(kv.value) * 1024 * 1024);
     message.replaceChildren(h("p", { class: "note" }, `Loading ${body.name}:${body.version}…`));
     try {
@@ -50,8 +51,8 @@ function adminSection(section, versions, refresh) {
     }
   }
   section.append(h("h2", {}, "Load a version (admin)"),
-    h("form", { class: "row", onsubmit: load }, field("Name", name), field("Version", version), field("Path", path), field("KV cache MiB", kv),
-      h("button", { type: "submit" }, "Load")), message,
+    h("form", { class: "row", onsubmit: load }, field("Name", name), field("Version", version), field("Path", path), field("Max model length", maxLen), field("KV cache MiB", kv),
+      h("button", { type: "submit" }, "Load")),
     h("h2", {}, "Unload (admin)"),
     h("div", { class: "row" }, versions.map((v) => h("button", { type: "button", class: "secondary", onclick: async () => {
       message.replaceChildren(h("p", { class: "note" }, `Unloading ${v.id}…`));
@@ -63,7 +64,8 @@ export default function models(main) {
   const body = h("div");
   const upstreams = h("section", { "aria-label": "Upstreams" }, h("h2", {}, "Upstreams"));
   const admin = h("section", { "aria-label": "Administration" });
-  main.append(h("h1", {}, "Models"), body, upstreams, admin);
+  const message = h("div", { "aria-live": "polite" });  // outlives the refreshes
+  main.append(h("h1", {}, "Models"), body, upstreams, admin, message);
   let alive = true;
   async function refresh() {
     try {
@@ -80,7 +82,7 @@ export default function models(main) {
       );
       admin.replaceChildren();
       if (await isAdmin(versions[0] && versions[0].id)) {
-        adminSection(admin, versions, refresh);
+        adminSection(admin, versions, refresh, message);
       } else {
         admin.append(h("p", { class: "note" }, "Loading and unloading need an admin key."));
       }
