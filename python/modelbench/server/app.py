@@ -201,8 +201,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-API-Key",
+                "X-Request-ID",
+                "Cache-Control",  # no-cache / no-store: the response cache
+            ],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Modelbench-Cache"],
         )
     install_error_handlers(app)
     keyed = [Depends(authenticate)]

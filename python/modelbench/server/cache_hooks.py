@@ -16,6 +16,7 @@ serves.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,25 +35,9 @@ from modelbench.cache.response_cache import BYPASS, Lookup, ResponseCache
 from modelbench.cache.settings import CachePolicy
 from modelbench.config import ModelConfig, ModelsFile, Settings
 from modelbench.engine.embedding import token_ids_of
+from modelbench.server import cache_responses
 from modelbench.server.keys import KeyStore
-from modelbench.server.protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    PromptTokensDetails,
-    Usage,
-    now,
-    random_id,
-)
-from modelbench.server.protocol_outputs import (
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletionChunk,
-    ChatCompletionResponse,
-    ChatResponseMessage,
-    CompletionChoice,
-    CompletionResponse,
-    DeltaMessage,
-)
+from modelbench.server.protocol import ChatCompletionRequest, CompletionRequest
 from modelbench.server.recorder import Record, current_record
 from modelbench.server.registry import ModelHandle, ModelRegistry
 
@@ -134,13 +119,12 @@ def build_cache(
     return ResponseCache(backend, embedder, CacheMetrics(metrics), owner_active)
 
 
-def _deterministic(body: CompletionRequest | ChatCompletionRequest, handle: ModelHandle) -> bool:
+def _temperature_zero_or_seeded(
+    body: CompletionRequest | ChatCompletionRequest, default_temperature: float | None
+) -> bool:
     if body.seed is not None:
         return True
-    temperature = body.temperature
-    if temperature is None:
-        defaults = handle.engine.sampling_defaults if handle.engine is not None else {}
-        temperature = defaults.get("temperature", 1.0)
+    temperature = body.temperature if body.temperature is not None else default_temperature
     return temperature == 0
 
 
@@ -152,12 +136,61 @@ def _cache_control(request: Request) -> set[str]:
 async def lookup(
     request: Request, handle: ModelHandle, body: CompletionRequest | ChatCompletionRequest
 ) -> Response | None:
-    """The cached answer as a response, or None: run the request."""
+    """For a local version: the cached answer as a response, or None: run it."""
     cache: ResponseCache | None = getattr(request.app.state, "cache", None)
     if cache is None:
         return None
+    policy = policy_for(request.app.state.settings, handle.config)
+    defaults = handle.engine.sampling_defaults if handle.engine is not None else {}
+    return await _lookup(
+        request,
+        cache,
+        body,
+        model=handle.id,
+        shown_as=handle.id,
+        fingerprint=canonical(handle.config.model_dump(include=set(FINGERPRINT_FIELDS))),
+        policy=policy,
+        deterministic=_temperature_zero_or_seeded(body, defaults.get("temperature", 1.0)),
+    )
+
+
+async def lookup_remote(
+    request: Request, registry: ModelRegistry, body: CompletionRequest | ChatCompletionRequest
+) -> Response | None:
+    """For a gateway's remote name: the cached answer, or None: forward it.
+    Its "version" is the name's replicas (URL and upstream model); the
+    upstream's default temperature is unknown, so only an explicit 0 or a
+    seed is deterministic."""
+    cache: ResponseCache | None = getattr(request.app.state, "cache", None)
+    pool = registry.remote(body.model)
+    if cache is None or pool is None:
+        return None
     settings: Settings = request.app.state.settings
-    policy = policy_for(settings, handle.config)
+    policy = CachePolicy.of(settings.cache, settings.cache_threshold, settings.cache_ttl, None)
+    replicas = sorted((r.url, r.config.model or "") for r in pool.replicas)
+    return await _lookup(
+        request,
+        cache,
+        body,
+        model=f"{pool.name}:remote",
+        shown_as=pool.name,
+        fingerprint=canonical(replicas),
+        policy=policy,
+        deterministic=_temperature_zero_or_seeded(body, None),
+    )
+
+
+async def _lookup(
+    request: Request,
+    cache: ResponseCache,
+    body: CompletionRequest | ChatCompletionRequest,
+    *,
+    model: str,
+    shown_as: str,
+    fingerprint: str,
+    policy: CachePolicy,
+    deterministic: bool,
+) -> Response | None:
     if not policy.on:
         return None
     record = current_record.get()
@@ -167,25 +200,30 @@ async def lookup(
     key_shares = bool(caller is not None and caller.key is not None and caller.key.share_cache)
     chat = isinstance(body, ChatCompletionRequest)
     query = build_query(
-        model=handle.id,
-        model_fingerprint=canonical(handle.config.model_dump(include=set(FINGERPRINT_FIELDS))),
+        model=model,
+        model_fingerprint=fingerprint,
         endpoint="/v1/chat/completions" if chat else "/v1/completions",
         parameters=body.model_dump(exclude_none=True),
-        prompt=None if chat else body.prompt,  # type: ignore[union-attr]
-        messages=[m.for_template() for m in body.messages] if chat else None,  # type: ignore[union-attr]
+        prompt=None if isinstance(body, ChatCompletionRequest) else body.prompt,
+        messages=[m.for_template() for m in body.messages]
+        if isinstance(body, ChatCompletionRequest)
+        else None,
         owner=owner,
         share=policy.share or key_shares,
         policy=policy,
     )
     control = _cache_control(request)
-    if body.logprobs or (not chat and body.echo and not isinstance(body.prompt, str)):  # type: ignore[union-attr]
-        found = Lookup(BYPASS, reason="unsupported")  # logprobs are not kept
+    token_echo = (
+        isinstance(body, CompletionRequest) and body.echo and not isinstance(body.prompt, str)
+    )
+    if body.logprobs or token_echo:
+        found = Lookup(BYPASS, reason="unsupported")  # logprobs and token ids are not kept
     else:
         found = await cache.lookup(
             query,
             no_cache="no-cache" in control,
             no_store="no-store" in control,
-            deterministic=_deterministic(body, handle),
+            deterministic=deterministic,
         )
     state[STATE] = (query, found, record)
     if record is not None:
@@ -200,128 +238,47 @@ async def lookup(
         record.prompt_tokens = answer.prompt_tokens
         record.completion_tokens = answer.completion_tokens
         record.ttft_s = record.elapsed_s()
-    headers = {HEADER: found.result}
-    if chat:
-        echoed = body.echoed()  # type: ignore[union-attr]
+    return _hit_response(body, answer, shown_as, found.result)
+
+
+def _hit_response(
+    body: CompletionRequest | ChatCompletionRequest, answer: Answer, model: str, result: str
+) -> Response:
+    headers = {HEADER: result}
+    if isinstance(body, ChatCompletionRequest):
+        echoed = body.echoed()
         if body.stream:
-            return StreamingResponse(
-                _chat_events(answer, handle.id, echoed, body.include_usage),
-                media_type="text/event-stream",
-                headers=headers,
-            )
-        return JSONResponse(_chat_response(answer, handle.id, echoed), headers=headers)
-    prompts = body.prompts()  # type: ignore[union-attr]
+            events = cache_responses.chat_events(answer, model, echoed, body.include_usage)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return JSONResponse(cache_responses.chat_response(answer, model, echoed), headers=headers)
+    prompts = body.prompts()
     n = max(1, len(answer.texts) // max(1, len(prompts)))
-    echoes = [str(p) for p in prompts] if body.echo else None  # type: ignore[union-attr]
+    echoes = [str(p) for p in prompts] if body.echo else None
     if body.stream:
-        return StreamingResponse(
-            _completion_events(answer, handle.id, echoes, n, body.include_usage),
-            media_type="text/event-stream",
-            headers=headers,
-        )
-    return JSONResponse(_completion_response(answer, handle.id, echoes, n), headers=headers)
-
-
-def _usage(answer: Answer) -> Usage:
-    return Usage(
-        prompt_tokens=answer.prompt_tokens,
-        completion_tokens=answer.completion_tokens,
-        total_tokens=answer.prompt_tokens + answer.completion_tokens,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=answer.prompt_tokens),
-    )
-
-
-def _completion_response(
-    answer: Answer, model: str, echoes: list[str] | None, n: int
-) -> dict[str, Any]:
-    return CompletionResponse(
-        id=random_id("cmpl"),
-        model=model,
-        usage=_usage(answer),
-        choices=[
-            CompletionChoice(
-                index=i, text=(echoes[i // n] if echoes else "") + text, finish_reason=reason
-            )
-            for i, (text, reason) in enumerate(zip(answer.texts, answer.finish_reasons))
-        ],
-    ).model_dump(mode="json")
-
-
-def _chat_response(answer: Answer, model: str, echoed: str) -> dict[str, Any]:
-    return ChatCompletionResponse(
-        id=random_id("chatcmpl"),
-        model=model,
-        usage=_usage(answer),
-        choices=[
-            ChatChoice(
-                index=i, message=ChatResponseMessage(content=echoed + text), finish_reason=reason
-            )
-            for i, (text, reason) in enumerate(zip(answer.texts, answer.finish_reasons))
-        ],
-    ).model_dump(mode="json")
-
-
-def _sse(event: Any) -> str:
-    return f"data: {event if isinstance(event, str) else event.model_dump_json()}\n\n"
-
-
-async def _completion_events(
-    answer: Answer, model: str, echoes: list[str] | None, n: int, include_usage: bool
-) -> AsyncIterator[str]:
-    request_id, created = random_id("cmpl"), now()
-    for i, (text, reason) in enumerate(zip(answer.texts, answer.finish_reasons)):
-        choice = CompletionChoice(
-            index=i, text=(echoes[i // n] if echoes else "") + text, finish_reason=reason
-        )
-        yield _sse(
-            CompletionResponse(id=request_id, created=created, model=model, choices=[choice])
-        )
-    if include_usage:
-        yield _sse(
-            CompletionResponse(
-                id=request_id, created=created, model=model, choices=[], usage=_usage(answer)
-            )
-        )
-    yield _sse("[DONE]")
-
-
-async def _chat_events(
-    answer: Answer, model: str, echoed: str, include_usage: bool
-) -> AsyncIterator[str]:
-    request_id, created = random_id("chatcmpl"), now()
-
-    def chunk(index: int, delta: DeltaMessage, reason: str | None = None) -> str:
-        choice = ChatChunkChoice(index=index, delta=delta, finish_reason=reason)
-        return _sse(
-            ChatCompletionChunk(id=request_id, created=created, model=model, choices=[choice])
-        )
-
-    for i, (text, reason) in enumerate(zip(answer.texts, answer.finish_reasons)):
-        yield chunk(i, DeltaMessage(role="assistant", content=echoed))
-        if text:
-            yield chunk(i, DeltaMessage(content=text))
-        yield chunk(i, DeltaMessage(), reason)
-    if include_usage:
-        yield _sse(
-            ChatCompletionChunk(
-                id=request_id, created=created, model=model, choices=[], usage=_usage(answer)
-            )
-        )
-    yield _sse("[DONE]")
+        events = cache_responses.completion_events(answer, model, echoes, n, body.include_usage)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    whole = cache_responses.completion_response(answer, model, echoes, n)
+    return JSONResponse(whole, headers=headers)
 
 
 def _answer_of(record: Record) -> Answer | None:
     """The answer a finished request gave, if every choice ended well."""
-    if record.error is not None or not record.texts or record.prompt_tokens is None:
+    if record.error is not None or record.prompt_tokens is None:
         return None
-    indices = sorted(record.texts)
+    texts = dict(record.texts)
+    if not texts and record.output is not None:  # a remote answer, whole: its text, or a list
+        many = len(record.finish_reasons) > 1
+        texts = dict(enumerate(json.loads(record.output) if many else [record.output]))
+    if not texts:
+        return None
+    indices = sorted(texts)
     if indices != list(range(len(indices))) or sorted(record.finish_reasons) != indices:
         return None
     reasons = [record.finish_reasons[i] for i in indices]
     if "abort" in reasons:
         return None
     return Answer(
-        texts=[record.texts[i] for i in indices],
+        texts=[texts[i] for i in indices],
         finish_reasons=reasons,
         prompt_tokens=record.prompt_tokens,
         completion_tokens=record.completion_tokens,
@@ -344,7 +301,19 @@ async def remember(request: Request) -> None:
         await cache.store(query, found, answer, record.id)
 
 
-async def remembering(request: Request, events: AsyncIterator[str]) -> AsyncIterator[str]:
+async def remembered(request: Request, response: Response) -> Response:
+    """A gateway's answer from upstream, kept when it succeeded (a stream
+    once its last event has gone)."""
+    if response.status_code != 200:
+        return response
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = remembering(request, response.body_iterator)
+    else:
+        await remember(request)
+    return response
+
+
+async def remembering(request: Request, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """A stream's events, passed on; the answer is kept once the last has gone."""
     async for event in events:
         yield event

@@ -266,9 +266,7 @@ class RecordMiddleware:
                 ]
                 names = {k.lower() for k, _ in message["headers"]}
                 if record.cache_result is not None and b"x-modelbench-cache" not in names:
-                    message["headers"].append(
-                        (b"x-modelbench-cache", record.cache_result.encode())
-                    )
+                    message["headers"].append((b"x-modelbench-cache", record.cache_result.encode()))
             elif (
                 message["type"] == "http.response.body"
                 and status >= 400

@@ -19,7 +19,9 @@ MODEL = "tiny-llama"
 
 
 class Served:
-    def __init__(self, model_path: Path, tmp: Path, flags: list[str], keys_file: Path) -> None:
+    def __init__(
+        self, model_path: Path, tmp: Path, flags: list[str], keys_file: Path, wait: bool = True
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"serve-{self.port}.log"
@@ -56,6 +58,10 @@ class Served:
                 stderr=log,
                 env=env,
             )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 120
         while True:
             if self.proc.poll() is not None:

@@ -28,8 +28,10 @@ def pair(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[Served]]:
     flags = ["--cache", "exact", "--cache-url", redis_server.url]
     servers: list[Served] = []
     try:
-        for _ in range(2):
-            servers.append(Served(model, tmp_path, flags, keys.path))
+        for _ in range(2):  # started together, then waited for
+            servers.append(Served(model, tmp_path, flags, keys.path, wait=False))
+        for s in servers:
+            s.wait_ready()
         yield servers
     finally:
         for s in servers:

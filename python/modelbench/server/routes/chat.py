@@ -135,9 +135,12 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, registry: RegistryDep
 ) -> ChatCompletionResponse | Response:
     describe_request(body, messages=[m.model_dump(exclude_none=True) for m in body.messages])
+    cached = await cache_hooks.lookup_remote(request, registry, body)
+    if cached is not None:
+        return cached
     served = await answer_if_remote(request, registry, "/chat/completions", body)
     if isinstance(served, Response):
-        return served
+        return await cache_hooks.remembered(request, served)
     body = served  # a local model, or the local fallback of a remote one
     handle = resolve(request, body.model)
     cached = await cache_hooks.lookup(request, handle, body)

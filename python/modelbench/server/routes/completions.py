@@ -127,9 +127,12 @@ async def create_completion(
     body: CompletionRequest, request: Request, registry: RegistryDep
 ) -> CompletionResponse | Response:
     describe_request(body, prompt=body.prompt)
+    cached = await cache_hooks.lookup_remote(request, registry, body)
+    if cached is not None:
+        return cached
     served = await answer_if_remote(request, registry, "/completions", body)
     if isinstance(served, Response):
-        return served
+        return await cache_hooks.remembered(request, served)
     body = served  # a local model, or the local fallback of a remote one
     handle = resolve(request, body.model)
     cached = await cache_hooks.lookup(request, handle, body)
