@@ -92,7 +92,7 @@ def test_live_shows_running_requests_and_tokens_per_second(
         while not stop_load.is_set():
             served.post(
                 "/v1/completions",
-                json={"model": DEFAULT_MODEL_NAME, "prompt": "Once upon a time", "max_tokens": 64},
+                json={"model": DEFAULT_MODEL_NAME, "prompt": "Once upon a time", "max_tokens": 16},
             )
 
     workers = [threading.Thread(target=load) for _ in range(2)]

@@ -1,7 +1,7 @@
 // The page's shell: the hash router, the navigation's current link, and
 // the key form (shown when the server asks for a key, or on demand).
 
-import { getKey, setKey, onUnauthorized } from "./api.js";
+import { getKey, setKey, onUnauthorized, request } from "./api.js";
 import { h, clear } from "./dom.js";
 import playground from "./views/playground.js";
 import compare from "./views/compare.js";
@@ -28,6 +28,10 @@ function route() {
   if (stopCurrent) stopCurrent();
   stopCurrent = null;
   const main = clear(view());
+  if (!getKey() && !document.getElementById("key-form-area").hidden) {
+    main.append(h("p", { class: "note" }, "Give an API key above to see this view."));
+    return;
+  }
   const stop = render(main, rest.map(decodeURIComponent));
   if (typeof stop === "function") stopCurrent = stop;
   document.title = `modelbench · ${name || "playground"}`;
@@ -75,5 +79,20 @@ onUnauthorized((message) => {
   if (document.getElementById("key-form-area").hidden) askForKey(message);
 });
 
+// Without a key, one call finds out whether the server wants one, before
+// any view makes its own: each refused call counts against this address's
+// failed authentications (the server locks it out for a while after ten).
+async function start() {
+  showKeyStatus();
+  if (!getKey()) {
+    try {
+      await request("/v1/models");
+    } catch (err) {
+      if (err.status === 401) return;  // the key form is up; the view renders once a key is given
+    }
+  }
+  route();
+}
+
 window.addEventListener("hashchange", () => { route(); view().focus(); });
-window.addEventListener("DOMContentLoaded", () => { showKeyStatus(); route(); });
+window.addEventListener("DOMContentLoaded", start);
