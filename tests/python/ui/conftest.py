@@ -144,7 +144,9 @@ class Watch:
         assert not self.foreign, f"requests left the origin {self.origin}: {self.foreign}"
 
 
-@pytest.fixture(scope="session")
+# Per module: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and tests run after it (in any order) need their own.
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
     with playwright_api.sync_playwright() as p:
         launched = p.chromium.launch(
