@@ -232,7 +232,7 @@ def test_batch_jobs_run_for_their_owner(keyed: tuple[RunningServer, Keys]) -> No
         assert created["id"] in ids(keys.user) and created["id"] in ids(keys.admin)
         assert created["id"] not in ids(keys.quiet)
         r = http.get("/v1/batch", params={"after": created["id"]}, headers=bearer(keys.quiet))
-        assert r.status_code == 400 and r.json()["error"]["param"] == "after"
+        assert r.status_code == 404 and r.json()["error"]["param"] == "after"
 
 
 def test_body_size_limit(keyed: tuple[RunningServer, Keys]) -> None:

@@ -122,13 +122,15 @@ def test_batches_are_listed_newest_first_a_page_at_a_time(batch_server: RunningS
         assert first["data"][0]["request_counts"]["total"] == 1
         rest = http.get("/v1/batch", params={"limit": 100, "after": first["last_id"]}).json()
         assert rest["data"][0]["id"] == made[0] and made[1] not in [b["id"] for b in rest["data"]]
-        for params, param in (
-            ({"limit": 0}, "limit"),
-            ({"limit": 101}, "limit"),
-            ({"after": "batch_nope"}, "after"),
+        for params, status in (
+            ({"limit": 0}, 400),
+            ({"limit": 101}, 400),
+            ({"after": "batch_nope"}, 400),
+            ({"after": "batch_" + "0" * 32}, 404),
         ):
             r = http.get("/v1/batch", params=params)
-            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+            assert r.status_code == status, r.text
+            assert next(iter(params)) in r.json()["error"]["param"], r.text
         for batch_id in made:
             wait_done(http, batch_id)
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -27,6 +27,7 @@ from modelbench.db.tables import Batch, Job
 from modelbench.jobs.queue import TERMINAL, NewJob
 from modelbench.jobs.worker import JOB_URLS
 from modelbench.server.errors import APIError
+from modelbench.server.openapi import error_responses
 from modelbench.server.persistence import Store
 
 router = APIRouter(tags=["batch"])
@@ -306,15 +307,15 @@ async def read_batch_object(
     return batch_object(batch, counts)
 
 
-@router.get("/v1/batch")
+@router.get("/v1/batch", responses=error_responses(404))
 async def list_batches(
-    request: Request, limit: int = 20, after: str | None = None
+    request: Request,
+    limit: int = Query(20, ge=1, le=100),
+    after: str | None = Query(None, pattern=r"^batch_[0-9a-f]{32}$"),
 ) -> dict[str, Any]:
     """The caller's batches (every batch for an admin key or an open server),
     newest first, ``limit`` (1 to 100) a page; ``after`` is the previous page's
     ``last_id``, as OpenAI's list of batches."""
-    if not 1 <= limit <= 100:
-        raise APIError(400, f"limit must be between 1 and 100, got {limit}", param="limit")
     store = get_store(request)
     caller = request.scope.get("state", {}).get("caller")
     key = getattr(caller, "key", None)
@@ -324,9 +325,11 @@ async def list_batches(
         cursor = await asyncio.to_thread(store.queue.get_batch, after)
         if cursor is None or not may_see(request, cursor.api_key_id):
             raise APIError(
-                400,
+                404,
                 f"after={after!r} names no batch of yours; pass a list's last_id",
                 param="after",
+                code="batch_not_found",
+                type="not_found_error",
             )
     batches, has_more = await asyncio.to_thread(store.queue.list_batches, owner, limit, cursor)
     data = [
