@@ -14,7 +14,7 @@ using namespace modelbench;
 void bind_bert(py::module_& m) {
   py::class_<BertSpec>(m, "BertSpec",
                        "A BERT encoder's shape; build one from a Hugging Face config with "
-                       "modelbench.models.sentence_transformers.bert_spec_from_hf_config.")
+                       "modelbench.models.encoder_loader.bert_spec_from_hf_config.")
       .def(py::init<>())
       .def_readwrite("vocab_size", &BertSpec::vocab_size)
       .def_readwrite("hidden_size", &BertSpec::hidden_size)
