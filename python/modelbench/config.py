@@ -370,7 +370,6 @@ class Settings(BaseSettings):
         configs.check("the models and upstreams given")
         return configs
 
-
     def _embedding_config(self, default_only: bool) -> ModelConfig | None:
         """The embedding model ``embedding_model`` asks for, if any."""
         value = self.embedding_model
@@ -385,7 +384,9 @@ class Settings(BaseSettings):
                 return None
             return ModelConfig(name=DEFAULT_EMBEDDING_MODEL, path=str(path))
         if value in DEFAULT_EMBEDDING_NAMES:
-            return ModelConfig(name=DEFAULT_EMBEDDING_MODEL, path=str(default_embedding_model_path()))
+            return ModelConfig(
+                name=DEFAULT_EMBEDDING_MODEL, path=str(default_embedding_model_path())
+            )
         if not is_encoder_model(value):
             raise ValueError(
                 f"--embedding-model {value!r} is not an embedding model: give "

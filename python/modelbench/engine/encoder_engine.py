@@ -132,12 +132,15 @@ class EncoderEngine:
         """Each input's ids as embedded (truncated when longer than
         ``max_model_len``) and how many were truncated. ValueError naming
         the input that is wrong, or too long with ``truncate`` False."""
-        ids, flags = truncate_ids(token_ids_of(self.tokenizer, inputs), self.max_model_len, truncate)
+        ids, flags = truncate_ids(
+            token_ids_of(self.tokenizer, inputs), self.max_model_len, truncate
+        )
         for i, one in enumerate(ids):
             bad = next((t for t in one if t < 0 or t >= self.vocab_size), None)
             if bad is not None:
                 raise ValueError(
-                    f"input[{i}] holds token id {bad}, outside the vocabulary [0, {self.vocab_size})"
+                    f"input[{i}] holds token id {bad}, "
+                    f"outside the vocabulary [0, {self.vocab_size})"
                 )
         return ids, sum(flags)
 

@@ -106,7 +106,7 @@ class LLM:
             self.encoder = EncoderEngine(model, dtype=dtype, device=device)
             self.tokenizer = self.encoder.tokenizer
             self.architecture = self.encoder.architecture
-            self.model_source = self.encoder.checkpoint.source
+            self.model_source = str(self.encoder.checkpoint.source)
             self.sampling_defaults: dict[str, Any] = {}
             return
         self.args = EngineArgs(

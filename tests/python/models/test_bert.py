@@ -51,7 +51,10 @@ def reference_embeddings(
         if normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         out.append(pooled)
-        ids += [row[row_mask.bool()].tolist() for row, row_mask in zip(batch["input_ids"], batch["attention_mask"])]
+        ids += [
+            row[row_mask.bool()].tolist()
+            for row, row_mask in zip(batch["input_ids"], batch["attention_mask"])
+        ]
     return torch.cat(out), ids
 
 
@@ -149,8 +152,18 @@ def tiny_bert_folder(path: Path, pooling: str = "cls") -> Path:
     (path / "modules.json").write_text(
         json.dumps(
             [
-                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.models.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_Pooling",
+                    "type": "sentence_transformers.models.Pooling",
+                },
             ]
         )
     )
@@ -184,3 +197,20 @@ def test_unsupported_folders_are_refused_by_name(tmp_path: Path) -> None:
         load_encoder(folder)
     with pytest.raises(CheckpointError, match="embedding model folder not found"):
         load_encoder(tmp_path / "nothing")
+
+
+def test_concurrent_calls_are_batched_into_shared_forwards(minilm: EncoderEngine) -> None:
+    import asyncio
+
+    texts = SENTENCES[:24]
+
+    async def all_at_once() -> list[list[float]]:
+        before = minilm.stats().num_batches
+        outs = await asyncio.gather(*(minilm.embed(t) for t in texts))
+        forwards = minilm.stats().num_batches - before
+        assert forwards < len(texts), "concurrent requests ran one forward each"
+        return [o.embeddings[0] for o in outs]
+
+    batched = torch.tensor(asyncio.run(all_at_once()))
+    alone = torch.tensor(minilm.embed_sync(texts).embeddings)
+    assert cosines(batched, alone).min().item() >= MIN_COSINE
