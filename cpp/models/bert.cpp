@@ -127,10 +127,11 @@ torch::Tensor BertModel::attention(const torch::Tensor& qkv, const PackedBatch& 
   const int64_t num_tokens = qkv.size(0);
   const auto num_seqs = static_cast<int64_t>(batch.seq_lens.size());
   if (num_seqs == 1) {
-    // [num_tokens, 3, heads, head_dim] -> q, k, v [heads, num_tokens, head_dim]; no mask, no padding.
-    const auto parts = qkv.view({num_tokens, 3, heads, head_dim}).permute({1, 2, 0, 3}).unbind(0);
+    // [num_tokens, 3, heads, head_dim] -> q, k, v [1, heads, num_tokens, head_dim]; no mask, no
+    // padding (4-D: ATen's flash kernel for the CPU takes it, rather than the math path).
+    const auto parts = qkv.view({1, num_tokens, 3, heads, head_dim}).permute({2, 0, 3, 1, 4}).unbind(0);
     const torch::Tensor out = at::scaled_dot_product_attention(parts[0], parts[1], parts[2]);
-    return out.transpose(0, 1).reshape({num_tokens, hidden});
+    return out.transpose(1, 2).reshape({num_tokens, hidden});
   }
   // Several sequences: the projections stay packed; only here are rows
   // scattered into [num_seqs, max_len] with the padded keys masked out.

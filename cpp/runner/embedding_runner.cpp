@@ -68,6 +68,8 @@ torch::Tensor EmbeddingRunner::embed(const std::vector<std::vector<int64_t>>& pr
     torch::Tensor pooled;
     if (pooling_ == Pooling::kCls) {
       pooled = states.index_select(0, lens.cumsum(0) - lens);  // each sequence's first token
+    } else if (lens.size(0) == 1) {
+      pooled = states.mean(0, /*keepdim=*/true);
     } else {
       const auto seq_of_token = torch::repeat_interleave(torch::arange(lens.size(0), lens.options()), lens);
       pooled = torch::zeros({lens.size(0), hidden}, states.options())
