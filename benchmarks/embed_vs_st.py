@@ -93,6 +93,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     from sentence_transformers import SentenceTransformer
 
     from modelbench.engine.encoder_engine import EncoderEngine
@@ -141,6 +142,9 @@ def main() -> None:
             "speedup_batch_1": batch_1["speedup"] >= TARGETS["speedup_batch_1_min"],
             "speedup_batch_32": batch_32["speedup"] >= TARGETS["speedup_batch_32_min"],
         },
+        # Other work on the machine (1-minute load average before and after):
+        # figures taken under load say little beyond the ratio.
+        "loadavg_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "notes": "same process, same torch thread count; sides alternate in blocks",
     }
     emit(result, args.out)
