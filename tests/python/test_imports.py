@@ -22,7 +22,7 @@ LAYERS = [
     ["__main__"],
     ["cli", "demo"],
     ["server"],
-    ["jobs", "bench"],
+    ["ui", "jobs", "bench", "cache"],
     ["eval"],
     ["config"],
     ["tasks", "gateway"],

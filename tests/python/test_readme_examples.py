@@ -56,6 +56,7 @@ KINDS = {
     "from modelbench import LLM, SamplingParams": "python",
     "from modelbench import LLM  # embeddings": "python",
     "curl -s localhost:8000/v1/embeddings": "client",
+    "from modelbench.cache import": "python",
     "modelbench serve ": "commands",
     "curl -s localhost:8000/v1/responses": "client",
     "curl -s localhost:8000/v1/infer": "client",

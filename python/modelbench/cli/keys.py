@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> None:
                 rpm=args.rpm,
                 tpm=args.tpm,
                 store_text=not args.no_store_text,
+                share_cache=args.share_cache,
             )
             print(f"created {key.id} ({key.name}{', admin' if key.admin else ''}) in {store.path}")
             print(f"key: {secret}")
@@ -56,6 +57,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-store-text",
         action="store_true",
         help="the request log keeps this key's metadata, not its prompts and outputs",
+    )
+    create.add_argument(
+        "--share-cache",
+        action="store_true",
+        help="answers the response cache keeps for this key may serve every other key "
+        "(default: only this one)",
     )
     sub.add_parser("list", help="every key, revoked ones included (no secrets)")
     revoke = sub.add_parser("revoke", help="a key stops working at once")

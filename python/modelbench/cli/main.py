@@ -45,6 +45,12 @@ SERVE_FLAGS = (
     "fallback",
     "serve_default_model",
     "allow_open_admin",
+    "cache",
+    "cache_threshold",
+    "cache_ttl",
+    "cache_max_entries",
+    "cache_url",
+    "cache_embedding_model",
 )
 
 
@@ -157,6 +163,33 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
         "--redis-url",
         help="redis://host:port/db shared by several processes behind one load balancer: "
         "they share rate limits and breaker states (default: each keeps its own)",
+    )
+    p.add_argument(
+        "--cache",
+        choices=["off", "exact", "semantic"],
+        help="the response cache (docs/cache.md): exact repeats, or also prompts whose "
+        "embedding is within --cache-threshold; only deterministic requests. Default off",
+    )
+    p.add_argument(
+        "--cache-threshold",
+        type=float,
+        help="cosine similarity a semantic hit needs (default 0.96)",
+    )
+    p.add_argument("--cache-ttl", type=float, help="seconds an entry serves (default 3600)")
+    p.add_argument(
+        "--cache-max-entries",
+        type=int,
+        help="entries kept; past it the least recently used go (default 10000)",
+    )
+    p.add_argument(
+        "--cache-url",
+        help="redis://host:port/db: one cache shared by every process using it, expired by "
+        "Redis (default: each process its own, in memory)",
+    )
+    p.add_argument(
+        "--cache-embedding-model",
+        help="the served model (task embed) that embeds prompts for --cache semantic "
+        "(default all-MiniLM-L6-v2)",
     )
     p.add_argument(
         "--allow-open-admin",

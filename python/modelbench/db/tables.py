@@ -58,6 +58,10 @@ class RequestRecord(Base):
     upstream: Mapped[str | None] = mapped_column(String(512))  # the gateway's upstream URL
     attempts: Mapped[list | None] = mapped_column(JSON)  # the gateway's tries, with breaker states
     compare_id: Mapped[str | None] = mapped_column(String(64))
+    # The response cache: hit-exact | hit-semantic | miss | bypass (None: off), and for
+    # a hit the id of the request whose answer it served.
+    cache_result: Mapped[str | None] = mapped_column(String(16))
+    cache_source_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_requests_created_at", "created_at"),

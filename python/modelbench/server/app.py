@@ -25,6 +25,7 @@ from modelbench.gateway.shared_breakers import SharedBreakers
 from modelbench.gateway.shared_state import SharedState
 from modelbench.server.auth import authenticate, require_admin
 from modelbench.server.auth_failures import AuthFailures
+from modelbench.server.cache_hooks import build_cache
 from modelbench.server.errors import install_error_handlers
 from modelbench.server.keys import KeyStore
 from modelbench.server.limits import BodySizeMiddleware
@@ -37,6 +38,7 @@ from modelbench.server.registry import ModelRegistry
 from modelbench.server.routes import (
     admin,
     batch,
+    cache_admin,
     chat,
     compare,
     completions,
@@ -46,6 +48,7 @@ from modelbench.server.routes import (
     models,
     requests,
     responses,
+    runs,
     tokenize,
     upstreams,
     verify,
@@ -53,6 +56,7 @@ from modelbench.server.routes import (
 from modelbench.server.routes import metrics as metrics_route
 from modelbench.server.shared_ratelimit import SharedRateLimiter
 from modelbench.server.traffic import Traffic, TrafficMiddleware
+from modelbench.ui.mount import install_ui
 
 logger = logging.getLogger("modelbench.server")
 
@@ -140,6 +144,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         checking = asyncio.create_task(gateway.start()) if gateway is not None else None
         if shared is not None:
             await shared.start()
+        if app.state.cache is not None:
+            await app.state.cache.start()
         if shared_breakers is not None:
             shared_breakers.start()
         store.start(app)  # migrations, the record writer, the in-server batch worker
@@ -157,6 +163,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             await registry.shutdown()
             if shared is not None:
                 await shared.close()
+            if app.state.cache is not None:
+                await app.state.cache.close()
 
     app = FastAPI(title="modelbench", lifespan=lifespan)
     app.state.settings = settings
@@ -175,6 +183,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.traffic = Traffic()  # requests in flight, for the drain
     app.state.metrics = ServerMetrics(registry)
     app.state.metrics.registry.register(StoreCollector(store))
+    # The response cache (None: off for every model); semantic mode without its
+    # embedding model served fails here.
+    app.state.cache = build_cache(settings, declared, registry, keys, app.state.metrics.registry)
     if registry.gateway is not None:
         app.state.metrics.registry.register(UpstreamCollector(registry.gateway))
     if shared is not None:
@@ -190,8 +201,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-API-Key",
+                "X-Request-ID",
+                "Cache-Control",  # no-cache / no-store: the response cache
+            ],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Modelbench-Cache"],
         )
     install_error_handlers(app)
     keyed = [Depends(authenticate)]
@@ -208,12 +225,15 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         compare,
         verify,
         tokenize,
+        runs,
     ):
         app.include_router(module.router, dependencies=keyed)
     app.include_router(admin.router, dependencies=[Depends(require_admin)])
+    app.include_router(cache_admin.router, dependencies=[Depends(require_admin)])
     app.include_router(health.router)  # probes answer without a key
     app.include_router(
         metrics_route.router, dependencies=keyed if settings.metrics_require_key else []
     )
+    install_ui(app)  # the web page at /ui, over the routes above
     install_openapi(app)  # every status code each route answers, and the security schemes
     return app

@@ -52,6 +52,7 @@ class ApiKey:
     rpm: int | None = None  # requests per minute; None: the server's default
     tpm: int | None = None  # tokens per minute; None: the server's default
     store_text: bool = True
+    share_cache: bool = False  # its cached answers may serve every key (docs/cache.md)
     created_at: str = ""
     revoked_at: str | None = None
 
@@ -103,6 +104,10 @@ class KeyStore:
     def keys(self) -> list[ApiKey]:
         self.refresh()
         return list(self._keys)
+
+    def is_active(self, key_id: str) -> bool:
+        """Whether the key with this id exists and is not revoked."""
+        return any(k.id == key_id and k.active for k in self.keys())
 
     def has_active_keys(self) -> bool:
         return any(k.active for k in self.keys())
@@ -176,6 +181,7 @@ class KeyStore:
         rpm: int | None = None,
         tpm: int | None = None,
         store_text: bool = True,
+        share_cache: bool = False,
     ) -> tuple[ApiKey, str]:
         """A new key; returns it and its secret (shown once, never stored)."""
         if not name.strip():
@@ -194,6 +200,7 @@ class KeyStore:
                 rpm=rpm,
                 tpm=tpm,
                 store_text=store_text,
+                share_cache=share_cache,
                 created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
             self._keys.append(key)

@@ -76,6 +76,10 @@ class Record:
     upstream: str | None = None  # the upstream URL that answered, for a remote model
     attempts: list[dict[str, Any]] = field(default_factory=list)  # the gateway's tries
     compare_id: str | None = None  # the compare call this answer belongs to
+    # The response cache (docs/cache.md): hit-exact | hit-semantic | miss | bypass, or
+    # None when it is off for the model; a hit names the request its answer came from.
+    cache_result: str | None = None
+    cache_source_id: str | None = None
     stream_buffer: bytes = b""  # an upstream event not yet whole
 
     def elapsed_s(self) -> float:
@@ -170,6 +174,8 @@ class Record:
             "upstream": self.upstream,
             "attempts": self.attempts or None,
             "compare_id": self.compare_id,
+            "cache_result": self.cache_result,
+            "cache_source_id": self.cache_source_id,
         }
 
 
@@ -209,7 +215,8 @@ def submit(scope: Scope, record: Record, http_status: int) -> None:
     """Hand the row to the writer, and the tokens to the caller's budget."""
     from modelbench.server.auth import charge_tokens
 
-    charge_tokens(scope, (record.prompt_tokens or 0) + record.completion_tokens)
+    if record.cache_source_id is None and not (record.cache_result or "").startswith("hit"):
+        charge_tokens(scope, (record.prompt_tokens or 0) + record.completion_tokens)
     app_state = getattr(scope.get("app"), "state", None)
     store = getattr(app_state, "store", None)
     settings = getattr(app_state, "settings", None)
@@ -257,6 +264,9 @@ class RecordMiddleware:
                     *message.get("headers", []),
                     (b"x-modelbench-record-id", record.id.encode()),
                 ]
+                names = {k.lower() for k, _ in message["headers"]}
+                if record.cache_result is not None and b"x-modelbench-cache" not in names:
+                    message["headers"].append((b"x-modelbench-cache", record.cache_result.encode()))
             elif (
                 message["type"] == "http.response.body"
                 and status >= 400

@@ -100,6 +100,11 @@ def make_app(state: State) -> Starlette:
                 yield sse(chunk(body, chat, piece, None))
                 await asyncio.sleep(0.1 if state.mode == "slow" else 0)
             yield sse(chunk(body, chat, "", "stop"))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {**chunk(body, chat, "", None), "choices": []}
+                usage["usage"] = {"prompt_tokens": 3, "completion_tokens": len(words)}
+                usage["usage"]["total_tokens"] = 3 + len(words)
+                yield sse(usage)
             yield b"data: [DONE]\n\n"
         finally:
             state.open -= 1

@@ -11,6 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from modelbench.engine.async_engine import AsyncEngine
 from modelbench.engine.outputs import PositionLogprobs, RequestOutput
+from modelbench.server import cache_hooks
 from modelbench.server.chat_roles import template_roles, unknown_role
 from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep, describe_request, resolve
@@ -134,11 +135,17 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, registry: RegistryDep
 ) -> ChatCompletionResponse | Response:
     describe_request(body, messages=[m.model_dump(exclude_none=True) for m in body.messages])
+    cached = await cache_hooks.lookup_remote(request, registry, body)
+    if cached is not None:
+        return cached
     served = await answer_if_remote(request, registry, "/chat/completions", body)
     if isinstance(served, Response):
-        return served
+        return await cache_hooks.remembered(request, served)
     body = served  # a local model, or the local fallback of a remote one
     handle = resolve(request, body.model)
+    cached = await cache_hooks.lookup(request, handle, body)
+    if cached is not None:
+        return cached
     engine = handle.engine
     assert engine is not None
     prompt_ids = await render_prompt(engine, body)
@@ -153,20 +160,24 @@ async def create_chat_completion(
     top = body.top_logprobs or 0
     if body.stream:
         return StreamingResponse(
-            stream_chat(
-                deltas,
-                request_id,
-                handle.id,
-                bool(body.logprobs),
-                top,
-                body.include_usage,
-                params.n,
-                body.echoed(),
+            cache_hooks.remembering(
+                request,
+                stream_chat(
+                    deltas,
+                    request_id,
+                    handle.id,
+                    bool(body.logprobs),
+                    top,
+                    body.include_usage,
+                    params.n,
+                    body.echoed(),
+                ),
             ),
             media_type="text/event-stream",
         )
 
     choices, last = await collect(request, deltas, params.n)
+    await cache_hooks.remember(request)
     return ChatCompletionResponse(
         id=request_id,
         model=handle.id,

@@ -12,6 +12,7 @@ from modelbench.engine.outputs import PositionLogprobs, RequestOutput
 from modelbench.engine.sampling_params import SamplingParams
 from modelbench.engine.sampling_ranges import MAX_N
 from modelbench.models.tokenizer import Tokenizer
+from modelbench.server import cache_hooks
 from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep, describe_request, resolve
 from modelbench.server.errors import APIError
@@ -126,11 +127,17 @@ async def create_completion(
     body: CompletionRequest, request: Request, registry: RegistryDep
 ) -> CompletionResponse | Response:
     describe_request(body, prompt=body.prompt)
+    cached = await cache_hooks.lookup_remote(request, registry, body)
+    if cached is not None:
+        return cached
     served = await answer_if_remote(request, registry, "/completions", body)
     if isinstance(served, Response):
-        return served
+        return await cache_hooks.remembered(request, served)
     body = served  # a local model, or the local fallback of a remote one
     handle = resolve(request, body.model)
+    cached = await cache_hooks.lookup(request, handle, body)
+    if cached is not None:
+        return cached
     engine = handle.engine
     assert engine is not None
     texts = body.prompts()
@@ -156,13 +163,23 @@ async def create_completion(
     want_logprobs = params.logprobs is not None
     if body.stream:
         return StreamingResponse(
-            stream_completion(
-                deltas, request_id, handle.id, want_logprobs, body.include_usage, prompts, echoes
+            cache_hooks.remembering(
+                request,
+                stream_completion(
+                    deltas,
+                    request_id,
+                    handle.id,
+                    want_logprobs,
+                    body.include_usage,
+                    prompts,
+                    echoes,
+                ),
             ),
             media_type="text/event-stream",
         )
 
     choices, _ = await collect(request, deltas, prompts.num_choices)
+    await cache_hooks.remember(request)
     return CompletionResponse(
         id=request_id,
         model=handle.id,
