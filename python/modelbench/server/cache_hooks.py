@@ -112,7 +112,8 @@ def build_cache(
             raise ValueError(
                 f"--cache semantic embeds prompts with the model {name!r} "
                 "(--cache-embedding-model), which this server does not serve for the embed "
-                f"task (served: {served}). Serve it (--model PATH --served-model-name {name}), "
+                f"task (served: {served}). Serve it (--embedding-model {name} for an embedding "
+                f"model's name or folder, or --model PATH --served-model-name {name}), "
                 "name a served model with --cache-embedding-model NAME, or use --cache exact"
             )
         embedder = ServedEmbedder(registry, name)
