@@ -1,7 +1,8 @@
 """A real ``modelbench serve`` process serving a language model and the
 embedding model all-MiniLM-L6-v2 beside it (--embedding-model): the openai
 client's embeddings from both, truncation in ``usage`` and the 400 with
-``truncate: false``, /v1/models, the embed task, and the settings."""
+``truncate: false``, /v1/models, the embed task, the semantic response
+cache embedding prompts with it, and the settings."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def base_url(tiny_llama_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
                 MODEL_NAME,
                 "--embedding-model",
                 DEFAULT_EMBEDDING_MODEL,
+                "--cache",
+                "semantic",  # the response cache embeds prompts with it
                 "--port",
                 str(port),
                 "--kv-cache-memory",
@@ -136,6 +139,20 @@ def test_embed_task_and_generation_refused(base_url: str) -> None:
         timeout=60,
     )
     assert r.status_code == 400 and "generate" in r.text
+
+
+def test_the_semantic_cache_embeds_with_the_encoder(base_url: str) -> None:
+    greedy = {"model": MODEL_NAME, "max_tokens": 4, "temperature": 0}
+    with httpx.Client(base_url=base_url, timeout=60) as http:
+        first = http.post(
+            "/v1/completions", json={"prompt": "How do I reset my password?", **greedy}
+        )
+        assert first.status_code == 200 and first.headers["x-modelbench-cache"] == "miss"
+        later = http.post(
+            "/v1/completions", json={"prompt": "How can I reset my password?", **greedy}
+        )
+        assert later.headers["x-modelbench-cache"] == "hit-semantic"
+        assert later.json()["choices"][0]["text"] == first.json()["choices"][0]["text"]
 
 
 def test_settings_choose_the_embedding_model(monkeypatch: pytest.MonkeyPatch) -> None:
