@@ -32,7 +32,7 @@ from modelbench import LLM, SamplingParams
 
 # Profiler scopes recorded by the C++ runner and layers (RECORD_FUNCTION):
 # modelbench::prepare_inputs, ::forward, ::logits_and_sampling,
-# ::packed_linear, ::paged_attention, ::kv_write, ::rms_norm, ::rotary, ::lm_head,
+# ::packed_linear, ::quant_linear, ::paged_attention, ::kv_write, ::rms_norm, ::rotary, ::lm_head,
 # and the fused float32 CPU ops ::add_rms_norm (residual add + RMSNorm) and ::silu_mul.
 
 
@@ -84,10 +84,12 @@ def profile_decodes(llm: LLM, batch: int, context: int, steps: int) -> dict:
     num_forward = events["modelbench::forward"].count
     total = {k: e.cpu_time_total / 1e3 / num_forward for k, e in events.items()}  # ms per step
     forward = total.get("modelbench::forward", 0.0)
-    # Linear layers: the packed CPU kernel (float32), else aten::linear (which includes its mm).
-    # (the head's own linear runs after the forward, in logits_and_sampling).
+    # Linear layers: the packed CPU kernel (float32), the quantized one, else aten::linear
+    # (which includes its mm). (The head's own linear runs after the forward, in
+    # logits_and_sampling.)
     linear = (
         total.get("modelbench::packed_linear", 0.0)
+        + total.get("modelbench::quant_linear", 0.0)
         + total.get("aten::linear", 0.0)
         - total.get("modelbench::lm_head", 0.0)
     )

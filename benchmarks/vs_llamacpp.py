@@ -16,9 +16,10 @@ into a cache folder and reused. Then, one after the other, never at once:
               concurrency (new prompts at each level, the same for both).
               Every request must produce exactly 128 tokens.
   memory      (with the in-process part) resident memory of the weights:
-              modelbench's RSS after LLM() minus its RSS before (torch and
-              modelbench imported, nothing loaded) minus its KV cache budget
-              (zero-filled at load); llama-server's (-np 16 -c 16384, loaded,
+              modelbench's, in a fresh process, RSS after LLM() minus a
+              no-model baseline (the same imports, the model's tokenizer and
+              config loaded, its weights dropped) minus the bytes of its KV
+              pool (zero-filled at load); llama-server's (-np 16 -c 16384, loaded,
               not timed) resident pages of the GGUF file it maps plus the
               weights it repacked into buffers of its own. Each against the
               GGUF file's size.
@@ -161,13 +162,11 @@ def inprocess_modelbench(model: Path, args: argparse.Namespace) -> dict:
     from modelbench import LLM, SamplingParams
 
     torch.set_num_threads(args.threads)
-    baseline = llamacpp.rss_bytes(os.getpid())
     llm = LLM(
         str(model),
         max_model_len=PROMPT_TOKENS + GEN_TOKENS + 16,
         kv_cache_memory=args.kv_cache_memory,
     )
-    loaded = llamacpp.rss_bytes(os.getpid())
     tokenizer = llm.get_tokenizer()
     rng = random.Random(args.seed)
 
@@ -194,13 +193,59 @@ def inprocess_modelbench(model: Path, args: argparse.Namespace) -> dict:
         "decode": {"tokens_per_s": statistics.median(decode), "samples_tokens_per_s": decode},
         "prefill": {"tokens_per_s": statistics.median(prefill), "samples_tokens_per_s": prefill},
         "torch_threads": torch.get_num_threads(),
-        "memory": {
-            "rss_before_load_bytes": baseline,
-            "rss_after_load_bytes": loaded,
-            "kv_cache_bytes": args.kv_cache_memory,
-            "weights_rss_bytes": loaded - baseline - args.kv_cache_memory,
-            "method": "RSS after LLM() - RSS before (torch, modelbench imported) - KV budget",
-        },
+    }
+
+
+# Run in a fresh interpreter each: what is resident after the same imports and
+# the same tokenizer and config, with and without the weights.
+_PROBE = """
+import json, os, sys
+import torch
+torch.set_num_threads(int(sys.argv[2]))
+from modelbench import LLM
+from modelbench.engine.engine_args import release_freed_memory
+from modelbench.models.loader import load_checkpoint
+def rss():
+    for line in open(f"/proc/{os.getpid()}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+out = {"imports": rss()}
+checkpoint = load_checkpoint(sys.argv[1], keep_quantized=True)
+checkpoint.weights = {}
+release_freed_memory()
+out["tokenizer_and_config"] = rss()
+del checkpoint
+llm = LLM(sys.argv[1], max_model_len=int(sys.argv[3]), kv_cache_memory=int(sys.argv[4]))
+release_freed_memory()
+out["loaded"] = rss()
+out["kv_cache_bytes"] = llm.runner.kv_cache_bytes
+print(json.dumps(out))
+"""
+
+
+def modelbench_memory(model: Path, args: argparse.Namespace) -> dict:
+    """Resident bytes of the weights as LLM() holds them: RSS after LLM() minus a no-model
+    baseline (the same interpreter after the same imports and the model's tokenizer and
+    config, loaded and the weights dropped) minus the KV pool's bytes. Measured in a fresh
+    process, so nothing this benchmark ran before counts."""
+    max_model_len = PROMPT_TOKENS + GEN_TOKENS + 16
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(model), str(args.threads), str(max_model_len),
+         str(args.kv_cache_memory)],
+        check=True, capture_output=True, text=True,
+    )
+    rss = json.loads(probe.stdout.strip().splitlines()[-1])
+    # The probe drops the first load's tokenizer before LLM() loads its own: one each side.
+    weights = rss["loaded"] - rss["tokenizer_and_config"] - rss["kv_cache_bytes"]
+    return {
+        "rss_after_imports_bytes": rss["imports"],
+        "rss_no_model_baseline_bytes": rss["tokenizer_and_config"],
+        "rss_after_load_bytes": rss["loaded"],
+        "kv_cache_bytes": rss["kv_cache_bytes"],
+        "weights_rss_bytes": weights,
+        "tokenizer_and_config_rss_bytes": rss["tokenizer_and_config"] - rss["imports"],
+        "method": "in a fresh process: RSS after LLM() - RSS with the tokenizer and config "
+        "loaded (weights dropped, freed memory trimmed) - the KV pool's bytes",
     }
 
 
@@ -350,13 +395,14 @@ def main(argv: list[str] | None = None) -> None:
             theirs_memory = llamacpp.llama_server_memory(
                 llama, model, args.threads, LLAMA_SERVER_PARALLEL, LLAMA_SERVER_CTX, Path(tmp)
             )
+        ours_memory = modelbench_memory(model, args)
         ours = inprocess_modelbench(model, args)
         result["in_process"] = {
             "repetitions": args.repetitions,
             "llamacpp": theirs,
             "modelbench": ours,
         }
-        result["memory"] = {"modelbench": ours.pop("memory"), "llamacpp": theirs_memory}
+        result["memory"] = {"modelbench": ours_memory, "llamacpp": theirs_memory}
     failure = None
     if not args.skip_served:
         result["served"] = {}

@@ -96,6 +96,8 @@ void bind_model(py::module_& m, py::module_& testing) {
                              "the KV pools' dtype: float32 | bfloat16 | float16")
       .def_property_readonly("device", [](const TransformerRunner& r) { return r.device().str(); })
       .def_property_readonly("num_kv_blocks", [](const TransformerRunner& r) { return r.kv_pool().num_blocks(); })
+      .def_property_readonly("kv_cache_bytes", [](const TransformerRunner& r) { return r.kv_pool().num_bytes(); },
+                             "bytes of the K and V pools, all layers")
       .def("embed", &TransformerRunner::embed, py::arg("prompts"), py::call_guard<py::gil_scoped_release>(),
            "Mean-pooled, L2-normalized final hidden states of each prompt (lists of token ids): "
            "[num_prompts, hidden_size] float32. Runs over a scratch KV pool, so it may run while the "

@@ -151,15 +151,31 @@ inline void score_tile(const float* q, const scalar_t* keys, int64_t row_stride,
   vfloat qv[R][HDV];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < HDV; ++c) qv[r][c] = simd::load(q + (r * HDV + c) * kLanes);
-  for (int64_t j = j_begin; j < j_end; ++j) {
-    prefetch_row<HDV>(ahead, j, row_stride);
-    const scalar_t* key = keys + j * row_stride;
-    vfloat kv[HDV];
-    for (int c = 0; c < HDV; ++c) kv[c] = simd::load(key + c * kLanes);
+  // Four keys at a time, their four dot products reduced together (one
+  // reduction instead of four: the reductions were most of the work); a
+  // last group of fewer is padded with zero rows, so that every key's score
+  // comes from the same operations wherever the range starts or ends.
+  for (int64_t j = j_begin; j < j_end; j += 4) {
+    const int64_t n = std::min<int64_t>(4, j_end - j);
+    vfloat kv[4][HDV];
+    for (int64_t i = 0; i < 4; ++i) {
+      if (i < n) {
+        prefetch_row<HDV>(ahead, j + i, row_stride);
+        const scalar_t* key = keys + (j + i) * row_stride;
+        for (int c = 0; c < HDV; ++c) kv[i][c] = simd::load(key + c * kLanes);
+      } else {
+        for (int c = 0; c < HDV; ++c) kv[i][c] = simd::zero();
+      }
+    }
     for (int r = 0; r < R; ++r) {
-      vfloat sum = simd::mul(qv[r][0], kv[0]);
-      for (int c = 1; c < HDV; ++c) sum = simd::fmadd(qv[r][c], kv[c], sum);
-      scores[r * block_size + j] = simd::reduce_add(sum);
+      vfloat sum[4];
+      for (int i = 0; i < 4; ++i) {
+        sum[i] = simd::mul(qv[r][0], kv[i][0]);
+        for (int c = 1; c < HDV; ++c) sum[i] = simd::fmadd(qv[r][c], kv[i][c], sum[i]);
+      }
+      alignas(16) float four[4];
+      _mm_store_ps(four, simd::reduce_add4(sum[0], sum[1], sum[2], sum[3]));
+      for (int64_t i = 0; i < n; ++i) scores[r * block_size + j + i] = four[i];
     }
   }
 }

@@ -3,7 +3,8 @@
 // to int16 in two vectors of 4 rows by 4 columns; vpmaddwd multiplies them
 // by the 4 int16 activations of those columns, broadcast, and adds each
 // row's column pairs into int32 lanes, folded into one sum per row at the
-// end of a sub-block. 8-bit weights are kept signed (s = u - 128), so the
+// end of a sub-block; tiles of 4 activation rows share each unpacked chunk
+// (then 2, then 1). 8-bit weights are kept signed (s = u - 128), so the
 // 128 * sum(x) they leave out goes into the m term.
 #include <immintrin.h>
 
@@ -115,7 +116,8 @@ void run(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_ou
          int64_t group_end) {
   for (int64_t g = group_begin; g < group_end; ++g) {
     for (int h = 0; h < 2 && 16 * g + 8 * h < w.rows; ++h) {
-      int64_t i = 0;  // tiles of 2 rows: 16 registers hold no more
+      int64_t i = 0;  // tiles of 4 rows, then 2
+      for (; i + 4 <= x.num_rows; i += 4) tile<Bits, Group, F32, 4>(w, x, i, out, ld_out, g, h);
       for (; i + 2 <= x.num_rows; i += 2) tile<Bits, Group, F32, 2>(w, x, i, out, ld_out, g, h);
       if (i < x.num_rows) tile<Bits, Group, F32, 1>(w, x, i, out, ld_out, g, h);
     }

@@ -588,6 +588,9 @@ class TransformerRunner(ModelRunner):
     @property
     def num_kv_blocks(self) -> int: ...
     @property
+    def kv_cache_bytes(self) -> int:
+        """bytes of the K and V pools, all layers"""
+    @property
     def spec(self) -> ModelSpec: ...
 
 # Set by _core.py, which loads the variant: "avx512", "avx2" or "generic".

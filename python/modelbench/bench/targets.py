@@ -56,8 +56,12 @@ class OpenAITarget:
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            # No connection limit: concurrency is the runner's to decide.
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            # No connection limit: concurrency is the runner's to decide. A new
+            # connection per request, as vLLM's benchmark (a session per request):
+            # with kept-alive ones, llama-server closed connections that aiohttp then
+            # reused, and those requests failed (ServerDisconnectedError, "Can not
+            # write request body"). A connection costs well under a millisecond here.
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self.timeout, headers=self.headers
             )

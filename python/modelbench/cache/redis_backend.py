@@ -22,7 +22,8 @@ import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from operator import methodcaller
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -34,7 +35,6 @@ from modelbench.cache.entry import CacheEntry
 from modelbench.cache.vector_index import VectorIndex
 
 logger = logging.getLogger("modelbench.cache")
-T = TypeVar("T")
 PREFIX = "modelbench:cache:"
 
 
@@ -102,12 +102,14 @@ class RedisBackend:
             if not self.available:
                 await self.check()
 
-    async def _call(self, op: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    # redis-py's results are loosely typed (bytes, str or lists of them, by
+    # command): calls answer Any, and the code says what each one is.
+    async def _call(self, op: Callable[[Any], Awaitable[Any]]) -> Any:
         if not self.available:
             raise CacheUnavailable(self.url)
         return await self._attempt(op)
 
-    async def _attempt(self, op: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    async def _attempt(self, op: Callable[[Any], Awaitable[Any]]) -> Any:
         try:
             result = await asyncio.wait_for(op(self.client), self.timeout_s)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
@@ -168,7 +170,7 @@ class RedisBackend:
         ttl_ms = max(1, int((entry.expires_at - time.time()) * 1000))
         now_ms = time.time() * 1000
 
-        async def write(c: aioredis.Redis) -> None:
+        async def write(c: Any) -> None:
             pipe = c.pipeline(transaction=True)
             pipe.set(PREFIX + "e:" + entry.id, entry.to_json(), px=ttl_ms)
             pipe.set(PREFIX + "x:" + entry.exact_key, entry.id, px=ttl_ms)
@@ -199,8 +201,9 @@ class RedisBackend:
         ids = [i.decode() for i in await self._call(lambda c: c.zrange(PREFIX + "lru", 0, -1))]
         doomed: list[str] = []
         for start in range(0, len(ids), 500):
+            keys = [PREFIX + "e:" + i for i in ids[start : start + 500]]
+            raws = await self._call(methodcaller("mget", keys))
             chunk = ids[start : start + 500]
-            raws = await self._call(lambda c, k=chunk: c.mget([PREFIX + "e:" + i for i in k]))
             for entry_id, raw in zip(chunk, raws, strict=True):
                 if raw is None:
                     doomed.append(entry_id)
@@ -213,10 +216,9 @@ class RedisBackend:
         removed = 0
         for start in range(0, len(doomed), 500):
             chunk = doomed[start : start + 500]
-            removed += int(
-                await self._call(lambda c, k=chunk: c.delete(*(PREFIX + "e:" + i for i in k)))
-            )
-            await self._call(lambda c, k=chunk: c.zrem(PREFIX + "lru", *k))
+            keys = [PREFIX + "e:" + i for i in chunk]
+            removed += int(await self._call(methodcaller("delete", *keys)))
+            await self._call(methodcaller("zrem", PREFIX + "lru", *chunk))
         return removed
 
     # ---- the local vector index ------------------------------------------------

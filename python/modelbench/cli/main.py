@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kv-cache-dtype",
         choices=["auto", "bfloat16"],
-        help="auto: the model's dtype (default); bfloat16: half the KV bytes of a float32 model",
+        help="auto (default): the model's dtype, bfloat16 for weights kept quantized on the CPU; "
+        "bfloat16: half the KV bytes of a float32 model",
     )
     p.add_argument(
         "--quantization",

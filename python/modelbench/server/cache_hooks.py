@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -323,7 +323,7 @@ async def remembered(request: Request, response: Response) -> Response:
     return response
 
 
-async def remembering(request: Request, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def remembering(request: Request, events: AsyncIterable[Any]) -> AsyncIterator[Any]:
     """A stream's events, passed on; the answer is kept once the last has gone."""
     async for event in events:
         yield event

@@ -5,6 +5,7 @@ needed for the page itself, and nothing in it runs inline."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -72,8 +73,12 @@ def test_the_api_still_needs_a_key(served: Served) -> None:
 
 
 def test_the_wheel_takes_the_assets() -> None:
-    """scikit-build-core copies the whole package folder (wheel.packages),
-    and nothing excludes the static files from it."""
-    pyproject = (Path(__file__).parents[3] / "pyproject.toml").read_text()
+    """scikit-build-core copies every file of the package folder
+    (wheel.packages) that no exclude and no .gitignore pattern leaves out."""
+    root = Path(__file__).parents[3]
+    pyproject = (root / "pyproject.toml").read_text()
     assert 'wheel.packages = ["python/modelbench"]' in pyproject
     assert "wheel.exclude" not in pyproject and "sdist.exclude" not in pyproject
+    assets = [str(p) for p in STATIC.rglob("*") if p.is_file()]
+    ignored = subprocess.run(["git", "check-ignore", *assets], cwd=root, capture_output=True)
+    assert ignored.returncode == 1, ignored.stdout.decode()  # 1: none is ignored

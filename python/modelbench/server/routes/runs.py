@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,9 @@ router = APIRouter(tags=["runs"])
 
 BENCH_ID = re.compile(r"run_[0-9a-f]{1,32}")
 EVAL_ID = re.compile(r"eval_[0-9a-f]{1,32}")
+# The patterns in the spec; the route checks them itself, naming run_id.
+BENCH_RUN_ID = Path(json_schema_extra={"pattern": f"^{BENCH_ID.pattern}$"})
+EVAL_RUN_ID = Path(json_schema_extra={"pattern": f"^{EVAL_ID.pattern}$"})
 
 
 def checked_id(value: str, pattern: re.Pattern[str], example: str) -> str:
@@ -78,7 +81,7 @@ async def bench_runs(request: Request, limit: int = Query(50, ge=1, le=500)) -> 
 
 
 @router.get("/v1/bench/runs/{run_id}", responses=error_responses(400, 404))
-async def bench_run(run_id: str, request: Request) -> dict[str, Any]:
+async def bench_run(request: Request, run_id: str = BENCH_RUN_ID) -> dict[str, Any]:
     checked_id(run_id, BENCH_ID, "run_0123456789ab")
     store = get_store(request)
 
@@ -101,7 +104,7 @@ async def eval_runs(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/eval/runs/{run_id}", responses=error_responses(400, 404))
-async def eval_run(run_id: str, request: Request) -> dict[str, Any]:
+async def eval_run(request: Request, run_id: str = EVAL_RUN_ID) -> dict[str, Any]:
     checked_id(run_id, EVAL_ID, "eval_0123456789ab")
     store = get_store(request)
     try:

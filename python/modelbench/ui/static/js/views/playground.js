@@ -35,6 +35,7 @@ export default function playground(main) {
     let usage = null;
     let served = model;
     let reply = "";
+    let chunks = 0;
     try {
       const response = await stream("/v1/chat/completions", {
         model, messages, stream: true, stream_options: { include_usage: true }, ...sampling.values(),
@@ -45,6 +46,7 @@ export default function playground(main) {
           const delta = (choice.delta && choice.delta.content) || "";
           if (delta) {
             if (first === null) first = performance.now();
+            chunks += 1;
             reply += delta;
             text.textContent = reply;
           }
@@ -55,10 +57,15 @@ export default function playground(main) {
       const cache = response.headers.get("x-modelbench-cache");
       const tokens = usage ? usage.completion_tokens : null;
       const decodeS = first !== null ? (ended - first) / 1000 : null;
+      // A cached answer arrives whole: no generation speed to show.
+      const cached = Boolean(cache && cache.startsWith("hit"));
+      const speed = tokens && decodeS > 0 && chunks > 1 && !cached
+        ? `${number(Math.max(tokens - 1, 1) / decodeS, 1)} tokens/s`
+        : `– tokens/s${cached ? " (from the cache)" : ""}`;
       turn.querySelector(".who").textContent = served;
       stats.replaceChildren(
         h("span", {}, `TTFT ${first !== null ? number(first - started, 0) : "–"} ms`),
-        h("span", {}, `${tokens && decodeS > 0 ? number(Math.max(tokens - 1, 1) / decodeS, 1) : "–"} tokens/s`),
+        h("span", {}, speed),
         h("span", {}, usage ? `${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens` : "no usage sent"),
         h("span", { class: "cache" }, `cache: ${cache || "off"}`),
       );
