@@ -13,6 +13,12 @@ sentences per second of each, the speedup, per-call p50 latency, and the
 lowest cosine between the two sides' vectors. Targets: 3x at batch 1, 2x
 at batch 32. Prints JSON and writes it with --out. Never asserts on time.
 
+The process runs with libgomp's spin bounded as ``modelbench serve`` runs
+(``GOMP_SPINCOUNT``, server/openmp.py; it re-executes itself once to set
+it, unless the variable or ``OMP_WAIT_POLICY`` is already set): with the
+default 4 ms spin, two threads on a busy host took seconds per batch of 32
+(a thread spinning while its partner was descheduled). Both sides share it.
+
     python benchmarks/embed_vs_st.py --out benchmarks/results/embed_vs_st_cpu.json
 """
 
@@ -23,6 +29,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +98,11 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=20, help="calls per alternating block")
     parser.add_argument("--out", help="write the JSON here too")
     args = parser.parse_args()
+    from modelbench.server.openmp import bounded_spin_environ
+
+    env = bounded_spin_environ()
+    if env is not None:  # libgomp reads it when torch loads: start again with it
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
@@ -144,6 +156,7 @@ def main() -> None:
         },
         # Other work on the machine (1-minute load average before and after):
         # figures taken under load say little beyond the ratio.
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
         "loadavg_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "notes": "same process, same torch thread count; sides alternate in blocks",
     }
