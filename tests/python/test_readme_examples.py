@@ -34,13 +34,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import tomllib
 
 from modelbench.cli.main import build_parser
 from modelbench.config import ModelsFile
 
+from . import serve_process
 from .server.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,20 +202,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             env={**shell_env(), "MODELBENCH_RUN_WORKER": "false"},
         )
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"modelbench serve exited: {log_path.read_text()}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"not ready: {log_path.read_text()[-2000:]}"
-            time.sleep(0.2)
+        serve_process.wait_ready(proc, f"http://127.0.0.1:{port}", log_path)
         yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        serve_process.stop(proc, grace_s=60)
 
 
 @pytest.mark.parametrize("block", blocks_of("client"), ids=lambda b: f"line{b.line}")

@@ -49,7 +49,12 @@ class OpenAITarget:
         self.chat = chat
         self.tokenizer = tokenizer
         self.extra_body = extra_body or {}
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # A benchmark measures the model: a server's response cache (ours, with
+        # --cache) would answer repeated greedy prompts without running it.
+        # Servers without one ignore the header.
+        self.headers = {"Cache-Control": "no-cache, no-store"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self.served_model: str | None = None  # the ``model`` of the server's first chunk

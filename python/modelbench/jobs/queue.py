@@ -145,6 +145,28 @@ class JobQueue:
                 return
             position = rows[-1].position
 
+    def list_batches(
+        self, api_key_id: str | None, limit: int, after: Batch | None = None
+    ) -> tuple[list[Batch], bool]:
+        """Batches newest first, those of ``api_key_id`` only unless it is None,
+        starting after ``after`` (the last one of the previous page); and whether
+        there are more."""
+        query = select(Batch)
+        if api_key_id is not None:
+            query = query.where(Batch.api_key_id == api_key_id)
+        if after is not None:
+            query = query.where(
+                or_(
+                    Batch.created_at < after.created_at,
+                    and_(Batch.created_at == after.created_at, Batch.id < after.id),
+                )
+            )
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                query.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)
+            ).all()
+        return list(rows[:limit]), len(rows) > limit
+
     def cancel(self, batch_id: str) -> bool:
         """Cancel what has not started; running jobs finish. False if unknown."""
         with Session(self.engine) as session, session.begin():

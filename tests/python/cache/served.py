@@ -5,7 +5,6 @@ tests."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
+from .. import serve_process
 from ..redis_server import free_port
 
 MODEL = "tiny-llama"
@@ -33,56 +33,37 @@ class Served:
             "MODELBENCH_KEYS_FILE": str(keys_file),
             "MODELBENCH_DATABASE_URL": f"sqlite:///{self.database}",
         }
-        with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "modelbench",
-                    "serve",
-                    "--model",
-                    str(model_path),
-                    "--served-model-name",
-                    MODEL,
-                    "--port",
-                    str(self.port),
-                    "--kv-cache-memory",
-                    str(32 * 1024 * 1024),
-                    "--max-model-len",
-                    "256",
-                    "--log-format",
-                    "text",
-                    *flags,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-            )
+        self.proc = serve_process.start(
+            [
+                "serve",
+                "--model",
+                str(model_path),
+                "--served-model-name",
+                MODEL,
+                "--port",
+                str(self.port),
+                "--kv-cache-memory",
+                str(32 * 1024 * 1024),
+                "--max-model-len",
+                "256",
+                "--log-format",
+                "text",
+                *flags,
+            ],
+            env,
+            self.log_path,
+        )
         if wait:
             self.wait_ready()
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited: {self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"the server did not become ready: {self.log()}")
-            time.sleep(0.1)
+        serve_process.wait_ready(self.proc, self.url, self.log_path)
 
     def log(self) -> str:
         return self.log_path.read_text()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        serve_process.stop(self.proc, grace_s=0)
 
     def post(
         self, path: str, body: dict, key: str | None = None, headers: dict | None = None

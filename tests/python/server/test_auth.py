@@ -224,6 +224,16 @@ def test_batch_jobs_run_for_their_owner(keyed: tuple[RunningServer, Keys]) -> No
         assert http.get(f"/v1/batch/{created['id']}", headers=bearer(keys.quiet)).status_code == 404
         assert http.get(f"/v1/batch/{created['id']}", headers=bearer(keys.admin)).status_code == 200
 
+        # Listed to its owner and an admin, not to another plain key, which may
+        # not page from it either.
+        def ids(key: str) -> list[str]:
+            return [b["id"] for b in http.get("/v1/batch", headers=bearer(key)).json()["data"]]
+
+        assert created["id"] in ids(keys.user) and created["id"] in ids(keys.admin)
+        assert created["id"] not in ids(keys.quiet)
+        r = http.get("/v1/batch", params={"after": created["id"]}, headers=bearer(keys.quiet))
+        assert r.status_code == 400 and r.json()["error"]["param"] == "after"
+
 
 def test_body_size_limit(keyed: tuple[RunningServer, Keys]) -> None:
     server, keys = keyed

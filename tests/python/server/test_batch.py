@@ -108,6 +108,31 @@ def test_json_batch_runs_in_order(batch_server: RunningServer) -> None:
         assert job["batch_id"] == created["id"] and job["attempts"] == 1 and job["error"] is None
 
 
+def test_batches_are_listed_newest_first_a_page_at_a_time(batch_server: RunningServer) -> None:
+    with httpx.Client(base_url=batch_server.base_url, timeout=30) as http:
+        made = []
+        for i in range(3):
+            r = http.post("/v1/batch", json=[completion(i)])
+            assert r.status_code == 202, r.text
+            made.append(r.json()["id"])
+            time.sleep(0.01)  # distinct creation times
+        first = http.get("/v1/batch", params={"limit": 2}).json()
+        assert first["object"] == "list" and [b["id"] for b in first["data"]] == made[::-1][:2]
+        assert first["has_more"] and first["first_id"] == made[2] and first["last_id"] == made[1]
+        assert first["data"][0]["request_counts"]["total"] == 1
+        rest = http.get("/v1/batch", params={"limit": 100, "after": first["last_id"]}).json()
+        assert rest["data"][0]["id"] == made[0] and made[1] not in [b["id"] for b in rest["data"]]
+        for params, param in (
+            ({"limit": 0}, "limit"),
+            ({"limit": 101}, "limit"),
+            ({"after": "batch_nope"}, "after"),
+        ):
+            r = http.get("/v1/batch", params=params)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        for batch_id in made:
+            wait_done(http, batch_id)
+
+
 def test_jsonl_with_a_malformed_line(batch_server: RunningServer) -> None:
     lines = [
         json.dumps(completion(0)),

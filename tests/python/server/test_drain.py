@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .. import serve_process
 from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, free_port
 
 DRAIN_TIMEOUT_S = 60
@@ -41,49 +42,33 @@ def served(
     log_path = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MODELBENCH_RUN_WORKER": "false"}
     env.pop("MODELBENCH_LOG_FORMAT", None)  # the default: JSON
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modelbench",
-                "serve",
-                "--model",
-                str(tiny_llama_path),
-                "--served-model-name",
-                MODEL_NAME,
-                "--port",
-                str(port),
-                "--kv-cache-memory",
-                str(KV_CACHE_MEMORY),
-                "--max-model-len",
-                str(MAX_MODEL_LEN),
-                "--drain-timeout",
-                str(drain_timeout_s),
-                "--max-num-seqs",
-                "1",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env=env,
-        )
+    proc = serve_process.start(
+        [
+            "serve",
+            "--model",
+            str(tiny_llama_path),
+            "--served-model-name",
+            MODEL_NAME,
+            "--port",
+            str(port),
+            "--kv-cache-memory",
+            str(KV_CACHE_MEMORY),
+            "--max-model-len",
+            str(MAX_MODEL_LEN),
+            "--drain-timeout",
+            str(drain_timeout_s),
+            "--max-num-seqs",
+            "1",
+        ],
+        env,
+        log_path,
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"the server exited: {log_path.read_text()}"
-            try:
-                if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
+        serve_process.wait_ready(proc, base_url, log_path)
         yield Served(proc, base_url, log_path)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        serve_process.stop(proc, grace_s=0)
 
 
 def in_engine(url: str) -> float:

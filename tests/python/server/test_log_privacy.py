@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from modelbench.config import Settings
 from modelbench.db.connection import make_engine
 from modelbench.db.tables import Base, RequestRecord
 
+from .. import serve_process
 from .conftest import (
     KV_CACHE_MEMORY,
     MAX_MODEL_LEN,
@@ -85,52 +85,34 @@ def served_at_debug(tiny_llama_path: Path, tmp_path: Path) -> Iterator[tuple[str
     log_path = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("MODELBENCH_LOG_TEXT", None)
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "modelbench",
-                "serve",
-                "--model",
-                str(tiny_llama_path),
-                "--served-model-name",
-                MODEL_NAME,
-                "--port",
-                str(port),
-                "--kv-cache-memory",
-                str(KV_CACHE_MEMORY),
-                "--max-model-len",
-                str(MAX_MODEL_LEN),
-                "--log-level",
-                "debug",
-                "--database-url",
-                f"sqlite:///{tmp_path / 'store.db'}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    proc = serve_process.start(
+        [
+            "serve",
+            "--model",
+            str(tiny_llama_path),
+            "--served-model-name",
+            MODEL_NAME,
+            "--port",
+            str(port),
+            "--kv-cache-memory",
+            str(KV_CACHE_MEMORY),
+            "--max-model-len",
+            str(MAX_MODEL_LEN),
+            "--log-level",
+            "debug",
+            "--database-url",
+            f"sqlite:///{tmp_path / 'store.db'}",
+        ],
+        env,
+        log_path,
+        with_stdout=True,
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"the server exited: {log_path.read_text()}"
-            try:
-                if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
+        serve_process.wait_ready(proc, base_url, log_path)
         yield base_url, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        serve_process.stop(proc, grace_s=60)
 
 
 def test_modelbench_serve_at_debug_logs_no_text(served_at_debug: tuple[str, Path]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from modelbench.server.keys import KeyStore
 
+from ..serve_process import start, stop, wait_ready
 from ..server.conftest import free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -50,40 +50,6 @@ class Served:
     def post(self, path: str, key: str | None = None, **kwargs) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key or self.admin_key}"}
         return httpx.post(self.base_url + path, headers=headers, timeout=120, **kwargs)
-
-
-def start(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    with log_path.open("w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "modelbench", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env=env,
-        )
-
-
-def wait_ready(proc: subprocess.Popen, base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + 300  # a shared, busy host: loading is slow
-    while True:
-        assert proc.poll() is None, f"the server exited: {log_path.read_text()[-3000:]}"
-        try:
-            ready = httpx.get(f"{base_url}/ready", timeout=2)
-            if ready.status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"not ready: {log_path.read_text()[-3000:]}"
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -155,15 +121,7 @@ def saved_runs(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iter
     logs = [root / "bench.log", root / "eval.log"]
     procs = []
     for command, log in zip(commands, logs):
-        with log.open("w") as out:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "modelbench", *command],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=served.env,
-                )
-            )
+        procs.append(start(command, served.env, log, with_stdout=True))
     try:
         yield SavedRuns(procs, logs)
     finally:
@@ -186,7 +144,9 @@ class Watch:
         assert not self.foreign, f"requests left the origin {self.origin}: {self.foreign}"
 
 
-@pytest.fixture(scope="session")
+# Per module: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and tests run after it (in any order) need their own.
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
     with playwright_api.sync_playwright() as p:
         launched = p.chromium.launch(

@@ -113,6 +113,11 @@ def test_a_batch_from_a_jsonl_file_runs_to_the_end(
     reason = row.locator("li.error")
     reason.wait_for()
     assert "line 2: not valid JSON" in reason.inner_text()
+    # Opened again, the page lists the key's batches from the server, newest first.
+    page.reload()
+    page.locator(f"[data-batch='{batch_id}']").wait_for()
+    listed = page.locator("[data-batch]").evaluate_all("rows => rows.map(r => r.dataset.batch)")
+    assert listed.index(bad_id) < listed.index(batch_id)
 
 
 def test_a_plain_key_sees_only_its_own_requests(page, served: Served) -> None:
@@ -122,6 +127,9 @@ def test_a_plain_key_sees_only_its_own_requests(page, served: Served) -> None:
     wait_for_record(served, others)
     sign_in(page, served, served.plain_key, "jobs")
     page.get_by_role("link", name=mine).wait_for()
+    # nor anyone else's batches (GET /v1/batch lists the key's own)
+    assert served.get("/v1/batch", key=served.plain_key).json()["data"] == []
+    assert page.locator("[data-batch]").count() == 0
     shown = listed_ids(page)
     own = served.get(f"/v1/requests?api_key_id={served.plain_key_id}&limit=25").json()["data"]
     assert shown == [r["id"] for r in own] and others not in shown

@@ -306,6 +306,42 @@ async def read_batch_object(
     return batch_object(batch, counts)
 
 
+@router.get("/v1/batch")
+async def list_batches(
+    request: Request, limit: int = 20, after: str | None = None
+) -> dict[str, Any]:
+    """The caller's batches (every batch for an admin key or an open server),
+    newest first, ``limit`` (1 to 100) a page; ``after`` is the previous page's
+    ``last_id``, as OpenAI's list of batches."""
+    if not 1 <= limit <= 100:
+        raise APIError(400, f"limit must be between 1 and 100, got {limit}", param="limit")
+    store = get_store(request)
+    caller = request.scope.get("state", {}).get("caller")
+    key = getattr(caller, "key", None)
+    owner = None if key is None or key.admin else key.id
+    cursor = None
+    if after is not None:
+        cursor = await asyncio.to_thread(store.queue.get_batch, after)
+        if cursor is None or not may_see(request, cursor.api_key_id):
+            raise APIError(
+                400,
+                f"after={after!r} names no batch of yours; pass a list's last_id",
+                param="after",
+            )
+    batches, has_more = await asyncio.to_thread(store.queue.list_batches, owner, limit, cursor)
+    data = [
+        batch_object(batch, await asyncio.to_thread(store.queue.counts, batch.id))
+        for batch in batches
+    ]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0].id if data else None,
+        "last_id": data[-1].id if data else None,
+        "has_more": has_more,
+    }
+
+
 @router.get("/v1/batch/{batch_id}")
 async def get_batch(batch_id: str, request: Request) -> BatchObject:
     return await read_batch_object(get_store(request), batch_id, request)

@@ -1,11 +1,10 @@
-// Batch jobs: submit a JSONL file (POST /v1/batch), and follow each batch
-// this tab submitted or saw in the request log (GET /v1/batch/{id}) with a
-// progress bar until it ends.
+// Batch jobs: submit a JSONL file (POST /v1/batch); the key's batches, newest
+// first (GET /v1/batch: every batch for an admin key), each followed
+// (GET /v1/batch/{id}) with a progress bar until it ends.
 
 import { json, request, text } from "../api.js";
 import { h, field, errorText } from "../dom.js";
 
-const SEEN = "modelbench.batches";
 const FINAL = new Set(["completed", "cancelled"]);
 
 export default function batches() {
@@ -16,12 +15,7 @@ export default function batches() {
   const message = h("div");
   let timer = null;
 
-  function remember(id) {
-    const ids = JSON.parse(sessionStorage.getItem(SEEN) || "[]");
-    if (!ids.includes(id)) sessionStorage.setItem(SEEN, JSON.stringify([id, ...ids].slice(0, 20)));
-  }
-
-  function track(id) {
+  function track(id, first = false) {
     if (known.has(id)) return;
     const bar = h("progress", { max: "1", value: "0", "aria-label": `progress of ${id}` });
     const label = h("span", {}, "…");
@@ -33,7 +27,7 @@ export default function batches() {
       h("div", { class: "row" }, h("code", {}, id), bar, label, cancel), failures);
     row.parts = { bar, label, cancel, failures };
     known.set(id, row);
-    list.append(row);
+    if (first) list.prepend(row); else list.append(row);
     refresh();
   }
 
@@ -77,9 +71,8 @@ export default function batches() {
     try {
       const body = await chosen.text();
       const b = await json("/v1/batch", { method: "POST", body, type: "application/jsonl" });
-      remember(b.id);
       message.append(h("p", { class: "note" }, `Submitted ${b.id} (${b.request_counts.total} requests).`));
-      track(b.id);
+      track(b.id, true);
     } catch (err) {
       message.append(errorText(err));
     }
@@ -91,6 +84,8 @@ export default function batches() {
     h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); if (lookup.value.trim()) track(lookup.value.trim()); } },
       field("Batch id", lookup), h("button", { type: "submit", class: "secondary" }, "Follow")),
     message, list);
-  for (const id of JSON.parse(sessionStorage.getItem(SEEN) || "[]")) track(id);
+  json("/v1/batch?limit=20")
+    .then((page) => { for (const b of page.data) track(b.id); })
+    .catch((err) => message.append(errorText(err)));
   return { element, track, stop: () => clearTimeout(timer) };
 }
