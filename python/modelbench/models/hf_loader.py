@@ -43,6 +43,11 @@ def _add_gpt2_prefix(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     }
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a folder (the encoder loader reads them too)."""
+    return _read_weights(path)
+
+
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a folder: sharded or single safetensors, else pytorch_model.bin."""
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):

@@ -71,6 +71,15 @@ class ServedEmbedder:
 
     async def __call__(self, texts: list[str]) -> np.ndarray:
         handle = self.registry.resolve(self.model, "embed")
+        if handle.encoder is not None:  # an embedding model: long prompts are truncated
+            encoder = handle.encoder
+            ids, truncated = await asyncio.to_thread(encoder.token_ids, texts, True)
+            self.registry.admit(handle)
+            try:
+                output = await encoder.embed_ids(ids, truncated)
+            finally:
+                handle.end()
+            return np.asarray(output.embeddings, dtype=np.float32)
         engine = handle.engine
         assert engine is not None
         ids = await asyncio.to_thread(token_ids_of, engine.tokenizer, texts)
@@ -103,7 +112,8 @@ def build_cache(
             raise ValueError(
                 f"--cache semantic embeds prompts with the model {name!r} "
                 "(--cache-embedding-model), which this server does not serve for the embed "
-                f"task (served: {served}). Serve it (--model PATH --served-model-name {name}), "
+                f"task (served: {served}). Serve it (--embedding-model {name} for an embedding "
+                f"model's name or folder, or --model PATH --served-model-name {name}), "
                 "name a served model with --cache-embedding-model NAME, or use --cache exact"
             )
         embedder = ServedEmbedder(registry, name)

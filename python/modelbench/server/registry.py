@@ -37,6 +37,7 @@ from enum import Enum
 
 from modelbench.config import ModelConfig, RoutingPolicy
 from modelbench.engine.async_engine import AsyncEngine, run_on_own_thread
+from modelbench.engine.encoder_engine import EncoderEngine
 from modelbench.gateway.service import Gateway
 from modelbench.gateway.upstream import UpstreamPool
 from modelbench.server.errors import APIError
@@ -65,6 +66,8 @@ class ModelHandle:
 
     config: ModelConfig
     engine: AsyncEngine | None = None
+    # An embedding model (a BERT encoder) instead of ``engine``: it serves "embed" alone.
+    encoder: EncoderEngine | None = None
     state: ModelState = ModelState.LOADING
     error: str | None = None
     outstanding: int = 0  # requests admitted and not yet finished
@@ -88,6 +91,8 @@ class ModelHandle:
 
     @property
     def max_model_len(self) -> int | None:
+        if self.encoder is not None:
+            return self.encoder.max_model_len
         return self.engine.max_model_len if self.engine is not None else None
 
     def serves(self, task: str) -> bool:
@@ -252,7 +257,12 @@ class ModelRegistry:
         config = handle.config
         build = run_on_own_thread if spin_is_bounded() else asyncio.to_thread
         try:
-            engine = await build(AsyncEngine, config.engine_args())
+            if config.is_embedding_model():
+                assert config.path is not None
+                encoder = await build(EncoderEngine, config.path)
+                engine = None
+            else:
+                engine, encoder = await build(AsyncEngine, config.engine_args()), None
         except Exception as exc:
             handle.state, handle.error = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             handle.finished_at = time.time()
@@ -260,9 +270,10 @@ class ModelRegistry:
             raise
         handle.finished_at = time.time()
         if handle.state == ModelState.UNLOADING:  # the server stopped while it loaded
-            await asyncio.to_thread(engine.shutdown)
+            if engine is not None:
+                await asyncio.to_thread(engine.shutdown)
             return handle
-        handle.engine, handle.state = engine, ModelState.READY
+        handle.engine, handle.encoder, handle.state = engine, encoder, ModelState.READY
         logger.info(
             "loaded %s from %s in %.1f s",
             config.id,
@@ -305,6 +316,7 @@ class ModelRegistry:
                     timeout_s,
                 )
         del self._handles[model_id]
+        handle.encoder = None
         engine, handle.engine = handle.engine, None
         if engine is not None:
             await asyncio.to_thread(engine.shutdown)
@@ -318,6 +330,7 @@ class ModelRegistry:
             handle.state = ModelState.UNLOADING
         await asyncio.gather(*self._loads, return_exceptions=True)
         for handle in list(self._handles.values()):
+            handle.encoder = None
             engine, handle.engine = handle.engine, None
             if engine is not None:
                 await asyncio.to_thread(engine.shutdown)

@@ -42,6 +42,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 
 from modelbench.engine.async_engine import AsyncEngine
+from modelbench.engine.encoder_engine import EncoderEngine
 from modelbench.engine.errors import CONFLICTING_FIELDS, CONTEXT_LENGTH_EXCEEDED
 from modelbench.engine.sampling_params import SamplingParams
 from modelbench.engine.sampling_ranges import (
@@ -259,7 +260,7 @@ async def generate_text(
 
 
 async def run_task(
-    engine: AsyncEngine,
+    engine: AsyncEngine | EncoderEngine,
     task: str,
     text: str,
     parameters: dict[str, Any] | BaseModel | None = None,
@@ -288,14 +289,24 @@ async def run_task(
         raise TaskInputError("text must not be empty", "text")
     request_id = request_id or uuid.uuid4().hex
     try:
-        if isinstance(parsed, GenerationParameters):
+        if isinstance(parsed, GenerationParameters) and isinstance(engine, AsyncEngine):
             return await _run_generation(engine, task, text, parsed, request_id, priority)
         if isinstance(parsed, EmbedParameters):
+            # An embedding model truncates past its max_seq_length (metadata says so).
             embedded = await engine.embed([text])
             vector = embedded.embeddings[0]
             return TaskOutput(
                 result={"embedding": vector, "dimensions": len(vector)},
-                metadata={"prompt_tokens": embedded.num_prompt_tokens},
+                metadata={
+                    "prompt_tokens": embedded.num_prompt_tokens,
+                    "truncated": embedded.truncated > 0,
+                },
+            )
+        if isinstance(engine, EncoderEngine):
+            raise TaskInputError(
+                f"the task {task!r} needs a language model; this is an embedding model "
+                "(task embed only)",
+                "task",
             )
         labels = parsed.labels if isinstance(parsed, ClassifyParameters) else list(SENTIMENT_LABELS)
         return await run_labels(engine, task, text, labels, request_id, priority)

@@ -13,7 +13,9 @@ from modelbench.config import DEFAULT_MODEL_NAME, Settings, load_models_file
 
 
 def one(settings: Settings):
-    (config,) = settings.model_configs().models
+    """The one language model (the embedding model served beside the default
+    chat model is tests/python/server/test_embedding_model.py's)."""
+    (config,) = [m for m in settings.model_configs().models if not m.is_embedding_model()]
     return config
 
 
@@ -221,7 +223,7 @@ def test_serving_several_models_from_the_command_line(
 
 def test_serve_keeps_the_default_model_beside_upstreams_and_the_gateway_does_not() -> None:
     serve = Settings(upstream=["u=http://127.0.0.1:9/v1#theirs"]).model_configs()
-    assert [m.name for m in serve.models] == ["SmolLM2-135M-Instruct"]
+    assert [m.name for m in serve.models] == ["SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"]
     assert [(u.name, u.url, u.upstream_model) for u in serve.upstreams] == [
         ("u", "http://127.0.0.1:9/v1", "theirs")
     ]

@@ -197,7 +197,9 @@ def load_status(
         )
         if memory is not None
         else None,
-        model=version_card(handle, registry) if handle.engine is not None else None,
+        model=version_card(handle, registry)
+        if handle.engine is not None or handle.encoder is not None
+        else None,
     )
 
 

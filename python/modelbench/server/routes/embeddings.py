@@ -1,7 +1,15 @@
-"""POST /v1/embeddings: OpenAI's embeddings, from the model's final hidden
-states, mean-pooled over each input's tokens and L2-normalized (see
+"""POST /v1/embeddings: OpenAI's embeddings. An embedding model
+(all-MiniLM-L6-v2, or another sentence-transformers BERT folder) pools as
+its folder says (engine/encoder_engine.py); a language model's final hidden
+states are mean-pooled over each input's tokens and L2-normalized (see
 modelbench.engine.embedding). ``encoding_format`` "float" or "base64" (little-endian
-float32, what the openai client asks for by default)."""
+float32, what the openai client asks for by default).
+
+Truncation (embedding models): an input past the model's max_seq_length
+(256 tokens for all-MiniLM-L6-v2) is cut to it, and ``usage.truncated``
+counts the inputs that were; with ``"truncate": false`` such an input is a
+400 naming the limit. A language model never truncates: a prompt past its
+context is a 400 either way."""
 
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ from modelbench.server.errors import APIError
 from modelbench.server.openapi import error_responses
 from modelbench.server.protocol_fields import STRICT_REQUEST, only
 from modelbench.server.recorder import current_record
+from modelbench.server.registry import ModelHandle
 from modelbench.server.routes.generation import until_disconnect
 from modelbench.server.routes.prompts import check_prompt_length, check_token_ids
 
@@ -52,6 +61,9 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
     # vLLM's: orders admission (embeddings run beside the scheduler, not in its queue).
     priority: Int32 = 0
+    # modelbench's: an embedding model cuts inputs past its max_seq_length (true, the
+    # default; usage.truncated counts them) or refuses them with a 400 (false).
+    truncate: bool = True
 
 
 class Embedding(BaseModel):
@@ -61,8 +73,9 @@ class Embedding(BaseModel):
 
 
 class EmbeddingUsage(BaseModel):
-    prompt_tokens: int
+    prompt_tokens: int  # as embedded (after truncation)
     total_tokens: int
+    truncated: int = 0  # inputs cut to the embedding model's max_seq_length
 
 
 class EmbeddingResponse(BaseModel):
@@ -98,6 +111,8 @@ async def create_embeddings(
             "dimensions is not supported: embeddings have the model's hidden size; leave it out",
             param="dimensions",
         )
+    if handle.encoder is not None:
+        return await _embed_with_encoder(body, request, registry, handle)
     engine = handle.engine
     assert engine is not None
     try:
@@ -127,5 +142,39 @@ async def create_embeddings(
         ],
         usage=EmbeddingUsage(
             prompt_tokens=output.num_prompt_tokens, total_tokens=output.num_prompt_tokens
+        ),
+    )
+
+
+async def _embed_with_encoder(
+    body: EmbeddingRequest, request: Request, registry: RegistryDep, handle: ModelHandle
+) -> EmbeddingResponse:
+    """/v1/embeddings on an embedding model: truncation as the module says."""
+    record = current_record.get()
+    encoder = handle.encoder
+    assert encoder is not None
+    try:
+        ids, truncated = await asyncio.to_thread(encoder.token_ids, body.input, body.truncate)
+    except ValueError as exc:  # every message is about one of the inputs
+        raise APIError(400, str(exc), param="input") from exc
+    registry.admit(handle, body.priority)
+    try:
+        output = await until_disconnect(request, encoder.embed_ids(ids, truncated))
+    finally:
+        handle.end(body.priority)
+    if record is not None:
+        record.prompt_tokens = output.num_prompt_tokens
+        dim = len(output.embeddings[0]) if output.embeddings else 0
+        record.output = f"{len(output.embeddings)} embeddings of {dim} dimensions"
+    return EmbeddingResponse(
+        model=handle.id,
+        data=[
+            Embedding(index=i, embedding=encode(v, body.encoding_format))
+            for i, v in enumerate(output.embeddings)
+        ],
+        usage=EmbeddingUsage(
+            prompt_tokens=output.num_prompt_tokens,
+            total_tokens=output.num_prompt_tokens,
+            truncated=output.truncated,
         ),
     )

@@ -90,9 +90,10 @@ async def infer_one(
         record.routed(handle.name, handle.version)
     registry.admit(handle, body.priority)
     try:
-        assert handle.engine is not None
+        engine = handle.encoder or handle.engine
+        assert engine is not None
         output = await run_task(
-            handle.engine, body.task, text, parameters, random_id("infer"), body.priority
+            engine, body.task, text, parameters, random_id("infer"), body.priority
         )
     except TaskInputError as exc:
         raise APIError(400, str(exc), param=exc.param, code=exc.code) from exc
