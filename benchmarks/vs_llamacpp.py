@@ -230,9 +230,18 @@ def modelbench_memory(model: Path, args: argparse.Namespace) -> dict:
     process, so nothing this benchmark ran before counts."""
     max_model_len = PROMPT_TOKENS + GEN_TOKENS + 16
     probe = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(model), str(args.threads), str(max_model_len),
-         str(args.kv_cache_memory)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            _PROBE,
+            str(model),
+            str(args.threads),
+            str(max_model_len),
+            str(args.kv_cache_memory),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     rss = json.loads(probe.stdout.strip().splitlines()[-1])
     # The probe drops the first load's tokenizer before LLM() loads its own: one each side.
