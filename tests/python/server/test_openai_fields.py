@@ -229,12 +229,6 @@ def test_a_list_of_prompts_gets_choices_in_prompt_order(
             "service_tier",
             "service_tier is not supported",
         ),
-        (
-            "/v1/embeddings",
-            {"input": "a", "truncate": True},
-            "truncate",
-            "truncate is not supported",
-        ),
     ],
 )
 def test_unsupported_fields_are_400_naming_them(

@@ -123,3 +123,50 @@ def test_verify_shows_each_candidate_and_its_reason(page, served: Served, screen
     )
     assert "isolation:" in result.inner_text()
     page.screenshot(path=str(screenshots / "ui-verify.png"), full_page=True)
+
+
+# Every control a person can use in a view: visible, enabled, in the tab order.
+CONTROLS = """() => [...document.querySelectorAll(
+    '#view a[href], #view button, #view input, #view select, #view textarea, #view summary')]
+  .filter(el => !el.disabled && el.offsetParent !== null && el.type !== 'hidden')"""
+
+
+POSITIVE_TABINDEX = """() => [...document.querySelectorAll('[tabindex]')]
+  .filter(el => el.tabIndex > 0).length"""
+UNFOCUSABLE_ROLES = """() => [...document.querySelectorAll(
+    '#view [role=button], #view [role=link], #view [role=tab]')]
+  .filter(el => el.tabIndex < 0).length"""
+
+
+def test_keyboard_alone_reaches_every_control_of_every_view(page, served: Served) -> None:
+    """Each view opened from its link with Tab and Enter, then Tab alone
+    visits every control in it, in an order that is the page's own (no
+    positive tabindex), and nothing clickable hides from the keyboard."""
+    sign_in(page, served, served.admin_key)
+    nav = page.get_by_role("navigation")
+    for name in VIEWS:
+        tab_to(page, nav.get_by_role("link", name=name, exact=True))
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name=name, exact=True).first.wait_for()
+        page.wait_for_load_state("networkidle")
+        controls = page.evaluate_handle(CONTROLS)
+        count = page.evaluate("(list) => list.length", controls)
+        assert page.evaluate(POSITIVE_TABINDEX) == 0, name
+        assert page.evaluate(UNFOCUSABLE_ROLES) == 0, name  # clickable, yet not focusable
+        page.evaluate("() => document.getElementById('view').focus()")
+        reached = set()
+        for _ in range(4 * count + 20):
+            page.keyboard.press("Tab")
+            index = page.evaluate("(list) => list.indexOf(document.activeElement)", controls)
+            if index >= 0:
+                reached.add(index)
+            if len(reached) == count:
+                break
+        missing = page.evaluate(
+            "([list, reached]) => list.filter((_, i) => !reached.includes(i))"
+            # still shown: a batch's Cancel hides when it completes meanwhile
+            ".filter(el => el.isConnected && !el.disabled && el.offsetParent !== null)"
+            ".map(el => el.outerHTML.slice(0, 120))",
+            [controls, sorted(reached)],
+        )
+        assert not missing, f"{name}: Tab never reached {missing}"
