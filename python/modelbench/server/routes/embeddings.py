@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -130,20 +130,7 @@ async def create_embeddings(
             raise APIError(400, str(exc), param="input") from exc
     finally:
         handle.end(body.priority)
-    if record is not None:
-        record.prompt_tokens = output.num_prompt_tokens
-        dim = len(output.embeddings[0]) if output.embeddings else 0
-        record.output = f"{len(output.embeddings)} embeddings of {dim} dimensions"
-    return EmbeddingResponse(
-        model=handle.id,
-        data=[
-            Embedding(index=i, embedding=encode(v, body.encoding_format))
-            for i, v in enumerate(output.embeddings)
-        ],
-        usage=EmbeddingUsage(
-            prompt_tokens=output.num_prompt_tokens, total_tokens=output.num_prompt_tokens
-        ),
-    )
+    return _response(body, handle, output, record)
 
 
 async def _embed_with_encoder(
@@ -162,6 +149,13 @@ async def _embed_with_encoder(
         output = await until_disconnect(request, encoder.embed_ids(ids, truncated))
     finally:
         handle.end(body.priority)
+    return _response(body, handle, output, record, truncated=output.truncated)
+
+
+def _response(
+    body: EmbeddingRequest, handle: ModelHandle, output: Any, record: Any, truncated: int = 0
+) -> EmbeddingResponse:
+    """The response (and the request's record) for either kind of model."""
     if record is not None:
         record.prompt_tokens = output.num_prompt_tokens
         dim = len(output.embeddings[0]) if output.embeddings else 0
@@ -175,6 +169,6 @@ async def _embed_with_encoder(
         usage=EmbeddingUsage(
             prompt_tokens=output.num_prompt_tokens,
             total_tokens=output.num_prompt_tokens,
-            truncated=output.truncated,
+            truncated=truncated,
         ),
     )
