@@ -47,6 +47,24 @@ class RunningServer:
         return self.handle.engine
 
 
+def serve_args(model_path: Path, port: int, *extra: str) -> list[str]:
+    """``modelbench serve`` of the tiny model with this module's settings, then ``extra``."""
+    return [
+        "serve",
+        "--model",
+        str(model_path),
+        "--served-model-name",
+        MODEL_NAME,
+        "--port",
+        str(port),
+        "--kv-cache-memory",
+        str(KV_CACHE_MEMORY),
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+        *extra,
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

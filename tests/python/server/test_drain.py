@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from .. import serve_process
-from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, free_port
+from .conftest import MODEL_NAME, free_port, serve_args
 
 DRAIN_TIMEOUT_S = 60
 MAX_TOKENS = 240  # nearly the whole context: each stream runs a while
@@ -43,23 +43,9 @@ def served(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MODELBENCH_RUN_WORKER": "false"}
     env.pop("MODELBENCH_LOG_FORMAT", None)  # the default: JSON
     proc = serve_process.start(
-        [
-            "serve",
-            "--model",
-            str(tiny_llama_path),
-            "--served-model-name",
-            MODEL_NAME,
-            "--port",
-            str(port),
-            "--kv-cache-memory",
-            str(KV_CACHE_MEMORY),
-            "--max-model-len",
-            str(MAX_MODEL_LEN),
-            "--drain-timeout",
-            str(drain_timeout_s),
-            "--max-num-seqs",
-            "1",
-        ],
+        serve_args(
+            tiny_llama_path, port, "--drain-timeout", str(drain_timeout_s), "--max-num-seqs", "1"
+        ),
         env,
         log_path,
     )

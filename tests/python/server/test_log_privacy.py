@@ -31,6 +31,7 @@ from .conftest import (
     RunningServer,
     free_port,
     run_server,
+    serve_args,
 )
 from .test_batch import wait_done
 
@@ -86,23 +87,14 @@ def served_at_debug(tiny_llama_path: Path, tmp_path: Path) -> Iterator[tuple[str
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("MODELBENCH_LOG_TEXT", None)
     proc = serve_process.start(
-        [
-            "serve",
-            "--model",
-            str(tiny_llama_path),
-            "--served-model-name",
-            MODEL_NAME,
-            "--port",
-            str(port),
-            "--kv-cache-memory",
-            str(KV_CACHE_MEMORY),
-            "--max-model-len",
-            str(MAX_MODEL_LEN),
+        serve_args(
+            tiny_llama_path,
+            port,
             "--log-level",
             "debug",
             "--database-url",
             f"sqlite:///{tmp_path / 'store.db'}",
-        ],
+        ),
         env,
         log_path,
         with_stdout=True,
