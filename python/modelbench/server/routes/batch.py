@@ -332,10 +332,8 @@ async def list_batches(
                 type="not_found_error",
             )
     batches, has_more = await asyncio.to_thread(store.queue.list_batches, owner, limit, cursor)
-    data = [
-        batch_object(batch, await asyncio.to_thread(store.queue.counts, batch.id))
-        for batch in batches
-    ]
+    counts = await asyncio.to_thread(store.queue.counts_of, [batch.id for batch in batches])
+    data = [batch_object(batch, counts[batch.id]) for batch in batches]
     return {
         "object": "list",
         "data": data,
