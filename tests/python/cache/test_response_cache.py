@@ -101,9 +101,16 @@ def test_the_guard_refuses_what_the_embedding_cannot_tell_apart(minilm) -> None:
     [
         ("What is 12 times 12?", "What is 12 times 13?", "a number differs"),
         ("Is coffee good?", "Isn't coffee good?", "a negation differs"),
-        ("Is it safe to eat raw eggs?", "Is it unsafe to eat raw eggs?", "opposite by prefix"),
+        ("Is it safe to eat raw eggs?", "Is it unsafe to eat raw eggs?", "opposite (prefix"),
         ("Convert a string to an integer", "Convert an integer to a string", "swap sides"),
         ("How do I zoom in on a PDF?", "How do I zoom out on a PDF?", "opposite particles"),
+        ("Is it legal to record a call?", "Is it illegal to record a call?", "prefix: legal / illegal"),
+        ("How do I import data into Excel?", "How do I export data from Excel?", "opposite (prefix"),
+        ("Why was he so careful?", "Why was he so careless?", "(suffix"),
+        ("What is the largest ocean?", "What is the smallest ocean?", "(antonym: largest / smallest)"),
+        ("How do I convert a PDF to Word?", "How do I convert a Word file to PDF?", "swap sides"),
+        ("What is the capital of France?", "What is the capital of Spain?", "name was replaced"),
+        ("How do I reset my iPhone?", "How do I reset my iPad?", "name was replaced"),
     ],
 )
 def test_near_miss_rules(cached: str, later: str, reason: str) -> None:
@@ -113,8 +120,12 @@ def test_near_miss_rules(cached: str, later: str, reason: str) -> None:
 
 
 def test_substitutions_are_compared_and_additions_pass() -> None:
-    assert judge("Capital of France?", "Capital of Spain?").substitution == ("france", "spain")
+    assert judge("How do I bake a cake?", "How do I bake bread?").substitution == ("cake", "bread")
     assert judge("What is DNA?", "What is DNA, briefly?") == judge("a", "a")
+    # a word kept in other case, and names moved rather than replaced, are no near miss
+    assert judge("How do I install Docker on Ubuntu?", "Ubuntu: how can I install docker?").refused is None
+    # a number the same, moved: a paraphrase
+    assert judge("Convert 5 km to miles.", "How many miles is 5 km?").refused is None
 
 
 def test_sampled_requests_are_not_cached_unless_the_model_says_so() -> None:
