@@ -5,6 +5,7 @@
 
 #include <torch/extension.h>
 
+#include "kernels/linear_amx.h"
 #include "models/bert.h"
 #include "runner/embedding_runner.h"
 
@@ -12,6 +13,10 @@ namespace py = pybind11;
 using namespace modelbench;
 
 void bind_bert(py::module_& m) {
+  m.def("amx_linear_supported", &amx_linear_supported,
+        "Whether this process can run float32 linears with bf16 products on AMX tiles (the AVX-512 "
+        "build level, a CPU with AMX-BF16, and the OS granting the tile state): where an embedding "
+        "model's matmul_precision 'medium' uses them.");
   py::class_<BertSpec>(m, "BertSpec",
                        "A BERT encoder's shape; build one from a Hugging Face config with "
                        "modelbench.models.encoder_loader.bert_spec_from_hf_config.")
@@ -38,12 +43,14 @@ void bind_bert(py::module_& m) {
       "A BERT encoder and its pooling: lists of token ids in, one vector each out. Packed "
       "(padding-free) forwards over inputs sorted by length, bidirectional attention, no KV cache.")
       .def(py::init<const BertSpec&, const WeightMap&, const std::string&, const std::string&, const std::string&,
-                    bool, int, int>(),
+                    bool, int, int, const std::string&>(),
            py::arg("spec"), py::arg("weights"), py::arg("dtype") = "float32", py::arg("device") = "cpu",
            py::arg("pooling") = "mean", py::arg("normalize") = true, py::arg("max_seq_len") = 512,
-           py::arg("max_batch_tokens") = 8192, py::call_guard<py::gil_scoped_release>(),
+           py::arg("max_batch_tokens") = 8192, py::arg("matmul_precision") = "highest",
+           py::call_guard<py::gil_scoped_release>(),
            "weights: Hugging Face names (with or without 'bert.'); pooling 'mean' or 'cls'; "
-           "max_seq_len: the longest input accepted. Raises ValueError naming a bad field or tensor.")
+           "max_seq_len: the longest input accepted; matmul_precision 'highest' (float32 products) or "
+           "'medium' (bf16 products, fp32 sums, on CPUs with AMX). Raises ValueError naming a bad field or tensor.")
       .def("embed", &EmbeddingRunner::embed, py::arg("prompts"), py::call_guard<py::gil_scoped_release>(),
            "[num_prompts, hidden_size] float32 vectors of the prompts (lists of token ids), pooled and, "
            "when normalize is on, L2-normalized. Raises ValueError for no prompts, an empty one, an id "
@@ -51,5 +58,7 @@ void bind_bert(py::module_& m) {
       .def_property_readonly("spec", &EmbeddingRunner::spec)
       .def_property_readonly("max_seq_len", &EmbeddingRunner::max_seq_len)
       .def_property_readonly("pooling", &EmbeddingRunner::pooling)
-      .def_property_readonly("normalize", &EmbeddingRunner::normalize);
+      .def_property_readonly("normalize", &EmbeddingRunner::normalize)
+      .def_property_readonly("matmul_precision", &EmbeddingRunner::matmul_precision,
+                             "'medium' where the linears run with bf16 products, else 'highest'.");
 }

@@ -45,6 +45,28 @@ Pooling pooling_from_name(const std::string& name) {
   throw InvalidArgument("pooling must be 'mean' or 'cls', got '" + name + "'", "pooling");
 }
 
+namespace {
+
+// Consecutive sequences [begin, end) of `lens` grouped (see AttentionGroup).
+std::vector<std::pair<int64_t, int64_t>> group_ranges(const std::vector<int64_t>& lens) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  const auto n = static_cast<int64_t>(lens.size());
+  int64_t begin = 0;
+  while (begin < n) {
+    int64_t end = begin + 1, longest = lens[begin], real = lens[begin] * lens[begin];
+    while (end < n) {
+      const int64_t l = lens[end], m = std::max(longest, l), r = real + l * l;
+      if ((end - begin + 1) * m * m - r > std::max(kGroupPaddingAllowance, r / 4)) break;
+      longest = m, real = r, ++end;
+    }
+    out.emplace_back(begin, end);
+    begin = end;
+  }
+  return out;
+}
+
+}  // namespace
+
 PackedBatch pack_sequences(const std::vector<std::vector<int64_t>>& prompts, size_t begin, size_t end,
                            torch::Device device) {
   PackedBatch batch;
@@ -55,33 +77,49 @@ PackedBatch pack_sequences(const std::vector<std::vector<int64_t>>& prompts, siz
     batch.max_len = std::max(batch.max_len, len);
     total += len;
   }
-  const auto num_seqs = static_cast<int64_t>(batch.seq_lens.size());
   auto ids = torch::empty({total}, torch::kLong);
   auto positions = torch::empty({total}, torch::kLong);
-  auto padded = torch::empty({total}, torch::kLong);
-  auto mask = torch::zeros({num_seqs, 1, 1, batch.max_len}, torch::kBool);
   int64_t* id_ptr = ids.data_ptr<int64_t>();
   int64_t* pos_ptr = positions.data_ptr<int64_t>();
-  int64_t* pad_ptr = padded.data_ptr<int64_t>();
-  bool* mask_ptr = mask.data_ptr<bool>();
   int64_t t = 0;
-  for (int64_t s = 0; s < num_seqs; ++s) {
-    const std::vector<int64_t>& prompt = prompts[begin + static_cast<size_t>(s)];
-    for (int64_t p = 0; p < static_cast<int64_t>(prompt.size()); ++p, ++t) {
-      id_ptr[t] = prompt[static_cast<size_t>(p)];
-      pos_ptr[t] = p;
-      pad_ptr[t] = s * batch.max_len + p;
-      mask_ptr[s * batch.max_len + p] = true;
+  for (size_t i = begin; i < end; ++i)
+    for (size_t p = 0; p < prompts[i].size(); ++p, ++t) {
+      id_ptr[t] = prompts[i][p];
+      pos_ptr[t] = static_cast<int64_t>(p);
     }
+  int64_t first_token = 0;
+  for (const auto& [g0, g1] : group_ranges(batch.seq_lens)) {
+    AttentionGroup group;
+    group.first_token = first_token;
+    group.num_seqs = g1 - g0;
+    for (int64_t s = g0; s < g1; ++s) {
+      group.num_tokens += batch.seq_lens[s];
+      group.max_len = std::max(group.max_len, batch.seq_lens[s]);
+    }
+    if (group.num_tokens != group.num_seqs * group.max_len) {
+      auto padded = torch::empty({group.num_tokens}, torch::kLong);
+      auto mask = torch::zeros({group.num_seqs, 1, 1, group.max_len}, torch::kBool);
+      int64_t* pad_ptr = padded.data_ptr<int64_t>();
+      bool* mask_ptr = mask.data_ptr<bool>();
+      int64_t u = 0;
+      for (int64_t s = 0; s < group.num_seqs; ++s)
+        for (int64_t p = 0; p < batch.seq_lens[g0 + s]; ++p, ++u) {
+          pad_ptr[u] = s * group.max_len + p;
+          mask_ptr[s * group.max_len + p] = true;
+        }
+      group.padded_index = padded.to(device);
+      group.key_mask = mask.to(device);
+    }
+    first_token += group.num_tokens;
+    batch.groups.push_back(std::move(group));
   }
   batch.input_ids = ids.to(device);
   batch.positions = positions.to(device);
-  batch.padded_index = padded.to(device);
-  batch.key_mask = mask.to(device);
   return batch;
 }
 
-BertModel::BertModel(const BertSpec& spec, const WeightMap& weights, torch::ScalarType dtype, torch::Device device)
+BertModel::BertModel(const BertSpec& spec, const WeightMap& weights, torch::ScalarType dtype, torch::Device device,
+                     bool bf16_products)
     : spec_(spec), dtype_(dtype), device_(device) {
   spec_.validate();
   gelu_tanh_ = spec_.hidden_act != "gelu";
@@ -93,7 +131,8 @@ BertModel::BertModel(const BertSpec& spec, const WeightMap& weights, torch::Scal
                      spec_.layer_norm_eps};
   };
   auto linear = [&](const std::string& prefix, int64_t out, int64_t in) {
-    return make_linear(loader.get(prefix + ".weight", {out, in}), loader.get(prefix + ".bias", {out}));
+    return make_linear_bf16_products(loader.get(prefix + ".weight", {out, in}), loader.get(prefix + ".bias", {out}),
+                                     bf16_products);
   };
   word_embeddings_ = loader.get(root + "embeddings.word_embeddings.weight", {spec_.vocab_size, hidden});
   // Every input is one segment (token type 0), as sentence-transformers
@@ -108,14 +147,19 @@ BertModel::BertModel(const BertSpec& spec, const WeightMap& weights, torch::Scal
   for (int i = 0; i < spec_.num_layers; ++i) {
     const std::string prefix = root + "encoder.layer." + std::to_string(i) + ".";
     Layer layer;
-    layer.qkv = load_fused_linear(
-        loader, {prefix + "attention.self.query", prefix + "attention.self.key", prefix + "attention.self.value"},
-        {hidden, hidden, hidden}, hidden, true);
+    const std::string self = prefix + "attention.self.";
+    layer.qkv = make_linear_bf16_products(
+        torch::cat({loader.get(self + "query.weight", {hidden, hidden}), loader.get(self + "key.weight", {hidden, hidden}),
+                    loader.get(self + "value.weight", {hidden, hidden})}),
+        torch::cat({loader.get(self + "query.bias", {hidden}), loader.get(self + "key.bias", {hidden}),
+                    loader.get(self + "value.bias", {hidden})}),
+        bf16_products);
     layer.attn_out = linear(prefix + "attention.output.dense", hidden, hidden);
     layer.attn_norm = norm(prefix + "attention.output.LayerNorm");
     layer.intermediate = linear(prefix + "intermediate.dense", spec_.intermediate_size, hidden);
     layer.output = linear(prefix + "output.dense", hidden, spec_.intermediate_size);
     layer.output_norm = norm(prefix + "output.LayerNorm");
+    bf16_products_ = layer.qkv.amx.defined();
     layers_.push_back(std::move(layer));
   }
 }
@@ -125,23 +169,38 @@ torch::Tensor BertModel::attention(const torch::Tensor& qkv, const PackedBatch& 
   const int64_t heads = spec_.num_heads;
   const int64_t head_dim = hidden / heads;
   const int64_t num_tokens = qkv.size(0);
-  const auto num_seqs = static_cast<int64_t>(batch.seq_lens.size());
-  if (num_seqs == 1) {
-    // [num_tokens, 3, heads, head_dim] -> q, k, v [1, heads, num_tokens, head_dim]; no mask, no
-    // padding (4-D: ATen's flash kernel for the CPU takes it, rather than the math path).
-    const auto parts = qkv.view({1, num_tokens, 3, heads, head_dim}).permute({2, 0, 3, 1, 4}).unbind(0);
+  // [n * len, 3 * hidden] -> q, k, v [n, heads, len, head_dim]
+  auto split = [&](const torch::Tensor& rows, int64_t n, int64_t len) {
+    return rows.view({n, len, 3, heads, head_dim}).permute({2, 0, 3, 1, 4}).unbind(0);
+  };
+  if (batch.groups.size() == 1 && !batch.groups[0].padded_index.defined()) {
+    // One length (one input, or several alike): no padding, no mask, no copy
+    // (4-D: ATen's flash kernel for the CPU takes it, rather than the math path).
+    const int64_t n = batch.groups[0].num_seqs, len = batch.groups[0].max_len;
+    const auto parts = split(qkv, n, len);
     const torch::Tensor out = at::scaled_dot_product_attention(parts[0], parts[1], parts[2]);
     return out.transpose(1, 2).reshape({num_tokens, hidden});
   }
-  // Several sequences: the projections stay packed; only here are rows
-  // scattered into [num_seqs, max_len] with the padded keys masked out.
-  const int64_t max_len = batch.max_len;
-  torch::Tensor padded = torch::zeros({num_seqs * max_len, 3 * hidden}, qkv.options());
-  padded.index_copy_(0, batch.padded_index, qkv);
-  const auto parts = padded.view({num_seqs, max_len, 3, heads, head_dim}).permute({2, 0, 3, 1, 4}).unbind(0);
-  const torch::Tensor out =
-      at::scaled_dot_product_attention(parts[0], parts[1], parts[2], batch.key_mask);  // [seqs, heads, len, dim]
-  return out.transpose(1, 2).reshape({num_seqs * max_len, hidden}).index_select(0, batch.padded_index);
+  torch::Tensor context = torch::empty({num_tokens, hidden}, qkv.options());
+  for (const AttentionGroup& g : batch.groups) {
+    const torch::Tensor rows = qkv.narrow(0, g.first_token, g.num_tokens);
+    torch::Tensor out;  // [num_seqs, heads, max_len, head_dim]
+    if (!g.padded_index.defined()) {
+      const auto parts = split(rows, g.num_seqs, g.max_len);
+      out = at::scaled_dot_product_attention(parts[0], parts[1], parts[2]);
+      context.narrow(0, g.first_token, g.num_tokens).copy_(out.transpose(1, 2).reshape({g.num_tokens, hidden}));
+      continue;
+    }
+    // Lengths differ: the group's rows scattered into [num_seqs, max_len],
+    // padded keys masked out, and gathered back.
+    torch::Tensor padded = torch::zeros({g.num_seqs * g.max_len, 3 * hidden}, qkv.options());
+    padded.index_copy_(0, g.padded_index, rows);
+    const auto parts = split(padded, g.num_seqs, g.max_len);
+    out = at::scaled_dot_product_attention(parts[0], parts[1], parts[2], g.key_mask);
+    context.narrow(0, g.first_token, g.num_tokens)
+        .copy_(out.transpose(1, 2).reshape({g.num_seqs * g.max_len, hidden}).index_select(0, g.padded_index));
+  }
+  return context;
 }
 
 torch::Tensor BertModel::forward(const PackedBatch& batch) const {

@@ -38,17 +38,35 @@ enum class Pooling { kMean, kCls };
 // "mean" | "cls"; InvalidArgument (param "pooling") otherwise.
 Pooling pooling_from_name(const std::string& name);
 
+// Consecutive sequences whose attention runs as one padded batch: lengths
+// close enough that padding them to the longest wastes little (an input
+// alone, or inputs of one length, are not padded at all).
+struct AttentionGroup {
+  int64_t first_token = 0;  // the group's tokens are packed rows [first_token, first_token + num_tokens)
+  int64_t num_tokens = 0;
+  int64_t num_seqs = 0;
+  int64_t max_len = 0;
+  // Inputs of different lengths: each token's row in the group's padded
+  // [num_seqs * max_len] layout, and which padded keys are real; undefined
+  // when every input of the group has max_len tokens.
+  torch::Tensor padded_index;  // [num_tokens] int64
+  torch::Tensor key_mask;      // [num_seqs, 1, 1, max_len] bool (true: a token)
+};
+
 // Sequences packed end to end, as one forward runs them.
 struct PackedBatch {
   torch::Tensor input_ids;  // [num_tokens] int64, on the model's device
   torch::Tensor positions;  // [num_tokens] int64 (0.. within each sequence)
   std::vector<int64_t> seq_lens;  // per sequence, summing to num_tokens
-  // For the attention of several sequences: each token's row in the padded
-  // [num_seqs * max_len] layout, and which padded keys are real.
-  torch::Tensor padded_index;  // [num_tokens] int64
-  torch::Tensor key_mask;      // [num_seqs, 1, 1, max_len] bool (true: a token)
+  std::vector<AttentionGroup> groups;  // covering the sequences in order
   int64_t max_len = 0;
 };
+
+// Padded score entries a group may waste (n * max_len^2 - sum of len^2)
+// before the next input starts a group of its own: at least this many, or a
+// quarter of the group's real entries. An extra group costs one more
+// attention call per layer; padding costs score and softmax work.
+constexpr int64_t kGroupPaddingAllowance = 4096;
 
 // Packs `prompts[begin, end)` (token ids, checked by the caller) for `device`.
 PackedBatch pack_sequences(const std::vector<std::vector<int64_t>>& prompts, size_t begin, size_t end,
@@ -61,11 +79,16 @@ class BertModel {
   // encoder.layer.{i}.attention.self.{query,key,value},
   // attention.output.{dense,LayerNorm}, intermediate.dense,
   // output.{dense,LayerNorm}. A pooler, if present, is ignored.
-  BertModel(const BertSpec& spec, const WeightMap& weights, torch::ScalarType dtype, torch::Device device);
+  // bf16_products: a float32 model's linears multiply in bf16 on AMX tiles
+  // (sums in fp32: linear_amx.h) where this CPU has them; see bf16_products().
+  BertModel(const BertSpec& spec, const WeightMap& weights, torch::ScalarType dtype, torch::Device device,
+            bool bf16_products = false);
 
   const BertSpec& spec() const { return spec_; }
   torch::ScalarType dtype() const { return dtype_; }
   torch::Device device() const { return device_; }
+  // Whether the linears really run with bf16 products (asked for, and possible here).
+  bool bf16_products() const { return bf16_products_; }
 
   // Final hidden states of every packed token: [num_tokens, hidden_size]
   // in the model's dtype. Token types are all 0 (one segment per input).
@@ -87,6 +110,7 @@ class BertModel {
   torch::ScalarType dtype_;
   torch::Device device_;
   bool gelu_tanh_ = false;
+  bool bf16_products_ = false;
   torch::Tensor word_embeddings_;      // [vocab_size, hidden]
   torch::Tensor position_embeddings_;  // [max_position_embeddings, hidden], token type 0's row added
   LayerNorm embeddings_norm_;

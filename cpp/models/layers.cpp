@@ -10,6 +10,7 @@
 #include "kernels/attention.h"
 #include "core/config.h"
 #include "kernels/fused_cpu.h"
+#include "kernels/linear_amx.h"
 #include "kernels/linear_bf16.h"
 #include "kernels/linear_cpu.h"
 #include "kernels/quant_linear.h"
@@ -77,6 +78,17 @@ Linear make_linear(torch::Tensor weight, torch::Tensor bias) {
   return linear;
 }
 
+Linear make_linear_bf16_products(torch::Tensor weight, torch::Tensor bias, bool bf16_products) {
+  if (!bf16_products || !weight.device().is_cpu() || weight.scalar_type() != torch::kFloat32 ||
+      !amx_linear_fits(weight.size(0), weight.size(1)) || !amx_linear_supported())
+    return make_linear(std::move(weight), std::move(bias));
+  Linear linear;
+  linear.out_features = weight.size(0);
+  linear.amx = pack_amx_weight(weight);
+  linear.bias = std::move(bias);
+  return linear;
+}
+
 Linear make_quant_linear(std::vector<QuantMatrix> parts, torch::Tensor bias) {
   Linear linear;
   for (const QuantMatrix& part : parts) linear.out_features += part.rows;
@@ -127,6 +139,12 @@ torch::Tensor Linear::operator()(const torch::Tensor& x) const {
     std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
     shape.back() = out_features;
     return out.view(shape);
+  }
+  if (amx.defined()) {
+    const torch::Tensor rows = x.reshape({-1, x.size(-1)}).contiguous();
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = out_features;
+    return amx_linear(rows, amx, out_features, bias).view(shape);
   }
   if (packed.defined()) {
     // Any leading shape: the kernel takes rows.

@@ -61,6 +61,9 @@ struct Linear {
   // Quantized: the weight in parts along out_features (one, unless fused
   // projections came in different formats), computed by quant_linear.
   std::vector<QuantMatrix> quant;
+  // float32 computed with bf16 products on AMX tiles (linear_amx.h), where
+  // a model asked for them: the weight as pack_amx_weight made it.
+  torch::Tensor amx;
   int64_t out_features = 0;
 
   // [num_tokens, in_features] -> [num_tokens, out_features]
@@ -76,6 +79,11 @@ constexpr int64_t kMinAmxRows = 16;
 // float32 (or bfloat16, where the build has that kernel) on the CPU;
 // `weight` itself is then not kept.
 Linear make_linear(torch::Tensor weight, torch::Tensor bias = torch::Tensor());
+
+// A float32 Linear whose products are bf16 on AMX tiles (linear_amx.h) when
+// `bf16_products` is set, this process can use the tiles and the shape fits
+// them; otherwise make_linear's.
+Linear make_linear_bf16_products(torch::Tensor weight, torch::Tensor bias, bool bf16_products);
 
 // A Linear over quantized parts (stacked into one where their formats allow).
 Linear make_quant_linear(std::vector<QuantMatrix> parts, torch::Tensor bias = torch::Tensor());

@@ -11,7 +11,7 @@ namespace modelbench {
 
 EmbeddingRunner::EmbeddingRunner(const BertSpec& spec, const WeightMap& weights, const std::string& dtype,
                                  const std::string& device, const std::string& pooling, bool normalize,
-                                 int max_seq_len, int max_batch_tokens)
+                                 int max_seq_len, int max_batch_tokens, const std::string& matmul_precision)
     : pooling_(pooling_from_name(pooling)),
       normalize_(normalize),
       max_seq_len_(max_seq_len),
@@ -23,8 +23,12 @@ EmbeddingRunner::EmbeddingRunner(const BertSpec& spec, const WeightMap& weights,
   if (max_batch_tokens < 1)
     throw InvalidArgument("max_batch_tokens must be >= 1, got " + std::to_string(max_batch_tokens),
                           "max_batch_tokens");
+  if (matmul_precision != "highest" && matmul_precision != "medium")
+    throw InvalidArgument("matmul_precision must be 'highest' or 'medium', got '" + matmul_precision + "'",
+                          "matmul_precision");
   const torch::Device dev = model_device_from_name(device);
-  model_ = std::make_unique<BertModel>(spec, weights, model_dtype_from_name(dtype, dev), dev);
+  model_ = std::make_unique<BertModel>(spec, weights, model_dtype_from_name(dtype, dev), dev,
+                                       matmul_precision == "medium");
 }
 
 torch::Tensor EmbeddingRunner::embed(const std::vector<std::vector<int64_t>>& prompts) const {

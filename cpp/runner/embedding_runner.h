@@ -20,9 +20,12 @@ class EmbeddingRunner {
   // max_seq_len: the longest input accepted (at most the model's
   // max_position_embeddings); max_batch_tokens: tokens per forward (an input
   // longer than that runs alone). dtype and device as TransformerRunner's.
+  // matmul_precision (torch's names): "highest", float32 products; "medium",
+  // a float32 model's linears multiply in bf16 with fp32 sums where the CPU
+  // has AMX tiles (elsewhere it is "highest": nothing faster to trade for).
   EmbeddingRunner(const BertSpec& spec, const WeightMap& weights, const std::string& dtype,
                   const std::string& device, const std::string& pooling, bool normalize, int max_seq_len,
-                  int max_batch_tokens = 8192);
+                  int max_batch_tokens = 8192, const std::string& matmul_precision = "highest");
 
   // [num_prompts, hidden_size] float32 on the CPU, in the prompts' order.
   // Throws InvalidArgument (param "prompt") for no prompts, an empty one, a
@@ -34,6 +37,8 @@ class EmbeddingRunner {
   int max_seq_len() const { return max_seq_len_; }
   bool normalize() const { return normalize_; }
   std::string pooling() const { return pooling_ == Pooling::kMean ? "mean" : "cls"; }
+  // What the linears really do: "medium" only where bf16 products run.
+  std::string matmul_precision() const { return model_->bf16_products() ? "medium" : "highest"; }
 
  private:
   std::unique_ptr<BertModel> model_;

@@ -78,9 +78,10 @@ class EmbeddingRunner:
         normalize: bool = True,
         max_seq_len: typing.SupportsInt = 512,
         max_batch_tokens: typing.SupportsInt = 8192,
+        matmul_precision: str = "highest",
     ) -> None:
         """
-        weights: Hugging Face names (with or without 'bert.'); pooling 'mean' or 'cls'; max_seq_len: the longest input accepted. Raises ValueError naming a bad field or tensor.
+        weights: Hugging Face names (with or without 'bert.'); pooling 'mean' or 'cls'; max_seq_len: the longest input accepted; matmul_precision 'highest' (float32 products) or 'medium' (bf16 products, fp32 sums, on CPUs with AMX). Raises ValueError naming a bad field or tensor.
         """
     def embed(
         self, prompts: collections.abc.Sequence[collections.abc.Sequence[typing.SupportsInt]]
@@ -96,6 +97,11 @@ class EmbeddingRunner:
     def pooling(self) -> str: ...
     @property
     def normalize(self) -> bool: ...
+    @property
+    def matmul_precision(self) -> str:
+        """
+        'medium' where the linears run with bf16 products, else 'highest'.
+        """
 
 class CacheConfig:
     """
@@ -595,6 +601,11 @@ class TransformerRunner(ModelRunner):
 
 # Set by _core.py, which loads the variant: "avx512", "avx2" or "generic".
 cpu_variant: str
+
+def amx_linear_supported() -> bool:
+    """
+    Whether this process can run float32 linears with bf16 products on AMX tiles (the AVX-512 build level, a CPU with AMX-BF16, and the OS granting the tile state): where an embedding model's matmul_precision 'medium' uses them.
+    """
 
 def available_host_memory_bytes() -> int:
     """

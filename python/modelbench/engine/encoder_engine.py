@@ -80,6 +80,13 @@ class EncoderEngine:
         dtype: "float32" (default) or "bfloat16" on CPU.
         device: "cpu" (default) or "cuda".
         max_batch_tokens: tokens one forward runs at most.
+        matmul_precision: torch's names for what float32 linears may do.
+            "medium" (default): on a CPU with AMX tiles, bf16 products with
+            float32 sums (inputs and weights rounded to bf16; norms,
+            attention, GELU and pooling stay float32), about twice as fast,
+            at a cosine of 0.9999+ to the float32 vectors
+            (docs/performance.md, "Embeddings"); elsewhere the same as "highest".
+            "highest": float32 products everywhere.
     """
 
     architecture = "bert"
@@ -91,9 +98,14 @@ class EncoderEngine:
         dtype: str = "float32",
         device: str = "cpu",
         max_batch_tokens: int = 8192,
+        matmul_precision: str = "medium",
     ) -> None:
         if dtype == "auto":
             dtype = "float32"
+        if matmul_precision not in ("highest", "medium"):
+            raise ValueError(
+                f"matmul_precision must be 'highest' or 'medium', got {matmul_precision!r}"
+            )
         self.checkpoint: EncoderCheckpoint = load_encoder(model)
         ckpt = self.checkpoint
         self.runner = _core.EmbeddingRunner(
@@ -105,6 +117,7 @@ class EncoderEngine:
             ckpt.normalize,
             ckpt.max_seq_length,
             max_batch_tokens,
+            matmul_precision,
         )
         self.checkpoint.weights = {}  # the runner holds its own copies
         self.tokenizer = ckpt.tokenizer
@@ -119,6 +132,11 @@ class EncoderEngine:
     def max_model_len(self) -> int:
         """The longest input embedded as it is (longer ones are truncated)."""
         return int(self.runner.max_seq_len)
+
+    @property
+    def matmul_precision(self) -> str:
+        """"medium" where the linears run with bf16 products, else "highest"."""
+        return str(self.runner.matmul_precision)
 
     @property
     def pooling(self) -> str:

@@ -64,17 +64,48 @@ const std::vector<std::vector<int64_t>> kPrompts = {
 
 }  // namespace
 
-TEST_CASE("packed sequences map to a padded [seqs, max_len] layout", "[embedding]") {
+TEST_CASE("packed sequences are grouped for attention, padded only within a group", "[embedding]") {
   const PackedBatch batch = pack_sequences(kPrompts, 1, 4, torch::kCPU);  // lengths 3, 8, 2
   REQUIRE(batch.seq_lens == std::vector<int64_t>{3, 8, 2});
   REQUIRE(batch.max_len == 8);
   REQUIRE(batch.input_ids.size(0) == 13);
   REQUIRE(batch.positions.slice(0, 3, 11).equal(torch::arange(8, torch::kLong)));
-  REQUIRE(batch.padded_index[3].item<int64_t>() == 8);    // sequence 1, position 0
-  REQUIRE(batch.padded_index[12].item<int64_t>() == 17);  // sequence 2, position 1
-  REQUIRE(batch.key_mask.sizes() == torch::IntArrayRef({3, 1, 1, 8}));
-  REQUIRE(batch.key_mask.sum().item<int64_t>() == 13);
-  REQUIRE_FALSE(batch.key_mask[2][0][0][2].item<bool>());
+  // Short inputs waste little padded: one group, padded to 8.
+  REQUIRE(batch.groups.size() == 1);
+  const AttentionGroup& g = batch.groups[0];
+  REQUIRE((g.first_token == 0 && g.num_tokens == 13 && g.num_seqs == 3 && g.max_len == 8));
+  REQUIRE(g.padded_index[3].item<int64_t>() == 8);    // sequence 1, position 0
+  REQUIRE(g.padded_index[12].item<int64_t>() == 17);  // sequence 2, position 1
+  REQUIRE(g.key_mask.sizes() == torch::IntArrayRef({3, 1, 1, 8}));
+  REQUIRE(g.key_mask.sum().item<int64_t>() == 13);
+  REQUIRE_FALSE(g.key_mask[2][0][0][2].item<bool>());
+
+  // Lengths far apart (sorted, as the runner packs them): separate groups;
+  // inputs of one length are not padded.
+  const std::vector<std::vector<int64_t>> prompts = {std::vector<int64_t>(10, 1), std::vector<int64_t>(10, 1),
+                                                     std::vector<int64_t>(12, 1), std::vector<int64_t>(100, 1),
+                                                     std::vector<int64_t>(200, 1)};
+  const PackedBatch spread = pack_sequences(prompts, 0, prompts.size(), torch::kCPU);
+  REQUIRE(spread.groups.size() == 3);
+  REQUIRE((spread.groups[0].num_seqs == 3 && spread.groups[0].max_len == 12 && spread.groups[0].num_tokens == 32));
+  REQUIRE((spread.groups[1].first_token == 32 && spread.groups[1].num_seqs == 1));
+  REQUIRE_FALSE(spread.groups[1].padded_index.defined());
+  REQUIRE((spread.groups[2].first_token == 132 && spread.groups[2].max_len == 200));
+}
+
+TEST_CASE("grouped attention matches each input alone, in and across groups", "[embedding]") {
+  // max_batch_tokens 200: one forward; lengths 3..9 and 30..32 make separate groups
+  const EmbeddingRunner runner(tiny_spec(), random_weights(tiny_spec(), "bert."), "float32", "cpu", "mean", false,
+                               32, 200);
+  std::vector<std::vector<int64_t>> prompts;
+  for (const int64_t len : {3, 3, 5, 9, 30, 31, 32, 32}) {
+    std::vector<int64_t> p(static_cast<size_t>(len));
+    for (int64_t i = 0; i < len; ++i) p[static_cast<size_t>(i)] = 1 + (i * 7 + len) % 45;
+    prompts.push_back(p);
+  }
+  const torch::Tensor all = runner.embed(prompts);
+  for (size_t i = 0; i < prompts.size(); ++i)
+    REQUIRE(torch::allclose(all[static_cast<int64_t>(i)], runner.embed({prompts[i]})[0], 1e-4, 1e-5));
 }
 
 TEST_CASE("a packed batch pools as each input alone, in the inputs' order", "[embedding]") {

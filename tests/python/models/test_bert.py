@@ -177,7 +177,9 @@ def tiny_bert_folder(path: Path, pooling: str = "cls") -> Path:
 
 def test_tiny_random_bert_with_cls_pooling(tmp_path: Path) -> None:
     folder = tiny_bert_folder(tmp_path / "tiny")
-    engine = EncoderEngine(folder)
+    # float32 products: equal to transformers' within float32 rounding
+    engine = EncoderEngine(folder, matmul_precision="highest")
+    assert engine.matmul_precision == "highest"
     assert (engine.pooling, engine.normalize, engine.max_model_len) == ("cls", False, 48)
     texts = SENTENCES[:40] + LONG[:2]
     expected, expected_ids = reference_embeddings(folder, texts, 48, "cls", False)
@@ -189,6 +191,19 @@ def test_tiny_random_bert_with_cls_pooling(tmp_path: Path) -> None:
     assert torch.allclose(vectors.double(), expected, rtol=1e-3, atol=1e-4)
     single = torch.tensor(engine.embed_sync(texts[5]).embeddings[0])
     assert torch.allclose(single, vectors[5], atol=1e-4)
+    # the default (bf16 products where the CPU has AMX): the same directions
+    default = torch.tensor(EncoderEngine(folder).embed_sync(texts).embeddings)
+    assert cosines(default, expected).min().item() >= MIN_COSINE
+
+
+def test_matmul_precision_is_checked_and_reported() -> None:
+    from modelbench import _core
+
+    with pytest.raises(ValueError, match="matmul_precision must be 'highest' or 'medium', got 'low'"):
+        EncoderEngine("all-MiniLM-L6-v2", matmul_precision="low")
+    # "medium" runs bf16 products exactly where this process can use AMX tiles
+    engine = EncoderEngine("all-MiniLM-L6-v2")
+    assert engine.matmul_precision == ("medium" if _core.amx_linear_supported() else "highest")
 
 
 def test_unsupported_folders_are_refused_by_name(tmp_path: Path) -> None:
