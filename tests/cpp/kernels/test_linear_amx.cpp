@@ -8,15 +8,11 @@
 
 #include <cstdint>
 
+#include "../skip_case.h"
 #include "kernels/linear_amx.h"
 
 using namespace modelbench;
 
-#define SKIP_CASE(why)          \
-  do {                          \
-    WARN("SKIPPED: " << (why)); \
-    return;                     \
-  } while (0)
 
 TEST_CASE("amx_linear equals float32 sums of bf16 products (AMX CPUs only)", "[linear_amx]") {
   if (!amx_linear_supported()) SKIP_CASE("this CPU, process or build cannot use AMX tiles");

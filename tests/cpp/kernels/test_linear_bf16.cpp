@@ -8,18 +8,11 @@
 
 #include <cstdint>
 
+#include "../skip_case.h"
 #include "kernels/linear_bf16.h"
 
 using namespace modelbench;
 
-// Catch2 v2 has no SKIP: a case that cannot run on this build says why in a
-// warning and returns; CTest reports it as skipped (SKIP_REGULAR_EXPRESSION
-// in tests/cpp/CMakeLists.txt), not as passed.
-#define SKIP_CASE(why)          \
-  do {                          \
-    WARN("SKIPPED: " << (why)); \
-    return;                     \
-  } while (0)
 
 TEST_CASE("packed_linear_bf16 equals ATen's bfloat16 linear (AVX512-BF16 builds only)", "[linear_bf16]") {
   if (!bf16_linear_supported()) SKIP_CASE("this build has no AVX512-BF16 kernel");
