@@ -288,6 +288,19 @@ class Settings(BaseSettings):
     # or none for the default model. Startup models (--model, models files) are not limited.
     model_dirs: list[Path] = Field(default_factory=list)
     metrics_require_key: bool = False
+    # Bearer JWTs beside API keys (server/jwt_auth.py): one key source of three.
+    jwt_jwks_url: str | None = None  # an OIDC provider's JWKS
+    jwt_public_key: Path | None = None  # a PEM public key file (RSA, EC, Ed25519)
+    jwt_secret: str | None = None  # HMAC (prefer MODELBENCH_JWT_SECRET to the flag)
+    jwt_issuer: str | None = None  # required and checked when set
+    jwt_audience: str | None = None
+    jwt_admin_claim: str = "role"  # a token whose claim holds jwt_admin_value is an admin
+    jwt_admin_value: str = "admin"
+    jwt_rpm_claim: str = "rpm"  # claims carrying the caller's rate limits
+    jwt_tpm_claim: str = "tpm"
+    jwt_leeway_s: float = Field(default=30.0, ge=0)  # clock skew allowed on exp and nbf
+    jwt_jwks_refresh_s: float = Field(default=300.0, gt=0)
+    jwt_jwks_max_stale_s: float = Field(default=86_400.0, gt=0)  # cached keys while the provider is away
     rate_limit_rpm: int | None = Field(default=None, ge=1)  # per key (or client address when open)
     rate_limit_tpm: int | None = Field(default=None, ge=1)
     # Security (README "Security"): failed authentications one client address may

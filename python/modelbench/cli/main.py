@@ -51,6 +51,13 @@ SERVE_FLAGS = (
     "cache_max_entries",
     "cache_url",
     "cache_embedding_model",
+    "jwt_jwks_url",
+    "jwt_public_key",
+    "jwt_secret",
+    "jwt_issuer",
+    "jwt_audience",
+    "jwt_admin_claim",
+    "jwt_admin_value",
 )
 
 
@@ -81,6 +88,7 @@ def serve(args: argparse.Namespace) -> None:
     if args.command == "serve":
         run_with_bounded_spin()  # may re-execute the process: before anything else
     from modelbench.server.app import create_app
+    from modelbench.server.auth import auth_required
     from modelbench.server.uvicorn_runner import serve as run_server
 
     command = f"modelbench {args.command}"
@@ -105,12 +113,13 @@ def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"{command}: {exc}") from exc
     if (
         not is_loopback(settings.host)
-        and not app.state.keys.has_active_keys()
+        and not auth_required(app.state)
         and not settings.allow_open
     ):
         raise SystemExit(
             f"{command}: refusing to serve on {settings.host} with no API key: "
-            "anyone on the network could use it. Create one (modelbench keys create --name NAME), "
+            "anyone on the network could use it. Create one (modelbench keys create --name NAME) "
+            "or configure JWT authentication (--jwt-jwks-url ...), "
             "serve on 127.0.0.1, or set MODELBENCH_ALLOW_OPEN=true."
         )
     run_server(app, settings)  # drains on SIGTERM, logs as settings.log_format says
@@ -198,6 +207,19 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
         help="with no API keys, serve the admin routes (/v1/admin/...) without a key; only "
         "with a loopback --host. Without it, and without keys, they answer 403",
     )
+    jwt = p.add_argument_group(
+        "bearer JWTs beside API keys (one key source; docs: README 'JWT bearer tokens')"
+    )
+    jwt.add_argument("--jwt-jwks-url", help="an OIDC provider's JWKS URL (fetched, cached, rotated)")
+    jwt.add_argument("--jwt-public-key", help="a PEM public key file (RSA, EC or Ed25519)")
+    jwt.add_argument(
+        "--jwt-secret",
+        help="an HMAC secret of 32+ characters (visible in ps: prefer MODELBENCH_JWT_SECRET)",
+    )
+    jwt.add_argument("--jwt-issuer", help="the 'iss' tokens must have")
+    jwt.add_argument("--jwt-audience", help="the 'aud' tokens must have")
+    jwt.add_argument("--jwt-admin-claim", help="the claim naming a role (default: role)")
+    jwt.add_argument("--jwt-admin-value", help="the role that makes an admin (default: admin)")
 
 
 def add_upstream_flags(p: argparse.ArgumentParser) -> None:

@@ -23,10 +23,12 @@ from modelbench.gateway.metrics import SharedStateCollector, UpstreamCollector
 from modelbench.gateway.service import Gateway
 from modelbench.gateway.shared_breakers import SharedBreakers
 from modelbench.gateway.shared_state import SharedState
-from modelbench.server.auth import authenticate, require_admin
+from modelbench.server.auth import auth_required, authenticate, require_admin
 from modelbench.server.auth_failures import AuthFailures
 from modelbench.server.cache_hooks import build_cache
 from modelbench.server.errors import install_error_handlers
+from modelbench.server.jwt_auth import JwtVerifier
+from modelbench.server.jwt_auth import configured as jwt_configured
 from modelbench.server.keys import KeyStore
 from modelbench.server.limits import BodySizeMiddleware
 from modelbench.server.openapi import install_openapi
@@ -123,7 +125,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 except Exception:  # /ready reports it; the process stays up for /health
                     logger.exception("loading %s failed", handle.id)
 
-        if not keys.has_active_keys():
+        if not auth_required(app.state):
             logger.warning(
                 "NO API KEYS: this server is OPEN to anyone who can reach %s:%s; create a "
                 "key with `modelbench keys create --name NAME` (keys file %s)",
@@ -171,6 +173,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.registry = registry
     app.state.store = store
     app.state.keys = keys
+    app.state.jwt = JwtVerifier(settings) if jwt_configured(settings) else None
     app.state.limiter = RateLimiter()  # also the fallback while Redis is away
     app.state.auth_failures = AuthFailures(
         settings.auth_max_failures, settings.auth_failure_window_s

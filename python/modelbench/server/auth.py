@@ -11,6 +11,10 @@ Every route but ``/health``, ``/ready`` (and ``/metrics`` unless
   is a 401; admin routes need an admin key (403 otherwise). Keys are compared
   in constant time (server/keys.py), and a client address with too many
   failures in a window gets 429 for a while (server/auth_failures.py).
+- With JWT authentication configured (server/jwt_auth.py), a bearer token
+  that is a JWT is verified instead: its subject acts as a key's id
+  (``jwt:<sub>``), its role claim may make it an admin, its claims may set
+  its rate limits. The server is then never open, keys file or not.
 - The in-server batch worker proves itself with the process's internal
   token (compared in constant time) and acts for the batch's owner.
 
@@ -34,6 +38,11 @@ from modelbench.config import is_loopback
 from modelbench.jobs.worker import INTERNAL_HEADER, OWNER_HEADER
 from modelbench.server.auth_failures import AuthFailures
 from modelbench.server.errors import APIError
+from modelbench.server.jwt_auth import (
+    ProviderUnavailable,
+    TokenRejected,
+    looks_like_jwt,
+)
 from modelbench.server.keys import ApiKey
 
 
@@ -64,6 +73,65 @@ def unauthorized(message: str) -> APIError:
     )
 
 
+def auth_required(state: Any) -> bool:
+    """Whether callers must authenticate: keys exist, or JWTs are configured."""
+    return state.keys.has_active_keys() or getattr(state, "jwt", None) is not None
+
+
+def _refuse_repeat_offenders(state: Any, client: str) -> None:
+    failures: AuthFailures = state.auth_failures
+    wait_s = failures.retry_after_s(client)
+    if wait_s is not None:
+        raise APIError(
+            429,
+            f"too many failed authentications from {client} ({failures.max_failures} in "
+            f"{failures.window_s:.0f} s); retry in {wait_s} s with a valid key",
+            code="too_many_failed_authentications",
+            type="rate_limit_error",
+            headers={"Retry-After": str(wait_s)},
+        )
+
+
+async def identify_token(request: Request, token: str) -> Caller:
+    """A bearer JWT (JWT authentication configured): its identity as a key's."""
+    state = request.app.state
+    client = request.client.host if request.client else "unknown"
+    _refuse_repeat_offenders(state, client)
+    try:
+        who = await state.jwt.verify(token)
+    except TokenRejected as exc:
+        state.auth_failures.record(client)
+        raise unauthorized(str(exc)) from None
+    except ProviderUnavailable as exc:
+        raise APIError(
+            503,
+            f"{exc}; try again shortly",
+            code="identity_provider_unavailable",
+            type="service_unavailable",
+            headers={"Retry-After": "5"},
+        ) from None
+    settings = state.settings
+    key = ApiKey(
+        id=who.subject,
+        name=who.subject,
+        prefix="jwt",
+        hash="",
+        admin=who.admin,
+        rpm=who.rpm,
+        tpm=who.tpm,
+        store_text=True,
+    )
+    state_dict = request.scope.setdefault("state", {})
+    state_dict["api_key_id"] = key.id
+    state_dict["api_key_store_text"] = key.store_text
+    return Caller(
+        key,
+        key.id,
+        key.rpm if key.rpm is not None else settings.rate_limit_rpm,
+        key.tpm if key.tpm is not None else settings.rate_limit_tpm,
+    )
+
+
 def identify(request: Request) -> Caller:
     state = request.app.state
     settings = state.settings
@@ -79,19 +147,10 @@ def identify(request: Request) -> Caller:
         return Caller(None, "internal", None, None, internal=True)
     keys = state.keys
     client = request.client.host if request.client else "unknown"
-    if not keys.has_active_keys():
+    if not auth_required(state):
         return Caller(None, f"ip:{client}", settings.rate_limit_rpm, settings.rate_limit_tpm)
     failures: AuthFailures = state.auth_failures
-    wait_s = failures.retry_after_s(client)
-    if wait_s is not None:
-        raise APIError(
-            429,
-            f"too many failed authentications from {client} ({failures.max_failures} in "
-            f"{failures.window_s:.0f} s); retry in {wait_s} s with a valid key",
-            code="too_many_failed_authentications",
-            type="rate_limit_error",
-            headers={"Retry-After": str(wait_s)},
-        )
+    _refuse_repeat_offenders(state, client)
     secret = _secret(request)
     if secret is None:
         failures.record(client)
@@ -115,7 +174,16 @@ def identify(request: Request) -> Caller:
 
 
 async def authenticate(request: Request) -> Caller:
-    caller = identify(request)
+    secret = _secret(request)
+    if (
+        getattr(request.app.state, "jwt", None) is not None
+        and secret is not None
+        and looks_like_jwt(secret)
+        and request.headers.get(INTERNAL_HEADER) is None
+    ):
+        caller = await identify_token(request, secret)
+    else:
+        caller = identify(request)
     request.scope.setdefault("state", {})["caller"] = caller
     if caller.internal:
         return caller
@@ -146,6 +214,15 @@ async def require_admin(
     if caller.key is not None:
         if caller.key.admin:
             return caller
+        jwt = getattr(request.app.state, "jwt", None)
+        if caller.key.prefix == "jwt" and jwt is not None:
+            raise APIError(
+                403,
+                f"{caller.key.id} is not an admin: admin routes need a token whose "
+                f"{jwt.admin_claim!r} claim holds {jwt.admin_value!r}",
+                code="forbidden",
+                type="permission_error",
+            )
         raise APIError(
             403,
             f"key {caller.key.id} is not an admin key; admin routes need one "

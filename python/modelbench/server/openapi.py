@@ -275,7 +275,9 @@ def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if not built:
             built.update(build_spec(app))
-        if app.state.keys.has_active_keys():
+        from modelbench.server.auth import auth_required  # auth imports routes' helpers
+
+        if auth_required(app.state):
             return with_security(built, app)
         return built
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from modelbench.config import is_loopback
 from modelbench.db.tables import RequestRecord
+from modelbench.server.auth import auth_required
 from modelbench.server.errors import APIError
 from modelbench.server.openapi import error_responses
 from modelbench.server.protocol_fields import CONFLICTING_FIELDS, INVALID_CURSOR
@@ -33,7 +34,7 @@ async def loopback_when_open(request: Request) -> None:
     if getattr(caller, "key", None) is not None or getattr(caller, "internal", False):
         return
     client = request.client.host if request.client else ""
-    if request.app.state.keys.has_active_keys() or is_loopback(client):
+    if auth_required(request.app.state) or is_loopback(client):
         return
     raise APIError(
         403,
