@@ -298,9 +298,14 @@ class Settings(BaseSettings):
     jwt_admin_value: str = "admin"
     jwt_rpm_claim: str = "rpm"  # claims carrying the caller's rate limits
     jwt_tpm_claim: str = "tpm"
+    # Per-role defaults when a token carries no rpm/tpm claim, by the value of its
+    # role claim (JSON in the environment: '{"free": {"rpm": 10, "tpm": 5000}}').
+    jwt_role_limits: dict[str, dict[Literal["rpm", "tpm"], int]] = Field(default_factory=dict)
     jwt_leeway_s: float = Field(default=30.0, ge=0)  # clock skew allowed on exp and nbf
     jwt_jwks_refresh_s: float = Field(default=300.0, gt=0)
-    jwt_jwks_max_stale_s: float = Field(default=86_400.0, gt=0)  # cached keys while the provider is away
+    jwt_jwks_max_stale_s: float = Field(
+        default=86_400.0, gt=0
+    )  # cached keys while the provider is away
     rate_limit_rpm: int | None = Field(default=None, ge=1)  # per key (or client address when open)
     rate_limit_tpm: int | None = Field(default=None, ge=1)
     # Security (README "Security"): failed authentications one client address may

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 # "un" + "lock", "in" / "de" + "crease", "ex" / "im" + "port", "up" / "down" + "load".
 NEGATING_PREFIXES = (
-    "anti", "dis", "non", "un", "in", "im", "il", "ir", "mis", "de", "en", "ex", "up", "down", "over", "under"
+    "anti", "dis", "non", "un", "in", "im", "il", "ir", "mis",
+    "de", "en", "ex", "up", "down", "over", "under",
 )  # fmt: skip
 OPPOSITE_SUFFIXES = (("ful", "less"),)  # careful / careless
 

@@ -111,11 +111,7 @@ def serve(args: argparse.Namespace) -> None:
         app = create_app(settings)
     except ValueError as exc:
         raise SystemExit(f"{command}: {exc}") from exc
-    if (
-        not is_loopback(settings.host)
-        and not auth_required(app.state)
-        and not settings.allow_open
-    ):
+    if not is_loopback(settings.host) and not auth_required(app.state) and not settings.allow_open:
         raise SystemExit(
             f"{command}: refusing to serve on {settings.host} with no API key: "
             "anyone on the network could use it. Create one (modelbench keys create --name NAME) "
@@ -210,7 +206,9 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
     jwt = p.add_argument_group(
         "bearer JWTs beside API keys (one key source; docs: README 'JWT bearer tokens')"
     )
-    jwt.add_argument("--jwt-jwks-url", help="an OIDC provider's JWKS URL (fetched, cached, rotated)")
+    jwt.add_argument(
+        "--jwt-jwks-url", help="an OIDC provider's JWKS URL (fetched, cached, rotated)"
+    )
     jwt.add_argument("--jwt-public-key", help="a PEM public key file (RSA, EC or Ed25519)")
     jwt.add_argument(
         "--jwt-secret",

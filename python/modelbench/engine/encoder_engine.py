@@ -135,7 +135,7 @@ class EncoderEngine:
 
     @property
     def matmul_precision(self) -> str:
-        """"medium" where the linears run with bf16 products, else "highest"."""
+        """ "medium" where the linears run with bf16 products, else "highest"."""
         return str(self.runner.matmul_precision)
 
     @property

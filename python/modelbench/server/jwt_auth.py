@@ -18,8 +18,9 @@ only with a secret), and ``exp`` is required; ``nbf``, ``--jwt-issuer`` and
 subject is the caller's id (``jwt:<sub>`` in records, limits and cache
 tenancy, so it never meets an API key's id), ``--jwt-admin-claim`` holding
 ``--jwt-admin-value`` (a string, or one of a list) makes an admin, and the
-``rpm`` / ``tpm`` claims (names configurable) set its rate limits, else the
-server's defaults. A bad token is a 401 saying why, never echoing it.
+``rpm`` / ``tpm`` claims (names configurable) set its rate limits, else its
+role's (``jwt_role_limits``, the first role of a list that has some), else
+the server's defaults. A bad token is a 401 saying why, never echoing it.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ class JwtVerifier:
     """Checks tokens against the settings' key source (see the module's docstring)."""
 
     def __init__(self, settings: Any) -> None:
-        sources = [s for s in (settings.jwt_jwks_url, settings.jwt_public_key, settings.jwt_secret) if s]
+        sources = [
+            s for s in (settings.jwt_jwks_url, settings.jwt_public_key, settings.jwt_secret) if s
+        ]
         if len(sources) != 1:
             raise ValueError(
                 "JWT authentication takes exactly one key source: --jwt-jwks-url, --jwt-public-key "
@@ -97,21 +100,38 @@ class JwtVerifier:
         self.admin_value: str = settings.jwt_admin_value
         self.rpm_claim: str = settings.jwt_rpm_claim
         self.tpm_claim: str = settings.jwt_tpm_claim
+        self.role_limits: dict[str, dict[str, int]] = dict(settings.jwt_role_limits or {})
+        for role, limits in self.role_limits.items():
+            bad = {
+                k: v
+                for k, v in limits.items()
+                if k not in ("rpm", "tpm") or not isinstance(v, int) or v < 1
+            }
+            if bad:
+                raise ValueError(
+                    f"jwt_role_limits[{role!r}]: {bad} is not valid; "
+                    "give rpm and/or tpm as integers >= 1"
+                )
         self.leeway_s: float = settings.jwt_leeway_s
         self.jwks_url: str | None = settings.jwt_jwks_url
         self.refresh_s: float = settings.jwt_jwks_refresh_s
         self.max_stale_s: float = settings.jwt_jwks_max_stale_s
         self._key: Any = None
+        self.algorithms: tuple[str, ...]
         if settings.jwt_secret:
             if len(settings.jwt_secret) < 32:
-                raise ValueError("--jwt-secret must be at least 32 characters (HS256 needs 256 bits)")
+                raise ValueError(
+                    "--jwt-secret must be at least 32 characters (HS256 needs 256 bits)"
+                )
             self._key, self.algorithms = settings.jwt_secret, HMAC_ALGORITHMS
         elif settings.jwt_public_key:
             path = Path(settings.jwt_public_key)
             try:
                 self._key = load_pem_public_key(path.read_bytes())
             except (OSError, ValueError) as exc:
-                raise ValueError(f"--jwt-public-key {path}: not a readable PEM public key ({exc})") from exc
+                raise ValueError(
+                    f"--jwt-public-key {path}: not a readable PEM public key ({exc})"
+                ) from exc
             self.algorithms = _algorithms_for(self._key)
         else:
             self.algorithms = ASYMMETRIC_ALGORITHMS
@@ -133,7 +153,9 @@ class JwtVerifier:
                 f"{', '.join(self.algorithms)}"
             )
         key = self._key if self.jwks_url is None else await self._jwk(header.get("kid"), alg)
-        required = ["exp", "sub"] + (["iss"] if self.issuer else []) + (["aud"] if self.audience else [])
+        required = (
+            ["exp", "sub"] + (["iss"] if self.issuer else []) + (["aud"] if self.audience else [])
+        )
         try:
             claims = jwt.decode(
                 token,
@@ -149,9 +171,13 @@ class JwtVerifier:
         except jwt.ImmatureSignatureError as exc:
             raise TokenRejected("the token is not valid yet (nbf)") from exc
         except jwt.InvalidAudienceError as exc:
-            raise TokenRejected(f"wrong audience: this server takes tokens for {self.audience!r}") from exc
+            raise TokenRejected(
+                f"wrong audience: this server takes tokens for {self.audience!r}"
+            ) from exc
         except jwt.InvalidIssuerError as exc:
-            raise TokenRejected(f"wrong issuer: this server takes tokens from {self.issuer!r}") from exc
+            raise TokenRejected(
+                f"wrong issuer: this server takes tokens from {self.issuer!r}"
+            ) from exc
         except jwt.MissingRequiredClaimError as exc:
             raise TokenRejected(f"the token has no {exc.claim!r} claim") from exc
         except jwt.InvalidSignatureError as exc:
@@ -162,14 +188,14 @@ class JwtVerifier:
         if not isinstance(subject, str) or not subject:
             raise TokenRejected("the token's 'sub' claim must be a non-empty string")
         role = claims.get(self.admin_claim)
-        admin = role == self.admin_value or (
-            isinstance(role, list) and self.admin_value in role
-        )
+        roles = [r for r in (role if isinstance(role, list) else [role]) if isinstance(r, str)]
+        defaults = next((self.role_limits[r] for r in roles if r in self.role_limits), {})
+        rpm, tpm = _limit(claims, self.rpm_claim), _limit(claims, self.tpm_claim)
         return TokenIdentity(
             SUBJECT_PREFIX + subject,
-            admin,
-            _limit(claims, self.rpm_claim),
-            _limit(claims, self.tpm_claim),
+            self.admin_value in roles,
+            rpm if rpm is not None else defaults.get("rpm"),
+            tpm if tpm is not None else defaults.get("tpm"),
         )
 
     async def _jwk(self, kid: str | None, alg: str) -> Any:
@@ -184,17 +210,24 @@ class JwtVerifier:
                 raise ProviderUnavailable(
                     f"the identity provider's keys ({self.jwks_url}) could not be fetched"
                 )
+            found: jwt.PyJWK | None
             if kid is None and len(self._jwks) == 1:
                 found = next(iter(self._jwks.values()))
             elif kid is None:
-                raise TokenRejected("the token has no 'kid' header and the provider has several keys")
+                raise TokenRejected(
+                    "the token has no 'kid' header and the provider has several keys"
+                )
             else:
                 found = self._jwks.get(kid)
             if found is None:
-                raise TokenRejected(f"unknown key id {kid!r}: the provider's key set does not have it")
+                raise TokenRejected(
+                    f"unknown key id {kid!r}: the provider's key set does not have it"
+                )
             meant_for = self._jwk_algs.get(found.key_id)
             if meant_for is not None and meant_for != alg:
-                raise TokenRejected(f"key {found.key_id!r} is for {meant_for}; the token says {alg}")
+                raise TokenRejected(
+                    f"key {found.key_id!r} is for {meant_for}; the token says {alg}"
+                )
             return found.key
 
     async def _refetch(self, now: float) -> None:

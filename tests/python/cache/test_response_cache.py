@@ -104,10 +104,22 @@ def test_the_guard_refuses_what_the_embedding_cannot_tell_apart(minilm) -> None:
         ("Is it safe to eat raw eggs?", "Is it unsafe to eat raw eggs?", "opposite (prefix"),
         ("Convert a string to an integer", "Convert an integer to a string", "swap sides"),
         ("How do I zoom in on a PDF?", "How do I zoom out on a PDF?", "opposite particles"),
-        ("Is it legal to record a call?", "Is it illegal to record a call?", "prefix: legal / illegal"),
-        ("How do I import data into Excel?", "How do I export data from Excel?", "opposite (prefix"),
+        (
+            "Is it legal to record a call?",
+            "Is it illegal to record a call?",
+            "prefix: legal / illegal",
+        ),
+        (
+            "How do I import data into Excel?",
+            "How do I export data from Excel?",
+            "opposite (prefix",
+        ),
         ("Why was he so careful?", "Why was he so careless?", "(suffix"),
-        ("What is the largest ocean?", "What is the smallest ocean?", "(antonym: largest / smallest)"),
+        (
+            "What is the largest ocean?",
+            "What is the smallest ocean?",
+            "(antonym: largest / smallest)",
+        ),
         ("How do I convert a PDF to Word?", "How do I convert a Word file to PDF?", "swap sides"),
         ("What is the capital of France?", "What is the capital of Spain?", "name was replaced"),
         ("How do I reset my iPhone?", "How do I reset my iPad?", "name was replaced"),
@@ -123,7 +135,10 @@ def test_substitutions_are_compared_and_additions_pass() -> None:
     assert judge("How do I bake a cake?", "How do I bake bread?").substitution == ("cake", "bread")
     assert judge("What is DNA?", "What is DNA, briefly?") == judge("a", "a")
     # a word kept in other case, and names moved rather than replaced, are no near miss
-    assert judge("How do I install Docker on Ubuntu?", "Ubuntu: how can I install docker?").refused is None
+    assert (
+        judge("How do I install Docker on Ubuntu?", "Ubuntu: how can I install docker?").refused
+        is None
+    )
     # a number the same, moved: a paraphrase
     assert judge("Convert 5 km to miles.", "How many miles is 5 km?").refused is None
 

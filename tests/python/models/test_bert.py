@@ -199,7 +199,9 @@ def test_tiny_random_bert_with_cls_pooling(tmp_path: Path) -> None:
 def test_matmul_precision_is_checked_and_reported() -> None:
     from modelbench import _core
 
-    with pytest.raises(ValueError, match="matmul_precision must be 'highest' or 'medium', got 'low'"):
+    with pytest.raises(
+        ValueError, match="matmul_precision must be 'highest' or 'medium', got 'low'"
+    ):
         EncoderEngine("all-MiniLM-L6-v2", matmul_precision="low")
     # "medium" runs bf16 products exactly where this process can use AMX tiles
     engine = EncoderEngine("all-MiniLM-L6-v2")

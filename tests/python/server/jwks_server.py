@@ -27,9 +27,15 @@ class SigningKey:
             self.private = ec.generate_private_key(ec.SECP256R1())
             self.alg = "ES256"
             algorithm = jwt.algorithms.ECAlgorithm
-        self.jwk = {**json.loads(algorithm.to_jwk(self.private.public_key())), "kid": kid, "alg": self.alg}
+        self.jwk = {
+            **json.loads(algorithm.to_jwk(self.private.public_key())),
+            "kid": kid,
+            "alg": self.alg,
+        }
 
-    def token(self, claims: dict[str, Any], *, kid: str | None = "same", alg: str | None = None) -> str:
+    def token(
+        self, claims: dict[str, Any], *, kid: str | None = "same", alg: str | None = None
+    ) -> str:
         """Claims signed with this key; exp defaults to an hour from now."""
         body = {"exp": int(time.time()) + 3600, **claims}
         headers = {"kid": self.kid if kid == "same" else kid} if kid is not None else {}
@@ -46,7 +52,7 @@ class JwksServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 outer.fetches += 1
                 if not outer.up or self.path != "/jwks.json":
                     self.send_response(503 if not outer.up else 404)

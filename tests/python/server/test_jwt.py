@@ -23,7 +23,13 @@ from modelbench.server import jwt_auth
 from modelbench.server.jwt_auth import JwtVerifier, ProviderUnavailable, TokenRejected
 from modelbench.server.keys import KeyStore
 
-from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, RunningServer, free_port, run_server
+from .conftest import (
+    KV_CACHE_MEMORY,
+    MAX_MODEL_LEN,
+    MODEL_NAME,
+    free_port,
+    run_server,
+)
 from .jwks_server import JwksServer, SigningKey
 from .test_records import record_of
 
@@ -32,7 +38,11 @@ AUDIENCE = "modelbench"
 
 
 def options(**kwargs: object) -> SimpleNamespace:
-    base = {name: field.default for name, field in Settings.model_fields.items() if name.startswith("jwt_")}
+    base = {
+        name: field.get_default(call_default_factory=True)
+        for name, field in Settings.model_fields.items()
+        if name.startswith("jwt_")
+    }
     return SimpleNamespace(**{**base, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE, **kwargs})
 
 
@@ -61,6 +71,21 @@ def test_a_token_from_the_providers_keys_acts_as_a_key(jwks: JwksServer) -> None
     assert who.admin
     assert not verify(verifier, key.token(claims(role="reader"))).admin
     assert jwks.fetches == 1  # the set is cached
+
+
+def test_limits_come_from_claims_else_the_roles_defaults(jwks: JwksServer) -> None:
+    key = SigningKey("k1")
+    jwks.keys = [key.jwk]
+    limits = {"free": {"rpm": 10, "tpm": 5000}, "pro": {"rpm": 600}}
+    verifier = JwtVerifier(options(jwt_jwks_url=jwks.url, jwt_role_limits=limits))
+    free = verify(verifier, key.token(claims(role="free")))
+    assert (free.rpm, free.tpm) == (10, 5000)
+    pro = verify(verifier, key.token(claims(role=["staff", "pro"], tpm=99)))
+    assert (pro.rpm, pro.tpm) == (600, 99)  # a claim wins over the role's default
+    nobody = verify(verifier, key.token(claims()))
+    assert (nobody.rpm, nobody.tpm) == (None, None)  # the server's defaults
+    with pytest.raises(ValueError, match=r"jwt_role_limits\['free'\]"):
+        JwtVerifier(options(jwt_jwks_url=jwks.url, jwt_role_limits={"free": {"rpm": 0}}))
 
 
 @pytest.mark.parametrize(
@@ -104,7 +129,9 @@ def test_keys_rotate_and_survive_the_provider_going_away(jwks: JwksServer, monke
     monkeypatch.setattr(jwt_auth, "JWKS_MIN_REFETCH_S", 0.0)
     old, new = SigningKey("2026-01"), SigningKey("2026-02", kind="EC")
     jwks.keys = [old.jwk]
-    verifier = JwtVerifier(options(jwt_jwks_url=jwks.url, jwt_jwks_refresh_s=0.2, jwt_jwks_max_stale_s=1.0))
+    verifier = JwtVerifier(
+        options(jwt_jwks_url=jwks.url, jwt_jwks_refresh_s=0.2, jwt_jwks_max_stale_s=1.0)
+    )
     assert verify(verifier, old.token(claims())).subject == "jwt:alice"
     jwks.keys = [old.jwk, new.jwk]  # rotation: a token with the new key id refetches the set
     assert verify(verifier, new.token(claims(sub="bob"))).subject == "jwt:bob"
@@ -121,7 +148,9 @@ def test_keys_rotate_and_survive_the_provider_going_away(jwks: JwksServer, monke
 def test_a_pem_public_key_or_a_secret_for_local_setups(tmp_path: Path) -> None:
     key = SigningKey("local", kind="EC")
     pem = tmp_path / "key.pem"
-    pem.write_bytes(key.private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    pem.write_bytes(
+        key.private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
     verifier = JwtVerifier(options(jwt_public_key=pem))
     assert verifier.algorithms == ("ES256", "ES384", "ES512")
     assert verify(verifier, key.token(claims(), kid=None)).subject == "jwt:alice"
@@ -129,7 +158,10 @@ def test_a_pem_public_key_or_a_secret_for_local_setups(tmp_path: Path) -> None:
         verify(verifier, SigningKey("r").token(claims()))
     secret = "s" * 40
     verifier = JwtVerifier(options(jwt_secret=secret))
-    assert verify(verifier, jwt.encode({**claims(), "exp": int(time.time()) + 60}, secret)).admin is False
+    assert (
+        verify(verifier, jwt.encode({**claims(), "exp": int(time.time()) + 60}, secret)).admin
+        is False
+    )
     with pytest.raises(TokenRejected, match="bad signature"):
         verify(verifier, jwt.encode({**claims(), "exp": int(time.time()) + 60}, "t" * 40))
     with pytest.raises(ValueError, match="at least 32 characters"):
@@ -180,16 +212,25 @@ def test_served_tokens_use_the_same_routes_records_and_admin_rule(served) -> Non
     ok = httpx.post(f"{url}/v1/completions", json=BODY, headers=alice, timeout=60)
     assert ok.status_code == 200, ok.text
     assert record_of(running, ok, alice)["api_key_id"] == "jwt:alice"  # her own record
-    other = httpx.get(f"{url}/v1/requests/{ok.headers['x-modelbench-record-id']}",
-                      headers=bearer(key.token(claims(sub="mallory"))), timeout=30)
+    other = httpx.get(
+        f"{url}/v1/requests/{ok.headers['x-modelbench-record-id']}",
+        headers=bearer(key.token(claims(sub="mallory"))),
+        timeout=30,
+    )
     assert other.status_code == 404  # another subject's record is not there for them
     by_key = httpx.post(f"{url}/v1/completions", json=BODY, headers=bearer(api_secret), timeout=60)
     assert by_key.status_code == 200
     # an admin route: past the admin check, the cache (off here) answers 409
-    admin = httpx.delete(f"{url}/v1/admin/cache", headers=bearer(key.token(claims(role="admin"))), timeout=30)
+    admin = httpx.delete(
+        f"{url}/v1/admin/cache", headers=bearer(key.token(claims(role="admin"))), timeout=30
+    )
     assert admin.status_code == 409, admin.text
     plain = httpx.delete(f"{url}/v1/admin/cache", headers=bearer(key.token(claims())), timeout=30)
-    assert plain.status_code == 403 and "jwt:alice is not an admin: admin routes need a token whose 'role' claim holds 'admin'" in plain.json()["error"]["message"]
+    assert (
+        plain.status_code == 403
+        and "jwt:alice is not an admin: admin routes need a token whose 'role' claim holds 'admin'"
+        in plain.json()["error"]["message"]
+    )
 
 
 def test_served_bad_tokens_are_401_saying_why_without_the_token(served) -> None:
@@ -200,7 +241,9 @@ def test_served_bad_tokens_are_401_saying_why_without_the_token(served) -> None:
         (key.token(claims(), kid="nope"), "unknown key id"),
         (SigningKey("k1").token(claims()), "bad signature"),
     ]:
-        r = httpx.post(f"{running.base_url}/v1/completions", json=BODY, headers=bearer(token), timeout=30)
+        r = httpx.post(
+            f"{running.base_url}/v1/completions", json=BODY, headers=bearer(token), timeout=30
+        )
         assert r.status_code == 401 and reason in r.json()["error"]["message"], r.text
         assert token not in r.text and token.split(".")[1] not in r.text
         assert r.headers["www-authenticate"] == "Bearer"
@@ -212,7 +255,9 @@ def test_served_rate_limit_from_the_token(served) -> None:
     running, key, _ = served
     token = key.token(claims(sub="limited", rpm=2))
     codes = [
-        httpx.post(f"{running.base_url}/v1/completions", json=BODY, headers=bearer(token), timeout=60).status_code
+        httpx.post(
+            f"{running.base_url}/v1/completions", json=BODY, headers=bearer(token), timeout=60
+        ).status_code
         for _ in range(3)
     ]
     assert codes == [200, 200, 429]
