@@ -326,6 +326,12 @@ class Settings(BaseSettings):
     # Several processes behind one load balancer share rate limits and breaker
     # states through this Redis (redis://[:password@]host:port/db); None: each keeps its own.
     redis_url: str | None = None
+    # Where admin-loaded versions live (server/registry_store.py): "store" keeps them
+    # in the database (reloaded at start, shared by servers on it, polled every
+    # registry_poll_s); "file": the models file and flags only, admin loads last
+    # until the process ends.
+    registry: Literal["store", "file"] = "store"
+    registry_poll_s: float = Field(default=2.0, gt=0)
     # The store: None is an SQLite file in the user's data directory.
     database_url: str | None = None
     db_auto_migrate: bool = True  # apply migrations at server start

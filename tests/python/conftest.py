@@ -41,13 +41,17 @@ def database_url(request: pytest.FixtureRequest) -> str:
 def store_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Servers the tests start (in process or as subprocesses) keep their
     records in a throwaway SQLite file and read keys from a throwaway keys
-    file (none: open), never the user's data directory."""
+    file (none: open), never the user's data directory. Their admin loads are
+    not kept in that shared file (``--registry file``), or each server after
+    would load what earlier tests loaded; tests/python/server/test_registry_store.py
+    runs the registry in the store on databases of its own."""
     import os
 
     root = tmp_path_factory.mktemp("store")
     values = {
         "MODELBENCH_DATABASE_URL": f"sqlite:///{root / 'modelbench.db'}",
         "MODELBENCH_KEYS_FILE": str(root / "keys.json"),
+        "MODELBENCH_REGISTRY": "file",
     }
     previous = {name: os.environ.get(name) for name in values}
     os.environ.update(values)

@@ -58,6 +58,7 @@ SERVE_FLAGS = (
     "jwt_audience",
     "jwt_admin_claim",
     "jwt_admin_value",
+    "registry",
 )
 
 
@@ -202,6 +203,12 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="with no API keys, serve the admin routes (/v1/admin/...) without a key; only "
         "with a loopback --host. Without it, and without keys, they answer 403",
+    )
+    p.add_argument(
+        "--registry",
+        choices=["store", "file"],
+        help="where admin-loaded versions live: store (default: in the database, loaded again "
+        "at start and shared by servers on it) or file (the models file and flags only)",
     )
     jwt = p.add_argument_group(
         "bearer JWTs beside API keys (one key source; docs: README 'JWT bearer tokens')"

@@ -10,6 +10,8 @@ PostgreSQL. The schema changes only through migrations (db/migrations/).
   per-request records.
 - ``eval_runs`` and ``eval_results``: evaluation runs (HumanEval) and each
   sample's outcome in the sandbox.
+- ``model_versions`` and ``admin_audit``: the versions admins loaded (a
+  restarted server loads them again) and who loaded, unloaded or rerouted what.
 """
 
 from __future__ import annotations
@@ -167,3 +169,37 @@ class EvalResult(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     run_s: Mapped[float | None] = mapped_column(Float)
     completion: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelVersionRecord(Base):
+    """A version an admin loaded (``POST /v1/admin/models``): its checked
+    models-file entry, so that a restarted server, or another one on the same
+    database, loads it again while its state is ``active``."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[str] = mapped_column(String(600), primary_key=True)  # name:version
+    name: Mapped[str] = mapped_column(String(520))
+    version: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict] = mapped_column(JSON)  # the ModelConfig as loaded
+    routing: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))  # active | unloaded
+    created_by: Mapped[str | None] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(160))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who loaded, unloaded or rerouted what, and when."""
+
+    __tablename__ = "admin_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str | None] = mapped_column(String(160))  # key id, jwt:<sub>, or "local"
+    action: Mapped[str] = mapped_column(String(16))  # load | unload | route
+    model_id: Mapped[str] = mapped_column(String(600))
+    detail: Mapped[dict | None] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_admin_audit_at", "at"),)

@@ -37,6 +37,7 @@ from modelbench.server.prometheus import ServerMetrics
 from modelbench.server.ratelimit import RateLimiter
 from modelbench.server.recorder import RecordMiddleware
 from modelbench.server.registry import ModelRegistry
+from modelbench.server.registry_store import RegistryStore
 from modelbench.server.routes import (
     admin,
     batch,
@@ -151,9 +152,17 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         if shared_breakers is not None:
             shared_breakers.start()
         store.start(app)  # migrations, the record writer, the in-server batch worker
+        following, stop_following = None, asyncio.Event()
+        if app.state.registry_store is not None:  # admin loads kept in the store
+            following = asyncio.create_task(
+                app.state.registry_store.follow(registry, settings.registry_poll_s, stop_following)
+            )
         try:
             yield
         finally:
+            stop_following.set()
+            if following is not None:
+                await asyncio.gather(following, return_exceptions=True)
             await store.close()  # the worker's running jobs finish first
             if shared_breakers is not None:
                 await shared_breakers.close()
@@ -174,6 +183,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.store = store
     app.state.keys = keys
     app.state.jwt = JwtVerifier(settings) if jwt_configured(settings) else None
+    app.state.registry_store = RegistryStore(store) if settings.registry == "store" else None
     app.state.limiter = RateLimiter()  # also the fallback while Redis is away
     app.state.auth_failures = AuthFailures(
         settings.auth_max_failures, settings.auth_failure_window_s

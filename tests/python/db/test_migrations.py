@@ -22,6 +22,8 @@ TABLES = {
     "bench_requests",
     "eval_runs",
     "eval_results",
+    "model_versions",
+    "admin_audit",
 }
 
 

@@ -78,10 +78,14 @@ def tiny_llama_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def run_server(
-    settings: Settings, model_path: Path, registry: ModelRegistry | None = None
+    settings: Settings,
+    model_path: Path,
+    registry: ModelRegistry | None = None,
+    ready_store: bool = True,
 ) -> Iterator[RunningServer]:
     """Serve ``create_app(settings, registry)`` with uvicorn in a thread until
-    ready; stop it on exit. ``settings.port`` must be free."""
+    ready (its store too, unless ``ready_store`` is False: a store meant to be
+    down); stop it on exit. ``settings.port`` must be free."""
     app = create_app(settings, registry)
     port = settings.port
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -92,7 +96,9 @@ def run_server(
     while True:  # up, then ready (the models load after startup)
         try:
             ready = httpx.get(f"{base_url}/ready", timeout=2)
-            if ready.status_code == 200 and ready.json().get("store") == "ready":
+            if ready.status_code == 200 and (
+                not ready_store or ready.json().get("store") == "ready"
+            ):
                 break
         except httpx.TransportError:
             pass

@@ -173,6 +173,28 @@ class UnloadResponse(BaseModel):
     )
 
 
+def actor(request: Request) -> str:
+    """Who makes an admin change, for the audit trail: the key's id (``jwt:<sub>``
+    for a token), or "local" (open admin on loopback)."""
+    caller = request.scope.get("state", {}).get("caller")
+    key = getattr(caller, "key", None)
+    return key.id if key is not None else "local"
+
+
+class AuditItem(BaseModel):
+    id: int
+    at: str
+    actor: str | None
+    action: Literal["load", "unload", "route"]
+    model_id: str
+    detail: dict[str, Any] | None = None
+
+
+class AuditList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AuditItem]
+
+
 def status_url(model_id: str) -> str:
     return f"{router.prefix}/models/{model_id}"
 
@@ -261,6 +283,10 @@ async def load_model(
             param="kv_cache_memory",
             code="insufficient_memory",
         )
+    registry.check_can_load(config.id)  # again: the memory estimate took a while
+    store = request.app.state.registry_store
+    if store is not None:  # kept before it starts, or refused (503) with the store down
+        await store.record("load", config.id, actor(request), config, body.routing)
     handle = registry.begin_load(config)
     if body.routing is not None:
         registry.set_policy(config.name, body.routing)
@@ -313,6 +339,7 @@ async def model_status(model_id: ModelId, registry: RegistryDep) -> LoadStatus:
 )
 async def unload_model(
     model_id: ModelId,
+    request: Request,
     registry: RegistryDep,
     timeout_s: Annotated[
         float, Query(ge=0, le=3600, description="seconds its requests in flight may finish")
@@ -322,5 +349,45 @@ async def unload_model(
     ``timeout_s`` seconds), free it."""
     handle = registry.get(model_id)
     in_flight = handle.outstanding if handle is not None else 0
+    store = request.app.state.registry_store
+    if store is not None and handle is not None and handle.state.value in ("ready", "failed"):
+        await store.record("unload", model_id, actor(request))
     handle = await registry.unload(model_id, timeout_s=timeout_s)
     return UnloadResponse(id=handle.id, requests_in_flight_at_unload=in_flight)
+
+
+@router.get(
+    "/audit",
+    responses={
+        400: _error("limit is out of range"),
+        409: _error("the registry is not kept in the store (--registry file)"),
+        503: _error("the store is unavailable"),
+    },
+)
+async def audit_trail(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000, description="entries, newest first")] = 100,
+) -> AuditList:
+    """Who loaded, unloaded or rerouted which version, and when (newest first)."""
+    store = request.app.state.registry_store
+    if store is None:
+        raise APIError(
+            409,
+            "the registry is not kept in the store (this server runs with --registry file), "
+            "so there is no audit trail",
+            code="registry_not_in_store",
+        )
+    entries = await store.audit(limit)
+    return AuditList(
+        data=[
+            AuditItem(
+                id=e.id,
+                at=e.at.isoformat(),
+                actor=e.actor,
+                action=e.action,
+                model_id=e.model_id,
+                detail=e.detail,
+            )
+            for e in entries
+        ]
+    )

@@ -1,0 +1,147 @@
+"""The admin registry kept in the store (migration 0005), so that what an
+admin loads survives a restart and is seen by every server on the database:
+
+- ``POST /v1/admin/models`` writes the checked models-file entry as a row of
+  ``model_versions`` (state ``active``) and an ``admin_audit`` entry before
+  the load starts; ``DELETE`` marks it ``unloaded`` (and audits it) before
+  the version goes. With the store down an admin change is refused (503):
+  it would not survive a restart.
+- At start, once the store is migrated, the server loads every ``active``
+  row it does not serve already, one at a time, as admin loads; then it
+  keeps checking (every ``registry_poll_s``), so that a version loaded or
+  unloaded through another server on the same database is loaded or
+  unloaded here within seconds.
+- ``GET /v1/admin/audit`` lists the trail, newest first.
+
+``--registry file`` (``MODELBENCH_REGISTRY=file``) keeps the models file and
+the flags the only source: admin loads then last until the process ends, as
+before the registry was kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from modelbench.config import ModelConfig
+from modelbench.db.tables import AuditEntry, ModelVersionRecord, utcnow
+from modelbench.server.errors import APIError
+from modelbench.server.registry import ModelRegistry
+
+logger = logging.getLogger("modelbench.server")
+
+
+def store_unavailable(exc: Exception) -> APIError:
+    return APIError(
+        503,
+        f"the store is unavailable ({type(exc).__name__}), so this change would not survive "
+        "a restart and was not made; retry when GET /ready reports the store ready",
+        code="store_unavailable",
+        type="service_unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+class RegistryStore:
+    """Reads and writes the registry's tables through the store's engine."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def _write_sync(
+        self,
+        config: ModelConfig | None,
+        model_id: str,
+        action: str,
+        actor: str | None,
+        routing: str | None,
+    ) -> None:
+        with Session(self.store.engine) as session, session.begin():
+            row = session.get(ModelVersionRecord, model_id)
+            if action == "load" and config is not None:
+                data = config.model_dump(mode="json")
+                if row is None:
+                    row = ModelVersionRecord(
+                        id=model_id,
+                        name=config.name,
+                        version=config.version,
+                        config=data,
+                        state="active",
+                        created_by=actor,
+                    )
+                    session.add(row)
+                row.config, row.state, row.routing = data, "active", routing
+                row.updated_by, row.updated_at = actor, utcnow()
+            elif action == "unload" and row is not None:
+                row.state, row.updated_by, row.updated_at = "unloaded", actor, utcnow()
+            detail: dict[str, Any] | None = {"routing": routing} if routing else None
+            if action == "load" and config is not None:
+                detail = {**(detail or {}), "path": config.path, "tasks": list(config.tasks)}
+            session.add(AuditEntry(actor=actor, action=action, model_id=model_id, detail=detail))
+
+    async def record(
+        self,
+        action: str,
+        model_id: str,
+        actor: str | None,
+        config: ModelConfig | None = None,
+        routing: str | None = None,
+    ) -> None:
+        """Write an admin change; 503 when the store cannot take it."""
+        if not self.store.is_migrated:
+            raise store_unavailable(RuntimeError("not migrated yet"))
+        try:
+            await asyncio.to_thread(self._write_sync, config, model_id, action, actor, routing)
+        except Exception as exc:
+            raise store_unavailable(exc) from exc
+
+    def _rows_sync(self) -> list[ModelVersionRecord]:
+        with Session(self.store.engine) as session:
+            return list(session.scalars(select(ModelVersionRecord)))
+
+    async def audit(self, limit: int) -> list[AuditEntry]:
+        def read() -> list[AuditEntry]:
+            with Session(self.store.engine) as session:
+                query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+                return list(session.scalars(query))
+
+        try:
+            return await asyncio.to_thread(read)
+        except Exception as exc:
+            raise store_unavailable(exc) from exc
+
+    async def follow(self, registry: ModelRegistry, poll_s: float, stop: asyncio.Event) -> None:
+        """Load the active rows this server lacks and unload the versions an
+        admin loaded whose rows say unloaded, now and every ``poll_s``."""
+        while not stop.is_set():
+            if self.store.is_migrated:
+                try:
+                    await self._converge(registry)
+                except Exception as exc:  # the store went away: try again later
+                    logger.warning("registry: could not read the store (%s)", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), poll_s)
+            except TimeoutError:
+                pass
+
+    async def _converge(self, registry: ModelRegistry) -> None:
+        for row in await asyncio.to_thread(self._rows_sync):
+            handle = registry.get(row.id)
+            if row.state == "active" and handle is None and not registry.loading():
+                try:
+                    config = ModelConfig.model_validate(row.config)
+                    registry.begin_load(config)
+                except Exception as exc:
+                    logger.error("registry: cannot load %s from the store: %s", row.id, exc)
+                    continue
+                if row.routing:
+                    registry.set_policy(config.name, row.routing)  # type: ignore[arg-type]
+                logger.info("registry: loading %s (from the store)", row.id)
+            elif row.state == "unloaded" and handle is not None and not handle.declared:
+                if handle.state.value in ("ready", "failed"):
+                    logger.info("registry: unloading %s (unloaded in the store)", row.id)
+                    await registry.unload(row.id)

@@ -1,0 +1,121 @@
+"""The admin registry kept in the store (server/registry_store.py), on SQLite
+and PostgreSQL: a version loaded through the admin API is loaded by a second
+server on the same database within seconds and again after a restart,
+an unload reaches the others the same way, the audit trail names who did
+what, a change with the store down is refused (503), and ``--registry
+file`` keeps the old behaviour."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from modelbench.config import Settings
+from modelbench.server.keys import KeyStore
+
+from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, free_port, run_server
+
+ENGINE = {"max_model_len": MAX_MODEL_LEN, "kv_cache_memory": KV_CACHE_MEMORY}
+
+
+def settings_for(tiny: Path, root: Path, database_url: str, **extra: object) -> Settings:
+    values: dict[str, object] = {
+        "model": str(tiny),
+        "served_model_name": MODEL_NAME,
+        "port": free_port(),
+        "keys_file": root / "keys.json",
+        "database_url": database_url,
+        "model_dirs": [tiny.parent],
+        "registry": "store",
+        "registry_poll_s": 0.2,
+        "auth_max_failures": 1000,
+        **ENGINE,
+    }
+    return Settings(**{**values, **extra})  # type: ignore[arg-type]
+
+
+def state_of(url: str, model_id: str, admin: str) -> str | None:
+    r = httpx.get(f"{url}/v1/admin/models/{model_id}", headers=bearer(admin), timeout=10)
+    return r.json()["state"] if r.status_code == 200 else None
+
+
+def wait_for(url: str, model_id: str, admin: str, wanted: str | None, within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    while (state := state_of(url, model_id, admin)) != wanted:
+        assert time.monotonic() < deadline, f"{model_id} on {url}: {state}, not {wanted}"
+        time.sleep(0.1)
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_admin_loads_survive_restarts_and_reach_every_server(
+    tiny_llama_path: Path, tmp_path: Path, database_url: str
+) -> None:
+    keys = KeyStore(tmp_path / "keys.json")
+    ops, ops_secret = keys.create("ops", admin=True)
+    _, app_secret = keys.create("app")
+    load = {"name": "extra", "version": "2", "path": str(tiny_llama_path), **ENGINE}
+    one = settings_for(tiny_llama_path, tmp_path, database_url)
+    two = settings_for(tiny_llama_path, tmp_path, database_url)
+    with run_server(one, tiny_llama_path) as a, run_server(two, tiny_llama_path) as b:
+        r = httpx.post(
+            f"{a.base_url}/v1/admin/models", json=load, headers=bearer(ops_secret), timeout=30
+        )
+        assert r.status_code == 202, r.text
+        wait_for(a.base_url, "extra:2", ops_secret, "ready")
+        wait_for(b.base_url, "extra:2", ops_secret, "ready")  # the other server picked it up
+        done = httpx.post(
+            f"{b.base_url}/v1/completions",
+            json={"model": "extra", "prompt": "hi", "max_tokens": 2},
+            headers=bearer(app_secret),
+            timeout=60,
+        )
+        assert done.status_code == 200 and done.json()["model"] == "extra:2", done.text
+    with run_server(settings_for(tiny_llama_path, tmp_path, database_url), tiny_llama_path) as c:
+        wait_for(c.base_url, "extra:2", ops_secret, "ready")  # loaded again after a restart
+        gone = httpx.delete(
+            f"{c.base_url}/v1/admin/models/extra:2", headers=bearer(ops_secret), timeout=60
+        )
+        assert gone.status_code == 200, gone.text
+        trail = httpx.get(f"{c.base_url}/v1/admin/audit", headers=bearer(ops_secret), timeout=10)
+        assert trail.status_code == 200, trail.text
+        entries = [(e["action"], e["model_id"], e["actor"]) for e in trail.json()["data"]]
+        assert entries == [("unload", "extra:2", ops.id), ("load", "extra:2", ops.id)]
+        assert trail.json()["data"][1]["detail"]["path"] == str(tiny_llama_path)
+        plain = httpx.get(f"{c.base_url}/v1/admin/audit", headers=bearer(app_secret), timeout=10)
+        assert plain.status_code == 403
+    with run_server(settings_for(tiny_llama_path, tmp_path, database_url), tiny_llama_path) as d:
+        time.sleep(1.0)  # five polls: an unloaded version stays unloaded
+        assert state_of(d.base_url, "extra:2", ops_secret) is None
+
+
+def test_an_admin_change_with_the_store_down_is_refused(
+    tiny_llama_path: Path, tmp_path: Path
+) -> None:
+    keys = KeyStore(tmp_path / "keys.json")
+    _, ops_secret = keys.create("ops", admin=True)
+    down = "postgresql+psycopg://modelbench@127.0.0.1:1/nowhere"  # nothing listens there
+    settings = settings_for(tiny_llama_path, tmp_path, down)
+    with run_server(settings, tiny_llama_path, ready_store=False) as running:
+        load = {"name": "extra", "path": str(tiny_llama_path), **ENGINE}
+        r = httpx.post(
+            f"{running.base_url}/v1/admin/models", json=load, headers=bearer(ops_secret), timeout=30
+        )
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+        assert "would not survive a restart" in r.json()["error"]["message"]
+        assert state_of(running.base_url, "extra:1", ops_secret) is None  # nothing started
+
+
+def test_registry_file_keeps_loads_in_the_process(
+    tiny_llama_path: Path, tmp_path: Path, sqlite_url: str
+) -> None:
+    keys = KeyStore(tmp_path / "keys.json")
+    _, ops_secret = keys.create("ops", admin=True)
+    settings = settings_for(tiny_llama_path, tmp_path, sqlite_url, registry="file")
+    with run_server(settings, tiny_llama_path) as running:
+        r = httpx.get(f"{running.base_url}/v1/admin/audit", headers=bearer(ops_secret), timeout=10)
+        assert r.status_code == 409 and "--registry file" in r.json()["error"]["message"]
