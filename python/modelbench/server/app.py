@@ -40,6 +40,7 @@ from modelbench.server.registry import ModelRegistry
 from modelbench.server.registry_store import RegistryStore
 from modelbench.server.routes import (
     admin,
+    admin_registry,
     batch,
     cache_admin,
     chat,
@@ -242,6 +243,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     ):
         app.include_router(module.router, dependencies=keyed)
     app.include_router(admin.router, dependencies=[Depends(require_admin)])
+    app.include_router(admin_registry.router, dependencies=[Depends(require_admin)])
     app.include_router(cache_admin.router, dependencies=[Depends(require_admin)])
     app.include_router(health.router)  # probes answer without a key
     app.include_router(

@@ -11,6 +11,8 @@ admin loads survives a restart and is seen by every server on the database:
   keeps checking (every ``registry_poll_s``), so that a version loaded or
   unloaded through another server on the same database is loaded or
   unloaded here within seconds.
+- ``PATCH /v1/admin/models/{name}`` (routing) and ``{name}:{version}``
+  (canary weight) are audited, and kept in the rows of admin-loaded versions.
 - ``GET /v1/admin/audit`` lists the trail, newest first.
 
 ``--registry file`` (``MODELBENCH_REGISTRY=file``) keeps the models file and
@@ -24,6 +26,7 @@ import asyncio
 import logging
 from typing import Any
 
+from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -59,9 +62,18 @@ class RegistryStore:
         action: str,
         actor: str | None,
         routing: str | None,
+        weight: float | None,
     ) -> None:
         with Session(self.store.engine) as session, session.begin():
             row = session.get(ModelVersionRecord, model_id)
+            if action == "route":  # the name's policy; the weight of one version or all
+                name = model_id.partition(":")[0]
+                for one in session.scalars(select(ModelVersionRecord).filter_by(name=name)):
+                    if routing is not None:
+                        one.routing = routing
+                    if weight is not None and (one.id == model_id or ":" not in model_id):
+                        one.config = {**one.config, "weight": weight}
+                    one.updated_by, one.updated_at = actor, utcnow()
             if action == "load" and config is not None:
                 data = config.model_dump(mode="json")
                 if row is None:
@@ -79,6 +91,8 @@ class RegistryStore:
             elif action == "unload" and row is not None:
                 row.state, row.updated_by, row.updated_at = "unloaded", actor, utcnow()
             detail: dict[str, Any] | None = {"routing": routing} if routing else None
+            if weight is not None:
+                detail = {**(detail or {}), "weight": weight}
             if action == "load" and config is not None:
                 detail = {**(detail or {}), "path": config.path, "tasks": list(config.tasks)}
             session.add(AuditEntry(actor=actor, action=action, model_id=model_id, detail=detail))
@@ -90,12 +104,15 @@ class RegistryStore:
         actor: str | None,
         config: ModelConfig | None = None,
         routing: str | None = None,
+        weight: float | None = None,
     ) -> None:
-        """Write an admin change; 503 when the store cannot take it."""
+        """Write an admin change (load, unload, route); 503 when the store cannot take it."""
         if not self.store.is_migrated:
             raise store_unavailable(RuntimeError("not migrated yet"))
         try:
-            await asyncio.to_thread(self._write_sync, config, model_id, action, actor, routing)
+            await asyncio.to_thread(
+                self._write_sync, config, model_id, action, actor, routing, weight
+            )
         except Exception as exc:
             raise store_unavailable(exc) from exc
 
@@ -145,3 +162,11 @@ class RegistryStore:
                 if handle.state.value in ("ready", "failed"):
                     logger.info("registry: unloading %s (unloaded in the store)", row.id)
                     await registry.unload(row.id)
+
+
+def actor(request: Request) -> str:
+    """Who makes an admin change, for the audit trail: the key's id (``jwt:<sub>``
+    for a token), or "local" (open admin on loopback)."""
+    caller = request.scope.get("state", {}).get("caller")
+    key = getattr(caller, "key", None)
+    return key.id if key is not None else "local"

@@ -68,6 +68,22 @@ def test_admin_loads_survive_restarts_and_reach_every_server(
         assert r.status_code == 202, r.text
         wait_for(a.base_url, "extra:2", ops_secret, "ready")
         wait_for(b.base_url, "extra:2", ops_secret, "ready")  # the other server picked it up
+        admin = bearer(ops_secret)
+        patch = f"{a.base_url}/v1/admin/models"
+        r = httpx.patch(f"{patch}/extra", json={"routing": "canary"}, headers=admin, timeout=10)
+        assert r.status_code == 200 and r.json()["routing"] == "canary", r.text
+        r = httpx.patch(f"{patch}/extra:2", json={"weight": 0.5}, headers=admin, timeout=10)
+        assert r.status_code == 200 and r.json()["weights"] == {"extra:2": 0.5}, r.text
+        for target, body, status in [
+            ("extra", {"routing": "sideways"}, 400),
+            ("extra", {"routing": "canary", "colour": "red"}, 400),
+            ("extra:2", {"weight": -1}, 400),
+            ("nothing", {"routing": "canary"}, 404),
+            ("extra:9", {"weight": 1}, 404),
+            ("extra", {}, 200),  # nothing to change: not audited
+        ]:
+            r = httpx.patch(f"{patch}/{target}", json=body, headers=admin, timeout=10)
+            assert r.status_code == status, (target, body, r.text)
         done = httpx.post(
             f"{b.base_url}/v1/completions",
             json={"model": "extra", "prompt": "hi", "max_tokens": 2},
@@ -77,6 +93,12 @@ def test_admin_loads_survive_restarts_and_reach_every_server(
         assert done.status_code == 200 and done.json()["model"] == "extra:2", done.text
     with run_server(settings_for(tiny_llama_path, tmp_path, database_url), tiny_llama_path) as c:
         wait_for(c.base_url, "extra:2", ops_secret, "ready")  # loaded again after a restart
+        again = httpx.patch(
+            f"{c.base_url}/v1/admin/models/extra:2",
+            json={"weight": 0.5},
+            headers=bearer(ops_secret),
+        )
+        assert again.json()["routing"] == "canary"  # the routing came back with it
         gone = httpx.delete(
             f"{c.base_url}/v1/admin/models/extra:2", headers=bearer(ops_secret), timeout=60
         )
@@ -84,8 +106,15 @@ def test_admin_loads_survive_restarts_and_reach_every_server(
         trail = httpx.get(f"{c.base_url}/v1/admin/audit", headers=bearer(ops_secret), timeout=10)
         assert trail.status_code == 200, trail.text
         entries = [(e["action"], e["model_id"], e["actor"]) for e in trail.json()["data"]]
-        assert entries == [("unload", "extra:2", ops.id), ("load", "extra:2", ops.id)]
-        assert trail.json()["data"][1]["detail"]["path"] == str(tiny_llama_path)
+        assert entries == [
+            ("unload", "extra:2", ops.id),
+            ("route", "extra:2", ops.id),
+            ("route", "extra:2", ops.id),
+            ("route", "extra", ops.id),
+            ("load", "extra:2", ops.id),
+        ]
+        assert trail.json()["data"][-1]["detail"]["path"] == str(tiny_llama_path)
+        assert trail.json()["data"][-2]["detail"] == {"routing": "canary"}
         plain = httpx.get(f"{c.base_url}/v1/admin/audit", headers=bearer(app_secret), timeout=10)
         assert plain.status_code == 403
     with run_server(settings_for(tiny_llama_path, tmp_path, database_url), tiny_llama_path) as d:

@@ -43,6 +43,7 @@ from modelbench.server.load_checks import (
 from modelbench.server.protocol import ErrorResponse, ModelCard
 from modelbench.server.protocol_fields import STRICT_REQUEST
 from modelbench.server.registry import ModelHandle, ModelRegistry
+from modelbench.server.registry_store import actor
 from modelbench.server.routes.models import version_card
 
 # Names and versions an admin may give: letters, digits, ".", "_", "-", and
@@ -171,28 +172,6 @@ class UnloadResponse(BaseModel):
     requests_in_flight_at_unload: int = Field(
         description="requests still running when it was asked"
     )
-
-
-def actor(request: Request) -> str:
-    """Who makes an admin change, for the audit trail: the key's id (``jwt:<sub>``
-    for a token), or "local" (open admin on loopback)."""
-    caller = request.scope.get("state", {}).get("caller")
-    key = getattr(caller, "key", None)
-    return key.id if key is not None else "local"
-
-
-class AuditItem(BaseModel):
-    id: int
-    at: str
-    actor: str | None
-    action: Literal["load", "unload", "route"]
-    model_id: str
-    detail: dict[str, Any] | None = None
-
-
-class AuditList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[AuditItem]
 
 
 def status_url(model_id: str) -> str:
@@ -354,40 +333,3 @@ async def unload_model(
         await store.record("unload", model_id, actor(request))
     handle = await registry.unload(model_id, timeout_s=timeout_s)
     return UnloadResponse(id=handle.id, requests_in_flight_at_unload=in_flight)
-
-
-@router.get(
-    "/audit",
-    responses={
-        400: _error("limit is out of range"),
-        409: _error("the registry is not kept in the store (--registry file)"),
-        503: _error("the store is unavailable"),
-    },
-)
-async def audit_trail(
-    request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000, description="entries, newest first")] = 100,
-) -> AuditList:
-    """Who loaded, unloaded or rerouted which version, and when (newest first)."""
-    store = request.app.state.registry_store
-    if store is None:
-        raise APIError(
-            409,
-            "the registry is not kept in the store (this server runs with --registry file), "
-            "so there is no audit trail",
-            code="registry_not_in_store",
-        )
-    entries = await store.audit(limit)
-    return AuditList(
-        data=[
-            AuditItem(
-                id=e.id,
-                at=e.at.isoformat(),
-                actor=e.actor,
-                action=e.action,
-                model_id=e.model_id,
-                detail=e.detail,
-            )
-            for e in entries
-        ]
-    )
