@@ -132,8 +132,9 @@ class RegistryStore:
             raise store_unavailable(exc) from exc
 
     async def follow(self, registry: ModelRegistry, poll_s: float, stop: asyncio.Event) -> None:
-        """Load the active rows this server lacks and unload the versions an
-        admin loaded whose rows say unloaded, now and every ``poll_s``."""
+        """Load the active rows this server lacks, take their routing and
+        weights, and unload the versions an admin loaded whose rows say
+        unloaded: now and every ``poll_s``."""
         while not stop.is_set():
             if self.store.is_migrated:
                 try:
@@ -158,6 +159,13 @@ class RegistryStore:
                 if row.routing:
                     registry.set_policy(config.name, row.routing)  # type: ignore[arg-type]
                 logger.info("registry: loading %s (from the store)", row.id)
+            elif row.state == "active" and handle is not None and not handle.declared:
+                # routing or weight changed through another server
+                if row.routing and registry.policy(row.name) != row.routing:
+                    registry.set_policy(row.name, row.routing)  # type: ignore[arg-type]
+                weight = row.config.get("weight")
+                if isinstance(weight, int | float) and weight != handle.config.weight:
+                    handle.config = handle.config.model_copy(update={"weight": float(weight)})
             elif row.state == "unloaded" and handle is not None and not handle.declared:
                 if handle.state.value in ("ready", "failed"):
                     logger.info("registry: unloading %s (unloaded in the store)", row.id)

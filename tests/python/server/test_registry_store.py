@@ -84,6 +84,13 @@ def test_admin_loads_survive_restarts_and_reach_every_server(
         ]:
             r = httpx.patch(f"{patch}/{target}", json=body, headers=admin, timeout=10)
             assert r.status_code == status, (target, body, r.text)
+        deadline = time.monotonic() + 10  # the other server takes the routing and the weight
+        while True:
+            seen = httpx.patch(f"{b.base_url}/v1/admin/models/extra", json={}, headers=admin).json()
+            if seen["routing"] == "canary" and seen["weights"] == {"extra:2": 0.5}:
+                break
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.1)
         done = httpx.post(
             f"{b.base_url}/v1/completions",
             json={"model": "extra", "prompt": "hi", "max_tokens": 2},
