@@ -68,6 +68,11 @@ def test_admin_loads_survive_restarts_and_reach_every_server(
         assert r.status_code == 202, r.text
         wait_for(a.base_url, "extra:2", ops_secret, "ready")
         wait_for(b.base_url, "extra:2", ops_secret, "ready")  # the other server picked it up
+        listed = httpx.get(f"{b.base_url}/v1/admin/models", headers=bearer(ops_secret)).json()
+        assert {(v["id"], v["declared"]) for v in listed["data"]} == {
+            (f"{MODEL_NAME}:1", True),
+            ("extra:2", False),
+        }
         admin = bearer(ops_secret)
         patch = f"{a.base_url}/v1/admin/models"
         r = httpx.patch(f"{patch}/extra", json={"routing": "canary"}, headers=admin, timeout=10)

@@ -286,6 +286,18 @@ ModelId = Annotated[
 ]
 
 
+class LoadStatusList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[LoadStatus]
+
+
+@router.get("/models")
+async def list_versions(registry: RegistryDep) -> LoadStatusList:
+    """Every version this server holds, started with it or loaded by an admin,
+    with its state (``GET /v1/admin/models/{name}:{version}`` for one)."""
+    return LoadStatusList(data=[load_status(h, registry) for h in registry.handles()])
+
+
 @router.get(
     "/models/{model_id:path}",
     responses={
