@@ -92,6 +92,20 @@ def _refuse_repeat_offenders(state: Any, client: str) -> None:
         )
 
 
+def caller_with_key(request: Request, key: ApiKey) -> Caller:
+    """The caller a valid key (or token) makes, noted on the request for its record."""
+    settings = request.app.state.settings
+    state_dict = request.scope.setdefault("state", {})
+    state_dict["api_key_id"] = key.id
+    state_dict["api_key_store_text"] = key.store_text
+    return Caller(
+        key,
+        key.id,
+        key.rpm if key.rpm is not None else settings.rate_limit_rpm,
+        key.tpm if key.tpm is not None else settings.rate_limit_tpm,
+    )
+
+
 async def identify_token(request: Request, token: str) -> Caller:
     """A bearer JWT (JWT authentication configured): its identity as a key's."""
     state = request.app.state
@@ -110,7 +124,6 @@ async def identify_token(request: Request, token: str) -> Caller:
             type="service_unavailable",
             headers={"Retry-After": "5"},
         ) from None
-    settings = state.settings
     key = ApiKey(
         id=who.subject,
         name=who.subject,
@@ -121,15 +134,7 @@ async def identify_token(request: Request, token: str) -> Caller:
         tpm=who.tpm,
         store_text=True,
     )
-    state_dict = request.scope.setdefault("state", {})
-    state_dict["api_key_id"] = key.id
-    state_dict["api_key_store_text"] = key.store_text
-    return Caller(
-        key,
-        key.id,
-        key.rpm if key.rpm is not None else settings.rate_limit_rpm,
-        key.tpm if key.tpm is not None else settings.rate_limit_tpm,
-    )
+    return caller_with_key(request, key)
 
 
 def identify(request: Request) -> Caller:
@@ -162,15 +167,7 @@ def identify(request: Request) -> Caller:
     if key is None:
         failures.record(client)
         raise unauthorized("the API key is not valid or has been revoked")
-    state_dict = request.scope.setdefault("state", {})
-    state_dict["api_key_id"] = key.id
-    state_dict["api_key_store_text"] = key.store_text
-    return Caller(
-        key,
-        key.id,
-        key.rpm if key.rpm is not None else settings.rate_limit_rpm,
-        key.tpm if key.tpm is not None else settings.rate_limit_tpm,
-    )
+    return caller_with_key(request, key)
 
 
 async def authenticate(request: Request) -> Caller:

@@ -65,6 +65,22 @@ def serve_args(model_path: Path, port: int, *extra: str) -> list[str]:
     ]
 
 
+def tiny_settings(model_path: Path, root: Path, **extra: object) -> Settings:
+    """Settings serving the tiny model on a free port, with its keys file and
+    SQLite store under ``root``; ``extra`` overrides any of them."""
+    values: dict[str, object] = {
+        "model": str(model_path),
+        "served_model_name": MODEL_NAME,
+        "port": free_port(),
+        "max_model_len": MAX_MODEL_LEN,
+        "kv_cache_memory": KV_CACHE_MEMORY,
+        "keys_file": root / "keys.json",
+        "database_url": f"sqlite:///{root / 'store.db'}",
+        **extra,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

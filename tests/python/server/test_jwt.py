@@ -23,13 +23,7 @@ from modelbench.server import jwt_auth
 from modelbench.server.jwt_auth import JwtVerifier, ProviderUnavailable, TokenRejected
 from modelbench.server.keys import KeyStore
 
-from .conftest import (
-    KV_CACHE_MEMORY,
-    MAX_MODEL_LEN,
-    MODEL_NAME,
-    free_port,
-    run_server,
-)
+from .conftest import MODEL_NAME, run_server, tiny_settings
 from .jwks_server import JwksServer, SigningKey
 from .test_records import record_of
 
@@ -180,14 +174,9 @@ def served(tiny_llama_path: Path, tmp_path_factory: pytest.TempPathFactory):
     jwks.keys = [key.jwk]
     store = KeyStore(root / "keys.json")
     _, api_secret = store.create("app")  # API keys keep working beside tokens
-    settings = Settings(
-        model=str(tiny_llama_path),
-        served_model_name=MODEL_NAME,
-        port=free_port(),
-        max_model_len=MAX_MODEL_LEN,
-        kv_cache_memory=KV_CACHE_MEMORY,
-        keys_file=root / "keys.json",
-        database_url=f"sqlite:///{root / 'store.db'}",
+    settings = tiny_settings(
+        tiny_llama_path,
+        root,
         jwt_jwks_url=jwks.url,
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,

@@ -15,25 +15,20 @@ import httpx
 from modelbench.config import Settings
 from modelbench.server.keys import KeyStore
 
-from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, free_port, run_server
+from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, run_server, tiny_settings
 
 ENGINE = {"max_model_len": MAX_MODEL_LEN, "kv_cache_memory": KV_CACHE_MEMORY}
 
 
 def settings_for(tiny: Path, root: Path, database_url: str, **extra: object) -> Settings:
     values: dict[str, object] = {
-        "model": str(tiny),
-        "served_model_name": MODEL_NAME,
-        "port": free_port(),
-        "keys_file": root / "keys.json",
         "database_url": database_url,
         "model_dirs": [tiny.parent],
         "registry": "store",
         "registry_poll_s": 0.2,
         "auth_max_failures": 1000,
-        **ENGINE,
     }
-    return Settings(**{**values, **extra})  # type: ignore[arg-type]
+    return tiny_settings(tiny, root, **{**values, **extra})
 
 
 def state_of(url: str, model_id: str, admin: str) -> str | None:
