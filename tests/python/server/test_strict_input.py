@@ -250,9 +250,9 @@ def test_an_unknown_route_is_404_in_the_openai_body(server: RunningServer) -> No
 def test_a_wrong_method_is_405_naming_every_method_of_the_path(server: RunningServer) -> None:
     r = httpx.request("PUT", server.base_url + "/v1/admin/models/tiny-llama:1", timeout=30)
     error = error_of(r, 405)
-    assert r.headers["allow"] == "DELETE, GET"
+    assert r.headers["allow"] == "DELETE, GET, PATCH"
     assert error["code"] == "method_not_allowed"
-    assert "takes DELETE, GET, not PUT" in error["message"]
+    assert "takes DELETE, GET, PATCH, not PUT" in error["message"]
 
 
 def test_fields_that_do_not_go_together_are_400_with_their_code(server: RunningServer) -> None:
