@@ -147,13 +147,9 @@ BertModel::BertModel(const BertSpec& spec, const WeightMap& weights, torch::Scal
   for (int i = 0; i < spec_.num_layers; ++i) {
     const std::string prefix = root + "encoder.layer." + std::to_string(i) + ".";
     Layer layer;
-    const std::string self = prefix + "attention.self.";
-    layer.qkv = make_linear_bf16_products(
-        torch::cat({loader.get(self + "query.weight", {hidden, hidden}), loader.get(self + "key.weight", {hidden, hidden}),
-                    loader.get(self + "value.weight", {hidden, hidden})}),
-        torch::cat({loader.get(self + "query.bias", {hidden}), loader.get(self + "key.bias", {hidden}),
-                    loader.get(self + "value.bias", {hidden})}),
-        bf16_products);
+    layer.qkv = load_fused_linear(
+        loader, {prefix + "attention.self.query", prefix + "attention.self.key", prefix + "attention.self.value"},
+        {hidden, hidden, hidden}, hidden, true, bf16_products);
     layer.attn_out = linear(prefix + "attention.output.dense", hidden, hidden);
     layer.attn_norm = norm(prefix + "attention.output.LayerNorm");
     layer.intermediate = linear(prefix + "intermediate.dense", spec_.intermediate_size, hidden);
@@ -169,36 +165,31 @@ torch::Tensor BertModel::attention(const torch::Tensor& qkv, const PackedBatch& 
   const int64_t heads = spec_.num_heads;
   const int64_t head_dim = hidden / heads;
   const int64_t num_tokens = qkv.size(0);
-  // [n * len, 3 * hidden] -> q, k, v [n, heads, len, head_dim]
-  auto split = [&](const torch::Tensor& rows, int64_t n, int64_t len) {
-    return rows.view({n, len, 3, heads, head_dim}).permute({2, 0, 3, 1, 4}).unbind(0);
+  // A group's rows [n * len, 3 * hidden] -> q, k, v [n, heads, len, head_dim] ->
+  // [n * len, hidden]; no mask when every input has len tokens (4-D: ATen's
+  // flash kernel for the CPU takes it, rather than the math path).
+  auto attend = [&](const torch::Tensor& rows, const AttentionGroup& g) {
+    const auto parts = rows.view({g.num_seqs, g.max_len, 3, heads, head_dim}).permute({2, 0, 3, 1, 4}).unbind(0);
+    const torch::Tensor out = g.key_mask.defined()
+                                  ? at::scaled_dot_product_attention(parts[0], parts[1], parts[2], g.key_mask)
+                                  : at::scaled_dot_product_attention(parts[0], parts[1], parts[2]);
+    return out.transpose(1, 2).reshape({g.num_seqs * g.max_len, hidden});
   };
-  if (batch.groups.size() == 1 && !batch.groups[0].padded_index.defined()) {
-    // One length (one input, or several alike): no padding, no mask, no copy
-    // (4-D: ATen's flash kernel for the CPU takes it, rather than the math path).
-    const int64_t n = batch.groups[0].num_seqs, len = batch.groups[0].max_len;
-    const auto parts = split(qkv, n, len);
-    const torch::Tensor out = at::scaled_dot_product_attention(parts[0], parts[1], parts[2]);
-    return out.transpose(1, 2).reshape({num_tokens, hidden});
-  }
+  if (batch.groups.size() == 1 && !batch.groups[0].padded_index.defined())
+    return attend(qkv, batch.groups[0]);  // one length (one input, or several alike): no copy
   torch::Tensor context = torch::empty({num_tokens, hidden}, qkv.options());
   for (const AttentionGroup& g : batch.groups) {
     const torch::Tensor rows = qkv.narrow(0, g.first_token, g.num_tokens);
-    torch::Tensor out;  // [num_seqs, heads, max_len, head_dim]
+    torch::Tensor out = context.narrow(0, g.first_token, g.num_tokens);
     if (!g.padded_index.defined()) {
-      const auto parts = split(rows, g.num_seqs, g.max_len);
-      out = at::scaled_dot_product_attention(parts[0], parts[1], parts[2]);
-      context.narrow(0, g.first_token, g.num_tokens).copy_(out.transpose(1, 2).reshape({g.num_tokens, hidden}));
+      out.copy_(attend(rows, g));
       continue;
     }
     // Lengths differ: the group's rows scattered into [num_seqs, max_len],
     // padded keys masked out, and gathered back.
     torch::Tensor padded = torch::zeros({g.num_seqs * g.max_len, 3 * hidden}, qkv.options());
     padded.index_copy_(0, g.padded_index, rows);
-    const auto parts = split(padded, g.num_seqs, g.max_len);
-    out = at::scaled_dot_product_attention(parts[0], parts[1], parts[2], g.key_mask);
-    context.narrow(0, g.first_token, g.num_tokens)
-        .copy_(out.transpose(1, 2).reshape({g.num_seqs * g.max_len, hidden}).index_select(0, g.padded_index));
+    out.copy_(attend(padded, g).index_select(0, g.padded_index));
   }
   return context;
 }

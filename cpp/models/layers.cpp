@@ -161,7 +161,8 @@ torch::Tensor Linear::operator()(const torch::Tensor& x) const {
 }
 
 Linear load_fused_linear(const WeightLoader& loader, const std::vector<std::string>& prefixes,
-                         const std::vector<int64_t>& out_features, int64_t in_features, bool has_bias) {
+                         const std::vector<int64_t>& out_features, int64_t in_features, bool has_bias,
+                         bool bf16_products) {
   TORCH_INTERNAL_ASSERT(prefixes.size() == out_features.size(), "one output size per fused projection");
   bool stored_quantized = false, all_quantized = true;
   for (const std::string& prefix : prefixes) {
@@ -191,7 +192,7 @@ Linear load_fused_linear(const WeightLoader& loader, const std::vector<std::stri
   torch::Tensor weight = weights.size() == 1 ? weights[0] : torch::cat(weights, 0);  // [sum(out_features), in_features]
   torch::Tensor bias;
   if (has_bias) bias = biases.size() == 1 ? biases[0] : torch::cat(biases, 0);  // [sum(out_features)]
-  return make_linear(std::move(weight), std::move(bias));
+  return make_linear_bf16_products(std::move(weight), std::move(bias), bf16_products);
 }
 
 Linear load_conv1d(const WeightLoader& loader, const std::string& prefix, int64_t in_features,

@@ -110,9 +110,11 @@ Linear load_head(const WeightLoader& loader, const std::string& name, int64_t vo
 // Several checkpoint linears over the same input, stacked row-wise into one
 // weight so that one matmul computes them all (q/k/v, gate/up). Reads
 // "<prefix>.weight" ([out_features[i], in_features]) and, with has_bias,
-// "<prefix>.bias" for each prefix.
+// "<prefix>.bias" for each prefix. A float weight is made with
+// make_linear_bf16_products(..., bf16_products).
 Linear load_fused_linear(const WeightLoader& loader, const std::vector<std::string>& prefixes,
-                         const std::vector<int64_t>& out_features, int64_t in_features, bool has_bias);
+                         const std::vector<int64_t>& out_features, int64_t in_features, bool has_bias,
+                         bool bf16_products = false);
 
 // GPT-2's Conv1D stores its weight [in_features, out_features]; transposed
 // once here so that every forward is a plain linear. Always has a bias.
