@@ -137,7 +137,9 @@ async def identify_token(request: Request, token: str) -> Caller:
     return caller_with_key(request, key)
 
 
-def identify(request: Request) -> Caller:
+def identify(request: Request, secret: str | None) -> Caller:
+    """The caller of a request with an API key (``secret``, from ``_secret``), the
+    batch worker, or anyone when the server is open."""
     state = request.app.state
     settings = state.settings
     store = getattr(state, "store", None)
@@ -156,7 +158,6 @@ def identify(request: Request) -> Caller:
         return Caller(None, f"ip:{client}", settings.rate_limit_rpm, settings.rate_limit_tpm)
     failures: AuthFailures = state.auth_failures
     _refuse_repeat_offenders(state, client)
-    secret = _secret(request)
     if secret is None:
         failures.record(client)
         raise unauthorized(
@@ -180,7 +181,7 @@ async def authenticate(request: Request) -> Caller:
     ):
         caller = await identify_token(request, secret)
     else:
-        caller = identify(request)
+        caller = identify(request, secret)
     request.scope.setdefault("state", {})["caller"] = caller
     if caller.internal:
         return caller

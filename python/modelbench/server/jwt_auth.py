@@ -135,8 +135,8 @@ class JwtVerifier:
             self.algorithms = _algorithms_for(self._key)
         else:
             self.algorithms = ASYMMETRIC_ALGORITHMS
-        self._jwks: dict[str | None, jwt.PyJWK] = {}
-        self._jwk_algs: dict[str | None, str | None] = {}  # the "alg" a JWK names, if any
+        # key id -> the key, and the "alg" its JWK names (if any)
+        self._jwks: dict[str | None, tuple[jwt.PyJWK, str | None]] = {}
         self._fetched_at: float | None = None  # monotonic time of the last good fetch
         self._last_try = -float("inf")
         self._lock = asyncio.Lock()
@@ -210,7 +210,7 @@ class JwtVerifier:
                 raise ProviderUnavailable(
                     f"the identity provider's keys ({self.jwks_url}) could not be fetched"
                 )
-            found: jwt.PyJWK | None
+            found: tuple[jwt.PyJWK, str | None] | None
             if kid is None and len(self._jwks) == 1:
                 found = next(iter(self._jwks.values()))
             elif kid is None:
@@ -223,12 +223,10 @@ class JwtVerifier:
                 raise TokenRejected(
                     f"unknown key id {kid!r}: the provider's key set does not have it"
                 )
-            meant_for = self._jwk_algs.get(found.key_id)
+            jwk, meant_for = found
             if meant_for is not None and meant_for != alg:
-                raise TokenRejected(
-                    f"key {found.key_id!r} is for {meant_for}; the token says {alg}"
-                )
-            return found.key
+                raise TokenRejected(f"key {jwk.key_id!r} is for {meant_for}; the token says {alg}")
+            return jwk.key
 
     async def _refetch(self, now: float) -> None:
         self._last_try = now
@@ -246,8 +244,8 @@ class JwtVerifier:
                 "using the keys fetched before" if self._fetched_at is not None else "no keys yet",
             )
             return
-        self._jwks = {k.key_id: k for k in keys}
-        self._jwk_algs = {k.get("kid"): k.get("alg") for k in data["keys"] if isinstance(k, dict)}
+        named = {k.get("kid"): k.get("alg") for k in data["keys"] if isinstance(k, dict)}
+        self._jwks = {k.key_id: (k, named.get(k.key_id)) for k in keys}
         self._fetched_at = time.monotonic()
 
 

@@ -57,45 +57,53 @@ class RegistryStore:
 
     def _write_sync(
         self,
-        config: ModelConfig | None,
-        model_id: str,
         action: str,
+        model_id: str,
         actor: str | None,
+        config: ModelConfig | None,
         routing: str | None,
         weight: float | None,
     ) -> None:
+        """One admin change: its rows, and its audit entry, in one transaction."""
+        detail: dict[str, Any] = {}
         with Session(self.store.engine) as session, session.begin():
-            row = session.get(ModelVersionRecord, model_id)
-            if action == "route":  # the name's policy; the weight of one version or all
+            if action == "load" and config is not None:
+                row = session.get(ModelVersionRecord, model_id)
+                if row is None:
+                    row = ModelVersionRecord(
+                        id=model_id, name=config.name, version=config.version, created_by=actor
+                    )
+                    session.add(row)
+                row.config, row.state, row.routing = (
+                    config.model_dump(mode="json"),
+                    "active",
+                    routing,
+                )
+                rows = [row]
+                detail = {"path": config.path, "tasks": list(config.tasks)}
+            elif action == "unload":
+                row = session.get(ModelVersionRecord, model_id)
+                rows = [row] if row is not None else []
+                for one in rows:
+                    one.state = "unloaded"
+            else:  # route: the name's policy; the weight of the version named, or of all
                 name = model_id.partition(":")[0]
-                for one in session.scalars(select(ModelVersionRecord).filter_by(name=name)):
+                query = select(ModelVersionRecord).filter_by(name=name)
+                rows = list(session.scalars(query))
+                for one in rows:
                     if routing is not None:
                         one.routing = routing
                     if weight is not None and (one.id == model_id or ":" not in model_id):
                         one.config = {**one.config, "weight": weight}
-                    one.updated_by, one.updated_at = actor, utcnow()
-            if action == "load" and config is not None:
-                data = config.model_dump(mode="json")
-                if row is None:
-                    row = ModelVersionRecord(
-                        id=model_id,
-                        name=config.name,
-                        version=config.version,
-                        config=data,
-                        state="active",
-                        created_by=actor,
-                    )
-                    session.add(row)
-                row.config, row.state, row.routing = data, "active", routing
-                row.updated_by, row.updated_at = actor, utcnow()
-            elif action == "unload" and row is not None:
-                row.state, row.updated_by, row.updated_at = "unloaded", actor, utcnow()
-            detail: dict[str, Any] | None = {"routing": routing} if routing else None
+            for one in rows:
+                one.updated_by, one.updated_at = actor, utcnow()
+            if routing is not None:
+                detail["routing"] = routing
             if weight is not None:
-                detail = {**(detail or {}), "weight": weight}
-            if action == "load" and config is not None:
-                detail = {**(detail or {}), "path": config.path, "tasks": list(config.tasks)}
-            session.add(AuditEntry(actor=actor, action=action, model_id=model_id, detail=detail))
+                detail["weight"] = weight
+            session.add(
+                AuditEntry(actor=actor, action=action, model_id=model_id, detail=detail or None)
+            )
 
     async def record(
         self,
@@ -111,7 +119,7 @@ class RegistryStore:
             raise store_unavailable(RuntimeError("not migrated yet"))
         try:
             await asyncio.to_thread(
-                self._write_sync, config, model_id, action, actor, routing, weight
+                self._write_sync, action, model_id, actor, config, routing, weight
             )
         except Exception as exc:
             raise store_unavailable(exc) from exc
