@@ -23,7 +23,7 @@ from modelbench.config import Settings
 from modelbench.engine.encoder_engine import EncoderEngine
 from modelbench.models.encoder_loader import DEFAULT_EMBEDDING_MODEL
 
-from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, MODEL_NAME, free_port
+from .conftest import MODEL_NAME, free_port, serve_args
 
 DATA = json.loads((Path(__file__).parents[1] / "data" / "embedding_sentences.json").read_text())
 
@@ -39,21 +39,14 @@ def base_url(tiny_llama_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
                 sys.executable,
                 "-m",
                 "modelbench",
-                "serve",
-                "--model",
-                str(tiny_llama_path),
-                "--served-model-name",
-                MODEL_NAME,
-                "--embedding-model",
-                DEFAULT_EMBEDDING_MODEL,
-                "--cache",
-                "semantic",  # the response cache embeds prompts with it
-                "--port",
-                str(port),
-                "--kv-cache-memory",
-                str(KV_CACHE_MEMORY),
-                "--max-model-len",
-                str(MAX_MODEL_LEN),
+                *serve_args(
+                    tiny_llama_path,
+                    port,
+                    "--embedding-model",
+                    DEFAULT_EMBEDDING_MODEL,
+                    "--cache",
+                    "semantic",  # the response cache embeds prompts with it
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
