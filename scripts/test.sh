@@ -12,8 +12,8 @@ JOBS=${JOBS:-$(nproc)}
 MODELBENCH_BUILD_TESTS=1 bash scripts/setup.sh
 
 echo "[test] ruff and mypy"
-"$PYTHON" -m ruff check python tests benchmarks scripts
-"$PYTHON" -m ruff format --check python tests benchmarks scripts
+"$PYTHON" -m ruff check python tests benchmarks scripts deploy
+"$PYTHON" -m ruff format --check python tests benchmarks scripts deploy
 "$PYTHON" -m mypy
 
 echo "[test] C++ tests"

@@ -332,6 +332,12 @@ class Settings(BaseSettings):
     # until the process ends.
     registry: Literal["store", "file"] = "store"
     registry_poll_s: float = Field(default=2.0, gt=0)
+    # Whether this process loads the registry's versions (modelbench gateway
+    # turns this off: it follows the registry's upstreams only).
+    registry_models: bool = True
+    # OpenTelemetry traces over OTLP/HTTP (modelbench/tracing.py): the full traces
+    # URL; None: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, or off.
+    otlp_traces_endpoint: str | None = None
     # The store: None is an SQLite file in the user's data directory.
     database_url: str | None = None
     db_auto_migrate: bool = True  # apply migrations at server start
@@ -427,7 +433,9 @@ class Settings(BaseSettings):
         if embedding is not None and not any(m.name == embedding.name for m in models):
             models.append(embedding)
         configs = ModelsFile(models=models, routing=routing, upstreams=upstreams, gateway=options)
-        configs.check("the models and upstreams given")
+        # A gateway may start empty when the registry in the store gives it its upstreams.
+        gateway_from_store = not self.registry_models and self.registry == "store"
+        configs.check("the models and upstreams given", need_entries=not gateway_from_store)
         return configs
 
     def _embedding_config(self, default_only: bool) -> ModelConfig | None:

@@ -59,6 +59,8 @@ SERVE_FLAGS = (
     "jwt_admin_claim",
     "jwt_admin_value",
     "registry",
+    "registry_models",
+    "otlp_traces_endpoint",
 )
 
 
@@ -93,14 +95,16 @@ def serve(args: argparse.Namespace) -> None:
     from modelbench.server.uvicorn_runner import serve as run_server
 
     command = f"modelbench {args.command}"
-    if args.command == "gateway" and not args.upstream and not args.models_file:
-        raise SystemExit(
-            f"{command}: give at least one --upstream NAME=URL or a --config file of [[upstreams]]"
-        )
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
         raise SystemExit(f"{command}: {exc}") from exc
+    no_upstreams = not args.upstream and not args.models_file
+    if args.command == "gateway" and no_upstreams and settings.registry == "file":
+        raise SystemExit(
+            f"{command}: give at least one --upstream NAME=URL or a --config file of "
+            "[[upstreams]] (with --registry file nothing else gives it upstreams)"
+        )
     if settings.allow_open_admin and not is_loopback(settings.host):
         raise SystemExit(
             f"{command}: refusing to start: --allow-open-admin lets anyone who reaches the "
@@ -207,8 +211,16 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--registry",
         choices=["store", "file"],
-        help="where admin-loaded versions live: store (default: in the database, loaded again "
-        "at start and shared by servers on it) or file (the models file and flags only)",
+        help="where the registry lives: store (default: in the database, seeded by the "
+        "models file, shared by the servers and gateways on it) or file (the models file "
+        "and flags only; admin loads last until the process ends)",
+    )
+    p.add_argument(
+        "--otlp-traces-endpoint",
+        metavar="URL",
+        help="export OpenTelemetry traces over OTLP/HTTP to this URL (like "
+        "http://collector:4318/v1/traces); default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or "
+        "OTEL_EXPORTER_OTLP_ENDPOINT when set, else off",
     )
     jwt = p.add_argument_group(
         "bearer JWTs beside API keys (one key source; docs: README 'JWT bearer tokens')"
@@ -330,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_upstream_flags(g)
     add_server_flags(g)
-    g.set_defaults(func=serve, serve_default_model=False)
+    g.set_defaults(func=serve, serve_default_model=False, registry_models=False)
     cli_compare.add_parser(commands)
     cli_verify.add_parser(commands)
     cli_eval.add_parser(commands)

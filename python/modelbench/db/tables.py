@@ -172,9 +172,12 @@ class EvalResult(Base):
 
 
 class ModelVersionRecord(Base):
-    """A version an admin loaded (``POST /v1/admin/models``): its checked
-    models-file entry, so that a restarted server, or another one on the same
-    database, loads it again while its state is ``active``."""
+    """An entry of the registry: a version (``kind`` "model": its checked
+    models-file entry, seeded from a models file or loaded by an admin) or
+    an upstream replica (``kind`` "upstream": its [[upstreams]] entry), so
+    that a restarted server, or another one on the same database, serves it
+    again while its state is ``active`` (``unloaded``: removed by an admin;
+    ``failed``: the admin load that made it failed)."""
 
     __tablename__ = "model_versions"
 
@@ -183,7 +186,8 @@ class ModelVersionRecord(Base):
     version: Mapped[str] = mapped_column(String(64))
     config: Mapped[dict] = mapped_column(JSON)  # the ModelConfig as loaded
     routing: Mapped[str | None] = mapped_column(String(32))
-    state: Mapped[str] = mapped_column(String(16))  # active | unloaded
+    state: Mapped[str] = mapped_column(String(16))  # active | unloaded | failed
+    kind: Mapped[str] = mapped_column(String(16), default="model", server_default="model")
     created_by: Mapped[str | None] = mapped_column(String(160))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(160))
@@ -198,7 +202,7 @@ class AuditEntry(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     actor: Mapped[str | None] = mapped_column(String(160))  # key id, jwt:<sub>, or "local"
-    action: Mapped[str] = mapped_column(String(16))  # load | unload | route
+    action: Mapped[str] = mapped_column(String(16))  # load | unload | route | fail
     model_id: Mapped[str] = mapped_column(String(600))
     detail: Mapped[dict | None] = mapped_column(JSON)
 

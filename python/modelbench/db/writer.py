@@ -24,6 +24,10 @@ from modelbench.db.tables import RequestRecord
 
 logger = logging.getLogger("modelbench.store")
 
+# A row's key (never a column) holding the span context of its request, which
+# the write's span links to when tracing is on (modelbench/tracing.py).
+TRACE_LINK = "_trace_link"
+
 
 class RecordWriter:
     def __init__(
@@ -42,6 +46,7 @@ class RecordWriter:
         self.num_dropped = 0
         self.num_failed_flushes = 0
         self.store_up = True
+        self.tracer: Any = None  # an OpenTelemetry Tracer when tracing is on
         self._buffer: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -130,7 +135,7 @@ class RecordWriter:
             self._wake.clear()
             while rows := self._take():
                 try:
-                    written = self._insert(rows)
+                    written = self._traced_insert(rows) if self.tracer else self._insert(rows)
                 except SQLAlchemyError as exc:
                     with self._lock:
                         self._in_flight = False
@@ -160,6 +165,31 @@ class RecordWriter:
                 self.store_up, backoff = True, 0.25
             with self._lock:
                 self._idle.notify_all()
+
+    def _traced_insert(self, rows: list[dict[str, Any]]) -> int:
+        """``_insert`` in a CLIENT span linked to the requests whose records it writes."""
+        from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+        links = [Link(row[TRACE_LINK]) for row in rows if row.get(TRACE_LINK) is not None]
+        attributes = {
+            "db.system.name": self.engine.dialect.name,
+            "db.operation.name": "INSERT",
+            "db.collection.name": RequestRecord.__tablename__,
+            "db.operation.batch.size": len(rows),
+        }
+        with self.tracer.start_as_current_span(
+            "INSERT requests",
+            kind=SpanKind.CLIENT,
+            links=links,
+            attributes=attributes,
+            record_exception=True,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return self._insert(rows)
+            except SQLAlchemyError as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
 
     def _insert(self, rows: list[dict[str, Any]]) -> int:
         """Insert in one transaction (text made storable first: PostgreSQL
@@ -191,8 +221,12 @@ class RecordWriter:
 
 
 def storable(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with NUL characters in its text replaced by U+FFFD."""
-    return {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
+    """The row with NUL characters in its text replaced by U+FFFD (and no trace link)."""
+    return {
+        k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v
+        for k, v in row.items()
+        if k != TRACE_LINK
+    }
 
 
 def is_outage(exc: DBAPIError) -> bool:

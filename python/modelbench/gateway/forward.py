@@ -17,12 +17,17 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
+from modelbench import tracing
 from modelbench.gateway.config import GatewayOptions
 from modelbench.gateway.upstream import Upstream, UpstreamPool
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
 
 
 @dataclass
@@ -130,12 +135,15 @@ async def send(
     key: str | None = None,
     rng: random.Random | None = None,
     read_body: bool = False,
+    tracer: Tracer | None = None,
 ) -> Answer:
     """POST ``payload`` (its ``model`` set to each replica's own name) to
     ``{url}{path}`` of the pool's replicas in the policy's order, retrying on
     failure. With ``read_body`` the whole body is read within the attempt
     (``total_timeout_s``), so a body that breaks off is retried too. Raises
-    UpstreamsFailed when no attempt succeeds."""
+    UpstreamsFailed when no attempt succeeds. With a ``tracer`` each attempt
+    is a CLIENT span (until the answer's headers, or its body when read)
+    whose context the upstream gets in ``traceparent``."""
     rng = rng or random.Random()
     order = pool.router.order(pool.replicas, key)
     attempts: list[Attempt] = []
@@ -162,11 +170,14 @@ async def send(
         upstream.num_requests += 1
         body = json.dumps({**payload, "model": upstream.config.upstream_model})
         wait: float | None = None
+        span = attempt_span(tracer, upstream, path, n) if tracer is not None else None
+        headers = upstream.headers
+        if span is not None:
+            headers = dict(headers)
+            tracing.inject(headers, span)
         try:
             response = await asyncio.wait_for(
-                client.post(
-                    upstream.url + path, data=body, headers=upstream.headers, timeout=timeout
-                ),
+                client.post(upstream.url + path, data=body, headers=headers, timeout=timeout),
                 options.first_byte_timeout_s,
             )
         except asyncio.TimeoutError as exc:  # aiohttp's timeouts are asyncio's too
@@ -181,8 +192,11 @@ async def send(
         except BaseException:  # cancelled: the client went away
             upstream.outstanding -= 1
             upstream.breaker.release()
+            end_attempt_span(span, "cancelled", None)
             raise
         else:
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status)
             if response.status == 429 or response.status >= 500:
                 outcome = f"http_{response.status}"
                 statuses.append(response.status)
@@ -212,14 +226,17 @@ async def send(
                         response.close()
                         upstream.outstanding -= 1
                         upstream.breaker.release()
+                        end_attempt_span(span, "cancelled", None)
                         raise
                     else:
                         response.release()
                 if not read_body or content is not None:
                     kind = "ok" if 200 <= response.status < 300 else "client_error"
                     attempts.append(Attempt(upstream.id, state, kind, (now - started) * 1e3))
+                    end_attempt_span(span, kind, None)
                     return Answer(response, upstream, attempts, started, now, content)
         attempts.append(Attempt(upstream.id, state, outcome, (time.monotonic() - started) * 1e3))
+        end_attempt_span(span, outcome, outcome)
         if n + 1 < options.max_attempts:
             if wait is not None and len(order) == 1 and wait <= options.max_retry_after_s:
                 await asyncio.sleep(wait)  # the only replica asked for this pause
@@ -234,6 +251,37 @@ async def send(
     else:
         status = 502
     raise UpstreamsFailed(pool.name, attempts, status, retry_after)
+
+
+def attempt_span(tracer: Tracer, upstream: Upstream, path: str, n: int) -> Span:
+    """The CLIENT span of one attempt, under the request's current span."""
+    from opentelemetry.trace import SpanKind
+
+    parts = urlsplit(upstream.url)
+    return tracer.start_span(
+        f"POST {path}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "http.request.method": "POST",
+            "url.full": upstream.url + path,
+            "server.address": parts.hostname or "",
+            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+            "modelbench.upstream": upstream.id,
+            "modelbench.attempt": n + 1,
+            tracing.GEN_AI_REQUEST_MODEL: upstream.config.upstream_model,
+        },
+    )
+
+
+def end_attempt_span(span: Span | None, outcome: str, error: str | None) -> None:
+    if span is None:
+        return
+    span.set_attribute("modelbench.outcome", outcome)
+    if error is not None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, error))
+    span.end()
 
 
 def _failed(upstream: Upstream, outcome: str) -> None:

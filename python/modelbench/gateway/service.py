@@ -46,6 +46,7 @@ class Gateway:
             )
         self._client: aiohttp.ClientSession | None = None
         self._checks: asyncio.Task[None] | None = None
+        self.tracer: Any = None  # an OpenTelemetry Tracer when tracing is on (the app's)
 
     @property
     def client(self) -> aiohttp.ClientSession:
@@ -58,6 +59,45 @@ class Gateway:
 
     def pool(self, name: str) -> UpstreamPool | None:
         return self.pools.get(name)
+
+    def find(self, name: str, url: str) -> Upstream | None:
+        pool = self.pools.get(name)
+        url = url.rstrip("/")
+        return next((r for r in pool.replicas if r.url == url), None) if pool else None
+
+    def add_upstream(self, config: UpstreamConfig) -> Upstream:
+        """A replica joins (the registry in the store adds them while the
+        gateway runs): a new name gets a pool with its configured policy and
+        fallback. It takes requests once its first health check passes
+        (``check_new``), not before."""
+        pool = self.pools.get(config.name)
+        if pool is None:
+            router = Router(self.options.policy.get(config.name, "round-robin"), rng=self.rng)
+            pool = UpstreamPool(
+                config.name, [], router, fallback=self.options.fallback.get(config.name)
+            )
+            self.pools[config.name] = pool
+        index = max((int(r.id.rpartition("#")[2]) + 1 for r in pool.replicas), default=0)
+        replica = Upstream(config, index, self.options)
+        replica.healthy = False  # until checked: a new replica is not trusted blind
+        pool.replicas.append(replica)
+        return replica
+
+    async def check_new(self, replica: Upstream) -> None:
+        """The first check of a replica added while running (healthy at once if it answers)."""
+        await replica.check(self.client, self.options.health_timeout_s, 1)
+
+    def remove_upstream(self, name: str, url: str) -> Upstream | None:
+        """A replica leaves: no new request goes to it (those in flight finish);
+        a name left with none is no longer served."""
+        replica = self.find(name, url)
+        if replica is None:
+            return None
+        pool = self.pools[name]
+        pool.replicas.remove(replica)
+        if not pool.replicas:
+            del self.pools[name]
+        return replica
 
     async def start(self) -> None:
         """Check every upstream once (an unreachable one is logged by name and
@@ -102,7 +142,15 @@ class Gateway:
     ) -> Answer:
         """``forward.send`` over this gateway's connection pool and options."""
         return await send(
-            self.client, pool, path, payload, self.options, key, self.rng, read_body=read_body
+            self.client,
+            pool,
+            path,
+            payload,
+            self.options,
+            key,
+            self.rng,
+            read_body=read_body,
+            tracer=self.tracer,
         )
 
     def cards(self) -> list[dict[str, Any]]:

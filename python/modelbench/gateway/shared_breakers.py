@@ -58,7 +58,7 @@ class SharedBreakers:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.shared = shared
-        self.replicas: list[Upstream] = [r for p in gateway.pools.values() for r in p.replicas]
+        self.gateway = gateway
         self.interval_s = interval_s
         self.wall_clock = wall_clock
         self._publish = shared.client.register_script(PUBLISH)
@@ -68,9 +68,18 @@ class SharedBreakers:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reading: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    @property
+    def replicas(self) -> list[Upstream]:
+        """Every replica now (the registry may add and remove them while running)."""
+        return [r for p in self.gateway.pools.values() for r in p.replicas]
+
+    def hook(self) -> None:
+        """Publish the breaker events of every replica, those added since included."""
         for replica in self.replicas:
             replica.on_breaker_change = self._moved
+
+    def start(self) -> None:
+        self.hook()
         self._reading = asyncio.create_task(self._read_forever())
 
     async def close(self) -> None:
@@ -105,10 +114,12 @@ class SharedBreakers:
 
     async def read(self) -> None:
         """Adopt every replica's newer shared event, in one round trip."""
+        self.hook()
+        replicas = self.replicas  # as they are now: the read awaits
 
         async def read_all(client: aioredis.Redis) -> list[list[str | None]]:
             async with client.pipeline(transaction=False) as pipe:
-                for replica in self.replicas:
+                for replica in replicas:
                     pipe.hmget(breaker_key(replica.url), "state", "changed_at")
                 return await pipe.execute()
 
@@ -117,7 +128,7 @@ class SharedBreakers:
         except SharedStateUnavailable:
             return
         now = self.wall_clock()
-        for replica, (state, changed) in zip(self.replicas, rows):
+        for replica, (state, changed) in zip(replicas, rows):
             if state is None or changed is None:
                 continue  # no event yet, or it expired
             changed_at = float(changed)

@@ -12,11 +12,16 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+from modelbench._version import __version__
 from modelbench.config import Settings
 from modelbench.eval.sandbox import bubblewrap_available
 from modelbench.gateway.metrics import SharedStateCollector, UpstreamCollector
@@ -41,6 +46,7 @@ from modelbench.server.registry_store import RegistryStore
 from modelbench.server.routes import (
     admin,
     admin_registry,
+    admin_upstreams,
     batch,
     cache_admin,
     chat,
@@ -59,7 +65,9 @@ from modelbench.server.routes import (
 )
 from modelbench.server.routes import metrics as metrics_route
 from modelbench.server.shared_ratelimit import SharedRateLimiter
+from modelbench.server.tracing_middleware import TracingMiddleware
 from modelbench.server.traffic import Traffic, TrafficMiddleware
+from modelbench.tracing import make_provider, tracer_of
 from modelbench.ui.mount import install_ui
 
 logger = logging.getLogger("modelbench.server")
@@ -94,16 +102,26 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    registry: ModelRegistry | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
     """The app. The models file and flags are read here, so a bad one fails
-    before the server binds; the models themselves load after startup."""
+    before the server binds; the models themselves load after startup.
+    Traces go to ``tracer_provider`` when given (tests), else where the
+    settings and ``OTEL_*`` say (modelbench/tracing.py), else nowhere."""
     settings = settings or Settings()
+    own_provider = tracer_provider is None
+    if tracer_provider is None:
+        tracer_provider = make_provider(settings.otlp_traces_endpoint, __version__)
+    tracer = tracer_of(tracer_provider)
     declared = settings.model_configs()
     registry = registry or ModelRegistry(max_queue=settings.max_queue)
     for name, policy in declared.routing.items():
         registry.set_policy(name, policy)
-    if declared.upstreams:
-        registry.gateway = Gateway(declared.upstreams, declared.gateway)
+    # Always a gateway, upstreams or not: an admin (or the registry) may add some.
+    registry.gateway = Gateway(declared.upstreams, declared.gateway)
     store = Store.open(settings)  # a bad database URL fails here; an unreachable one never does
     keys = KeyStore(settings.keys_file)  # a corrupt keys file fails here
     # Rate limits and breaker states shared with other processes; a bad URL fails
@@ -121,7 +139,13 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         handles = [registry.add(config) for config in declared.models]
 
         async def load_all() -> None:
+            registry_store = app.state.registry_store
+            # The models file seeds the registry; what the store says was unloaded stays so.
+            skip = await registry_store.seed(declared) if registry_store is not None else set()
             for handle in handles:
+                if handle.id in skip:
+                    registry.discard(handle)
+                    continue
                 try:
                     await registry.start(handle)
                 except Exception:  # /ready reports it; the process stays up for /health
@@ -177,14 +201,24 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 await shared.close()
             if app.state.cache is not None:
                 await app.state.cache.close()
+            if tracer_provider is not None:  # the spans still batched go out
+                await asyncio.to_thread(tracer_provider.force_flush)
+                if own_provider:
+                    await asyncio.to_thread(tracer_provider.shutdown)
 
     app = FastAPI(title="modelbench", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
     app.state.store = store
     app.state.keys = keys
+    app.state.tracer = tracer  # None: tracing off
+    store.writer.tracer = registry.gateway.tracer = tracer
     app.state.jwt = JwtVerifier(settings) if jwt_configured(settings) else None
-    app.state.registry_store = RegistryStore(store) if settings.registry == "store" else None
+    app.state.registry_store = (
+        RegistryStore(store, follow_models=settings.registry_models)
+        if settings.registry == "store"
+        else None
+    )
     app.state.limiter = RateLimiter()  # also the fallback while Redis is away
     app.state.auth_failures = AuthFailures(
         settings.auth_max_failures, settings.auth_failure_window_s
@@ -209,6 +243,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.add_middleware(
         TrafficMiddleware, state=app.state
     )  # inside RequestIdMiddleware: sees the id
+    if tracer is not None:  # the server span: around the record, inside the request id
+        app.add_middleware(TracingMiddleware, tracer=tracer)
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_origins:  # off unless asked: browsers then refuse other origins' pages
         app.add_middleware(
@@ -244,6 +280,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.include_router(module.router, dependencies=keyed)
     app.include_router(admin.router, dependencies=[Depends(require_admin)])
     app.include_router(admin_registry.router, dependencies=[Depends(require_admin)])
+    app.include_router(admin_upstreams.router, dependencies=[Depends(require_admin)])
     app.include_router(cache_admin.router, dependencies=[Depends(require_admin)])
     app.include_router(health.router)  # probes answer without a key
     app.include_router(

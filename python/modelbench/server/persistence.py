@@ -38,6 +38,7 @@ class Store:
     internal_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     worker: Worker | None = None
     is_migrated: bool = False
+    migration_failed: bool = False  # an attempt failed (it is retried): the store is down
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -61,6 +62,7 @@ class Store:
                 await asyncio.to_thread(upgrade, self.url)
                 break
             except Exception as exc:
+                self.migration_failed = True
                 logger.error(
                     "store %s: migrations failed (%s: %s); retrying in %.0f s",
                     shown,

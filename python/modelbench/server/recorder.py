@@ -29,8 +29,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelbench.db.writer import TRACE_LINK
 from modelbench.engine.outputs import RequestOutput
 from modelbench.jobs.worker import BATCH_HEADER, INTERNAL_HEADER
+from modelbench.server.tracing_middleware import SPAN_KEY, trace_generation
 
 # Inference endpoints and the task each one records (the task API says its own).
 INFERENCE_PATHS = {
@@ -58,6 +60,7 @@ class Record:
     id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     started: float = field(default_factory=time.monotonic)
+    generation_started: float | None = None  # when its first prompt went to the engine
     stream: bool = False
     prompt: str | None = None
     messages: list | None = None
@@ -112,6 +115,8 @@ class Record:
     def add_prompt(self, num_tokens: int) -> None:
         """A prompt of the request started (a completion may have several)."""
         self.prompt_tokens = (self.prompt_tokens or 0) + num_tokens
+        if self.generation_started is None:
+            self.generation_started = time.monotonic()
 
     def on_delta(self, out: RequestOutput) -> None:
         delta = out.outputs[0]
@@ -220,16 +225,23 @@ def submit(scope: Scope, record: Record, http_status: int) -> None:
     app_state = getattr(scope.get("app"), "state", None)
     store = getattr(app_state, "store", None)
     settings = getattr(app_state, "settings", None)
+    state = scope.get("state", {})  # auth has run by now: who asked, and may text be kept
+    span = state.get(SPAN_KEY)  # the request's server span, when tracing is on
+    tracer = getattr(app_state, "tracer", None)
+    if span is not None and tracer is not None:
+        trace_generation(tracer, span, record)
     log_text = settings is not None and settings.log_text
     if store is None and not log_text:
         return
-    state = scope.get("state", {})  # auth has run by now: who asked, and may text be kept
     record.api_key_id = record.api_key_id or state.get("api_key_id")
     key_keeps_text = state.get("api_key_store_text") is not False
     if not key_keeps_text:
         record.store_text = False
     if store is not None:
-        store.writer.submit(record.row(http_status))
+        row = record.row(http_status)
+        if span is not None:  # the store's write span links to the request's
+            row[TRACE_LINK] = span.get_span_context()
+        store.writer.submit(row)
     if log_text and key_keeps_text:
         text_logger.info(
             "request %s: prompt %r, output %r",

@@ -75,6 +75,7 @@ class ModelHandle:
     loaded_at: float = field(default_factory=time.time)  # when its load began
     finished_at: float | None = None  # when its load ended (ready or failed)
     declared: bool = True  # the server was started with it (False: loaded by an admin)
+    load_task: asyncio.Task[None] | None = None  # an admin load running in the background
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -203,6 +204,19 @@ class ModelRegistry:
             self._declared_names.setdefault(config.name)
         return handle
 
+    def discard(self, handle: ModelHandle) -> None:
+        """Drop a declared version before its load starts (the registry in the
+        store says it was unloaded): the server is not started with it."""
+        assert handle.state == ModelState.LOADING and handle.engine is None
+        del self._handles[handle.id]
+        self.undeclare_if_empty(handle.name)
+
+    def undeclare_if_empty(self, name: str) -> None:
+        """A name none of whose versions is held any more is no longer one the
+        server must serve to be ready (the registry in the store removed it)."""
+        if not self.versions(name):
+            self._declared_names.pop(name, None)
+
     @staticmethod
     def _replaceable(handle: ModelHandle) -> bool:
         return not handle.declared and handle.state == ModelState.FAILED
@@ -236,6 +250,7 @@ class ModelRegistry:
         self.check_can_load(config.id)
         handle = self.add(config, declared=False)
         task = asyncio.create_task(self._load_in_background(handle))
+        handle.load_task = task
         self._loads.add(task)
         task.add_done_callback(self._loads.discard)
         return handle
@@ -282,6 +297,18 @@ class ModelRegistry:
         )
         return handle
 
+    @staticmethod
+    def unload_refusal(handle: ModelHandle) -> None:
+        """The 409 for unloading a version still loading."""
+        raise APIError(
+            409,
+            f"model {handle.id} is still loading and cannot be unloaded yet; retry when "
+            f"GET /v1/admin/models/{handle.id} says ready or failed",
+            param="model",
+            code="model_loading",
+            headers={"Retry-After": "5"},
+        )
+
     async def unload(self, model_id: str, timeout_s: float = 30.0) -> ModelHandle:
         """Stop routing to ``name:version``, wait for its requests in flight
         (up to ``timeout_s``; what is left then ends with "abort"), free it."""
@@ -296,14 +323,7 @@ class ModelRegistry:
                 type="not_found_error",
             )
         if handle.state == ModelState.LOADING:  # its weights are half in memory, in a thread
-            raise APIError(
-                409,
-                f"model {model_id} is still loading and cannot be unloaded yet; retry when "
-                f"GET /v1/admin/models/{model_id} says ready or failed",
-                param="model",
-                code="model_loading",
-                headers={"Retry-After": "5"},
-            )
+            self.unload_refusal(handle)
         handle.state = ModelState.UNLOADING
         if handle.outstanding:
             try:

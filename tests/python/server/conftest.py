@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -21,6 +22,9 @@ from modelbench.server import create_app
 from modelbench.server.registry import ModelRegistry
 
 from ..tiny_models import build_tiny_model
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 MAX_MODEL_LEN = 256
 KV_CACHE_MEMORY = 32 * 1024 * 1024
@@ -98,11 +102,12 @@ def run_server(
     model_path: Path,
     registry: ModelRegistry | None = None,
     ready_store: bool = True,
+    tracer_provider: TracerProvider | None = None,
 ) -> Iterator[RunningServer]:
     """Serve ``create_app(settings, registry)`` with uvicorn in a thread until
     ready (its store too, unless ``ready_store`` is False: a store meant to be
     down); stop it on exit. ``settings.port`` must be free."""
-    app = create_app(settings, registry)
+    app = create_app(settings, registry, tracer_provider)
     port = settings.port
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)

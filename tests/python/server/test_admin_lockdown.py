@@ -161,7 +161,11 @@ def test_admin_load_answers_202_then_serves(keyed: tuple[RunningServer, Keys]) -
         declared = http.get(f"/v1/admin/models/{MODEL_NAME}:1").json()
         assert declared["state"] == "ready" and declared["declared"] is True
         assert http.get("/v1/admin/models/nope:1").status_code == 404
-        r = http.get("/v1/admin/models/no-version")
+        r = http.get("/v1/admin/models/no-version")  # a name: its versions, of which none
+        assert r.status_code == 404 and r.json()["error"]["param"] == "model_id"
+        r = http.get(f"/v1/admin/models/{MODEL_NAME}")
+        assert [v["id"] for v in r.json()["data"]] == [f"{MODEL_NAME}:1", "extra:1"][:1]
+        r = http.get("/v1/admin/models/bad name!")
         assert r.status_code == 400 and r.json()["error"]["param"] == "model_id"
 
         r = http.delete("/v1/admin/models/extra:1")

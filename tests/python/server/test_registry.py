@@ -201,8 +201,10 @@ def test_admin_errors(multi: RunningServer, tiny_llama_path: Path) -> None:
         assert r.status_code == 400 and r.json()["error"]["param"] == "colour"
         r = http.post("/v1/admin/models", json={"name": "x", "tasks": ["juggle"]})
         assert r.status_code == 400 and r.json()["error"]["param"] == "tasks"
-        r = http.delete("/v1/admin/models/chat")
-        assert r.status_code == 400 and "name:version" in r.json()["error"]["message"]
+        r = http.delete("/v1/admin/models/no such!")
+        assert r.status_code == 400 and "name a model" in r.json()["error"]["message"]
+        r = http.delete("/v1/admin/models/nope")  # a name none of whose versions is here
+        assert r.status_code == 404
         r = http.delete("/v1/admin/models/nope:1")
         assert r.status_code == 404
 

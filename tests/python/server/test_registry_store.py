@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from modelbench.config import Settings
 from modelbench.server.keys import KeyStore
@@ -119,14 +120,15 @@ def test_admin_loads_survive_restarts_and_reach_every_server(
             ("route", "extra:2", ops.id),
             ("route", "extra", ops.id),
             ("load", "extra:2", ops.id),
+            ("load", f"{MODEL_NAME}:1", "models-file"),  # the models file seeded it
         ]
-        assert trail.json()["data"][-1]["detail"]["path"] == str(tiny_llama_path)
-        assert trail.json()["data"][-2]["detail"] == {"routing": "canary"}
+        assert trail.json()["data"][-2]["detail"]["path"] == str(tiny_llama_path)
+        assert trail.json()["data"][-3]["detail"] == {"routing": "canary"}
         plain = httpx.get(f"{c.base_url}/v1/admin/audit", headers=bearer(app_secret), timeout=10)
         assert plain.status_code == 403
     with run_server(settings_for(tiny_llama_path, tmp_path, database_url), tiny_llama_path) as d:
         time.sleep(1.0)  # five polls: an unloaded version stays unloaded
-        assert state_of(d.base_url, "extra:2", ops_secret) is None
+        assert state_of(d.base_url, "extra:2", ops_secret) == "not_loaded"
 
 
 def test_an_admin_change_with_the_store_down_is_refused(
@@ -155,3 +157,162 @@ def test_registry_file_keeps_loads_in_the_process(
     with run_server(settings, tiny_llama_path) as running:
         r = httpx.get(f"{running.base_url}/v1/admin/audit", headers=bearer(ops_secret), timeout=10)
         assert r.status_code == 409 and "--registry file" in r.json()["error"]["message"]
+
+
+def complete(url: str, body: dict[str, object], headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(f"{url}/v1/completions", json=body, headers=headers, timeout=30)
+
+
+def audit_of(url: str, admin: str) -> list[tuple[str, str, str | None]]:
+    r = httpx.get(f"{url}/v1/admin/audit", headers=bearer(admin), timeout=10)
+    assert r.status_code == 200, r.text
+    return [(e["action"], e["model_id"], e["actor"]) for e in r.json()["data"]]
+
+
+def test_the_models_file_seeds_the_registry_and_an_unload_holds_across_restarts(
+    tiny_llama_path: Path, tmp_path: Path, database_url: str
+) -> None:
+    keys = KeyStore(tmp_path / "keys.json")
+    ops, ops_secret = keys.create("ops", admin=True)
+    admin = bearer(ops_secret)
+    declared = f"{MODEL_NAME}:1"
+    with run_server(settings_for(tiny_llama_path, tmp_path, database_url), tiny_llama_path) as a:
+        one = httpx.get(f"{a.base_url}/v1/admin/models/{declared}", headers=admin).json()
+        assert one["state"] == "ready" and one["declared"] is True, one
+        assert one["stored"]["state"] == "active" and one["stored"]["created_by"] == "models-file"
+        assert audit_of(a.base_url, ops_secret) == [("load", declared, "models-file")]
+        by_name = httpx.get(f"{a.base_url}/v1/admin/models/{MODEL_NAME}", headers=admin).json()
+        assert by_name["name"] == MODEL_NAME and by_name["routing"] == "pinned"
+        assert [v["id"] for v in by_name["data"]] == [declared]
+        for target, status in [("no-such", 404), ("no-such:1", 404), ("bad name!", 400)]:
+            r = httpx.get(f"{a.base_url}/v1/admin/models/{target}", headers=admin)
+            assert r.status_code == status, (target, r.text)
+        gone = httpx.delete(f"{a.base_url}/v1/admin/models/{declared}", headers=admin, timeout=60)
+        assert gone.status_code == 200, gone.text
+        assert httpx.get(f"{a.base_url}/ready").status_code == 200  # the registry dropped it
+    # Restarted with the same models file: the store's unload holds.
+    with run_server(settings_for(tiny_llama_path, tmp_path, database_url), tiny_llama_path) as b:
+        status = httpx.get(f"{b.base_url}/v1/admin/models/{declared}", headers=admin).json()
+        assert status["state"] == "not_loaded" and status["stored"]["state"] == "unloaded"
+        done = httpx.post(
+            f"{b.base_url}/v1/completions",
+            json={"model": MODEL_NAME, "prompt": "hi", "max_tokens": 2},
+            headers=admin,
+            timeout=30,
+        )
+        assert done.status_code == 404, done.text
+        load = {"name": MODEL_NAME, "path": str(tiny_llama_path), **ENGINE}
+        r = httpx.post(f"{b.base_url}/v1/admin/models", json=load, headers=admin, timeout=30)
+        assert r.status_code == 202, r.text
+        wait_for(b.base_url, declared, ops_secret, "ready")
+        row = httpx.get(f"{b.base_url}/v1/admin/models/{declared}", headers=admin).json()
+        assert row["stored"]["state"] == "active" and row["stored"]["created_by"] == "models-file"
+        assert audit_of(b.base_url, ops_secret) == [
+            ("load", declared, ops.id),
+            ("unload", declared, ops.id),
+            ("load", declared, "models-file"),
+        ]
+
+
+def test_a_failed_admin_load_is_marked_failed_and_not_tried_again(
+    tiny_llama_path: Path, tmp_path: Path, database_url: str
+) -> None:
+    keys = KeyStore(tmp_path / "keys.json")
+    ops, ops_secret = keys.create("ops", admin=True)
+    admin = bearer(ops_secret)
+    broken = tiny_llama_path.parent / f"broken-{tmp_path.name}"
+    broken.mkdir()
+    for item in tiny_llama_path.iterdir():  # its config and tokenizer; its weights cut short
+        if item.is_file():
+            data = item.read_bytes()
+            if item.name.endswith(".safetensors"):  # the header whole, which the checks read
+                data = data[: 8 + int.from_bytes(data[:8], "little") + 16]
+            (broken / item.name).write_bytes(data)
+    load = {"name": "broken", "path": str(broken), **ENGINE}
+    with run_server(settings_for(tiny_llama_path, tmp_path, database_url), tiny_llama_path) as a:
+        r = httpx.post(f"{a.base_url}/v1/admin/models", json=load, headers=admin, timeout=30)
+        assert r.status_code == 202, r.text
+        wait_for(a.base_url, "broken:1", ops_secret, "failed")
+        deadline = time.monotonic() + 10
+        while (entries := audit_of(a.base_url, ops_secret))[0][0] != "fail":
+            assert time.monotonic() < deadline, entries
+            time.sleep(0.1)
+        assert entries[0] == ("fail", "broken:1", ops.id)
+    with run_server(settings_for(tiny_llama_path, tmp_path, database_url), tiny_llama_path) as b:
+        time.sleep(1.0)  # five polls: a failed load is not tried again at start
+        status = httpx.get(f"{b.base_url}/v1/admin/models/broken:1", headers=admin).json()
+        assert status["state"] == "not_loaded" and status["stored"]["state"] == "failed"
+
+
+def test_upstreams_in_the_registry_reach_every_gateway(
+    tiny_llama_path: Path, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = KeyStore(tmp_path / "keys.json")
+    ops, ops_secret = keys.create("ops", admin=True)
+    _, app_secret = keys.create("app")
+    monkeypatch.setenv("MODELBENCH_TEST_UPSTREAM_KEY", app_secret)  # what the gateway sends
+    admin = bearer(ops_secret)
+    server = settings_for(tiny_llama_path, tmp_path, database_url)
+    gateway_only = {"model": None, "served_model_name": None, "serve_default_model": False}
+    gateway = settings_for(
+        tiny_llama_path, tmp_path, database_url, registry_models=False, **gateway_only
+    )
+    with run_server(server, tiny_llama_path) as a, run_server(gateway, tiny_llama_path) as g:
+        listed = httpx.get(f"{g.base_url}/v1/admin/models", headers=admin).json()["data"]
+        assert [(v["id"], v["state"]) for v in listed] == [(f"{MODEL_NAME}:1", "not_loaded")]
+        entry = {
+            "name": "remote",
+            "url": f"{a.base_url}/v1",
+            "model": MODEL_NAME,
+            "api_key_env": "MODELBENCH_TEST_UPSTREAM_KEY",
+        }
+        for body, status in [
+            ({**entry, "colour": "red"}, 400),
+            ({**entry, "url": "ftp://x/v1"}, 400),
+            ({**entry, "api_key_env": "MODELBENCH_TEST_UNSET_KEY"}, 409),
+            ({**entry, "name": MODEL_NAME}, 409),  # a local model on the server
+        ]:
+            r = httpx.post(f"{a.base_url}/v1/admin/upstreams", json=body, headers=admin)
+            assert r.status_code == status, (body, r.text)
+        r = httpx.post(f"{a.base_url}/v1/admin/upstreams", json=entry, headers=admin, timeout=10)
+        assert r.status_code == 201 and r.json()["state"] == "healthy", r.text
+        again = httpx.post(f"{a.base_url}/v1/admin/upstreams", json=entry, headers=admin)
+        assert again.status_code == 409, again.text
+        local = {"name": "remote", "path": str(tiny_llama_path), **ENGINE}
+        clash = httpx.post(f"{a.base_url}/v1/admin/models", json=local, headers=admin)
+        assert clash.status_code == 409 and "upstreams" in clash.text, clash.text
+        ask = {"model": "remote", "prompt": "hi", "max_tokens": 2}
+        deadline = time.monotonic() + 15  # the gateway adds it from the store
+        while (
+            done := httpx.post(f"{g.base_url}/v1/completions", json=ask, headers=admin)
+        ).status_code != 200:
+            assert time.monotonic() < deadline, done.text
+            time.sleep(0.1)
+        mine = httpx.get(f"{g.base_url}/v1/admin/upstreams", headers=admin).json()["data"]
+        assert [(u["name"], u["state"], u["stored"]["created_by"]) for u in mine] == [
+            ("remote", "healthy", ops.id)
+        ]
+        r = httpx.delete(f"{g.base_url}/v1/admin/upstreams/remote", headers=admin, timeout=10)
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 15  # the server that added it drops it too
+        while (
+            httpx.post(f"{a.base_url}/v1/completions", json=ask, headers=admin).status_code != 404
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert (
+            httpx.delete(f"{g.base_url}/v1/admin/upstreams/remote", headers=admin).status_code
+            == 404
+        )
+        assert [e[:2] for e in audit_of(g.base_url, ops_secret)[:2]] == [
+            ("unload", r.json()["id"]),
+            ("load", r.json()["id"]),
+        ]
+        # The gateway holds no version, yet removes one from the registry: the server drops it.
+        gone = httpx.delete(f"{g.base_url}/v1/admin/models/{MODEL_NAME}", headers=admin)
+        assert gone.status_code == 200, gone.text
+        assert [u["id"] for u in gone.json()["data"]] == [f"{MODEL_NAME}:1"]
+        wait_for(a.base_url, f"{MODEL_NAME}:1", ops_secret, "not_loaded")
+        assert httpx.get(f"{a.base_url}/ready").status_code == 200
+        twice = httpx.delete(f"{g.base_url}/v1/admin/models/{MODEL_NAME}", headers=admin)
+        assert twice.status_code == 404, twice.text

@@ -35,16 +35,23 @@ from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep
 from modelbench.server.errors import APIError, invalid_value
 from modelbench.server.load_checks import (
-    MemoryEstimate,
     check_sampling_defaults,
     estimate_memory,
     inside_model_dirs,
 )
-from modelbench.server.protocol import ErrorResponse, ModelCard
+from modelbench.server.protocol import ErrorResponse
 from modelbench.server.protocol_fields import STRICT_REQUEST
-from modelbench.server.registry import ModelHandle, ModelRegistry
+from modelbench.server.registry import ModelRegistry
 from modelbench.server.registry_store import actor
-from modelbench.server.routes.models import version_card
+from modelbench.server.routes.admin_views import (
+    ADMIN_PREFIX,
+    LoadStatus,
+    LoadStatusList,
+    NameStatus,
+    load_status,
+    status_url,
+    versions_status,
+)
 
 # Names and versions an admin may give: letters, digits, ".", "_", "-", and
 # "/" between parts of a name ("org/model"), as in URLs and metric labels.
@@ -75,7 +82,7 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     429: _error("too many requests, or too many failed authentications, from this caller"),
 }
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=_AUTH_ERRORS)
+router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], responses=_AUTH_ERRORS)
 
 
 class GenerationOverrides(BaseModel):
@@ -142,65 +149,11 @@ class LoadModelRequest(ModelConfig):
         return tasks
 
 
-class MemoryNeeded(BaseModel):
-    """The estimate a load was admitted on (server/load_checks.py)."""
-
-    num_parameters: int
-    weights_bytes: int
-    kv_cache_bytes: int
-    peak_bytes: int
-    available_bytes: int
-
-
-class LoadStatus(BaseModel):
-    """Where a version's load is: ``loading``, then ``ready`` (with its
-    card) or ``failed`` (with the error); ``unloading`` while it goes."""
-
-    id: str
-    state: Literal["loading", "ready", "failed", "unloading"]
-    status_url: str = Field(description="GET it to follow the load")
-    declared: bool = Field(description="the server was started with it (else an admin loaded it)")
-    load_seconds: float | None = Field(description="from the request to ready or failed")
-    error: str | None = None
-    memory: MemoryNeeded | None = None
-    model: ModelCard | None = Field(default=None, description="once ready")
-
-
 class UnloadResponse(BaseModel):
     id: str
     unloaded: bool = True
     requests_in_flight_at_unload: int = Field(
         description="requests still running when it was asked"
-    )
-
-
-def status_url(model_id: str) -> str:
-    return f"{router.prefix}/models/{model_id}"
-
-
-def load_status(
-    handle: ModelHandle, registry: ModelRegistry, memory: MemoryEstimate | None = None
-) -> LoadStatus:
-    finished = handle.finished_at
-    return LoadStatus(
-        id=handle.id,
-        state=handle.state.value,
-        status_url=status_url(handle.id),
-        declared=handle.declared,
-        load_seconds=round(finished - handle.loaded_at, 3) if finished is not None else None,
-        error=handle.error,
-        memory=MemoryNeeded(
-            num_parameters=memory.num_parameters,
-            weights_bytes=memory.weights_bytes,
-            kv_cache_bytes=memory.kv_cache_bytes,
-            peak_bytes=memory.peak_bytes,
-            available_bytes=memory.available_bytes,
-        )
-        if memory is not None
-        else None,
-        model=version_card(handle, registry)
-        if handle.engine is not None or handle.encoder is not None
-        else None,
     )
 
 
@@ -251,6 +204,14 @@ async def load_model(
     """Check a version and start loading it in the background; 202 with the
     status to poll."""
     config = checked_config(body, request)
+    if registry.remote(config.name) is not None:
+        raise APIError(
+            409,
+            f"{config.name} is served by upstreams here (GET /v1/admin/upstreams); a local "
+            "version needs another name",
+            param="name",
+            code="model_exists",
+        )
     registry.check_can_load(config.id)  # before reading a header
     memory = await asyncio.to_thread(estimate_memory, config)
     if not memory.fits:
@@ -267,81 +228,136 @@ async def load_model(
     if store is not None:  # kept before it starts, or refused (503) with the store down
         await store.record("load", config.id, actor(request), config, body.routing)
     handle = registry.begin_load(config)
+    if store is not None:  # a load that fails is marked failed in the store
+        store.watch(handle, actor(request))
     if body.routing is not None:
         registry.set_policy(config.name, body.routing)
     response.headers["Location"] = status_url(handle.id)
     return load_status(handle, registry, memory)
 
 
-def _model_id(value: str) -> str:
-    if not re.fullmatch(MODEL_ID_PATTERN, value):
-        raise ValueError("name the version as name:version, like SmolLM2-135M-Instruct:1")
+@router.get("/models")
+async def list_versions(request: Request, registry: RegistryDep) -> LoadStatusList:
+    """Every version this server holds, started with it or loaded by an admin,
+    with its state, then (``--registry store``) the registry's versions it
+    does not hold; each with its row in the store."""
+    rows = await stored_rows(request)
+    return LoadStatusList(data=versions_status(registry, rows))
+
+
+async def stored_rows(request: Request) -> list[Any] | None:
+    store = request.app.state.registry_store
+    return await store.rows() if store is not None else None
+
+
+def _name_or_id(value: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, value) and not re.fullmatch(MODEL_ID_PATTERN, value):
+        raise ValueError(
+            "name a model (SmolLM2-135M-Instruct) or a version (SmolLM2-135M-Instruct:1)"
+        )
     return value
 
 
-ModelId = Annotated[
+NAME_OR_ID_PATTERN = NAME_PATTERN[:-1] + "(:" + VERSION_PATTERN[1:-1] + ")?$"
+NameOrId = Annotated[
     str,
-    AfterValidator(_model_id),
-    Path(json_schema_extra={"pattern": MODEL_ID_PATTERN}, description="name:version"),
+    AfterValidator(_name_or_id),
+    Path(json_schema_extra={"pattern": NAME_OR_ID_PATTERN}, description="a name, or name:version"),
 ]
-
-
-class LoadStatusList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[LoadStatus]
-
-
-@router.get("/models")
-async def list_versions(registry: RegistryDep) -> LoadStatusList:
-    """Every version this server holds, started with it or loaded by an admin,
-    with its state (``GET /v1/admin/models/{name}:{version}`` for one)."""
-    return LoadStatusList(data=[load_status(h, registry) for h in registry.handles()])
 
 
 @router.get(
     "/models/{model_id:path}",
     responses={
-        400: _error("model_id is not name:version"),
-        404: _error("no such version"),
+        400: _error("model_id is neither a name nor name:version"),
+        404: _error("no such name or version, here or in the registry"),
     },
 )
-async def model_status(model_id: ModelId, registry: RegistryDep) -> LoadStatus:
-    """How a version's load goes (any version: loaded at start or by an admin)."""
-    handle = registry.get(model_id)
-    if handle is None:
+async def model_status(
+    model_id: NameOrId, request: Request, registry: RegistryDep
+) -> LoadStatus | NameStatus:
+    """A version (``name:version``): how its load goes here (loaded at start
+    or by an admin), and its row in the store. A name: each of its versions
+    so, and how the name routes."""
+    rows = await stored_rows(request)
+    name, _, version = model_id.partition(":")
+    found = [s for s in versions_status(registry, rows, name) if not version or s.id == model_id]
+    if not found:
+        known = [s.id for s in versions_status(registry, rows)]
         raise APIError(
             404,
-            f"model {model_id} is not loaded or loading. Versions: "
-            f"{', '.join(h.id for h in registry.handles()) or 'none'}",
+            f"model {model_id} is not loaded or loading here, nor in the registry. Versions: "
+            f"{', '.join(known) or 'none'}",
             param="model_id",
             code="model_not_found",
             type="not_found_error",
         )
-    return load_status(handle, registry)
+    if version:
+        return found[0]
+    return NameStatus(name=name, routing=registry.policy(name), data=found)
+
+
+class UnloadList(BaseModel):
+    """What ``DELETE /v1/admin/models/{name}`` unloaded: each version of the name."""
+
+    object: Literal["list"] = "list"
+    data: list[UnloadResponse]
 
 
 @router.delete(
     "/models/{model_id:path}",
     responses={
-        400: _error("model_id is not name:version, or timeout_s is out of range"),
-        404: _error("no such version"),
-        409: _error("the version is still loading"),
+        400: _error("model_id is neither a name nor name:version, or timeout_s is out of range"),
+        404: _error("no such name or version, here or in the registry"),
+        409: _error("the version (or one of the name's) is still loading"),
+        503: _error("the store is unavailable (the change would not survive a restart)"),
     },
 )
 async def unload_model(
-    model_id: ModelId,
+    model_id: NameOrId,
     request: Request,
     registry: RegistryDep,
     timeout_s: Annotated[
         float, Query(ge=0, le=3600, description="seconds its requests in flight may finish")
     ] = 30.0,
-) -> UnloadResponse:
+) -> UnloadResponse | UnloadList:
     """Stop routing to ``name:version``, let its requests finish (up to
-    ``timeout_s`` seconds), free it."""
+    ``timeout_s`` seconds), free it; with the registry in the store, mark it
+    unloaded there (so every server drops it), held here or not. A bare name
+    unloads each of its versions the same way."""
+    if ":" in model_id:
+        return await _unload_one(model_id, request, registry, timeout_s)
+    rows = await stored_rows(request)
+    ids = [s.id for s in versions_status(registry, rows, model_id) if _still_served(s)]
+    if not ids:
+        await _unload_one(f"{model_id}:", request, registry, timeout_s)  # its 404
+    for one in ids:  # all or none: a version still loading is a 409 before any goes
+        handle = registry.get(one)
+        if handle is not None and handle.state.value == "loading":
+            registry.unload_refusal(handle)
+    return UnloadList(data=[await _unload_one(i, request, registry, timeout_s) for i in ids])
+
+
+def _still_served(status: LoadStatus) -> bool:
+    held = status.state != "not_loaded"
+    return held or (status.stored is not None and status.stored.state == "active")
+
+
+async def _unload_one(
+    model_id: str, request: Request, registry: ModelRegistry, timeout_s: float
+) -> UnloadResponse:
     handle = registry.get(model_id)
-    in_flight = handle.outstanding if handle is not None else 0
     store = request.app.state.registry_store
+    if handle is None and store is not None:  # in the registry only: mark it there
+        rows = await store.rows()
+        row = next((r for r in rows or [] if r.id == model_id and r.kind == "model"), None)
+        if row is not None and row.state == "active":
+            await store.record("unload", model_id, actor(request))
+            return UnloadResponse(id=model_id, requests_in_flight_at_unload=0)
+    in_flight = handle.outstanding if handle is not None else 0
     if store is not None and handle is not None and handle.state.value in ("ready", "failed"):
         await store.record("unload", model_id, actor(request))
     handle = await registry.unload(model_id, timeout_s=timeout_s)
+    if store is not None:  # the registry no longer has it: a restart would not serve it
+        registry.undeclare_if_empty(handle.name)
     return UnloadResponse(id=handle.id, requests_in_flight_at_unload=in_flight)

@@ -42,7 +42,7 @@ class AuditItem(BaseModel):
     id: int
     at: str
     actor: str | None
-    action: Literal["load", "unload", "route"]
+    action: Literal["load", "unload", "route", "fail"]
     model_id: str
     detail: dict[str, Any] | None = None
 

@@ -136,7 +136,17 @@ async def verify_answers(
     ]
     no_answer = [f"no answer: {a.error.message}" if a.error else "" for a in answers]
     sandbox = sandbox_of(request.app)
-    verdict = await asyncio.to_thread(verify, sandbox, codes, suite, VERIFY_LIMITS, no_answer)
+    tracer = request.app.state.tracer
+    if tracer is None:
+        verdict = await asyncio.to_thread(verify, sandbox, codes, suite, VERIFY_LIMITS, no_answer)
+        return response(verify_id, body, suite, answers, verdict)
+    attributes = {
+        "modelbench.sandbox.isolation": sandbox.isolation,
+        "modelbench.verify.candidates": sum(code is not None for code in codes),
+    }
+    with tracer.start_as_current_span("sandbox verify", attributes=attributes) as span:
+        verdict = await asyncio.to_thread(verify, sandbox, codes, suite, VERIFY_LIMITS, no_answer)
+        span.set_attribute("modelbench.verify.verified", verdict.chosen is not None)
     return response(verify_id, body, suite, answers, verdict)
 
 
