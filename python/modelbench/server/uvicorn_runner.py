@@ -57,6 +57,8 @@ class DrainingServer(uvicorn.Server):
         if self._signalled or self._loop is None:
             self.should_exit = True
             self.force_exit = True
+            if self._loop is not None:  # no drain goes on (nor says it drained)
+                self._loop.call_soon_threadsafe(self.stop_drain)
             return
         self._signalled = True
         logger.info(
@@ -68,6 +70,10 @@ class DrainingServer(uvicorn.Server):
         """Start draining (idempotent); the server exits when it is done."""
         if self._drain_task is None:
             self._drain_task = asyncio.get_running_loop().create_task(self.drain())
+
+    def stop_drain(self) -> None:
+        if self._drain_task is not None:
+            self._drain_task.cancel()
 
     async def drain(self) -> None:
         state = self.app.state
