@@ -27,7 +27,9 @@ The JSON says the ratios on/off (throughput, CPU per request) and how many
 spans the receiver decoded (the "on" numbers are only honest if it got them).
 Never asserts on time.
 
-    python benchmarks/tracing_overhead.py --out benchmarks/results/tracing_overhead_cpu.json
+    git worktree add /tmp/before 49bbc6e   # the code from before tracing
+    python benchmarks/tracing_overhead.py --baseline-python /tmp/before/python \
+        --out benchmarks/results/tracing_overhead_cpu.json
 """
 
 from __future__ import annotations
@@ -90,7 +92,11 @@ class Receiver(BaseHTTPRequestHandler):
 
 
 def start_gateway(
-    upstream_url: str, tmp: Path, name: str, traces_url: str | None
+    upstream_url: str,
+    tmp: Path,
+    name: str,
+    traces_url: str | None,
+    python_path: str | None = None,
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "modelbench", "gateway", "--upstream"]
@@ -107,6 +113,8 @@ def start_gateway(
     }
     if traces_url is not None:
         env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = traces_url
+    if python_path is not None:  # another checkout's python/ first: the build without tracing
+        env["PYTHONPATH"] = os.pathsep.join([python_path, env.get("PYTHONPATH", "")])
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -139,6 +147,8 @@ def measure_latency(urls: dict[str, str], num: int, block: int, warmup: int) -> 
     out = {name: stats_ms(t) for name, t in times.items()}
     for q in ("p50_ms", "p99_ms", "mean_ms"):
         out[f"on_minus_off_{q}"] = out["on"][q] - out["off"][q]
+        if "without" in out:
+            out[f"off_minus_without_{q}"] = out["off"][q] - out["without"][q]
     return out
 
 
@@ -149,6 +159,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10, help="per throughput run")
+    parser.add_argument(
+        "--baseline-python",
+        help="the python/ folder of a checkout from before tracing (git worktree add "
+        "/tmp/before 49bbc6e): a third gateway, 'without', runs that code",
+    )
     parser.add_argument("--out", help="write the JSON here too")
     args = parser.parse_args()
 
@@ -161,14 +176,18 @@ def main() -> None:
         upstream, upstream_url = start_fake_upstream()
         try:
             urls = {}
+            if args.baseline_python:
+                gateways["without"], urls["without"] = start_gateway(
+                    upstream_url, tmp, "without", None, args.baseline_python
+                )
             for name, url in (("off", None), ("on", traces_url)):
                 gateways[name], urls[name] = start_gateway(upstream_url, tmp, name, url)
             latency = measure_latency(urls, args.requests, args.block, args.warmup)
             client = "aiohttp" if available("aiohttp") else "httpx"
             spawn = multiprocessing.get_context("spawn")
-            runs: dict[str, list[dict]] = {"off": [], "on": []}
+            runs: dict[str, list[dict]] = {name: [] for name in urls}
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as executor:
-                for name in ("off", "on", "off", "on"):
+                for name in [*urls, *urls]:
                     watched = {"gateway": gateways[name].pid, "upstream": upstream.pid}
                     runs[name].append(
                         measure_throughput(client, urls[name], watched, args, executor, tmp)
@@ -198,7 +217,16 @@ def main() -> None:
         "ratios": {
             "on_vs_off_requests_per_s": rps["on"] / rps["off"],
             "on_vs_off_gateway_cpu_per_request": cpu["on"] / cpu["off"],
+            **(
+                {
+                    "off_vs_without_requests_per_s": rps["off"] / rps["without"],
+                    "off_vs_without_gateway_cpu_per_request": cpu["off"] / cpu["without"],
+                }
+                if "without" in rps
+                else {}
+            ),
         },
+        "baseline_python": args.baseline_python,
         "receiver": {"exports": Receiver.exports, "spans": Receiver.spans},
         "notes": [
             "off is the default: no OTEL endpoint, so the app installs no tracing middleware and "
@@ -206,8 +234,9 @@ def main() -> None:
             "tests per request (the record's span lookup, the gateway's tracer, the store "
             "writer's tracer), below what this benchmark can resolve: off stands for the build "
             "without tracing",
-            "each throughput figure is the mean of two runs per gateway, off and on alternating "
-            "(off, on, off, on), so both see the same drift of a shared machine",
+            "each throughput figure is the mean of two runs per gateway, the gateways "
+            "alternating (without, off, on, without, off, on), so all see the same drift of a "
+            "shared machine; 'without' (with --baseline-python) is the code from before tracing",
             f"{os.cpu_count()} CPUs shared by the load generator, both gateways (one idle at a "
             "time), the upstream and the receiver: gateway_cpu_ms_per_request is the figure "
             "that does not depend on that",
