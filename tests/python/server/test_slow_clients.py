@@ -8,6 +8,7 @@ passes; a kept-alive connection idle between requests is not."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -48,6 +49,13 @@ def serve_with_runner(settings: Settings, connect_host: str = "127.0.0.1") -> It
     """``create_app(settings)`` under ``uvicorn_config`` (what ``modelbench
     serve`` runs), in a thread, until its models are ready."""
     app = create_app(settings)
+    # uvicorn_config's dictConfig takes over these loggers (no propagation to the
+    # root, where pytest's caplog listens): put them back as they were after.
+    names = ("modelbench", "uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = [
+        (lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled)
+        for lg in map(logging.getLogger, names)
+    ]
     server = uvicorn.Server(uvicorn_config(app, settings))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -66,6 +74,10 @@ def serve_with_runner(settings: Settings, connect_host: str = "127.0.0.1") -> It
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        for logger, handlers, level, propagate, disabled in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate, logger.disabled = propagate, disabled
 
 
 def tiny_settings(tiny_llama_path: Path, **overrides: object) -> Settings:
