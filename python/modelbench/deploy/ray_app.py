@@ -37,17 +37,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REPLICA_HEADER = b"x-modelbench-replica"
 
-# Arguments that shape the deployment; everything else is a Settings field.
-DEPLOYMENT_ARGS = (
-    "num_replicas",
-    "num_cpus",
-    "min_replicas",
-    "max_replicas",
-    "target_ongoing_requests",
-    "max_ongoing_requests",
-    "name",
-)
-
 
 class ReplicaApp:
     """The server's app on a replica (plain ASGI): every response names the

@@ -250,6 +250,19 @@ async def stored_rows(request: Request) -> list[Any] | None:
     return await store.rows() if store is not None else None
 
 
+def not_found(model_id: str, registry: ModelRegistry, rows: list[Any] | None) -> APIError:
+    """The 404 for a name or version neither held here nor in the registry."""
+    known = [s.id for s in versions_status(registry, rows)]
+    return APIError(
+        404,
+        f"model {model_id} is not loaded or loading here, nor in the registry. Versions: "
+        f"{', '.join(known) or 'none'}",
+        param="model_id",
+        code="model_not_found",
+        type="not_found_error",
+    )
+
+
 def _name_or_id(value: str) -> str:
     if not re.fullmatch(NAME_PATTERN, value) and not re.fullmatch(MODEL_ID_PATTERN, value):
         raise ValueError(
@@ -283,15 +296,7 @@ async def model_status(
     name, _, version = model_id.partition(":")
     found = [s for s in versions_status(registry, rows, name) if not version or s.id == model_id]
     if not found:
-        known = [s.id for s in versions_status(registry, rows)]
-        raise APIError(
-            404,
-            f"model {model_id} is not loaded or loading here, nor in the registry. Versions: "
-            f"{', '.join(known) or 'none'}",
-            param="model_id",
-            code="model_not_found",
-            type="not_found_error",
-        )
+        raise not_found(model_id, registry, rows)
     if version:
         return found[0]
     return NameStatus(name=name, routing=registry.policy(name), data=found)
@@ -326,16 +331,16 @@ async def unload_model(
     unloaded there (so every server drops it), held here or not. A bare name
     unloads each of its versions the same way."""
     if ":" in model_id:
-        return await _unload_one(model_id, request, registry, timeout_s)
+        return await _unload_one(model_id, request, registry, timeout_s, None)
     rows = await stored_rows(request)
     ids = [s.id for s in versions_status(registry, rows, model_id) if _still_served(s)]
     if not ids:
-        await _unload_one(f"{model_id}:", request, registry, timeout_s)  # its 404
+        raise not_found(model_id, registry, rows)
     for one in ids:  # all or none: a version still loading is a 409 before any goes
         handle = registry.get(one)
         if handle is not None and handle.state.value == "loading":
             registry.unload_refusal(handle)
-    return UnloadList(data=[await _unload_one(i, request, registry, timeout_s) for i in ids])
+    return UnloadList(data=[await _unload_one(i, request, registry, timeout_s, rows) for i in ids])
 
 
 def _still_served(status: LoadStatus) -> bool:
@@ -344,12 +349,17 @@ def _still_served(status: LoadStatus) -> bool:
 
 
 async def _unload_one(
-    model_id: str, request: Request, registry: ModelRegistry, timeout_s: float
+    model_id: str,
+    request: Request,
+    registry: ModelRegistry,
+    timeout_s: float,
+    rows: list[Any] | None,
 ) -> UnloadResponse:
+    """One version; ``rows``: the registry's, when the caller read them already."""
     handle = registry.get(model_id)
     store = request.app.state.registry_store
     if handle is None and store is not None:  # in the registry only: mark it there
-        rows = await store.rows()
+        rows = rows if rows is not None else await store.rows()
         row = next((r for r in rows or [] if r.id == model_id and r.kind == "model"), None)
         if row is not None and row.state == "active":
             await store.record("unload", model_id, actor(request))

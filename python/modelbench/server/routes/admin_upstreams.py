@@ -23,7 +23,7 @@ from modelbench.server.errors import APIError
 from modelbench.server.protocol_fields import STRICT_REQUEST
 from modelbench.server.registry import ModelRegistry
 from modelbench.server.registry_store import actor, upstream_id
-from modelbench.server.routes.admin import _AUTH_ERRORS, NAME_PATTERN, _error
+from modelbench.server.routes.admin import _AUTH_ERRORS, NAME_PATTERN, _error, stored_rows
 from modelbench.server.routes.admin_views import ADMIN_PREFIX, StoredEntry, stored_entry
 
 router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], responses=_AUTH_ERRORS)
@@ -85,7 +85,7 @@ def _gateway(registry: ModelRegistry) -> Gateway:
 
 
 def _status(config: UpstreamConfig, registry: ModelRegistry, row: Any = None) -> UpstreamStatus:
-    replica = registry.gateway.find(config.name, config.url) if registry.gateway else None
+    replica = _gateway(registry).find(config.name, config.url)
     state: Literal["healthy", "unhealthy", "not_held"] = (
         "not_held" if replica is None else "healthy" if replica.healthy else "unhealthy"
     )
@@ -103,11 +103,9 @@ def _status(config: UpstreamConfig, registry: ModelRegistry, row: Any = None) ->
 @router.get("/upstreams")
 async def list_admin_upstreams(request: Request, registry: RegistryDep) -> UpstreamList:
     """Every replica this process routes to, then the registry's it does not hold."""
-    store = request.app.state.registry_store
-    rows = await store.rows() if store is not None else None
+    rows = await stored_rows(request)
     by_id = {r.id: r for r in rows or [] if r.kind == "upstream"}
-    gateway = registry.gateway
-    held = [r.config for p in gateway.pools.values() for r in p.replicas] if gateway else []
+    held = [r.config for p in _gateway(registry).pools.values() for r in p.replicas]
     data = [_status(c, registry, by_id.pop(upstream_id(c.name, c.url), None)) for c in held]
     for row in by_id.values():
         try:
@@ -192,10 +190,15 @@ async def remove_upstream(
 ) -> UpstreamStatus:
     """Stop routing to a replica (requests in flight finish); a name left
     with none is no longer served."""
-    pool = registry.remote(name)
-    replicas = [r for r in pool.replicas if url is None or r.url == url.rstrip("/")] if pool else []
+    gateway = _gateway(registry)
+    pool = gateway.pool(name)
+    if url is not None:
+        one = gateway.find(name, url)
+        replicas = [one] if one is not None else []
+    else:
+        replicas = list(pool.replicas) if pool is not None else []
     if not replicas:
-        names = sorted(registry.gateway.pools) if registry.gateway is not None else []
+        names = sorted(gateway.pools)
         raise APIError(
             404,
             f"no upstream {name}{f' at {url}' if url else ''}. Upstreams: "
@@ -216,5 +219,5 @@ async def remove_upstream(
     if store is not None:
         await store.record("unload", upstream_id(name, config.url), actor(request))
     status = _status(config, registry)
-    registry.gateway.remove_upstream(name, config.url)  # type: ignore[union-attr]
+    gateway.remove_upstream(name, config.url)
     return status
