@@ -1,5 +1,6 @@
 // The pybind11 module modelbench._core (_core_<level>): type conversions and docstrings.
 // No logic lives here. Blocking calls release the GIL.
+#include <cstring>
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -135,6 +136,8 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
       .def_readwrite("ignore_eos", &SamplingParams::ignore_eos)
       .def_readwrite("logprobs", &SamplingParams::logprobs)
       .def_readwrite("prompt_logprobs", &SamplingParams::prompt_logprobs)
+      .def_readwrite("guided", &SamplingParams::guided,
+                     "Each token comes from the allowed set posted with Engine.post_token_mask.")
       .def("validate", &SamplingParams::validate,
            "Raise InvalidArgument (a ValueError) naming the first invalid field; its `param` is the field.");
 
@@ -158,7 +161,14 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
       .def(py::init<>())
       .def(py::init([](std::vector<int32_t> ids) { return RunnerOutput{std::move(ids)}; }),
            py::arg("sampled_token_ids"))
-      .def_readwrite("sampled_token_ids", &RunnerOutput::sampled_token_ids);
+      .def_readwrite("sampled_token_ids", &RunnerOutput::sampled_token_ids)
+      .def_readwrite("guide_failed", &RunnerOutput::guide_failed);
+
+  py::class_<GuideEvent>(m, "GuideEvent", "Tokens a guided request gained in a step (or that it finished).")
+      .def_readonly("request_id", &GuideEvent::request_id)
+      .def_readonly("first_position", &GuideEvent::first_position)
+      .def_readonly("new_token_ids", &GuideEvent::new_token_ids)
+      .def_readonly("finished", &GuideEvent::finished);
 
   py::class_<ModelRunner, PyModelRunner, std::shared_ptr<ModelRunner>>(
       m, "ModelRunner", "Computes a step: subclass and implement execute_model(scheduler_output).")
@@ -234,6 +244,25 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
       .def("get_outputs", &Engine::get_outputs, py::arg("timeout_s") = -1.0,
            py::call_guard<py::gil_scoped_release>(),
            "Wait up to timeout_s (negative: forever) for outputs of the loop and return them all.")
+      .def("post_token_mask",
+           [](Engine& engine, const std::string& request_id, int position, const py::bytes& mask) {
+             std::string_view bytes(mask);
+             if (bytes.size() % 4 != 0)
+               throw InvalidArgument("a token mask is whole 32-bit words; got " + std::to_string(bytes.size()) +
+                                     " bytes", "mask");
+             TokenMask words(bytes.size() / 4);
+             std::memcpy(words.data(), bytes.data(), bytes.size());
+             return engine.post_token_mask(request_id, position, std::move(words));
+           },
+           py::arg("request_id"), py::arg("position"), py::arg("mask"),
+           "The allowed tokens of a guided request's output position (bit t of the little-endian "
+           "32-bit words allows token t); False when no unfinished guided request has the id.")
+      .def("fail_guide", &Engine::fail_guide, py::arg("request_id"), py::arg("error"),
+           "End a guided request with 'abort' at its next sampling; False when unknown.")
+      .def("get_guide_events", &Engine::get_guide_events, py::arg("timeout_s") = -1.0,
+           py::call_guard<py::gil_scoped_release>(),
+           "Wait up to timeout_s for guided requests' new tokens and return them all "
+           "(early and possibly empty after shutdown).")
       .def("set_output_notifier",
            [](Engine& engine, py::object callback) {
              if (callback.is_none()) {

@@ -41,8 +41,13 @@ void Engine::add_request(const std::string& request_id, std::vector<int32_t> pro
   if (!live_request_ids_.insert(request_id).second)
     throw InvalidArgument("request_id '" + request_id + "' is already in use by an unfinished request",
                           "request_id");
+  const bool guided = params.guided;
   auto seq = std::make_unique<Sequence>(request_id, std::move(prompt_token_ids), std::move(params),
                                         priority, next_arrival_index_++);
+  if (guided) {
+    seq->guide = std::make_shared<TokenGuide>();
+    guides_[request_id] = seq->guide;
+  }
   commands_.push_back(Command{std::move(seq), {}});
   work_cv_.notify_one();
 }
@@ -50,6 +55,9 @@ void Engine::add_request(const std::string& request_id, std::vector<int32_t> pro
 bool Engine::abort(const std::string& request_id) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (live_request_ids_.count(request_id) == 0) return false;
+  // A sampler waiting for this request's mask must not wait for a matcher
+  // that has stopped: the step goes on, and the abort applies after it.
+  if (auto it = guides_.find(request_id); it != guides_.end()) it->second->cancel();
   commands_.push_back(Command{nullptr, request_id});
   work_cv_.notify_one();
   return true;
@@ -113,6 +121,7 @@ std::vector<RequestOutput> Engine::step_locked() {
       num_generated += static_cast<int64_t>(out.new_token_ids.size());
       if (out.finished) live_request_ids_.erase(out.request_id);
     }
+    note_guided_locked(outputs);
   }
   {
     std::lock_guard<std::mutex> lock(stats_mutex_);
@@ -125,6 +134,64 @@ std::vector<RequestOutput> Engine::step_locked() {
     stats_.update_seconds += update_s;
   }
   return outputs;
+}
+
+void Engine::note_guided_locked(const std::vector<RequestOutput>& outputs) {
+  if (guides_.empty()) return;
+  std::vector<GuideEvent> events;
+  for (const RequestOutput& out : outputs) {
+    auto it = guides_.find(out.request_id);
+    if (it == guides_.end() || (out.new_token_ids.empty() && !out.finished)) continue;
+    const int first = out.num_output_tokens - static_cast<int>(out.new_token_ids.size());
+    events.push_back(GuideEvent{out.request_id, first, out.new_token_ids, out.finished});
+    if (out.finished) {
+      it->second->cancel();
+      guides_.erase(it);
+    }
+  }
+  if (events.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(guide_mutex_);
+    for (GuideEvent& event : events) guide_events_.push_back(std::move(event));
+  }
+  guide_cv_.notify_all();
+}
+
+bool Engine::post_token_mask(const std::string& request_id, int position, TokenMask mask) {
+  std::shared_ptr<TokenGuide> guide;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = guides_.find(request_id);
+    if (it == guides_.end()) return false;
+    guide = it->second;
+  }
+  guide->post(position, std::move(mask));
+  return true;
+}
+
+bool Engine::fail_guide(const std::string& request_id, const std::string& error) {
+  std::shared_ptr<TokenGuide> guide;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = guides_.find(request_id);
+    if (it == guides_.end()) return false;
+    guide = it->second;
+  }
+  guide->fail(error);
+  return true;
+}
+
+std::vector<GuideEvent> Engine::get_guide_events(double timeout_s) {
+  std::unique_lock<std::mutex> lock(guide_mutex_);
+  auto ready = [&] { return !guide_events_.empty() || guide_events_closed_; };
+  if (timeout_s < 0) {
+    guide_cv_.wait(lock, ready);
+  } else {
+    guide_cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), ready);
+  }
+  std::vector<GuideEvent> events;
+  events.swap(guide_events_);
+  return events;
 }
 
 void Engine::publish(std::vector<RequestOutput> outputs) {
@@ -186,6 +253,10 @@ void Engine::fail_all(const std::string& error) {
     out.finish_reason = FinishReason::kAbort;
     outputs.push_back(std::move(out));
   }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    note_guided_locked(outputs);
+  }
   publish(std::move(outputs));
   std::lock_guard<std::mutex> lock(output_mutex_);
   output_cv_.notify_all();
@@ -203,6 +274,7 @@ void Engine::shutdown() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_requested_ = true;
+    for (auto& [id, guide] : guides_) guide->cancel();  // a step waiting for a mask ends now
   }
   work_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -221,10 +293,16 @@ void Engine::shutdown() {
       apply_commands(outputs);
       std::lock_guard<std::mutex> lock(mutex_);
       for (const RequestOutput& out : outputs) live_request_ids_.erase(out.request_id);
+      note_guided_locked(outputs);
     }
   }
   publish(std::move(outputs));
   output_cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(guide_mutex_);
+    guide_events_closed_ = true;
+  }
+  guide_cv_.notify_all();
 }
 
 std::vector<RequestOutput> Engine::get_outputs(double timeout_s) {

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "core/model_runner.h"
 #include "core/request_output.h"
 #include "core/scheduler.h"
+#include "core/token_guide.h"
 
 namespace modelbench {
 
@@ -53,6 +55,19 @@ class Engine {
   // Returns false, doing nothing, when no unfinished request has this id.
   bool abort(const std::string& request_id);
 
+  // Guided decoding (params.guided): the mask of allowed tokens for output
+  // position `position` of a request; bit t % 32 of word t / 32 allows
+  // token t. False, doing nothing, when no unfinished guided request has
+  // this id.
+  bool post_token_mask(const std::string& request_id, int position, TokenMask mask);
+  // The request's grammar cannot go on: it ends with "abort" at its next
+  // sampling, and error() of its guide says why. False as above.
+  bool fail_guide(const std::string& request_id, const std::string& error);
+  // What guided requests gained since the last call (see GuideEvent): waits
+  // up to timeout_s for at least one (negative: forever), then returns all
+  // that are queued; returns early, possibly empty, on shutdown.
+  std::vector<GuideEvent> get_guide_events(double timeout_s);
+
   // One step by hand (not while the loop runs). Returns this step's outputs.
   std::vector<RequestOutput> step();
 
@@ -83,6 +98,9 @@ class Engine {
   void loop();
   void publish(std::vector<RequestOutput> outputs);
   void fail_all(const std::string& error);
+  // Queues guide events for the outputs of guided requests; forgets the
+  // guides of finished ones. Call with mutex_ held.
+  void note_guided_locked(const std::vector<RequestOutput>& outputs);
 
   EngineConfig config_;
   std::shared_ptr<ModelRunner> runner_;
@@ -93,11 +111,17 @@ class Engine {
   std::condition_variable work_cv_;
   std::vector<Command> commands_;
   std::unordered_set<std::string> live_request_ids_;
+  std::unordered_map<std::string, std::shared_ptr<TokenGuide>> guides_;  // unfinished guided requests
   uint64_t next_arrival_index_ = 0;
   bool stop_requested_ = false;
   std::string error_;  // set when the loop died of an exception
 
   std::mutex step_mutex_;
+
+  std::mutex guide_mutex_;
+  std::condition_variable guide_cv_;
+  std::vector<GuideEvent> guide_events_;
+  bool guide_events_closed_ = false;
 
   std::mutex output_mutex_;
   std::condition_variable output_cv_;

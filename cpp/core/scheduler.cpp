@@ -223,6 +223,13 @@ std::vector<RequestOutput> Scheduler::update_from_output(const SchedulerOutput& 
       }
       continue;
     }
+    if (i < runner_output.guide_failed.size() && runner_output.guide_failed[i]) {
+      finish(seq, FinishReason::kAbort);
+      finished.push_back(seq);
+      outputs.push_back(make_output(*seq, {}));
+      outputs.back().prompt_logprobs = std::move(prompt_logprobs);
+      continue;
+    }
     const int32_t token = runner_output.sampled_token_ids[i];
     if (token < 0)
       throw std::logic_error("runner gave no token for " + seq->request_id() + ", which needed one");

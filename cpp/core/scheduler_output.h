@@ -45,6 +45,10 @@ struct RunnerOutput {
   // >= 0: for each prompt position p computed this step with p + 1 <
   // num_prompt_tokens, the logprobs of prompt token p + 1.
   std::vector<std::vector<PositionLogprobs>> prompt_logprobs;
+  // Empty, or one entry per ScheduledSequence: nonzero where a guided
+  // request's mask never came (its guide failed): it ends with "abort"
+  // and its sampled_token_ids entry is ignored.
+  std::vector<uint8_t> guide_failed;
 };
 
 }  // namespace modelbench

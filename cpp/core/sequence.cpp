@@ -37,6 +37,10 @@ void SamplingParams::validate() const {
     if (id < 0) bad("stop_token_ids", "non-negative token ids", id);
   if (logprobs < -1) bad("logprobs", ">= 0, or -1 for none", logprobs);
   if (prompt_logprobs < -1) bad("prompt_logprobs", ">= 0, or -1 for none", prompt_logprobs);
+  if (guided && min_tokens > 0)
+    bad("min_tokens", "0 for a guided request (the grammar decides where the output ends)", min_tokens);
+  if (guided && ignore_eos)
+    bad("ignore_eos", "false for a guided request (the grammar ends the output with EOS)", "true");
 }
 
 const char* finish_reason_name(FinishReason reason) {

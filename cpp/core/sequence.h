@@ -5,9 +5,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "core/token_guide.h"
 
 namespace modelbench {
 
@@ -26,6 +29,10 @@ struct SamplingParams {
   bool ignore_eos = false;
   int logprobs = -1;                  // -1: none; n >= 0: sampled token plus top-n
   int prompt_logprobs = -1;           // -1: none; n >= 0: per prompt token plus top-n
+  // Guided decoding: each output token is drawn from the allowed set the
+  // request's TokenGuide posts (Engine::post_token_mask). min_tokens and
+  // ignore_eos do not apply: the grammar says when the output ends.
+  bool guided = false;
 
   // Throws InvalidArgument naming the offending field and value.
   void validate() const;
@@ -64,6 +71,8 @@ class Sequence {
   int num_prompt_logprobs_sent = 0;
   // Times this sequence lost its blocks to preemption and was recomputed.
   int num_preemptions = 0;
+  // Set when params.guided: where the sampler finds this request's masks.
+  std::shared_ptr<TokenGuide> guide;
   // Block ids in logical order: token i lives in block_table[i / block_size].
   std::vector<int> block_table;
   SequenceStatus status = SequenceStatus::kWaiting;

@@ -32,14 +32,16 @@ SamplerOutput Sampler::sample(const torch::Tensor& logits, const std::vector<con
   const torch::Device device = logits.device();
   SamplerOutput out;
   out.logprobs.resize(num_rows);
+  out.guide_failed.assign(num_rows, 0);
   if (num_rows == 0) return out;
 
-  std::vector<int64_t> greedy_rows, random_rows, logprob_rows;
+  std::vector<int64_t> greedy_rows, random_rows, logprob_rows, guided_rows;
   bool any_penalties = false;
   for (int64_t row = 0; row < num_rows; ++row) {
     const Sequence& seq = *seqs[row];
     (seq.params().is_greedy() ? greedy_rows : random_rows).push_back(row);
     if (seq.params().logprobs >= 0) logprob_rows.push_back(row);
+    if (seq.guide) guided_rows.push_back(row);
     any_penalties = any_penalties || needs_penalties(seq);
   }
 
@@ -47,7 +49,7 @@ SamplerOutput Sampler::sample(const torch::Tensor& logits, const std::vector<con
     return static_cast<int64_t>(rows.size()) == num_rows ? t : t.index_select(0, to_device(rows, device));
   };
   torch::Tensor token_ids;  // [num_rows] int64
-  if (random_rows.empty() && !any_penalties && logprob_rows.empty()) {
+  if (random_rows.empty() && !any_penalties && logprob_rows.empty() && guided_rows.empty()) {
     // All greedy and nothing to adjust: one argmax over the logits as they
     // are (any dtype). A row with a NaN goes the long way below.
     token_ids = greedy_argmax(logits);  // ties go to the lowest id; undefined over a NaN
@@ -57,6 +59,7 @@ SamplerOutput Sampler::sample(const torch::Tensor& logits, const std::vector<con
     torch::Tensor x = clean_logits(logits);  // penalized, then sampled in place
     if (!logprob_rows.empty()) logprobs = rows_of(x, logprob_rows).log_softmax(1);
     if (any_penalties) apply_penalties(x, seqs, eos_token_id_);
+    if (!guided_rows.empty()) apply_guides(x, seqs, guided_rows, out.guide_failed);
     if (random_rows.empty()) {
       token_ids = x.argmax(1);
     } else if (greedy_rows.empty()) {
@@ -82,6 +85,48 @@ SamplerOutput Sampler::sample(const torch::Tensor& logits, const std::vector<con
       out.logprobs[logprob_rows[i]].push_back(std::move(entries[i]));
   }
   return out;
+}
+
+void Sampler::apply_guides(torch::Tensor& logits, const std::vector<const Sequence*>& seqs,
+                           const std::vector<int64_t>& guided_rows, std::vector<uint8_t>& failed) {
+  const int64_t vocab_size = logits.size(1), num_guided = static_cast<int64_t>(guided_rows.size());
+  // allowed[i][t]: row guided_rows[i] may take token t. Built on the host
+  // from the bitmasks, then one masked fill of the guided rows.
+  auto allowed = torch::zeros({num_guided, vocab_size}, torch::kBool);
+  bool* a = allowed.data_ptr<bool>();
+  for (int64_t i = 0; i < num_guided; ++i) {
+    const Sequence& seq = *seqs[guided_rows[i]];
+    std::shared_ptr<const TokenMask> mask;
+    // The mask of the token about to be sampled: output position num_output_tokens.
+    const TokenGuide::Wait got = seq.guide->wait(seq.num_output_tokens(), kGuideWaitSeconds, &mask);
+    if (got != TokenGuide::Wait::kReady) {
+      if (got == TokenGuide::Wait::kTimedOut)
+        seq.guide->fail("no token mask came for output position " + std::to_string(seq.num_output_tokens()) +
+                        " within " + std::to_string(static_cast<int>(kGuideWaitSeconds)) + " s");
+      failed[guided_rows[i]] = 1;
+      std::fill(a + i * vocab_size, a + (i + 1) * vocab_size, true);  // a row whose token is dropped
+      continue;
+    }
+    const int64_t limit = std::min<int64_t>(vocab_size, static_cast<int64_t>(mask->size()) * 32);
+    const uint32_t* words = mask->data();
+    bool any = false;
+    bool* row = a + i * vocab_size;
+    for (int64_t t = 0; t < limit; ++t) {
+      const bool ok = (words[t >> 5] >> (t & 31)) & 1u;
+      row[t] = ok;
+      any = any || ok;
+    }
+    if (!any) {
+      seq.guide->fail("the grammar allows no token at output position " + std::to_string(seq.num_output_tokens()));
+      failed[guided_rows[i]] = 1;
+      std::fill(row, row + vocab_size, true);
+    }
+  }
+  const torch::Device device = logits.device();
+  auto rows = to_device(guided_rows, device);
+  auto sub = logits.index_select(0, rows);
+  sub.masked_fill_(allowed.to(device).logical_not(), kNegInf);
+  logits.index_copy_(0, rows, sub);
 }
 
 torch::Tensor Sampler::sample_random(torch::Tensor logits, const std::vector<const Sequence*>& seqs) {

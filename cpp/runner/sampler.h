@@ -21,6 +21,10 @@ struct SamplerOutput {
   // One per row: empty, or one entry for the sampled token when
   // params.logprobs >= 0 (chosen + top params.logprobs alternatives).
   std::vector<std::vector<PositionLogprobs>> logprobs;
+  // One per row: nonzero where the row is guided and its mask never came
+  // (the guide failed, or was cancelled by an abort): its token is
+  // meaningless and the request ends.
+  std::vector<uint8_t> guide_failed;
 };
 
 class Sampler {
@@ -39,6 +43,10 @@ class Sampler {
   static std::vector<PositionLogprobs> compute_logprobs(const torch::Tensor& logits,
                                                         const torch::Tensor& target_ids, int num_top);
 
+  // How long sample() waits for a guided row's mask before it gives the
+  // request up (a matcher thread that died must not hang the engine).
+  static constexpr double kGuideWaitSeconds = 60.0;
+
   // Forget per-request state (seeded generators) of a finished request.
   void drop_request(const std::string& request_id);
 
@@ -47,6 +55,11 @@ class Sampler {
   // overwritten in place. seqs: the rows' sequences, none greedy. Returns
   // [num_rows] int64 token ids.
   torch::Tensor sample_random(torch::Tensor logits, const std::vector<const Sequence*>& seqs);
+  // Waits for the masks of the guided rows and sets every token they do not
+  // allow to -inf in logits ([num_rows, vocab_size] float32). Rows whose
+  // mask never comes, or allows nothing, are marked in `failed`.
+  void apply_guides(torch::Tensor& logits, const std::vector<const Sequence*>& seqs,
+                    const std::vector<int64_t>& guided_rows, std::vector<uint8_t>& failed);
   // The request's own generator on `device`, created from its seed on first use.
   at::Generator& generator_for(const Sequence& seq, const torch::Device& device);
 

@@ -267,6 +267,10 @@ RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_o
     SamplerOutput sampled = sampler_.sample(logits.narrow(0, 0, num_sampled), sample_seqs);
     if (wants_logprobs) result.logprobs.resize(scheduled.size());
     for (int64_t j = 0; j < num_sampled; ++j) {
+      if (sampled.guide_failed[j]) {
+        if (result.guide_failed.empty()) result.guide_failed.assign(scheduled.size(), 0);
+        result.guide_failed[sample_index[j]] = 1;
+      }
       result.sampled_token_ids[sample_index[j]] = sampled.token_ids[j];
       if (wants_logprobs && j < static_cast<int64_t>(sampled.logprobs.size()))
         result.logprobs[sample_index[j]] = std::move(sampled.logprobs[j]);

@@ -16,6 +16,7 @@ __all__: list[str] = [
     "EngineConfig",
     "EmbeddingRunner",
     "EngineStats",
+    "GuideEvent",
     "InvalidArgument",
     "KVCacheSpec",
     "ModelRunner",
@@ -177,6 +178,7 @@ class SamplingParams:
     Per-request sampling and stopping parameters.
     """
 
+    guided: bool
     ignore_eos: bool
     def __init__(self) -> None: ...
     def validate(self) -> None:
@@ -272,10 +274,29 @@ class SchedulerOutput:
     @property
     def scheduled(self) -> list[ScheduledSequence]: ...
 
+class GuideEvent:
+    """
+    Tokens a guided request gained in a step (or that it finished).
+    """
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def first_position(self) -> int: ...
+    @property
+    def new_token_ids(self) -> list[int]: ...
+    @property
+    def request_id(self) -> str: ...
+
 class RunnerOutput:
     """
     Sampled token per scheduled sequence (-1: none).
     """
+    @property
+    def guide_failed(self) -> list[int]: ...
+    @guide_failed.setter
+    def guide_failed(
+        self, arg0: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]
+    ) -> None: ...
     @typing.overload
     def __init__(self) -> None: ...
     @typing.overload
@@ -413,8 +434,24 @@ class Engine:
         """
         Wait up to timeout_s (negative: forever) for outputs of the loop and return them all.
         """
+    def fail_guide(self, request_id: str, error: str) -> bool:
+        """
+        End a guided request with 'abort' at its next sampling; False when unknown.
+        """
+    def get_guide_events(
+        self, timeout_s: typing.SupportsFloat | typing.SupportsIndex = -1.0
+    ) -> list[GuideEvent]:
+        """
+        Wait up to timeout_s for guided requests' new tokens and return them all (early and possibly empty after shutdown).
+        """
     def has_unfinished_requests(self) -> bool: ...
     def num_unfinished_requests(self) -> int: ...
+    def post_token_mask(
+        self, request_id: str, position: typing.SupportsInt | typing.SupportsIndex, mask: bytes
+    ) -> bool:
+        """
+        The allowed tokens of a guided request's output position (bit t of the little-endian 32-bit words allows token t); False when no unfinished guided request has the id.
+        """
     def set_output_notifier(self, callback: typing.Any) -> None:
         """
         Call `callback()` from the loop thread whenever outputs are queued.

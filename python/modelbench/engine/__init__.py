@@ -10,6 +10,8 @@ from modelbench.engine.embedding import (
     PoolingRequestOutput,
 )
 from modelbench.engine.engine_args import EngineArgs
+from modelbench.engine.guide_worker import GuidedDecodingError
+from modelbench.engine.guided import GuidedDecodingParams
 from modelbench.engine.llm import LLM
 from modelbench.engine.outputs import CompletionOutput, Logprob, RequestOutput
 from modelbench.engine.sampling_params import SamplingParams
@@ -20,6 +22,8 @@ __all__ = [
     "EmbeddingOutput",
     "EmbeddingRequestOutput",
     "EngineArgs",
+    "GuidedDecodingError",
+    "GuidedDecodingParams",
     "LLM",
     "Logprob",
     "PoolingOutput",

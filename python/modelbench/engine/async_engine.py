@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from modelbench import _core
 from modelbench.engine.embedding import EmbeddedBatch, EmbedInput, embed
 from modelbench.engine.engine_args import EngineArgs, build_engine
+from modelbench.engine.guide_worker import GuidedDecodingError, GuideWorker
 from modelbench.engine.outputs import RequestOutput, RequestState
 from modelbench.engine.sampling_params import SamplingParams
 
@@ -91,6 +92,8 @@ class AsyncEngine:
         self.architecture = built.checkpoint.architecture
         # Fill what a request leaves out (the model's generation config; see EngineArgs).
         self.sampling_defaults = built.sampling_defaults
+        eos = self.config.eos_token_id if self.config.eos_token_id >= 0 else None
+        self.guides = GuideWorker(self.engine, self.tokenizer, self.config.vocab_size, eos)
         self._queues: dict[str, asyncio.Queue[_core.RequestOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
@@ -144,6 +147,10 @@ class AsyncEngine:
             text, ids = None, list(prompt)
         if request_id in self._queues:
             raise ValueError(f"request_id {request_id!r} is already in use")
+        matcher = None
+        if params.guided is not None:
+            # Compiling a new constraint (and the first one's tokenizer tables) takes time.
+            matcher = await asyncio.to_thread(self.guides.matcher, params.guided)
         eos = self.config.eos_token_id if self.config.eos_token_id >= 0 else None
         state = RequestState(request_id, text, ids, params, self.tokenizer, eos)
         queue: asyncio.Queue[_core.RequestOutput] = asyncio.Queue()
@@ -155,6 +162,8 @@ class AsyncEngine:
         except BaseException:
             del self._queues[request_id]
             raise
+        if matcher is not None:
+            self.guides.attach(request_id, matcher)
         finished = False
         try:
             while not finished:
@@ -163,6 +172,10 @@ class AsyncEngine:
                 if stopped:
                     self.engine.abort(request_id)
                 finished = state.finished
+                if finished and matcher is not None and state.finish_reason == "abort":
+                    error = self.guides.pop_error(request_id)
+                    if error is not None:
+                        raise GuidedDecodingError(f"guided decoding stopped: {error}")
                 delta = state.completion(delta=True)
                 if delta.text or delta.token_ids or finished:
                     yield RequestOutput(
@@ -206,4 +219,5 @@ class AsyncEngine:
         """Stop the loop thread; unfinished requests end with 'abort'."""
         self.engine.set_output_notifier(None)
         self.engine.shutdown()
+        self.guides.shutdown()
         self._started = False

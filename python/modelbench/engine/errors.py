@@ -11,6 +11,7 @@ from __future__ import annotations
 # server's 400 carries them, see modelbench.server.protocol_fields).
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 CONFLICTING_FIELDS = "conflicting_fields"
+INVALID_GUIDED_CONSTRAINT = "invalid_guided_constraint"
 
 
 class InvalidParameter(ValueError):

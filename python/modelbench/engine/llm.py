@@ -27,6 +27,7 @@ from modelbench.engine.embedding import (
 )
 from modelbench.engine.encoder_engine import EncoderEngine
 from modelbench.engine.engine_args import EngineArgs, build_engine
+from modelbench.engine.guide_worker import GuidedDecodingError, GuideWorker
 from modelbench.engine.outputs import RequestOutput, RequestState
 from modelbench.engine.sampling_params import SamplingParams
 from modelbench.models.encoder_loader import is_encoder_model
@@ -131,6 +132,8 @@ class LLM:
         self.architecture = checkpoint.architecture
         self.model_source = checkpoint.source
         self.sampling_defaults = built.sampling_defaults
+        eos = self.config.eos_token_id if self.config.eos_token_id >= 0 else None
+        self.guides = GuideWorker(self.engine, self.tokenizer, self.config.vocab_size, eos)
 
     def embed(
         self,
@@ -323,7 +326,10 @@ class LLM:
                 for i in range(params.n):
                     request_id = f"llm-{next(self._ids)}"
                     seed = None if params.seed is None else params.seed + i
+                    matcher = None if params.guided is None else self.guides.matcher(params.guided)
                     self.engine.add_request(request_id, ids, params.to_core(seed), params.priority)
+                    if matcher is not None:
+                        self.guides.attach(request_id, matcher)
                     state = RequestState(request_id, text, ids, params, self.tokenizer, eos, i)
                     states[request_id] = state
                     group.append(state)
@@ -345,6 +351,9 @@ class LLM:
                         bar.update(1)  # the prompt's last sample is done
             if bar is not None:
                 bar.close()
+            for request_id, state in states.items():
+                if state.finish_reason == "abort" and (error := self.guides.pop_error(request_id)):
+                    raise GuidedDecodingError(f"guided decoding of {request_id} stopped: {error}")
         except BaseException:
             for request_id in states:
                 self.engine.abort(request_id)

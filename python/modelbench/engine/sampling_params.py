@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from modelbench import _core
-from modelbench.engine.errors import InvalidParameter
+from modelbench.engine.errors import CONFLICTING_FIELDS, InvalidParameter
+from modelbench.engine.guided import GuidedDecodingParams
 
 
 @dataclass
@@ -29,6 +30,9 @@ class SamplingParams:
     higher value when there is no room), equal values in arrival order.
     ``logprobs=n`` returns the sampled token's logprob and the top
     n alternatives; ``prompt_logprobs=n`` does the same for prompt tokens.
+    ``guided`` constrains the output to a JSON schema, a regex, a choice or a
+    grammar (``GuidedDecodingParams``); the grammar then decides where the
+    output ends, so ``min_tokens`` and ``ignore_eos`` cannot be set with it.
     """
 
     n: int = 1
@@ -50,6 +54,7 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     priority: int = 0
+    guided: GuidedDecodingParams | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -79,6 +84,23 @@ class SamplingParams:
                 raise InvalidParameter(
                     f"{name} must be an integer >= 0 or None, got {value!r}", name
                 )
+        if self.guided is not None:
+            if isinstance(self.guided, dict):
+                self.guided = GuidedDecodingParams(**self.guided)
+            if not isinstance(self.guided, GuidedDecodingParams):
+                raise InvalidParameter(
+                    "guided must be a GuidedDecodingParams (or a dict of its fields), "
+                    f"got {type(self.guided).__name__}",
+                    "guided",
+                )
+            for name in ("min_tokens", "ignore_eos"):
+                if getattr(self, name):
+                    raise InvalidParameter(
+                        f"{name} cannot be set with a guided decoding constraint: the grammar "
+                        f"decides where the output ends (leave {name} out)",
+                        name,
+                        CONFLICTING_FIELDS,
+                    )
         if self.top_k == -1:  # vLLM's spelling of "off"
             self.top_k = 0
         self.to_core()  # the C++ checks name the field, e.g. "top_p must be in (0, 1], got 0"
@@ -100,9 +122,13 @@ class SamplingParams:
         core.ignore_eos = self.ignore_eos
         core.logprobs = -1 if self.logprobs is None else self.logprobs
         core.prompt_logprobs = -1 if self.prompt_logprobs is None else self.prompt_logprobs
+        core.guided = self.guided is not None
         core.validate()
         return core
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for logging and storage."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.guided is not None:
+            values["guided"] = self.guided.to_dict()
+        return values

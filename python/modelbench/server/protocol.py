@@ -5,9 +5,10 @@ in (the completion and chat responses and chunks are in protocol_outputs.py).
 Requests forbid fields they do not declare: an OpenAI field modelbench does
 not implement (``logit_bias``, ``tools``, ...) or a misspelt one is a 400
 naming it, never silently dropped. A few fields are declared so that their
-harmless values pass (``user``, ``best_of`` equal to ``n``,
-``response_format`` text, an empty ``logit_bias``) while the others are a 400
-saying what is not supported."""
+harmless values pass (``user``, ``best_of`` equal to ``n``, an empty
+``logit_bias``) while the others are a 400 saying what is not supported.
+Structured output (``response_format``, vLLM's ``guided_*``) is declared by
+GuidedFields."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from modelbench.engine.guided_fields import GuidedFields
 from modelbench.engine.sampling_params import SamplingParams
 from modelbench.engine.sampling_ranges import (
     MAX_N,
@@ -84,24 +86,21 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)  # json_schema's body: refused by type
-
-    type: Annotated[str, only({"type": "string", "enum": ["text"]})]
-
-
 # What the tool-calling fields may hold: nothing, since there are no tools.
 NO_TOOLS = only({"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]})
 NO_TOOL_CHOICE = only({"anyOf": [{"type": "string", "enum": ["none"]}, {"type": "null"}]})
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(GuidedFields):
     """Fields shared by completions and chat completions (and compare, which
     sends them to each model). ``None`` means "the default", so clients that
     send explicit nulls are served too. Besides OpenAI's fields, vLLM's
     sampling extras (``top_k``, ``min_p``, ``repetition_penalty``,
     ``min_tokens``, ``stop_token_ids``, ``ignore_eos``, ...) are accepted, as
-    the ``openai`` client's ``extra_body`` sends them."""
+    the ``openai`` client's ``extra_body`` sends them, and so are the
+    structured-output fields (GuidedFields: ``response_format``,
+    ``guided_json``, ``guided_regex``, ``guided_choice``, ``guided_grammar``,
+    ``structured_outputs``)."""
 
     model_config = STRICT_REQUEST
 
@@ -186,7 +185,8 @@ class SamplingFields(BaseModel):
                 check_room(self.min_tokens, room, "min_tokens")
                 max_tokens = max(max_tokens, self.min_tokens)
         return SamplingParams(
-            **{**defaults, **self._sampling_kwargs(), **values, "max_tokens": max_tokens}
+            **{**defaults, **self._sampling_kwargs(), **values, "max_tokens": max_tokens},
+            guided=self.guided(),
         )
 
     @property
@@ -312,7 +312,6 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool | None = False
     top_logprobs: NumLogprobs | None = None
-    response_format: ResponseFormat | None = None
     tools: Annotated[list[Any] | None, NO_TOOLS] = None  # no tool calling
     tool_choice: Annotated[str | dict[str, Any] | None, NO_TOOL_CHOICE] = None
     parallel_tool_calls: bool | None = None  # means nothing without tools
@@ -347,13 +346,6 @@ class ChatCompletionRequest(SamplingRequest):
     def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value and not info.data.get("logprobs"):
             raise conflict("top_logprobs needs logprobs: true")
-        return value
-
-    @field_validator("response_format")
-    @classmethod
-    def _text_only(cls, value: ResponseFormat | None) -> ResponseFormat | None:
-        if value is not None and value.type != "text":
-            raise unsupported("response_format")
         return value
 
     @field_validator("tools", "functions")

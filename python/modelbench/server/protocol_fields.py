@@ -41,6 +41,7 @@ CONFLICTING_FIELDS = "conflicting_fields"
 INVALID_CURSOR = "invalid_cursor"
 MODEL_LOAD_FAILED = "model_load_failed"  # raised by server/load_checks.py
 INVALID_TESTS = "invalid_tests"  # raised by server/routes/verify.py
+INVALID_GUIDED_CONSTRAINT = "invalid_guided_constraint"  # modelbench.engine.guided
 CONTEXTUAL_CODES = {
     CONTEXT_LENGTH_EXCEEDED: "the prompt, or the prompt and max_tokens together, do not "
     "fit in the model's context (max_model_len)",
@@ -53,6 +54,8 @@ CONTEXTUAL_CODES = {
     MODEL_LOAD_FAILED: "an admin load's path holds no model this server can read",
     INVALID_TESTS: "a verify request's tests (or its prompt's doctests) do not compile, are "
     "missing, or do not call its entry_point; or its language or stream is not served",
+    INVALID_GUIDED_CONSTRAINT: "a structured-output constraint (JSON schema, regex, choice or "
+    "grammar) that is not valid or does not compile",
 }
 
 
@@ -86,9 +89,6 @@ UNSUPPORTED_FIELDS = {
         'function_call is not supported: this server does no function calling (only "none")'
     ),
     "suffix": "suffix is not supported: completions do not insert text before a suffix",
-    "response_format": (
-        'response_format is not supported beyond {"type": "text"}: no JSON mode or schema'
-    ),
     "best_of": "best_of is not supported unless it equals n: extra samples are not ranked",
     "echo": "echo is not supported together with logprobs (the prompt's logprobs are not returned)",
     "audio": "audio is not supported: only text output",

@@ -32,9 +32,23 @@ def _parameters_by_task(schema: dict[str, Any]) -> None:
     parameters (parse_parameters checks them when the request runs)."""
 
     def ref(model: type[BaseModel]) -> dict[str, Any]:
-        inline = model.model_json_schema()  # no $defs: a flat model
-        assert "$defs" not in inline, model
-        return inline
+        # Inlined where it is used: the request's own schema has no $defs of its own.
+        inline = model.model_json_schema()
+        defs = inline.pop("$defs", {})
+
+        def resolve(node: Any) -> Any:
+            if isinstance(node, dict):
+                target = node.get("$ref", "")
+                if target.startswith("#/$defs/"):
+                    rest = {k: v for k, v in node.items() if k != "$ref"}
+                    return resolve({**defs[target.removeprefix("#/$defs/")], **rest})
+                return {k: resolve(v) for k, v in node.items()}
+            if isinstance(node, list):
+                return [resolve(v) for v in node]
+            return node
+
+        resolved: dict[str, Any] = resolve(inline)
+        return resolved
 
     def task(names: list[str], parameters: dict[str, Any]) -> dict[str, Any]:
         return {"properties": {"task": {"enum": names}, "parameters": parameters}}

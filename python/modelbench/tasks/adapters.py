@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, WithJsonSchema
 from modelbench.engine.async_engine import AsyncEngine
 from modelbench.engine.encoder_engine import EncoderEngine
 from modelbench.engine.errors import CONFLICTING_FIELDS, CONTEXT_LENGTH_EXCEEDED
+from modelbench.engine.guided_fields import GuidedFields
 from modelbench.engine.sampling_params import SamplingParams
 from modelbench.engine.sampling_ranges import (
     MaxTokens,
@@ -82,9 +83,10 @@ DEFAULT_MAX_TOKENS = 128  # generate and summarize, capped by the room left in t
 MAX_LABELS = 64  # each label is one sequence through the engine
 
 
-class GenerationParameters(BaseModel):
+class GenerationParameters(GuidedFields):
     """Sampling parameters of generate and summarize (SamplingParams' fields
-    that make sense for one answer; ``None`` is the task's default)."""
+    that make sense for one answer; ``None`` is the task's default), and
+    structured output (``guided_json``, ``response_format``, ...: GuidedFields)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -110,7 +112,7 @@ class GenerationParameters(BaseModel):
         """SamplingParams of these values over the task's defaults, over the
         model's (its generation config). The task's length bound wins over
         the model's max_new_tokens; greedy tasks stay greedy."""
-        given = self.model_dump(exclude_none=True)
+        given = self.model_dump(exclude_none=True, exclude=set(GuidedFields.model_fields))
         if self.max_tokens is not None and self.min_tokens is not None:
             if self.min_tokens > self.max_tokens:
                 raise TaskInputError(
@@ -124,8 +126,11 @@ class GenerationParameters(BaseModel):
         if greedy:
             defaults["temperature"] = 0.0
         try:
-            return SamplingParams(**{**defaults, **given})
+            return SamplingParams(**{**defaults, **given}, guided=self.guided("parameters."))
         except ValueError as exc:
+            param = str(getattr(exc, "param", None) or "")
+            if param.startswith("parameters."):
+                raise TaskInputError(str(exc), param, getattr(exc, "code", None)) from exc
             field = getattr(exc, "param", None)
             param = f"parameters.{field}" if field in given else "parameters"
             raise TaskInputError(str(exc), param) from exc
@@ -313,6 +318,9 @@ async def run_task(
     except TaskInputError:
         raise
     except ValueError as exc:  # the engine refused the prompt (a token out of range, ...)
+        param = str(getattr(exc, "param", None) or "")
+        if param.startswith("parameters."):  # a structured-output constraint that does not compile
+            raise TaskInputError(str(exc), param, getattr(exc, "code", None)) from exc
         raise TaskInputError(str(exc), "text") from exc
 
 

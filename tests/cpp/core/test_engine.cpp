@@ -188,3 +188,139 @@ TEST_CASE("a runner failure ends every request instead of hanging", "[engine]") 
   REQUIRE(outs[0].finish_reason == FinishReason::kAbort);
   REQUIRE_THROWS_WITH(engine.add_request("b", {1}, tokens(3)), Catch::Contains("device lost"));
 }
+
+namespace {
+// Samples as the real sampler does for guided rows: waits for the guide's
+// mask of the position and takes its lowest allowed token; the FakeRunner's
+// token otherwise. A mask that never comes marks the row guide_failed.
+struct GuidedRunner : ModelRunner {
+  explicit GuidedRunner(const EngineConfig& c) : inner(c.cache.num_blocks, c.cache.block_size, 1000) {}
+  RunnerOutput execute_model(const SchedulerOutput& out) override {
+    RunnerOutput result = inner.execute_model(out);
+    for (size_t i = 0; i < out.scheduled.size(); ++i) {
+      const ScheduledSequence& s = out.scheduled[i];
+      if (!s.needs_sample || !s.seq->guide) continue;
+      std::shared_ptr<const TokenMask> mask;
+      auto got = s.seq->guide->wait(s.seq->num_output_tokens(), 10.0, &mask);
+      if (got != TokenGuide::Wait::kReady) {
+        result.guide_failed.resize(out.scheduled.size(), 0);
+        result.guide_failed[i] = 1;
+        continue;
+      }
+      for (int32_t t = 0; t < static_cast<int32_t>(mask->size()) * 32; ++t)
+        if (((*mask)[t >> 5] >> (t & 31)) & 1u) {
+          result.sampled_token_ids[i] = t;
+          break;
+        }
+    }
+    return result;
+  }
+  FakeRunner inner;
+};
+
+TokenMask only(int32_t token) {
+  TokenMask mask(1000 / 32 + 1, 0);
+  mask[token >> 5] |= 1u << (token & 31);
+  return mask;
+}
+
+SamplingParams guided(int n) {
+  SamplingParams p = tokens(n);
+  p.guided = true;
+  return p;
+}
+}  // namespace
+
+TEST_CASE("a guided request takes each token from the mask posted for its position", "[engine][guided]") {
+  auto config = small_config();
+  Engine engine(config, std::make_shared<GuidedRunner>(config));
+  REQUIRE_FALSE(engine.post_token_mask("g", 0, only(1)));  // not a guided request (yet)
+  engine.start();
+  engine.add_request("u", {1, 2, 3}, tokens(4));
+  engine.add_request("g", {1, 2, 3}, guided(4));
+  REQUIRE_FALSE(engine.post_token_mask("u", 0, only(1)));  // unguided: no guide to post to
+  // The matcher: token 100 + position at each position, posted as events come.
+  std::vector<GuideEvent> seen;
+  std::thread matcher([&] {
+    engine.post_token_mask("g", 0, only(100));
+    while (true) {
+      auto events = engine.get_guide_events(5.0);
+      if (events.empty()) return;
+      for (const GuideEvent& e : events) {
+        seen.push_back(e);
+        if (e.finished) return;
+        const int next = e.first_position + static_cast<int>(e.new_token_ids.size());
+        engine.post_token_mask(e.request_id, next, only(100 + next));
+      }
+    }
+  });
+  std::map<std::string, std::vector<int32_t>> got;
+  std::set<std::string> done;
+  while (done.size() < 2) {
+    for (const RequestOutput& out : engine.get_outputs(5.0)) {
+      got[out.request_id].insert(got[out.request_id].end(), out.new_token_ids.begin(), out.new_token_ids.end());
+      if (out.finished) done.insert(out.request_id);
+    }
+  }
+  matcher.join();
+  CHECK(got["g"] == std::vector<int32_t>{100, 101, 102, 103});
+  CHECK(got["u"].size() == 4);  // the unguided request in the same batch is not held back
+  REQUIRE(!seen.empty());
+  CHECK(seen.back().finished);
+  for (const GuideEvent& e : seen) CHECK(e.request_id == "g");  // no events for unguided requests
+  REQUIRE_FALSE(engine.post_token_mask("g", 4, only(1)));  // finished: its guide is gone
+  engine.shutdown();
+}
+
+TEST_CASE("a guided request whose mask never comes ends by abort, fail or shutdown, never hangs",
+          "[engine][guided]") {
+  auto config = small_config();
+  SECTION("abort wakes the waiting sampler") {
+    Engine engine(config, std::make_shared<GuidedRunner>(config));
+    engine.start();
+    engine.add_request("g", {1, 2}, guided(3));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the step waits for position 0
+    REQUIRE(engine.abort("g"));
+    auto outs = engine.get_outputs(5.0);
+    REQUIRE(outs.size() == 1);
+    CHECK(outs[0].finished);
+    CHECK(outs[0].finish_reason == FinishReason::kAbort);
+    CHECK(outs[0].new_token_ids.empty());
+    auto events = engine.get_guide_events(1.0);
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].finished);
+    engine.shutdown();
+  }
+  SECTION("fail_guide ends the request with abort") {
+    Engine engine(config, std::make_shared<GuidedRunner>(config));
+    engine.start();
+    engine.add_request("g", {1, 2}, guided(3));
+    REQUIRE(engine.fail_guide("g", "grammar error"));
+    auto outs = engine.get_outputs(5.0);
+    REQUIRE(outs.size() == 1);
+    CHECK(outs[0].finish_reason == FinishReason::kAbort);
+    CHECK_FALSE(engine.fail_guide("g", "again"));  // finished
+    engine.shutdown();
+  }
+  SECTION("shutdown while the sampler waits") {
+    Engine engine(config, std::make_shared<GuidedRunner>(config));
+    engine.start();
+    engine.add_request("g", {1, 2}, guided(3));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    engine.shutdown();  // returns: the guide is cancelled
+    CHECK_FALSE(engine.has_unfinished_requests());
+    CHECK(engine.get_guide_events(0.0).size() <= 1);
+    CHECK(engine.get_guide_events(-1).empty());  // closed: returns at once
+  }
+}
+
+TEST_CASE("a guided request refuses min_tokens and ignore_eos", "[engine][guided]") {
+  auto config = small_config();
+  Engine engine(config, runner_for(config));
+  SamplingParams p = guided(4);
+  p.min_tokens = 2;
+  REQUIRE_THROWS_WITH(engine.add_request("a", {1}, p), Catch::Contains("min_tokens"));
+  p = guided(4);
+  p.ignore_eos = true;
+  REQUIRE_THROWS_WITH(engine.add_request("a", {1}, p), Catch::Contains("ignore_eos"));
+}

@@ -444,3 +444,64 @@ TEST_CASE("logits of the wrong shape are rejected", "[sampler]") {
   std::vector<const Sequence*> no_rows;
   CHECK(sampler.sample(torch::zeros({0, 10}), no_rows).token_ids.empty());
 }
+
+namespace {
+// A guided sequence whose guide already holds `allowed` for its next position.
+Sequence guided_seq(const std::string& id, SamplingParams params, const std::vector<int32_t>& allowed,
+                    int vocab_size, const std::vector<int32_t>& output_ids = {}) {
+  params.guided = true;
+  Sequence seq = make_seq(id, params, {0}, output_ids);
+  seq.guide = std::make_shared<TokenGuide>();
+  TokenMask mask((vocab_size + 31) / 32, 0);
+  for (int32_t t : allowed) mask[t >> 5] |= 1u << (t & 31);
+  seq.guide->post(seq.num_output_tokens(), std::move(mask));
+  return seq;
+}
+}  // namespace
+
+TEST_CASE("a guided row samples only tokens its mask allows, beside unguided rows", "[sampler][guided]") {
+  constexpr int kVocab = 100;
+  torch::manual_seed(5);
+  auto logits = torch::randn({3, kVocab});
+  logits[0][7] = 50.0f;  // every row's favourite is 7
+  logits[1][7] = 50.0f;
+  logits[2][7] = 50.0f;
+  Sampler sampler;
+  SamplingParams random;
+  random.temperature = 1.0f;
+  random.seed = 1;
+  std::vector<Sequence> seqs;
+  seqs.push_back(guided_seq("g", greedy(), {40, 41, 90}, kVocab, {5}));
+  seqs.push_back(make_seq("u", greedy()));
+  seqs.push_back(guided_seq("r", random, {3, 64, 65}, kVocab));
+  auto out = sampler.sample(logits, rows_of(seqs));
+  int64_t best = logits[0].index_select(0, torch::tensor({40, 41, 90})).argmax().item<int64_t>();
+  CHECK(out.token_ids[0] == std::vector<int32_t>{40, 41, 90}[best]);  // the best allowed, not 7
+  CHECK(out.token_ids[1] == 7);
+  CHECK(std::set<int32_t>{3, 64, 65}.count(out.token_ids[2]) == 1);
+  CHECK(out.guide_failed == std::vector<uint8_t>{0, 0, 0});
+  // Drawn many times, a guided random row never leaves its set.
+  for (int i = 0; i < 50; ++i) {
+    std::vector<Sequence> one;
+    SamplingParams unseeded;
+    one.push_back(guided_seq("x" + std::to_string(i), unseeded, {1, 2}, kVocab));
+    auto drawn = sampler.sample(torch::randn({1, kVocab}), rows_of(one)).token_ids[0];
+    CHECK((drawn == 1 || drawn == 2));
+  }
+}
+
+TEST_CASE("a guided row whose mask allows nothing, or whose guide is cancelled, is marked failed",
+          "[sampler][guided]") {
+  constexpr int kVocab = 64;
+  Sampler sampler;
+  std::vector<Sequence> seqs;
+  seqs.push_back(guided_seq("empty", greedy(), {}, kVocab));
+  seqs.push_back(guided_seq("cancelled", greedy(), {1}, kVocab, {1}));
+  seqs[1].guide = std::make_shared<TokenGuide>();  // nothing posted for its position
+  seqs[1].guide->cancel();
+  seqs.push_back(guided_seq("fine", greedy(), {9}, kVocab));
+  auto out = sampler.sample(torch::zeros({3, kVocab}), rows_of(seqs));
+  CHECK(out.guide_failed == std::vector<uint8_t>{1, 1, 0});
+  CHECK(out.token_ids[2] == 9);
+  CHECK_THAT(seqs[0].guide->error(), Catch::Contains("allows no token"));
+}

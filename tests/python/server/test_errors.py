@@ -49,6 +49,12 @@ ENDPOINTS = {
             "echo",
             "best_of",
             "suffix",
+            "response_format",
+            "guided_json",
+            "guided_regex",
+            "guided_choice",
+            "guided_grammar",
+            "structured_outputs",
         ],
     ),
     "/v1/chat/completions": (
@@ -71,6 +77,11 @@ ENDPOINTS = {
             "logprobs",
             "top_logprobs",
             "response_format",
+            "guided_json",
+            "guided_regex",
+            "guided_choice",
+            "guided_grammar",
+            "structured_outputs",
             "tools",
             "tool_choice",
             "parallel_tool_calls",
@@ -121,6 +132,17 @@ VALID = {
     ("/v1/embeddings", "input", "string"),
     ("/v1/embeddings", "input", "list"),
     ("/v1/infer", "text", "string"),
+    # A regex "x", a choice of ["a"] and a schema with only unknown keywords
+    # (any JSON value, as JSON Schema reads it) are constraints a model can follow.
+    *(
+        (path, field, kind)
+        for path in ("/v1/completions", "/v1/chat/completions")
+        for field, kind in (
+            ("guided_regex", "string"),
+            ("guided_choice", "list"),
+            ("guided_json", "nested"),
+        )
+    ),
 }
 
 

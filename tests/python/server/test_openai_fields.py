@@ -206,12 +206,6 @@ def test_a_list_of_prompts_gets_choices_in_prompt_order(
         ),
         (
             "/v1/chat/completions",
-            {"response_format": {"type": "json_object"}},
-            "response_format",
-            "response_format is not supported",
-        ),
-        (
-            "/v1/chat/completions",
             {"logit_bias": {"1": 5}},
             "logit_bias",
             "logit_bias is not supported",
