@@ -44,20 +44,43 @@ def _strings(node: nodes.Node) -> set[str]:
 
 
 @lru_cache(maxsize=64)
-def template_roles(source: str) -> frozenset[str]:
-    """The roles the chat template ``source`` knows. A template that does not
-    parse gets the standard roles (rendering it will say what is wrong)."""
-    roles = set(STANDARD_ROLES)
+def compared_roles(source: str) -> frozenset[str]:
+    """Every role literal the chat template ``source`` compares a role
+    against (none for a template that writes any role as it comes, or one
+    that does not parse)."""
+    roles: set[str] = set()
     try:
         tree = jinja2.Environment(extensions=[jinja2.ext.loopcontrols]).parse(source)
     except jinja2.TemplateSyntaxError:
-        return frozenset(roles)
+        return frozenset()
     for compare in tree.find_all(nodes.Compare):
         operands = [compare.expr, *(op.expr for op in compare.ops)]
         if any(_is_role(operand) for operand in operands):
             for operand in operands:
                 roles |= {s for s in _strings(operand) if s.strip()}
     return frozenset(roles)
+
+
+@lru_cache(maxsize=64)
+def writes_roles(source: str) -> bool:
+    """Whether the chat template ``source`` writes a message's role into the
+    prompt as it comes (ChatML's ``'<|im_start|>' + message['role']``), so
+    that any role renders, rather than writing each role it knows its own way."""
+    try:
+        tree = jinja2.Environment(extensions=[jinja2.ext.loopcontrols]).parse(source)
+    except jinja2.TemplateSyntaxError:
+        return False
+    return any(
+        _is_role(node)
+        for output in tree.find_all(nodes.Output)
+        for node in output.find_all((nodes.Getitem, nodes.Getattr, nodes.Name, nodes.Filter))
+    )
+
+
+def template_roles(source: str) -> frozenset[str]:
+    """The roles the chat template ``source`` knows. A template that does not
+    parse gets the standard roles (rendering it will say what is wrong)."""
+    return frozenset(STANDARD_ROLES) | compared_roles(source)
 
 
 def unknown_role(roles: list[str], source: str) -> str | None:

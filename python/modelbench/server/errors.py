@@ -16,6 +16,7 @@ from modelbench.server.protocol import ErrorInfo, ErrorResponse
 from modelbench.server.protocol_fields import (
     CONFLICTING_FIELDS,
     CONTEXT_LENGTH_EXCEEDED,
+    INVALID_GUIDED_CONSTRAINT,
     UNSUPPORTED_FIELDS,
     ContextTooLong,
 )
@@ -39,7 +40,9 @@ _BOUNDS = {
     "less_than": ("lt", "<"),
 }
 # Validation errors raised by our own validators whose type is the 400's code.
-_CODED_ERRORS = {CONFLICTING_FIELDS}
+# Validation errors whose type is a contextual code (a tool's parameter schema that is no
+# JSON Schema is invalid_guided_constraint, as a response_format's would be).
+_CODED_ERRORS = {CONFLICTING_FIELDS, INVALID_GUIDED_CONSTRAINT}
 
 
 class APIError(Exception):

@@ -3,15 +3,15 @@ body, usage and the model list. Only the shapes live here; routes fill them
 in (the completion and chat responses and chunks are in protocol_outputs.py).
 
 Requests forbid fields they do not declare: an OpenAI field modelbench does
-not implement (``logit_bias``, ``tools``, ...) or a misspelt one is a 400
-naming it, never silently dropped. A few fields are declared so that their
-harmless values pass (``user``, ``best_of`` equal to ``n``, an empty
-``logit_bias``) while the others are a 400 saying what is not supported.
-Structured output (``response_format``, vLLM's ``guided_*``) is declared by
-GuidedFields."""
+not implement (``logit_bias``, ...) or a misspelt one is a 400 naming it,
+never silently dropped. A few fields are declared so that their harmless
+values pass (``user``, ``best_of`` equal to ``n``, an empty ``logit_bias``)
+while the others are a 400 saying what is not supported. Structured output
+(``response_format``, vLLM's ``guided_*``) is declared by GuidedFields."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Mapping
@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from modelbench.engine.guided import GuidedDecodingParams
 from modelbench.engine.guided_fields import GuidedFields
 from modelbench.engine.sampling_params import SamplingParams
 from modelbench.engine.sampling_ranges import (
@@ -52,6 +53,14 @@ from modelbench.server.protocol_fields import (
     conflict,
     only,
     unsupported,
+)
+from modelbench.server.protocol_tools import (
+    Tool,
+    ToolCall,
+    ToolChoice,
+    check_tool_choice,
+    duplicate_name,
+    forced_call_schema,
 )
 
 
@@ -86,9 +95,9 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-# What the tool-calling fields may hold: nothing, since there are no tools.
-NO_TOOLS = only({"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]})
-NO_TOOL_CHOICE = only({"anyOf": [{"type": "string", "enum": ["none"]}, {"type": "null"}]})
+# The deprecated function-calling fields may hold nothing: tools replaced them.
+NO_FUNCTIONS = only({"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]})
+NO_FUNCTION_CALL = only({"anyOf": [{"type": "string", "enum": ["none"]}, {"type": "null"}]})
 
 
 class SamplingFields(GuidedFields):
@@ -281,7 +290,10 @@ class ChatMessage(BaseModel):
     """A message. ``role`` is one of STANDARD_ROLES or another role the
     model's chat template names (checked against the model, a 400 with code
     unsupported_role otherwise); other fields (``name``, ...) reach the
-    template as they are."""
+    template as they are. An assistant message may carry ``tool_calls``; a
+    ``tool`` message is a call's result, naming the call in
+    ``tool_call_id``. A null or missing ``content`` is empty text (as an
+    assistant message that only calls tools has)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -296,13 +308,19 @@ class ChatMessage(BaseModel):
             }
         ),
     ]
-    content: str | list[ContentPart]
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
     def for_template(self) -> dict[str, Any]:
-        """The message as a chat template reads it: text parts joined into one string."""
+        """The message as a chat template reads it: text parts joined into one
+        string (empty beside tool calls), tool calls' arguments as objects."""
         message = self.model_dump(exclude_none=True)
         if isinstance(self.content, list):
             message["content"] = "".join(part.text for part in self.content)
+        message.setdefault("content", "")
+        if self.tool_calls is not None:
+            message["tool_calls"] = [call.for_template() for call in self.tool_calls]
         return message
 
 
@@ -312,11 +330,11 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool | None = False
     top_logprobs: NumLogprobs | None = None
-    tools: Annotated[list[Any] | None, NO_TOOLS] = None  # no tool calling
-    tool_choice: Annotated[str | dict[str, Any] | None, NO_TOOL_CHOICE] = None
-    parallel_tool_calls: bool | None = None  # means nothing without tools
-    functions: Annotated[list[Any] | None, NO_TOOLS] = None  # the deprecated spelling of tools
-    function_call: Annotated[str | dict[str, Any] | None, NO_TOOL_CHOICE] = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None  # "auto" when tools are given, else "none"
+    parallel_tool_calls: bool | None = None  # several calls in one answer (default true)
+    functions: Annotated[list[Any] | None, NO_FUNCTIONS] = None  # the deprecated tools
+    function_call: Annotated[str | dict[str, Any] | None, NO_FUNCTION_CALL] = None
     # vLLM's chat-template controls.
     add_generation_prompt: bool = True
     continue_final_message: bool = False  # the last (assistant) message is continued
@@ -348,21 +366,49 @@ class ChatCompletionRequest(SamplingRequest):
             raise conflict("top_logprobs needs logprobs: true")
         return value
 
-    @field_validator("tools", "functions")
+    @field_validator("tools")
     @classmethod
-    def _no_tools(cls, value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
-        if value:
-            raise unsupported(str(info.field_name))
+    def _unique_names(cls, value: list[Tool] | None) -> list[Tool] | None:
+        name = duplicate_name(value or [])
+        if name is not None:  # the two do not go together
+            raise conflict(f"two tools are named {name!r}: function names must be unique")
         return value
 
-    @field_validator("tool_choice", "function_call")
+    @field_validator("tool_choice")
     @classmethod
-    def _no_tool_choice(
-        cls, value: str | dict[str, Any] | None, info: ValidationInfo
-    ) -> str | dict[str, Any] | None:
-        if value is not None and value != "none":
-            raise unsupported(str(info.field_name))
+    def _choice_in_tools(cls, value: ToolChoice | None, info: ValidationInfo) -> ToolChoice | None:
+        why = check_tool_choice(value, info.data.get("tools"))
+        if why is not None:
+            raise conflict(why)
         return value
+
+    @field_validator("functions")
+    @classmethod
+    def _no_functions(cls, value: list[Any] | None) -> list[Any] | None:
+        if value:
+            raise unsupported("functions")
+        return value
+
+    @field_validator("function_call")
+    @classmethod
+    def _no_function_call(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if value is not None and value != "none":
+            raise unsupported("function_call")
+        return value
+
+    @property
+    def tools_offered(self) -> list[Tool] | None:
+        """The tools the model is shown: none when ``tool_choice`` is ``"none"``."""
+        return self.tools if self.tools and self.tool_choice != "none" else None
+
+    @property
+    def parallel(self) -> bool:
+        return self.parallel_tool_calls is not False
+
+    def forced_call_schema(self) -> dict[str, Any] | None:
+        """The schema a forced tool call is generated under, or None when
+        ``tool_choice`` does not force one."""
+        return forced_call_schema(self.tools or [], self.tool_choice, self.parallel)
 
     @property
     def max_tokens_param(self) -> str:
@@ -382,7 +428,18 @@ class ChatCompletionRequest(SamplingRequest):
         values: dict[str, Any] = {}
         if self.logprobs:
             values["logprobs"] = self.top_logprobs or 0
-        return self._params(defaults, room, limit, self.max_tokens_param, **values)
+        params = self._params(defaults, room, limit, self.max_tokens_param, **values)
+        forced = self.forced_call_schema()
+        if forced is None:
+            return params
+        if params.guided is not None:
+            raise RequestConflict(
+                f"tool_choice forces a tool call, whose arguments follow the function's schema; "
+                f"it cannot also follow {params.guided.param}: send one of them",
+                "tool_choice",
+            )
+        guided = GuidedDecodingParams(json=forced, param="tool_choice")
+        return dataclasses.replace(params, guided=guided)
 
 
 # ---- responses ------------------------------------------------------------
@@ -401,7 +458,10 @@ class Usage(BaseModel):
 
 class ModelCard(BaseModel):
     """OpenAI's model object, with what modelbench knows besides: ``root`` is
-    the bare name, and for a version its number, tasks, state and routing."""
+    the bare name, and for a version its number, tasks, state and routing.
+    A chat model says how it takes tools: ``tool_format`` is where they are
+    rendered (``chat_template``, its own; ``hermes``, modelbench's default
+    format) and ``tool_call_parser`` what reads its calls back."""
 
     id: str
     object: Literal["model"] = "model"
@@ -416,6 +476,8 @@ class ModelCard(BaseModel):
     weight: float | None = None
     outstanding: int | None = None
     max_model_len: int | None = None
+    tool_format: str | None = None
+    tool_call_parser: str | None = None
 
 
 class ModelList(BaseModel):

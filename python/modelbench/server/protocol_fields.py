@@ -81,12 +81,16 @@ UNSUPPORTED_FIELDS = {
     "logit_bias": (
         "logit_bias is not supported: token logits cannot be biased (send {} or leave it out)"
     ),
-    "tools": "tools is not supported: this server does no tool calling",
-    "tool_choice": 'tool_choice is not supported: this server does no tool calling (only "none")',
-    "parallel_tool_calls": "parallel_tool_calls is not supported: this server does no tool calling",
-    "functions": "functions is not supported: this server does no function calling",
+    "tools": "tools is not supported here: tool calling is chat's (/v1/chat/completions)",
+    "tool_choice": (
+        "tool_choice is not supported here: tool calling is chat's (/v1/chat/completions)"
+    ),
+    "parallel_tool_calls": (
+        "parallel_tool_calls is not supported here: tool calling is chat's (/v1/chat/completions)"
+    ),
+    "functions": "functions is not supported: it is deprecated; send tools instead",
     "function_call": (
-        'function_call is not supported: this server does no function calling (only "none")'
+        'function_call is not supported beyond "none": it is deprecated; send tool_choice instead'
     ),
     "suffix": "suffix is not supported: completions do not insert text before a suffix",
     "best_of": "best_of is not supported unless it equals n: extra samples are not ranked",
