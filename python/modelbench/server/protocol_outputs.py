@@ -48,9 +48,38 @@ class ChatChoiceLogprobs(BaseModel):
     content: list[ChatTokenLogprob] | None = None
 
 
+class DropNone(BaseModel):
+    """Fields left as None are left out, as OpenAI leaves them out."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text
+
+
+class ChatToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatResponseMessage(BaseModel):
+    """The answer: its text, or null when it is only tool calls."""
+
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ChatToolCall] | None = None
+
+    @model_serializer(mode="wrap")
+    def _calls_when_any(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        message = handler(self)
+        if message.get("tool_calls") is None:
+            message.pop("tool_calls", None)
+        return message
 
 
 class ChatChoice(BaseModel):
@@ -69,15 +98,27 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
 
 
-class DeltaMessage(BaseModel):
+class DeltaFunctionCall(DropNone):
+    name: str | None = None  # in a call's first delta
+    arguments: str | None = None  # the next piece of the arguments' JSON text
+
+
+class DeltaToolCall(DropNone):
+    """A piece of the call at ``index``: its first carries ``id``, ``type``
+    and the function's name, the next ones pieces of its arguments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall | None = None
+
+
+class DeltaMessage(DropNone):
     """What a chunk adds; fields it does not add are left out, as OpenAI does."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatChunkChoice(BaseModel):

@@ -95,7 +95,8 @@ class InputMessage(BaseModel):
         if isinstance(data, dict) and data.get("type", "message") != "message":
             raise not_supported(
                 f"input items of type {data.get('type')!r} are not supported: only messages "
-                "(this server does no tool calling and reads no images or files)"
+                "(the Responses API here does no tool calling, which chat completions do, and "
+                "reads no images or files)"
             )
         return data
 
@@ -206,7 +207,10 @@ class ResponsesRequest(BaseModel):
     @classmethod
     def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
         if value:
-            raise not_supported("tools are not supported: this server does no tool calling")
+            raise not_supported(
+                "tools are not supported: the Responses API here does no tool calling "
+                "(/v1/chat/completions does)"
+            )
         return value
 
     @field_validator("tool_choice")
@@ -214,7 +218,8 @@ class ResponsesRequest(BaseModel):
     def _no_tool_choice(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
         if value not in (None, "none", "auto"):
             raise not_supported(
-                'only "none" or "auto" is supported: this server does no tool calling'
+                'only "none" or "auto" is supported: the Responses API here does no tool '
+                "calling (/v1/chat/completions does)"
             )
         return value
 

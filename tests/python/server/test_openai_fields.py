@@ -181,22 +181,22 @@ def test_a_list_of_prompts_gets_choices_in_prompt_order(
         ),
         ("/v1/completions", {"prompt": ["a"] * 129}, "prompt", "at most 128"),
         (
-            "/v1/chat/completions",
+            "/v1/completions",
             {"tools": [{"type": "function", "function": {"name": "f"}}]},
             "tools",
-            "tools is not supported",
+            "tools is not supported here: tool calling is chat's",
         ),
         (
             "/v1/chat/completions",
-            {"tool_choice": "auto"},
+            {"tool_choice": "required"},
             "tool_choice",
-            "tool_choice is not supported",
+            "needs tools to call",
         ),
         (
             "/v1/chat/completions",
             {"functions": [{"name": "f"}]},
             "functions",
-            "functions is not supported",
+            "functions is not supported: it is deprecated; send tools instead",
         ),
         (
             "/v1/chat/completions",
@@ -247,9 +247,9 @@ def test_what_the_openai_client_sends_by_default_works(client: openai.OpenAI) ->
     assert client.chat.completions.create(
         model=MODEL_NAME, max_tokens=2, messages=[{"role": "user", "content": "a"}]
     ).choices
-    with pytest.raises(openai.BadRequestError, match="tools is not supported"):
+    with pytest.raises(openai.BadRequestError, match="functions is not supported"):
         client.chat.completions.create(
             model=MODEL_NAME,
             messages=[{"role": "user", "content": "a"}],
-            tools=[{"type": "function", "function": {"name": "f"}}],
+            functions=[{"name": "f"}],
         )

@@ -123,7 +123,11 @@ def test_request_schemas_carry_the_engine_ranges_and_strict_types(app: FastAPI) 
     assert chat["messages"]["minItems"] == 1
     role = properties(app, "ChatMessage")["role"]
     assert role["enum"] == ["system", "user", "assistant", "tool"]
-    assert branch(chat["tools"]) == {"type": "array", "maxItems": 0}
+    assert branch(chat["tools"]) == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/Tool"},
+    }
+    assert branch(chat["functions"]) == {"type": "array", "maxItems": 0}
 
 
 def bounds(schema: dict) -> list[tuple[Any, bool]]:

@@ -1,10 +1,12 @@
 """POST /v1/chat/completions: the prompt is the model's chat template over
-the messages; the answer is the assistant's message, streamed or not."""
+the messages (and the tools, server/tool_prompt.py); the answer is the
+assistant's message, streamed or not, with the tool calls read out of it
+(server/tool_parser.py) when the request offers tools."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -27,8 +29,12 @@ from modelbench.server.protocol_outputs import (
     ChatCompletionResponse,
     ChatResponseMessage,
     ChatTokenLogprob,
+    ChatToolCall,
     ChatTopLogprob,
+    DeltaFunctionCall,
     DeltaMessage,
+    DeltaToolCall,
+    FunctionCall,
 )
 from modelbench.server.routes.generation import (
     SSE_DONE,
@@ -39,6 +45,13 @@ from modelbench.server.routes.generation import (
 )
 from modelbench.server.routes.prompts import check_prompt_length, params_in_context, room
 from modelbench.server.routes.remote import answer_if_remote
+from modelbench.server.tool_parser import (
+    ForcedCallParser,
+    HermesParser,
+    ParsedDelta,
+    ToolCallParser,
+)
+from modelbench.server.tool_prompt import template_inputs
 
 router = APIRouter()
 
@@ -90,7 +103,7 @@ async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> lis
             param="messages",
             code=UNSUPPORTED_ROLE,
         )
-    messages = [m.for_template() for m in body.messages]
+    messages, variables = template_inputs(body.messages, body.tools_offered, source)
 
     def render() -> list[int]:
         text = engine.tokenizer.apply_chat_template(
@@ -98,7 +111,7 @@ async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> lis
             add_generation_prompt=body.add_generation_prompt,
             continue_final_message=body.continue_final_message,
             chat_template=body.chat_template,
-            **(body.chat_template_kwargs or {}),
+            **{**variables, **(body.chat_template_kwargs or {})},
         )
         return engine.tokenizer.encode(text, add_special_tokens=False)
 
@@ -122,6 +135,53 @@ async def render_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> lis
     return ids
 
 
+def tool_call_parser(body: ChatCompletionRequest) -> Callable[[], ToolCallParser] | None:
+    """What reads each choice's tool calls: a forced call's JSON, the Hermes
+    format in free text when the model may call a tool, or nothing."""
+    if body.tools_offered is None:
+        return None
+    if body.forced_call_schema() is not None:
+        return ForcedCallParser
+    return lambda: HermesParser(parallel=body.parallel)
+
+
+def choice_finish_reason(reason: str | None, parser: ToolCallParser | None) -> str | None:
+    """OpenAI's ``tool_calls`` for an answer that ended by itself with calls."""
+    return "tool_calls" if parser is not None and parser.calls and reason == "stop" else reason
+
+
+def chat_message(text: str, echoed: str, parser: ToolCallParser | None) -> ChatResponseMessage:
+    if parser is None:
+        return ChatResponseMessage(content=echoed + text)
+    content, calls = parser.parse(text)
+    return ChatResponseMessage(
+        content=echoed + content if content or echoed or not calls else None,
+        tool_calls=[
+            ChatToolCall(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
+            for c in calls
+        ]
+        or None,
+    )
+
+
+def delta_message(parsed: ParsedDelta) -> DeltaMessage:
+    return DeltaMessage(
+        content=parsed.content or None,
+        tool_calls=[
+            DeltaToolCall(
+                index=d.index,
+                id=d.id,
+                type="function" if d.id else None,
+                function=DeltaFunctionCall(
+                    name=d.name, arguments=d.arguments if d.arguments or d.id else None
+                ),
+            )
+            for d in parsed.tool_calls
+        ]
+        or None,
+    )
+
+
 @router.post(
     "/v1/chat/completions",
     response_model=None,
@@ -135,15 +195,16 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, registry: RegistryDep
 ) -> ChatCompletionResponse | Response:
     describe_request(body, messages=[m.model_dump(exclude_none=True) for m in body.messages])
-    cached = await cache_hooks.lookup_remote(request, registry, body)
+    cacheable = body.tools_offered is None  # the cache keeps text, not tool calls
+    cached = await cache_hooks.lookup_remote(request, registry, body) if cacheable else None
     if cached is not None:
         return cached
     served = await answer_if_remote(request, registry, "/chat/completions", body)
     if isinstance(served, Response):
-        return await cache_hooks.remembered(request, served)
+        return await cache_hooks.remembered(request, served) if cacheable else served
     body = served  # a local model, or the local fallback of a remote one
     handle = resolve(request, body.model)
-    cached = await cache_hooks.lookup(request, handle, body)
+    cached = await cache_hooks.lookup(request, handle, body) if cacheable else None
     if cached is not None:
         return cached
     engine = handle.engine
@@ -158,26 +219,28 @@ async def create_chat_completion(
     request_id = random_id("chatcmpl")
     deltas = await start_generation(registry, handle, prompt_ids, params, request_id, "messages")
     top = body.top_logprobs or 0
+    make_parser = tool_call_parser(body)
     if body.stream:
+        events = stream_chat(
+            deltas,
+            request_id,
+            handle.id,
+            bool(body.logprobs),
+            top,
+            body.include_usage,
+            params.n,
+            body.echoed(),
+            make_parser,
+        )
         return StreamingResponse(
-            cache_hooks.remembering(
-                request,
-                stream_chat(
-                    deltas,
-                    request_id,
-                    handle.id,
-                    bool(body.logprobs),
-                    top,
-                    body.include_usage,
-                    params.n,
-                    body.echoed(),
-                ),
-            ),
+            cache_hooks.remembering(request, events) if cacheable else events,
             media_type="text/event-stream",
         )
 
     choices, last = await collect(request, deltas, params.n)
-    await cache_hooks.remember(request)
+    if cacheable:
+        await cache_hooks.remember(request)
+    parsers = [make_parser() if make_parser else None for _ in choices]
     return ChatCompletionResponse(
         id=request_id,
         model=handle.id,
@@ -185,11 +248,11 @@ async def create_chat_completion(
         choices=[
             ChatChoice(
                 index=i,
-                message=ChatResponseMessage(content=body.echoed() + c.text),
-                finish_reason=c.finish_reason,
+                message=chat_message(c.text, body.echoed(), parser),
+                finish_reason=choice_finish_reason(c.finish_reason, parser),
                 logprobs=to_chat_logprobs(c.positions, top) if body.logprobs else None,
             )
-            for i, c in enumerate(choices)
+            for i, (c, parser) in enumerate(zip(choices, parsers))
         ],
     )
 
@@ -203,8 +266,10 @@ async def stream_chat(
     include_usage: bool,
     n: int,
     echoed: str = "",
+    make_parser: Callable[[], ToolCallParser] | None = None,
 ) -> AsyncIterator[str]:
     created = now()  # one id and one creation time for every chunk of the response
+    parsers = [make_parser() for _ in range(n)] if make_parser else None
 
     def chunk(
         index: int,
@@ -233,11 +298,20 @@ async def stream_chat(
             delta = out.outputs[0]
             num_generated += len(delta.token_ids)
             last = out
+            parser = parsers[delta.index] if parsers else None
             if delta.text or delta.logprobs:
                 logprobs = to_chat_logprobs(delta.logprobs or [], top) if want_logprobs else None
-                yield chunk(delta.index, DeltaMessage(content=delta.text), logprobs=logprobs)
+                if parser is None:
+                    yield chunk(delta.index, DeltaMessage(content=delta.text), logprobs=logprobs)
+                else:
+                    parsed = parser.feed(delta.text)
+                    if parsed or logprobs:
+                        yield chunk(delta.index, delta_message(parsed), logprobs=logprobs)
             if delta.finish_reason is not None:
-                yield chunk(delta.index, DeltaMessage(), finish_reason=delta.finish_reason)
+                if parser is not None and (parsed := parser.finish()):
+                    yield chunk(delta.index, delta_message(parsed))
+                reason = choice_finish_reason(delta.finish_reason, parser)
+                yield chunk(delta.index, DeltaMessage(), finish_reason=reason)
         if include_usage and last is not None:
             yield sse(
                 ChatCompletionChunk(

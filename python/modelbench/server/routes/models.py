@@ -9,11 +9,19 @@ from modelbench.server.dependencies import RegistryDep
 from modelbench.server.errors import APIError
 from modelbench.server.protocol import ModelCard, ModelList
 from modelbench.server.registry import ModelHandle, ModelRegistry, ModelState
+from modelbench.server.tool_prompt import TOOL_CALL_PARSER, ToolFormat, tool_format
 
 router = APIRouter(tags=["models"])
 
 
+def tools_of(handle: ModelHandle) -> ToolFormat | None:
+    """How the version takes tools (None: not loaded, or no chat template)."""
+    tokenizer = getattr(handle.engine, "tokenizer", None)
+    return tool_format(getattr(tokenizer, "chat_template", None))
+
+
 def version_card(handle: ModelHandle, registry: ModelRegistry) -> ModelCard:
+    tools = tools_of(handle)
     return ModelCard(
         id=handle.id,
         created=int(handle.loaded_at),
@@ -26,6 +34,8 @@ def version_card(handle: ModelHandle, registry: ModelRegistry) -> ModelCard:
         weight=handle.config.weight,
         outstanding=handle.outstanding,
         max_model_len=handle.max_model_len,
+        tool_format=tools,
+        tool_call_parser=TOOL_CALL_PARSER if tools else None,
     )
 
 
@@ -53,6 +63,8 @@ async def list_models(registry: RegistryDep) -> ModelList:
     for name in names:
         versions = [h for h in handles if h.name == name]
         lens = [h.max_model_len for h in versions if h.max_model_len is not None]
+        formats = {tools_of(h) for h in versions} - {None}
+        tools = formats.pop() if len(formats) == 1 else None  # versions that differ: see each
         cards.append(
             ModelCard(
                 id=name,
@@ -61,6 +73,8 @@ async def list_models(registry: RegistryDep) -> ModelList:
                 tasks=sorted({t for h in versions for t in h.config.tasks}),
                 routing=registry.policy(name),
                 max_model_len=min(lens) if lens else None,
+                tool_format=tools,
+                tool_call_parser=TOOL_CALL_PARSER if tools else None,
             )
         )
     cards += [version_card(h, registry) for h in handles]

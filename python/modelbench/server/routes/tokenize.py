@@ -24,6 +24,7 @@ from modelbench.server.protocol_fields import (
     TOKEN_OUT_OF_VOCABULARY,
     UNSUPPORTED_ROLE,
 )
+from modelbench.server.tool_prompt import template_inputs
 
 router = APIRouter(tags=["tokenize"])
 
@@ -101,7 +102,8 @@ async def tokenize(
 
     def run() -> list[int]:
         if body.messages is not None:
-            messages = [m.for_template() for m in body.messages]
+            # As chat renders them (tool calls and results in the model's tool format).
+            messages, _ = template_inputs(body.messages, None, tokenizer.chat_template or "")
             text = tokenizer.apply_chat_template(
                 messages, add_generation_prompt=body.add_generation_prompt
             )
