@@ -61,7 +61,7 @@ SamplerOutput Sampler::sample(const torch::Tensor& logits, const std::vector<con
     if (any_penalties) apply_penalties(x, seqs, eos_token_id_);
     if (!guided_rows.empty()) apply_guides(x, seqs, guided_rows, out.guide_failed);
     if (random_rows.empty()) {
-      token_ids = x.argmax(1);
+      token_ids = greedy_argmax(x);  // no NaN left in x
     } else if (greedy_rows.empty()) {
       token_ids = sample_random(x, seqs);
     } else {
@@ -90,38 +90,59 @@ SamplerOutput Sampler::sample(const torch::Tensor& logits, const std::vector<con
 void Sampler::apply_guides(torch::Tensor& logits, const std::vector<const Sequence*>& seqs,
                            const std::vector<int64_t>& guided_rows, std::vector<uint8_t>& failed) {
   const int64_t vocab_size = logits.size(1), num_guided = static_cast<int64_t>(guided_rows.size());
-  // allowed[i][t]: row guided_rows[i] may take token t. Built on the host
-  // from the bitmasks, then one masked fill of the guided rows.
-  auto allowed = torch::zeros({num_guided, vocab_size}, torch::kBool);
-  bool* a = allowed.data_ptr<bool>();
+  const bool in_place = logits.device().is_cpu() && logits.is_contiguous() &&
+                        logits.scalar_type() == torch::kFloat;
+  // Off the CPU: allowed[i][t] (row guided_rows[i] may take token t), built
+  // on the host from the bitmasks, then one masked fill of the guided rows.
+  torch::Tensor allowed;
+  if (!in_place) allowed = torch::ones({num_guided, vocab_size}, torch::kBool);
   for (int64_t i = 0; i < num_guided; ++i) {
     const Sequence& seq = *seqs[guided_rows[i]];
     std::shared_ptr<const TokenMask> mask;
     // The mask of the token about to be sampled: output position num_output_tokens.
     const TokenGuide::Wait got = seq.guide->wait(seq.num_output_tokens(), kGuideWaitSeconds, &mask);
+    if (got == TokenGuide::Wait::kTimedOut)
+      seq.guide->fail("no token mask came for output position " + std::to_string(seq.num_output_tokens()) +
+                      " within " + std::to_string(static_cast<int>(kGuideWaitSeconds)) + " s");
     if (got != TokenGuide::Wait::kReady) {
-      if (got == TokenGuide::Wait::kTimedOut)
-        seq.guide->fail("no token mask came for output position " + std::to_string(seq.num_output_tokens()) +
-                        " within " + std::to_string(static_cast<int>(kGuideWaitSeconds)) + " s");
-      failed[guided_rows[i]] = 1;
-      std::fill(a + i * vocab_size, a + (i + 1) * vocab_size, true);  // a row whose token is dropped
+      failed[guided_rows[i]] = 1;  // its token is dropped: the row stays as it is
       continue;
     }
-    const int64_t limit = std::min<int64_t>(vocab_size, static_cast<int64_t>(mask->size()) * 32);
+    const int64_t num_words = (vocab_size + 31) / 32;
     const uint32_t* words = mask->data();
+    const int64_t have = std::min<int64_t>(num_words, static_cast<int64_t>(mask->size()));
     bool any = false;
-    bool* row = a + i * vocab_size;
-    for (int64_t t = 0; t < limit; ++t) {
-      const bool ok = (words[t >> 5] >> (t & 31)) & 1u;
-      row[t] = ok;
-      any = any || ok;
+    for (int64_t w = 0; w < have && !any; ++w) {
+      const uint32_t bits = w == num_words - 1 && vocab_size % 32 ? words[w] & ((1u << (vocab_size % 32)) - 1)
+                                                                   : words[w];
+      any = bits != 0;
     }
     if (!any) {
       seq.guide->fail("the grammar allows no token at output position " + std::to_string(seq.num_output_tokens()));
       failed[guided_rows[i]] = 1;
-      std::fill(row, row + vocab_size, true);
+      continue;
+    }
+    if (in_place) {
+      // Straight into the row: a grammar's mask is mostly whole words of
+      // zeros (filled at once) and a few mixed words.
+      float* row = logits.data_ptr<float>() + guided_rows[i] * vocab_size;
+      for (int64_t w = 0; w < num_words; ++w) {
+        const uint32_t bits = w < have ? words[w] : 0u;
+        if (bits == 0xFFFFFFFFu) continue;
+        const int64_t first = w * 32, last = std::min<int64_t>(first + 32, vocab_size);
+        if (bits == 0) {
+          std::fill(row + first, row + last, kNegInf);
+          continue;
+        }
+        for (int64_t t = first; t < last; ++t)
+          if (!((bits >> (t - first)) & 1u)) row[t] = kNegInf;
+      }
+    } else {
+      bool* a = allowed.data_ptr<bool>() + i * vocab_size;
+      for (int64_t t = 0; t < vocab_size; ++t) a[t] = t / 32 < have && ((words[t >> 5] >> (t & 31)) & 1u);
     }
   }
+  if (in_place) return;
   const torch::Device device = logits.device();
   auto rows = to_device(guided_rows, device);
   auto sub = logits.index_select(0, rows);
