@@ -248,7 +248,7 @@ class ForcedCallParser(ToolCallParser):
                 self._in_string = False
                 if self._at_call_level():
                     if self._expect_key:
-                        self._key = json.loads(self._text[self._string_start : i + 1])
+                        self._key = _loads(self._text[self._string_start : i + 1])
                     else:
                         self._end_value(i + 1)
             return
@@ -292,8 +292,8 @@ class ForcedCallParser(ToolCallParser):
     def _end_value(self, end: int) -> None:
         assert self._value_start is not None
         if self._key == "name":
-            name = json.loads(self._text[self._value_start : end])
-            self._name = name if isinstance(name, str) else str(name)
+            name = _loads(self._text[self._value_start : end])
+            self._name = name if isinstance(name, str) else None  # not a name: no call
         elif self._key == "arguments" and self._arguments is not None:
             self._arguments = (self._arguments[0], end)
         self._value_start = None
@@ -314,3 +314,12 @@ class ForcedCallParser(ToolCallParser):
         if upto > begin:
             self._add_arguments(self._text[begin:upto])
             self._sent = upto
+
+
+def _loads(text: str) -> Any:
+    """A JSON value, or None when ``text`` is not one (output that is not
+    JSON is no call, never an error)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None

@@ -267,3 +267,26 @@ def test_a_template_that_reads_tools_gets_them_and_the_messages_as_they_are() ->
     assert rendered[2]["content"] == ""
     assert rendered[2]["tool_calls"][0]["function"] == {"name": "w", "arguments": {"c": "Paris"}}
     assert rendered[3] == {"role": "tool", "tool_call_id": "1", "content": "sunny"}
+
+
+def test_no_output_makes_a_parser_fail() -> None:
+    """Whatever the text (cut anywhere, not JSON at all), the parsers answer."""
+    rng = random.Random(0)
+    pieces = [
+        '{"name": ',
+        '"f"',
+        "5x",
+        ", ",
+        '"arguments": ',
+        "{",
+        "}",
+        "[",
+        "]",
+        '"\\x',
+        "<tool_call>",
+    ]
+    pieces += ["</tool_call>", "null", '"a"', ":", "\\", '"']
+    for _ in range(2000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        for parser in (ForcedCallParser(), HermesParser()):
+            split_feed(parser, text, rng)
