@@ -104,12 +104,21 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
                      "Fraction of blocks kept free when admitting new prompts.")
       .def("validate", &CacheConfig::validate);
 
+  py::class_<SpeculativeConfig>(m, "SpeculativeConfig", "Speculative decoding by n-gram (prompt lookup).")
+      .def(py::init<>())
+      .def_readwrite("num_speculative_tokens", &SpeculativeConfig::num_speculative_tokens)
+      .def_readwrite("prompt_lookup_max", &SpeculativeConfig::prompt_lookup_max)
+      .def_readwrite("prompt_lookup_min", &SpeculativeConfig::prompt_lookup_min)
+      .def_readwrite("disable_by_batch_size", &SpeculativeConfig::disable_by_batch_size)
+      .def("validate", &SpeculativeConfig::validate);
+
   py::class_<SchedulerConfig>(m, "SchedulerConfig", "Per-step limits of the scheduler.")
       .def(py::init<>())
       .def_readwrite("max_num_batched_tokens", &SchedulerConfig::max_num_batched_tokens)
       .def_readwrite("max_num_seqs", &SchedulerConfig::max_num_seqs)
       .def_readwrite("max_model_len", &SchedulerConfig::max_model_len)
       .def_readwrite("enable_chunked_prefill", &SchedulerConfig::enable_chunked_prefill)
+      .def_readwrite("speculative", &SchedulerConfig::speculative)
       .def("validate", &SchedulerConfig::validate);
 
   py::class_<EngineConfig>(m, "EngineConfig", "Cache and scheduler configuration plus model facts.")
@@ -149,7 +158,8 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
       .def_property_readonly("params", [](const ScheduledSequence& s) { return s.seq->params(); })
       .def_readonly("num_computed_tokens", &ScheduledSequence::num_computed_tokens)
       .def_readonly("num_scheduled_tokens", &ScheduledSequence::num_scheduled_tokens)
-      .def_readonly("needs_sample", &ScheduledSequence::needs_sample);
+      .def_readonly("needs_sample", &ScheduledSequence::needs_sample)
+      .def_readonly("draft_token_ids", &ScheduledSequence::draft_token_ids);
 
   py::class_<SchedulerOutput>(m, "SchedulerOutput", "What one step computes.")
       .def_readonly("scheduled", &SchedulerOutput::scheduled)
@@ -162,7 +172,8 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
       .def(py::init([](std::vector<int32_t> ids) { return RunnerOutput{std::move(ids)}; }),
            py::arg("sampled_token_ids"))
       .def_readwrite("sampled_token_ids", &RunnerOutput::sampled_token_ids)
-      .def_readwrite("guide_failed", &RunnerOutput::guide_failed);
+      .def_readwrite("guide_failed", &RunnerOutput::guide_failed)
+      .def_readwrite("spec_token_ids", &RunnerOutput::spec_token_ids);
 
   py::class_<GuideEvent>(m, "GuideEvent", "Tokens a guided request gained in a step (or that it finished).")
       .def_readonly("request_id", &GuideEvent::request_id)
@@ -213,7 +224,12 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
       .def_readonly("num_total_blocks", &SchedulerStats::num_total_blocks)
       .def_readonly("num_preemptions", &SchedulerStats::num_preemptions)
       .def_readonly("num_prefix_query_tokens", &SchedulerStats::num_prefix_query_tokens)
-      .def_readonly("num_prefix_hit_tokens", &SchedulerStats::num_prefix_hit_tokens);
+      .def_readonly("num_prefix_hit_tokens", &SchedulerStats::num_prefix_hit_tokens)
+      .def_readonly("num_spec_drafts", &SchedulerStats::num_spec_drafts,
+                    "Steps that verified a speculative proposal, since start.")
+      .def_readonly("num_spec_draft_tokens", &SchedulerStats::num_spec_draft_tokens)
+      .def_readonly("num_spec_accepted_tokens", &SchedulerStats::num_spec_accepted_tokens)
+      .def_readonly("num_spec_accepted_tokens_per_pos", &SchedulerStats::num_spec_accepted_tokens_per_pos);
 
   py::class_<EngineStats>(m, "EngineStats")
       .def_readonly("scheduler", &EngineStats::scheduler)

@@ -23,7 +23,23 @@ int CacheConfig::num_watermark_blocks() const {
   return static_cast<int>(std::floor(watermark * num_blocks));
 }
 
+void SpeculativeConfig::validate() const {
+  if (num_speculative_tokens < 0 || num_speculative_tokens > 32)
+    fail("num_speculative_tokens",
+         "num_speculative_tokens must be in [0, 32] (0: off), got " + std::to_string(num_speculative_tokens));
+  if (!enabled()) return;
+  if (prompt_lookup_min < 1)
+    fail("prompt_lookup_min", "prompt_lookup_min must be >= 1, got " + std::to_string(prompt_lookup_min));
+  if (prompt_lookup_max < prompt_lookup_min)
+    fail("prompt_lookup_max", "prompt_lookup_max (" + std::to_string(prompt_lookup_max) +
+                                  ") must be >= prompt_lookup_min (" + std::to_string(prompt_lookup_min) + ")");
+  if (disable_by_batch_size < 0)
+    fail("disable_by_batch_size",
+         "disable_by_batch_size must be >= 0 (0: no limit), got " + std::to_string(disable_by_batch_size));
+}
+
 void SchedulerConfig::validate() const {
+  speculative.validate();
   if (max_num_batched_tokens < 1)
     fail("max_num_batched_tokens",
          "max_num_batched_tokens must be >= 1, got " + std::to_string(max_num_batched_tokens));

@@ -34,11 +34,29 @@ struct CacheConfig {
   int num_watermark_blocks() const;
 };
 
+// Speculative decoding by n-gram (prompt lookup), as vLLM's "ngram" method:
+// the last n tokens of a sequence (n from prompt_lookup_max down to
+// prompt_lookup_min) are looked up earlier in its prompt and output; the k
+// tokens that followed there are proposed, and one forward over the paged
+// cache verifies them all.
+struct SpeculativeConfig {
+  int num_speculative_tokens = 0;  // k; 0: off
+  int prompt_lookup_max = 3;
+  int prompt_lookup_min = 2;
+  // No proposals while more than this many sequences run (0: no limit):
+  // verifying costs compute a large batch no longer has to spare.
+  int disable_by_batch_size = 0;
+
+  bool enabled() const { return num_speculative_tokens > 0; }
+  void validate() const;
+};
+
 struct SchedulerConfig {
   int max_num_batched_tokens = 2048;  // token budget of one step
   int max_num_seqs = 256;             // sequences in one step
   int max_model_len = 2048;           // prompt + generated tokens of one sequence
   bool enable_chunked_prefill = true; // split prompts longer than the remaining budget
+  SpeculativeConfig speculative;
 
   void validate() const;
 };

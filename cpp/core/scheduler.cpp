@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "core/ngram_proposer.h"
+
 namespace modelbench {
 
 namespace {
@@ -22,7 +24,31 @@ Scheduler::Scheduler(const SchedulerConfig& config, const CacheConfig& cache_con
                      int eos_token_id)
     : config_((config.validate(), config)),
       eos_token_id_(eos_token_id),
-      kv_cache_manager_(cache_config) {}
+      kv_cache_manager_(cache_config),
+      num_spec_accepted_tokens_per_pos_(config.speculative.num_speculative_tokens, 0) {}
+
+std::vector<int32_t> Scheduler::draft_for(Sequence* seq, int token_budget) {
+  const SpeculativeConfig& spec = config_.speculative;
+  if (!spec.enabled() || seq->num_computed_tokens != seq->num_tokens() - 1) return {};
+  if (spec.disable_by_batch_size > 0 && static_cast<int>(running_.size()) > spec.disable_by_batch_size) return {};
+  const SamplingParams& p = seq->params();
+  // Outputs whose every token needs something the verification does not
+  // give: logprobs, a grammar's mask, penalties over the tokens before it.
+  if (p.logprobs >= 0 || seq->guide || p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
+      p.frequency_penalty != 0.0f || seq->num_output_tokens() < p.min_tokens)
+    return {};
+  if (seq->spec_backoff > 0) {
+    --seq->spec_backoff;
+    return {};
+  }
+  // The last token accepted is the model's own, after the drafts: it must
+  // still fit in max_tokens and max_model_len.
+  const int room = std::min({spec.num_speculative_tokens, token_budget - 1,
+                             p.max_tokens - seq->num_output_tokens() - 1,
+                             config_.max_model_len - seq->num_tokens() - 1});
+  if (room < 1) return {};
+  return propose_ngram(seq->token_ids(), spec.prompt_lookup_min, spec.prompt_lookup_max, room);
+}
 
 void Scheduler::add_request(std::unique_ptr<Sequence> seq) {
   Sequence* raw = seq.get();
@@ -91,12 +117,19 @@ SchedulerOutput Scheduler::schedule() {
   //    the remaining chunks of prompts admitted earlier.
   for (size_t i = 0; i < running_.size() && token_budget > 0;) {
     Sequence* seq = running_[i];
-    const int num_new = std::min(seq->num_tokens() - seq->num_computed_tokens, token_budget);
+    std::vector<int32_t> drafts = draft_for(seq, token_budget);
+    int num_new = std::min(seq->num_tokens() - seq->num_computed_tokens, token_budget) +
+                  static_cast<int>(drafts.size());
     bool scheduled = false;
     while (true) {
       if (kv_cache_manager_.allocate_slots(*seq, num_new)) {
         scheduled = true;
         break;
+      }
+      if (!drafts.empty()) {  // no room for the proposal: the plain decode first
+        num_new -= static_cast<int>(drafts.size());
+        drafts.clear();
+        continue;
       }
       // Out of blocks: the lowest-priority, latest-arrived running sequence
       // gives its blocks back. It has not been scheduled yet this step,
@@ -108,8 +141,9 @@ SchedulerOutput Scheduler::schedule() {
       if (victim == seq) break;
     }
     if (!scheduled) break;
-    out.scheduled.push_back({seq, seq->num_computed_tokens, num_new,
-                             seq->num_computed_tokens + num_new == seq->num_tokens()});
+    const int known_end = seq->num_computed_tokens + num_new - static_cast<int>(drafts.size());
+    out.scheduled.push_back(
+        {seq, seq->num_computed_tokens, num_new, known_end == seq->num_tokens(), std::move(drafts)});
     token_budget -= num_new;
     ++i;
   }
@@ -215,7 +249,8 @@ std::vector<RequestOutput> Scheduler::update_from_output(const SchedulerOutput& 
       seq->num_prompt_logprobs_sent =
           std::max(seq->num_prompt_logprobs_sent, first + static_cast<int>(entries.size()));
     }
-    seq->num_computed_tokens += scheduled[i].num_scheduled_tokens;
+    const auto num_drafts = static_cast<int>(scheduled[i].draft_token_ids.size());
+    seq->num_computed_tokens += scheduled[i].num_scheduled_tokens - num_drafts;
     if (!scheduled[i].needs_sample) {
       if (!prompt_logprobs.empty()) {
         outputs.push_back(make_output(*seq, {}));
@@ -233,13 +268,41 @@ std::vector<RequestOutput> Scheduler::update_from_output(const SchedulerOutput& 
     const int32_t token = runner_output.sampled_token_ids[i];
     if (token < 0)
       throw std::logic_error("runner gave no token for " + seq->request_id() + ", which needed one");
-    seq->append_token(token);
-    if (!seq->first_token_time) seq->first_token_time = Clock::now();
-    if (auto reason = check_stop(*seq)) {
-      finish(seq, *reason);
-      finished.push_back(seq);
+    std::vector<int32_t> gained{token};
+    if (num_drafts > 0 && i < runner_output.spec_token_ids.size()) {
+      const auto& more = runner_output.spec_token_ids[i];
+      if (static_cast<int>(more.size()) > num_drafts)
+        throw std::logic_error("runner accepted more tokens than " + seq->request_id() + " proposed");
+      gained.insert(gained.end(), more.begin(), more.end());
     }
-    outputs.push_back(make_output(*seq, {token}));
+    if (num_drafts > 0) {
+      // Every token gained but the last is an accepted draft, whose K/V the
+      // step computed; the last one's is computed by the next step.
+      const int accepted = static_cast<int>(gained.size()) - 1;
+      seq->num_computed_tokens += accepted;
+      ++num_spec_drafts_;
+      num_spec_draft_tokens_ += num_drafts;
+      num_spec_accepted_tokens_ += accepted;
+      for (int pos = 0; pos < accepted; ++pos) ++num_spec_accepted_tokens_per_pos_[pos];
+      if (accepted == 0) {  // a wasted proposal: pause, longer each time in a row
+        seq->spec_backoff = seq->spec_backoff_next;
+        seq->spec_backoff_next = std::min(seq->spec_backoff_next * 2, 64);
+      } else {
+        seq->spec_backoff_next = 1;
+      }
+    }
+    std::vector<int32_t> appended;
+    for (int32_t t : gained) {
+      seq->append_token(t);
+      appended.push_back(t);
+      if (auto reason = check_stop(*seq)) {  // a stop inside the gained tokens drops the rest
+        finish(seq, *reason);
+        finished.push_back(seq);
+        break;
+      }
+    }
+    if (!seq->first_token_time) seq->first_token_time = Clock::now();
+    outputs.push_back(make_output(*seq, std::move(appended)));
     if (i < runner_output.logprobs.size()) outputs.back().logprobs = runner_output.logprobs[i];
     outputs.back().prompt_logprobs = std::move(prompt_logprobs);
   }
@@ -277,6 +340,10 @@ SchedulerStats Scheduler::stats() const {
   s.num_preemptions = num_preemptions_;
   s.num_prefix_query_tokens = num_prefix_query_tokens_;
   s.num_prefix_hit_tokens = num_prefix_hit_tokens_;
+  s.num_spec_drafts = num_spec_drafts_;
+  s.num_spec_draft_tokens = num_spec_draft_tokens_;
+  s.num_spec_accepted_tokens = num_spec_accepted_tokens_;
+  s.num_spec_accepted_tokens_per_pos = num_spec_accepted_tokens_per_pos_;
   return s;
 }
 

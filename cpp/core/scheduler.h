@@ -28,6 +28,13 @@ struct SchedulerStats {
   int64_t num_preemptions = 0;       // since start
   int64_t num_prefix_query_tokens = 0;
   int64_t num_prefix_hit_tokens = 0;
+  // Speculative decoding, since start (vLLM's spec_decode counters): steps
+  // that verified a proposal, tokens proposed, tokens accepted, and
+  // accepted tokens by position in the proposal.
+  int64_t num_spec_drafts = 0;
+  int64_t num_spec_draft_tokens = 0;
+  int64_t num_spec_accepted_tokens = 0;
+  std::vector<int64_t> num_spec_accepted_tokens_per_pos;
 };
 
 class Scheduler {
@@ -56,6 +63,9 @@ class Scheduler {
   // Preempt lower-priority running sequences while the first waiting one
   // outranks them and has no room (see schedule(), step 0).
   void make_room_for_priority(int token_budget);
+  // Speculative decoding: the tokens to propose after seq's last one this
+  // step (none when it is off, the sequence cannot take them, or backs off).
+  std::vector<int32_t> draft_for(Sequence* seq, int token_budget);
   void insert_waiting(Sequence* seq);
   void insert_running(Sequence* seq);
   std::optional<FinishReason> check_stop(const Sequence& seq) const;
@@ -79,6 +89,10 @@ class Scheduler {
   int64_t num_preemptions_ = 0;
   int64_t num_prefix_query_tokens_ = 0;
   int64_t num_prefix_hit_tokens_ = 0;
+  int64_t num_spec_drafts_ = 0;
+  int64_t num_spec_draft_tokens_ = 0;
+  int64_t num_spec_accepted_tokens_ = 0;
+  std::vector<int64_t> num_spec_accepted_tokens_per_pos_;
 };
 
 }  // namespace modelbench

@@ -20,6 +20,10 @@ struct ScheduledSequence {
   // True when this step reaches the sequence's last known token, so the
   // runner must sample the next one; false for a prompt chunk that is not the last.
   bool needs_sample = false;
+  // Speculative decoding: tokens proposed to follow the sequence's last one.
+  // They are the step's inputs after it (positions num_tokens() onwards,
+  // counted in num_scheduled_tokens), and the runner verifies them.
+  std::vector<int32_t> draft_token_ids;
 };
 
 struct SchedulerOutput {
@@ -49,6 +53,11 @@ struct RunnerOutput {
   // request's mask never came (its guide failed): it ends with "abort"
   // and its sampled_token_ids entry is ignored.
   std::vector<uint8_t> guide_failed;
+  // Empty, or one entry per ScheduledSequence: for a sequence with draft
+  // tokens, the tokens it gained after sampled_token_ids' (the drafts it
+  // accepted but the first, then the model's own next token); each
+  // accepted draft's K/V is already in the cache.
+  std::vector<std::vector<int32_t>> spec_token_ids;
 };
 
 }  // namespace modelbench

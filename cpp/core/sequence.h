@@ -73,6 +73,10 @@ class Sequence {
   int num_preemptions = 0;
   // Set when params.guided: where the sampler finds this request's masks.
   std::shared_ptr<TokenGuide> guide;
+  // Speculative decoding: after a proposal wholly rejected, steps to go
+  // without one, and the next such pause (doubling up to a cap).
+  int spec_backoff = 0;
+  int spec_backoff_next = 1;
   // Block ids in logical order: token i lives in block_table[i / block_size].
   std::vector<int> block_table;
   SequenceStatus status = SequenceStatus::kWaiting;

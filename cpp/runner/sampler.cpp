@@ -151,13 +151,85 @@ void Sampler::apply_guides(torch::Tensor& logits, const std::vector<const Sequen
 }
 
 torch::Tensor Sampler::sample_random(torch::Tensor logits, const std::vector<const Sequence*>& seqs) {
+  const int64_t num_rows = logits.size(0);
+  const torch::Device device = logits.device();
+  auto weights = truncated_weights(logits, seqs);
+  // One uniform per row; a seeded row takes its own from its generator, so
+  // its draw does not depend on the rest of the batch.
+  bool any_unseeded = false;
+  for (const Sequence* seq : seqs) any_unseeded = any_unseeded || !seq->params().seed.has_value();
+  auto u = torch::empty({num_rows, 1}, torch::dtype(torch::kDouble).device(device));
+  if (any_unseeded) u.uniform_(0.0, 1.0);
+  for (int64_t row = 0; row < num_rows; ++row)
+    if (seqs[row]->params().seed) u[row].uniform_(0.0, 1.0, generator_for(*seqs[row], device));
+  return draw(weights, u);
+}
+
+double Sampler::uniform(const Sequence& seq, const torch::Device& device) {
+  auto u = torch::empty({1}, torch::dtype(torch::kDouble).device(device));
+  if (seq.params().seed) {
+    u.uniform_(0.0, 1.0, generator_for(seq, device));
+  } else {
+    u.uniform_(0.0, 1.0);
+  }
+  return u.item<double>();
+}
+
+std::vector<int32_t> Sampler::verify(const torch::Tensor& logits, const Sequence& seq,
+                                     const std::vector<int32_t>& drafts) {
+  const auto num_drafts = static_cast<int64_t>(drafts.size());
+  TORCH_CHECK(logits.dim() == 2 && logits.size(0) == num_drafts + 1, "verify needs ", num_drafts + 1,
+              " rows of logits (the last known token's and each draft's), got shape ", logits.sizes());
+  std::vector<int32_t> tokens;
+  torch::Tensor x = clean_logits(logits);  // [1 + drafts, vocab_size] float32
+  if (seq.params().is_greedy()) {
+    // Each draft stands when it is the model's own greedy choice; the first
+    // that is not is replaced by that choice, and after a full match the
+    // model's next token follows: exactly the tokens greedy decoding makes.
+    auto best = greedy_argmax(x).cpu();
+    const int64_t* ids = best.data_ptr<int64_t>();
+    for (int64_t i = 0; i <= num_drafts; ++i) {
+      tokens.push_back(static_cast<int32_t>(ids[i]));
+      if (i == num_drafts || ids[i] != drafts[i]) break;
+    }
+    return tokens;
+  }
+  // Rejection sampling against a proposal that is one token for sure (the
+  // n-gram's): draft d at a position stands with probability p(d) under the
+  // request's own distribution there (temperature, top-k, top-p, min-p); a
+  // rejected one is replaced by a draw from p with d removed. Each output
+  // token is then distributed exactly as plain sampling's.
+  const torch::Device device = x.device();
+  std::vector<const Sequence*> rows(num_drafts + 1, &seq);
+  auto weights = truncated_weights(x, rows);  // [1 + drafts, vocab_size], unnormalized
+  auto mass = weights.sum(1).to(torch::kDouble).cpu();
+  auto draft_ids = to_device(std::vector<int64_t>(drafts.begin(), drafts.end()), device).unsqueeze(1);
+  auto drafted = weights.narrow(0, 0, num_drafts).gather(1, draft_ids).squeeze(1).to(torch::kDouble).cpu();
+  for (int64_t i = 0; i < num_drafts; ++i) {
+    const double p = drafted[i].item<double>() / mass[i].item<double>();
+    if (uniform(seq, device) < p) {
+      tokens.push_back(drafts[i]);
+      continue;
+    }
+    auto row = weights.narrow(0, i, 1).clone();
+    row[0][drafts[i]] = 0.0f;
+    auto u = torch::full({1, 1}, uniform(seq, device), torch::dtype(torch::kDouble).device(device));
+    tokens.push_back(static_cast<int32_t>(draw(row, u).item<int64_t>()));
+    return tokens;
+  }
+  auto u = torch::full({1, 1}, uniform(seq, device), torch::dtype(torch::kDouble).device(device));
+  tokens.push_back(static_cast<int32_t>(draw(weights.narrow(0, num_drafts, 1), u).item<int64_t>()));
+  return tokens;
+}
+
+torch::Tensor Sampler::truncated_weights(torch::Tensor logits, const std::vector<const Sequence*>& seqs) {
   const int64_t num_rows = logits.size(0), vocab_size = logits.size(1);
   const torch::Device device = logits.device();
   std::vector<float> temperature(num_rows), min_p(num_rows);
   std::vector<int64_t> top_k(num_rows);
   std::vector<double> top_p(num_rows);
   int64_t max_k = 0;
-  bool any_p = false, any_min_p = false, any_unseeded = false;
+  bool any_p = false, any_min_p = false;
   for (int64_t row = 0; row < num_rows; ++row) {
     const SamplingParams& p = seqs[row]->params();
     temperature[row] = p.temperature;
@@ -167,7 +239,6 @@ torch::Tensor Sampler::sample_random(torch::Tensor logits, const std::vector<con
     if (p.top_k < vocab_size) max_k = std::max<int64_t>(max_k, p.top_k);
     any_p = any_p || p.top_p < 1.0f;
     any_min_p = any_min_p || p.min_p > 0.0f;
-    any_unseeded = any_unseeded || !p.seed.has_value();
   }
   auto column = [&](const auto& values) { return to_device(values, device).unsqueeze(1); };
   // The logits become unnormalized probs in place: exp(logits / T - row max),
@@ -202,14 +273,7 @@ torch::Tensor Sampler::sample_random(torch::Tensor logits, const std::vector<con
     }
     weights.mul_(weights >= threshold);  // zero what is dropped; faster than masked_fill_
   }
-
-  // One uniform per row; a seeded row takes its own from its generator, so
-  // its draw does not depend on the rest of the batch.
-  auto u = torch::empty({num_rows, 1}, torch::dtype(torch::kDouble).device(device));
-  if (any_unseeded) u.uniform_(0.0, 1.0);
-  for (int64_t row = 0; row < num_rows; ++row)
-    if (seqs[row]->params().seed) u[row].uniform_(0.0, 1.0, generator_for(*seqs[row], device));
-  return draw(weights, u);
+  return weights;
 }
 
 at::Generator& Sampler::generator_for(const Sequence& seq, const torch::Device& device) {

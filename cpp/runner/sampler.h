@@ -47,6 +47,15 @@ class Sampler {
   // request up (a matcher thread that died must not hang the engine).
   static constexpr double kGuideWaitSeconds = 60.0;
 
+  // Speculative decoding: verifies `drafts`, the tokens proposed to follow
+  // seq's last one. logits: [1 + drafts, vocab_size], the rows of the last
+  // known token and of each draft. Returns the tokens seq gains: the drafts
+  // that stand, then one of the model's own (a draft's replacement, or the
+  // token after them all). Greedy requests get exactly greedy decoding's
+  // tokens; others are rejection-sampled, so each token has plain sampling's
+  // distribution. Not for requests with penalties, logprobs or a guide.
+  std::vector<int32_t> verify(const torch::Tensor& logits, const Sequence& seq, const std::vector<int32_t>& drafts);
+
   // Forget per-request state (seeded generators) of a finished request.
   void drop_request(const std::string& request_id);
 
@@ -55,6 +64,11 @@ class Sampler {
   // overwritten in place. seqs: the rows' sequences, none greedy. Returns
   // [num_rows] int64 token ids.
   torch::Tensor sample_random(torch::Tensor logits, const std::vector<const Sequence*>& seqs);
+  // sample_random's weights: exp(logits / T - row max) with what top-k,
+  // top-p and min-p drop set to 0 (in place over logits, which it returns).
+  torch::Tensor truncated_weights(torch::Tensor logits, const std::vector<const Sequence*>& seqs);
+  // One uniform draw in [0, 1) for seq (from its own generator when seeded).
+  double uniform(const Sequence& seq, const torch::Device& device);
   // Waits for the masks of the guided rows and sets every token they do not
   // allow to -inf in logits ([num_rows, vocab_size] float32). Rows whose
   // mask never comes, or allows nothing, are marked in `failed`.

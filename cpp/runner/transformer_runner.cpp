@@ -84,28 +84,46 @@ ForwardBatch TransformerRunner::prepare_inputs(const SchedulerOutput& scheduler_
   slot_mapping_.clear();
   query_start_loc_.assign(1, 0);
   context_lens_.clear();
+  token_start_.assign(1, 0);
+  attention_seq_.clear();
   int64_t max_blocks = 0;
-  for (const ScheduledSequence& s : scheduled) {
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    const ScheduledSequence& s = scheduled[i];
     const Sequence& seq = *s.seq;
     const auto& token_ids = seq.token_ids();
     const auto& block_table = seq.block_table;
     const int end = s.num_computed_tokens + s.num_scheduled_tokens;
-    TORCH_INTERNAL_ASSERT(end <= seq.num_tokens() && static_cast<int64_t>(block_table.size()) * block_size_ >= end,
+    const int known = seq.num_tokens();  // then the draft tokens
+    TORCH_INTERNAL_ASSERT(end <= known + static_cast<int>(s.draft_token_ids.size()) &&
+                              static_cast<int64_t>(block_table.size()) * block_size_ >= end,
                           "request ", seq.request_id(), " scheduled up to position ", end, " with ",
-                          seq.num_tokens(), " tokens and ", block_table.size(), " blocks");
+                          seq.num_tokens(), " tokens, ", s.draft_token_ids.size(), " drafts and ",
+                          block_table.size(), " blocks");
     for (int p = s.num_computed_tokens; p < end; ++p) {
-      input_ids_.push_back(token_ids[p]);
+      input_ids_.push_back(p < known ? token_ids[p] : s.draft_token_ids[p - known]);
       positions_.push_back(p);
       slot_mapping_.push_back(static_cast<int64_t>(block_table[p / block_size_]) * block_size_ + p % block_size_);
+      // A sequence verifying drafts attends as one decode per position (its
+      // K/V are all written before attention runs), so each row is computed
+      // by the kernels, and in the order, that plain decoding would use.
+      if (!s.draft_token_ids.empty()) {
+        query_start_loc_.push_back(static_cast<int64_t>(input_ids_.size()));
+        context_lens_.push_back(p + 1);
+        attention_seq_.push_back(i);
+      }
     }
-    query_start_loc_.push_back(static_cast<int64_t>(input_ids_.size()));
-    context_lens_.push_back(end);
+    if (s.draft_token_ids.empty()) {
+      query_start_loc_.push_back(static_cast<int64_t>(input_ids_.size()));
+      context_lens_.push_back(end);
+      attention_seq_.push_back(i);
+    }
+    token_start_.push_back(static_cast<int64_t>(input_ids_.size()));
     max_blocks = std::max<int64_t>(max_blocks, (end + block_size_ - 1) / block_size_);
   }
-  const auto num_seqs = static_cast<int64_t>(scheduled.size());
+  const auto num_seqs = static_cast<int64_t>(attention_seq_.size());
   block_tables_.assign(num_seqs * max_blocks, 0);
   for (int64_t i = 0; i < num_seqs; ++i) {
-    const auto& table = scheduled[i].seq->block_table;
+    const auto& table = scheduled[attention_seq_[i]].seq->block_table;
     const int64_t n = std::min<int64_t>(max_blocks, static_cast<int64_t>(table.size()));
     std::copy(table.begin(), table.begin() + n, block_tables_.begin() + i * max_blocks);
   }
@@ -235,13 +253,23 @@ RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_o
   bool wants_logprobs = false;
   for (size_t i = 0; i < scheduled.size(); ++i) {
     const ScheduledSequence& s = scheduled[i];
-    if (!s.needs_sample) continue;
-    rows.push_back(query_start_loc_[i + 1] - 1);
+    if (!s.needs_sample || !s.draft_token_ids.empty()) continue;  // drafts: verified below
+    rows.push_back(token_start_[i + 1] - 1);
     sample_index.push_back(i);
     sample_seqs.push_back(s.seq);
     wants_logprobs |= s.seq->params().logprobs >= 0;
   }
   const auto num_sampled = static_cast<int64_t>(rows.size());
+  // Speculative decoding: a sequence with drafts is verified from the logits
+  // of its last known token and of each draft (1 + drafts rows, after the
+  // sampled ones).
+  std::vector<std::pair<size_t, int64_t>> spec_rows;  // (scheduled index, first row)
+  for (size_t i = 0; i < scheduled.size(); ++i) {
+    const auto num_drafts = static_cast<int64_t>(scheduled[i].draft_token_ids.size());
+    if (num_drafts == 0) continue;
+    spec_rows.emplace_back(i, static_cast<int64_t>(rows.size()));
+    for (int64_t r = 0; r <= num_drafts; ++r) rows.push_back(token_start_[i + 1] - 1 - num_drafts + r);
+  }
   for (size_t i = 0; i < scheduled.size(); ++i) {
     const ScheduledSequence& s = scheduled[i];
     if (s.seq->params().prompt_logprobs < 0) continue;
@@ -249,7 +277,7 @@ RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_o
     const int end = std::min(s.num_computed_tokens + s.num_scheduled_tokens, s.seq->num_prompt_tokens() - 1);
     const int num_rows = std::max(0, end - s.num_computed_tokens);
     prompt_rows.push_back({i, s.num_computed_tokens, static_cast<int64_t>(rows.size()), num_rows});
-    for (int r = 0; r < num_rows; ++r) rows.push_back(query_start_loc_[i] + r);
+    for (int r = 0; r < num_rows; ++r) rows.push_back(token_start_[i] + r);
   }
 
   torch::Tensor logits;  // [rows.size(), vocab_size] float32
@@ -257,7 +285,7 @@ RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_o
     const torch::Tensor all_logits = model_->compute_logits(hidden);  // [num_tokens, vocab_size]
     for (size_t i = 0; i < scheduled.size(); ++i)
       recorded_logits_.push_back({scheduled[i].seq->request_id(), scheduled[i].num_computed_tokens,
-                                  all_logits.narrow(0, query_start_loc_[i], scheduled[i].num_scheduled_tokens)});
+                                  all_logits.narrow(0, token_start_[i], scheduled[i].num_scheduled_tokens)});
     if (!rows.empty()) logits = all_logits.index_select(0, to_device(rows, device_));
   } else if (!rows.empty()) {
     logits = model_->compute_logits(hidden.index_select(0, to_device(rows, device_)));
@@ -274,6 +302,16 @@ RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_o
       result.sampled_token_ids[sample_index[j]] = sampled.token_ids[j];
       if (wants_logprobs && j < static_cast<int64_t>(sampled.logprobs.size()))
         result.logprobs[sample_index[j]] = std::move(sampled.logprobs[j]);
+    }
+  }
+  if (!spec_rows.empty()) {
+    result.spec_token_ids.resize(scheduled.size());
+    for (const auto& [i, first_row] : spec_rows) {
+      const ScheduledSequence& s = scheduled[i];
+      const auto n = static_cast<int64_t>(s.draft_token_ids.size()) + 1;
+      std::vector<int32_t> tokens = sampler_.verify(logits.narrow(0, first_row, n), *s.seq, s.draft_token_ids);
+      result.sampled_token_ids[i] = tokens.front();
+      result.spec_token_ids[i].assign(tokens.begin() + 1, tokens.end());
     }
   }
   if (!prompt_rows.empty()) {

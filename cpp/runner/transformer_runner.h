@@ -92,6 +92,11 @@ class TransformerRunner : public ModelRunner {
   std::vector<int64_t> query_start_loc_;  // [num_seqs + 1]
   std::vector<int64_t> context_lens_;     // [num_seqs]
   std::vector<int32_t> block_tables_;     // [num_seqs, max_blocks_per_seq], row-major
+  // Attention sees a sequence verifying drafts as one decode per position:
+  // the scheduled sequence of each attention sequence, and where each
+  // scheduled sequence's tokens start in the batch ([num_scheduled + 1]).
+  std::vector<size_t> attention_seq_;
+  std::vector<int64_t> token_start_;
 };
 
 }  // namespace modelbench

@@ -28,6 +28,7 @@ __all__: list[str] = [
     "SamplingParams",
     "ScheduledSequence",
     "SchedulerConfig",
+    "SpeculativeConfig",
     "SchedulerOutput",
     "SchedulerStats",
     "TokenLogprob",
@@ -134,12 +135,36 @@ class CacheConfig:
     @watermark.setter
     def watermark(self, arg0: typing.SupportsFloat | typing.SupportsIndex) -> None: ...
 
+class SpeculativeConfig:
+    """
+    Speculative decoding by n-gram (prompt lookup).
+    """
+    def __init__(self) -> None: ...
+    def validate(self) -> None: ...
+    @property
+    def disable_by_batch_size(self) -> int: ...
+    @disable_by_batch_size.setter
+    def disable_by_batch_size(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None: ...
+    @property
+    def num_speculative_tokens(self) -> int: ...
+    @num_speculative_tokens.setter
+    def num_speculative_tokens(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None: ...
+    @property
+    def prompt_lookup_max(self) -> int: ...
+    @prompt_lookup_max.setter
+    def prompt_lookup_max(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None: ...
+    @property
+    def prompt_lookup_min(self) -> int: ...
+    @prompt_lookup_min.setter
+    def prompt_lookup_min(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None: ...
+
 class SchedulerConfig:
     """
     Per-step limits of the scheduler.
     """
 
     enable_chunked_prefill: bool
+    speculative: SpeculativeConfig
     def __init__(self) -> None: ...
     def validate(self) -> None: ...
     @property
@@ -247,6 +272,8 @@ class ScheduledSequence:
     @property
     def block_table(self) -> list[int]: ...
     @property
+    def draft_token_ids(self) -> list[int]: ...
+    @property
     def needs_sample(self) -> bool: ...
     @property
     def num_computed_tokens(self) -> int: ...
@@ -291,6 +318,15 @@ class RunnerOutput:
     """
     Sampled token per scheduled sequence (-1: none).
     """
+    @property
+    def spec_token_ids(self) -> list[list[int]]: ...
+    @spec_token_ids.setter
+    def spec_token_ids(
+        self,
+        arg0: collections.abc.Sequence[
+            collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]
+        ],
+    ) -> None: ...
     @property
     def guide_failed(self) -> list[int]: ...
     @guide_failed.setter
@@ -373,6 +409,17 @@ class SchedulerStats:
     def num_preemptions(self) -> int: ...
     @property
     def num_prefix_hit_tokens(self) -> int: ...
+    @property
+    def num_spec_accepted_tokens(self) -> int: ...
+    @property
+    def num_spec_accepted_tokens_per_pos(self) -> list[int]: ...
+    @property
+    def num_spec_draft_tokens(self) -> int: ...
+    @property
+    def num_spec_drafts(self) -> int:
+        """
+        Steps that verified a speculative proposal, since start.
+        """
     @property
     def num_prefix_query_tokens(self) -> int: ...
     @property

@@ -116,6 +116,8 @@ class ModelConfig(BaseModel):
     # on top in that file's names. See EngineArgs.
     generation_config: str = "auto"
     override_generation_config: dict[str, Any] | None = None
+    # Speculative decoding, as vLLM's (EngineArgs.speculative_config).
+    speculative_config: dict[str, Any] | None = None
     # The response cache for this version ([models.cache]: mode, threshold, ttl,
     # share, nondeterministic); left out: the server's --cache settings.
     cache: ModelCacheConfig | None = None
@@ -151,6 +153,7 @@ class ModelConfig(BaseModel):
             quantization=self.quantization,
             generation_config=self.generation_config,
             override_generation_config=self.override_generation_config,
+            speculative_config=self.speculative_config,
         )
         args.validate()
         return args
@@ -271,6 +274,7 @@ class Settings(BaseSettings):
     generation_config: str = "auto"
     # JSON in the environment: MODELBENCH_OVERRIDE_GENERATION_CONFIG='{"temperature": 0.5}'.
     override_generation_config: dict[str, Any] | None = None
+    speculative_config: dict[str, Any] | None = None
     max_num_seqs: int = Field(default=64, ge=1)
     # Requests a model version holds (running and waiting) beyond which a new
     # one is refused with 429 rather than queued without bound.
@@ -421,6 +425,7 @@ class Settings(BaseSettings):
                 quantization=self.quantization,
                 generation_config=self.generation_config,
                 override_generation_config=self.override_generation_config,
+                speculative_config=self.speculative_config,
                 max_num_seqs=self.max_num_seqs,
             )
             if any(m.id == one.id for m in models):

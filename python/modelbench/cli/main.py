@@ -30,6 +30,7 @@ SERVE_FLAGS = (
     "quantization",
     "generation_config",
     "override_generation_config",
+    "speculative_config",
     "max_num_seqs",
     "max_queue",
     "embedding_model",
@@ -324,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="default sampling settings on top, in generation_config.json's names: "
         '\'{"temperature": 0.5, "max_new_tokens": 512}\'',
+    )
+    p.add_argument(
+        "--speculative-config",
+        type=json_object,
+        metavar="JSON",
+        help="speculative decoding, as vLLM's flag: "
+        '\'{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 3}\' '
+        "(n-gram prompt lookup; greedy output is unchanged, input-grounded work gets faster)",
     )
     add_server_flags(p)
     add_upstream_flags(p)

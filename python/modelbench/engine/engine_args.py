@@ -18,6 +18,7 @@ import torch
 from modelbench import _core
 from modelbench.engine.errors import CONFLICTING_FIELDS, InvalidParameter
 from modelbench.engine.sampling_params import SamplingParams
+from modelbench.engine.speculative import speculative_config
 from modelbench.models.checkpoint import Checkpoint
 from modelbench.models.generation_defaults import (
     GENERATION_CONFIG_FIELDS,
@@ -72,6 +73,8 @@ class EngineArgs:
     generation_config: str = "auto"
     override_generation_config: dict[str, Any] | None = None
     quantization: str | None = None
+    # vLLM's: {"method": "ngram", "num_speculative_tokens": k, ...} (engine/speculative.py)
+    speculative_config: dict[str, Any] | None = None
 
     def resolved_dtype(self) -> str:
         """The dtype the model computes in: "auto" is float32."""
@@ -301,6 +304,7 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
     config.scheduler.max_num_batched_tokens = args.max_num_batched_tokens or max(
         2048, args.max_num_seqs
     )
+    config.scheduler.speculative = speculative_config(args.speculative_config)
     eos = checkpoint.tokenizer.eos_token_id
     config.eos_token_id = -1 if eos is None else eos
     config.vocab_size = spec.vocab_size

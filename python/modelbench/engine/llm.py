@@ -81,6 +81,9 @@ class LLM:
             (SamplingParams' neutral defaults), or a folder.
         override_generation_config: settings on top, in
             generation_config.json's names ({"temperature": 0.5}).
+        speculative_config: speculative decoding, as vLLM's
+            ({"method": "ngram", "num_speculative_tokens": 4,
+            "prompt_lookup_max": 3}; see modelbench.engine.speculative).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class LLM:
         kv_cache_dtype: str = "auto",
         generation_config: str = "auto",
         override_generation_config: dict[str, Any] | None = None,
+        speculative_config: dict[str, Any] | None = None,
     ) -> None:
         self.encoder: EncoderEngine | None = None
         self._ids = itertools.count()
@@ -124,6 +128,7 @@ class LLM:
             generation_config=generation_config,
             override_generation_config=override_generation_config,
             quantization=quantization,
+            speculative_config=speculative_config,
         )
         built = build_engine(self.args)
         self.engine, self.config, self.runner = built.engine, built.config, built.runner

@@ -172,6 +172,28 @@ class EngineCollector(Collector):
                 "Prefix cache hits, in terms of number of cached tokens.",
                 labels=labels,
             ),
+            # Speculative decoding, vLLM's spec_decode counters: acceptance rate is
+            # accepted_tokens / draft_tokens, accepted tokens per step 1 + accepted / drafts.
+            "spec_drafts": CounterMetricFamily(
+                "modelbench:spec_decode_num_drafts",
+                "Speculative proposals verified (steps of a sequence with draft tokens).",
+                labels=labels,
+            ),
+            "spec_draft_tokens": CounterMetricFamily(
+                "modelbench:spec_decode_num_draft_tokens",
+                "Draft tokens proposed.",
+                labels=labels,
+            ),
+            "spec_accepted": CounterMetricFamily(
+                "modelbench:spec_decode_num_accepted_tokens",
+                "Draft tokens accepted.",
+                labels=labels,
+            ),
+            "spec_per_pos": CounterMetricFamily(
+                "modelbench:spec_decode_num_accepted_tokens_per_pos",
+                "Draft tokens accepted, by position in the proposal.",
+                labels=[*labels, "position"],
+            ),
         }
 
     def describe(self) -> Iterator[Metric]:
@@ -191,6 +213,11 @@ class EngineCollector(Collector):
             families["preemptions"].add_metric(labels, s.num_preemptions)
             families["prefix_queries"].add_metric(labels, s.num_prefix_query_tokens)
             families["prefix_hits"].add_metric(labels, s.num_prefix_hit_tokens)
+            families["spec_drafts"].add_metric(labels, s.num_spec_drafts)
+            families["spec_draft_tokens"].add_metric(labels, s.num_spec_draft_tokens)
+            families["spec_accepted"].add_metric(labels, s.num_spec_accepted_tokens)
+            for position, count in enumerate(s.num_spec_accepted_tokens_per_pos):
+                families["spec_per_pos"].add_metric([*labels, str(position)], count)
         return iter(families.values())
 
 

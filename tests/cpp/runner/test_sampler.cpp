@@ -505,3 +505,47 @@ TEST_CASE("a guided row whose mask allows nothing, or whose guide is cancelled, 
   CHECK(out.token_ids[2] == 9);
   CHECK_THAT(seqs[0].guide->error(), Catch::Contains("allows no token"));
 }
+
+TEST_CASE("verifying drafts keeps greedy tokens and sampling's distribution", "[sampler][speculative]") {
+  constexpr int kVocab = 6;
+  Sampler sampler;
+  SECTION("greedy: drafts stand while they are the argmax, then the argmax follows") {
+    // Rows: after the last token, after draft 0, after draft 1.
+    auto logits = torch::tensor({{0.f, 5.f, 1.f, 0.f, 0.f, 0.f},
+                                 {0.f, 0.f, 0.f, 7.f, 0.f, 0.f},
+                                 {2.f, 0.f, 0.f, 0.f, 0.f, 0.f}});
+    Sequence seq = make_seq("g", greedy());
+    CHECK(sampler.verify(logits, seq, {1, 3}) == std::vector<int32_t>{1, 3, 0});  // both stand, then 0
+    CHECK(sampler.verify(logits, seq, {1, 4}) == std::vector<int32_t>{1, 3});     // the second is replaced
+    CHECK(sampler.verify(logits, seq, {2, 3}) == std::vector<int32_t>{1});        // the first is replaced
+  }
+  SECTION("sampled: the first token is distributed as plain sampling's, whatever the draft") {
+    torch::manual_seed(11);
+    auto logits = torch::tensor({{1.0f, 2.0f, 0.5f, -1.0f, 0.0f, 1.5f}, {0.f, 0.f, 0.f, 0.f, 0.f, 0.f}});
+    auto p = torch::softmax(logits[0], 0);
+    SamplingParams params;
+    params.temperature = 1.0f;
+    Sequence seq = make_seq("s", params);
+    constexpr int kTrials = 20000;
+    for (int32_t draft : {1, 3}) {  // a likely and an unlikely draft
+      std::vector<int> counts(kVocab, 0);
+      for (int i = 0; i < kTrials; ++i) ++counts[sampler.verify(logits, seq, {draft})[0]];
+      for (int t = 0; t < kVocab; ++t) {
+        const double expected = p[t].item<double>();
+        const double sd = std::sqrt(expected * (1 - expected) / kTrials);
+        CHECK(std::abs(counts[t] / double(kTrials) - expected) < 5 * sd + 1e-3);
+      }
+    }
+  }
+  SECTION("sampled with top-k: a draft outside the kept set never stands") {
+    auto logits = torch::tensor({{3.0f, 2.0f, 0.0f, 0.0f, 0.0f, 0.0f}, {0.f, 0.f, 0.f, 0.f, 0.f, 0.f}});
+    SamplingParams params;
+    params.top_k = 2;
+    Sequence seq = make_seq("k", params);
+    for (int i = 0; i < 200; ++i) {
+      auto tokens = sampler.verify(logits, seq, {4});
+      REQUIRE(tokens.size() == 1);
+      CHECK((tokens[0] == 0 || tokens[0] == 1));
+    }
+  }
+}
