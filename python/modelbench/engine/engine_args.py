@@ -85,6 +85,7 @@ class EngineArgs:
         return self.dtype == "auto" and torch.device(self.device).type == "cpu"
 
     def validate(self) -> None:
+        speculative_config(self.speculative_config)  # a bad one names speculative_config
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise InvalidParameter(
                 f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {self.dtype!r}", "dtype"
