@@ -110,6 +110,8 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
       .def_readwrite("prompt_lookup_max", &SpeculativeConfig::prompt_lookup_max)
       .def_readwrite("prompt_lookup_min", &SpeculativeConfig::prompt_lookup_min)
       .def_readwrite("disable_by_batch_size", &SpeculativeConfig::disable_by_batch_size)
+      .def_readwrite("draft_model", &SpeculativeConfig::draft_model,
+                     "The runner's draft model proposes (TransformerRunner.set_draft_model).")
       .def("validate", &SpeculativeConfig::validate);
 
   py::class_<SchedulerConfig>(m, "SchedulerConfig", "Per-step limits of the scheduler.")

@@ -89,6 +89,19 @@ void bind_model(py::module_& m, py::module_& testing) {
            "for a float32 model. quant_types: name -> ggml type id for weights given as uint8 [rows, row_bytes] "
            "GGUF blocks, kept quantized. quantization: 'none', 'q8_0' or 'q4_0' quantizes float linear weights "
            "at load. Raises ValueError naming a missing or misshapen tensor, or a bad dtype.")
+      .def(
+          "set_draft_model",
+          [](TransformerRunner& runner, const ModelSpec& spec, const WeightMap& weights,
+             const std::unordered_map<std::string, int>& quant_types) {
+            QuantOptions quant;
+            quant.ggml_types = quant_types;
+            runner.set_draft_model(spec, weights, quant);
+          },
+          py::arg("spec"), py::arg("weights"), py::arg("quant_types") = std::unordered_map<std::string, int>(),
+          py::call_guard<py::gil_scoped_release>(),
+          "Speculative decoding's draft model (SpeculativeConfig.draft_model): built in this runner's dtype "
+          "and device with a KV pool in its block layout. Raises ValueError when its vocabulary differs.")
+      .def_property_readonly("has_draft_model", &TransformerRunner::has_draft_model)
       .def_property_readonly("spec", &TransformerRunner::spec)
       .def_property_readonly("dtype", [](const TransformerRunner& r) { return dtype_name(r.dtype()); },
                              "float32 | bfloat16 | float16")

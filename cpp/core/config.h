@@ -46,6 +46,9 @@ struct SpeculativeConfig {
   // No proposals while more than this many sequences run (0: no limit):
   // verifying costs compute a large batch no longer has to spare.
   int disable_by_batch_size = 0;
+  // vLLM's "draft_model" method: the runner's draft model proposes instead
+  // of the n-gram lookup (the scheduler only reserves the slots).
+  bool draft_model = false;
 
   bool enabled() const { return num_speculative_tokens > 0; }
   void validate() const;

@@ -47,6 +47,7 @@ std::vector<int32_t> Scheduler::draft_for(Sequence* seq, int token_budget) {
                              p.max_tokens - seq->num_output_tokens() - 1,
                              config_.max_model_len - seq->num_tokens() - 1});
   if (room < 1) return {};
+  if (spec.draft_model) return std::vector<int32_t>(room, -1);  // the runner's draft model fills them
   return propose_ngram(seq->token_ids(), spec.prompt_lookup_min, spec.prompt_lookup_max, room);
 }
 

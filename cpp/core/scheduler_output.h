@@ -22,7 +22,8 @@ struct ScheduledSequence {
   bool needs_sample = false;
   // Speculative decoding: tokens proposed to follow the sequence's last one.
   // They are the step's inputs after it (positions num_tokens() onwards,
-  // counted in num_scheduled_tokens), and the runner verifies them.
+  // counted in num_scheduled_tokens), and the runner verifies them. With a
+  // draft model they are -1, slots the runner's draft fills.
   std::vector<int32_t> draft_token_ids;
 };
 

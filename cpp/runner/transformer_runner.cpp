@@ -99,8 +99,11 @@ ForwardBatch TransformerRunner::prepare_inputs(const SchedulerOutput& scheduler_
                           "request ", seq.request_id(), " scheduled up to position ", end, " with ",
                           seq.num_tokens(), " tokens, ", s.draft_token_ids.size(), " drafts and ",
                           block_table.size(), " blocks");
+    const std::vector<int32_t>& drafts = drafts_of(scheduler_output, i);
     for (int p = s.num_computed_tokens; p < end; ++p) {
-      input_ids_.push_back(p < known ? token_ids[p] : s.draft_token_ids[p - known]);
+      const int32_t token = p < known ? token_ids[p] : drafts[p - known];
+      TORCH_CHECK(token >= 0, "request ", seq.request_id(), " has draft slots but no draft model filled them");
+      input_ids_.push_back(token);
       positions_.push_back(p);
       slot_mapping_.push_back(static_cast<int64_t>(block_table[p / block_size_]) * block_size_ + p % block_size_);
       // A sequence verifying drafts attends as one decode per position (its
@@ -223,6 +226,21 @@ torch::Tensor TransformerRunner::mean_hidden_states(const std::vector<std::vecto
   return torch::stack(means).cpu();  // one copy to the host per group
 }
 
+void TransformerRunner::set_draft_model(const ModelSpec& spec, const WeightMap& weights, const QuantOptions& quant) {
+  c10::InferenceMode guard;
+  if (spec.vocab_size != model_->spec().vocab_size)
+    throw InvalidArgument("the draft model's vocabulary has " + std::to_string(spec.vocab_size) +
+                              " tokens, the model's " + std::to_string(model_->spec().vocab_size) +
+                              ": a draft model must share the model's tokenizer",
+                          "speculative_config");
+  KVCacheSpec kv = kv_pool_.spec();
+  kv.num_layers = spec.num_layers;
+  kv.num_kv_heads = spec.num_kv_heads;
+  kv.head_dim = spec.head_dim;
+  draft_ = std::make_unique<DraftProposer>(build_model(spec, weights, dtype_, device_, quant), kv,
+                                           kv_pool_.num_blocks());
+}
+
 RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_output) {
   c10::InferenceMode inference_mode;
   for (const std::string& request_id : scheduler_output.finished_request_ids) sampler_.drop_request(request_id);
@@ -232,6 +250,11 @@ RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_o
   recorded_logits_.clear();
   if (scheduled.empty()) return result;
 
+  drafts_.clear();
+  if (draft_) {
+    RECORD_FUNCTION("modelbench::draft_propose", std::vector<c10::IValue>());
+    drafts_ = draft_->propose(scheduler_output);
+  }
   ForwardBatch batch;
   {
     RECORD_FUNCTION("modelbench::prepare_inputs", std::vector<c10::IValue>());
@@ -309,9 +332,17 @@ RunnerOutput TransformerRunner::execute_model(const SchedulerOutput& scheduler_o
     for (const auto& [i, first_row] : spec_rows) {
       const ScheduledSequence& s = scheduled[i];
       const auto n = static_cast<int64_t>(s.draft_token_ids.size()) + 1;
-      std::vector<int32_t> tokens = sampler_.verify(logits.narrow(0, first_row, n), *s.seq, s.draft_token_ids);
+      const std::vector<int32_t>& drafts = drafts_of(scheduler_output, i);
+      std::vector<int32_t> tokens = sampler_.verify(logits.narrow(0, first_row, n), *s.seq, drafts);
       result.sampled_token_ids[i] = tokens.front();
       result.spec_token_ids[i].assign(tokens.begin() + 1, tokens.end());
+      if (draft_) {
+        // The draft's K/V stand for the last token and the accepted drafts
+        // it took as input (the last draft never was one).
+        const auto accepted = static_cast<int>(tokens.size()) - 1;
+        draft_->keep(s.seq->request_id(),
+                     s.seq->num_tokens() + std::min(accepted, static_cast<int>(drafts.size()) - 1));
+      }
     }
   }
   if (!prompt_rows.empty()) {

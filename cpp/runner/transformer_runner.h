@@ -14,6 +14,7 @@
 #include "runner/kv_pool.h"
 #include "core/model_runner.h"
 #include "models/model.h"
+#include "runner/draft_proposer.h"
 #include "runner/sampler.h"
 
 namespace modelbench {
@@ -62,6 +63,13 @@ class TransformerRunner : public ModelRunner {
   // one entry per scheduled sequence, until the next step. The engine's
   // own forward produces them: tests compare them with a reference model.
   void set_record_logits(bool record) { record_logits_ = record; }
+
+  // Speculative decoding with a draft model (SpeculativeConfig.draft_model):
+  // built from its weights in this runner's dtype and device, with a KV
+  // pool of its own in this runner's block layout. Throws InvalidArgument
+  // (param "speculative_config") when its vocabulary is not this model's.
+  void set_draft_model(const ModelSpec& spec, const WeightMap& weights, const QuantOptions& quant);
+  bool has_draft_model() const { return draft_ != nullptr; }
   bool record_logits() const { return record_logits_; }
   const std::vector<RecordedLogits>& recorded_logits() const { return recorded_logits_; }
 
@@ -97,6 +105,12 @@ class TransformerRunner : public ModelRunner {
   // scheduled sequence's tokens start in the batch ([num_scheduled + 1]).
   std::vector<size_t> attention_seq_;
   std::vector<int64_t> token_start_;
+  std::unique_ptr<DraftProposer> draft_;
+  std::vector<std::vector<int32_t>> drafts_;  // this step's, from the draft model, per scheduled sequence
+  // The draft tokens of scheduled[i]: the draft model's, or the scheduler's n-gram proposal.
+  const std::vector<int32_t>& drafts_of(const SchedulerOutput& out, size_t i) const {
+    return i < drafts_.size() && !drafts_[i].empty() ? drafts_[i] : out.scheduled[i].draft_token_ids;
+  }
 };
 
 }  // namespace modelbench

@@ -141,6 +141,7 @@ class SpeculativeConfig:
     """
     def __init__(self) -> None: ...
     def validate(self) -> None: ...
+    draft_model: bool
     @property
     def disable_by_batch_size(self) -> int: ...
     @disable_by_batch_size.setter
@@ -657,6 +658,17 @@ class TransformerRunner(ModelRunner):
         """
         weights: Hugging Face name -> tensor. kv_cache_dtype: 'auto' (the model's dtype), or 'bfloat16' for a float32 model. quant_types: name -> ggml type id for weights given as uint8 [rows, row_bytes] GGUF blocks, kept quantized. quantization: 'none', 'q8_0' or 'q4_0' quantizes float linear weights at load. Raises ValueError naming a missing or misshapen tensor, or a bad dtype.
         """
+    def set_draft_model(
+        self,
+        spec: ModelSpec,
+        weights: collections.abc.Mapping[str, torch.Tensor],
+        quant_types: collections.abc.Mapping[str, typing.SupportsInt | typing.SupportsIndex] = {},
+    ) -> None:
+        """
+        Speculative decoding's draft model (SpeculativeConfig.draft_model): built in this runner's dtype and device with a KV pool in its block layout. Raises ValueError when its vocabulary differs.
+        """
+    @property
+    def has_draft_model(self) -> bool: ...
     @property
     def device(self) -> str: ...
     @property

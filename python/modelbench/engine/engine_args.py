@@ -18,7 +18,7 @@ import torch
 from modelbench import _core
 from modelbench.engine.errors import CONFLICTING_FIELDS, InvalidParameter
 from modelbench.engine.sampling_params import SamplingParams
-from modelbench.engine.speculative import speculative_config
+from modelbench.engine.speculative import draft_model_path, speculative_config
 from modelbench.models.checkpoint import Checkpoint
 from modelbench.models.generation_defaults import (
     GENERATION_CONFIG_FIELDS,
@@ -259,6 +259,31 @@ def release_freed_memory() -> None:
     trim(0)
 
 
+def add_draft_model(
+    runner: _core.TransformerRunner, path: str, checkpoint: Checkpoint, args: EngineArgs
+) -> None:
+    """Speculative decoding's draft model: loaded as the model is, and
+    refused (naming speculative_config) unless its tokenizer is the model's."""
+    try:
+        draft = load_checkpoint(
+            path, dtype=_DTYPES[args.resolved_dtype()], keep_quantized=args.keeps_quantized()
+        )
+    except (OSError, ValueError) as e:
+        raise InvalidParameter(
+            f"speculative_config: cannot load the draft model {path}: {e}", "speculative_config"
+        ) from e
+    if draft.tokenizer.backend.get_vocab() != checkpoint.tokenizer.backend.get_vocab():
+        raise InvalidParameter(
+            f"speculative_config: the draft model {path} has another tokenizer than the "
+            "model's; a draft must share the model's vocabulary",
+            "speculative_config",
+        )
+    runner.set_draft_model(
+        model_spec_from_hf_config(draft.hf_config), draft.weights, quant_types=draft.quant_types
+    )
+    draft.weights = {}
+
+
 def build_engine(args: EngineArgs) -> BuiltEngine:
     """Load the checkpoint and build a C++ engine with its runner (not started)."""
     args.validate()
@@ -321,6 +346,9 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
         quantization=args.quantization or "none",
     )
     checkpoint.weights = {}  # the runner holds what it needs; drop our references
+    draft_path = draft_model_path(args.speculative_config)
+    if draft_path is not None:
+        add_draft_model(runner, draft_path, checkpoint, args)
     release_freed_memory()
     engine = _core.Engine(config, runner)
     return BuiltEngine(engine, checkpoint, config, runner, sampling_defaults)

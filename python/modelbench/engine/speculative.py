@@ -14,8 +14,12 @@ wholly rejected pauses proposing for 1, 2, 4, ... up to 64 steps, so
 open-ended text, where lookups rarely hit, pays little.
 ``disable_by_batch_size`` stops proposals while more sequences run.
 
-``draft_model`` (a second, smaller model proposing) is not implemented: it
-is refused with a message saying so, never silently ignored.
+``draft_model``: ``{"method": "draft_model", "model": PATH,
+"num_speculative_tokens": k}``: a smaller model with the model's tokenizer
+(a Hugging Face folder or a GGUF file) proposes k tokens greedily before
+each step; the model verifies them as above. The draft keeps a KV pool of
+its own in the model's block layout (its memory comes on top of
+kv_cache_memory).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ NGRAM_KEYS = {
     "prompt_lookup_min",
     "disable_by_batch_size",
 }
+DRAFT_KEYS = {"method", "model", "num_speculative_tokens", "disable_by_batch_size"}
 
 
 def speculative_config(value: Mapping[str, Any] | None) -> _core.SpeculativeConfig:
@@ -49,25 +54,31 @@ def speculative_config(value: Mapping[str, Any] | None) -> _core.SpeculativeConf
             f"'num_speculative_tokens': 4}}, got {type(value).__name__}",
             PARAM,
         )
-    method = value.get("method", "ngram")
-    if method == "draft_model" or "model" in value:
+    method = value.get("method", "draft_model" if "model" in value else "ngram")
+    if method not in ("ngram", "draft_model"):
         raise InvalidParameter(
-            f"{PARAM}: method 'draft_model' (a second model proposing tokens) is not "
-            "implemented; use {'method': 'ngram', ...}",
-            PARAM,
+            f"{PARAM}: method must be 'ngram' or 'draft_model', got {method!r}", PARAM
         )
-    if method != "ngram":
-        raise InvalidParameter(f"{PARAM}: method must be 'ngram', got {method!r}", PARAM)
-    unknown = sorted(set(value) - NGRAM_KEYS)
+    keys = NGRAM_KEYS if method == "ngram" else DRAFT_KEYS
+    unknown = sorted(set(value) - keys)
     if unknown:
         raise InvalidParameter(
-            f"{PARAM}: unknown keys {', '.join(unknown)}; ngram takes "
-            f"{', '.join(sorted(NGRAM_KEYS))}",
+            f"{PARAM}: unknown keys {', '.join(unknown)}; {method} takes "
+            f"{', '.join(sorted(keys))}",
             PARAM,
         )
+    if method == "draft_model":
+        model = value.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidParameter(
+                f"{PARAM}: draft_model needs 'model', the draft's path (a Hugging Face "
+                "folder or a GGUF file)",
+                PARAM,
+            )
+        config.draft_model = True
     if "num_speculative_tokens" not in value:
         raise InvalidParameter(f"{PARAM}: num_speculative_tokens is required", PARAM)
-    for key in NGRAM_KEYS - {"method"}:
+    for key in keys - {"method", "model"}:
         if key not in value:
             continue
         number = value[key]
@@ -81,3 +92,10 @@ def speculative_config(value: Mapping[str, Any] | None) -> _core.SpeculativeConf
     except ValueError as e:
         raise InvalidParameter(f"{PARAM}: {e}", PARAM) from e
     return config
+
+
+def draft_model_path(value: Mapping[str, Any] | None) -> str | None:
+    """The draft model's path of a (valid) draft_model config, else None."""
+    if value is None or speculative_config(value).draft_model is False:
+        return None
+    return str(value["model"])

@@ -111,8 +111,20 @@ def test_preemption_keeps_the_output(plain: LLM) -> None:
 @pytest.mark.parametrize(
     ("config", "says"),
     [
-        ({"method": "draft_model", "model": "x", "num_speculative_tokens": 3}, "not implemented"),
-        ({"method": "medusa", "num_speculative_tokens": 3}, "method must be 'ngram'"),
+        ({"method": "draft_model", "num_speculative_tokens": 3}, "needs 'model'"),
+        (
+            {
+                "method": "draft_model",
+                "model": "x",
+                "num_speculative_tokens": 3,
+                "prompt_lookup_max": 2,
+            },
+            "unknown keys prompt_lookup_max",
+        ),
+        (
+            {"method": "medusa", "num_speculative_tokens": 3},
+            "method must be 'ngram' or 'draft_model'",
+        ),
         ({"method": "ngram"}, "num_speculative_tokens is required"),
         ({"method": "ngram", "num_speculative_tokens": 99}, r"in \[0, 32\]"),
         (
@@ -140,3 +152,40 @@ def test_lookup_max_alone_sets_a_compatible_min() -> None:
     one = speculative_config({"num_speculative_tokens": 2, "prompt_lookup_max": 1})
     assert (one.prompt_lookup_min, one.prompt_lookup_max) == (1, 1)
     assert speculative_config(None).num_speculative_tokens == 0
+
+
+def test_a_draft_model_proposes_and_greedy_output_is_unchanged(plain: LLM) -> None:
+    """The default model as its own draft (the smallest with its tokenizer
+    that ships in a package): every proposal is the model's own greedy
+    choice, so nearly all stand, and the output is plain decoding's."""
+    from modelbench.models.default_model import default_model_path
+
+    config = {
+        "method": "draft_model",
+        "model": str(default_model_path()),
+        "num_speculative_tokens": 3,
+    }
+    drafted = LLM(max_model_len=1024, kv_cache_memory=128 * 1024 * 1024, speculative_config=config)
+    assert drafted.runner.has_draft_model
+    batch = prompts(plain)
+    greedy = SamplingParams(temperature=0.0, max_tokens=64)
+    assert tokens(drafted, batch, greedy) == tokens(plain, batch, greedy)
+    s = drafted.engine.stats().scheduler
+    assert s.num_spec_drafts > 0
+    assert s.num_spec_accepted_tokens >= 0.9 * s.num_spec_draft_tokens
+    # Sampled requests speculate too (rejection sampling keeps their distribution).
+    sampled = drafted.generate(
+        batch, SamplingParams(temperature=0.8, seed=1, max_tokens=32), use_tqdm=False
+    )
+    assert all(o.outputs[0].token_ids for o in sampled)
+
+
+def test_a_draft_with_another_tokenizer_is_refused(tiny_model_path) -> None:
+    config = {
+        "method": "draft_model",
+        "model": str(tiny_model_path("llama_gqa")),
+        "num_speculative_tokens": 2,
+    }
+    with pytest.raises(InvalidParameter, match="another tokenizer") as info:
+        LLM(max_model_len=256, kv_cache_memory=32 * 1024 * 1024, speculative_config=config)
+    assert info.value.param == "speculative_config"

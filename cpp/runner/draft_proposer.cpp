@@ -1,0 +1,139 @@
+// DraftProposer: catch the draft's K/V up to each sequence's last token,
+// then k greedy decode steps of the draft, batched over the sequences.
+#include "runner/draft_proposer.h"
+
+#include <algorithm>
+
+#include "kernels/sampling_ops.h"
+
+namespace modelbench {
+
+namespace {
+void add_block_tables(const std::vector<const Sequence*>& seqs, int64_t max_blocks, std::vector<int32_t>& tables) {
+  tables.assign(seqs.size() * max_blocks, 0);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto& table = seqs[i]->block_table;
+    const int64_t n = std::min<int64_t>(max_blocks, static_cast<int64_t>(table.size()));
+    std::copy(table.begin(), table.begin() + n, tables.begin() + i * max_blocks);
+  }
+}
+}  // namespace
+
+DraftProposer::DraftProposer(std::unique_ptr<Model> model, KVCacheSpec kv_spec, int num_blocks)
+    : model_(std::move(model)), kv_pool_(kv_spec, num_blocks), block_size_(kv_spec.block_size) {}
+
+std::vector<int64_t> DraftProposer::decode(const std::vector<const Sequence*>& seqs,
+                                           const std::vector<int64_t>& tokens,
+                                           const std::vector<int64_t>& positions) {
+  const torch::Device device = kv_pool_.spec().device;
+  const auto n = static_cast<int64_t>(seqs.size());
+  std::vector<int64_t> slots(n), query_start(n + 1), context(n);
+  int64_t max_blocks = 1;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t p = positions[i];
+    slots[i] = static_cast<int64_t>(seqs[i]->block_table.at(p / block_size_)) * block_size_ + p % block_size_;
+    query_start[i + 1] = i + 1;
+    context[i] = p + 1;
+    max_blocks = std::max<int64_t>(max_blocks, (p + block_size_) / block_size_);
+  }
+  std::vector<int32_t> tables;
+  add_block_tables(seqs, max_blocks, tables);
+  ForwardBatch batch;
+  batch.input_ids = sampling_ops::to_device(tokens, device);
+  batch.positions = sampling_ops::to_device(positions, device);
+  batch.slot_mapping = sampling_ops::to_device(slots, device);
+  batch.attention.query_start_loc = torch::from_blob(query_start.data(), {n + 1}, torch::kLong);
+  batch.attention.context_lens = torch::from_blob(context.data(), {n}, torch::kLong);
+  batch.attention.block_tables = torch::from_blob(tables.data(), {n, max_blocks}, torch::kInt);
+  const torch::Tensor hidden = model_->forward(batch, kv_pool_);
+  auto best = sampling_ops::greedy_argmax(model_->compute_logits(hidden)).cpu();
+  const int64_t* ids = best.data_ptr<int64_t>();
+  return std::vector<int64_t>(ids, ids + n);
+}
+
+std::vector<std::vector<int32_t>> DraftProposer::propose(const SchedulerOutput& scheduler_output) {
+  const auto& scheduled = scheduler_output.scheduled;
+  for (const std::string& id : scheduler_output.finished_request_ids) drop(id);
+  for (const std::string& id : scheduler_output.preempted_request_ids) drop(id);
+  std::vector<std::vector<int32_t>> drafts(scheduled.size());
+  std::vector<size_t> which;
+  for (size_t i = 0; i < scheduled.size(); ++i)
+    if (!scheduled[i].draft_token_ids.empty()) which.push_back(i);
+  if (which.empty()) return drafts;
+
+  // 1. Catch up: the draft's K/V for every position before each sequence's
+  //    last token, one forward over all the sequences' missing positions
+  //    (a prompt the first time, the tokens gained since it last proposed).
+  {
+    const torch::Device device = kv_pool_.spec().device;
+    std::vector<int64_t> tokens, positions, slots, query_start{0}, context;
+    std::vector<const Sequence*> seqs;
+    int64_t max_blocks = 1;
+    for (size_t i : which) {
+      const Sequence& seq = *scheduled[i].seq;
+      const int last = seq.num_tokens() - 1;
+      const int from = std::min(computed_[seq.request_id()], last);
+      if (from >= last) continue;
+      for (int p = from; p < last; ++p) {
+        tokens.push_back(seq.token_ids()[p]);
+        positions.push_back(p);
+        slots.push_back(static_cast<int64_t>(seq.block_table.at(p / block_size_)) * block_size_ + p % block_size_);
+      }
+      query_start.push_back(static_cast<int64_t>(tokens.size()));
+      context.push_back(last);
+      seqs.push_back(&seq);
+      max_blocks = std::max<int64_t>(max_blocks, (last + block_size_ - 1) / block_size_);
+    }
+    if (!seqs.empty()) {
+      std::vector<int32_t> tables;
+      add_block_tables(seqs, max_blocks, tables);
+      const auto n = static_cast<int64_t>(seqs.size());
+      ForwardBatch batch;
+      batch.input_ids = sampling_ops::to_device(tokens, device);
+      batch.positions = sampling_ops::to_device(positions, device);
+      batch.slot_mapping = sampling_ops::to_device(slots, device);
+      batch.attention.query_start_loc = torch::from_blob(query_start.data(), {n + 1}, torch::kLong);
+      batch.attention.context_lens = torch::from_blob(context.data(), {n}, torch::kLong);
+      batch.attention.block_tables = torch::from_blob(tables.data(), {n, max_blocks}, torch::kInt);
+      model_->forward(batch, kv_pool_);  // only the K/V it writes are wanted
+    }
+  }
+
+  // 2. Greedy decode steps: the last token, then each draft, as input.
+  std::vector<const Sequence*> seqs;
+  std::vector<int64_t> tokens, positions;
+  size_t max_k = 0;
+  for (size_t i : which) {
+    const Sequence& seq = *scheduled[i].seq;
+    seqs.push_back(&seq);
+    tokens.push_back(seq.last_token_id());
+    positions.push_back(seq.num_tokens() - 1);
+    max_k = std::max(max_k, scheduled[i].draft_token_ids.size());
+  }
+  for (size_t step = 0; step < max_k; ++step) {
+    std::vector<const Sequence*> step_seqs;
+    std::vector<int64_t> step_tokens, step_positions;
+    std::vector<size_t> step_rows;
+    for (size_t j = 0; j < which.size(); ++j) {
+      if (drafts[which[j]].size() >= scheduled[which[j]].draft_token_ids.size()) continue;
+      step_seqs.push_back(seqs[j]);
+      step_tokens.push_back(tokens[j]);
+      step_positions.push_back(positions[j]);
+      step_rows.push_back(j);
+    }
+    if (step_rows.empty()) break;
+    const std::vector<int64_t> next = decode(step_seqs, step_tokens, step_positions);
+    for (size_t r = 0; r < step_rows.size(); ++r) {
+      const size_t j = step_rows[r];
+      drafts[which[j]].push_back(static_cast<int32_t>(next[r]));
+      tokens[j] = next[r];
+      ++positions[j];
+    }
+  }
+  for (size_t i : which) computed_[scheduled[i].seq->request_id()] = scheduled[i].seq->num_tokens() - 1;
+  return drafts;
+}
+
+void DraftProposer::keep(const std::string& request_id, int num_valid) { computed_[request_id] = num_valid; }
+
+}  // namespace modelbench
