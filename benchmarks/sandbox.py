@@ -15,25 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
-from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from _report import cpu_model, emit  # benchmarks/_report.py (this folder is on sys.path)
 from modelbench.eval.humaneval import load_problems, score
 from modelbench.eval.sandbox import Sandbox
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

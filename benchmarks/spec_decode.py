@@ -21,12 +21,11 @@ least 1.5x, open-ended no worse than 0.95x.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
-from _report import emit
+from _report import cpu_model, emit
 from modelbench import LLM, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,16 +52,6 @@ def workload(llm: LLM) -> dict[str, dict[str, str]]:
             "recipe": chat([{"role": "user", "content": "How do I bake bread at home?"}]),
         },
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
@@ -118,7 +107,7 @@ def main() -> None:
     emit(
         {
             "benchmark": "spec_decode",
-            "host": cpu_name(),
+            "host": cpu_model(),
             "model": engines["plain"].model_source,
             "speculative_config": spec_config,
             "tokens_per_request": args.tokens,

@@ -19,11 +19,10 @@ guided and mixed at least 0.9x free's tokens/s.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
-from _report import emit
+from _report import cpu_model, emit
 from modelbench import LLM, GuidedDecodingParams, SamplingParams
 
 SCHEMA = {
@@ -42,16 +41,6 @@ SCHEMA = {
     },
 }
 TOPICS = ["cities", "rivers", "books", "planets", "songs", "animals", "colors", "tools"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
@@ -107,7 +96,7 @@ def main() -> None:
     median = {name: statistics.median(r["tokens_per_s"] for r in rs) for name, rs in runs.items()}
     result = {
         "benchmark": "structured_outputs",
-        "host": cpu_name(),
+        "host": cpu_model(),
         "model": llm.model_source if args.model is None else args.model,
         "batch": args.batch,
         "tokens_per_request": args.tokens,

@@ -9,14 +9,45 @@
 namespace modelbench {
 
 namespace {
-void add_block_tables(const std::vector<const Sequence*>& seqs, int64_t max_blocks, std::vector<int32_t>& tables) {
-  tables.assign(seqs.size() * max_blocks, 0);
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto& table = seqs[i]->block_table;
-    const int64_t n = std::min<int64_t>(max_blocks, static_cast<int64_t>(table.size()));
-    std::copy(table.begin(), table.begin() + n, tables.begin() + i * max_blocks);
+// A flat batch on the host, one attention sequence per `seqs` entry (rows
+// query_start[i] .. query_start[i + 1], context_lens[i] keys); the tensors
+// of batch() alias these vectors, which must outlive the forward.
+struct HostBatch {
+  std::vector<int64_t> tokens, positions, slots, query_start{0}, context;
+  std::vector<const Sequence*> seqs;
+  std::vector<int32_t> tables;
+
+  void add(const Sequence& seq, int64_t token, int64_t position, int block_size) {
+    tokens.push_back(token);
+    positions.push_back(position);
+    slots.push_back(static_cast<int64_t>(seq.block_table.at(position / block_size)) * block_size +
+                    position % block_size);
   }
-}
+  void end_sequence(const Sequence& seq, int64_t context_len) {
+    query_start.push_back(static_cast<int64_t>(tokens.size()));
+    context.push_back(context_len);
+    seqs.push_back(&seq);
+  }
+  ForwardBatch batch(const torch::Device& device, int block_size) {
+    const auto n = static_cast<int64_t>(seqs.size());
+    int64_t max_blocks = 1;
+    for (int64_t c : context) max_blocks = std::max<int64_t>(max_blocks, (c + block_size - 1) / block_size);
+    tables.assign(n * max_blocks, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& table = seqs[i]->block_table;
+      const int64_t m = std::min<int64_t>(max_blocks, static_cast<int64_t>(table.size()));
+      std::copy(table.begin(), table.begin() + m, tables.begin() + i * max_blocks);
+    }
+    ForwardBatch b;
+    b.input_ids = sampling_ops::to_device(tokens, device);
+    b.positions = sampling_ops::to_device(positions, device);
+    b.slot_mapping = sampling_ops::to_device(slots, device);
+    b.attention.query_start_loc = torch::from_blob(query_start.data(), {n + 1}, torch::kLong);
+    b.attention.context_lens = torch::from_blob(context.data(), {n}, torch::kLong);
+    b.attention.block_tables = torch::from_blob(tables.data(), {n, max_blocks}, torch::kInt);
+    return b;
+  }
+};
 }  // namespace
 
 DraftProposer::DraftProposer(std::unique_ptr<Model> model, KVCacheSpec kv_spec, int num_blocks)
@@ -25,30 +56,15 @@ DraftProposer::DraftProposer(std::unique_ptr<Model> model, KVCacheSpec kv_spec, 
 std::vector<int64_t> DraftProposer::decode(const std::vector<const Sequence*>& seqs,
                                            const std::vector<int64_t>& tokens,
                                            const std::vector<int64_t>& positions) {
-  const torch::Device device = kv_pool_.spec().device;
-  const auto n = static_cast<int64_t>(seqs.size());
-  std::vector<int64_t> slots(n), query_start(n + 1), context(n);
-  int64_t max_blocks = 1;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t p = positions[i];
-    slots[i] = static_cast<int64_t>(seqs[i]->block_table.at(p / block_size_)) * block_size_ + p % block_size_;
-    query_start[i + 1] = i + 1;
-    context[i] = p + 1;
-    max_blocks = std::max<int64_t>(max_blocks, (p + block_size_) / block_size_);
+  HostBatch host;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    host.add(*seqs[i], tokens[i], positions[i], block_size_);
+    host.end_sequence(*seqs[i], positions[i] + 1);
   }
-  std::vector<int32_t> tables;
-  add_block_tables(seqs, max_blocks, tables);
-  ForwardBatch batch;
-  batch.input_ids = sampling_ops::to_device(tokens, device);
-  batch.positions = sampling_ops::to_device(positions, device);
-  batch.slot_mapping = sampling_ops::to_device(slots, device);
-  batch.attention.query_start_loc = torch::from_blob(query_start.data(), {n + 1}, torch::kLong);
-  batch.attention.context_lens = torch::from_blob(context.data(), {n}, torch::kLong);
-  batch.attention.block_tables = torch::from_blob(tables.data(), {n, max_blocks}, torch::kInt);
-  const torch::Tensor hidden = model_->forward(batch, kv_pool_);
+  const torch::Tensor hidden = model_->forward(host.batch(kv_pool_.spec().device, block_size_), kv_pool_);
   auto best = sampling_ops::greedy_argmax(model_->compute_logits(hidden)).cpu();
   const int64_t* ids = best.data_ptr<int64_t>();
-  return std::vector<int64_t>(ids, ids + n);
+  return std::vector<int64_t>(ids, ids + static_cast<int64_t>(seqs.size()));
 }
 
 std::vector<std::vector<int32_t>> DraftProposer::propose(const SchedulerOutput& scheduler_output) {
@@ -65,38 +81,17 @@ std::vector<std::vector<int32_t>> DraftProposer::propose(const SchedulerOutput& 
   //    last token, one forward over all the sequences' missing positions
   //    (a prompt the first time, the tokens gained since it last proposed).
   {
-    const torch::Device device = kv_pool_.spec().device;
-    std::vector<int64_t> tokens, positions, slots, query_start{0}, context;
-    std::vector<const Sequence*> seqs;
-    int64_t max_blocks = 1;
+    HostBatch host;
     for (size_t i : which) {
       const Sequence& seq = *scheduled[i].seq;
       const int last = seq.num_tokens() - 1;
       const int from = std::min(computed_[seq.request_id()], last);
       if (from >= last) continue;
-      for (int p = from; p < last; ++p) {
-        tokens.push_back(seq.token_ids()[p]);
-        positions.push_back(p);
-        slots.push_back(static_cast<int64_t>(seq.block_table.at(p / block_size_)) * block_size_ + p % block_size_);
-      }
-      query_start.push_back(static_cast<int64_t>(tokens.size()));
-      context.push_back(last);
-      seqs.push_back(&seq);
-      max_blocks = std::max<int64_t>(max_blocks, (last + block_size_ - 1) / block_size_);
+      for (int p = from; p < last; ++p) host.add(seq, seq.token_ids()[p], p, block_size_);
+      host.end_sequence(seq, last);
     }
-    if (!seqs.empty()) {
-      std::vector<int32_t> tables;
-      add_block_tables(seqs, max_blocks, tables);
-      const auto n = static_cast<int64_t>(seqs.size());
-      ForwardBatch batch;
-      batch.input_ids = sampling_ops::to_device(tokens, device);
-      batch.positions = sampling_ops::to_device(positions, device);
-      batch.slot_mapping = sampling_ops::to_device(slots, device);
-      batch.attention.query_start_loc = torch::from_blob(query_start.data(), {n + 1}, torch::kLong);
-      batch.attention.context_lens = torch::from_blob(context.data(), {n}, torch::kLong);
-      batch.attention.block_tables = torch::from_blob(tables.data(), {n, max_blocks}, torch::kInt);
-      model_->forward(batch, kv_pool_);  // only the K/V it writes are wanted
-    }
+    // Only the K/V it writes are wanted.
+    if (!host.seqs.empty()) model_->forward(host.batch(kv_pool_.spec().device, block_size_), kv_pool_);
   }
 
   // 2. Greedy decode steps: the last token, then each draft, as input.
