@@ -1,5 +1,6 @@
 // Validation of the configuration structs.
 #include "core/config.h"
+#include "core/dynamic_batcher.h"
 
 #include <algorithm>
 #include <cmath>
@@ -21,6 +22,19 @@ void CacheConfig::validate() const {
 
 int CacheConfig::num_watermark_blocks() const {
   return static_cast<int>(std::floor(watermark * num_blocks));
+}
+
+void DynamicBatcherConfig::validate() const {
+  if (max_batch_size < 1)
+    fail("max_batch_size", "max_batch_size must be >= 1, got " + std::to_string(max_batch_size));
+  for (int size : preferred_batch_sizes)
+    if (size < 1 || size > max_batch_size)
+      fail("preferred_batch_sizes", "preferred_batch_sizes must lie in [1, max_batch_size=" +
+                                        std::to_string(max_batch_size) + "], got " + std::to_string(size));
+  if (max_queue_delay_us < 0)
+    fail("max_queue_delay_us", "max_queue_delay_us must be >= 0, got " + std::to_string(max_queue_delay_us));
+  if (max_queue_size < 1)
+    fail("max_queue_size", "max_queue_size must be >= 1, got " + std::to_string(max_queue_size));
 }
 
 void SpeculativeConfig::validate() const {
