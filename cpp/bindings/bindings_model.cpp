@@ -13,6 +13,7 @@
 #include "kernels/linear_bf16.h"
 #include "kernels/linear_cpu.h"
 #include "models/model.h"
+#include "runner/tensor_model.h"
 #include "runner/transformer_runner.h"
 
 namespace py = pybind11;
@@ -64,6 +65,42 @@ void bind_model(py::module_& m, py::module_& testing) {
                ", num_kv_heads=" + std::to_string(s.num_kv_heads) + ", vocab_size=" + std::to_string(s.vocab_size) +
                ")";
       });
+
+  py::class_<DynamicBatcherConfig>(m, "DynamicBatcherConfig", "A tensor model's dynamic batching, as Triton's.")
+      .def(py::init<>())
+      .def_readwrite("max_batch_size", &DynamicBatcherConfig::max_batch_size)
+      .def_readwrite("preferred_batch_sizes", &DynamicBatcherConfig::preferred_batch_sizes)
+      .def_readwrite("max_queue_delay_us", &DynamicBatcherConfig::max_queue_delay_us)
+      .def_readwrite("max_queue_size", &DynamicBatcherConfig::max_queue_size)
+      .def_readwrite("enabled", &DynamicBatcherConfig::enabled, "False: each request runs alone (no batching).")
+      .def("validate", &DynamicBatcherConfig::validate);
+  py::class_<DynamicBatcherStats>(m, "DynamicBatcherStats")
+      .def_readonly("num_requests", &DynamicBatcherStats::num_requests)
+      .def_readonly("num_rejected", &DynamicBatcherStats::num_rejected)
+      .def_readonly("num_timed_out", &DynamicBatcherStats::num_timed_out)
+      .def_readonly("num_failed", &DynamicBatcherStats::num_failed)
+      .def_readonly("num_batches", &DynamicBatcherStats::num_batches)
+      .def_readonly("num_batched_rows", &DynamicBatcherStats::num_batched_rows)
+      .def_readonly("queue_size", &DynamicBatcherStats::queue_size);
+  py::class_<TensorResult>(m, "TensorResult", "A tensor model request's outputs, or why it has none.")
+      .def_readonly("ticket", &TensorResult::ticket)
+      .def_readonly("outputs", &TensorResult::outputs)
+      .def_readonly("error", &TensorResult::error)
+      .def_readonly("timed_out", &TensorResult::timed_out);
+  py::class_<TensorModel, std::shared_ptr<TensorModel>>(
+      m, "TensorModel", "A TorchScript module served through the C++ dynamic batcher.")
+      .def(py::init<const std::string&, int, int, const std::string&, DynamicBatcherConfig>(), py::arg("path"),
+           py::arg("num_inputs"), py::arg("num_outputs"), py::arg("device") = "cpu",
+           py::arg("batching") = DynamicBatcherConfig(), py::call_guard<py::gil_scoped_release>())
+      .def("submit", &TensorModel::submit, py::arg("inputs"), py::arg("timeout_s") = 0.0,
+           "Queue a request (one tensor per input, each [rows, ...]); its ticket, or -1 when the queue is full.")
+      .def("wait_results", &TensorModel::wait_results, py::arg("timeout_s") = -1.0,
+           py::call_guard<py::gil_scoped_release>(), "Wait for results and return all that are ready.")
+      .def("run_one", &TensorModel::run_one, py::arg("inputs"), py::call_guard<py::gil_scoped_release>(),
+           "Run inputs straight through the module, unbatched.")
+      .def("stats", &TensorModel::stats)
+      .def_property_readonly("batching", &TensorModel::batching)
+      .def("shutdown", &TensorModel::shutdown, py::call_guard<py::gil_scoped_release>());
 
   py::class_<RecordedLogits>(testing, "RecordedLogits", "One sequence's logits from the last step.")
       .def_readonly("request_id", &RecordedLogits::request_id)

@@ -31,6 +31,7 @@ struct DynamicBatcherConfig {
   std::vector<int> preferred_batch_sizes; // each in [1, max_batch_size]; dispatched without waiting
   int64_t max_queue_delay_us = 100;       // how long the oldest request waits for company
   int max_queue_size = 1024;              // requests waiting; past it submit refuses
+  bool enabled = true;                    // false: each request runs alone, at once (batching off)
 
   // Throws InvalidArgument naming the offending field.
   void validate() const;
@@ -143,6 +144,7 @@ class DynamicBatcher {
   // taken at once (the largest such), so is a full batch; otherwise the
   // oldest request's delay decides.
   size_t batch_to_run_locked(Clock::time_point now) const {
+    if (!config_.enabled) return queue_.empty() ? 0 : 1;
     int rows = 0;
     size_t count = 0, preferred_count = 0;
     for (const Pending& p : queue_) {

@@ -15,6 +15,8 @@ __all__: list[str] = [
     "Engine",
     "EngineConfig",
     "EmbeddingRunner",
+    "DynamicBatcherConfig",
+    "DynamicBatcherStats",
     "EngineStats",
     "GuideEvent",
     "InvalidArgument",
@@ -29,6 +31,8 @@ __all__: list[str] = [
     "ScheduledSequence",
     "SchedulerConfig",
     "SpeculativeConfig",
+    "TensorModel",
+    "TensorResult",
     "SchedulerOutput",
     "SchedulerStats",
     "TokenLogprob",
@@ -948,3 +952,80 @@ class testing:
         """
         The CPU bfloat16 linear kernel of model layers: x [M, K] @ weight^T + bias -> [M, out_features] bfloat16 (fp32 accumulation, one rounding), with the weight from pack_linear_weight_bf16.
         """
+
+class DynamicBatcherConfig:
+    """
+    A tensor model's dynamic batching, as Triton's.
+    """
+
+    enabled: bool
+    max_batch_size: int
+    max_queue_delay_us: int
+    max_queue_size: int
+    preferred_batch_sizes: list[int]
+    def __init__(self) -> None: ...
+    def validate(self) -> None: ...
+
+class DynamicBatcherStats:
+    @property
+    def num_batched_rows(self) -> int: ...
+    @property
+    def num_batches(self) -> int: ...
+    @property
+    def num_failed(self) -> int: ...
+    @property
+    def num_rejected(self) -> int: ...
+    @property
+    def num_requests(self) -> int: ...
+    @property
+    def num_timed_out(self) -> int: ...
+    @property
+    def queue_size(self) -> int: ...
+
+class TensorResult:
+    """
+    A tensor model request's outputs, or why it has none.
+    """
+    @property
+    def error(self) -> str: ...
+    @property
+    def outputs(self) -> list[torch.Tensor]: ...
+    @property
+    def ticket(self) -> int: ...
+    @property
+    def timed_out(self) -> bool: ...
+
+class TensorModel:
+    """
+    A TorchScript module served through the C++ dynamic batcher.
+    """
+    def __init__(
+        self,
+        path: str,
+        num_inputs: typing.SupportsInt | typing.SupportsIndex,
+        num_outputs: typing.SupportsInt | typing.SupportsIndex,
+        device: str = "cpu",
+        batching: DynamicBatcherConfig = ...,
+    ) -> None: ...
+    def submit(
+        self,
+        inputs: collections.abc.Sequence[torch.Tensor],
+        timeout_s: typing.SupportsFloat | typing.SupportsIndex = 0.0,
+    ) -> int:
+        """
+        Queue a request (one tensor per input, each [rows, ...]); its ticket, or -1 when the queue is full.
+        """
+    def wait_results(
+        self, timeout_s: typing.SupportsFloat | typing.SupportsIndex = -1.0
+    ) -> list[TensorResult]:
+        """
+        Wait for results and return all that are ready.
+        """
+    def run_one(self, inputs: collections.abc.Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """
+        Run inputs straight through the module, unbatched.
+        """
+    def stats(self) -> DynamicBatcherStats: ...
+    @property
+    def batching(self) -> DynamicBatcherConfig: ...
+    def shutdown(self) -> None: ...

@@ -228,3 +228,17 @@ TEST_CASE("batcher settings are checked", "[batcher]") {
   c.max_queue_size = 0;
   CHECK_THROWS_WITH(c.validate(), Catch::Contains("max_queue_size"));
 }
+
+TEST_CASE("with batching off each request runs alone", "[batcher]") {
+  FakeModel model;
+  model.hold();
+  DynamicBatcherConfig config;
+  config.max_batch_size = 4;
+  config.enabled = false;
+  Batcher batcher(config, executor_of(model));
+  Results results;
+  for (int i = 1; i <= 3; ++i) REQUIRE(batcher.submit(i, i, 0, results.for_input(i)));
+  model.release();
+  REQUIRE(results.wait_for(3));
+  CHECK(model.batches == std::vector<std::vector<int>>{{1}, {2}, {3}});
+}
