@@ -63,8 +63,7 @@ def speculative_config(value: Mapping[str, Any] | None) -> _core.SpeculativeConf
     unknown = sorted(set(value) - keys)
     if unknown:
         raise InvalidParameter(
-            f"{PARAM}: unknown keys {', '.join(unknown)}; {method} takes "
-            f"{', '.join(sorted(keys))}",
+            f"{PARAM}: unknown keys {', '.join(unknown)}; {method} takes {', '.join(sorted(keys))}",
             PARAM,
         )
     if method == "draft_model":
