@@ -70,11 +70,11 @@ def parse_memory(value: str) -> int | float:
 
 def name_from_path(path: str | None) -> str:
     """The name a model is served under when none is given: the folder's name,
-    or the .gguf file's stem."""
+    or the .gguf (or TorchScript .pt) file's stem."""
     if path is None:
         return DEFAULT_MODEL_NAME
     p = Path(str(path).rstrip("/"))
-    return p.stem if p.suffix == ".gguf" else p.name
+    return p.stem if p.suffix in (".gguf", ".pt", ".pth", ".ts") else p.name
 
 
 class ModelCacheConfig(BaseModel):
@@ -137,6 +137,13 @@ class ModelConfig(BaseModel):
                 )
             self.tasks = ["embed"]
         return self
+
+    def is_tensor_model(self) -> bool:
+        """Whether ``path`` is a TorchScript file with its config beside it
+        (modelbench.predict): it serves POST /v1/predict alone."""
+        from modelbench.predict.config import is_tensor_model
+
+        return is_tensor_model(self.path)
 
     def is_embedding_model(self) -> bool:
         """Whether ``path`` is an embedding model (engine/encoder_engine.py)."""

@@ -25,7 +25,7 @@ LAYERS = [
     ["ui", "jobs", "bench", "cache"],
     ["eval"],
     ["config"],
-    ["tasks", "gateway"],
+    ["tasks", "gateway", "predict"],
     ["engine"],
     ["models", "db"],
     ["_core", "_build_info", "_version"],

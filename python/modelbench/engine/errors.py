@@ -12,6 +12,7 @@ from __future__ import annotations
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 CONFLICTING_FIELDS = "conflicting_fields"
 INVALID_GUIDED_CONSTRAINT = "invalid_guided_constraint"
+INPUT_MISMATCH = "input_mismatch"  # a tensor model's input it does not take (modelbench.predict)
 
 
 class InvalidParameter(ValueError):

@@ -25,8 +25,12 @@ from typing import Any
 import torch
 
 from modelbench import _core
-from modelbench.engine.errors import InvalidParameter
+from modelbench.engine.errors import INPUT_MISMATCH, InvalidParameter
 from modelbench.predict.config import DTYPES, TensorModelConfig, TensorSpec, load_config
+
+
+def _mismatch(message: str, param: str) -> InvalidParameter:
+    return InvalidParameter(message, param, INPUT_MISMATCH)
 
 
 class QueueFull(RuntimeError):
@@ -85,27 +89,25 @@ class PredictEngine:
         to nested lists or tensors; a single row may drop the batch
         dimension. Raises InvalidParameter (param ``inputs.<name>``)."""
         if not isinstance(inputs, dict) or not inputs:
-            raise InvalidParameter("inputs must be an object of input name -> values", "inputs")
+            raise _mismatch("inputs must be an object of input name -> values", "inputs")
         names = [s.name for s in self.config.inputs]
         unknown = [n for n in inputs if n not in names]
         if unknown:
-            raise InvalidParameter(
+            raise _mismatch(
                 f"unknown input {unknown[0]!r}; this model takes {', '.join(names)}",
                 f"inputs.{unknown[0]}",
             )
         tensors = []
         for spec in self.config.inputs:
             if spec.name not in inputs:
-                raise InvalidParameter(
+                raise _mismatch(
                     f"input {spec.name!r} is missing: shape {_shape(spec)}, {spec.dtype}",
                     f"inputs.{spec.name}",
                 )
             tensors.append(self._tensor(spec, inputs[spec.name]))
         rows = {t.shape[0] for t in tensors}
         if len(rows) > 1:
-            raise InvalidParameter(
-                f"the inputs have different numbers of rows: {sorted(rows)}", "inputs"
-            )
+            raise _mismatch(f"the inputs have different numbers of rows: {sorted(rows)}", "inputs")
         return tensors
 
     def _tensor(self, spec: TensorSpec, value: Any) -> torch.Tensor:
@@ -114,11 +116,11 @@ class PredictEngine:
         try:
             t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
         except (TypeError, ValueError, RuntimeError) as e:
-            raise InvalidParameter(
+            raise _mismatch(
                 f"input {spec.name!r} is not a rectangular array of numbers: {e}", param
             ) from e
         if t.is_floating_point() and not dtype.is_floating_point and dtype != torch.bool:
-            raise InvalidParameter(
+            raise _mismatch(
                 f"input {spec.name!r} holds floats; the model takes {spec.dtype}", param
             )
         if t.dim() == len(spec.shape) - 1:
@@ -127,11 +129,11 @@ class PredictEngine:
         if len(got) != len(spec.shape) or any(
             d != -1 and g != d for g, d in zip(got[1:], spec.shape[1:])
         ):
-            raise InvalidParameter(
+            raise _mismatch(
                 f"input {spec.name!r} has shape {got}; the model expects {_shape(spec)}", param
             )
         if got[0] < 1 or got[0] > self.max_batch_size:
-            raise InvalidParameter(
+            raise _mismatch(
                 f"input {spec.name!r} has {got[0]} rows; this model takes 1 to "
                 f"{self.max_batch_size} per request (max_batch_size)",
                 param,

@@ -55,7 +55,8 @@ DESCRIPTIONS = {
     502: "An upstream serving the model failed (models served by upstreams only).",
     503: "Not ready: the server is draining, the model is loading, or the store is "
     "unavailable; retry (after `Retry-After` seconds when given).",
-    504: "No upstream answered in time (models served by upstreams only).",
+    504: "No upstream answered in time (models served by upstreams only), or a tensor "
+    "model's request waited in its queue past its timeout_s.",
 }
 
 # The models server-sent events carry (``streamed``); build_spec adds their

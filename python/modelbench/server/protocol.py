@@ -476,6 +476,11 @@ class ModelCard(BaseModel):
     weight: float | None = None
     outstanding: int | None = None
     max_model_len: int | None = None
+    # A tensor model's (POST /v1/predict): its inputs and outputs (name,
+    # dtype, shape with -1 for any size), and a classifier's labels.
+    inputs: list[dict[str, Any]] | None = None
+    outputs: list[dict[str, Any]] | None = None
+    labels: list[str] | None = None
     tool_format: str | None = None
     tool_call_parser: str | None = None
 

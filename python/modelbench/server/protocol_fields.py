@@ -42,6 +42,7 @@ INVALID_CURSOR = "invalid_cursor"
 MODEL_LOAD_FAILED = "model_load_failed"  # raised by server/load_checks.py
 INVALID_TESTS = "invalid_tests"  # raised by server/routes/verify.py
 INVALID_GUIDED_CONSTRAINT = "invalid_guided_constraint"  # modelbench.engine.guided
+INPUT_MISMATCH = "input_mismatch"  # modelbench.predict: raised by PredictEngine.check_inputs
 CONTEXTUAL_CODES = {
     CONTEXT_LENGTH_EXCEEDED: "the prompt, or the prompt and max_tokens together, do not "
     "fit in the model's context (max_model_len)",
@@ -56,6 +57,8 @@ CONTEXTUAL_CODES = {
     "missing, or do not call its entry_point; or its language or stream is not served",
     INVALID_GUIDED_CONSTRAINT: "a structured-output constraint (JSON schema, regex, choice or "
     "grammar) that is not valid or does not compile",
+    INPUT_MISMATCH: "a tensor model's input it does not take: an unknown or missing name, "
+    "another shape or dtype, more rows than its max_batch_size",
 }
 
 

@@ -41,6 +41,7 @@ INFERENCE_PATHS = {
     "/v1/responses": "generate",
     "/v1/embeddings": "embed",
     "/v1/infer": "generate",
+    "/v1/predict": "predict",
 }
 
 text_logger = logging.getLogger("modelbench.text")  # only with Settings.log_text

@@ -40,6 +40,7 @@ from modelbench.engine.async_engine import AsyncEngine, run_on_own_thread
 from modelbench.engine.encoder_engine import EncoderEngine
 from modelbench.gateway.service import Gateway
 from modelbench.gateway.upstream import UpstreamPool
+from modelbench.predict.engine import PredictEngine
 from modelbench.server.errors import APIError
 from modelbench.server.openmp import spin_is_bounded
 
@@ -68,6 +69,8 @@ class ModelHandle:
     engine: AsyncEngine | None = None
     # An embedding model (a BERT encoder) instead of ``engine``: it serves "embed" alone.
     encoder: EncoderEngine | None = None
+    # A tensor model (TorchScript behind the dynamic batcher): it serves "predict" alone.
+    predictor: PredictEngine | None = None
     state: ModelState = ModelState.LOADING
     error: str | None = None
     outstanding: int = 0  # requests admitted and not yet finished
@@ -97,6 +100,8 @@ class ModelHandle:
         return self.engine.max_model_len if self.engine is not None else None
 
     def serves(self, task: str) -> bool:
+        if self.config.is_tensor_model():
+            return task == "predict"
         return task in self.config.tasks
 
     def begin(self, priority: int = 0) -> None:
@@ -272,7 +277,12 @@ class ModelRegistry:
         config = handle.config
         build = run_on_own_thread if spin_is_bounded() else asyncio.to_thread
         try:
-            if config.is_embedding_model():
+            predictor = None
+            if config.is_tensor_model():
+                assert config.path is not None
+                predictor = await build(PredictEngine, config.path)
+                engine, encoder = None, None
+            elif config.is_embedding_model():
                 assert config.path is not None
                 encoder = await build(EncoderEngine, config.path)
                 engine = None
@@ -287,8 +297,11 @@ class ModelRegistry:
         if handle.state == ModelState.UNLOADING:  # the server stopped while it loaded
             if engine is not None:
                 await asyncio.to_thread(engine.shutdown)
+            if predictor is not None:
+                await asyncio.to_thread(predictor.shutdown)
             return handle
         handle.engine, handle.encoder, handle.state = engine, encoder, ModelState.READY
+        handle.predictor = predictor
         logger.info(
             "loaded %s from %s in %.1f s",
             config.id,
@@ -336,10 +349,7 @@ class ModelRegistry:
                     timeout_s,
                 )
         del self._handles[model_id]
-        handle.encoder = None
-        engine, handle.engine = handle.engine, None
-        if engine is not None:
-            await asyncio.to_thread(engine.shutdown)
+        await self._free(handle)
         logger.info("unloaded %s", model_id)
         return handle
 
@@ -350,11 +360,19 @@ class ModelRegistry:
             handle.state = ModelState.UNLOADING
         await asyncio.gather(*self._loads, return_exceptions=True)
         for handle in list(self._handles.values()):
-            handle.encoder = None
-            engine, handle.engine = handle.engine, None
-            if engine is not None:
-                await asyncio.to_thread(engine.shutdown)
+            await self._free(handle)
         self._handles.clear()
+
+    @staticmethod
+    async def _free(handle: ModelHandle) -> None:
+        """Stop a version's engine (or encoder, or tensor model) and drop it."""
+        handle.encoder = None
+        engine, handle.engine = handle.engine, None
+        predictor, handle.predictor = handle.predictor, None
+        if engine is not None:
+            await asyncio.to_thread(engine.shutdown)
+        if predictor is not None:
+            await asyncio.to_thread(predictor.shutdown)
 
     # ---- routing ------------------------------------------------------
 

@@ -118,7 +118,7 @@ def load_status(
         if memory is not None
         else None,
         model=version_card(handle, registry)
-        if handle.engine is not None or handle.encoder is not None
+        if handle.engine is not None or handle.encoder is not None or handle.predictor is not None
         else None,
         stored=stored_entry(row),
     )

@@ -3,6 +3,8 @@ its versions) comes first, then each ``name:version``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from modelbench.server.dependencies import RegistryDep
@@ -22,12 +24,21 @@ def tools_of(handle: ModelHandle) -> ToolFormat | None:
 
 def version_card(handle: ModelHandle, registry: ModelRegistry) -> ModelCard:
     tools = tools_of(handle)
+    predictor = handle.predictor
+    tensor: dict[str, Any] = {}
+    if predictor is not None:
+        config = predictor.config
+        tensor = {
+            "inputs": [s.model_dump() for s in config.inputs],
+            "outputs": [s.model_dump() for s in config.outputs],
+            "labels": config.labels,
+        }
     return ModelCard(
         id=handle.id,
         created=int(handle.loaded_at),
         root=handle.name,
         version=handle.version,
-        tasks=list(handle.config.tasks),
+        tasks=list(handle.config.tasks) if predictor is None else ["predict"],
         state=handle.state.value,
         routing=registry.policy(handle.name),
         default=handle.config.default,
@@ -36,6 +47,7 @@ def version_card(handle: ModelHandle, registry: ModelRegistry) -> ModelCard:
         max_model_len=handle.max_model_len,
         tool_format=tools,
         tool_call_parser=TOOL_CALL_PARSER if tools else None,
+        **tensor,
     )
 
 
