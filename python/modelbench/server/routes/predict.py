@@ -31,14 +31,7 @@ async def predict_one(registry: RegistryDep, body: PredictRequest) -> PredictRes
     started = time.perf_counter()
     handle = registry.resolve(body.target(), "predict")
     predictor = handle.predictor
-    if predictor is None:  # serves "predict" only once loaded
-        raise APIError(
-            503,
-            f"model {handle.id} is not ready ({handle.state})",
-            code="model_not_ready",
-            type="service_unavailable",
-            headers={"Retry-After": "5"},
-        )
+    assert predictor is not None  # resolve() returns a ready version, which has its predictor
     inputs: dict[str, object]
     if body.inputs is not None:
         inputs = dict(body.inputs)
