@@ -79,7 +79,7 @@ def test_a_bad_config_is_refused_at_start_naming_it(tiny_llama_path: Path) -> No
     settings = Settings(
         model=str(tiny_llama_path),
         port=free_port(),
-        speculative_config={"method": "draft_model", "model": "x", "num_speculative_tokens": 2},
+        speculative_config={"method": "medusa", "num_speculative_tokens": 2},
     )
-    with pytest.raises(ValueError, match="speculative_config: method 'draft_model'"):
+    with pytest.raises(ValueError, match="speculative_config: method must be 'ngram' or"):
         settings.model_configs().models[0].engine_args()
