@@ -172,6 +172,11 @@ def trace_generation(tracer: Tracer, parent: Span, record: Record) -> None:
         start = record.generation_started
         queued_until = start + (record.queue_time_s or 0.0)
         first = record.started + record.ttft_s if record.ttft_s is not None else None
+        if first is not None and first < queued_until:
+            # The engine's queue time and the record's first-token time come
+            # from two clocks: a prefill shorter than their skew must not
+            # vanish, so the queue ends where the first token says.
+            queued_until = max(start, first)
         stages: list[tuple[str, float, float | None, dict[str, Any]]] = [
             ("queue", start, queued_until, {}),
             ("prefill", queued_until, first, {tracing.GEN_AI_INPUT_TOKENS: record.prompt_tokens}),

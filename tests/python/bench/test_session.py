@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import modelbench
+from modelbench.bench import session
 from modelbench.bench.session import BenchConfig, checkpoint_identity, git_revision, model_identity
 
 REPO = Path(__file__).resolve().parents[3]
@@ -49,6 +50,8 @@ def installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         check=True,
     )
     monkeypatch.setattr(modelbench, "__file__", str(site / "__init__.py"))
+    # git_revision reads where its own module lies, wherever modelbench was imported from.
+    monkeypatch.setattr(session, "__file__", str(site / "bench" / "session.py"))
     monkeypatch.setitem(
         sys.modules, "modelbench._build_info", None
     )  # built before builds recorded it
