@@ -19,8 +19,17 @@ from pathlib import Path
 import torch
 
 
+class Scale(torch.nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """The digits as float32 [1797, 64] scaled to [0, 1], and their labels."""
+    """The digits as float32 [1797, 64] pixel values in 0..16, and their labels."""
     try:
         from sklearn.datasets import load_digits  # type: ignore[import-untyped, unused-ignore]
     except ImportError as e:
@@ -28,7 +37,7 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
             "the example's data comes from scikit-learn: pip install scikit-learn"
         ) from e
     data = load_digits()
-    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    x = torch.tensor(data.data, dtype=torch.float32)
     return x, torch.tensor(data.target, dtype=torch.long)
 
 
@@ -41,7 +50,11 @@ def train_digits(out: str | Path, epochs: int = 60, seed: int = 0) -> dict[str, 
     split = int(0.8 * len(x))
     train_idx, test_idx = order[:split], order[split:]
     model = torch.nn.Sequential(
-        torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10), torch.nn.Softmax(dim=1)
+        Scale(1 / 16),  # pixels 0..16 as sent, to 0..1
+        torch.nn.Linear(64, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 10),
+        torch.nn.Softmax(dim=1),
     )
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(epochs):
