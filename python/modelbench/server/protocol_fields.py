@@ -21,6 +21,14 @@ from typing import Any
 from pydantic import ConfigDict, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+# The codes the engine's own errors carry, one definition (modelbench.engine.errors).
+from modelbench.engine.errors import (
+    CONFLICTING_FIELDS,
+    CONTEXT_LENGTH_EXCEEDED,
+    INPUT_MISMATCH,
+    INVALID_GUIDED_CONSTRAINT,
+)
+
 # Request bodies: undeclared fields refused by name, no type coercion.
 STRICT_REQUEST = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -32,17 +40,13 @@ def only(schema: dict[str, Any]) -> Any:
 
 
 # The 400 codes a request the schema allows may still get, with why.
-CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 TOKEN_OUT_OF_VOCABULARY = "token_out_of_vocabulary"
 UNSUPPORTED_ROLE = "unsupported_role"
 CHAT_TEMPLATE_ERROR = "chat_template_error"
 TASK_NOT_SUPPORTED = "task_not_supported"
-CONFLICTING_FIELDS = "conflicting_fields"
 INVALID_CURSOR = "invalid_cursor"
 MODEL_LOAD_FAILED = "model_load_failed"  # raised by server/load_checks.py
 INVALID_TESTS = "invalid_tests"  # raised by server/routes/verify.py
-INVALID_GUIDED_CONSTRAINT = "invalid_guided_constraint"  # modelbench.engine.guided
-INPUT_MISMATCH = "input_mismatch"  # modelbench.predict: raised by PredictEngine.check_inputs
 CONTEXTUAL_CODES = {
     CONTEXT_LENGTH_EXCEEDED: "the prompt, or the prompt and max_tokens together, do not "
     "fit in the model's context (max_model_len)",
