@@ -16,6 +16,7 @@ the order listed; outputs are what it returns, in order.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -120,6 +121,23 @@ def is_tensor_model(path: str | Path | None) -> bool:
         return False
     p = Path(path)
     return p.suffix in (".pt", ".pth", ".ts") and p.is_file() and config_path(p).is_file()
+
+
+def tensor_bytes(model_path: str | Path) -> int:
+    """The bytes of a TorchScript file's tensors (its archive's ``data/``
+    entries, read from the zip directory: nothing is loaded), what the
+    module holds in memory once loaded; ValueError if it is no such archive."""
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            return sum(
+                entry.file_size
+                for entry in archive.infolist()
+                if entry.filename.split("/")[-2:-1] == ["data"]
+            )
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(
+            f"{model_path} is not a TorchScript file (torch.jit.save's output): {e}"
+        ) from e
 
 
 def load_config(model_path: str | Path) -> TensorModelConfig:

@@ -18,6 +18,7 @@ from modelbench.models.checkpoint import CheckpointError
 from modelbench.models.default_model import default_model_path
 from modelbench.models.footprint import count_parameters
 from modelbench.models.generation_defaults import from_generation_config, read_generation_config
+from modelbench.predict.config import tensor_bytes
 from modelbench.server.errors import APIError
 from modelbench.server.protocol_fields import MODEL_LOAD_FAILED
 
@@ -109,7 +110,7 @@ class MemoryEstimate:
     the memory available now (MemAvailable, which already counts the versions
     loaded)."""
 
-    num_parameters: int
+    num_parameters: int | None  # None for a tensor model (its dtypes are its own)
     weights_bytes: int
     kv_cache_bytes: int
     available_bytes: int
@@ -123,6 +124,11 @@ class MemoryEstimate:
         return self.peak_bytes <= self.available_bytes
 
     def describe(self) -> str:
+        if self.num_parameters is None:
+            return (
+                f"about {_mib(self.peak_bytes)} at its peak ({_mib(self.weights_bytes)} of "
+                f"tensors, times {LOAD_PEAK_FACTOR}), and {_mib(self.available_bytes)} is available"
+            )
         return (
             f"about {_mib(self.peak_bytes)} at its peak ({self.num_parameters:,} parameters: "
             f"{_mib(self.weights_bytes)} of weights, times {LOAD_PEAK_FACTOR} while they are "
@@ -134,6 +140,22 @@ class MemoryEstimate:
 def estimate_memory(config: ModelConfig) -> MemoryEstimate:
     """The memory ``config`` would take, from its files' headers (no weight
     is read). A path that holds no model is a 400 naming it."""
+    if config.is_tensor_model():  # TorchScript: its tensors, no KV cache
+        try:
+            weights_bytes = tensor_bytes(config.path or "")
+        except ValueError as exc:
+            raise APIError(
+                400,
+                f"model {config.id} cannot be loaded: {exc}",
+                param="path",
+                code=MODEL_LOAD_FAILED,
+            ) from exc
+        return MemoryEstimate(
+            num_parameters=None,
+            weights_bytes=weights_bytes,
+            kv_cache_bytes=0,
+            available_bytes=config.engine_args().available_memory(),
+        )
     args = config.engine_args()
     try:
         num_parameters = count_parameters(config.path)

@@ -19,9 +19,11 @@ from modelbench.predict import PredictEngine, QueueFull, is_tensor_model, load_c
 LABELS = ["left", "middle", "right"]
 
 
-def train(path: Path) -> torch.nn.Module:
-    """Three clusters in 4-D, a two-layer network fitted to them."""
-    g = torch.Generator().manual_seed(0)
+def train(path: Path, seed: int = 0) -> torch.nn.Module:
+    """Three clusters in 4-D, a two-layer network fitted to them (``seed``
+    draws the data and the initial weights: each seed, another network)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
     centers = torch.tensor([[-2.0, 0, 0, 1], [0, 2.0, 0, -1], [2.0, 0, 1, 0]])
     y = torch.randint(0, 3, (300,), generator=g)
     x = centers[y] + 0.5 * torch.randn(300, 4, generator=g)

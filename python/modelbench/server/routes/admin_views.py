@@ -22,7 +22,9 @@ ADMIN_PREFIX = "/v1/admin"
 class MemoryNeeded(BaseModel):
     """The estimate a load was admitted on (server/load_checks.py)."""
 
-    num_parameters: int
+    num_parameters: int | None = Field(
+        description="the checkpoint's parameters; null for a tensor (TorchScript) model"
+    )
     weights_bytes: int
     kv_cache_bytes: int
     peak_bytes: int
