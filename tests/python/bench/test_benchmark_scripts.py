@@ -160,3 +160,24 @@ def test_gateway_overhead_measures_both_targets_and_the_gateway_cpu(tmp_path: Pa
     assert targets["p99_added_met"] == (targets["p99_added_ms"] <= targets["p99_added_ms_max"])
     assert targets["rps_met"] == (targets["rps"] >= targets["rps_min"])
     assert result["notes"]
+
+
+def test_predict_measures_batching_on_and_off_over_http_and_in_process(tmp_path: Path) -> None:
+    result = run_script(
+        "predict.py",
+        *("--hidden", "64", "--seconds", "0.3", "--concurrency", "1", "4"),
+        out=tmp_path / "predict.json",
+    )
+    assert result["gomp_spincount"] is not None  # re-executed with the spin bounded
+    for via in ("http", "engine"):
+        runs = result[via]["results"]
+        for mode in ("on", "off"):
+            for level in ("1", "4"):
+                run = runs[mode][level]
+                assert run["requests"] > 0 and run["p50_ms"] <= run["p99_ms"]
+        assert result[via]["throughput_on_over_off_at_4"] > 0
+        assert result[via]["p99_on_at_1_over_p50_off_at_1"] > 0
+    # In process, batching on runs several requests per batch at 4 callers; off, one.
+    engine = result["engine"]["results"]
+    assert engine["on"]["4"]["rows_per_batch"] > 1.5
+    assert engine["off"]["4"]["rows_per_batch"] == 1
