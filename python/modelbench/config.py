@@ -274,6 +274,9 @@ class Settings(BaseSettings):
     serve_default_model: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Also serve gRPC (modelbench.v1.Inference, health, reflection) on this port, on
+    # the same host, in the same process; None: HTTP only.
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
     max_model_len: int | None = Field(default=None, ge=1)
     kv_cache_memory: int | float | None = None
     kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

@@ -23,6 +23,7 @@ SERVE_FLAGS = (
     "models_file",
     "host",
     "port",
+    "grpc_port",
     "served_model_name",
     "max_model_len",
     "kv_cache_memory",
@@ -130,6 +131,12 @@ def serve(args: argparse.Namespace) -> None:
 def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve gRPC (modelbench.v1.Inference, health, reflection) on this port of "
+        "the same host (default: HTTP only)",
+    )
     p.add_argument(
         "--max-queue",
         type=int,

@@ -74,6 +74,7 @@ from modelbench.ui.mount import install_ui
 logger = logging.getLogger("modelbench.server")
 
 REQUEST_ID_HEADER = "x-request-id"
+GRPC_GRACE_S = 2  # gRPC calls still running when the server stops (after the drain)
 
 
 class RequestIdMiddleware:
@@ -167,6 +168,13 @@ def create_app(
                 "POST /v1/verify runs generated code under rlimits isolation only (no network "
                 "or filesystem isolation): install bubblewrap and run as root for namespaces"
             )
+        grpc_server = None
+        if settings.grpc_port is not None:  # beside HTTP, in this loop; a taken port fails here
+            from modelbench.server.grpc.server import start_grpc_server
+
+            grpc_server = await start_grpc_server(
+                app, settings.host, settings.grpc_port, settings.max_body_bytes
+            )
         app.state.started = True
         loading = asyncio.create_task(load_all())
         gateway = registry.gateway
@@ -186,6 +194,8 @@ def create_app(
         try:
             yield
         finally:
+            if grpc_server is not None:  # the drain is over: what is left gets the grace
+                await grpc_server.stop(GRPC_GRACE_S)
             stop_following.set()
             if following is not None:
                 await asyncio.gather(following, return_exceptions=True)

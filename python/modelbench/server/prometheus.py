@@ -8,12 +8,17 @@ Three sources, each observed in one place:
   /metrics is scraped (``EngineCollector``);
 - per request timings and token counts, observed as the request's deltas pass
   through ``start_generation`` (``RequestObserver``);
-- per route HTTP counts and durations, observed by ``TrafficMiddleware``.
+- per route HTTP counts and durations, observed by ``TrafficMiddleware``;
+  per method gRPC counts and durations, observed by the gRPC service
+  (server/grpc/service.py).
 
-Engine metrics carry ``model_name`` and ``version`` labels; HTTP metrics the
-route's template (``/v1/jobs/{job_id}``), never the raw path, so that the
-number of series stays bounded. Every app owns its ``CollectorRegistry``:
-nothing is registered globally, so tests can build several apps.
+Engine metrics carry ``model_name`` and ``version`` labels, and the
+per-request families also ``protocol`` (``http`` or ``grpc``: what the
+request came in as); HTTP metrics the route's template
+(``/v1/jobs/{job_id}``), never the raw path, so that the number of series
+stays bounded; gRPC metrics the full method name and the status code.
+Every app owns its ``CollectorRegistry``: nothing is registered globally,
+so tests can build several apps.
 """
 
 from __future__ import annotations
@@ -120,6 +125,8 @@ HTTP_DURATION_BUCKETS = (
 )
 
 MODEL_LABELS = ("model_name", "version")
+# The per-request families' labels: the model's, and the protocol the request came in as.
+REQUEST_LABELS = (*MODEL_LABELS, "protocol")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"  # 404s: one series, whatever paths scanners try
 
@@ -128,6 +135,11 @@ UNMATCHED_ROUTE = "unmatched"  # 404s: one series, whatever paths scanners try
 # passing them along. Unset (outside an app): requests are not observed.
 current_metrics: contextvars.ContextVar[ServerMetrics | None] = contextvars.ContextVar(
     "modelbench_metrics", default=None
+)
+# What the current request came in as ("http", or "grpc" for a call of the gRPC
+# service), set by TrafficMiddleware beside current_metrics.
+current_protocol: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "modelbench_protocol", default="http"
 )
 
 
@@ -242,7 +254,7 @@ class ServerMetrics:
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = CollectorRegistry()
-        labels = MODEL_LABELS
+        labels = REQUEST_LABELS
         r = self.registry
         self.time_to_first_token = Histogram(
             "modelbench:time_to_first_token_seconds",
@@ -300,6 +312,19 @@ class ServerMetrics:
             buckets=HTTP_DURATION_BUCKETS,
             registry=r,
         )
+        self.grpc_requests = Counter(
+            "modelbench:grpc_requests",
+            "gRPC calls by full method name and status code.",
+            ("grpc_method", "grpc_code"),
+            registry=r,
+        )
+        self.grpc_request_duration = Histogram(
+            "modelbench:grpc_request_duration_seconds",
+            "gRPC call duration in seconds, to the end of the response (a stream's last message).",
+            ("grpc_method",),
+            buckets=HTTP_DURATION_BUCKETS,
+            registry=r,
+        )
         r.register(EngineCollector(registry))
         r.register(EventLoopCollector())
 
@@ -311,6 +336,10 @@ class ServerMetrics:
         method = method if method in HTTP_METHODS else "OTHER"
         self.http_requests.labels(method, route, str(status)).inc()
         self.http_request_duration.labels(method, route).observe(duration_s)
+
+    def observe_grpc(self, method: str, code: str, duration_s: float) -> None:
+        self.grpc_requests.labels(method, code).inc()
+        self.grpc_request_duration.labels(method).observe(duration_s)
 
 
 class RequestObserver:
@@ -326,9 +355,11 @@ class RequestObserver:
     includes tokenization and queueing, as a client sees it.
     """
 
-    def __init__(self, metrics: ServerMetrics | None, handle: ModelHandle, n: int) -> None:
+    def __init__(
+        self, metrics: ServerMetrics | None, handle: ModelHandle, n: int, protocol: str = "http"
+    ) -> None:
         self.metrics = metrics
-        self.labels = (handle.name, handle.version)
+        self.labels = (handle.name, handle.version, protocol)
         self.n = n
         self.arrival = time.monotonic()
         self._last_token_at: dict[int, float] = {}  # choice index -> when its last token came
@@ -340,8 +371,9 @@ class RequestObserver:
     @classmethod
     def begin(cls, handle: ModelHandle, n: int) -> RequestObserver:
         """An observer for a request to ``handle``, reporting to the metrics
-        of the app serving the current HTTP request (none outside one)."""
-        return cls(current_metrics.get(), handle, n)
+        of the app serving the current HTTP request (none outside one),
+        labelled with the protocol it came in as."""
+        return cls(current_metrics.get(), handle, n, current_protocol.get())
 
     def watch(self, deltas: AsyncIterator[RequestOutput]) -> ObservedDeltas:
         return ObservedDeltas(deltas, self)

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelbench.db.writer import TRACE_LINK
 from modelbench.engine.outputs import RequestOutput
 from modelbench.jobs.worker import BATCH_HEADER, INTERNAL_HEADER
+from modelbench.server.grpc.scope import grpc_method
 from modelbench.server.tracing_middleware import SPAN_KEY, trace_generation
 
 # Inference endpoints and the task each one records (the task API says its own).
@@ -265,7 +266,8 @@ class RecordMiddleware:
         if task is None or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        record = new_record(scope, scope["path"], task)
+        # A gRPC call is on record under its method (/modelbench.v1.Inference/Predict).
+        record = new_record(scope, grpc_method(scope) or scope["path"], task)
         status = 500
         error_body = bytearray()
 

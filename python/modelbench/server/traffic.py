@@ -4,7 +4,11 @@
   idle (server/runner.py);
 - while draining, refuses new requests with 503, an OpenAI error body and
   ``Retry-After``, except the probes and /metrics;
-- observes the per-route HTTP metrics (server/metrics.py);
+- observes the per-route HTTP metrics (server/metrics.py), and says which
+  protocol a request came in as: a gRPC call runs through the app in
+  process (server/grpc/asgi_call.py), is counted in flight and refused
+  while draining like any request, and its own metrics are the gRPC
+  service's;
 - writes one access log line per request when its response ends (for a
   stream: when the body ends or the client goes away), on the
   ``modelbench.access`` logger; server/log.py formats it as JSON or text.
@@ -25,7 +29,13 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelbench.server.errors import error_response
-from modelbench.server.prometheus import UNMATCHED_ROUTE, ServerMetrics, current_metrics
+from modelbench.server.grpc.scope import grpc_method
+from modelbench.server.prometheus import (
+    UNMATCHED_ROUTE,
+    ServerMetrics,
+    current_metrics,
+    current_protocol,
+)
 
 access_logger = logging.getLogger("modelbench.access")
 
@@ -118,6 +128,8 @@ class TrafficMiddleware:
             await send(message)
 
         token = current_metrics.set(metrics)
+        method = grpc_method(scope)
+        protocol_token = current_protocol.set("http" if method is None else "grpc")
         traffic.begin()
         try:
             if self.state.draining and scope["path"] not in ALWAYS_OPEN:
@@ -127,9 +139,13 @@ class TrafficMiddleware:
         finally:
             traffic.end()
             current_metrics.reset(token)
+            current_protocol.reset(protocol_token)
             duration_s = time.monotonic() - started
-            route = route_template(scope)
-            metrics.observe_http(scope["method"], route, status, duration_s)
+            if method is None:
+                route = route_template(scope)
+                metrics.observe_http(scope["method"], route, status, duration_s)
+            else:
+                route = method
             log_access(scope, route, status, duration_s)
 
 

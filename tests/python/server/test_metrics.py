@@ -28,6 +28,8 @@ ENGINE_METRICS = (
     "modelbench:request_success_total",
 )
 LABELS = {"model_name": MODEL_NAME, "version": "1"}
+# The per-request families say the protocol too.
+REQUEST = {**LABELS, "protocol": "http"}
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -107,30 +109,30 @@ def test_generation_metrics_match_the_responses(server: RunningServer) -> None:
     after = wait_idle(url)
 
     usages = [whole["usage"], stopped["usage"], streamed["usage"]]
-    assert grew(before, after, "modelbench:prompt_tokens_total", **LABELS) == sum(
+    assert grew(before, after, "modelbench:prompt_tokens_total", **REQUEST) == sum(
         u["prompt_tokens"] for u in usages
     )
-    assert grew(before, after, "modelbench:generation_tokens_total", **LABELS) == sum(
+    assert grew(before, after, "modelbench:generation_tokens_total", **REQUEST) == sum(
         u["completion_tokens"] for u in usages
     )
     success = "modelbench:request_success_total"
-    assert grew(before, after, success, **LABELS, finished_reason="length") == 3  # 1 + 2 choices
-    assert grew(before, after, success, **LABELS, finished_reason="stop") == 1
-    assert grew(before, after, success, **LABELS, finished_reason="abort") == 0
+    assert grew(before, after, success, **REQUEST, finished_reason="length") == 3  # 1 + 2 choices
+    assert grew(before, after, success, **REQUEST, finished_reason="stop") == 1
+    assert grew(before, after, success, **REQUEST, finished_reason="abort") == 0
     num_choices = 4
     for name in ("time_to_first_token", "e2e_request_latency", "request_queue_time"):
         full = f"modelbench:{name}_seconds"
-        assert grew(before, after, f"{full}_count", **LABELS) == num_choices, name
-        assert grew(before, after, f"{full}_sum", **LABELS) > 0, name
-        assert grew(before, after, f"{full}_bucket", **LABELS, le="+Inf") == num_choices, name
+        assert grew(before, after, f"{full}_count", **REQUEST) == num_choices, name
+        assert grew(before, after, f"{full}_sum", **REQUEST) > 0, name
+        assert grew(before, after, f"{full}_bucket", **REQUEST, le="+Inf") == num_choices, name
     # One gap per token after each choice's first (one token per engine step).
     num_generated = sum(u["completion_tokens"] for u in usages)
     assert (
-        grew(before, after, "modelbench:inter_token_latency_seconds_count", **LABELS)
+        grew(before, after, "modelbench:inter_token_latency_seconds_count", **REQUEST)
         == num_generated - num_choices
     )
-    ttft_sum = grew(before, after, "modelbench:time_to_first_token_seconds_sum", **LABELS)
-    e2e_sum = grew(before, after, "modelbench:e2e_request_latency_seconds_sum", **LABELS)
+    ttft_sum = grew(before, after, "modelbench:time_to_first_token_seconds_sum", **REQUEST)
+    e2e_sum = grew(before, after, "modelbench:e2e_request_latency_seconds_sum", **REQUEST)
     assert 0 < ttft_sum < e2e_sum
 
     for name in ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc"):
@@ -191,13 +193,13 @@ def test_client_that_walks_away_counts_as_abort(server: RunningServer) -> None:
                 break  # leave after the first chunk
     deadline = time.monotonic() + 10
     success = "modelbench:request_success_total"
-    while grew(before, scrape(url), success, **LABELS, finished_reason="abort") < 1:
+    while grew(before, scrape(url), success, **REQUEST, finished_reason="abort") < 1:
         assert time.monotonic() < deadline, "the abandoned stream was never counted"
         time.sleep(0.05)
     after = wait_idle(url)
-    assert grew(before, after, success, **LABELS, finished_reason="abort") == 1
-    assert grew(before, after, "modelbench:e2e_request_latency_seconds_count", **LABELS) == 0
-    assert grew(before, after, "modelbench:time_to_first_token_seconds_count", **LABELS) == 1
+    assert grew(before, after, success, **REQUEST, finished_reason="abort") == 1
+    assert grew(before, after, "modelbench:e2e_request_latency_seconds_count", **REQUEST) == 0
+    assert grew(before, after, "modelbench:time_to_first_token_seconds_count", **REQUEST) == 1
 
 
 def test_each_app_has_its_own_registry(tiny_llama_path: Path) -> None:
