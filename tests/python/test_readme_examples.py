@@ -15,6 +15,10 @@ The README's fenced blocks are extracted and each is handled by what it is:
 - ``scripts``: each ``python3 benchmarks/...`` script exists and answers
   ``--help`` with the flags the line uses.
 - ``layout``: every path the layout lists exists.
+- ``grpc``: the gRPC client, run against a real ``modelbench serve
+  --grpc-port`` by tests/python/server/grpc/test_grpc_readme.py (with the
+  grpcurl lines' request bodies), which serves what the README's models file
+  declares.
 - ``ci``: the setup and test commands, which CI itself runs.
 
 A block this file does not know is a failure saying to classify it, so a
@@ -73,6 +77,7 @@ KINDS = {
     "modelbench eval humaneval --style chat": "commands",  # minutes: numbers in the README
     "pyproject.toml": "layout",
     "cmake -S . -B build/dev": "ci",  # a second full build of what CI builds
+    "# modelbench serve --models-file models.toml --grpc-port": "grpc",
 }
 
 
