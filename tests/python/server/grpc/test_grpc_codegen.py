@@ -26,7 +26,12 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
 
 
 def test_the_proto_ships_in_the_package() -> None:
+    """Beside the generated code that is imported (the installed package's,
+    when the suite runs against an installed one)."""
     from modelbench.server.grpc import inference_pb2
 
     assert inference_pb2.DESCRIPTOR.name == "modelbench/v1/inference.proto"
-    assert (PACKAGE_DIR / "proto" / inference_pb2.DESCRIPTOR.name).is_file()
+    installed = Path(inference_pb2.__file__).parent / "proto" / inference_pb2.DESCRIPTOR.name
+    assert (
+        installed.read_text() == (PACKAGE_DIR / "proto" / inference_pb2.DESCRIPTOR.name).read_text()
+    )
