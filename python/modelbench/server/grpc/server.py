@@ -68,7 +68,11 @@ async def start_grpc_server(
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(services, server)
-    bound = server.add_insecure_port(listen_address(host, port))
+    address = listen_address(host, port)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc's own message names no cause
+        raise RuntimeError(f"gRPC cannot listen on {address} (--grpc-port): in use?") from exc
     await server.start()
     logger.info("gRPC (%s, health, reflection) on %s", SERVICE_NAME, listen_address(host, bound))
     watching = asyncio.create_task(follow_readiness(app, health_servicer))

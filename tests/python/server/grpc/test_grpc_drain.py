@@ -1,9 +1,14 @@
-"""SIGTERM drains gRPC as it drains HTTP: health turns NOT_SERVING, a new
-call is UNAVAILABLE (the drain's refusal, saying so), the stream in flight
-runs to its end, and the process exits 0. A process of its own."""
+"""The gRPC server's start and stop, each in a process of its own: SIGTERM
+drains gRPC as it drains HTTP (health turns NOT_SERVING, a new call is
+UNAVAILABLE, the drain's refusal saying so, the stream in flight runs to its
+end, and the process exits 0); a --grpc-port in use fails the start."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -74,3 +79,25 @@ def test_sigterm_drains_grpc(draining: GrpcServed) -> None:
     assert not streaming.is_alive()
     assert responses[-1].finish_reason == "length"  # ran to max_tokens, not cut off
     assert draining.proc.wait(60) == 0  # type: ignore[attr-defined]
+
+
+def test_a_grpc_port_in_use_fails_the_start(tmp_path: Path, digits_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "modelbench", "serve", "--model", str(digits_path),
+             "--port", "0", "--grpc-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(sys.path),
+                "MODELBENCH_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+                "MODELBENCH_KEYS_FILE": str(tmp_path / "keys.json"),
+            },
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert f"gRPC cannot listen on 127.0.0.1:{port}" in done.stderr
