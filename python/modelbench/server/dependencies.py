@@ -13,8 +13,14 @@ from modelbench.server.recorder import current_record
 from modelbench.server.registry import ModelHandle, ModelRegistry
 
 
-def get_registry(request: Request) -> ModelRegistry:
+def registry_of(request: Request) -> ModelRegistry:
     return request.app.state.registry
+
+
+async def get_registry(request: Request) -> ModelRegistry:
+    """The registry, as a dependency: async, since FastAPI runs a plain
+    function's dependency on its thread pool (a thread hop per request)."""
+    return registry_of(request)
 
 
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
@@ -22,7 +28,7 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 def resolve(request: Request, model: str, task: str = "generate") -> ModelHandle:
     """The version serving ``model`` for ``task``; the request log learns it."""
-    handle = get_registry(request).resolve(model, task)
+    handle = registry_of(request).resolve(model, task)
     request.scope.setdefault("state", {})["model"] = handle.id
     record = current_record.get()
     if record is not None:
