@@ -179,19 +179,23 @@ class PredictEngine:
         return out
 
     def _deliver(self, results: list[_core.TensorResult]) -> bool:
-        """Resolve the results' futures; False once shut down and drained."""
-        for result in results:
-            with self._lock:
+        """Resolve the results' futures, a batch's at once: one wake-up of
+        each caller's loop, not one per request; False once shut down and
+        drained."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        with self._lock:
+            for result in results:
                 entry = self._futures.pop(result.ticket, None)
-            if entry is None:
-                continue
-            loop, future = entry
+                if entry is not None:
+                    loop, future = entry
+                    by_loop.setdefault(loop, []).append((future, result))
+            drained = self._closed and not self._futures
+        for loop, settled in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_settle, future, result)
+                loop.call_soon_threadsafe(_settle, settled)
             except RuntimeError:
                 pass  # the caller's loop is closed: nobody waits
-        with self._lock:
-            return not (self._closed and not self._futures)
+        return not drained
 
     def stats(self) -> _core.DynamicBatcherStats:
         return self.model.stats()
@@ -205,9 +209,10 @@ class PredictEngine:
             self._thread.join(timeout=5)
 
 
-def _settle(future: asyncio.Future[Any], result: _core.TensorResult) -> None:
-    if not future.done():
-        future.set_result(result)
+def _settle(settled: list[tuple[asyncio.Future[Any], _core.TensorResult]]) -> None:
+    for future, result in settled:
+        if not future.done():  # a caller that gave up (cancelled) is skipped
+            future.set_result(result)
 
 
 def _results_loop(ref: weakref.ref[PredictEngine]) -> None:
