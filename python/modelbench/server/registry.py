@@ -99,10 +99,13 @@ class ModelHandle:
             return self.encoder.max_model_len
         return self.engine.max_model_len if self.engine is not None else None
 
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks this version serves: a tensor model, predict alone."""
+        return ["predict"] if self.config.is_tensor_model() else list(self.config.tasks)
+
     def serves(self, task: str) -> bool:
-        if self.config.is_tensor_model():
-            return task == "predict"
-        return task in self.config.tasks
+        return task in self.tasks
 
     def begin(self, priority: int = 0) -> None:
         self.outstanding += 1
@@ -396,7 +399,7 @@ class ModelRegistry:
             )
         serving = [h for h in candidates if h.serves(task)]
         if not serving:
-            tasks = sorted({t for h in candidates for t in h.config.tasks})
+            tasks = sorted({t for h in candidates for t in h.tasks})
             raise APIError(
                 400,
                 f"model {model!r} does not serve the task {task!r}; it serves: {', '.join(tasks)}",

@@ -68,6 +68,8 @@ def test_answers_equal_the_module(served) -> None:
 def test_models_lists_inputs_and_outputs(served) -> None:
     server, _, _ = served
     cards = httpx.get(f"{server.base_url}/v1/models", timeout=30).json()["data"]
+    # The name's card says what its versions serve: predict alone.
+    assert next(c for c in cards if c["id"] == "clusters")["tasks"] == ["predict"]
     card = next(c for c in cards if c["id"] == "clusters:1")
     assert card["tasks"] == ["predict"]
     assert card["inputs"] == [{"name": "features", "dtype": "float32", "shape": [-1, 4]}]
@@ -118,3 +120,16 @@ def test_every_call_is_on_record(served) -> None:
     # Every call, refused ones too (no model for those it could not route).
     assert rows and all(r.task == "predict" for r in rows)
     assert any(r.model_name == "clusters" for r in rows)
+
+
+def test_a_tensor_model_refuses_other_tasks_naming_predict(served) -> None:
+    server, _, _ = served
+    r = httpx.post(
+        f"{server.base_url}/v1/completions",
+        json={"model": "clusters", "prompt": "hi", "max_tokens": 1},
+        timeout=30,
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "task_not_supported"
+    assert error["message"].endswith("it serves: predict"), error

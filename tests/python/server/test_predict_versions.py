@@ -86,7 +86,7 @@ def expected(module: torch.nn.Module) -> torch.Tensor:
 def test_models_lists_both_versions(served: RunningServer) -> None:
     data = httpx.get(served.base_url + "/v1/models", timeout=30).json()["data"]
     by_id = {m["id"]: m for m in data}
-    assert by_id["clf"]["routing"] == "canary"
+    assert by_id["clf"]["routing"] == "canary" and by_id["clf"]["tasks"] == ["predict"]
     assert by_id["clf:1"]["default"] is True and by_id["clf:2"]["weight"] == 25
     for version in ("clf:1", "clf:2"):
         assert by_id[version]["tasks"] == ["predict"] and by_id[version]["state"] == "ready"
