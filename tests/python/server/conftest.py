@@ -136,6 +136,16 @@ def run_server(
         thread.join(timeout=30)
 
 
+def wait_for_load(http: httpx.Client, accepted: httpx.Response) -> dict:
+    """An admin load's status once it is no longer loading (``accepted``:
+    the 202 of POST /v1/admin/models), asserted ready."""
+    assert accepted.status_code == 202, accepted.text
+    while (status := http.get(accepted.json()["status_url"]).json())["state"] == "loading":
+        time.sleep(0.05)
+    assert status["state"] == "ready", status
+    return status
+
+
 @pytest.fixture(scope="session")
 def server(tiny_llama_path: Path) -> Iterator[RunningServer]:
     settings = Settings(

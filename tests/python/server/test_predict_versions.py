@@ -21,7 +21,7 @@ from modelbench.config import Settings
 from modelbench.server.registry import ModelRegistry
 
 from ..predict.test_predict_engine import train
-from .conftest import RunningServer, free_port, run_server
+from .conftest import RunningServer, free_port, run_server, wait_for_load
 
 X = torch.randn(8, 4, generator=torch.Generator().manual_seed(11)) * 2
 
@@ -148,9 +148,7 @@ def test_hot_load_and_unload_under_traffic(
             )
             assert r.status_code == 202, r.text
             assert r.json()["id"] == "clf:3"
-            while (status := http.get(r.json()["status_url"]).json())["state"] == "loading":
-                time.sleep(0.05)
-            assert status["state"] == "ready", status
+            wait_for_load(http, r)
             card = next(m for m in http.get("/v1/models").json()["data"] if m["id"] == "clf:3")
             assert card["tasks"] == ["predict"] and card["inputs"][0]["name"] == "features"
             three = predict(http, model="clf:3")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,14 @@ from modelbench.server.errors import APIError
 from modelbench.server.registry import ModelRegistry, ModelState
 
 from ..tiny_models import build_tiny_model
-from .conftest import KV_CACHE_MEMORY, MAX_MODEL_LEN, RunningServer, free_port, run_server
+from .conftest import (
+    KV_CACHE_MEMORY,
+    MAX_MODEL_LEN,
+    RunningServer,
+    free_port,
+    run_server,
+    wait_for_load,
+)
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +138,7 @@ def test_load_and_unload_while_traffic_runs(multi: RunningServer, tiny_llama_pat
             )
             assert r.status_code == 202, r.text
             assert r.json()["id"] == "chat:3" and r.json()["state"] == "loading"
-            while (status := http.get(r.json()["status_url"]).json())["state"] == "loading":
-                time.sleep(0.05)
-            assert status["state"] == "ready", status
+            wait_for_load(http, r)
             assert complete(http, "chat:3").json()["model"] == "chat:3"
             # weight 0: the canary never picks it for the bare name
             assert {complete(http, "chat").json()["model"] for _ in range(50)} <= {
