@@ -64,9 +64,16 @@ result["linear_w"] = (weight, bias)
 result["linear"] = [_core.testing.packed_linear(x, packed, 200, bias) for x in xs]
 
 # Paged attention: decodes and prefill chunks after cached prefixes, GQA, head dims
-# 64 (the register-tiled decode path) and 32, fp32 and bf16 pools.
+# 64 and 128 (the register-tiled decode path) and 32, fp32 and bf16 pools, and
+# fp32 queries over a bf16 pool (a quantized model's default cache).
 attention = []
-for head_dim, dtype in ((64, torch.float32), (32, torch.float32), (64, torch.bfloat16)):
+for head_dim, dtype, query_dtype in (
+    (64, torch.float32, torch.float32),
+    (32, torch.float32, torch.float32),
+    (64, torch.bfloat16, torch.bfloat16),
+    (64, torch.bfloat16, torch.float32),
+    (128, torch.bfloat16, torch.float32),
+):
     num_blocks, block_size, heads, kv_heads = 40, 16, 8, 2
     key_pool = torch.randn(num_blocks, kv_heads, block_size, head_dim, generator=g).to(dtype)
     value_pool = torch.randn(num_blocks, kv_heads, block_size, head_dim, generator=g).to(dtype)
@@ -78,7 +85,7 @@ for head_dim, dtype in ((64, torch.float32), (32, torch.float32), (64, torch.bfl
             tables[i, b] = free.pop()
     starts = torch.tensor([0] + [n for _, n in seqs], dtype=torch.int64).cumsum(0)
     lens = torch.tensor([ctx for ctx, _ in seqs], dtype=torch.int64)
-    query = torch.randn(int(starts[-1]), heads, head_dim, generator=g).to(dtype)
+    query = torch.randn(int(starts[-1]), heads, head_dim, generator=g).to(query_dtype)
     attention.append(
         _core.testing.paged_attention_cpu(
             query, key_pool, value_pool, starts, lens, tables, head_dim**-0.5
