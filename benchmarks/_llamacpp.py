@@ -21,7 +21,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -30,6 +29,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from _report import free_port  # benchmarks/_report.py (this folder is on sys.path)
 
 DEFAULT_VERSION = "0.3.36"  # llama-cpp-python's version; it pins the llama.cpp commit
 BINARIES = ("llama-bench", "llama-server")
@@ -159,12 +160,6 @@ def run_llama_bench(
     if out.returncode != 0:
         raise RuntimeError(f"llama-bench failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(server: subprocess.Popen, url: str, what: str, timeout: float = 600) -> None:

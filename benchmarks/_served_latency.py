@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from _report import free_port  # benchmarks/_report.py (this folder is on sys.path)
 
 BENCHMARK = Path(__file__).resolve().parent / "served_vs_engine.py"
 
@@ -128,12 +129,6 @@ def worker_flags(args: argparse.Namespace) -> list[str]:
 
 
 # ---- served targets -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def thread_sleeps(pid: int) -> dict[str, int]:

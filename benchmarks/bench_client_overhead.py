@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from _report import emit, free_port  # benchmarks/_report.py (this folder is on sys.path)
 
 TRIVIAL_STREAM = (
     b'data: {"choices":[{"index":0,"text":"x"}]}\n\n'
@@ -39,12 +39,6 @@ def serve(port: int) -> None:
     app = web.Application()
     app.router.add_post("/v1/completions", completions)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def measure(url: str, num: int, concurrency: int | None, rate: float) -> dict:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from _report import emit, free_port  # benchmarks/_report.py (this folder is on sys.path)
 from modelbench.cache.embedder import SentenceTransformerEmbedder, embed
 from modelbench.cache.entry import Answer, CacheEntry
 from modelbench.cache.fingerprint import build_query
@@ -44,12 +43,6 @@ from modelbench.cache.settings import CachePolicy
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"hit_p99_ms_max": 10, "speedup_min": 60, "lookup_p99_ms_max": 5}
 MODEL = "SmolLM2-135M-Instruct"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

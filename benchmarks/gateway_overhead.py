@@ -38,7 +38,6 @@ import platform
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,7 +50,11 @@ from pathlib import Path
 
 import httpx
 
-from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from _report import (  # benchmarks/_report.py (this folder is on sys.path)
+    cpu_seconds,
+    emit,
+    free_port,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = "/v1/chat/completions"
@@ -62,12 +65,6 @@ HEADERS = {"content-type": "application/json"}
 TARGETS = {"p50_added_ms_max": 1, "p99_added_ms_max": 5, "rps_min": 1000}
 TARGETS["p99_under_load_ms_max"] = 50
 PostFn = Callable[[], Awaitable[bool]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, process: subprocess.Popen, paths: tuple[str, ...], what: str) -> None:
@@ -121,14 +118,6 @@ def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.kill()
     process.wait(30)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process (all its threads), from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        text = f.read()
-    fields = text[text.rindex(")") + 2 :].split()  # fields[0] is field 3, state
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(sorted_ms: list[float], q: float) -> float:

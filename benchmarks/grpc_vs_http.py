@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,12 @@ from pathlib import Path
 import grpc
 import httpx
 
-from _report import cpu_model, emit  # benchmarks/_report.py (this folder is on sys.path)
+from _report import (  # benchmarks/_report.py (this folder is on sys.path)
+    cpu_model,
+    cpu_seconds,
+    emit,
+    free_port,
+)
 from modelbench.predict.example import digits, train_digits
 from modelbench.server.grpc import inference_pb2 as pb
 from modelbench.server.grpc.inference_pb2_grpc import InferenceStub
@@ -50,18 +54,6 @@ from modelbench.server.grpc.inference_pb2_grpc import InferenceStub
 PROMPT = "The capital of France is"
 LLM_NAME, DIGITS_NAME = "llm", "digits"
 CallFn = Callable[[], Awaitable[None]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """A process's user + system CPU time."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(

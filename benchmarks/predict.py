@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ import aiohttp
 import httpx
 import torch
 
-from _report import cpu_model, emit
+from _report import cpu_model, emit, free_port
 from modelbench.predict import PredictEngine
 from modelbench.server.openmp import run_with_bounded_spin
 
@@ -101,12 +100,6 @@ async def load(call: Call, concurrency: int, seconds: float) -> dict:
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(paths: dict[str, Path], tmp: Path) -> tuple[subprocess.Popen, str]:

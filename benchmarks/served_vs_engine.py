@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ import time
 
 import httpx
 
-from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from _report import emit, free_port  # benchmarks/_report.py (this folder is on sys.path)
 from _served_latency import run_latency, worker_main
 from modelbench import AsyncEngine, EngineArgs, SamplingParams
 
@@ -104,12 +103,6 @@ def engine_args(args: argparse.Namespace) -> EngineArgs:
         max_num_seqs=args.max_num_seqs,
         kv_cache_memory=args.kv_cache_memory,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def run_served(args: argparse.Namespace, requests: list[tuple[list[int], int]]) -> dict:

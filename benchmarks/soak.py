@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from _report import emit, free_port  # benchmarks/_report.py (this folder is on sys.path)
 from _soak_judge import Ledger, Sent, check_records, judge, plot
 
 HOST = "127.0.0.1"  # loopback only: the soak's server is open (no keys) and stores prompts
@@ -67,12 +66,6 @@ BAD: list[
     ({"model": "no-such-model"}, 404),
     ({"content-type": "text/plain"}, 415),  # the body is JSON, the header says otherwise
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def host_cpu() -> str:
