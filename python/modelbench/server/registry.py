@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 
 from modelbench.config import ModelConfig, RoutingPolicy
 from modelbench.engine.async_engine import AsyncEngine, run_on_own_thread
@@ -99,9 +100,11 @@ class ModelHandle:
             return self.encoder.max_model_len
         return self.engine.max_model_len if self.engine is not None else None
 
-    @property
+    @cached_property
     def tasks(self) -> list[str]:
-        """The tasks this version serves: a tensor model, predict alone."""
+        """The tasks this version serves: a tensor model, predict alone
+        (found once: its file does not change kind while it is held, and
+        every request's routing asks)."""
         return ["predict"] if self.config.is_tensor_model() else list(self.config.tasks)
 
     def serves(self, task: str) -> bool:
