@@ -54,6 +54,12 @@ struct QuantizedRows {
   const int32_t* sums = nullptr;   // [num_rows, cols / 16]: the sum of each 16 quants
   int64_t num_rows = 0;
   int64_t cols = 0;
+  // For the AMX kernel only (split_rows_amx): q as bytes, rows padded with
+  // zeros to a multiple of 16, and each sub-block's factors by row tile.
+  const int8_t* hi = nullptr;
+  const uint8_t* lo = nullptr;
+  const float* dx = nullptr;
+  const float* dx_sum = nullptr;
 };
 
 // out[i * ld_out + n] = sum_k x[i, k] * w[n, k] for every row i of x and
@@ -67,6 +73,16 @@ void qgemm_avx2(const QuantLayout& w, const QuantizedRows& x, float* out, int64_
                 int64_t group_end);
 void qgemm_avx512(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out, int64_t group_begin,
                   int64_t group_end);
+// AMX-INT8 tiles (quant_kernels_amx.cpp): the same result as qgemm_avx512,
+// bit for bit; x.hi and x.lo must be set. Only where the CPU has AMX-INT8
+// and the OS granted the tiles (quant_linear's cpu_has_amx).
+void qgemm_amx(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out, int64_t group_begin,
+               int64_t group_end);
+// For a matrix of sub-blocks of `group` (32 or 16) weights: hi = q >> 8
+// (signed) and lo = q & 0xFF, each [P, cols] where P = num_rows rounded up
+// to 16 (padding rows zero), and per row and sub-block the scale dx and
+// dx * (sum of the sub-block's quants), each [P / 16, cols / group, 16].
+void split_rows_amx(const QuantizedRows& x, int group, int8_t* hi, uint8_t* lo, float* dx, float* dx_sum);
 
 // x [num_rows, cols] float -> the int16 quants, scales and sums above (cols a multiple of 32).
 void quantize_rows_generic(const float* x, int64_t num_rows, int64_t cols, int16_t* q, float* scale, int32_t* sums);

@@ -4,6 +4,9 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cstdlib>
 
 #include "core/config.h"
@@ -23,13 +26,26 @@ bool cpu_has_avx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
+// AMX-INT8 tiles, with the AVX-512 the kernel folds its sums with, and
+// the tiles' state granted by the kernel (Linux asks each process to
+// request it: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)).
+bool cpu_has_amx() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    if (!cpu_has_avx512() || !__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-int8")) return false;
+    constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return has;
+}
+
 QuantIsa resolve_active() {
   const char* env = std::getenv("MODELBENCH_ISA");
   if (env == nullptr || *env == '\0') return best_quant_isa();
   const QuantIsa isa = quant_isa_from_name(env);
   if (!quant_isa_supported(isa))
     throw InvalidArgument("MODELBENCH_ISA=" + std::string(env) + " asks for kernels this CPU cannot run; it supports " +
-                              quant_isa_name(best_quant_isa()) + " and below (generic < avx2 < avx512)",
+                              quant_isa_name(best_quant_isa()) + " and below (generic < avx2 < avx512 < amx)",
                           "MODELBENCH_ISA");
   return isa;
 }
@@ -37,6 +53,7 @@ QuantIsa resolve_active() {
 }  // namespace
 
 QuantIsa best_quant_isa() {
+  if (cpu_has_amx()) return QuantIsa::amx;
   if (cpu_has_avx512()) return QuantIsa::avx512;
   if (cpu_has_avx2()) return QuantIsa::avx2;
   return QuantIsa::generic;
@@ -44,6 +61,7 @@ QuantIsa best_quant_isa() {
 
 bool quant_isa_supported(QuantIsa isa) {
   switch (isa) {
+    case QuantIsa::amx: return cpu_has_amx();
     case QuantIsa::avx512: return cpu_has_avx512();
     case QuantIsa::avx2: return cpu_has_avx2();
     case QuantIsa::generic: return true;
@@ -58,6 +76,7 @@ QuantIsa active_quant_isa() {
 
 std::string quant_isa_name(QuantIsa isa) {
   switch (isa) {
+    case QuantIsa::amx: return "amx";
     case QuantIsa::avx512: return "avx512";
     case QuantIsa::avx2: return "avx2";
     case QuantIsa::generic: return "generic";
@@ -66,10 +85,11 @@ std::string quant_isa_name(QuantIsa isa) {
 }
 
 QuantIsa quant_isa_from_name(const std::string& name) {
+  if (name == "amx") return QuantIsa::amx;
   if (name == "avx512") return QuantIsa::avx512;
   if (name == "avx2") return QuantIsa::avx2;
   if (name == "generic") return QuantIsa::generic;
-  throw InvalidArgument("unknown kernel set '" + name + "'; use generic, avx2 or avx512", "MODELBENCH_ISA");
+  throw InvalidArgument("unknown kernel set '" + name + "'; use generic, avx2, avx512 or amx", "MODELBENCH_ISA");
 }
 
 void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tensor& out, int64_t column,
@@ -86,7 +106,8 @@ void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tens
   torch::Tensor q = torch::empty({num_rows, w.cols}, torch::kInt16);
   torch::Tensor scale = torch::empty({num_rows, w.cols / 32}, torch::kFloat32);
   torch::Tensor sums = torch::empty({num_rows, w.cols / 16}, torch::kInt32);
-  if (isa == QuantIsa::avx512)
+  const bool vector512 = isa == QuantIsa::avx512 || isa == QuantIsa::amx;
+  if (vector512)
     quant::quantize_rows_avx512(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int16_t>(),
                                 scale.data_ptr<float>(), sums.data_ptr<int32_t>());
   else
@@ -99,7 +120,27 @@ void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tens
   rows.num_rows = num_rows;
   rows.cols = w.cols;
   const quant::QuantLayout layout = w.layout();
-  const quant::QGemmKernel kernel = isa == QuantIsa::avx512 ? quant::qgemm_avx512
+  // The AMX kernel's result equals the AVX-512 one's bit for bit, so which
+  // of the two runs may follow the number of rows (a row's result does
+  // not change with the batch): tiles from kMinAmxQuantRows rows on.
+  const bool tiles = isa == QuantIsa::amx && num_rows >= kMinAmxQuantRows;
+  torch::Tensor split, factors;
+  if (tiles) {
+    const int64_t padded = (num_rows + 15) / 16 * 16;
+    split = torch::empty({2, padded, w.cols}, torch::kInt8);
+    factors = torch::empty({2, padded * (w.cols / w.group)}, torch::kFloat32);
+    int8_t* hi = split.data_ptr<int8_t>();
+    uint8_t* lo = reinterpret_cast<uint8_t*>(hi + padded * w.cols);
+    float* dx = factors.data_ptr<float>();
+    float* dx_sum = dx + padded * (w.cols / w.group);
+    quant::split_rows_amx(rows, w.group, hi, lo, dx, dx_sum);
+    rows.hi = hi;
+    rows.lo = lo;
+    rows.dx = dx;
+    rows.dx_sum = dx_sum;
+  }
+  const quant::QGemmKernel kernel = tiles       ? quant::qgemm_amx
+                                    : vector512 ? quant::qgemm_avx512
                                     : isa == QuantIsa::avx2 ? quant::qgemm_avx2
                                                             : quant::qgemm_generic;
   float* dst = out.data_ptr<float>() + column;

@@ -1,8 +1,8 @@
-// y = x @ w^T over a QuantMatrix, choosing the kernel at run time: AVX-512
-// (with VNNI), AVX2 (with FMA and F16C) or portable, whichever is the best
-// the CPU has, unless MODELBENCH_ISA (generic | avx2 | avx512) asks for
-// one. Every batch, a decode step's few rows or a prefill's hundreds, runs
-// the integer kernel over x quantized to int8 blocks row by row, so a row's
+// y = x @ w^T over a QuantMatrix, choosing the kernel at run time: AMX-INT8
+// tiles, AVX-512 (with VNNI), AVX2 (with FMA and F16C) or portable,
+// whichever is the best the CPU has, unless MODELBENCH_ISA (generic | avx2
+// | avx512 | amx) asks for one. Every batch, a decode step's few rows or a prefill's hundreds, runs
+// the integer kernel over x quantized to int16 blocks row by row, so a row's
 // result never depends on the other rows of the step (greedy output is the
 // same alone or in any batch).
 #pragma once
@@ -15,7 +15,11 @@
 
 namespace modelbench {
 
-enum class QuantIsa { generic, avx2, avx512 };
+enum class QuantIsa { generic, avx2, avx512, amx };
+
+// From this many rows the amx set runs AMX-INT8 tiles; below, the AVX-512
+// kernel (the same result bit for bit).
+constexpr int64_t kMinAmxQuantRows = 4;
 
 // What the CPU supports, best first.
 QuantIsa best_quant_isa();

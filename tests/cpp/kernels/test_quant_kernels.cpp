@@ -3,6 +3,8 @@
 // them, and every kernel set the CPU runs against the portable one over the
 // same layout, reading exactly the bytes the layout has.
 #include <catch2/catch.hpp>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -129,6 +131,67 @@ TEST_CASE("every kernel set the CPU runs agrees with the portable one") {
         CHECK(q2 == q);
         CHECK(sums2 == sums);
       }
+    }
+  }
+}
+
+TEST_CASE("the AMX kernel equals the AVX-512 one bit for bit") {
+  const bool amx = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") &&
+                   __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+                   syscall(SYS_arch_prctl, 0x1023, 18) == 0;  // ARCH_REQ_XCOMP_PERM, the tiles' data
+  if (!amx) {
+    WARN("SKIPPED: this CPU has no AMX-INT8 (or the OS did not grant the tiles)");
+    return;
+  }
+  std::mt19937 rng(11);
+  struct Format { int bits, group, scale_bytes; };
+  for (const Format f : {Format{4, 32, 2}, Format{5, 32, 2}, Format{8, 32, 2}, Format{4, 32, 4}, Format{5, 32, 4},
+                         Format{8, 16, 4}}) {
+    // 1-15 rows: one short tile; 16, 17, 40: whole tiles and a padded one.
+    for (int64_t num_rows : {1, 3, 5, 15, 16, 17, 40, 140}) {  // 140: two chunks of 8 tiles
+      QuantLayout l;
+      l.bits = f.bits;
+      l.group = f.group;
+      l.scale_bytes = f.scale_bytes;
+      l.rows = 40;
+      l.cols = 128;
+      l.blocks = 4;
+      l.block_bytes = layout_block_bytes(f.bits, f.group, f.scale_bytes);
+      const std::vector<uint8_t> data = random_layout(l, rng);
+      l.data = data.data();
+      std::vector<float> x(static_cast<size_t>(num_rows * l.cols));
+      std::normal_distribution<float> normal;
+      for (float& v : x) v = normal(rng);
+      x[5] = 40.0f;  // an outlier: the block's other quants are small, their high bytes 0 or -1
+      std::vector<int16_t> q(x.size());
+      std::vector<float> scale(static_cast<size_t>(num_rows * l.blocks));
+      std::vector<int32_t> sums(static_cast<size_t>(num_rows * l.blocks * 2));
+      quantize_rows_avx512(x.data(), num_rows, l.cols, q.data(), scale.data(), sums.data());
+      const int64_t padded = (num_rows + 15) / 16 * 16;
+      std::vector<int8_t> hi(static_cast<size_t>(padded * l.cols), 99);
+      std::vector<uint8_t> lo(hi.size(), 99);
+      std::vector<float> dx(static_cast<size_t>(padded * (l.cols / l.group))), dx_sum(dx.size());
+      QuantizedRows rows{q.data(), scale.data(), sums.data(), num_rows, l.cols};
+      split_rows_amx(rows, l.group, hi.data(), lo.data(), dx.data(), dx_sum.data());
+      for (size_t k = 0; k < q.size(); ++k) REQUIRE(256 * hi[k] + lo[k] == q[k]);
+      for (size_t k = q.size(); k < hi.size(); ++k) REQUIRE((hi[k] == 0 && lo[k] == 0));
+      const int64_t ld = l.rows + 2;
+      std::vector<float> vector(static_cast<size_t>(num_rows * ld), -7.0f);
+      qgemm_avx512(l, rows, vector.data() + 1, ld, 0, 3);
+      rows.hi = hi.data();
+      rows.lo = lo.data();
+      rows.dx = dx.data();
+      rows.dx_sum = dx_sum.data();
+      std::vector<float> tiles(vector.size(), -7.0f);
+      qgemm_amx(l, rows, tiles.data() + 1, ld, 0, 3);
+      INFO("bits " << f.bits << " group " << f.group << " scale bytes " << f.scale_bytes << " rows " << num_rows);
+      CHECK(std::memcmp(tiles.data(), vector.data(), vector.size() * sizeof(float)) == 0);
+      // Groups split between calls (threads) give the same.
+      std::vector<float> split(vector.size(), -7.0f);
+      qgemm_amx(l, rows, split.data() + 1, ld, 0, 1);
+      qgemm_amx(l, rows, split.data() + 1, ld, 1, 3);
+      CHECK(std::memcmp(split.data(), vector.data(), vector.size() * sizeof(float)) == 0);
     }
   }
 }

@@ -32,7 +32,7 @@ from .gguf_quants import quantize
 from .test_gguf_loader import write_tiny_gguf
 
 TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
-ISAS = [isa for isa in ("avx2", "avx512") if _core.testing.quant_isa_supported(isa)]
+ISAS = [isa for isa in ("avx2", "avx512", "amx") if _core.testing.quant_isa_supported(isa)]
 T = _core.testing
 
 
@@ -74,6 +74,19 @@ def test_every_kernel_set_agrees_with_the_portable_one(type_name: str, num_rows:
         assert torch.allclose(ours, portable, rtol=1e-5, atol=1e-5 * float(portable.abs().max())), (
             isa
         )
+
+
+@pytest.mark.skipif(not T.quant_isa_supported("amx"), reason="this CPU has no AMX-INT8 tiles")
+@pytest.mark.parametrize("type_name", TYPES)
+def test_amx_tiles_equal_the_avx512_kernel(type_name: str) -> None:
+    """The amx set (tiles from 4 rows on) gives the AVX-512 kernel's floats
+    exactly, at every row count: which one ran never shows in the output."""
+    qtype = gguf.GGMLQuantizationType[type_name]
+    raw = quantize(random_weight(72, 768, seed=3), type_name)
+    w = T.repack_ggml(torch.from_numpy(raw), int(qtype), 768)
+    for num_rows in (1, 3, 4, 16, 33, 300):
+        x = torch.randn(num_rows, 768, generator=torch.Generator().manual_seed(num_rows))
+        assert torch.equal(T.quant_linear(x, w, "amx"), T.quant_linear(x, w, "avx512")), num_rows
 
 
 def test_rows_do_not_depend_on_the_batch() -> None:
