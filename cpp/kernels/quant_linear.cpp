@@ -99,6 +99,13 @@ void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tens
   TORCH_CHECK(out.dim() == 2 && out.size(0) == x.size(0) && out.size(1) >= column + w.rows &&
                   out.scalar_type() == torch::kFloat32 && out.stride(1) == 1,
               "quant_linear: out must be float32 [rows, >= ", column + w.rows, "] with unit column stride");
+  // (An asked-for set is checked here too: AMX needs the tiles requested
+  // from the kernel first, and a missing instruction set is a clear error,
+  // not SIGILL.)
+  if (!quant_isa_supported(isa))
+    throw InvalidArgument("quant_linear: this CPU cannot run the " + quant_isa_name(isa) + " kernels; it supports " +
+                              quant_isa_name(best_quant_isa()) + " and below (generic < avx2 < avx512 < amx)",
+                          "MODELBENCH_ISA");
   const int64_t num_rows = x.size(0);
   if (num_rows == 0) return;
   RECORD_FUNCTION("modelbench::quant_linear", std::vector<c10::IValue>());

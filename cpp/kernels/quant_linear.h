@@ -19,7 +19,7 @@ enum class QuantIsa { generic, avx2, avx512, amx };
 
 // From this many rows the amx set runs AMX-INT8 tiles; below, the AVX-512
 // kernel (the same result bit for bit).
-constexpr int64_t kMinAmxQuantRows = 4;
+constexpr int64_t kMinAmxQuantRows = 8;
 
 // What the CPU supports, best first.
 QuantIsa best_quant_isa();
