@@ -17,9 +17,12 @@ every weight once (a quantized matrix: the bytes its blocks take in the
 kernels' layout, what the kernel really reads), each sequence's K and V for
 its whole context, and 2 FLOPs
 per weight per sequence plus attention's. Prints JSON (and writes it with
---out) with each step's time over its bound. Never asserts on time.
+--out) with each step's time over its bound. Never asserts on time. On a
+shared host, --rounds N repeats the whole measurement N times (each round's
+bound from its own bandwidth and peak) and reports the median round.
 
     python benchmarks/decode_bound.py --out decode_bound.json
+    python benchmarks/decode_bound.py --rounds 3 --out decode_bound.json
     python benchmarks/decode_bound.py --dtype bfloat16 --out decode_bound_bf16.json
     python benchmarks/decode_bound.py --kv-cache-dtype bfloat16 --out decode_bound_kv_bf16.json
 """
@@ -196,10 +199,15 @@ def main() -> None:
         choices=["auto", "bfloat16"],
         help="the KV cache's dtype (auto: the model's); the bound counts its bytes",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure bandwidth, peak and steps this many times; report the median round",
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
 
-    bandwidth = stream_copy_bandwidth()
     llm = LLM(
         args.model,
         dtype=args.dtype,
@@ -222,22 +230,62 @@ def main() -> None:
         weight_bytes_read(llm) if quantized else (num_weights * bytes_per, {})
     )
     kv_bytes_per = torch.tensor([], dtype=getattr(torch, llm.runner.kv_cache_dtype)).element_size()
-    # The matmul peak in the model's dtype.
-    peaks = {
-        "aten_2048x2048x2048": matmul_flops(2048, 2048, 2048, repeats=3, dtype=dtype),
-        f"aten_decode_{args.batch}x{hidden}x{spec.intermediate_size}": matmul_flops(
-            args.batch, hidden, spec.intermediate_size, dtype=dtype
-        ),
-        f"packed_2048x{hidden}x{2 * spec.intermediate_size}": packed_kernel_flops(
-            2048, hidden, 2 * spec.intermediate_size, dtype=dtype
-        ),
-    }
-    if quantized:
-        peaks[f"quant_q4_0_2048x{hidden}x{2 * spec.intermediate_size}"] = quant_kernel_flops(
-            2048, hidden, 2 * spec.intermediate_size
-        )
-    peak = max(peaks.values())
 
+    def measure_round(round_index: int) -> dict:
+        """The bandwidth, the matmul peak and the steps, measured together."""
+        bandwidth = stream_copy_bandwidth()
+        # The matmul peak in the model's dtype.
+        peaks = {
+            "aten_2048x2048x2048": matmul_flops(2048, 2048, 2048, repeats=3, dtype=dtype),
+            f"aten_decode_{args.batch}x{hidden}x{spec.intermediate_size}": matmul_flops(
+                args.batch, hidden, spec.intermediate_size, dtype=dtype
+            ),
+            f"packed_2048x{hidden}x{2 * spec.intermediate_size}": packed_kernel_flops(
+                2048, hidden, 2 * spec.intermediate_size, dtype=dtype
+            ),
+        }
+        if quantized:
+            peaks[f"quant_q4_0_2048x{hidden}x{2 * spec.intermediate_size}"] = quant_kernel_flops(
+                2048, hidden, 2 * spec.intermediate_size
+            )
+        peak = max(peaks.values())
+        measured = {
+            "stream_copy_gb_s": bandwidth / 1e9,
+            "read_gb_s": read_bandwidth() / 1e9,
+            "matmul_gflop_s": peak / 1e9,
+            "matmul_gflop_s_measured": {k: v / 1e9 for k, v in peaks.items()},
+            "steps": {},
+        }
+        for batch in (1, args.batch):
+            times = decode_step_times(
+                llm, batch, args.context, args.steps, seed=batch + 1000 * round_index
+            )
+            kv_bytes = batch * args.context * layers * 2 * kv_dim * kv_bytes_per
+            flops = 2 * num_weights * batch + 4 * batch * args.context * q_dim * layers
+            bound = max((weight_bytes + kv_bytes) / bandwidth, flops / peak)
+            median = statistics.median(times)
+            measured["steps"][f"batch_{batch}"] = {
+                "context": args.context,
+                "median_step_ms": median * 1000,
+                "num_steps_timed": len(times),
+                "bytes_read_mb": (weight_bytes + kv_bytes) / 1e6,
+                "gflop": flops / 1e9,
+                "memory_bound_ms": (weight_bytes + kv_bytes) / bandwidth * 1000,
+                "compute_bound_ms": flops / peak * 1000,
+                "bound_ms": bound * 1000,
+                "step_over_bound": median / bound,
+                "fraction_of_bound": bound / median,
+                "step_over_memory_bound": median / ((weight_bytes + kv_bytes) / bandwidth),
+            }
+        return measured
+
+    # A shared host's speed moves between minutes: each round measures the
+    # bandwidth, the peak and the steps together; the round reported at the
+    # top is the one with the median batch-N fraction (all are listed).
+    rounds = [measure_round(i) for i in range(args.rounds)]
+    key = f"batch_{args.batch}"
+    ordered = sorted(rounds, key=lambda r: r["steps"][key]["fraction_of_bound"])
+    chosen = ordered[(len(ordered) - 1) // 2]
     result = {
         "benchmark": "decode_bound",
         "cpus": os.cpu_count(),
@@ -250,33 +298,22 @@ def main() -> None:
         "quant_kernels": __import__("modelbench")._core.testing.active_quant_isa(),
         "cpu_model": cpu_model(),
         "kv_cache_dtype": llm.runner.kv_cache_dtype,
-        "stream_copy_gb_s": bandwidth / 1e9,
-        "read_gb_s": read_bandwidth() / 1e9,
-        "matmul_gflop_s": peak / 1e9,
-        "matmul_gflop_s_measured": {k: v / 1e9 for k, v in peaks.items()},
-        "steps": {},
+        **chosen,
+        "rounds": [
+            {
+                "stream_copy_gb_s": r["stream_copy_gb_s"],
+                "matmul_gflop_s": r["matmul_gflop_s"],
+                **{
+                    f"{name}_{field}": step[field]
+                    for name, step in r["steps"].items()
+                    for field in ("median_step_ms", "bound_ms", "fraction_of_bound")
+                },
+            }
+            for r in rounds
+        ],
     }
-    for batch in (1, args.batch):
-        times = decode_step_times(llm, batch, args.context, args.steps, seed=batch)
-        kv_bytes = batch * args.context * layers * 2 * kv_dim * kv_bytes_per
-        flops = 2 * num_weights * batch + 4 * batch * args.context * q_dim * layers
-        bound = max((weight_bytes + kv_bytes) / bandwidth, flops / peak)
-        median = statistics.median(times)
-        result["steps"][f"batch_{batch}"] = {
-            "context": args.context,
-            "median_step_ms": median * 1000,
-            "num_steps_timed": len(times),
-            "bytes_read_mb": (weight_bytes + kv_bytes) / 1e6,
-            "gflop": flops / 1e9,
-            "memory_bound_ms": (weight_bytes + kv_bytes) / bandwidth * 1000,
-            "compute_bound_ms": flops / peak * 1000,
-            "bound_ms": bound * 1000,
-            "step_over_bound": median / bound,
-            "fraction_of_bound": bound / median,
-            "step_over_memory_bound": median / ((weight_bytes + kv_bytes) / bandwidth),
-        }
     # The performance issue's targets, side by side with what was measured.
-    b1, bn = result["steps"]["batch_1"], result["steps"][f"batch_{args.batch}"]
+    b1, bn = result["steps"]["batch_1"], result["steps"][key]
     result["targets"] = {
         "batch_1_step_over_memory_bound": {
             "measured": b1["step_over_memory_bound"],

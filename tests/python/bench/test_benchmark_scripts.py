@@ -70,6 +70,8 @@ def test_decode_bound_writes_each_step_against_its_bound(
     spec_kv_mb = (four["bytes_read_mb"] - one["bytes_read_mb"]) / 3
     assert spec_kv_mb > 0
     assert set(result["targets"]) == {"batch_1_step_over_memory_bound", "batch_4_fraction_of_bound"}
+    assert len(result["rounds"]) == 1
+    assert result["rounds"][0]["batch_4_fraction_of_bound"] == four["fraction_of_bound"]
     if extra:  # the same tiny model, KV in 2 bytes: half the KV bytes of the float32 run
         base = run_script(
             "decode_bound.py",
@@ -81,8 +83,14 @@ def test_decode_bound_writes_each_step_against_its_bound(
             "4",
             "--steps",
             "3",
+            "--rounds",
+            "2",
             out=tmp_path / "base.json",
         )
+        # Two rounds, each its own bound; the top is the lower (median) one.
+        assert len(base["rounds"]) == 2
+        fractions = [r["batch_4_fraction_of_bound"] for r in base["rounds"]]
+        assert base["steps"]["batch_4"]["fraction_of_bound"] == min(fractions)
         base_kv_mb = (
             base["steps"]["batch_4"]["bytes_read_mb"] - base["steps"]["batch_1"]["bytes_read_mb"]
         ) / 3
