@@ -38,7 +38,7 @@ import time
 
 import torch
 
-from _report import emit  # benchmarks/_report.py (this folder is on sys.path)
+from _report import cpu_model, emit  # benchmarks/_report.py (this folder is on sys.path)
 from modelbench import LLM, SamplingParams
 
 
@@ -52,13 +52,6 @@ def stream_copy_bandwidth(num_bytes: int = 512 * 1024 * 1024, repeats: int = 5) 
         dst.copy_(src)
         best = min(best, time.perf_counter() - started)
     return 2 * num_bytes / best
-
-
-def cpu_model() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def best_time(fn, repeats: int) -> float:

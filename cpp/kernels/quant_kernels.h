@@ -1,6 +1,7 @@
 // The quantized matmul's inner kernels, torch-free, one per instruction
-// set: each is compiled in its own file with its own flags (AVX-512 with
-// VNNI, AVX2 with FMA and F16C, and the portable C++ every x86-64 runs), and
+// set: each is compiled in its own file with its own flags (AMX-INT8 tiles,
+// AVX-512 with VNNI, AVX2 with FMA and F16C, and the portable C++ every
+// x86-64 runs), and
 // quant_linear picks one at run time from what the CPU reports, so one
 // build is right and fast on every host.
 //

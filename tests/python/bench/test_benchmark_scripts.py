@@ -97,6 +97,27 @@ def test_decode_bound_writes_each_step_against_its_bound(
         assert spec_kv_mb == pytest.approx(base_kv_mb / 2)
 
 
+def test_quant_kernels_compares_every_set_the_cpu_runs(tmp_path: Path) -> None:
+    from modelbench import _core
+
+    result = run_script(
+        "quant_kernels.py",
+        *("--rows", "1", "9", "--matrices", "2", "--rounds", "1", "--with-generic"),
+        out=tmp_path / "quant.json",
+    )
+    sets = [
+        isa
+        for isa in ("generic", "avx2", "avx512", "amx")
+        if _core.testing.quant_isa_supported(isa)
+    ]
+    assert result["kernel_sets"] == sets
+    assert [row["rows"] for row in result["results"]] == [1, 9]
+    for row in result["results"]:
+        assert all(row[f"{isa}_gflop_s"] > 0 for isa in sets)
+        if "avx512" in sets:
+            assert row["avx512_over_avx512"] == 1.0
+
+
 def test_profile_step_splits_the_forward(tiny_llama: Path, tmp_path: Path) -> None:
     result = run_script(
         "profile_step.py",
