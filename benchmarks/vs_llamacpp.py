@@ -377,6 +377,19 @@ def served(llama: llamacpp.LlamaCpp, model: Path, args: argparse.Namespace, resu
         result["llamacpp"] = served_summary("llama-server", runs)
 
 
+def modelbench_build() -> dict:
+    """Which modelbench ran (the package's folder: an installed one or the
+    source tree) and its quantized kernel set, as `modelbench serve` also
+    picks it (MODELBENCH_ISA or the best the CPU runs)."""
+    import modelbench
+    from modelbench import _core
+
+    return {
+        "package": str(Path(modelbench.__file__).parent),
+        "quant_kernels": _core.testing.active_quant_isa(),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.model is None:
@@ -396,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": {"path": str(model), "file_bytes": model.stat().st_size},
         "threads": args.threads,
         "llamacpp": llama.info,
+        "modelbench": modelbench_build(),
     }
     if not args.skip_inprocess:
         theirs = inprocess_llamacpp(llama, model, args)

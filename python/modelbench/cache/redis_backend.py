@@ -9,15 +9,15 @@ each process keeps its own vector index, fed from ``log``; a candidate the
 index finds is read back from Redis, and one that has expired, been evicted
 or cleared leaves the index then.
 
-Redis is a help, never a dependency: every call is bounded by ``timeout_s``;
-the first failure is logged once and raises ``CacheUnavailable`` (the cache
-is then off: requests are served uncached), and from then on calls fail at
-once until a ping every ``check_interval_s`` is answered again.
+Redis is a help, never a dependency (the connection is the gateway's
+``SharedState``): every call is bounded by ``timeout_s``; the first failure
+is logged once and raises ``CacheUnavailable`` (the cache is then off:
+requests are served uncached), and from then on calls fail at once until a
+ping every ``check_interval_s`` is answered again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import time
@@ -27,12 +27,10 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from modelbench.cache.entry import CacheEntry
 from modelbench.cache.vector_index import VectorIndex
+from modelbench.gateway.shared_state import SharedState
 
 logger = logging.getLogger("modelbench.cache")
 PREFIX = "modelbench:cache:"
@@ -40,12 +38,6 @@ PREFIX = "modelbench:cache:"
 
 class CacheUnavailable(Exception):
     """Redis did not answer in time: serve the request without the cache."""
-
-
-def redact(url: str) -> str:
-    from modelbench.gateway.shared_state import redact_url
-
-    return redact_url(url)
 
 
 class RedisBackend:
@@ -58,73 +50,46 @@ class RedisBackend:
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
-        self.url = redact(url)
+        # The connection, its timeouts, and whether Redis answers: the
+        # gateway's shared state does the same for rate limits and breakers.
+        self.link = SharedState(
+            url,
+            timeout_s,
+            check_interval_s,
+            decode_responses=False,  # entries and embeddings are bytes
+            unavailable=CacheUnavailable,
+            setting="--cache-url",
+            log=logger,
+            when_away="the response cache is off until it answers",
+            when_back="the response cache is back on",
+        )
+        self.url = self.link.url
+        self.client: aioredis.Redis = self.link.client
         self.max_entries = max_entries
         self.timeout_s = timeout_s
-        self.check_interval_s = check_interval_s
-        try:
-            self.client: aioredis.Redis = aioredis.Redis.from_url(
-                url,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
-        except ValueError as exc:
-            raise ValueError(f"--cache-url {self.url}: {exc}") from exc
-        self.available = True
         self._indexes: dict[str, VectorIndex] = {}
         self._local_expiry: list[tuple[float, str, str]] = []  # (expires_at, partition, id)
         self._last_log_id = b"0-0"
-        self._watch: asyncio.Task[None] | None = None
 
     # ---- connection --------------------------------------------------------
 
+    @property
+    def available(self) -> bool:
+        return self.link.available
+
     async def start(self) -> None:
-        await self.check()
-        self._watch = asyncio.create_task(self._watch_forever())
+        await self.link.start()
 
     async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
-        await self.client.aclose()
+        await self.link.close()
 
     async def check(self) -> bool:
-        try:
-            await self._attempt(lambda c: c.ping())
-        except CacheUnavailable:
-            return False
-        return True
-
-    async def _watch_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.check_interval_s)
-            if not self.available:
-                await self.check()
+        return await self.link.check()
 
     # redis-py's results are loosely typed (bytes, str or lists of them, by
     # command): calls answer Any, and the code says what each one is.
     async def _call(self, op: Callable[[Any], Awaitable[Any]]) -> Any:
-        if not self.available:
-            raise CacheUnavailable(self.url)
-        return await self._attempt(op)
-
-    async def _attempt(self, op: Callable[[Any], Awaitable[Any]]) -> Any:
-        try:
-            result = await asyncio.wait_for(op(self.client), self.timeout_s)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            if self.available:
-                logger.warning(
-                    "redis unavailable at %s: the response cache is off until it answers (%s)",
-                    self.url,
-                    f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-                )
-                self.available = False
-            raise CacheUnavailable(self.url) from exc
-        if not self.available:
-            logger.info("redis at %s answers again: the response cache is back on", self.url)
-            self.available = True
-        return result
+        return await self.link.call(op)
 
     # ---- entries -------------------------------------------------------------
 

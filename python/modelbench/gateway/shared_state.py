@@ -42,37 +42,57 @@ def redact_url(url: str) -> str:
 class SharedState:
     """One Redis client, and whether Redis answers. ``start`` pings it once
     (an unreachable Redis is logged, never fatal) and keeps pinging every
-    ``check_interval_s``; ``close`` stops that and the client."""
+    ``check_interval_s``; ``close`` stops that and the client.
 
-    def __init__(self, url: str, timeout_s: float = 0.2, check_interval_s: float = 0.5) -> None:
+    The gateway's rate limits and breakers use it as it is; the response
+    cache's Redis backend (``cache/redis_backend.py``) too, with bytes
+    replies, its own exception and its own log lines (``setting`` names the
+    option the URL came from, for a bad URL's error)."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 0.2,
+        check_interval_s: float = 0.5,
+        *,
+        decode_responses: bool = True,
+        unavailable: type[Exception] = SharedStateUnavailable,
+        setting: str = "redis url",
+        log: logging.Logger = logger,
+        when_away: str = "using local rate limits and breaker state",
+        when_back: str = "sharing rate limits and breaker state",
+    ) -> None:
         self.url = redact_url(url)
         self.timeout_s = timeout_s
         self.check_interval_s = check_interval_s
+        self._unavailable = unavailable
+        self._log = log
+        self._when_away, self._when_back = when_away, when_back
         try:
             self.client: aioredis.Redis = aioredis.Redis.from_url(
                 url,
-                decode_responses=True,
+                decode_responses=decode_responses,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 retry=Retry(NoBackoff(), 0),  # a failed call falls back; it is not retried
             )
         except ValueError as exc:
-            raise ValueError(f"redis url {self.url}: {exc}") from exc
+            raise ValueError(f"{setting} {self.url}: {exc}") from exc
         self.available = True  # until a call fails
         self._watch: asyncio.Task[None] | None = None
 
     async def call(self, op: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-        """``op(client)``, or SharedStateUnavailable when Redis is known to be
-        away or does not answer within ``timeout_s``."""
+        """``op(client)``, or the unavailable exception when Redis is known
+        to be away or does not answer within ``timeout_s``."""
         if not self.available:
-            raise SharedStateUnavailable(self.url)
+            raise self._unavailable(self.url)
         return await self._attempt(op)
 
     async def check(self) -> bool:
         """Ping Redis whether or not it was away; True when it answered."""
         try:
             await self._attempt(lambda client: client.ping())
-        except SharedStateUnavailable:
+        except self._unavailable:
             return False
         return True
 
@@ -91,22 +111,16 @@ class SharedState:
             result = await asyncio.wait_for(op(self.client), self.timeout_s)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._went_away(exc)
-            raise SharedStateUnavailable(self.url) from exc
+            raise self._unavailable(self.url) from exc
         if not self.available:
-            logger.info(
-                "redis at %s answers again: sharing rate limits and breaker state", self.url
-            )
+            self._log.info("redis at %s answers again: %s", self.url, self._when_back)
             self.available = True
         return result
 
     def _went_away(self, exc: BaseException) -> None:
         if self.available:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            logger.warning(
-                "redis unavailable at %s: using local rate limits and breaker state (%s)",
-                self.url,
-                reason,
-            )
+            self._log.warning("redis unavailable at %s: %s (%s)", self.url, self._when_away, reason)
             self.available = False
 
     async def _watch_forever(self) -> None:
