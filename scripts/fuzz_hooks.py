@@ -16,6 +16,8 @@ What the spec cannot say, told to schemathesis here:
   carries one of them is dropped (schemathesis counts what it drops; with
   ``MODELBENCH_FUZZ_DROPPED`` set, each is written there as a JSON line with
   its operation and code). Every other failure of every check stands.
+- That upstreams it registers answer nowhere: a request routed to one gets
+  503 ``upstreams_unavailable`` (dropped, counted as above), as it should.
 - That loading a model is expensive. With ``MODELBENCH_FUZZ_LOAD_PATH``, an
   admin load (``POST /v1/admin/models``) whose string ``path`` is missing or
   null gets that path instead of the default model's: a fuzzed load is then
@@ -30,6 +32,7 @@ import zlib
 from typing import Any
 
 import schemathesis
+from schemathesis.core.failures import ServerError
 from schemathesis.openapi.checks import RejectedPositiveData
 
 from modelbench.server.protocol_fields import CONTEXTUAL_CODES
@@ -76,16 +79,26 @@ def error_code(response: Any) -> str | None:
     return error.get("code") if isinstance(error, dict) else None
 
 
+def drop(case: Any, code: str) -> bool:
+    dropped = os.environ.get("MODELBENCH_FUZZ_DROPPED")
+    if dropped:
+        with open(dropped, "a") as out:
+            out.write(json.dumps({"operation": case.operation.label, "code": code}) + "\n")
+    return False
+
+
 @schemathesis.hook
 def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
     """Keep the failure, unless it is a schema-valid request refused with a
-    400 that names a contextual cause."""
+    400 that names a contextual cause, or a 503 from upstreams that the
+    fuzzer itself registered (POST /v1/admin/upstreams with a generated URL:
+    nothing answers there, and 503 ``upstreams_unavailable`` is the answer
+    a gateway owes its client then)."""
+    code = error_code(response)
     if isinstance(failure, RejectedPositiveData) and response.status_code == 400:
-        code = error_code(response)
         if code in CONTEXTUAL_CODES:
-            dropped = os.environ.get("MODELBENCH_FUZZ_DROPPED")
-            if dropped:
-                with open(dropped, "a") as out:
-                    out.write(json.dumps({"operation": case.operation.label, "code": code}) + "\n")
-            return False
+            return drop(case, code)
+    if isinstance(failure, ServerError) and response.status_code == 503:
+        if code == "upstreams_unavailable":
+            return drop(case, code)
     return True

@@ -178,3 +178,56 @@ def test_serve_opens_admin_on_loopback(tiny_llama_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
+
+
+def test_an_embedding_model_loads_through_the_admin_route(
+    tiny_llama_path: Path, tmp_path: Path
+) -> None:
+    """A BERT encoder's version serves "embed" alone: loaded without tasks it
+    gets ["embed"], with other tasks it is refused (400) before any load."""
+    from modelbench.models.encoder_loader import default_embedding_model_path
+
+    minilm = default_embedding_model_path()
+    settings = Settings(
+        model=str(tiny_llama_path),
+        served_model_name=MODEL_NAME,
+        port=free_port(),
+        keys_file=tmp_path / "keys.json",
+        allow_open_admin=True,
+        model_dirs=[tiny_llama_path.parent, minilm.parent],
+        **ENGINE,
+    )
+    with (
+        run_server(settings, tiny_llama_path) as running,
+        httpx.Client(base_url=running.base_url, timeout=60) as http,
+    ):
+        wrong = http.post(
+            "/v1/admin/models", json={"name": "minilm", "path": str(minilm), "tasks": ["generate"]}
+        )
+        assert wrong.status_code == 400, wrong.text
+        assert "is an embedding model: its tasks can only be" in wrong.json()["error"]["message"]
+        r = http.post("/v1/admin/models", json={"name": "minilm", "path": str(minilm)})
+        assert r.status_code == 202, r.text
+        while (state := http.get(r.json()["status_url"]).json()["state"]) == "loading":
+            time.sleep(0.05)
+        assert state == "ready", http.get(r.json()["status_url"]).text
+        e = http.post("/v1/embeddings", json={"model": "minilm", "input": ["a cat", "a dog"]})
+        assert e.status_code == 200, e.text
+        vectors = [d["embedding"] for d in e.json()["data"]]
+        assert len(vectors) == 2 and len(vectors[0]) == 384
+        c = http.post("/v1/completions", json={**COMPLETION, "model": "minilm"})
+        assert c.status_code == 400 and "embed" in c.text, c.text
+        # A path relative to the model directories is the same model (its
+        # kind is known once the path is resolved: refused the same way).
+        body = {"name": "minilm", "version": "2", "path": minilm.name}
+        wrong = http.post("/v1/admin/models", json={**body, "tasks": ["embed", "generate"]})
+        assert wrong.status_code == 400, wrong.text
+        message = wrong.json()["error"]["message"]
+        assert message.startswith("model minilm:2 (") and "can only be" in message, message
+        r = http.post("/v1/admin/models", json=body)
+        assert r.status_code == 202, r.text
+        while (state := http.get(r.json()["status_url"]).json()["state"]) == "loading":
+            time.sleep(0.05)
+        assert state == "ready", http.get(r.json()["status_url"]).text
+        e = http.post("/v1/embeddings", json={"model": "minilm:2", "input": "a cat"})
+        assert e.status_code == 200 and e.json()["data"][0]["embedding"] == vectors[0], e.text

@@ -19,7 +19,7 @@ import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
 
 from modelbench.config import TASKS, ModelConfig, RoutingPolicy, Task
 from modelbench.engine.sampling_ranges import (
@@ -31,6 +31,7 @@ from modelbench.engine.sampling_ranges import (
     TopP,
     integer,
 )
+from modelbench.models.encoder_loader import is_encoder_model
 from modelbench.server.content_type import JSON_BODY
 from modelbench.server.dependencies import RegistryDep
 from modelbench.server.errors import APIError, invalid_value
@@ -171,9 +172,16 @@ def checked_config(body: LoadModelRequest, request: Request) -> ModelConfig:
     overrides = body.override_generation_config
     if overrides is not None:
         update["override_generation_config"] = overrides.model_dump(exclude_none=True)
-    config = ModelConfig.model_validate(
-        {**body.model_dump(exclude={"routing"}), **update}, strict=False
-    )
+    data = {**body.model_dump(exclude={"routing"}), **update}
+    # Tasks left out: an embedding model's are ["embed"], which only the
+    # resolved path shows (a relative one is resolved here).
+    if "tasks" not in body.model_fields_set and is_encoder_model(data["path"]):
+        data["tasks"] = ["embed"]
+    try:
+        config = ModelConfig.model_validate(data, strict=False)
+    except ValidationError as exc:  # what only the resolved path shows (an embedding model's tasks)
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise invalid_value(ValueError(reasons)) from exc
     check_sampling_defaults(config)
     try:
         config.engine_args()
