@@ -9,8 +9,8 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+
+#include "kernels/amx_tiles.h"
 #endif
 
 #include <algorithm>
@@ -34,16 +34,7 @@ torch::Tensor pack_amx_weight(const torch::Tensor& weight) {
 #if defined(__AVX512F__)
 namespace {
 
-constexpr int kArchReqXcompPerm = 0x1023;  // arch_prctl: ask for an XSAVE feature
-constexpr int kXfeatureXtiledata = 18;     // the tiles' data
-
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
+using amx::TileConfig;
 
 // Tiles 0-7: 16 rows of 64 bytes. In memory for good (ldtilecfg's asm
 // names only its first bytes as read, so a local could be half written).
@@ -97,7 +88,7 @@ bool amx_linear_supported() {
   static const bool supported = [] {
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) return false;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+    return amx::request_tiles();
   }();
   return supported;
 }

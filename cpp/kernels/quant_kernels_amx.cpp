@@ -21,18 +21,13 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/amx_tiles.h"
 #include "kernels/quant_kernels.h"
 
 namespace modelbench::quant {
 namespace {
 
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
+using amx::TileConfig;
 
 // Tiles: 0, 1 and 2, 3 two sub-blocks' C_hi, C_lo (16 rows x 16 int32);
 // 4, 5 A_hi, A_lo (16 rows x K bytes); 6, 7 two sub-blocks' B (K / 4 rows

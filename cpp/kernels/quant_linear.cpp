@@ -4,12 +4,10 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <cstdlib>
 
 #include "core/config.h"
+#include "kernels/amx_tiles.h"
 
 namespace modelbench {
 namespace {
@@ -33,8 +31,7 @@ bool cpu_has_amx() {
   static const bool has = [] {
     __builtin_cpu_init();
     if (!cpu_has_avx512() || !__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-int8")) return false;
-    constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+    return amx::request_tiles();
   }();
   return has;
 }

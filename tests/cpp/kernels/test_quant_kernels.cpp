@@ -3,14 +3,13 @@
 // them, and every kernel set the CPU runs against the portable one over the
 // same layout, reading exactly the bytes the layout has.
 #include <catch2/catch.hpp>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "kernels/amx_tiles.h"
 #include "kernels/quant_kernels.h"
 #include "kernels/quant_types.h"
 
@@ -77,26 +76,37 @@ std::vector<uint8_t> random_layout(const QuantLayout& l, std::mt19937& rng) {
   return data;
 }
 
+struct Format {
+  int bits, group, scale_bytes;
+};
+// Every layout the repacked types make: Q4_0/Q4_1, Q5_0/Q5_1, Q8_0 (fp16
+// scales), Q4_K, Q5_K (fp32), Q6_K (bits 8, sub-blocks of 16).
+const Format kFormats[] = {{4, 32, 2}, {5, 32, 2}, {8, 32, 2}, {4, 32, 4}, {5, 32, 4}, {8, 16, 4}};
+
+// A layout of `rows` x `cols` in format f (no data yet).
+QuantLayout layout_of(const Format& f, int64_t rows, int64_t cols) {
+  QuantLayout l;
+  l.bits = f.bits;
+  l.group = f.group;
+  l.scale_bytes = f.scale_bytes;
+  l.rows = rows;
+  l.cols = cols;
+  l.blocks = cols / 32;
+  l.block_bytes = layout_block_bytes(f.bits, f.group, f.scale_bytes);
+  return l;
+}
+
 }  // namespace
 
 TEST_CASE("every kernel set the CPU runs agrees with the portable one") {
   std::mt19937 rng(7);
-  struct Format { int bits, group, scale_bytes; };
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   if (!avx2) WARN("SKIPPED: no AVX2 on this CPU; only the portable kernels run");
-  for (const Format f : {Format{4, 32, 2}, Format{5, 32, 2}, Format{8, 32, 2}, Format{4, 32, 4}, Format{5, 32, 4},
-                         Format{8, 16, 4}}) {
+  for (const Format& f : kFormats) {
     for (int64_t num_rows : {1, 2, 5}) {
-      QuantLayout l;
-      l.bits = f.bits;
-      l.group = f.group;
-      l.scale_bytes = f.scale_bytes;
-      l.rows = 40;  // three groups, the last part-filled
-      l.cols = 96;
-      l.blocks = 3;
-      l.block_bytes = layout_block_bytes(f.bits, f.group, f.scale_bytes);
+      QuantLayout l = layout_of(f, 40, 96);  // three groups, the last part-filled
       const std::vector<uint8_t> data = random_layout(l, rng);
       l.data = data.data();
       std::vector<float> x(static_cast<size_t>(num_rows * l.cols));
@@ -139,25 +149,16 @@ TEST_CASE("the AMX kernel equals the AVX-512 one bit for bit") {
   const bool amx = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-int8") &&
                    __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-                   syscall(SYS_arch_prctl, 0x1023, 18) == 0;  // ARCH_REQ_XCOMP_PERM, the tiles' data
+                   modelbench::amx::request_tiles();
   if (!amx) {
     WARN("SKIPPED: this CPU has no AMX-INT8 (or the OS did not grant the tiles)");
     return;
   }
   std::mt19937 rng(11);
-  struct Format { int bits, group, scale_bytes; };
-  for (const Format f : {Format{4, 32, 2}, Format{5, 32, 2}, Format{8, 32, 2}, Format{4, 32, 4}, Format{5, 32, 4},
-                         Format{8, 16, 4}}) {
+  for (const Format& f : kFormats) {
     // 1-15 rows: one short tile; 16, 17, 40: whole tiles and a padded one.
     for (int64_t num_rows : {1, 3, 5, 15, 16, 17, 40, 140}) {  // 140: two chunks of 8 tiles
-      QuantLayout l;
-      l.bits = f.bits;
-      l.group = f.group;
-      l.scale_bytes = f.scale_bytes;
-      l.rows = 40;
-      l.cols = 128;
-      l.blocks = 4;
-      l.block_bytes = layout_block_bytes(f.bits, f.group, f.scale_bytes);
+      QuantLayout l = layout_of(f, 40, 128);
       const std::vector<uint8_t> data = random_layout(l, rng);
       l.data = data.data();
       std::vector<float> x(static_cast<size_t>(num_rows * l.cols));

@@ -33,19 +33,23 @@ ENGINE = {"max_model_len": MAX_MODEL_LEN, "kv_cache_memory": KV_CACHE_MEMORY}
 COMPLETION = {"model": MODEL_NAME, "prompt": "hi", "max_tokens": 2}
 
 
-@pytest.fixture
-def open_admin(tiny_llama_path: Path, tmp_path: Path) -> Iterator[RunningServer]:
-    """No keys, admin routes opened on loopback (as --allow-open-admin does)."""
-    settings = Settings(
+def open_admin_settings(tiny_llama_path: Path, tmp_path: Path, *model_dirs: Path) -> Settings:
+    """No keys, admin routes opened on loopback (as --allow-open-admin does);
+    loads from the tiny model's folder and ``model_dirs``."""
+    return Settings(
         model=str(tiny_llama_path),
         served_model_name=MODEL_NAME,
         port=free_port(),
         keys_file=tmp_path / "keys.json",
         allow_open_admin=True,
-        model_dirs=[tiny_llama_path.parent],
+        model_dirs=[tiny_llama_path.parent, *model_dirs],
         **ENGINE,
     )
-    with run_server(settings, tiny_llama_path) as running:
+
+
+@pytest.fixture
+def open_admin(tiny_llama_path: Path, tmp_path: Path) -> Iterator[RunningServer]:
+    with run_server(open_admin_settings(tiny_llama_path, tmp_path), tiny_llama_path) as running:
         yield running
 
 
@@ -188,15 +192,7 @@ def test_an_embedding_model_loads_through_the_admin_route(
     from modelbench.models.encoder_loader import default_embedding_model_path
 
     minilm = default_embedding_model_path()
-    settings = Settings(
-        model=str(tiny_llama_path),
-        served_model_name=MODEL_NAME,
-        port=free_port(),
-        keys_file=tmp_path / "keys.json",
-        allow_open_admin=True,
-        model_dirs=[tiny_llama_path.parent, minilm.parent],
-        **ENGINE,
-    )
+    settings = open_admin_settings(tiny_llama_path, tmp_path, minilm.parent)
     with (
         run_server(settings, tiny_llama_path) as running,
         httpx.Client(base_url=running.base_url, timeout=60) as http,
