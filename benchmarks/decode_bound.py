@@ -25,6 +25,7 @@ bound from its own bandwidth and peak) and reports the median round.
     python benchmarks/decode_bound.py --rounds 3 --out decode_bound.json
     python benchmarks/decode_bound.py --dtype bfloat16 --out decode_bound_bf16.json
     python benchmarks/decode_bound.py --kv-cache-dtype bfloat16 --out decode_bound_kv_bf16.json
+    python benchmarks/decode_bound.py --kv-cache-dtype int8 --rounds 3 --out bound_kv_int8.json
 """
 
 from __future__ import annotations
@@ -189,8 +190,9 @@ def main() -> None:
     parser.add_argument(
         "--kv-cache-dtype",
         default="auto",
-        choices=["auto", "bfloat16"],
-        help="the KV cache's dtype (auto: the model's); the bound counts its bytes",
+        choices=["auto", "bfloat16", "int8"],
+        help="the KV cache's dtype (auto: the model's, bfloat16 for quantized weights; int8: "
+        "rows of int8 with a float32 scale each); the bound counts its bytes",
     )
     parser.add_argument(
         "--rounds",
@@ -222,7 +224,11 @@ def main() -> None:
     weight_bytes, weight_types = (
         weight_bytes_read(llm) if quantized else (num_weights * bytes_per, {})
     )
-    kv_bytes_per = torch.tensor([], dtype=getattr(torch, llm.runner.kv_cache_dtype)).element_size()
+    # K and V of one token over all layers, as the pools hold them (an int8
+    # cache's row scales included).
+    kv_bytes_per_token = llm.runner.kv_cache_bytes / (
+        llm.runner.num_kv_blocks * llm.args.block_size
+    )
 
     def measure_round(round_index: int) -> dict:
         """The bandwidth, the matmul peak and the steps, measured together."""
@@ -253,7 +259,7 @@ def main() -> None:
             times = decode_step_times(
                 llm, batch, args.context, args.steps, seed=batch + 1000 * round_index
             )
-            kv_bytes = batch * args.context * layers * 2 * kv_dim * kv_bytes_per
+            kv_bytes = batch * args.context * kv_bytes_per_token
             flops = 2 * num_weights * batch + 4 * batch * args.context * q_dim * layers
             bound = max((weight_bytes + kv_bytes) / bandwidth, flops / peak)
             median = statistics.median(times)

@@ -308,7 +308,7 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
              spec.num_kv_heads = num_kv_heads;
              spec.head_dim = head_dim;
              spec.block_size = block_size;
-             spec.dtype = dtype_from_name(dtype);
+             spec.dtype = dtype == "int8" ? torch::kChar : dtype_from_name(dtype);  // int8: rows with scales
              spec.device = torch::Device(device);
              spec.validate();
              return spec;
@@ -329,6 +329,14 @@ PYBIND11_MODULE(MODELBENCH_MODULE_NAME, m) {
       .def_property_readonly("num_bytes", &KVPool::num_bytes)
       .def("key", &KVPool::key, py::arg("layer"), "[num_blocks, num_kv_heads, block_size, head_dim]")
       .def("value", &KVPool::value, py::arg("layer"))
+      .def(
+          "row_scales",
+          [](const KVPool& pool, int layer) -> py::object {
+            const KVRowScales scales = pool.row_scales(layer);
+            if (!scales.defined()) return py::none();
+            return py::make_tuple(scales.key, scales.value);
+          },
+          py::arg("layer"), "An int8 pool's (key, value) row scales [num_blocks, num_kv_heads, block_size]; None otherwise.")
       .def("write", &KVPool::write, py::arg("layer"), py::arg("slot_mapping"), py::arg("key"),
            py::arg("value"), "Write [num_tokens, num_kv_heads, head_dim] rows into their slots.");
 

@@ -161,26 +161,33 @@ void bind_model(py::module_& m, py::module_& testing) {
   testing.def("paged_attention_cpu",
         [](const torch::Tensor& query, const torch::Tensor& key_pool, const torch::Tensor& value_pool,
            torch::Tensor query_start_loc, torch::Tensor context_lens, torch::Tensor block_tables, double scale,
-           int64_t sliding_window) {
+           int64_t sliding_window, const std::optional<torch::Tensor>& key_scales,
+           const std::optional<torch::Tensor>& value_scales) {
+          const KVRowScales kv_scales{key_scales.value_or(torch::Tensor()), value_scales.value_or(torch::Tensor())};
           return paged_attention_cpu(query, key_pool, value_pool,
                                      make_metadata(query_start_loc, context_lens, block_tables), scale,
-                                     sliding_window);
+                                     sliding_window, kv_scales);
         },
         py::arg("query"), py::arg("key_pool"), py::arg("value_pool"), py::arg("query_start_loc"),
         py::arg("context_lens"), py::arg("block_tables"), py::arg("scale"), py::arg("sliding_window") = 0,
+        py::arg("key_scales") = py::none(), py::arg("value_scales") = py::none(),
         py::call_guard<py::gil_scoped_release>(),
-        "The Eigen paged attention kernel. query [T, H, D]; pools [N, block_size, H_kv, D]; "
-        "query_start_loc [S+1] int64, context_lens [S] int64, block_tables [S, max_blocks] int32 (CPU).");
+        "The Eigen paged attention kernel. query [T, H, D]; pools [N, H_kv, block_size, D]; "
+        "query_start_loc [S+1] int64, context_lens [S] int64, block_tables [S, max_blocks] int32 (CPU); "
+        "int8 pools with key_scales and value_scales [N, H_kv, block_size] float32 (a row is int8 * scale).");
   testing.def("paged_attention_reference",
         [](const torch::Tensor& query, const torch::Tensor& key_pool, const torch::Tensor& value_pool,
            torch::Tensor query_start_loc, torch::Tensor context_lens, torch::Tensor block_tables, double scale,
-           int64_t sliding_window) {
+           int64_t sliding_window, const std::optional<torch::Tensor>& key_scales,
+           const std::optional<torch::Tensor>& value_scales) {
+          const KVRowScales kv_scales{key_scales.value_or(torch::Tensor()), value_scales.value_or(torch::Tensor())};
           return paged_attention_reference(query, key_pool, value_pool,
                                            make_metadata(query_start_loc, context_lens, block_tables), scale,
-                                           sliding_window);
+                                           sliding_window, kv_scales);
         },
         py::arg("query"), py::arg("key_pool"), py::arg("value_pool"), py::arg("query_start_loc"),
         py::arg("context_lens"), py::arg("block_tables"), py::arg("scale"), py::arg("sliding_window") = 0,
+        py::arg("key_scales") = py::none(), py::arg("value_scales") = py::none(),
         py::call_guard<py::gil_scoped_release>(),
         "The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.");
   testing.def("pack_linear_weight", &pack_linear_weight, py::arg("weight"), py::call_guard<py::gil_scoped_release>(),

@@ -4,6 +4,7 @@
 // reference path used on other devices and by tests.
 #include "kernels/attention.h"
 #include "kernels/attention_decode.h"
+#include "kernels/hadamard.h"
 
 // at::parallel_for owns the threads; Eigen must not start its own inside it.
 #define EIGEN_DONT_PARALLELIZE
@@ -33,7 +34,7 @@ constexpr int64_t kTileBlocks = 4;
 constexpr int64_t kMinRowsForTiles = 16;
 
 void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
-                  const torch::Tensor& value_pool, const AttentionMetadata& metadata) {
+                  const torch::Tensor& value_pool, const AttentionMetadata& metadata, const KVRowScales& kv_scales) {
   TORCH_CHECK(query.dim() == 3, "query must be [num_tokens, num_heads, head_dim], got ", query.sizes());
   TORCH_CHECK(key_pool.dim() == 4 && key_pool.sizes() == value_pool.sizes(),
               "key and value pools must both be [num_blocks, num_kv_heads, block_size, head_dim], got ",
@@ -44,9 +45,21 @@ void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
               " is not a multiple of num_kv_heads ", key_pool.size(1));
   TORCH_CHECK(key_pool.scalar_type() == value_pool.scalar_type() &&
                   (key_pool.scalar_type() == query.scalar_type() || query.scalar_type() == torch::kFloat32),
-              "the key and value pools must share a dtype, the query's or (a float32 query) bfloat16 or "
-              "float16, got query ", query.scalar_type(), ", pools ", key_pool.scalar_type(), " and ",
+              "the key and value pools must share a dtype, the query's or (a float32 query) bfloat16, "
+              "float16 or int8, got query ", query.scalar_type(), ", pools ", key_pool.scalar_type(), " and ",
               value_pool.scalar_type());
+  const bool int8_pools = key_pool.scalar_type() == torch::kChar;
+  TORCH_CHECK(int8_pools == kv_scales.defined(),
+              int8_pools ? "int8 KV pools need their row scales (KVRowScales)" : "row scales are for int8 KV pools only");
+  if (int8_pools) {
+    const std::vector<int64_t> scale_shape{key_pool.size(0), key_pool.size(1), key_pool.size(2)};
+    TORCH_CHECK(kv_scales.value.defined() && kv_scales.key.sizes() == scale_shape &&
+                    kv_scales.value.sizes() == scale_shape && kv_scales.key.scalar_type() == torch::kFloat32 &&
+                    kv_scales.value.scalar_type() == torch::kFloat32,
+                "the row scales of int8 pools must be float32 [num_blocks, num_kv_heads, block_size] = ",
+                scale_shape, ", got ", kv_scales.key.sizes(), " and ",
+                kv_scales.value.defined() ? kv_scales.value.sizes() : c10::IntArrayRef{});
+  }
   const auto& m = metadata;
   TORCH_CHECK(m.context_lens.dim() == 1 && m.context_lens.scalar_type() == torch::kLong &&
                   m.context_lens.device().is_cpu(),
@@ -65,10 +78,11 @@ void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
 // Positions [k0, k0 + num_rows) of one KV head as an fp32 matrix [num_rows,
 // head_dim]. Rows within one float32 block are mapped where they sit in the
 // pool; rows spanning several blocks, or of another dtype, are copied
-// (converted) into `scratch`, which holds a few blocks, never a whole context.
+// (converted; int8 rows times their scale, `scale_base` being the head's
+// first row scale) into `scratch`, which holds a few blocks, never a whole context.
 template <typename scalar_t>
-ConstRowMap kv_rows(const scalar_t* head_base, const int32_t* block_table, int64_t k0, int64_t num_rows,
-                    const KVLayout& layout, float* scratch) {
+ConstRowMap kv_rows(const scalar_t* head_base, const float* scale_base, const int32_t* block_table, int64_t k0,
+                    int64_t num_rows, const KVLayout& layout, float* scratch) {
   const int64_t first_block = k0 / layout.block_size;
   const int64_t offset = k0 % layout.block_size;
   if constexpr (std::is_same_v<scalar_t, float>) {
@@ -78,10 +92,17 @@ ConstRowMap kv_rows(const scalar_t* head_base, const int32_t* block_table, int64
   }
   for (int64_t r = 0; r < num_rows; ++r) {
     const int64_t pos = offset + r;  // relative to first_block's start
-    const scalar_t* src = head_base + block_table[first_block + pos / layout.block_size] * layout.block_stride +
-                          (pos % layout.block_size) * layout.row_stride;
+    const int64_t row = block_table[first_block + pos / layout.block_size] * layout.block_stride +
+                        (pos % layout.block_size) * layout.row_stride;
+    const scalar_t* src = head_base + row;
     float* dst = scratch + r * layout.head_dim;
-    for (int64_t d = 0; d < layout.head_dim; ++d) dst[d] = static_cast<float>(src[d]);
+    if constexpr (std::is_same_v<scalar_t, int8_t>) {
+      const float row_scale = scale_base[row / layout.head_dim];
+      for (int64_t d = 0; d < layout.head_dim; ++d) dst[d] = static_cast<float>(src[d]) * row_scale;
+    } else {
+      (void)scale_base;
+      for (int64_t d = 0; d < layout.head_dim; ++d) dst[d] = static_cast<float>(src[d]);
+    }
   }
   return ConstRowMap(scratch, num_rows, layout.head_dim, Eigen::OuterStride<>(layout.head_dim));
 }
@@ -113,8 +134,8 @@ constexpr int64_t kMinSplitKeys = 64;
 
 template <typename scalar_t, typename kv_t>
 void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
-                    const torch::Tensor& value_pool, const AttentionMetadata& metadata, float scale,
-                    int64_t sliding_window, torch::Tensor& out) {
+                    const torch::Tensor& value_pool, const KVRowScales& kv_scales,
+                    const AttentionMetadata& metadata, float scale, int64_t sliding_window, torch::Tensor& out) {
   const int64_t num_heads = query.size(1);
   const int64_t head_dim = query.size(2);
   const int64_t num_kv_heads = key_pool.size(1);
@@ -131,6 +152,10 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
   const int64_t q_stride = query.stride(0);
   const kv_t* k_data = key_pool.data_ptr<kv_t>();   // [num_blocks, num_kv_heads, block_size, head_dim]
   const kv_t* v_data = value_pool.data_ptr<kv_t>();
+  // An int8 pool's row scales, [num_blocks, num_kv_heads, block_size]; nullptr for float pools.
+  const float* k_scales = kv_scales.defined() ? kv_scales.key.data_ptr<float>() : nullptr;
+  const float* v_scales = kv_scales.defined() ? kv_scales.value.data_ptr<float>() : nullptr;
+  const bool rotated_keys = std::is_same_v<kv_t, int8_t> && int8_keys_rotated(head_dim);
   scalar_t* out_data = out.data_ptr<scalar_t>();            // [num_tokens, num_heads, head_dim]
 
   // The query heads of one KV head share every K/V block read, so a work
@@ -212,13 +237,14 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
         if (item.partial >= 0) {  // one part of a split decode: keys [key_lo, key_hi)
           const DecodePartial part{partial_acc.data() + item.partial * group * head_dim,
                                    partial_max.data() + item.partial * group, partial_sum.data() + item.partial * group};
-          decode_one(q_item, k_data, v_data, block_tables + s * max_blocks, item.key_lo, item.key_hi - 1,
+          decode_one(q_item, k_data, v_data, k_scales, v_scales, block_tables + s * max_blocks, item.key_lo,
+                     item.key_hi - 1,
                      item.kv_head, item.kv_head_end, group, layout, scale, decode_q.data(), decode_acc.data(),
                      decode_scores.data(), out_data + offset, &part);
           continue;
         }
         const int64_t key_begin = sliding_window > 0 ? std::max<int64_t>(0, first_pos - sliding_window + 1) : 0;
-        decode_one(q_item, k_data, v_data, block_tables + s * max_blocks, key_begin, first_pos,
+        decode_one(q_item, k_data, v_data, k_scales, v_scales, block_tables + s * max_blocks, key_begin, first_pos,
                    item.kv_head, item.kv_head_end, group, layout, scale, decode_q.data(), decode_acc.data(),
                    decode_scores.data(), out_data + offset);
         continue;
@@ -231,6 +257,7 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
         for (int64_t j = 0; j < group; ++j) {
           const scalar_t* src = q_data + (first_token + i) * q_stride + (item.kv_head * group + j) * head_dim;
           for (int64_t d = 0; d < head_dim; ++d) q_rows(i * group + j, d) = static_cast<float>(src[d]) * scale;
+          if (rotated_keys) hadamard_rotate(q_rows.row(i * group + j).data(), head_dim);  // as the keys are
         }
       // Decodes read each block in place; prefill rows are many, so tiles of
       // several blocks make for fewer, larger matrix products.
@@ -245,8 +272,13 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
       // Tiles start on block boundaries; k0 is the position of a tile's first key.
       for (int64_t k0 = key_begin / block_size * block_size; k0 <= last_pos; k0 += tile) {
         const int64_t nb = std::min(tile, last_pos + 1 - k0);
-        const ConstRowMap keys = kv_rows(k_data + item.kv_head * layout.head_stride, table, k0, nb, layout, k_scratch.data());
-        const ConstRowMap values = kv_rows(v_data + item.kv_head * layout.head_stride, table, k0, nb, layout, v_scratch.data());
+        const int64_t head_rows = item.kv_head * block_size;  // the head's first row scale in a block
+        const ConstRowMap keys = kv_rows(k_data + item.kv_head * layout.head_stride,
+                                         k_scales == nullptr ? nullptr : k_scales + head_rows, table, k0, nb, layout,
+                                         k_scratch.data());
+        const ConstRowMap values = kv_rows(v_data + item.kv_head * layout.head_stride,
+                                           v_scales == nullptr ? nullptr : v_scales + head_rows, table, k0, nb,
+                                           layout, v_scratch.data());
         auto block_scores = scores.leftCols(nb);  // [rows, nb]
         block_scores.noalias() = q_rows * keys.transpose();
         for (int64_t r = 0; r < rows; ++r) {
@@ -305,19 +337,22 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
 
 torch::Tensor paged_attention(const torch::Tensor& query, const torch::Tensor& key_pool,
                               const torch::Tensor& value_pool, const AttentionMetadata& metadata,
-                              double scale, int64_t sliding_window) {
+                              double scale, int64_t sliding_window, const KVRowScales& kv_scales) {
   if (query.device().is_cpu())
-    return paged_attention_cpu(query, key_pool, value_pool, metadata, scale, sliding_window);
-  return paged_attention_reference(query, key_pool, value_pool, metadata, scale, sliding_window);
+    return paged_attention_cpu(query, key_pool, value_pool, metadata, scale, sliding_window, kv_scales);
+  return paged_attention_reference(query, key_pool, value_pool, metadata, scale, sliding_window, kv_scales);
 }
 
 torch::Tensor paged_attention_cpu(const torch::Tensor& query, const torch::Tensor& key_pool,
                                   const torch::Tensor& value_pool, const AttentionMetadata& metadata,
-                                  double scale, int64_t sliding_window) {
-  check_inputs(query, key_pool, value_pool, metadata);
+                                  double scale, int64_t sliding_window, const KVRowScales& kv_scales) {
+  check_inputs(query, key_pool, value_pool, metadata, kv_scales);
   TORCH_CHECK(query.device().is_cpu() && key_pool.device().is_cpu() && value_pool.device().is_cpu(),
               "paged_attention_cpu needs CPU tensors");
   TORCH_CHECK(key_pool.is_contiguous() && value_pool.is_contiguous(), "KV pools must be contiguous");
+  TORCH_CHECK(!kv_scales.defined() || (kv_scales.key.is_contiguous() && kv_scales.value.is_contiguous() &&
+                                       kv_scales.key.device().is_cpu() && kv_scales.value.device().is_cpu()),
+              "the KV pools' row scales must be contiguous CPU tensors");
   // Tokens may lie any distance apart; within one, heads and dims must be packed.
   const torch::Tensor q = query.stride(2) == 1 && query.stride(1) == query.size(2) ? query : query.contiguous();
   const torch::Tensor tables = metadata.block_tables.contiguous();
@@ -326,28 +361,77 @@ torch::Tensor paged_attention_cpu(const torch::Tensor& query, const torch::Tenso
   const float s = static_cast<float>(scale);
   const auto kv = key_pool.scalar_type();
   switch (q.scalar_type()) {
-    case torch::kFloat32:  // a float32 model may keep its cache in bf16 or fp16 (kv_cache_dtype)
-      if (kv == torch::kBFloat16)
-        run_cpu_kernel<float, c10::BFloat16>(q, key_pool, value_pool, m, s, sliding_window, out);
+    case torch::kFloat32:  // a float32 model may keep its cache in bf16, fp16 or int8 (kv_cache_dtype)
+      if (kv == torch::kChar)
+        run_cpu_kernel<float, int8_t>(q, key_pool, value_pool, kv_scales, m, s, sliding_window, out);
+      else if (kv == torch::kBFloat16)
+        run_cpu_kernel<float, c10::BFloat16>(q, key_pool, value_pool, kv_scales, m, s, sliding_window, out);
       else if (kv == torch::kHalf)
-        run_cpu_kernel<float, c10::Half>(q, key_pool, value_pool, m, s, sliding_window, out);
+        run_cpu_kernel<float, c10::Half>(q, key_pool, value_pool, kv_scales, m, s, sliding_window, out);
       else
-        run_cpu_kernel<float, float>(q, key_pool, value_pool, m, s, sliding_window, out);
+        run_cpu_kernel<float, float>(q, key_pool, value_pool, kv_scales, m, s, sliding_window, out);
       break;
     case torch::kBFloat16:
-      run_cpu_kernel<c10::BFloat16, c10::BFloat16>(q, key_pool, value_pool, m, s, sliding_window, out);
+      run_cpu_kernel<c10::BFloat16, c10::BFloat16>(q, key_pool, value_pool, kv_scales, m, s, sliding_window, out);
       break;
-    case torch::kHalf: run_cpu_kernel<c10::Half, c10::Half>(q, key_pool, value_pool, m, s, sliding_window, out); break;
+    case torch::kHalf: run_cpu_kernel<c10::Half, c10::Half>(q, key_pool, value_pool, kv_scales, m, s, sliding_window, out); break;
     default: TORCH_CHECK(false, "paged_attention_cpu supports float32, bfloat16 and float16, got ", q.scalar_type());
   }
   return out;
 }
 
+void write_int8_kv_rows(const torch::Tensor& rows, const int64_t* slots, const torch::Tensor& pool,
+                        const torch::Tensor& pool_scales, bool rotate) {
+  TORCH_CHECK(rows.dim() == 3 && rows.scalar_type() == torch::kFloat32 && rows.stride(2) == 1,
+              "int8 KV rows must be [num_tokens, num_kv_heads, head_dim] float32 with packed rows");
+  const int64_t num_tokens = rows.size(0), heads = rows.size(1), head_dim = rows.size(2);
+  const int64_t block_size = pool.size(2);
+  TORCH_CHECK(!rotate || int8_keys_rotated(head_dim), "a rotated row needs a power-of-two head_dim, got ", head_dim);
+  const float* src = rows.data_ptr<float>();
+  int8_t* dst = pool.data_ptr<int8_t>();
+  float* scales = pool_scales.data_ptr<float>();
+  float rotated[kMaxRotatedDim];
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const int64_t block = slots[t] / block_size, offset = slots[t] % block_size;
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* x = src + t * rows.stride(0) + h * rows.stride(1);
+      if (rotate) {
+        std::copy(x, x + head_dim, rotated);
+        hadamard_rotate(rotated, head_dim);
+        x = rotated;
+      }
+      float absmax = 0.0f;
+#pragma omp simd reduction(max : absmax)
+      for (int64_t d = 0; d < head_dim; ++d) absmax = std::max(absmax, std::fabs(x[d]));
+      const float inverse = absmax > 0.0f ? 127.0f / absmax : 0.0f;
+      const int64_t row = (block * heads + h) * block_size + offset;
+      int8_t* q = dst + row * head_dim;
+      // |x * inverse| <= 127 but for rounding; the bounds (as selects, so the loop
+      // vectorizes) keep a row holding infinities in range.
+#pragma omp simd
+      for (int64_t d = 0; d < head_dim; ++d) {
+        float r = std::nearbyint(x[d] * inverse);
+        r = r > 127.0f ? 127.0f : r;
+        r = r < -127.0f ? -127.0f : r;
+        q[d] = static_cast<int8_t>(static_cast<int32_t>(r));
+      }
+      scales[row] = absmax / 127.0f;
+    }
+  }
+}
+
+torch::Tensor hadamard_matrix(int64_t n, const torch::Device& device) {
+  TORCH_CHECK(n >= 1 && (n & (n - 1)) == 0, "a Hadamard matrix needs a power-of-two size, got ", n);
+  torch::Tensor h = torch::ones({1, 1});
+  while (h.size(0) < n) h = torch::cat({torch::cat({h, h}, 1), torch::cat({h, -h}, 1)}, 0);  // Sylvester
+  return (h / std::sqrt(static_cast<double>(n))).to(device);
+}
+
 torch::Tensor paged_attention_reference(const torch::Tensor& query, const torch::Tensor& key_pool,
                                         const torch::Tensor& value_pool,
                                         const AttentionMetadata& metadata, double scale,
-                                        int64_t sliding_window) {
-  check_inputs(query, key_pool, value_pool, metadata);
+                                        int64_t sliding_window, const KVRowScales& kv_scales) {
+  check_inputs(query, key_pool, value_pool, metadata, kv_scales);
   const int64_t num_kv_heads = key_pool.size(1);
   const int64_t block_size = key_pool.size(2);
   const int64_t head_dim = key_pool.size(3);
@@ -364,12 +448,16 @@ torch::Tensor paged_attention_reference(const torch::Tensor& query, const torch:
     // [context_len, num_heads, head_dim], each KV head repeated for its query heads.
     const int64_t num_used = (context_len + block_size - 1) / block_size;
     const auto blocks = metadata.block_tables[s].narrow(0, 0, num_used).to(torch::kLong).to(query.device());
-    auto rows = [&](const torch::Tensor& pool) {
-      return pool.index_select(0, blocks).permute({0, 2, 1, 3}).reshape({-1, num_kv_heads, head_dim})
-          .narrow(0, 0, context_len).to(torch::kFloat32).repeat_interleave(group, 1);
+    auto rows = [&](const torch::Tensor& pool, const torch::Tensor& row_scales) {
+      torch::Tensor used = pool.index_select(0, blocks).to(torch::kFloat32);  // [num_used, num_kv_heads, block_size, head_dim]
+      if (row_scales.defined()) used = used * row_scales.index_select(0, blocks).unsqueeze(-1);  // int8 rows
+      return used.permute({0, 2, 1, 3}).reshape({-1, num_kv_heads, head_dim})
+          .narrow(0, 0, context_len).repeat_interleave(group, 1);
     };
-    const auto keys = rows(key_pool);
-    const auto values = rows(value_pool);
+    auto keys = rows(key_pool, kv_scales.key);
+    if (kv_scales.defined() && int8_keys_rotated(head_dim))
+      keys = torch::matmul(keys, hadamard_matrix(head_dim, keys.device()));  // H (H k) = k
+    const auto values = rows(value_pool, kv_scales.value);
     const auto q = query.narrow(0, start, num_queries).to(torch::kFloat32);  // [num_queries, num_heads, head_dim]
     auto scores = torch::einsum("qhd,khd->hqk", {q, keys}) * scale;          // [num_heads, num_queries, context_len]
     const auto query_pos = torch::arange(context_len - num_queries, context_len, long_dev).unsqueeze(1);

@@ -26,16 +26,44 @@ struct AttentionMetadata {
   int64_t num_seqs() const { return context_lens.size(0); }
 };
 
+// An int8 KV pool's scales: key and value, each [num_blocks, num_kv_heads,
+// block_size] float32 beside the pool, one per row (a KV head's head_dim
+// values at one position): the row's values are its int8s times its scale.
+// Undefined (the default) for float pools.
+// Its keys are stored rotated, H k, when head_dim is a power of two
+// (hadamard.h: H is the normalized Walsh-Hadamard matrix); the kernels
+// rotate the queries alike, so the scores are q . k.
+struct KVRowScales {
+  torch::Tensor key;
+  torch::Tensor value;
+
+  bool defined() const { return key.defined(); }
+};
+
+// An int8 pool's write on the CPU: token t's rows (rows [num_tokens,
+// num_kv_heads, head_dim] float32, each row packed) quantized into slot
+// slots[t] of pool [num_blocks, num_kv_heads, block_size, head_dim] int8,
+// their scales into pool_scales [num_blocks, num_kv_heads, block_size]: s =
+// max |x| / 127 (0 for a row of zeros), q = round(x / s), half to even; with
+// `rotate`, each row is first rotated by the Hadamard transform (keys).
+void write_int8_kv_rows(const torch::Tensor& rows, const int64_t* slots, const torch::Tensor& pool,
+                        const torch::Tensor& pool_scales, bool rotate);
+
+// The normalized Walsh-Hadamard matrix [n, n] (n a power of two) in float32
+// on `device`: symmetric and its own inverse.
+torch::Tensor hadamard_matrix(int64_t n, const torch::Device& device = torch::kCPU);
+
 // Causal attention of every query over its sequence's cached positions.
 // query: [num_tokens, num_heads, head_dim]; key_pool, value_pool:
-// [num_blocks, num_kv_heads, block_size, head_dim], same dtype as query.
+// [num_blocks, num_kv_heads, block_size, head_dim], same dtype as query, or
+// (a float32 query) bfloat16, float16, or int8 with its row scales.
 // Query head h reads KV head h / (num_heads / num_kv_heads) (GQA). A query at
 // position p sees keys at positions <= p, and > p - sliding_window when
 // sliding_window > 0. Accumulates in fp32. Returns [num_tokens, num_heads, head_dim].
 // Dispatches: CPU -> the Eigen kernel, other devices -> the reference path.
 torch::Tensor paged_attention(const torch::Tensor& query, const torch::Tensor& key_pool,
                               const torch::Tensor& value_pool, const AttentionMetadata& metadata,
-                              double scale, int64_t sliding_window = 0);
+                              double scale, int64_t sliding_window = 0, const KVRowScales& kv_scales = {});
 
 // The Eigen kernel (CPU; float32, bfloat16, float16), parallel over
 // (sequence, KV head, chunk of up to 64 queries) with online softmax in
@@ -46,13 +74,13 @@ torch::Tensor paged_attention(const torch::Tensor& query, const torch::Tensor& k
 // rows is read in place); its heads and dims must be packed, or it is copied.
 torch::Tensor paged_attention_cpu(const torch::Tensor& query, const torch::Tensor& key_pool,
                                   const torch::Tensor& value_pool, const AttentionMetadata& metadata,
-                                  double scale, int64_t sliding_window = 0);
+                                  double scale, int64_t sliding_window = 0, const KVRowScales& kv_scales = {});
 
 // The same computation with ATen ops on any device: gather each sequence's
 // K/V rows, matmul, mask, softmax, matmul.
 torch::Tensor paged_attention_reference(const torch::Tensor& query, const torch::Tensor& key_pool,
                                         const torch::Tensor& value_pool,
                                         const AttentionMetadata& metadata, double scale,
-                                        int64_t sliding_window = 0);
+                                        int64_t sliding_window = 0, const KVRowScales& kv_scales = {});
 
 }  // namespace modelbench

@@ -1,10 +1,12 @@
 // The decode attention kernel: per block of the pool, each KV head's key
 // and value rows are read once for all of its query heads (in registers for
-// head_dim 64 or 128 with AVX-512 or AVX2 (simd.h), bf16 and fp16 rows
-// widened to fp32 as they load; portable loops otherwise), with an online
+// head_dim 64 or 128 with AVX-512 or AVX2 (simd.h), bf16, fp16 and int8
+// rows widened to fp32 as they load, an int8 row's scale applied to its
+// scores and probabilities; portable loops otherwise), with an online
 // softmax. A block's rows of one KV head are contiguous, so each is one
 // stream for the hardware prefetcher, started a block ahead.
 #include "kernels/attention_decode.h"
+#include "kernels/hadamard.h"
 #include "kernels/simd.h"
 
 #define EIGEN_DONT_PARALLELIZE
@@ -117,12 +119,17 @@ struct DecodeTiles {
   // scores[g * block_size + j] = q[g] . key j, for g < group, j in [j_begin, j_end).
   // `ahead`: the same rows of a later block (or nullptr), prefetched a row
   // for each row read, so its fetch from memory overlaps this block's work.
-  void (*scores)(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                 float* scores, int64_t block_size, int64_t group, const scalar_t* ahead);
+  // `rs`: an int8 pool's row scales of the block (rs[j]: row j's), nullptr otherwise.
+  void (*scores)(const float* q, const scalar_t* keys, const float* rs, int64_t row_stride, int64_t j_begin,
+                 int64_t j_end, float* scores, int64_t block_size, int64_t group, const scalar_t* ahead);
   // acc[g] += sum_j p[g * block_size + j] * value j.
-  void (*values)(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                 float* acc, int64_t block_size, int64_t group, const scalar_t* ahead);
+  void (*values)(const float* p, const scalar_t* values, const float* rs, int64_t row_stride, int64_t j_begin,
+                 int64_t j_end, float* acc, int64_t block_size, int64_t group, const scalar_t* ahead);
 };
+
+// An int8 row is its values times its scale.
+template <typename scalar_t>
+constexpr bool kScaledRows = std::is_same_v<scalar_t, int8_t>;
 
 #if defined(MODELBENCH_SIMD)
 
@@ -146,8 +153,8 @@ inline void prefetch_row(const scalar_t* ahead, int64_t j, int64_t row_stride) {
 // Scores of up to R query heads (q rows of HDV vectors, in registers)
 // against each key row of a block, read once.
 template <int R, int HDV, typename scalar_t>
-inline void score_tile(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                       float* scores, int64_t block_size, const scalar_t* ahead) {
+inline void score_tile(const float* q, const scalar_t* keys, const float* rs, int64_t row_stride, int64_t j_begin,
+                       int64_t j_end, float* scores, int64_t block_size, const scalar_t* ahead) {
   vfloat qv[R][HDV];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < HDV; ++c) qv[r][c] = simd::load(q + (r * HDV + c) * kLanes);
@@ -175,7 +182,12 @@ inline void score_tile(const float* q, const scalar_t* keys, int64_t row_stride,
       }
       alignas(16) float four[4];
       _mm_store_ps(four, simd::reduce_add4(sum[0], sum[1], sum[2], sum[3]));
-      for (int64_t i = 0; i < n; ++i) scores[r * block_size + j + i] = four[i];
+      for (int64_t i = 0; i < n; ++i) {
+        if constexpr (kScaledRows<scalar_t>)
+          scores[r * block_size + j + i] = four[i] * rs[j + i];
+        else
+          scores[r * block_size + j + i] = four[i];
+      }
     }
   }
 }
@@ -184,16 +196,16 @@ inline void score_tile(const float* q, const scalar_t* keys, int64_t row_stride,
 // of 64 dims or 2 of 128 with AVX-512): a group of 3 is one tile of 3, not
 // 3 of 1, so each key or value row is read from memory once per tile.
 template <int R, int HDV, typename scalar_t>
-void scores_by_tiles(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                     float* scores, int64_t block_size, int64_t group, const scalar_t* ahead) {
+void scores_by_tiles(const float* q, const scalar_t* keys, const float* rs, int64_t row_stride, int64_t j_begin,
+                     int64_t j_end, float* scores, int64_t block_size, int64_t group, const scalar_t* ahead) {
   for (int64_t g = 0; g < group; g += R, ahead = nullptr) {  // the first tile prefetches
     const float* qg = q + g * HDV * kLanes;
     float* sg = scores + g * block_size;
     switch (std::min<int64_t>(R, group - g)) {
-      case 4: score_tile<R >= 4 ? 4 : 1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size, ahead); break;
-      case 3: score_tile<R >= 3 ? 3 : 1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size, ahead); break;
-      case 2: score_tile<2, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size, ahead); break;
-      default: score_tile<1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size, ahead); break;
+      case 4: score_tile<R >= 4 ? 4 : 1, HDV, scalar_t>(qg, keys, rs, row_stride, j_begin, j_end, sg, block_size, ahead); break;
+      case 3: score_tile<R >= 3 ? 3 : 1, HDV, scalar_t>(qg, keys, rs, row_stride, j_begin, j_end, sg, block_size, ahead); break;
+      case 2: score_tile<2, HDV, scalar_t>(qg, keys, rs, row_stride, j_begin, j_end, sg, block_size, ahead); break;
+      default: score_tile<1, HDV, scalar_t>(qg, keys, rs, row_stride, j_begin, j_end, sg, block_size, ahead); break;
     }
   }
 }
@@ -232,10 +244,10 @@ inline void score_row(const float* q, const scalar_t* keys, int64_t row_stride, 
 // same fp32 values in the same order: scores are what the per-head loop gives.
 constexpr int64_t kWidenRows = 32;
 template <int HDV, typename scalar_t>
-void scores_by_rows(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                    float* scores, int64_t block_size, int64_t group, const scalar_t* ahead) {
+void scores_by_rows(const float* q, const scalar_t* keys, const float* rs, int64_t row_stride, int64_t j_begin,
+                    int64_t j_end, float* scores, int64_t block_size, int64_t group, const scalar_t* ahead) {
   if constexpr (!std::is_same_v<scalar_t, float>) {
-    if (group > 1) {
+    if (group > 1 || kScaledRows<scalar_t>) {  // int8 rows widen with their scale applied
       alignas(64) float wide[kWidenRows * HDV * kLanes];
       for (int64_t j0 = j_begin; j0 < j_end; j0 += kWidenRows) {
         const int64_t j1 = std::min(j_end, j0 + kWidenRows);
@@ -243,7 +255,12 @@ void scores_by_rows(const float* q, const scalar_t* keys, int64_t row_stride, in
           prefetch_row<HDV>(ahead, j, row_stride);
           const scalar_t* key = keys + j * row_stride;
           float* dst = wide + (j - j0) * HDV * kLanes;
-          for (int c = 0; c < HDV; ++c) simd::store(dst + c * kLanes, simd::load(key + c * kLanes));
+          if constexpr (kScaledRows<scalar_t>) {
+            const vfloat row_scale = simd::set1(rs[j]);
+            for (int c = 0; c < HDV; ++c) simd::store(dst + c * kLanes, simd::mul(simd::load(key + c * kLanes), row_scale));
+          } else {
+            for (int c = 0; c < HDV; ++c) simd::store(dst + c * kLanes, simd::load(key + c * kLanes));
+          }
         }
         // wide's row j - j0 is key j (chunks start a multiple of 4 keys from
         // j_begin: the same groups of four as without the buffer)
@@ -254,8 +271,11 @@ void scores_by_rows(const float* q, const scalar_t* keys, int64_t row_stride, in
       return;
     }
   }
-  for (int64_t g = 0; g < group; ++g, ahead = nullptr)  // the first row prefetches
-    score_row<HDV>(q + g * HDV * kLanes, keys, row_stride, j_begin, j_end, scores + g * block_size, ahead);
+  if constexpr (!kScaledRows<scalar_t>) {
+    (void)rs;
+    for (int64_t g = 0; g < group; ++g, ahead = nullptr)  // the first row prefetches
+      score_row<HDV>(q + g * HDV * kLanes, keys, row_stride, j_begin, j_end, scores + g * block_size, ahead);
+  }
 }
 
 #endif
@@ -264,8 +284,8 @@ void scores_by_rows(const float* q, const scalar_t* keys, int64_t row_stride, in
 // for up to R query heads: one stripe of the head's dims, whose R * NV
 // accumulators stay in registers; acc rows are acc_stride apart.
 template <int R, int NV, int HDV, typename scalar_t>
-inline void value_tile(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                       float* acc, int64_t acc_stride, int64_t block_size, const scalar_t* ahead) {
+inline void value_tile(const float* p, const scalar_t* values, const float* rs, int64_t row_stride, int64_t j_begin,
+                       int64_t j_end, float* acc, int64_t acc_stride, int64_t block_size, const scalar_t* ahead) {
   vfloat av[R][NV];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < NV; ++c) av[r][c] = simd::load(acc + r * acc_stride + c * kLanes);
@@ -273,7 +293,12 @@ inline void value_tile(const float* p, const scalar_t* values, int64_t row_strid
     prefetch_row<HDV>(ahead, j, row_stride);
     const scalar_t* value = values + j * row_stride;
     vfloat pb[R];
-    for (int r = 0; r < R; ++r) pb[r] = simd::set1(p[r * block_size + j]);
+    for (int r = 0; r < R; ++r) {
+      if constexpr (kScaledRows<scalar_t>)
+        pb[r] = simd::set1(p[r * block_size + j] * rs[j]);
+      else
+        pb[r] = simd::set1(p[r * block_size + j]);
+    }
     for (int c = 0; c < NV; ++c) {
       const vfloat vv = simd::load(value + c * kLanes);
       for (int r = 0; r < R; ++r) av[r][c] = simd::fmadd(pb[r], vv, av[r][c]);
@@ -287,25 +312,25 @@ inline void value_tile(const float* p, const scalar_t* values, int64_t row_strid
 // accumulators fit the registers (AVX-512: the whole head; AVX2, 64 dims:
 // 2 or 4 stripes, each value row read again from L1).
 template <int R, int HDV, typename scalar_t>
-inline void value_rows(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                       float* acc, int64_t block_size, const scalar_t* ahead) {
+inline void value_rows(const float* p, const scalar_t* values, const float* rs, int64_t row_stride, int64_t j_begin,
+                       int64_t j_end, float* acc, int64_t block_size, const scalar_t* ahead) {
   constexpr int NV = std::min(HDV, simd::floor_pow2(std::max(1, simd::kRegisters * 3 / 4 / R)));
   for (int c = 0; c < HDV; c += NV, ahead = nullptr)  // the first stripe prefetches whole rows
-    value_tile<R, NV, HDV>(p, values + c * kLanes, row_stride, j_begin, j_end, acc + c * kLanes, HDV * kLanes,
+    value_tile<R, NV, HDV>(p, values + c * kLanes, rs, row_stride, j_begin, j_end, acc + c * kLanes, HDV * kLanes,
                            block_size, ahead);
 }
 
 template <int R, int HDV, typename scalar_t>
-void values_by_tiles(const float* p, const scalar_t* values, int64_t row_stride, int64_t j_begin, int64_t j_end,
-                     float* acc, int64_t block_size, int64_t group, const scalar_t* ahead) {
+void values_by_tiles(const float* p, const scalar_t* values, const float* rs, int64_t row_stride, int64_t j_begin,
+                     int64_t j_end, float* acc, int64_t block_size, int64_t group, const scalar_t* ahead) {
   for (int64_t g = 0; g < group; g += R, ahead = nullptr) {  // the first tile prefetches
     const float* pg = p + g * block_size;
     float* ag = acc + g * HDV * kLanes;
     switch (std::min<int64_t>(R, group - g)) {
-      case 4: value_rows<R >= 4 ? 4 : 1, HDV, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size, ahead); break;
-      case 3: value_rows<R >= 3 ? 3 : 1, HDV, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size, ahead); break;
-      case 2: value_rows<2, HDV, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size, ahead); break;
-      default: value_rows<1, HDV, scalar_t>(pg, values, row_stride, j_begin, j_end, ag, block_size, ahead); break;
+      case 4: value_rows<R >= 4 ? 4 : 1, HDV, scalar_t>(pg, values, rs, row_stride, j_begin, j_end, ag, block_size, ahead); break;
+      case 3: value_rows<R >= 3 ? 3 : 1, HDV, scalar_t>(pg, values, rs, row_stride, j_begin, j_end, ag, block_size, ahead); break;
+      case 2: value_rows<2, HDV, scalar_t>(pg, values, rs, row_stride, j_begin, j_end, ag, block_size, ahead); break;
+      default: value_rows<1, HDV, scalar_t>(pg, values, rs, row_stride, j_begin, j_end, ag, block_size, ahead); break;
     }
   }
 }
@@ -340,7 +365,8 @@ const DecodeTiles<scalar_t>* decode_tiles(int64_t head_dim) {
 // See attention_decode.h. No matrix library: at a handful of rows a GEMM
 // call costs more than the arithmetic.
 template <typename q_t, typename scalar_t>
-void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, const int32_t* table,
+void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, const float* k_scales,
+                const float* v_scales, const int32_t* table,
                 int64_t key_begin, int64_t pos, int64_t kv_begin, int64_t kv_end, int64_t group,
                 const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, q_t* out,
                 const DecodePartial* partial) {
@@ -348,6 +374,10 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
   const int64_t block_size = layout.block_size;
   const int64_t rows = (kv_end - kv_begin) * group;  // query heads; row r reads KV head kv_begin + r / group
   for (int64_t i = 0; i < rows * head_dim; ++i) q_buf[i] = static_cast<float>(q[i]) * scale;  // pre-scaled
+  if constexpr (kScaledRows<scalar_t>) {
+    if (int8_keys_rotated(head_dim))  // an int8 pool's keys are H k: the queries become H q
+      for (int64_t r = 0; r < rows; ++r) hadamard_rotate(q_buf + r * head_dim, head_dim);
+  }
   std::fill(acc, acc + rows * head_dim, 0.0f);
   float row_max[kMaxDecodeRows], row_sum[kMaxDecodeRows];
   std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
@@ -369,9 +399,23 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
     if ((!ahead_ok || block < first_block + kAhead) && b0 + block_size <= pos)
       start_streams(k_data, v_data, table[block + 1] * layout.block_stride + first_head, kv_end - kv_begin,
                     layout.head_stride);
+    // An int8 pool's row scales of this block, per KV head block_size apart
+    // (one cache line of 16); the block kAhead on gets its lines fetched now.
+    const float* k_rs = nullptr;
+    const float* v_rs = nullptr;
+    if constexpr (kScaledRows<scalar_t>) {
+      k_rs = k_scales + block_offset / head_dim;
+      v_rs = v_scales + block_offset / head_dim;
+      if (ahead_ok)
+        for (int64_t h = 0; h < kv_end - kv_begin; ++h) {
+          __builtin_prefetch(k_scales + ahead_offset / head_dim + h * block_size, 0, 2);
+          __builtin_prefetch(v_scales + ahead_offset / head_dim + h * block_size, 0, 2);
+        }
+    }
     if (tiles != nullptr) {  // head_dim of 64 or 128 with AVX-512 or AVX2: register tiles
       for (int64_t h = 0; h < kv_end - kv_begin; ++h)
-        tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * layout.head_stride, layout.row_stride,
+        tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * layout.head_stride,
+                      k_rs == nullptr ? nullptr : k_rs + h * block_size, layout.row_stride,
                       j_begin, j_end, scores + h * group * block_size, block_size, group,
                       ahead_ok ? k_data + ahead_offset + h * layout.head_stride : nullptr);
     } else {
@@ -379,9 +423,10 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
         const scalar_t* keys = k_data + block_offset + h * layout.head_stride;
         for (int64_t j = j_begin; j < j_end; ++j) {
           const float* key = load_row(keys + j * layout.row_stride, head_dim, row);
+          const float row_scale = k_rs == nullptr ? 1.0f : k_rs[h * block_size + j];
           for (int64_t g = 0; g < group; ++g) {
             const int64_t r = h * group + g;
-            scores[r * block_size + j] = dot(q_buf + r * head_dim, key, head_dim);
+            scores[r * block_size + j] = dot(q_buf + r * head_dim, key, head_dim) * row_scale;
           }
         }
       }
@@ -396,7 +441,8 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
     }
     if (tiles != nullptr) {
       for (int64_t h = 0; h < kv_end - kv_begin; ++h)
-        tiles->values(scores + h * group * block_size, v_data + block_offset + h * layout.head_stride, layout.row_stride,
+        tiles->values(scores + h * group * block_size, v_data + block_offset + h * layout.head_stride,
+                      v_rs == nullptr ? nullptr : v_rs + h * block_size, layout.row_stride,
                       j_begin, j_end, acc + h * group * head_dim, block_size, group,
                       ahead_ok ? v_data + ahead_offset + h * layout.head_stride : nullptr);
     } else {
@@ -404,9 +450,10 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
         const scalar_t* values = v_data + block_offset + h * layout.head_stride;
         for (int64_t j = j_begin; j < j_end; ++j) {
           const float* value = load_row(values + j * layout.row_stride, head_dim, row);
+          const float row_scale = v_rs == nullptr ? 1.0f : v_rs[h * block_size + j];
           for (int64_t g = 0; g < group; ++g) {
             const int64_t r = h * group + g;
-            axpy(scores[r * block_size + j], value, acc + r * head_dim, head_dim);
+            axpy(scores[r * block_size + j] * row_scale, value, acc + r * head_dim, head_dim);
           }
         }
       }
@@ -424,9 +471,10 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
   }
 }
 
-// The (query, pool) dtypes paged attention dispatches: one dtype, or float32 queries over a bf16 or fp16 cache.
+// The (query, pool) dtypes paged attention dispatches: one dtype, or float32 queries over a bf16, fp16 or int8 cache.
 #define MODELBENCH_DECODE_ONE(Q, KV)                                                                             \
-  template void decode_one<Q, KV>(const Q*, const KV*, const KV*, const int32_t*, int64_t, int64_t, int64_t,  \
+  template void decode_one<Q, KV>(const Q*, const KV*, const KV*, const float*, const float*, const int32_t*,  \
+                                  int64_t, int64_t, int64_t,                                                  \
                                   int64_t, int64_t, const KVLayout&, float, float*, float*, float*, Q*,     \
                                   const DecodePartial*);
 MODELBENCH_DECODE_ONE(float, float)
@@ -434,6 +482,7 @@ MODELBENCH_DECODE_ONE(c10::BFloat16, c10::BFloat16)
 MODELBENCH_DECODE_ONE(c10::Half, c10::Half)
 MODELBENCH_DECODE_ONE(float, c10::BFloat16)
 MODELBENCH_DECODE_ONE(float, c10::Half)
+MODELBENCH_DECODE_ONE(float, int8_t)
 #undef MODELBENCH_DECODE_ONE
 
 }  // namespace modelbench

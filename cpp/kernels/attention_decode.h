@@ -37,16 +37,19 @@ struct DecodePartial {
 // (kv_end - kv_begin) * group query heads in order) over keys [key_begin,
 // pos] of KV heads [kv_begin, kv_end): k_data and v_data are the layer's
 // pools, table the sequence's block table. Online softmax in fp32 per
-// block.
+// block. An int8 pool (scalar_t int8_t) comes with its row scales,
+// k_scales and v_scales (KVRowScales's data: a row's scale sits at its
+// element offset in the pool divided by head_dim); float pools pass nullptr.
 // Scratch (fp32): q_buf and acc [rows, head_dim], scores [rows, block_size].
 // Writes out: [rows, head_dim]. Needs rows <= kMaxDecodeRows and
 // head_dim <= kMaxHeadDim. With `partial`, keys [key_begin, pos] are one
 // part of the query's keys (pos need not be its position): the result goes
 // to *partial, unnormalised, and out is not written. Defined for queries and pools of one dtype
 // (float, c10::BFloat16, c10::Half) and for float queries over
-// c10::BFloat16 or c10::Half pools.
+// c10::BFloat16, c10::Half or int8_t pools.
 template <typename q_t, typename scalar_t>
-void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, const int32_t* table,
+void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, const float* k_scales,
+                const float* v_scales, const int32_t* table,
                 int64_t key_begin, int64_t pos, int64_t kv_begin, int64_t kv_end, int64_t group,
                 const KVLayout& layout, float scale, float* q_buf, float* acc, float* scores, q_t* out,
                 const DecodePartial* partial = nullptr);

@@ -9,6 +9,8 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <cstdint>
+
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
 #define MODELBENCH_SIMD 1
 #include <immintrin.h>
@@ -29,6 +31,9 @@ inline vfloat load(const float* p) { return _mm512_loadu_ps(p); }
 inline vfloat load(const c10::BFloat16* p) { return load_bf16x16(p); }
 inline vfloat load(const c10::Half* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline vfloat load(const int8_t* p) {  // an int8 KV row's values, unscaled
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 inline void store(float* p, vfloat v) { _mm512_storeu_ps(p, v); }
 inline vfloat add(vfloat a, vfloat b) { return _mm512_add_ps(a, b); }
@@ -68,6 +73,9 @@ inline vfloat load(const c10::BFloat16* p) {  // a bf16 is the high half of an f
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
 }
 inline vfloat load(const c10::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline vfloat load(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
 inline void store(float* p, vfloat v) { _mm256_storeu_ps(p, v); }
 inline vfloat add(vfloat a, vfloat b) { return _mm256_add_ps(a, b); }
 inline vfloat sub(vfloat a, vfloat b) { return _mm256_sub_ps(a, b); }

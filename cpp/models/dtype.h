@@ -22,6 +22,7 @@ inline std::string dtype_name(c10::ScalarType dtype) {
     case c10::kFloat: return "float32";
     case c10::kBFloat16: return "bfloat16";
     case c10::kHalf: return "float16";
+    case c10::kChar: return "int8";  // a KV cache of int8 rows with scales
     default: return c10::toString(dtype);
   }
 }

@@ -308,7 +308,8 @@ torch::Tensor AttentionBlock::operator()(const torch::Tensor& hidden, const Rope
   }
   {
     RECORD_FUNCTION("modelbench::paged_attention", std::vector<c10::IValue>());
-    attn = paged_attention(q, kv_pool.key(layer), kv_pool.value(layer), batch.attention, scale, sliding_window);
+    attn = paged_attention(q, kv_pool.key(layer), kv_pool.value(layer), batch.attention, scale, sliding_window,
+                           kv_pool.row_scales(layer));
   }
   return out(attn.view({num_tokens, num_heads * head_dim}));
 }

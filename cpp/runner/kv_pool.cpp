@@ -3,12 +3,15 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include "core/config.h"
+#include "kernels/hadamard.h"
 
 namespace modelbench {
 
@@ -23,8 +26,8 @@ void KVCacheSpec::validate() const {
 }
 
 int64_t KVCacheSpec::bytes_per_block() const {
-  return 2LL * num_layers * block_size * num_kv_heads * head_dim *
-         static_cast<int64_t>(c10::elementSize(dtype));
+  const int64_t row_bytes = head_dim * static_cast<int64_t>(c10::elementSize(dtype)) + (int8() ? 4 : 0);
+  return 2LL * num_layers * block_size * num_kv_heads * row_bytes;
 }
 
 int num_blocks_for_memory(const KVCacheSpec& spec, int64_t bytes) {
@@ -59,6 +62,11 @@ KVPool::KVPool(const KVCacheSpec& spec, int num_blocks) : spec_(spec), num_block
   for (int layer = 0; layer < spec_.num_layers; ++layer) {
     keys_.push_back(torch::zeros({num_blocks, spec_.num_kv_heads, spec_.block_size, spec_.head_dim}, options));
     values_.push_back(torch::zeros({num_blocks, spec_.num_kv_heads, spec_.block_size, spec_.head_dim}, options));
+    if (spec_.int8()) {
+      const auto scale_options = options.dtype(torch::kFloat32);
+      key_scales_.push_back(torch::zeros({num_blocks, spec_.num_kv_heads, spec_.block_size}, scale_options));
+      value_scales_.push_back(torch::zeros({num_blocks, spec_.num_kv_heads, spec_.block_size}, scale_options));
+    }
   }
 }
 
@@ -82,6 +90,19 @@ void KVPool::write(int layer, const torch::Tensor& slot_mapping, const torch::Te
                   " is outside the pool's ", num_slots, " slots");
     const int64_t heads = spec_.num_kv_heads, head_dim = spec_.head_dim, block_size = spec_.block_size;
     const int64_t elem = static_cast<int64_t>(c10::elementSize(spec_.dtype)), row_bytes = head_dim * elem;
+    if (spec_.int8()) {  // each token's rows quantized into their slots, their scales beside them
+      // Keys rotated (a power-of-two head_dim, hadamard.h), values as they are.
+      const bool rotate_keys = int8_keys_rotated(head_dim);
+      auto quantize = [&](const torch::Tensor& given, const torch::Tensor& pool, const torch::Tensor& pool_scales,
+                          bool rotate) {
+        // Read in place where each row is packed float32 (views of the fused qkv output are).
+        const bool in_place = given.scalar_type() == torch::kFloat32 && given.stride(2) == 1;
+        write_int8_kv_rows(in_place ? given : given.to(torch::kFloat32).contiguous(), slot, pool, pool_scales, rotate);
+      };
+      quantize(key, keys_.at(layer), key_scales_.at(layer), rotate_keys);
+      quantize(value, values_.at(layer), value_scales_.at(layer), false);
+      return;
+    }
     auto scatter = [&](const torch::Tensor& given, const torch::Tensor& pool) {
       // Rows in place when they are the pool's dtype with heads head_dim apart (views of the
       // fused qkv output are), else a contiguous copy.
@@ -105,6 +126,20 @@ void KVPool::write(int layer, const torch::Tensor& slot_mapping, const torch::Te
   const torch::Tensor slots = slot_mapping.to(spec_.device);
   const torch::Tensor blocks = slots.div(spec_.block_size, "floor"), offsets = slots.remainder(spec_.block_size);
   using torch::indexing::Slice;
+  if (spec_.int8()) {  // the same rounding as the CPU loop, in tensor ops
+    auto quantize = [&](const torch::Tensor& given, torch::Tensor& pool, torch::Tensor& pool_scales, bool rotate) {
+      torch::Tensor x = given.to(torch::kFloat32);
+      if (rotate) x = torch::matmul(x, hadamard_matrix(spec_.head_dim, x.device()));  // H is symmetric
+      const torch::Tensor absmax = x.abs().amax(-1);  // [num_tokens, heads]
+      const torch::Tensor inverse = torch::where(absmax > 0, 127.0f / absmax, torch::zeros_like(absmax));
+      pool.index_put_({blocks, Slice(), offsets},
+                      (x * inverse.unsqueeze(-1)).round().clamp(-127, 127).to(torch::kChar));
+      pool_scales.index_put_({blocks, Slice(), offsets}, absmax / 127.0f);
+    };
+    quantize(key, keys_.at(layer), key_scales_.at(layer), int8_keys_rotated(spec_.head_dim));
+    quantize(value, values_.at(layer), value_scales_.at(layer), false);
+    return;
+  }
   keys_.at(layer).index_put_({blocks, Slice(), offsets}, key.to(spec_.dtype));
   values_.at(layer).index_put_({blocks, Slice(), offsets}, value.to(spec_.dtype));
 }

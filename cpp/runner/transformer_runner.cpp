@@ -37,11 +37,16 @@ struct PromptLogprobRows {
 };
 
 // The KV cache's dtype: "auto" is the model's; a float32 model may keep it
-// in bfloat16 (half the bytes: twice the sequences, half the reads).
+// in bfloat16 (half the bytes: twice the sequences, half the reads) or in
+// int8 rows with a scale each (a quarter of float32's bytes, plus 4 a row).
 torch::ScalarType kv_cache_dtype_from_name(const std::string& name, torch::ScalarType model_dtype,
                                            const torch::Device& device) {
   if (name == "auto") return model_dtype;
-  const torch::ScalarType kv = model_dtype_from_name(name, device, "kv_cache_dtype");
+  if (name != "int8" && name != "float32" && name != "bfloat16" && name != "float16")
+    throw InvalidArgument("kv_cache_dtype must be one of auto, float32, bfloat16, float16, int8, got '" + name + "'",
+                          "kv_cache_dtype");
+  const torch::ScalarType kv =
+      name == "int8" ? torch::kChar : model_dtype_from_name(name, device, "kv_cache_dtype");
   if (kv != model_dtype && model_dtype != torch::kFloat32)
     throw InvalidArgument("kv_cache_dtype " + name + " needs a float32 model (or 'auto'), the model is " +
                           dtype_name(model_dtype),

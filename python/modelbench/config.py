@@ -108,7 +108,7 @@ class ModelConfig(BaseModel):
     kv_cache_memory: int | float | None = None
     max_num_seqs: int = Field(default=64, ge=1)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
     # Quantize a float checkpoint's linear weights at load (EngineArgs.quantization).
     quantization: Literal["q8_0", "q4_0"] | None = None
     # Where requests' default sampling comes from: "auto" (the model's own),
@@ -279,7 +279,7 @@ class Settings(BaseSettings):
     grpc_port: int | None = Field(default=None, ge=0, le=65535)
     max_model_len: int | None = Field(default=None, ge=1)
     kv_cache_memory: int | float | None = None
-    kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
     quantization: Literal["q8_0", "q4_0"] | None = None
     generation_config: str = "auto"
     # JSON in the environment: MODELBENCH_OVERRIDE_GENERATION_CONFIG='{"temperature": 0.5}'.

@@ -299,9 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--kv-cache-dtype",
-        choices=["auto", "bfloat16"],
+        choices=["auto", "bfloat16", "int8"],
         help="auto (default): the model's dtype, bfloat16 for weights kept quantized on the CPU; "
-        "bfloat16: half the KV bytes of a float32 model",
+        "bfloat16: half the KV bytes of a float32 model; int8: rows of int8 with a scale each "
+        "(CPU; about half bf16's bytes)",
     )
     p.add_argument(
         "--quantization",

@@ -43,7 +43,10 @@ class EngineArgs:
     model's dtype; bfloat16 for weights kept quantized on the CPU) or, for a
     float32 model, "bfloat16": half the bytes per
     token, so twice the tokens in the same memory and half the reads per
-    decode, at bf16's precision for K and V.
+    decode, at bf16's precision for K and V; or "int8" (CPU): each K and V
+    row (one KV head at one position) kept as int8 with one float32 scale
+    (max |x| / 127, rounded to nearest), 68 bytes for bf16's 128 at head_dim
+    64, as llama.cpp's q8_0 cache.
 
     ``generation_config`` says where requests' default sampling settings
     come from, as vLLM's flag: "auto" (what the model ships, see
@@ -106,10 +109,15 @@ class EngineArgs:
                     CONFLICTING_FIELDS,
                 )
         if self.kv_cache_dtype != "auto":
-            if self.kv_cache_dtype not in _DTYPES:
+            if self.kv_cache_dtype not in (*_DTYPES, "int8"):
                 raise InvalidParameter(
-                    f"kv_cache_dtype must be 'auto' or one of {sorted(_DTYPES)}, "
+                    f"kv_cache_dtype must be 'auto' or one of {sorted(_DTYPES) + ['int8']}, "
                     f"got {self.kv_cache_dtype!r}",
+                    "kv_cache_dtype",
+                )
+            if self.kv_cache_dtype == "int8" and torch.device(self.device).type != "cpu":
+                raise InvalidParameter(
+                    "kv_cache_dtype int8 runs on the CPU; on CUDA use 'auto' or 'bfloat16'",
                     "kv_cache_dtype",
                 )
             if self.kv_cache_dtype != self.resolved_dtype() and self.resolved_dtype() != "float32":

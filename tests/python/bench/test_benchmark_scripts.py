@@ -39,7 +39,12 @@ def run_script(name: str, *args: str, out: Path) -> dict:
 
 @pytest.mark.parametrize(
     "extra, kv_bytes",
-    [((), 4), (("--kv-cache-dtype", "bfloat16"), 2), (("--dtype", "bfloat16"), 2)],
+    [
+        ((), 4),
+        (("--kv-cache-dtype", "bfloat16"), 2),
+        (("--dtype", "bfloat16"), 2),
+        (("--kv-cache-dtype", "int8"), 1),
+    ],
 )
 def test_decode_bound_writes_each_step_against_its_bound(
     tiny_llama: Path, tmp_path: Path, extra: tuple, kv_bytes: int
@@ -57,7 +62,7 @@ def test_decode_bound_writes_each_step_against_its_bound(
         *extra,
         out=tmp_path / "bound.json",
     )
-    assert result["kv_cache_dtype"] == ("bfloat16" if kv_bytes == 2 else "float32")
+    assert result["kv_cache_dtype"] == {4: "float32", 2: "bfloat16", 1: "int8"}[kv_bytes]
     assert result["stream_copy_gb_s"] > 0 and result["matmul_gflop_s"] > 0
     one, four = result["steps"]["batch_1"], result["steps"]["batch_4"]
     for step in (one, four):
@@ -72,7 +77,7 @@ def test_decode_bound_writes_each_step_against_its_bound(
     assert set(result["targets"]) == {"batch_1_step_over_memory_bound", "batch_4_fraction_of_bound"}
     assert len(result["rounds"]) == 1
     assert result["rounds"][0]["batch_4_fraction_of_bound"] == four["fraction_of_bound"]
-    if extra:  # the same tiny model, KV in 2 bytes: half the KV bytes of the float32 run
+    if extra:  # the same tiny model, KV in 2 bytes (int8: 1 and a 4-byte scale a row)
         base = run_script(
             "decode_bound.py",
             "--model",
@@ -94,7 +99,10 @@ def test_decode_bound_writes_each_step_against_its_bound(
         base_kv_mb = (
             base["steps"]["batch_4"]["bytes_read_mb"] - base["steps"]["batch_1"]["bytes_read_mb"]
         ) / 3
-        assert spec_kv_mb == pytest.approx(base_kv_mb / 2)
+        head_dim = json.loads((tiny_llama / "config.json").read_text())
+        head_dim = head_dim["hidden_size"] // head_dim["num_attention_heads"]
+        row_bytes = kv_bytes * head_dim + (4 if kv_bytes == 1 else 0)
+        assert spec_kv_mb == pytest.approx(base_kv_mb * row_bytes / (4 * head_dim))
 
 
 def test_quant_kernels_compares_every_set_the_cpu_runs(tmp_path: Path) -> None:

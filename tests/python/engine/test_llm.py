@@ -203,6 +203,24 @@ def test_a_bfloat16_kv_cache_holds_twice_the_blocks(llama_path: Path) -> None:
     assert sum(a == b for a, b in zip(out_wide, out_narrow)) >= 12
 
 
+def test_an_int8_kv_cache_holds_nearly_four_times_the_blocks(llama_path: Path) -> None:
+    """int8 rows and a float32 scale each: 4 * head_dim + ... bytes become
+    head_dim + 4 a row (head_dim 16 here: 64 -> 20 bytes)."""
+    budget = 64 * 1024 * 1024
+    wide = LLM(str(llama_path), max_model_len=256, kv_cache_memory=budget)
+    narrow = LLM(str(llama_path), max_model_len=256, kv_cache_memory=budget, kv_cache_dtype="int8")
+    assert narrow.runner.kv_cache_dtype == "int8" and narrow.runner.dtype == "float32"
+    head_dim = wide.runner.spec.head_dim
+    expected = wide.runner.num_kv_blocks * 4 * head_dim // (head_dim + 4)
+    assert abs(narrow.runner.num_kv_blocks - expected) <= 1
+    params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+    prompt = [[5, 6, 7, 8] * 10]
+    out_wide = wide.generate(prompt, params, use_tqdm=False)[0].outputs[0].token_ids
+    out_narrow = narrow.generate(prompt, params, use_tqdm=False)[0].outputs[0].token_ids
+    assert len(out_narrow) == 16
+    assert sum(a == b for a, b in zip(out_wide, out_narrow)) >= 12
+
+
 def test_bad_input_raises_value_error(llm: LLM, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_model_len=256"):
         llm.generate([[5] * 300], use_tqdm=False)

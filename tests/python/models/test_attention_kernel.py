@@ -163,3 +163,141 @@ def test_queries_as_a_view_of_wider_rows(many_decodes: bool) -> None:
     torch.testing.assert_close(
         ours, _core.testing.paged_attention_reference(query, *rest), atol=2e-5, rtol=0
     )
+
+
+def int8_pools(
+    shape: tuple[int, ...], g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Key and value pools of int8 rows and their scales, as the KV pool writes them
+    (values in [-127, 127], one positive scale a row)."""
+    pools = [torch.randint(-127, 128, shape, generator=g).to(torch.int8) for _ in range(2)]
+    scales = [torch.rand(shape[:-1], generator=g) * 0.05 + 1e-3 for _ in range(2)]
+    return pools[0], pools[1], scales[0], scales[1]
+
+
+@pytest.mark.parametrize(
+    "num_heads, num_kv_heads, sliding_window", [(9, 3, 0), (4, 1, 24), (8, 2, 0)]
+)
+@pytest.mark.parametrize("many_decodes", [False, True])
+@pytest.mark.parametrize("head_dim", [32, 64, 128])
+def test_int8_pools_match_the_reference(
+    num_heads: int, num_kv_heads: int, sliding_window: int, many_decodes: bool, head_dim: int
+) -> None:
+    """kv_cache_dtype='int8': float32 queries over int8 pools with a scale per
+    row; the kernel (register tiles for 64 and 128 dims, portable loops for 32,
+    prefill tiles, split decodes) against the reference over the same rows."""
+    g = torch.Generator().manual_seed(3)
+    num_blocks = 200
+    key_pool, value_pool, key_scales, value_scales = int8_pools(
+        (num_blocks, num_kv_heads, BLOCK_SIZE, head_dim), g
+    )
+    seqs = [(1, 1), (700, 1), (50, 50), (130, 64), (17, 3), (97, 33)]
+    if many_decodes:
+        seqs = [(1, 1), (50, 50)] + [(n, 1) for n in (2, 16, 17, 48, 64, 65, 100, 150, 199, 250)]
+    block_tables = scattered_block_tables([ctx for ctx, _ in seqs], num_blocks, g)
+    query_start_loc = torch.tensor([0] + [n for _, n in seqs], dtype=torch.int64).cumsum(0)
+    context_lens = torch.tensor([ctx for ctx, _ in seqs], dtype=torch.int64)
+    query = torch.randn(int(query_start_loc[-1]), num_heads, head_dim, generator=g)
+    args = (
+        query,
+        key_pool,
+        value_pool,
+        query_start_loc,
+        context_lens,
+        block_tables,
+        head_dim**-0.5,
+    )
+    kwargs = {
+        "sliding_window": sliding_window,
+        "key_scales": key_scales,
+        "value_scales": value_scales,
+    }
+    ours = _core.testing.paged_attention_cpu(*args, **kwargs)
+    reference = _core.testing.paged_attention_reference(*args, **kwargs)
+    assert ours.dtype == torch.float32 and ours.shape == query.shape
+    # Both compute in fp32 over the same dequantized rows (the kernel scales
+    # each row's dot product, the reference each row): rounding apart.
+    torch.testing.assert_close(ours, reference, atol=5e-5, rtol=1e-5)
+    # The scales are read: halving them all changes the output.
+    halved = _core.testing.paged_attention_cpu(
+        *args, sliding_window=sliding_window, key_scales=key_scales, value_scales=value_scales / 2
+    )
+    torch.testing.assert_close(halved, ours / 2, atol=5e-5, rtol=1e-5)
+
+
+def test_int8_pools_without_scales_are_refused() -> None:
+    g = torch.Generator().manual_seed(4)
+    key_pool, value_pool, key_scales, _ = int8_pools((4, 1, BLOCK_SIZE, 64), g)
+    args = (
+        torch.randn(1, 2, 64),
+        key_pool,
+        value_pool,
+        torch.tensor([0, 1]),
+        torch.tensor([5]),
+        torch.tensor([[0]], dtype=torch.int32),
+        0.125,
+    )
+    with pytest.raises(RuntimeError, match="int8 KV pools need their row scales"):
+        _core.testing.paged_attention_cpu(*args)
+    with pytest.raises(RuntimeError, match=r"float32 \[num_blocks, num_kv_heads, block_size\]"):
+        _core.testing.paged_attention_cpu(
+            *args, key_scales=key_scales, value_scales=key_scales[:, :, :8]
+        )
+    with pytest.raises(RuntimeError, match="row scales are for int8 KV pools only"):
+        _core.testing.paged_attention_cpu(
+            args[0],
+            key_pool.float(),
+            value_pool.float(),
+            *args[3:],
+            key_scales=key_scales,
+            value_scales=key_scales,
+        )
+
+
+def hadamard(n: int) -> torch.Tensor:
+    """The normalized Walsh-Hadamard matrix (Sylvester's order)."""
+    h = torch.ones(1, 1)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h / n**0.5
+
+
+def test_kv_pool_int8_rows_round_trip() -> None:
+    """The pool quantizes each written row (one KV head at one position) with
+    its own scale, max |x| / 127: read back as int8 * scale, every value is
+    within half a scale step; a row of zeros is zeros with scale 0. Keys are
+    rotated by the Hadamard matrix first (their outlier channels spread over
+    all 64), values are not. Its bytes count the scales."""
+    spec = _core.KVCacheSpec(
+        num_layers=2, num_kv_heads=3, head_dim=64, block_size=BLOCK_SIZE, dtype="int8"
+    )
+    assert spec.dtype == "int8"
+    assert spec.bytes_per_block() == 2 * 2 * BLOCK_SIZE * 3 * (64 + 4)
+    pool = _core.testing.KVPool(spec, 8)
+    assert pool.key(0).dtype == torch.int8 and pool.num_bytes == 8 * spec.bytes_per_block()
+    g = torch.Generator().manual_seed(5)
+    key = torch.randn(5, 3, 64, generator=g) * torch.tensor([0.01, 1.0, 300.0]).view(1, 3, 1)
+    value = torch.randn(5, 3, 64, generator=g)
+    value[2, 1] = 0.0
+    slots = torch.tensor([0, 17, 18, 100, 127], dtype=torch.int64)
+    pool.write(1, slots, key, value)
+    key_scales, value_scales = pool.row_scales(1)
+    rotated = key @ hadamard(64)
+    assert torch.allclose(rotated @ hadamard(64), key, atol=1e-3, rtol=1e-5)  # its own inverse
+    for given, data, scales in (
+        (rotated, pool.key(1), key_scales),
+        (value, pool.value(1), value_scales),
+    ):
+        for t, slot in enumerate(slots.tolist()):
+            block, offset = divmod(slot, BLOCK_SIZE)
+            for h in range(3):
+                row, scale = data[block, h, offset], scales[block, h, offset].item()
+                expected_scale = given[t, h].abs().max().item() / 127
+                assert scale == pytest.approx(expected_scale, rel=1e-5)
+                assert row.abs().max().item() == (127 if expected_scale > 0 else 0)
+                error = (row.float() * scale - given[t, h]).abs().max().item()
+                assert error <= scale / 2 * (1 + 1e-4) + 1e-9, (t, h)
+    assert value_scales[1, 1, 2].item() == 0.0 and not pool.value(1)[1, 1, 2].any()
+    assert pool.row_scales(0) is not None and not pool.key(0).any()  # layer 0 untouched
+    float_pool = _core.testing.KVPool(_core.KVCacheSpec(2, 3, 64, BLOCK_SIZE), 8)
+    assert float_pool.row_scales(0) is None

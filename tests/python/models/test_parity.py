@@ -295,6 +295,32 @@ def test_float32_model_over_a_bfloat16_kv_cache(tiny) -> None:
     assert (bf16_cache.argmax(-1) == fp32.argmax(-1)).float().mean().item() > 0.9
 
 
+def test_float32_model_over_an_int8_kv_cache(tiny) -> None:
+    """kv_cache_dtype='int8': each K and V row is int8 with its own scale; the
+    prefill (which reads this step's rows back from the pool) and the decodes
+    after it stay close to the float32 cache's logits, and greedy tokens agree."""
+    model = tiny("llama_gqa")
+    vocab_size = model.spec.vocab_size
+    prompt = random_prompt(random.Random(7), 120, vocab_size)
+    logits = {}
+    for kv_cache_dtype in ("auto", "int8"):
+        config = make_config(vocab_size, prefix_caching=False)
+        runner = _core.TransformerRunner(
+            model.spec, model.weights, config, dtype="float32", kv_cache_dtype=kv_cache_dtype
+        )
+        assert runner.kv_cache_dtype == ("float32" if kv_cache_dtype == "auto" else "int8")
+        _core.testing.set_record_logits(runner, True)
+        engine = _core.Engine(config, runner)
+        _, recorded, _ = run_engine(engine, runner, {"a": prompt}, greedy(8))
+        logits[kv_cache_dtype] = torch.stack(
+            [recorded["a"][p] for p in range(len(prompt) + 7)]
+        )  # the prompt's positions and seven decodes
+    fp32, int8_cache = logits["auto"], logits["int8"]
+    assert not torch.equal(fp32, int8_cache)  # the cache really is int8
+    assert (int8_cache - fp32).abs().max().item() < 0.05 * fp32.abs().max().item()
+    assert (int8_cache.argmax(-1) == fp32.argmax(-1)).float().mean().item() > 0.9
+
+
 def test_kv_cache_dtype_is_checked(tiny) -> None:
     model = tiny("llama_gqa")
     config = make_config(model.spec.vocab_size)
@@ -302,8 +328,14 @@ def test_kv_cache_dtype_is_checked(tiny) -> None:
         _core.TransformerRunner(
             model.spec, model.weights, config, dtype="bfloat16", kv_cache_dtype="float32"
         )
-    with pytest.raises(ValueError, match="dtype must be one of"):
-        _core.TransformerRunner(model.spec, model.weights, config, kv_cache_dtype="int8")
+    with pytest.raises(
+        ValueError, match="kv_cache_dtype must be one of auto, float32, bfloat16, float16, int8"
+    ):
+        _core.TransformerRunner(model.spec, model.weights, config, kv_cache_dtype="fp8")
+    with pytest.raises(ValueError, match="needs a float32 model"):
+        _core.TransformerRunner(
+            model.spec, model.weights, config, dtype="bfloat16", kv_cache_dtype="int8"
+        )
 
 
 def test_missing_weight_is_named(tiny) -> None:

@@ -199,15 +199,18 @@ def quant_types(path: Path) -> list[int]:
     return list(load_checkpoint(path, keep_quantized=True).quant_types.values())
 
 
-def test_default_model_matches_transformers_on_its_file() -> None:
+@pytest.mark.parametrize("kv_cache_dtype", ["auto", "int8"])
+def test_default_model_matches_transformers_on_its_file(kv_cache_dtype: str) -> None:
     """SmolLM2-135M's Q4_1 file (Q8_0 embedding and tied head) run
-    quantized (and its KV cache in bfloat16, the default for it), against
-    transformers on the file dequantized."""
-    llm = LLM(max_model_len=1024, kv_cache_memory=64 * 2**20)
-    assert llm.runner.kv_cache_dtype == "bfloat16"  # the default for weights kept quantized
+    quantized, its KV cache in bfloat16 (the default for it) or in int8
+    rows with a scale each, against transformers on the file dequantized
+    (a float32 cache)."""
+    llm = LLM(max_model_len=1024, kv_cache_memory=64 * 2**20, kv_cache_dtype=kv_cache_dtype)
+    # bfloat16: the default for weights kept quantized
+    assert llm.runner.kv_cache_dtype == ("bfloat16" if kv_cache_dtype == "auto" else "int8")
     ids = llm.tokenizer.encode(TEXT)[:600]
     result = compare(teacher_forced(llm, ids), reference_logits(Path(llm.model_source), ids), ids)
-    print("default model", result)
+    print("default model", kv_cache_dtype, result)
     assert result["top1"] >= 0.99, result
     assert abs(result["ppl"] / result["ppl_reference"] - 1) <= 0.01, result
 

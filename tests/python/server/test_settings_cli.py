@@ -77,8 +77,11 @@ def test_kv_cache_dtype_flag_reaches_the_engine_args() -> None:
     (model,) = settings_from_args(args).model_configs().models
     assert model.kv_cache_dtype == "bfloat16"
     assert model.engine_args().resolved_kv_cache_dtype() == "bfloat16"
+    args = build_parser().parse_args(["serve", "--model", "/m/x", "--kv-cache-dtype", "int8"])
+    (model,) = settings_from_args(args).model_configs().models
+    assert model.engine_args().resolved_kv_cache_dtype() == "int8"
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["serve", "--kv-cache-dtype", "int8"])
+        build_parser().parse_args(["serve", "--kv-cache-dtype", "fp8"])
 
 
 MODELS_TOML = """

@@ -131,7 +131,7 @@ class LoadModelRequest(ModelConfig):
     )
     max_num_seqs: NumSeqs = 64
     dtype: Literal["float32", "bfloat16"] = "float32"
-    kv_cache_dtype: Literal["auto", "bfloat16"] = "auto"
+    kv_cache_dtype: Literal["auto", "bfloat16", "int8"] = "auto"
     generation_config: str = Field(
         default="auto",
         min_length=1,
