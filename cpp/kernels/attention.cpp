@@ -79,10 +79,11 @@ void check_inputs(const torch::Tensor& query, const torch::Tensor& key_pool,
 // head_dim]. Rows within one float32 block are mapped where they sit in the
 // pool; rows spanning several blocks, or of another dtype, are copied
 // (converted; int8 rows times their scale, `scale_base` being the head's
-// first row scale) into `scratch`, which holds a few blocks, never a whole context.
+// first row scale, int8 keys read from their pairs) into `scratch`, which
+// holds a few blocks, never a whole context.
 template <typename scalar_t>
 ConstRowMap kv_rows(const scalar_t* head_base, const float* scale_base, const int32_t* block_table, int64_t k0,
-                    int64_t num_rows, const KVLayout& layout, float* scratch) {
+                    int64_t num_rows, const KVLayout& layout, float* scratch, bool pair_major = false) {
   const int64_t first_block = k0 / layout.block_size;
   const int64_t offset = k0 % layout.block_size;
   if constexpr (std::is_same_v<scalar_t, float>) {
@@ -92,14 +93,20 @@ ConstRowMap kv_rows(const scalar_t* head_base, const float* scale_base, const in
   }
   for (int64_t r = 0; r < num_rows; ++r) {
     const int64_t pos = offset + r;  // relative to first_block's start
-    const int64_t row = block_table[first_block + pos / layout.block_size] * layout.block_stride +
-                        (pos % layout.block_size) * layout.row_stride;
+    const int64_t block_start = block_table[first_block + pos / layout.block_size] * layout.block_stride;
+    const int64_t j = pos % layout.block_size, row = block_start + j * layout.row_stride;
     const scalar_t* src = head_base + row;
     float* dst = scratch + r * layout.head_dim;
     if constexpr (std::is_same_v<scalar_t, int8_t>) {
       const float row_scale = scale_base[row / layout.head_dim];
-      for (int64_t d = 0; d < layout.head_dim; ++d) dst[d] = static_cast<float>(src[d]) * row_scale;
+      if (pair_major) {
+        for (int64_t d = 0; d < layout.head_dim; ++d)
+          dst[d] = static_cast<float>(head_base[block_start + int8_key_offset(j, d, layout.block_size)]) * row_scale;
+      } else {
+        for (int64_t d = 0; d < layout.head_dim; ++d) dst[d] = static_cast<float>(src[d]) * row_scale;
+      }
     } else {
+      (void)pair_major;
       (void)scale_base;
       for (int64_t d = 0; d < layout.head_dim; ++d) dst[d] = static_cast<float>(src[d]);
     }
@@ -275,7 +282,7 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
         const int64_t head_rows = item.kv_head * block_size;  // the head's first row scale in a block
         const ConstRowMap keys = kv_rows(k_data + item.kv_head * layout.head_stride,
                                          k_scales == nullptr ? nullptr : k_scales + head_rows, table, k0, nb, layout,
-                                         k_scratch.data());
+                                         k_scratch.data(), /*pair_major=*/k_scales != nullptr);
         const ConstRowMap values = kv_rows(v_data + item.kv_head * layout.head_stride,
                                            v_scales == nullptr ? nullptr : v_scales + head_rows, table, k0, nb,
                                            layout, v_scratch.data());
@@ -381,12 +388,13 @@ torch::Tensor paged_attention_cpu(const torch::Tensor& query, const torch::Tenso
 }
 
 void write_int8_kv_rows(const torch::Tensor& rows, const int64_t* slots, const torch::Tensor& pool,
-                        const torch::Tensor& pool_scales, bool rotate) {
+                        const torch::Tensor& pool_scales, bool keys) {
   TORCH_CHECK(rows.dim() == 3 && rows.scalar_type() == torch::kFloat32 && rows.stride(2) == 1,
               "int8 KV rows must be [num_tokens, num_kv_heads, head_dim] float32 with packed rows");
   const int64_t num_tokens = rows.size(0), heads = rows.size(1), head_dim = rows.size(2);
   const int64_t block_size = pool.size(2);
-  TORCH_CHECK(!rotate || int8_keys_rotated(head_dim), "a rotated row needs a power-of-two head_dim, got ", head_dim);
+  TORCH_CHECK(head_dim % 2 == 0, "an int8 KV cache needs an even head_dim, got ", head_dim);
+  const bool rotate = keys && int8_keys_rotated(head_dim);
   const float* src = rows.data_ptr<float>();
   int8_t* dst = pool.data_ptr<int8_t>();
   float* scales = pool_scales.data_ptr<float>();
@@ -405,7 +413,7 @@ void write_int8_kv_rows(const torch::Tensor& rows, const int64_t* slots, const t
       for (int64_t d = 0; d < head_dim; ++d) absmax = std::max(absmax, std::fabs(x[d]));
       const float inverse = absmax > 0.0f ? 127.0f / absmax : 0.0f;
       const int64_t row = (block * heads + h) * block_size + offset;
-      int8_t* q = dst + row * head_dim;
+      int8_t q[kMaxRotatedDim];
       // |x * inverse| <= 127 but for rounding; the bounds (as selects, so the loop
       // vectorizes) keep a row holding infinities in range.
 #pragma omp simd
@@ -415,9 +423,26 @@ void write_int8_kv_rows(const torch::Tensor& rows, const int64_t* slots, const t
         r = r < -127.0f ? -127.0f : r;
         q[d] = static_cast<int8_t>(static_cast<int32_t>(r));
       }
+      if (keys) {  // pair-major within the block's KV head
+        int8_t* head_block = dst + (block * heads + h) * block_size * head_dim;
+        for (int64_t p = 0; p < head_dim / 2; ++p) {
+          head_block[int8_key_offset(offset, 2 * p, block_size)] = q[2 * p];
+          head_block[int8_key_offset(offset, 2 * p + 1, block_size)] = q[2 * p + 1];
+        }
+      } else {
+        std::copy(q, q + head_dim, dst + row * head_dim);
+      }
       scales[row] = absmax / 127.0f;
     }
   }
+}
+
+torch::Tensor int8_keys_by_row(const torch::Tensor& key_pool) {
+  const int64_t blocks = key_pool.size(0), heads = key_pool.size(1), block_size = key_pool.size(2),
+                head_dim = key_pool.size(3);
+  return key_pool.view({blocks, heads, head_dim / 2, block_size, 2})
+      .permute({0, 1, 3, 2, 4})
+      .reshape({blocks, heads, block_size, head_dim});  // a copy: the pair-major bytes read by row
 }
 
 torch::Tensor hadamard_matrix(int64_t n, const torch::Device& device) {
@@ -454,7 +479,7 @@ torch::Tensor paged_attention_reference(const torch::Tensor& query, const torch:
       return used.permute({0, 2, 1, 3}).reshape({-1, num_kv_heads, head_dim})
           .narrow(0, 0, context_len).repeat_interleave(group, 1);
     };
-    auto keys = rows(key_pool, kv_scales.key);
+    auto keys = rows(kv_scales.defined() ? int8_keys_by_row(key_pool) : key_pool, kv_scales.key);
     if (kv_scales.defined() && int8_keys_rotated(head_dim))
       keys = torch::matmul(keys, hadamard_matrix(head_dim, keys.device()));  // H (H k) = k
     const auto values = rows(value_pool, kv_scales.value);

@@ -31,8 +31,9 @@ struct AttentionMetadata {
 // values at one position): the row's values are its int8s times its scale.
 // Undefined (the default) for float pools.
 // Its keys are stored rotated, H k, when head_dim is a power of two
-// (hadamard.h: H is the normalized Walsh-Hadamard matrix); the kernels
-// rotate the queries alike, so the scores are q . k.
+// (hadamard.h: H is the normalized Walsh-Hadamard matrix; the kernels
+// rotate the queries alike, so the scores are q . k), and pair-major within
+// a block (hadamard.h, int8_key_offset); values row-major as float pools.
 struct KVRowScales {
   torch::Tensor key;
   torch::Tensor value;
@@ -44,10 +45,15 @@ struct KVRowScales {
 // num_kv_heads, head_dim] float32, each row packed) quantized into slot
 // slots[t] of pool [num_blocks, num_kv_heads, block_size, head_dim] int8,
 // their scales into pool_scales [num_blocks, num_kv_heads, block_size]: s =
-// max |x| / 127 (0 for a row of zeros), q = round(x / s), half to even; with
-// `rotate`, each row is first rotated by the Hadamard transform (keys).
+// max |x| / 127 (0 for a row of zeros), q = round(x / s), half to even.
+// `keys`: each row is first rotated by the Hadamard transform (a
+// power-of-two head_dim) and stored pair-major (KVRowScales).
 void write_int8_kv_rows(const torch::Tensor& rows, const int64_t* slots, const torch::Tensor& pool,
-                        const torch::Tensor& pool_scales, bool rotate);
+                        const torch::Tensor& pool_scales, bool keys);
+
+// An int8 key pool [num_blocks, num_kv_heads, block_size, head_dim] (its
+// bytes pair-major) as a view whose [b, h, j, d] is key j's dim d.
+torch::Tensor int8_keys_by_row(const torch::Tensor& key_pool);
 
 // The normalized Walsh-Hadamard matrix [n, n] (n a power of two) in float32
 // on `device`: symmetric and its own inverse.

@@ -14,7 +14,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+
+#include <c10/util/Exception.h>
 #include <type_traits>
 
 namespace modelbench {
@@ -119,7 +122,8 @@ struct DecodeTiles {
   // scores[g * block_size + j] = q[g] . key j, for g < group, j in [j_begin, j_end).
   // `ahead`: the same rows of a later block (or nullptr), prefetched a row
   // for each row read, so its fetch from memory overlaps this block's work.
-  // `rs`: an int8 pool's row scales of the block (rs[j]: row j's), nullptr otherwise.
+  // `rs`: an int8 pool's row scales of the block (rs[j]: row j's), nullptr
+  // otherwise; int8 keys are pair-major and never come here (int8_block_scores).
   void (*scores)(const float* q, const scalar_t* keys, const float* rs, int64_t row_stride, int64_t j_begin,
                  int64_t j_end, float* scores, int64_t block_size, int64_t group, const scalar_t* ahead);
   // acc[g] += sum_j p[g * block_size + j] * value j.
@@ -153,7 +157,7 @@ inline void prefetch_row(const scalar_t* ahead, int64_t j, int64_t row_stride) {
 // Scores of up to R query heads (q rows of HDV vectors, in registers)
 // against each key row of a block, read once.
 template <int R, int HDV, typename scalar_t>
-inline void score_tile(const float* q, const scalar_t* keys, const float* rs, int64_t row_stride, int64_t j_begin,
+inline void score_tile(const float* q, const scalar_t* keys, const float* /*rs*/, int64_t row_stride, int64_t j_begin,
                        int64_t j_end, float* scores, int64_t block_size, const scalar_t* ahead) {
   vfloat qv[R][HDV];
   for (int r = 0; r < R; ++r)
@@ -182,12 +186,7 @@ inline void score_tile(const float* q, const scalar_t* keys, const float* rs, in
       }
       alignas(16) float four[4];
       _mm_store_ps(four, simd::reduce_add4(sum[0], sum[1], sum[2], sum[3]));
-      for (int64_t i = 0; i < n; ++i) {
-        if constexpr (kScaledRows<scalar_t>)
-          scores[r * block_size + j + i] = four[i] * rs[j + i];
-        else
-          scores[r * block_size + j + i] = four[i];
-      }
+      for (int64_t i = 0; i < n; ++i) scores[r * block_size + j + i] = four[i];
     }
   }
 }
@@ -247,7 +246,7 @@ template <int HDV, typename scalar_t>
 void scores_by_rows(const float* q, const scalar_t* keys, const float* rs, int64_t row_stride, int64_t j_begin,
                     int64_t j_end, float* scores, int64_t block_size, int64_t group, const scalar_t* ahead) {
   if constexpr (!std::is_same_v<scalar_t, float>) {
-    if (group > 1 || kScaledRows<scalar_t>) {  // int8 rows widen with their scale applied
+    if (group > 1) {
       alignas(64) float wide[kWidenRows * HDV * kLanes];
       for (int64_t j0 = j_begin; j0 < j_end; j0 += kWidenRows) {
         const int64_t j1 = std::min(j_end, j0 + kWidenRows);
@@ -255,12 +254,7 @@ void scores_by_rows(const float* q, const scalar_t* keys, const float* rs, int64
           prefetch_row<HDV>(ahead, j, row_stride);
           const scalar_t* key = keys + j * row_stride;
           float* dst = wide + (j - j0) * HDV * kLanes;
-          if constexpr (kScaledRows<scalar_t>) {
-            const vfloat row_scale = simd::set1(rs[j]);
-            for (int c = 0; c < HDV; ++c) simd::store(dst + c * kLanes, simd::mul(simd::load(key + c * kLanes), row_scale));
-          } else {
-            for (int c = 0; c < HDV; ++c) simd::store(dst + c * kLanes, simd::load(key + c * kLanes));
-          }
+          for (int c = 0; c < HDV; ++c) simd::store(dst + c * kLanes, simd::load(key + c * kLanes));
         }
         // wide's row j - j0 is key j (chunks start a multiple of 4 keys from
         // j_begin: the same groups of four as without the buffer)
@@ -271,11 +265,9 @@ void scores_by_rows(const float* q, const scalar_t* keys, const float* rs, int64
       return;
     }
   }
-  if constexpr (!kScaledRows<scalar_t>) {
-    (void)rs;
-    for (int64_t g = 0; g < group; ++g, ahead = nullptr)  // the first row prefetches
-      score_row<HDV>(q + g * HDV * kLanes, keys, row_stride, j_begin, j_end, scores + g * block_size, ahead);
-  }
+  (void)rs;
+  for (int64_t g = 0; g < group; ++g, ahead = nullptr)  // the first row prefetches
+    score_row<HDV>(q + g * HDV * kLanes, keys, row_stride, j_begin, j_end, scores + g * block_size, ahead);
 }
 
 #endif
@@ -349,6 +341,100 @@ constexpr DecodeTiles<scalar_t> kTiles128{scores_by_rows<16, scalar_t>, values_b
 
 #endif
 
+// An int8 pool's scores, a block at a time. Its keys are pair-major
+// (hadamard.h): one load gives pair p (dims 2p, 2p + 1) of every key of the
+// block, so the products of a query head's int16 pair (q16[2p], q16[2p + 1],
+// broadcast) with it sum into one vector whose lanes are the block's keys
+// (vpdpwssd; vpmaddwd and an add on AVX2): no reduction across lanes, and a
+// key's bytes widened once for all of its KV head's query heads. The query
+// rows are int16 with a scale each (q = q16 * qs: 15 bits, where K has 8).
+// scores[g * block_size + j] = qs[g] * ks[j] * (q16[g] . key j) for every
+// j < block_size (the caller reads the valid ones). Integer sums: exact.
+constexpr int64_t kMaxInt8QueryDim = 256;  // q16's room per query head, in decode_one
+inline void int8_block_scores(const int16_t* q16, const float* qs, const int8_t* keys, const float* ks,
+                              int64_t head_dim, int64_t group, int64_t block_size, float* scores,
+                              const int8_t* ahead) {
+  [[maybe_unused]] const int64_t pairs = head_dim / 2;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if (block_size == 16) {
+    for (int64_t g0 = 0; g0 < group; g0 += 4) {
+      const int64_t n = std::min<int64_t>(4, group - g0);
+      __m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                        _mm512_setzero_si512()};
+      for (int64_t p = 0; p < pairs; ++p) {
+        if (ahead != nullptr && g0 == 0 && p % 2 == 0) __builtin_prefetch(ahead + p * 32, 0, 2);  // a line per 2 pairs
+        const __m512i k = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + p * 32)));
+        for (int64_t i = 0; i < n; ++i) {
+          int32_t pair;
+          std::memcpy(&pair, q16 + (g0 + i) * head_dim + 2 * p, sizeof(pair));
+#if defined(__AVX512VNNI__)
+          sum[i] = _mm512_dpwssd_epi32(sum[i], _mm512_set1_epi32(pair), k);
+#else
+          sum[i] = _mm512_add_epi32(sum[i], _mm512_madd_epi16(_mm512_set1_epi32(pair), k));
+#endif
+        }
+      }
+      const __m512 key_scales = _mm512_loadu_ps(ks);
+      for (int64_t i = 0; i < n; ++i)
+        _mm512_storeu_ps(scores + (g0 + i) * block_size,
+                         _mm512_mul_ps(_mm512_cvtepi32_ps(sum[i]), _mm512_mul_ps(key_scales, _mm512_set1_ps(qs[g0 + i]))));
+    }
+    return;
+  }
+#elif defined(__AVX2__)
+  if (block_size % 8 == 0) {
+    for (int64_t j0 = 0; j0 < block_size; j0 += 8) {  // 8 keys a vector
+      for (int64_t g0 = 0; g0 < group; g0 += 4) {
+        const int64_t n = std::min<int64_t>(4, group - g0);
+        __m256i sum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                          _mm256_setzero_si256()};
+        for (int64_t p = 0; p < pairs; ++p) {
+          if (ahead != nullptr && j0 == 0 && g0 == 0 && p % 2 == 0)
+            __builtin_prefetch(ahead + p * 2 * block_size, 0, 2);
+          const __m256i k = _mm256_cvtepi8_epi16(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(keys + p * 2 * block_size + 2 * j0)));
+          for (int64_t i = 0; i < n; ++i) {
+            int32_t pair;
+            std::memcpy(&pair, q16 + (g0 + i) * head_dim + 2 * p, sizeof(pair));
+            sum[i] = _mm256_add_epi32(sum[i], _mm256_madd_epi16(_mm256_set1_epi32(pair), k));
+          }
+        }
+        const __m256 key_scales = _mm256_loadu_ps(ks + j0);
+        for (int64_t i = 0; i < n; ++i)
+          _mm256_storeu_ps(scores + (g0 + i) * block_size + j0,
+                           _mm256_mul_ps(_mm256_cvtepi32_ps(sum[i]), _mm256_mul_ps(key_scales, _mm256_set1_ps(qs[g0 + i]))));
+      }
+    }
+    return;
+  }
+#endif
+  (void)ahead;
+  for (int64_t g = 0; g < group; ++g)  // portable: the same integer sums
+    for (int64_t j = 0; j < block_size; ++j) {
+      int32_t sum = 0;
+      for (int64_t d = 0; d < head_dim; ++d)
+        sum += static_cast<int32_t>(q16[g * head_dim + d]) * keys[int8_key_offset(j, d, block_size)];
+      scores[g * block_size + j] = static_cast<float>(sum) * (ks[j] * qs[g]);
+    }
+}
+
+// Query rows as int16 with a scale each: qs = max |q| / 32767, q16 = round(q / qs).
+inline void int16_queries(const float* q, int64_t rows, int64_t head_dim, int16_t* q16, float* qs) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = q + r * head_dim;
+    float absmax = 0.0f;
+    for (int64_t d = 0; d < head_dim; ++d) absmax = std::max(absmax, std::fabs(x[d]));
+    const float inverse = absmax > 0.0f ? 32767.0f / absmax : 0.0f;
+    for (int64_t d = 0; d < head_dim; ++d) {
+      float v = std::nearbyint(x[d] * inverse);
+      v = v > 32767.0f ? 32767.0f : v;
+      v = v < -32767.0f ? -32767.0f : v;
+      q16[r * head_dim + d] = static_cast<int16_t>(static_cast<int32_t>(v));
+    }
+    qs[r] = absmax / 32767.0f;
+  }
+}
+
 // The tiles for this dtype and head_dim, or nullptr for the portable loops.
 template <typename scalar_t>
 const DecodeTiles<scalar_t>* decode_tiles(int64_t head_dim) {
@@ -374,9 +460,15 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
   const int64_t block_size = layout.block_size;
   const int64_t rows = (kv_end - kv_begin) * group;  // query heads; row r reads KV head kv_begin + r / group
   for (int64_t i = 0; i < rows * head_dim; ++i) q_buf[i] = static_cast<float>(q[i]) * scale;  // pre-scaled
+  // An int8 pool: its keys are H k, so the queries become H q, then int16 rows.
+  alignas(64) int16_t q16[kScaledRows<scalar_t> ? kMaxDecodeRows * kMaxInt8QueryDim : 1];
+  float qs[kScaledRows<scalar_t> ? kMaxDecodeRows : 1];
   if constexpr (kScaledRows<scalar_t>) {
-    if (int8_keys_rotated(head_dim))  // an int8 pool's keys are H k: the queries become H q
+    TORCH_CHECK(head_dim <= kMaxInt8QueryDim, "an int8 KV cache takes head_dim up to ", kMaxInt8QueryDim, ", got ",
+                head_dim);
+    if (int8_keys_rotated(head_dim))
       for (int64_t r = 0; r < rows; ++r) hadamard_rotate(q_buf + r * head_dim, head_dim);
+    int16_queries(q_buf, rows, head_dim, q16, qs);
   }
   std::fill(acc, acc + rows * head_dim, 0.0f);
   float row_max[kMaxDecodeRows], row_sum[kMaxDecodeRows];
@@ -412,21 +504,24 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
           __builtin_prefetch(v_scales + ahead_offset / head_dim + h * block_size, 0, 2);
         }
     }
-    if (tiles != nullptr) {  // head_dim of 64 or 128 with AVX-512 or AVX2: register tiles
+    if constexpr (kScaledRows<scalar_t>) {  // int8: pair-major keys, a block's scores at once
       for (int64_t h = 0; h < kv_end - kv_begin; ++h)
-        tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * layout.head_stride,
-                      k_rs == nullptr ? nullptr : k_rs + h * block_size, layout.row_stride,
-                      j_begin, j_end, scores + h * group * block_size, block_size, group,
+        int8_block_scores(q16 + h * group * head_dim, qs + h * group, k_data + block_offset + h * layout.head_stride,
+                          k_rs + h * block_size, head_dim, group, block_size, scores + h * group * block_size,
+                          ahead_ok ? k_data + ahead_offset + h * layout.head_stride : nullptr);
+    } else if (tiles != nullptr) {  // head_dim of 64 or 128 with AVX-512 or AVX2: register tiles
+      for (int64_t h = 0; h < kv_end - kv_begin; ++h)
+        tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * layout.head_stride, nullptr,
+                      layout.row_stride, j_begin, j_end, scores + h * group * block_size, block_size, group,
                       ahead_ok ? k_data + ahead_offset + h * layout.head_stride : nullptr);
     } else {
       for (int64_t h = 0; h < kv_end - kv_begin; ++h) {  // scores[r * block_size + j]
         const scalar_t* keys = k_data + block_offset + h * layout.head_stride;
         for (int64_t j = j_begin; j < j_end; ++j) {
           const float* key = load_row(keys + j * layout.row_stride, head_dim, row);
-          const float row_scale = k_rs == nullptr ? 1.0f : k_rs[h * block_size + j];
           for (int64_t g = 0; g < group; ++g) {
             const int64_t r = h * group + g;
-            scores[r * block_size + j] = dot(q_buf + r * head_dim, key, head_dim) * row_scale;
+            scores[r * block_size + j] = dot(q_buf + r * head_dim, key, head_dim);
           }
         }
       }

@@ -36,4 +36,14 @@ inline void hadamard_rotate(float* x, int64_t n) {
   for (int64_t j = 0; j < n; ++j) x[j] *= norm;
 }
 
+// An int8 pool's keys are stored pair-major within each block and KV head:
+// dims 2p and 2p + 1 of the block's block_size keys side by side, pair after
+// pair ([head_dim / 2][block_size][2]), so that one load gives 16 keys' pair
+// p and the scores of a block's keys come out as one vector (lanes = keys,
+// attention_decode.cpp). Values stay row-major. The element (key j, dim d)
+// of a block's KV head sits at:
+inline int64_t int8_key_offset(int64_t j, int64_t d, int64_t block_size) {
+  return (d / 2) * 2 * block_size + 2 * j + (d % 2);
+}
+
 }  // namespace modelbench

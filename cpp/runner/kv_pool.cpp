@@ -23,6 +23,10 @@ void KVCacheSpec::validate() const {
   check(num_kv_heads, "num_kv_heads");
   check(head_dim, "head_dim");
   check(block_size, "block_size");
+  if (int8() && (head_dim % 2 != 0 || head_dim > kMaxRotatedDim))
+    throw InvalidArgument("kv_cache_dtype int8 needs an even head_dim of at most " + std::to_string(kMaxRotatedDim) +
+                              " (its keys are stored in pairs of dims), the model's is " + std::to_string(head_dim),
+                          "kv_cache_dtype");
 }
 
 int64_t KVCacheSpec::bytes_per_block() const {
@@ -91,15 +95,14 @@ void KVPool::write(int layer, const torch::Tensor& slot_mapping, const torch::Te
     const int64_t heads = spec_.num_kv_heads, head_dim = spec_.head_dim, block_size = spec_.block_size;
     const int64_t elem = static_cast<int64_t>(c10::elementSize(spec_.dtype)), row_bytes = head_dim * elem;
     if (spec_.int8()) {  // each token's rows quantized into their slots, their scales beside them
-      // Keys rotated (a power-of-two head_dim, hadamard.h), values as they are.
-      const bool rotate_keys = int8_keys_rotated(head_dim);
+      // Keys rotated (a power-of-two head_dim) and pair-major (hadamard.h), values as they are.
       auto quantize = [&](const torch::Tensor& given, const torch::Tensor& pool, const torch::Tensor& pool_scales,
-                          bool rotate) {
+                          bool keys) {
         // Read in place where each row is packed float32 (views of the fused qkv output are).
         const bool in_place = given.scalar_type() == torch::kFloat32 && given.stride(2) == 1;
-        write_int8_kv_rows(in_place ? given : given.to(torch::kFloat32).contiguous(), slot, pool, pool_scales, rotate);
+        write_int8_kv_rows(in_place ? given : given.to(torch::kFloat32).contiguous(), slot, pool, pool_scales, keys);
       };
-      quantize(key, keys_.at(layer), key_scales_.at(layer), rotate_keys);
+      quantize(key, keys_.at(layer), key_scales_.at(layer), true);
       quantize(value, values_.at(layer), value_scales_.at(layer), false);
       return;
     }
@@ -127,16 +130,24 @@ void KVPool::write(int layer, const torch::Tensor& slot_mapping, const torch::Te
   const torch::Tensor blocks = slots.div(spec_.block_size, "floor"), offsets = slots.remainder(spec_.block_size);
   using torch::indexing::Slice;
   if (spec_.int8()) {  // the same rounding as the CPU loop, in tensor ops
-    auto quantize = [&](const torch::Tensor& given, torch::Tensor& pool, torch::Tensor& pool_scales, bool rotate) {
+    auto quantize = [&](const torch::Tensor& given, torch::Tensor& pool, torch::Tensor& pool_scales, bool keys) {
       torch::Tensor x = given.to(torch::kFloat32);
-      if (rotate) x = torch::matmul(x, hadamard_matrix(spec_.head_dim, x.device()));  // H is symmetric
+      if (keys && int8_keys_rotated(spec_.head_dim))
+        x = torch::matmul(x, hadamard_matrix(spec_.head_dim, x.device()));  // H is symmetric
       const torch::Tensor absmax = x.abs().amax(-1);  // [num_tokens, heads]
       const torch::Tensor inverse = torch::where(absmax > 0, 127.0f / absmax, torch::zeros_like(absmax));
-      pool.index_put_({blocks, Slice(), offsets},
-                      (x * inverse.unsqueeze(-1)).round().clamp(-127, 127).to(torch::kChar));
+      const torch::Tensor q = (x * inverse.unsqueeze(-1)).round().clamp(-127, 127).to(torch::kChar);
+      if (keys) {  // pair-major: a view of the pool whose [b, h, j, p, i] is key j's dim 2p + i
+        const int64_t heads = spec_.num_kv_heads, head_dim = spec_.head_dim;
+        pool.view({num_blocks_, heads, head_dim / 2, spec_.block_size, 2})
+            .permute({0, 1, 3, 2, 4})
+            .index_put_({blocks, Slice(), offsets}, q.view({-1, heads, head_dim / 2, 2}));
+      } else {
+        pool.index_put_({blocks, Slice(), offsets}, q);
+      }
       pool_scales.index_put_({blocks, Slice(), offsets}, absmax / 127.0f);
     };
-    quantize(key, keys_.at(layer), key_scales_.at(layer), int8_keys_rotated(spec_.head_dim));
+    quantize(key, keys_.at(layer), key_scales_.at(layer), true);
     quantize(value, values_.at(layer), value_scales_.at(layer), false);
     return;
   }

@@ -45,6 +45,9 @@ torch::ScalarType kv_cache_dtype_from_name(const std::string& name, torch::Scala
   if (name != "int8" && name != "float32" && name != "bfloat16" && name != "float16")
     throw InvalidArgument("kv_cache_dtype must be one of auto, float32, bfloat16, float16, int8, got '" + name + "'",
                           "kv_cache_dtype");
+  if (name == "int8" && !device.is_cpu())
+    throw InvalidArgument("kv_cache_dtype int8 runs on the CPU; on " + device.str() + " use 'auto' or 'bfloat16'",
+                          "kv_cache_dtype");
   const torch::ScalarType kv =
       name == "int8" ? torch::kChar : model_dtype_from_name(name, device, "kv_cache_dtype");
   if (kv != model_dtype && model_dtype != torch::kFloat32)

@@ -94,7 +94,7 @@ TEST_CASE("an int8 pool keeps each row as int8 with a scale beside it", "[kv_poo
       REQUIRE(((back - given[t]).abs() <= absmax.unsqueeze(-1) / 254.0f * 1.001f + 1e-6f).all().item<bool>());
     }
   };
-  check(torch::matmul(k, h), pool.key(1), scales.key, 1);
+  check(torch::matmul(k, h), int8_keys_by_row(pool.key(1)), scales.key, 1);  // keys pair-major in their blocks
   check(v, pool.value(1), scales.value, 0);
   REQUIRE(scales.value[2][0][1].item<float>() == 0.0f);  // a row of zeros: scale 0
   REQUIRE(!pool.row_scales(0).key.count_nonzero().item<int64_t>());

@@ -215,6 +215,28 @@ def test_default_model_matches_transformers_on_its_file(kv_cache_dtype: str) -> 
     assert abs(result["ppl"] / result["ppl_reference"] - 1) <= 0.01, result
 
 
+def test_int8_kv_cache_decodes_as_the_bfloat16_one() -> None:
+    """The decode path of an int8 cache (pair-major keys, int16 queries,
+    integer dot products) on the default model: greedy continuations of
+    real text from 8 places, 64 tokens each, against the bfloat16 cache's.
+    Measured: 6 of 8 identical throughout, the other two parting at a near
+    tie after 5 and 12 tokens."""
+    outputs = {}
+    for kv_cache_dtype in ("auto", "int8"):
+        llm = LLM(max_model_len=1024, kv_cache_memory=256 * 2**20, kv_cache_dtype=kv_cache_dtype)
+        ids = llm.tokenizer.encode(inspect.getsource(json.decoder))
+        prompts = [ids[i * 150 : i * 150 + 300] for i in range(8)]
+        params = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
+        results = llm.generate(prompts, params, use_tqdm=False)
+        outputs[kv_cache_dtype] = [list(r.outputs[0].token_ids) for r in results]
+    same = [
+        next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), len(x))
+        for x, y in zip(outputs["auto"], outputs["int8"])
+    ]
+    assert sum(n == 64 for n in same) >= 4, same
+    assert sum(same) / len(same) >= 32, same
+
+
 def test_unsupported_type_fails_at_load_naming_the_tensor(
     tiny_llama_folder: Path, tmp_path: Path
 ) -> None:
