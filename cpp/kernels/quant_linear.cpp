@@ -12,16 +12,23 @@
 namespace modelbench {
 namespace {
 
+// Asked once per process (quant_linear checks the set it runs on every call).
 bool cpu_has_avx512() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512vnni");
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vnni");
+  }();
+  return has;
 }
 
 bool cpu_has_avx2() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  }();
+  return has;
 }
 
 // AMX-INT8 tiles, with the AVX-512 the kernel folds its sums with, and
@@ -36,14 +43,18 @@ bool cpu_has_amx() {
   return has;
 }
 
+// `what` asked for a kernel set this CPU cannot run: say which it can.
+[[noreturn]] void refuse_isa(const std::string& what) {
+  throw InvalidArgument(what + ", which this CPU cannot run; it supports " + quant_isa_name(best_quant_isa()) +
+                            " and below (generic < avx2 < avx512 < amx)",
+                        "MODELBENCH_ISA");
+}
+
 QuantIsa resolve_active() {
   const char* env = std::getenv("MODELBENCH_ISA");
   if (env == nullptr || *env == '\0') return best_quant_isa();
   const QuantIsa isa = quant_isa_from_name(env);
-  if (!quant_isa_supported(isa))
-    throw InvalidArgument("MODELBENCH_ISA=" + std::string(env) + " asks for kernels this CPU cannot run; it supports " +
-                              quant_isa_name(best_quant_isa()) + " and below (generic < avx2 < avx512 < amx)",
-                          "MODELBENCH_ISA");
+  if (!quant_isa_supported(isa)) refuse_isa("MODELBENCH_ISA=" + std::string(env) + " asks for kernels");
   return isa;
 }
 
@@ -99,10 +110,7 @@ void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tens
   // (An asked-for set is checked here too: AMX needs the tiles requested
   // from the kernel first, and a missing instruction set is a clear error,
   // not SIGILL.)
-  if (!quant_isa_supported(isa))
-    throw InvalidArgument("quant_linear: this CPU cannot run the " + quant_isa_name(isa) + " kernels; it supports " +
-                              quant_isa_name(best_quant_isa()) + " and below (generic < avx2 < avx512 < amx)",
-                          "MODELBENCH_ISA");
+  if (!quant_isa_supported(isa)) refuse_isa("quant_linear: asked for the " + quant_isa_name(isa) + " kernels");
   const int64_t num_rows = x.size(0);
   if (num_rows == 0) return;
   RECORD_FUNCTION("modelbench::quant_linear", std::vector<c10::IValue>());
