@@ -27,6 +27,32 @@ def scattered_block_tables(
     return block_tables
 
 
+def attention_args(
+    key_pool: torch.Tensor,
+    value_pool: torch.Tensor,
+    seqs: list[tuple[int, int]],
+    num_heads: int,
+    g: torch.Generator,
+    dtype: torch.dtype = torch.float32,
+) -> tuple:
+    """The kernels' positional arguments for sequences of (context_len,
+    num_queries) scattered over the pools, with random queries."""
+    num_blocks, head_dim = key_pool.shape[0], key_pool.shape[3]
+    block_tables = scattered_block_tables([ctx for ctx, _ in seqs], num_blocks, g)
+    query_start_loc = torch.tensor([0] + [n for _, n in seqs], dtype=torch.int64).cumsum(0)
+    context_lens = torch.tensor([ctx for ctx, _ in seqs], dtype=torch.int64)
+    query = torch.randn(int(query_start_loc[-1]), num_heads, head_dim, generator=g).to(dtype)
+    return (
+        query,
+        key_pool,
+        value_pool,
+        query_start_loc,
+        context_lens,
+        block_tables,
+        head_dim**-0.5,
+    )
+
+
 @pytest.mark.parametrize(
     "num_heads, num_kv_heads, sliding_window",
     [(4, 4, 0), (8, 2, 0), (4, 1, 24), (9, 3, 0), (4, 2, 0), (10, 2, 0)],
@@ -63,12 +89,8 @@ def test_eigen_kernel_matches_reference(
     seqs = [(1, 1), (37, 1), (200, 1), (50, 50), (130, 64), (17, 3), (16, 16), (97, 33), (129, 65)]
     if many_decodes:
         seqs += [(n, 1) for n in (2, 15, 16, 17, 31, 48, 63, 64, 65, 100, 150, 199)]
-    block_tables = scattered_block_tables([ctx for ctx, _ in seqs], num_blocks, g)
-    query_start_loc = torch.tensor([0] + [n for _, n in seqs], dtype=torch.int64).cumsum(0)
-    context_lens = torch.tensor([ctx for ctx, _ in seqs], dtype=torch.int64)
-    query = torch.randn(int(query_start_loc[-1]), num_heads, head_dim, generator=g).to(dtype)
-    scale = head_dim**-0.5
-    args = (query, key_pool, value_pool, query_start_loc, context_lens, block_tables, scale)
+    args = attention_args(key_pool, value_pool, seqs, num_heads, g, dtype)
+    query = args[0]
 
     ours = _core.testing.paged_attention_cpu(*args, sliding_window=sliding_window)
     reference = _core.testing.paged_attention_reference(*args, sliding_window=sliding_window)
@@ -106,19 +128,8 @@ def test_few_decodes_split_over_their_keys_match_reference(
     key_pool = torch.randn(pool_shape, generator=g).to(pool_dtype)
     value_pool = torch.randn(pool_shape, generator=g).to(pool_dtype)
     for contexts in ([1], [63], [64], [129], [700], [1000, 37], [250, 513]):
-        block_tables = scattered_block_tables(contexts, num_blocks, g)
-        query_start_loc = torch.arange(len(contexts) + 1, dtype=torch.int64)
-        context_lens = torch.tensor(contexts, dtype=torch.int64)
-        query = torch.randn(len(contexts), num_heads, head_dim, generator=g).to(dtype)
-        args = (
-            query,
-            key_pool,
-            value_pool,
-            query_start_loc,
-            context_lens,
-            block_tables,
-            head_dim**-0.5,
-        )
+        seqs = [(ctx, 1) for ctx in contexts]  # decodes only
+        args = attention_args(key_pool, value_pool, seqs, num_heads, g, dtype)
         ours = _core.testing.paged_attention_cpu(*args, sliding_window=sliding_window)
         reference = _core.testing.paged_attention_reference(*args, sliding_window=sliding_window)
         if dtype == torch.float32:
@@ -194,19 +205,8 @@ def test_int8_pools_match_the_reference(
     seqs = [(1, 1), (700, 1), (50, 50), (130, 64), (17, 3), (97, 33)]
     if many_decodes:
         seqs = [(1, 1), (50, 50)] + [(n, 1) for n in (2, 16, 17, 48, 64, 65, 100, 150, 199, 250)]
-    block_tables = scattered_block_tables([ctx for ctx, _ in seqs], num_blocks, g)
-    query_start_loc = torch.tensor([0] + [n for _, n in seqs], dtype=torch.int64).cumsum(0)
-    context_lens = torch.tensor([ctx for ctx, _ in seqs], dtype=torch.int64)
-    query = torch.randn(int(query_start_loc[-1]), num_heads, head_dim, generator=g)
-    args = (
-        query,
-        key_pool,
-        value_pool,
-        query_start_loc,
-        context_lens,
-        block_tables,
-        head_dim**-0.5,
-    )
+    args = attention_args(key_pool, value_pool, seqs, num_heads, g)
+    query = args[0]
     kwargs = {
         "sliding_window": sliding_window,
         "key_scales": key_scales,

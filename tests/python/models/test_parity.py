@@ -271,54 +271,32 @@ def test_bfloat16_logits_track_transformers_in_bfloat16(tiny, kind: str) -> None
     assert (ours.argmax(-1) == hf_bf16.argmax(-1)).float().mean().item() > 0.9
 
 
-def test_float32_model_over_a_bfloat16_kv_cache(tiny) -> None:
-    """kv_cache_dtype='bfloat16': the pools hold bf16 K/V (half the bytes), the
-    model computes in float32; logits stay within bf16's error of float32."""
+@pytest.mark.parametrize("narrow", ["bfloat16", "int8"])
+def test_float32_model_over_a_narrower_kv_cache(tiny, narrow: str) -> None:
+    """kv_cache_dtype='bfloat16' (half the bytes) or 'int8' (rows of int8 with
+    a scale each): the model computes in float32 over the narrower pools; the
+    prefill (which reads this step's rows back from the pool) and the decodes
+    after it stay close to the float32 cache's logits, and top tokens agree."""
     model = tiny("llama_gqa")
     vocab_size = model.spec.vocab_size
     prompt = random_prompt(random.Random(6), 120, vocab_size)
     logits = {}
-    for kv_cache_dtype in ("auto", "bfloat16"):
+    for kv_cache_dtype in ("auto", narrow):
         config = make_config(vocab_size, prefix_caching=False)
         runner = _core.TransformerRunner(
             model.spec, model.weights, config, dtype="float32", kv_cache_dtype=kv_cache_dtype
         )
         assert runner.dtype == "float32"
-        assert runner.kv_cache_dtype == ("float32" if kv_cache_dtype == "auto" else "bfloat16")
-        _core.testing.set_record_logits(runner, True)
-        engine = _core.Engine(config, runner)
-        tokens, recorded, _ = run_engine(engine, runner, {"a": prompt}, greedy(8))
-        logits[kv_cache_dtype] = torch.stack([recorded["a"][p] for p in range(len(prompt))])
-    fp32, bf16_cache = logits["auto"], logits["bfloat16"]
-    assert not torch.equal(fp32, bf16_cache)  # the cache really is narrower
-    assert (bf16_cache - fp32).abs().max().item() < 0.05 * fp32.abs().max().item()
-    assert (bf16_cache.argmax(-1) == fp32.argmax(-1)).float().mean().item() > 0.9
-
-
-def test_float32_model_over_an_int8_kv_cache(tiny) -> None:
-    """kv_cache_dtype='int8': each K and V row is int8 with its own scale; the
-    prefill (which reads this step's rows back from the pool) and the decodes
-    after it stay close to the float32 cache's logits, and greedy tokens agree."""
-    model = tiny("llama_gqa")
-    vocab_size = model.spec.vocab_size
-    prompt = random_prompt(random.Random(7), 120, vocab_size)
-    logits = {}
-    for kv_cache_dtype in ("auto", "int8"):
-        config = make_config(vocab_size, prefix_caching=False)
-        runner = _core.TransformerRunner(
-            model.spec, model.weights, config, dtype="float32", kv_cache_dtype=kv_cache_dtype
-        )
-        assert runner.kv_cache_dtype == ("float32" if kv_cache_dtype == "auto" else "int8")
+        assert runner.kv_cache_dtype == ("float32" if kv_cache_dtype == "auto" else narrow)
         _core.testing.set_record_logits(runner, True)
         engine = _core.Engine(config, runner)
         _, recorded, _ = run_engine(engine, runner, {"a": prompt}, greedy(8))
-        logits[kv_cache_dtype] = torch.stack(
-            [recorded["a"][p] for p in range(len(prompt) + 7)]
-        )  # the prompt's positions and seven decodes
-    fp32, int8_cache = logits["auto"], logits["int8"]
-    assert not torch.equal(fp32, int8_cache)  # the cache really is int8
-    assert (int8_cache - fp32).abs().max().item() < 0.05 * fp32.abs().max().item()
-    assert (int8_cache.argmax(-1) == fp32.argmax(-1)).float().mean().item() > 0.9
+        # the prompt's positions and seven decodes
+        logits[kv_cache_dtype] = torch.stack([recorded["a"][p] for p in range(len(prompt) + 7)])
+    fp32, narrow_cache = logits["auto"], logits[narrow]
+    assert not torch.equal(fp32, narrow_cache)  # the cache really is narrower
+    assert (narrow_cache - fp32).abs().max().item() < 0.05 * fp32.abs().max().item()
+    assert (narrow_cache.argmax(-1) == fp32.argmax(-1)).float().mean().item() > 0.9
 
 
 def test_kv_cache_dtype_is_checked(tiny) -> None:
