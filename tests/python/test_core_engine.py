@@ -213,4 +213,9 @@ def test_kv_pool_is_sized_from_a_memory_budget_and_writes_slots() -> None:
     with pytest.raises(RuntimeError, match="outside the pool"):
         pool.write(0, torch.tensor([40]), k[:1], v[:1])
     with pytest.raises(ValueError, match="dtype must be one of"):
-        _core.KVCacheSpec(num_layers=1, num_kv_heads=1, head_dim=8, dtype="int8")
+        _core.KVCacheSpec(num_layers=1, num_kv_heads=1, head_dim=8, dtype="fp8")
+    # int8 rows with a float32 scale each (kv_cache_dtype="int8"); their keys go in pairs of dims
+    int8_spec = _core.KVCacheSpec(num_layers=1, num_kv_heads=1, head_dim=8, dtype="int8")
+    assert int8_spec.dtype == "int8" and int8_spec.bytes_per_block() == 2 * 16 * (8 + 4)
+    with pytest.raises(ValueError, match="kv_cache_dtype int8 needs an even head_dim"):
+        _core.KVCacheSpec(num_layers=1, num_kv_heads=1, head_dim=7, dtype="int8")
