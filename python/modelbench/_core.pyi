@@ -736,6 +736,12 @@ class testing:
             [num_blocks, num_kv_heads, block_size, head_dim]
             """
         def value(self, layer: typing.SupportsInt | typing.SupportsIndex) -> torch.Tensor: ...
+        def row_scales(
+            self, layer: typing.SupportsInt | typing.SupportsIndex
+        ) -> tuple[torch.Tensor, torch.Tensor] | None:
+            """
+            An int8 pool's (key, value) row scales [num_blocks, num_kv_heads, block_size]; None otherwise.
+            """
         def write(
             self,
             layer: typing.SupportsInt | typing.SupportsIndex,
@@ -825,9 +831,11 @@ class testing:
         block_tables: torch.Tensor,
         scale: typing.SupportsFloat | typing.SupportsIndex,
         sliding_window: typing.SupportsInt | typing.SupportsIndex = 0,
+        key_scales: torch.Tensor | None = None,
+        value_scales: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
-        The Eigen paged attention kernel. query [T, H, D]; pools [N, block_size, H_kv, D]; query_start_loc [S+1] int64, context_lens [S] int64, block_tables [S, max_blocks] int32 (CPU).
+        The Eigen paged attention kernel. query [T, H, D]; pools [N, H_kv, block_size, D]; query_start_loc [S+1] int64, context_lens [S] int64, block_tables [S, max_blocks] int32 (CPU); int8 pools with key_scales and value_scales [N, H_kv, block_size] float32 (a row is int8 * scale).
         """
     @staticmethod
     def paged_attention_reference(
@@ -839,6 +847,8 @@ class testing:
         block_tables: torch.Tensor,
         scale: typing.SupportsFloat | typing.SupportsIndex,
         sliding_window: typing.SupportsInt | typing.SupportsIndex = 0,
+        key_scales: torch.Tensor | None = None,
+        value_scales: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         The ATen paged attention path (gather + matmul + softmax); same arguments as paged_attention_cpu.
