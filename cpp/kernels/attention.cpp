@@ -464,6 +464,11 @@ torch::Tensor paged_attention_reference(const torch::Tensor& query, const torch:
   const auto long_cpu = torch::TensorOptions().dtype(torch::kLong);
   const auto long_dev = long_cpu.device(query.device());
   torch::Tensor out = torch::empty_like(query);  // [num_tokens, num_heads, head_dim]
+  // An int8 pool's keys read by row, and the rotation that gives them back (once for all sequences).
+  const torch::Tensor key_rows = kv_scales.defined() ? int8_keys_by_row(key_pool) : key_pool;
+  const torch::Tensor unrotate = kv_scales.defined() && int8_keys_rotated(head_dim)
+                                     ? hadamard_matrix(head_dim, key_pool.device())
+                                     : torch::Tensor();
   for (int64_t s = 0; s < metadata.num_seqs(); ++s) {
     const int64_t start = metadata.query_start_loc[s].item<int64_t>();
     const int64_t num_queries = metadata.query_start_loc[s + 1].item<int64_t>() - start;
@@ -479,9 +484,8 @@ torch::Tensor paged_attention_reference(const torch::Tensor& query, const torch:
       return used.permute({0, 2, 1, 3}).reshape({-1, num_kv_heads, head_dim})
           .narrow(0, 0, context_len).repeat_interleave(group, 1);
     };
-    auto keys = rows(kv_scales.defined() ? int8_keys_by_row(key_pool) : key_pool, kv_scales.key);
-    if (kv_scales.defined() && int8_keys_rotated(head_dim))
-      keys = torch::matmul(keys, hadamard_matrix(head_dim, keys.device()));  // H (H k) = k
+    auto keys = rows(key_rows, kv_scales.key);
+    if (unrotate.defined()) keys = torch::matmul(keys, unrotate);  // H (H k) = k
     const auto values = rows(value_pool, kv_scales.value);
     const auto q = query.narrow(0, start, num_queries).to(torch::kFloat32);  // [num_queries, num_heads, head_dim]
     auto scores = torch::einsum("qhd,khd->hqk", {q, keys}) * scale;          // [num_heads, num_queries, context_len]

@@ -1,8 +1,9 @@
 // The decode attention kernel: per block of the pool, each KV head's key
 // and value rows are read once for all of its query heads (in registers for
 // head_dim 64 or 128 with AVX-512 or AVX2 (simd.h), bf16, fp16 and int8
-// rows widened to fp32 as they load, an int8 row's scale applied to its
-// scores and probabilities; portable loops otherwise), with an online
+// rows widened to fp32 as they load, an int8 value row's scale applied to
+// its probabilities; portable loops otherwise; an int8 pool's keys are
+// scored a block at a time, attention_int8.h), with an online
 // softmax. A block's rows of one KV head are contiguous, so each is one
 // stream for the hardware prefetcher, started a block ahead.
 #include "kernels/attention_decode.h"
@@ -123,11 +124,11 @@ struct DecodeTiles {
   // scores[g * block_size + j] = q[g] . key j, for g < group, j in [j_begin, j_end).
   // `ahead`: the same rows of a later block (or nullptr), prefetched a row
   // for each row read, so its fetch from memory overlaps this block's work.
-  // `rs`: an int8 pool's row scales of the block (rs[j]: row j's), nullptr
-  // otherwise; int8 keys are pair-major and never come here (int8_block_scores).
-  void (*scores)(const float* q, const scalar_t* keys, const float* rs, int64_t row_stride, int64_t j_begin,
-                 int64_t j_end, float* scores, int64_t block_size, int64_t group, const scalar_t* ahead);
-  // acc[g] += sum_j p[g * block_size + j] * value j.
+  // (int8 keys are pair-major and never come here: int8_block_scores.)
+  void (*scores)(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
+                 float* scores, int64_t block_size, int64_t group, const scalar_t* ahead);
+  // acc[g] += sum_j p[g * block_size + j] * value j; `rs`: an int8 pool's
+  // row scales of the block (rs[j]: row j's), nullptr otherwise.
   void (*values)(const float* p, const scalar_t* values, const float* rs, int64_t row_stride, int64_t j_begin,
                  int64_t j_end, float* acc, int64_t block_size, int64_t group, const scalar_t* ahead);
 };
@@ -158,8 +159,8 @@ inline void prefetch_row(const scalar_t* ahead, int64_t j, int64_t row_stride) {
 // Scores of up to R query heads (q rows of HDV vectors, in registers)
 // against each key row of a block, read once.
 template <int R, int HDV, typename scalar_t>
-inline void score_tile(const float* q, const scalar_t* keys, const float* /*rs*/, int64_t row_stride, int64_t j_begin,
-                       int64_t j_end, float* scores, int64_t block_size, const scalar_t* ahead) {
+inline void score_tile(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
+                       float* scores, int64_t block_size, const scalar_t* ahead) {
   vfloat qv[R][HDV];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < HDV; ++c) qv[r][c] = simd::load(q + (r * HDV + c) * kLanes);
@@ -196,16 +197,16 @@ inline void score_tile(const float* q, const scalar_t* keys, const float* /*rs*/
 // of 64 dims or 2 of 128 with AVX-512): a group of 3 is one tile of 3, not
 // 3 of 1, so each key or value row is read from memory once per tile.
 template <int R, int HDV, typename scalar_t>
-void scores_by_tiles(const float* q, const scalar_t* keys, const float* rs, int64_t row_stride, int64_t j_begin,
-                     int64_t j_end, float* scores, int64_t block_size, int64_t group, const scalar_t* ahead) {
+void scores_by_tiles(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
+                     float* scores, int64_t block_size, int64_t group, const scalar_t* ahead) {
   for (int64_t g = 0; g < group; g += R, ahead = nullptr) {  // the first tile prefetches
     const float* qg = q + g * HDV * kLanes;
     float* sg = scores + g * block_size;
     switch (std::min<int64_t>(R, group - g)) {
-      case 4: score_tile<R >= 4 ? 4 : 1, HDV, scalar_t>(qg, keys, rs, row_stride, j_begin, j_end, sg, block_size, ahead); break;
-      case 3: score_tile<R >= 3 ? 3 : 1, HDV, scalar_t>(qg, keys, rs, row_stride, j_begin, j_end, sg, block_size, ahead); break;
-      case 2: score_tile<2, HDV, scalar_t>(qg, keys, rs, row_stride, j_begin, j_end, sg, block_size, ahead); break;
-      default: score_tile<1, HDV, scalar_t>(qg, keys, rs, row_stride, j_begin, j_end, sg, block_size, ahead); break;
+      case 4: score_tile<R >= 4 ? 4 : 1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size, ahead); break;
+      case 3: score_tile<R >= 3 ? 3 : 1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size, ahead); break;
+      case 2: score_tile<2, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size, ahead); break;
+      default: score_tile<1, HDV, scalar_t>(qg, keys, row_stride, j_begin, j_end, sg, block_size, ahead); break;
     }
   }
 }
@@ -244,8 +245,8 @@ inline void score_row(const float* q, const scalar_t* keys, int64_t row_stride, 
 // same fp32 values in the same order: scores are what the per-head loop gives.
 constexpr int64_t kWidenRows = 32;
 template <int HDV, typename scalar_t>
-void scores_by_rows(const float* q, const scalar_t* keys, const float* rs, int64_t row_stride, int64_t j_begin,
-                    int64_t j_end, float* scores, int64_t block_size, int64_t group, const scalar_t* ahead) {
+void scores_by_rows(const float* q, const scalar_t* keys, int64_t row_stride, int64_t j_begin, int64_t j_end,
+                    float* scores, int64_t block_size, int64_t group, const scalar_t* ahead) {
   if constexpr (!std::is_same_v<scalar_t, float>) {
     if (group > 1) {
       alignas(64) float wide[kWidenRows * HDV * kLanes];
@@ -266,7 +267,6 @@ void scores_by_rows(const float* q, const scalar_t* keys, const float* rs, int64
       return;
     }
   }
-  (void)rs;
   for (int64_t g = 0; g < group; ++g, ahead = nullptr)  // the first row prefetches
     score_row<HDV>(q + g * HDV * kLanes, keys, row_stride, j_begin, j_end, scores + g * block_size, ahead);
 }
@@ -410,16 +410,14 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
           __builtin_prefetch(k_scales + ahead_offset / head_dim + h * block_size, 0, 2);
           __builtin_prefetch(v_scales + ahead_offset / head_dim + h * block_size, 0, 2);
         }
-    }
-    if constexpr (kScaledRows<scalar_t>) {  // int8: pair-major keys, a block's scores at once
-      for (int64_t h = 0; h < kv_end - kv_begin; ++h)
+      for (int64_t h = 0; h < kv_end - kv_begin; ++h)  // pair-major keys: a block's scores at once
         int8_block_scores(q16 + h * group * head_dim, qs + h * group, k_data + block_offset + h * layout.head_stride,
                           k_rs + h * block_size, head_dim, group, block_size, scores + h * group * block_size,
                           ahead_ok ? k_data + ahead_offset + h * layout.head_stride : nullptr);
     } else if (tiles != nullptr) {  // head_dim of 64 or 128 with AVX-512 or AVX2: register tiles
       for (int64_t h = 0; h < kv_end - kv_begin; ++h)
-        tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * layout.head_stride, nullptr,
-                      layout.row_stride, j_begin, j_end, scores + h * group * block_size, block_size, group,
+        tiles->scores(q_buf + h * group * head_dim, k_data + block_offset + h * layout.head_stride, layout.row_stride,
+                      j_begin, j_end, scores + h * group * block_size, block_size, group,
                       ahead_ok ? k_data + ahead_offset + h * layout.head_stride : nullptr);
     } else {
       for (int64_t h = 0; h < kv_end - kv_begin; ++h) {  // scores[r * block_size + j]
