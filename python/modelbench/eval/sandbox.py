@@ -386,9 +386,16 @@ def why(code: int, stderr: str, timed_out: bool, over: bool, limits: Limits) -> 
         return f"memory limit ({limits.memory_bytes // 1024**2} MiB)"
     if code in (128 + signal.SIGXCPU, 128 + signal.SIGKILL):  # bwrap reports its child's signal
         return why(-(code - 128), stderr, False, False, limits)
-    if "BlockingIOError" in last and "fork" in stderr or "Resource temporarily unavailable" in last:
+    if forks_refused(stderr):
         return f"process limit ({limits.processes})"
     return f"exit code {code}: {last[:300]}" if last else f"exit code {code}"
+
+
+def forks_refused(stderr: str) -> bool:
+    """Whether a fork or a new thread met the process limit. Many processes
+    write at once then, so the message can sit anywhere in stderr, not last."""
+    eagain = ("BlockingIOError" in stderr or "Resource temporarily" in stderr) and "fork" in stderr
+    return eagain or "can't start new thread" in stderr
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -21,6 +21,7 @@ from modelbench.eval.sandbox import (
     Limits,
     Sandbox,
     bubblewrap_available,
+    why,
 )
 
 ISOLATIONS = ["bubblewrap", "rlimits"] if bubblewrap_available() else ["rlimits"]
@@ -84,6 +85,21 @@ def test_a_fork_bomb_stops_at_the_process_limit(sandbox: Sandbox) -> None:
     result = run(sandbox, "import os\nwhile True:\n    os.fork()")
     assert not result.passed and "process limit" in result.reason
     assert time.monotonic() - started < LIMITS.wall_s + 2
+
+
+def test_the_process_limit_is_named_wherever_its_message_lands() -> None:
+    """A fork bomb's processes write at once: the refused fork's message
+    need not be stderr's last line (a sibling's "Traceback" header can be)."""
+    interleaved = (
+        'Traceback (most recent call last):\n  File "<candidate>", line 3, in <module>\n'
+        "    os.fork()\nBlockingIOError: [Errno 11] Resource temporarily unavailable\n"
+        "Traceback (most recent call last):\n"
+    )
+    assert why(1, interleaved, False, False, LIMITS) == f"process limit ({LIMITS.processes})"
+    threads = "RuntimeError: can't start new thread\n"
+    assert why(1, threads, False, False, LIMITS) == f"process limit ({LIMITS.processes})"
+    other = "BlockingIOError: [Errno 11] Resource temporarily unavailable\n"  # a socket's EAGAIN
+    assert why(1, other, False, False, LIMITS).startswith("exit code 1: BlockingIOError")
 
 
 def test_memory_past_the_limit_fails(sandbox: Sandbox) -> None:
@@ -216,6 +232,9 @@ def test_two_sandboxes_never_share_a_user(tmp_path: Path) -> None:
     (two servers, or a server and an eval run) would kill each other's."""
     if os.geteuid() != 0:
         pytest.skip("sandbox users need root")
+    import gc
+
+    gc.collect()  # blocks of earlier tests' dropped sandboxes come free now, not mid-test
     first, second = Sandbox(concurrency=2), Sandbox(concurrency=2)
     assert first.uid_base != second.uid_base
     assert SLOT_UID_BASE <= min(first.uid_base, second.uid_base)  # type: ignore[type-var]
@@ -231,10 +250,8 @@ def test_two_sandboxes_never_share_a_user(tmp_path: Path) -> None:
     assert results[0].passed and results[0].stdout == "survived\n"
     base = second.uid_base
     del second
-    import gc
-
     gc.collect()
-    assert Sandbox(concurrency=1).uid_base == base  # the block came free
+    assert Sandbox(concurrency=1).uid_base == base  # the block came free (the lowest free one)
 
 
 def test_bad_settings_are_refused() -> None:

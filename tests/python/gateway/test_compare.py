@@ -103,7 +103,9 @@ def test_one_result_per_model_in_order_with_partial_results(mixed) -> None:
         stuck_r["error"]["code"] == "deadline_exceeded"
         and "deadline_s" in stuck_r["error"]["message"]
     )
-    assert 2000 <= stuck_r["latency_ms"] < 10_000
+    # the deadline fires on the event loop's timer, which uvloop (libuv) keeps
+    # in whole milliseconds: it can end up to 1 ms before time.monotonic() says
+    assert 1999 <= stuck_r["latency_ms"] < 10_000
 
     def recorded() -> list[dict]:
         rows = httpx.get(url + "/v1/requests", timeout=5).json()["data"]
