@@ -88,5 +88,8 @@ void split_rows_amx(const QuantizedRows& x, int group, int8_t* hi, uint8_t* lo, 
 // x [num_rows, cols] float -> the int16 quants, scales and sums above (cols a multiple of 32).
 void quantize_rows_generic(const float* x, int64_t num_rows, int64_t cols, int16_t* q, float* scale, int32_t* sums);
 void quantize_rows_avx512(const float* x, int64_t num_rows, int64_t cols, int16_t* q, float* scale, int32_t* sums);
+// The same quants, scales and sums, but each 4 columns' quants in the order
+// (x0, x2, x1, x3): the pairs qgemm_avx2 multiplies (it takes no other order).
+void quantize_rows_avx2(const float* x, int64_t num_rows, int64_t cols, int16_t* q, float* scale, int32_t* sums);
 
 }  // namespace modelbench::quant

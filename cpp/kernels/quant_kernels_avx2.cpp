@@ -1,11 +1,18 @@
 // The AVX2 kernels (compiled with AVX2, FMA and F16C; run only where the CPU
-// reports them): a chunk's 64 bytes as two halves of 8 rows, each widened
-// to int16 in two vectors of 4 rows by 4 columns; vpmaddwd multiplies them
-// by the 4 int16 activations of those columns, broadcast, and adds each
-// row's column pairs into int32 lanes, folded into one sum per row at the
-// end of a sub-block; tiles of 4 activation rows share each unpacked chunk
-// (then 2, then 1). 8-bit weights are kept signed (s = u - 128), so the
-// 128 * sum(x) they leave out goes into the m term.
+// reports them). A chunk's 32 bytes for 8 rows (4 bytes a row: its columns
+// 0-3) are split with shifts and masks, in place in each 16-bit lane, into
+// two vectors of int16: the even bytes (columns 0 and 2 of each row) and the
+// odd bytes (columns 1 and 3), so each 32-bit lane holds one row's pair and
+// vpmaddwd with the activations' pairs (x0, x2) and (x1, x3), broadcast,
+// adds that row's products into its own lane: the accumulator's 8 lanes are
+// the 8 rows, with no horizontal add and no lane-crossing shuffle (the
+// widening shuffles this replaced took the shuffle port the multiplies
+// wait on). The activations come in that pair order (quantize_rows_avx2).
+// Tiles of 8 activation rows share each split chunk (then 4, 2, 1); every
+// row's integer sums are exact and its float fold per sub-block the same
+// in every tile, so a row's result does not depend on the batch. 8-bit
+// weights are kept signed (s = u - 128), so the 128 * sum(x) they leave out
+// goes into the m term.
 #include <immintrin.h>
 
 #include <cstring>
@@ -22,10 +29,10 @@ inline __m256 load_scales(const uint8_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-inline __m256i broadcast4(const int16_t* p) {
-  int64_t v;
-  std::memcpy(&v, p, 8);
-  return _mm256_set1_epi64x(v);
+inline __m256i broadcast2(const int16_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
 }
 
 // 32 bits -> 32 bytes of 0xFF where the bit is set (llama.cpp's bytes_from_bits_32).
@@ -38,22 +45,30 @@ inline __m256i bytes_from_bits(const uint8_t* p) {
   return _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
 }
 
-// Chunk c's weights of rows 8h .. 8h + 3 (a) and 8h + 4 .. 8h + 7 (b) as
-// int16: u for bits 4 and 5, u - 128 for bits 8.
+// Chunk c's weights of rows 8h .. 8h + 7 as int16, split into columns
+// (0, 2) (`even`) and (1, 3) (`odd`) of each row: u for bits 4 and 5,
+// u - 128 for bits 8.
 template <int Bits>
-inline void chunk_weights(const uint8_t* quants, int c, int h, __m256i& a, __m256i& b) {
+inline void chunk_weights(const uint8_t* quants, int c, int h, __m256i& even, __m256i& odd) {
   if constexpr (Bits == 8) {
-    const uint8_t* p = quants + 64 * c + 32 * h;
-    a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    b = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16)));
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants + 64 * c + 32 * h));
+    even = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
+    odd = _mm256_srai_epi16(v, 8);
   } else {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants + 64 * (c / 2) + 32 * h));
-    const __m256i low = _mm256_set1_epi8(0x0F);
-    __m256i w = (c % 2 == 0) ? _mm256_and_si256(v, low) : _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    if constexpr (Bits == 5)
-      w = _mm256_or_si256(w, _mm256_and_si256(bytes_from_bits(quants + 256 + 8 * c + 4 * h), _mm256_set1_epi8(0x10)));
-    a = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(w));
-    b = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(w, 1));
+    const __m256i nibble = _mm256_set1_epi16(0x000F);
+    if (c % 2 == 0) {  // the low nibbles
+      even = _mm256_and_si256(v, nibble);
+      odd = _mm256_and_si256(_mm256_srli_epi16(v, 8), nibble);
+    } else {  // the high nibbles
+      even = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+      odd = _mm256_srli_epi16(v, 12);
+    }
+    if constexpr (Bits == 5) {  // bit 4 of each weight: a byte 0x10 where it is set
+      const __m256i high = _mm256_and_si256(bytes_from_bits(quants + 256 + 8 * c + 4 * h), _mm256_set1_epi8(0x10));
+      even = _mm256_or_si256(even, _mm256_and_si256(high, _mm256_set1_epi16(0x00FF)));
+      odd = _mm256_or_si256(odd, _mm256_srli_epi16(high, 8));
+    }
   }
 }
 
@@ -63,52 +78,51 @@ void tile(const QuantLayout& w, const QuantizedRows& x, int64_t i0, float* out, 
   constexpr int kChunks = Group / 4;
   constexpr int kSubBytes = F32 ? 128 : 64;
   constexpr int kScale = F32 ? 4 : 2;
-  __m256 accf[R];
-  for (int r = 0; r < R; ++r) accf[r] = _mm256_setzero_ps();
+  // The float sums stay in memory, touched once a sub-block: in registers
+  // they would crowd out the R integer accumulators (16 registers in all).
+  alignas(32) float accf[R][8] = {};
+  asm volatile("" : : "r"(&accf[0][0]) : "memory");
   const int64_t sums_per_row = x.cols / 16;
+  const int16_t* xq[R];
+  for (int r = 0; r < R; ++r) xq[r] = x.q + (i0 + r) * x.cols;
   for (int64_t b = 0; b < w.blocks; ++b) {
     const uint8_t* block = w.data + (g * w.blocks + b) * w.block_bytes;
     const uint8_t* quants = block + kSubBytes * kSubs;
     for (int s = 0; s < kSubs; ++s) {
-      __m256i acc_a[R], acc_b[R];
-      for (int r = 0; r < R; ++r) acc_a[r] = acc_b[r] = _mm256_setzero_si256();
+      __m256i acc[R];
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
 #pragma GCC unroll 8
       for (int k = 0; k < kChunks; ++k) {
         const int c = s * kChunks + k;
-        __m256i wa, wb;
-        chunk_weights<Bits>(quants, c, h, wa, wb);
+        __m256i even, odd;
+        chunk_weights<Bits>(quants, c, h, even, odd);
         for (int r = 0; r < R; ++r) {
-          const __m256i xv = broadcast4(x.q + (i0 + r) * x.cols + 32 * b + 4 * c);
-          acc_a[r] = _mm256_add_epi32(acc_a[r], _mm256_madd_epi16(wa, xv));
-          acc_b[r] = _mm256_add_epi32(acc_b[r], _mm256_madd_epi16(wb, xv));
+          const int16_t* xc = xq[r] + 32 * b + 4 * c;
+          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(even, broadcast2(xc)));
+          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(odd, broadcast2(xc + 2)));
+          // Integer adds reassociate: without this GCC sums a sub-block's
+          // products as a tree, each product stored to the stack first.
+          asm("" : "+x"(acc[r]));
         }
       }
       const __m256 d = load_scales<F32>(block + kSubBytes * s + 8 * kScale * h);
       __m256 m = load_scales<F32>(block + kSubBytes * s + kSubBytes / 2 + 8 * kScale * h);
       if constexpr (Bits == 8) m = _mm256_fmadd_ps(d, _mm256_set1_ps(128.0f), m);  // the signed bytes' offset
       for (int r = 0; r < R; ++r) {
-        // pairs -> rows 0 1 4 5 | 2 3 6 7 -> rows 0 .. 7
-        const __m256i sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc_a[r], acc_b[r]), 0xD8);
         const float dx = x.scale[(i0 + r) * w.blocks + b];
         const int32_t* sums = x.sums + (i0 + r) * sums_per_row + 2 * b + s * (Group / 16);
         const int32_t xsum = Group == 32 ? sums[0] + sums[1] : sums[0];
-        accf[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(d, _mm256_set1_ps(dx)), accf[r]);
-        accf[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(dx * static_cast<float>(xsum)), accf[r]);
+        __m256 f = _mm256_load_ps(accf[r]);
+        f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r]), _mm256_mul_ps(d, _mm256_set1_ps(dx)), f);
+        f = _mm256_fmadd_ps(m, _mm256_set1_ps(dx * static_cast<float>(xsum)), f);
+        _mm256_store_ps(accf[r], f);
       }
+      asm volatile("" : : : "memory");
     }
   }
   const int64_t first = 16 * g + 8 * h;
-  const int64_t valid = w.rows - first;
-  for (int r = 0; r < R; ++r) {
-    float* dst = out + (i0 + r) * ld_out + first;
-    if (valid >= 8) {
-      _mm256_storeu_ps(dst, accf[r]);
-    } else {
-      float tmp[8];
-      _mm256_storeu_ps(tmp, accf[r]);
-      for (int64_t n = 0; n < valid; ++n) dst[n] = tmp[n];
-    }
-  }
+  const int64_t valid = w.rows - first < 8 ? w.rows - first : 8;
+  for (int r = 0; r < R; ++r) std::memcpy(out + (i0 + r) * ld_out + first, accf[r], sizeof(float) * valid);
 }
 
 template <int Bits, int Group, bool F32>
@@ -116,9 +130,10 @@ void run(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_ou
          int64_t group_end) {
   for (int64_t g = group_begin; g < group_end; ++g) {
     for (int h = 0; h < 2 && 16 * g + 8 * h < w.rows; ++h) {
-      int64_t i = 0;  // tiles of 4 rows, then 2
-      for (; i + 4 <= x.num_rows; i += 4) tile<Bits, Group, F32, 4>(w, x, i, out, ld_out, g, h);
-      for (; i + 2 <= x.num_rows; i += 2) tile<Bits, Group, F32, 2>(w, x, i, out, ld_out, g, h);
+      int64_t i = 0;  // tiles of 8 rows, then 4, 2, 1
+      for (; i + 8 <= x.num_rows; i += 8) tile<Bits, Group, F32, 8>(w, x, i, out, ld_out, g, h);
+      if (i + 4 <= x.num_rows) tile<Bits, Group, F32, 4>(w, x, i, out, ld_out, g, h), i += 4;
+      if (i + 2 <= x.num_rows) tile<Bits, Group, F32, 2>(w, x, i, out, ld_out, g, h), i += 2;
       if (i < x.num_rows) tile<Bits, Group, F32, 1>(w, x, i, out, ld_out, g, h);
     }
   }
@@ -127,7 +142,7 @@ void run(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_ou
 }  // namespace
 
 void qgemm_avx2(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out, int64_t group_begin,
-           int64_t group_end) {
+                int64_t group_end) {
   const bool f32 = w.scale_bytes == 4;
   if (w.bits == 4)
     return f32 ? run<4, 32, true>(w, x, out, ld_out, group_begin, group_end)
@@ -137,6 +152,18 @@ void qgemm_avx2(const QuantLayout& w, const QuantizedRows& x, float* out, int64_
                : run<5, 32, false>(w, x, out, ld_out, group_begin, group_end);
   if (w.group == 16) return run<8, 16, true>(w, x, out, ld_out, group_begin, group_end);  // Q6_K
   return run<8, 32, false>(w, x, out, ld_out, group_begin, group_end);                  // Q8_0
+}
+
+void quantize_rows_avx2(const float* x, int64_t num_rows, int64_t cols, int16_t* q, float* scale, int32_t* sums) {
+  quantize_rows_generic(x, num_rows, cols, q, scale, sums);
+  // Each 4 columns (x0, x1, x2, x3) -> (x0, x2, x1, x3): the pairs qgemm_avx2 broadcasts.
+  const __m256i order = _mm256_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15,  //
+                                         0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
+  const int64_t n = num_rows * cols;  // a multiple of 32
+  for (int64_t i = 0; i < n; i += 16) {
+    __m256i* p = reinterpret_cast<__m256i*>(q + i);
+    _mm256_storeu_si256(p, _mm256_shuffle_epi8(_mm256_loadu_si256(p), order));
+  }
 }
 
 }  // namespace modelbench::quant

@@ -122,6 +122,9 @@ void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tens
   if (vector512)
     quant::quantize_rows_avx512(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int16_t>(),
                                 scale.data_ptr<float>(), sums.data_ptr<int32_t>());
+  else if (isa == QuantIsa::avx2)
+    quant::quantize_rows_avx2(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int16_t>(),
+                              scale.data_ptr<float>(), sums.data_ptr<int32_t>());
   else
     quant::quantize_rows_generic(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int16_t>(),
                                  scale.data_ptr<float>(), sums.data_ptr<int32_t>());

@@ -105,7 +105,7 @@ TEST_CASE("every kernel set the CPU runs agrees with the portable one") {
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   if (!avx2) WARN("SKIPPED: no AVX2 on this CPU; only the portable kernels run");
   for (const Format& f : kFormats) {
-    for (int64_t num_rows : {1, 2, 5}) {
+    for (int64_t num_rows : {1, 2, 5, 8, 15}) {  // 8, 15: the AVX2 kernel's 8-row tiles and every smaller one
       QuantLayout l = layout_of(f, 40, 96);  // three groups, the last part-filled
       const std::vector<uint8_t> data = random_layout(l, rng);
       l.data = data.data();
@@ -125,12 +125,28 @@ TEST_CASE("every kernel set the CPU runs agrees with the portable one") {
         CHECK(portable[i * ld] == -7.0f);
         CHECK(portable[i * ld + ld - 1] == -7.0f);
       }
-      std::vector<QGemmKernel> kernels;
-      if (avx2) kernels.push_back(qgemm_avx2);
-      if (avx512) kernels.push_back(qgemm_avx512);
-      for (QGemmKernel kernel : kernels) {
+      if (avx2) {  // its quants in pair order (x0, x2, x1, x3); the same scales and sums
+        std::vector<int16_t> paired(q.size());
+        std::vector<float> scale2(scale.size());
+        std::vector<int32_t> sums2(sums.size());
+        quantize_rows_avx2(x.data(), num_rows, l.cols, paired.data(), scale2.data(), sums2.data());
+        CHECK(scale2 == scale);
+        CHECK(sums2 == sums);
+        for (size_t k = 0; k < q.size(); ++k) CHECK(paired[k] == q[(k & ~size_t{3}) | ((k & 1) << 1) | ((k >> 1) & 1)]);
         std::vector<float> out(portable.size(), -7.0f);
-        kernel(l, rows, out.data() + 1, ld, 0, 3);
+        qgemm_avx2(l, QuantizedRows{paired.data(), scale.data(), sums.data(), num_rows, l.cols}, out.data() + 1, ld, 0,
+                   3);
+        for (size_t k = 0; k < out.size(); ++k) CHECK(out[k] == Approx(portable[k]).epsilon(1e-5).margin(1e-5));
+        // One row alone gives the same bits as in the batch (its 8-, 4-, 2- or 1-row tile).
+        std::vector<float> alone(static_cast<size_t>(ld), -7.0f);
+        const int64_t last = num_rows - 1;
+        qgemm_avx2(l, QuantizedRows{paired.data() + last * l.cols, scale.data() + last * 3, sums.data() + last * 6, 1, l.cols},
+                   alone.data() + 1, ld, 0, 3);
+        for (int64_t k = 0; k < ld; ++k) CHECK(alone[k] == out[last * ld + k]);
+      }
+      if (avx512) {
+        std::vector<float> out(portable.size(), -7.0f);
+        qgemm_avx512(l, rows, out.data() + 1, ld, 0, 3);
         for (size_t k = 0; k < out.size(); ++k) CHECK(out[k] == Approx(portable[k]).epsilon(1e-5).margin(1e-5));
       }
       if (avx512) {  // the vector quantizer gives the portable one's quants
