@@ -4,7 +4,10 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include "core/config.h"
 #include "kernels/amx_tiles.h"
@@ -102,11 +105,27 @@ QuantIsa quant_isa_from_name(const std::string& name) {
 
 void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tensor& out, int64_t column,
                        QuantIsa isa) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == w.cols && x.scalar_type() == torch::kFloat32 && x.device().is_cpu(),
-              "quant_linear: x must be float32 CPU [rows, ", w.cols, "], got ", x.sizes());
-  TORCH_CHECK(out.dim() == 2 && out.size(0) == x.size(0) && out.size(1) >= column + w.rows &&
+  TORCH_CHECK(out.dim() == 2 && column >= 0 && out.size(1) >= column + w.rows,
+              "quant_linear: out must be [rows, >= ", column + w.rows, "]");
+  torch::Tensor view = out.narrow(1, column, w.rows);
+  quant_linear_parts_into(x, w, view, isa);
+}
+
+void quant_linear_parts_into(const torch::Tensor& x, c10::ArrayRef<QuantMatrix> parts, torch::Tensor& out,
+                             QuantIsa isa) {
+  TORCH_CHECK(!parts.empty(), "quant_linear: no matrices");
+  const int64_t cols = parts[0].cols;
+  int64_t total_rows = 0;
+  for (const QuantMatrix& w : parts) {
+    TORCH_CHECK(w.cols == cols, "quant_linear: the parts of a fused projection take ", cols, " inputs, one takes ",
+                w.cols);
+    total_rows += w.rows;
+  }
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == cols && x.scalar_type() == torch::kFloat32 && x.device().is_cpu(),
+              "quant_linear: x must be float32 CPU [rows, ", cols, "], got ", x.sizes());
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == x.size(0) && out.size(1) >= total_rows &&
                   out.scalar_type() == torch::kFloat32 && out.stride(1) == 1,
-              "quant_linear: out must be float32 [rows, >= ", column + w.rows, "] with unit column stride");
+              "quant_linear: out must be float32 [rows, >= ", total_rows, "] with unit column stride");
   // (An asked-for set is checked here too: AMX needs the tiles requested
   // from the kernel first, and a missing instruction set is a clear error,
   // not SIGILL.)
@@ -115,53 +134,73 @@ void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tens
   if (num_rows == 0) return;
   RECORD_FUNCTION("modelbench::quant_linear", std::vector<c10::IValue>());
   const torch::Tensor xc = x.contiguous();
-  torch::Tensor q = torch::empty({num_rows, w.cols}, torch::kInt16);
-  torch::Tensor scale = torch::empty({num_rows, w.cols / 32}, torch::kFloat32);
-  torch::Tensor sums = torch::empty({num_rows, w.cols / 16}, torch::kInt32);
+  torch::Tensor q = torch::empty({num_rows, cols}, torch::kInt16);
+  torch::Tensor scale = torch::empty({num_rows, cols / 32}, torch::kFloat32);
+  torch::Tensor sums = torch::empty({num_rows, cols / 16}, torch::kInt32);
   const bool vector512 = isa == QuantIsa::avx512 || isa == QuantIsa::amx;
-  if (vector512)
-    quant::quantize_rows_avx512(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int16_t>(),
-                                scale.data_ptr<float>(), sums.data_ptr<int32_t>());
-  else if (isa == QuantIsa::avx2)
-    quant::quantize_rows_avx2(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int16_t>(),
-                              scale.data_ptr<float>(), sums.data_ptr<int32_t>());
-  else
-    quant::quantize_rows_generic(xc.data_ptr<float>(), num_rows, w.cols, q.data_ptr<int16_t>(),
-                                 scale.data_ptr<float>(), sums.data_ptr<int32_t>());
+  const auto quantize = vector512               ? quant::quantize_rows_avx512
+                        : isa == QuantIsa::avx2 ? quant::quantize_rows_avx2
+                                                : quant::quantize_rows_generic;
+  quantize(xc.data_ptr<float>(), num_rows, cols, q.data_ptr<int16_t>(), scale.data_ptr<float>(),
+           sums.data_ptr<int32_t>());
   quant::QuantizedRows rows;
   rows.q = q.data_ptr<int16_t>();
   rows.scale = scale.data_ptr<float>();
   rows.sums = sums.data_ptr<int32_t>();
   rows.num_rows = num_rows;
-  rows.cols = w.cols;
-  const quant::QuantLayout layout = w.layout();
+  rows.cols = cols;
   // The AMX kernel's result equals the AVX-512 one's bit for bit, so which
   // of the two runs may follow the number of rows (a row's result does
-  // not change with the batch): tiles from kMinAmxQuantRows rows on.
+  // not change with the batch): tiles from kMinAmxQuantRows rows on. Its
+  // split of x depends on the sub-block (32 or 16 weights), so each part
+  // gets the split for its own.
   const bool tiles = isa == QuantIsa::amx && num_rows >= kMinAmxQuantRows;
-  torch::Tensor split, factors;
+  std::vector<quant::QuantizedRows> part_rows(parts.size(), rows);
+  std::vector<torch::Tensor> splits;  // keeps each split's memory
   if (tiles) {
     const int64_t padded = (num_rows + 15) / 16 * 16;
-    split = torch::empty({2, padded, w.cols}, torch::kInt8);
-    factors = torch::empty({2, padded * (w.cols / w.group)}, torch::kFloat32);
-    int8_t* hi = split.data_ptr<int8_t>();
-    uint8_t* lo = reinterpret_cast<uint8_t*>(hi + padded * w.cols);
-    float* dx = factors.data_ptr<float>();
-    float* dx_sum = dx + padded * (w.cols / w.group);
-    quant::split_rows_amx(rows, w.group, hi, lo, dx, dx_sum);
-    rows.hi = hi;
-    rows.lo = lo;
-    rows.dx = dx;
-    rows.dx_sum = dx_sum;
+    std::vector<std::pair<int, size_t>> made;  // group -> its entry in splits (pairs of tensors)
+    for (size_t p = 0; p < parts.size(); ++p) {
+      const int group = parts[p].group;
+      size_t at = splits.size();
+      for (const auto& [g, index] : made)
+        if (g == group) at = index;
+      if (at == splits.size()) {
+        splits.push_back(torch::empty({2, padded, cols}, torch::kInt8));
+        splits.push_back(torch::empty({2, padded * (cols / group)}, torch::kFloat32));
+        int8_t* hi = splits[at].data_ptr<int8_t>();
+        float* dx = splits[at + 1].data_ptr<float>();
+        quant::split_rows_amx(rows, group, hi, reinterpret_cast<uint8_t*>(hi + padded * cols), dx,
+                              dx + padded * (cols / group));
+        made.emplace_back(group, at);
+      }
+      int8_t* hi = splits[at].data_ptr<int8_t>();
+      float* dx = splits[at + 1].data_ptr<float>();
+      part_rows[p].hi = hi;
+      part_rows[p].lo = reinterpret_cast<uint8_t*>(hi + padded * cols);
+      part_rows[p].dx = dx;
+      part_rows[p].dx_sum = dx + padded * (cols / group);
+    }
   }
   const quant::QGemmKernel kernel = tiles       ? quant::qgemm_amx
                                     : vector512 ? quant::qgemm_avx512
                                     : isa == QuantIsa::avx2 ? quant::qgemm_avx2
                                                             : quant::qgemm_generic;
-  float* dst = out.data_ptr<float>() + column;
+  // The parts' row groups as one range: part p's groups start at first[p].
+  std::vector<quant::QuantLayout> layouts;
+  std::vector<int64_t> first{0}, column{0};
+  for (const QuantMatrix& w : parts) {
+    layouts.push_back(w.layout());
+    first.push_back(first.back() + w.row_groups());
+    column.push_back(column.back() + w.rows);
+  }
+  float* dst = out.data_ptr<float>();
   const int64_t ld = out.stride(0);
-  at::parallel_for(0, w.row_groups(), 1, [&](int64_t begin, int64_t end) {
-    kernel(layout, rows, dst, ld, begin, end);
+  at::parallel_for(0, first.back(), 1, [&](int64_t begin, int64_t end) {
+    for (size_t p = 0; p < parts.size(); ++p) {
+      const int64_t b = std::max(begin, first[p]), e = std::min(end, first[p + 1]);
+      if (b < e) kernel(layouts[p], part_rows[p], dst + column[p], ld, b - first[p], e - first[p]);
+    }
   });
 }
 

@@ -36,6 +36,13 @@ QuantIsa quant_isa_from_name(const std::string& name);
 void quant_linear_into(const torch::Tensor& x, const QuantMatrix& w, torch::Tensor& out, int64_t column,
                        QuantIsa isa);
 
+// The parts of a fused projection (q, k and v; gate and up) over the same x,
+// written side by side from column 0: x is quantized once for all of them
+// and one parallel loop splits all their row groups (a call per part paid
+// the quantization and the threads' start-up once per part).
+void quant_linear_parts_into(const torch::Tensor& x, c10::ArrayRef<QuantMatrix> parts, torch::Tensor& out,
+                             QuantIsa isa);
+
 // [num_rows, w.rows] (+ bias), with the active kernel.
 torch::Tensor quant_linear(const torch::Tensor& x, const QuantMatrix& w, const torch::Tensor& bias);
 

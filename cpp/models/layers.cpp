@@ -129,12 +129,7 @@ torch::Tensor Linear::operator()(const torch::Tensor& x) const {
   if (!quant.empty()) {
     const torch::Tensor rows = x.reshape({-1, x.size(-1)}).to(torch::kFloat32);
     torch::Tensor out = torch::empty({rows.size(0), out_features}, torch::kFloat32);
-    const QuantIsa isa = active_quant_isa();
-    int64_t column = 0;
-    for (const QuantMatrix& part : quant) {
-      quant_linear_into(rows, part, out, column, isa);
-      column += part.rows;
-    }
+    quant_linear_parts_into(rows, quant, out, active_quant_isa());
     if (bias.defined()) out.add_(bias);
     std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
     shape.back() = out_features;
