@@ -72,70 +72,90 @@ inline void chunk_weights(const uint8_t* quants, int c, int h, __m256i& even, __
   }
 }
 
-template <int Bits, int Group, bool F32, int R>
-void tile(const QuantLayout& w, const QuantizedRows& x, int64_t i0, float* out, int64_t ld_out, int64_t g, int h) {
+// Rows [i0, i0 + R) of x against rows 16g + 8h .. of the weights for each
+// h in [h0, h0 + H): H = 1 (one half of the group, 8-row tiles of a large
+// batch) or H = 2 (the whole group, small batches: each 64-byte line of
+// the weights is read once, in order, and a broadcast serves both halves).
+// With `next`, the next group's bytes are prefetched along the way (a
+// batch of a few rows streams the weights and computes little per byte).
+template <int Bits, int Group, bool F32, int R, int H>
+__attribute__((noinline)) void tile(const QuantLayout& w, const QuantizedRows& x, int64_t i0, float* out, int64_t ld_out, int64_t g, int h0,
+          const uint8_t* next) {
   constexpr int kSubs = 32 / Group;
   constexpr int kChunks = Group / 4;
   constexpr int kSubBytes = F32 ? 128 : 64;
   constexpr int kScale = F32 ? 4 : 2;
   // The float sums stay in memory, touched once a sub-block: in registers
-  // they would crowd out the R integer accumulators (16 registers in all).
-  alignas(32) float accf[R][8] = {};
-  asm volatile("" : : "r"(&accf[0][0]) : "memory");
+  // they would crowd out the R * H integer accumulators (16 registers in all).
+  alignas(32) float accf[H][R][8] = {};
+  asm volatile("" : : "r"(&accf[0][0][0]) : "memory");
   const int64_t sums_per_row = x.cols / 16;
   const int16_t* xq[R];
   for (int r = 0; r < R; ++r) xq[r] = x.q + (i0 + r) * x.cols;
+  const int64_t lines_per_block = (w.block_bytes + 63) / 64;
   for (int64_t b = 0; b < w.blocks; ++b) {
     const uint8_t* block = w.data + (g * w.blocks + b) * w.block_bytes;
     const uint8_t* quants = block + kSubBytes * kSubs;
+    if (next != nullptr)
+      for (int64_t l = 0; l < lines_per_block; ++l) _mm_prefetch(reinterpret_cast<const char*>(next + b * w.block_bytes + 64 * l), _MM_HINT_T0);
     for (int s = 0; s < kSubs; ++s) {
-      __m256i acc[R];
-      for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
+      __m256i acc[H][R];
+      for (int j = 0; j < H; ++j)
+        for (int r = 0; r < R; ++r) acc[j][r] = _mm256_setzero_si256();
 #pragma GCC unroll 8
       for (int k = 0; k < kChunks; ++k) {
         const int c = s * kChunks + k;
-        __m256i even, odd;
-        chunk_weights<Bits>(quants, c, h, even, odd);
-        for (int r = 0; r < R; ++r) {
-          const int16_t* xc = xq[r] + 32 * b + 4 * c;
-          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(even, broadcast2(xc)));
-          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(odd, broadcast2(xc + 2)));
-          // Integer adds reassociate: without this GCC sums a sub-block's
-          // products as a tree, each product stored to the stack first.
-          asm("" : "+x"(acc[r]));
+        for (int j = 0; j < H; ++j) {
+          __m256i even, odd;
+          chunk_weights<Bits>(quants, c, h0 + j, even, odd);
+          for (int r = 0; r < R; ++r) {
+            const int16_t* xc = xq[r] + 32 * b + 4 * c;
+            acc[j][r] = _mm256_add_epi32(acc[j][r], _mm256_madd_epi16(even, broadcast2(xc)));
+            acc[j][r] = _mm256_add_epi32(acc[j][r], _mm256_madd_epi16(odd, broadcast2(xc + 2)));
+            // Integer adds reassociate: without this GCC sums a sub-block's
+            // products as a tree, each product stored to the stack first.
+            asm("" : "+x"(acc[j][r]));
+          }
         }
       }
-      const __m256 d = load_scales<F32>(block + kSubBytes * s + 8 * kScale * h);
-      __m256 m = load_scales<F32>(block + kSubBytes * s + kSubBytes / 2 + 8 * kScale * h);
-      if constexpr (Bits == 8) m = _mm256_fmadd_ps(d, _mm256_set1_ps(128.0f), m);  // the signed bytes' offset
-      for (int r = 0; r < R; ++r) {
-        const float dx = x.scale[(i0 + r) * w.blocks + b];
-        const int32_t* sums = x.sums + (i0 + r) * sums_per_row + 2 * b + s * (Group / 16);
-        const int32_t xsum = Group == 32 ? sums[0] + sums[1] : sums[0];
-        __m256 f = _mm256_load_ps(accf[r]);
-        f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r]), _mm256_mul_ps(d, _mm256_set1_ps(dx)), f);
-        f = _mm256_fmadd_ps(m, _mm256_set1_ps(dx * static_cast<float>(xsum)), f);
-        _mm256_store_ps(accf[r], f);
+      for (int j = 0; j < H; ++j) {
+        const int h = h0 + j;
+        const __m256 d = load_scales<F32>(block + kSubBytes * s + 8 * kScale * h);
+        __m256 m = load_scales<F32>(block + kSubBytes * s + kSubBytes / 2 + 8 * kScale * h);
+        if constexpr (Bits == 8) m = _mm256_fmadd_ps(d, _mm256_set1_ps(128.0f), m);  // the signed bytes' offset
+        for (int r = 0; r < R; ++r) {
+          const float dx = x.scale[(i0 + r) * w.blocks + b];
+          const int32_t* sums = x.sums + (i0 + r) * sums_per_row + 2 * b + s * (Group / 16);
+          const int32_t xsum = Group == 32 ? sums[0] + sums[1] : sums[0];
+          __m256 f = _mm256_load_ps(accf[j][r]);
+          f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[j][r]), _mm256_mul_ps(d, _mm256_set1_ps(dx)), f);
+          f = _mm256_fmadd_ps(m, _mm256_set1_ps(dx * static_cast<float>(xsum)), f);
+          _mm256_store_ps(accf[j][r], f);
+        }
       }
       asm volatile("" : : : "memory");
     }
   }
-  const int64_t first = 16 * g + 8 * h;
-  const int64_t valid = w.rows - first < 8 ? w.rows - first : 8;
-  for (int r = 0; r < R; ++r) std::memcpy(out + (i0 + r) * ld_out + first, accf[r], sizeof(float) * valid);
+  for (int j = 0; j < H; ++j) {
+    const int64_t first = 16 * g + 8 * (h0 + j);
+    const int64_t valid = w.rows - first < 8 ? w.rows - first : 8;
+    if (valid <= 0) continue;
+    for (int r = 0; r < R; ++r) std::memcpy(out + (i0 + r) * ld_out + first, accf[j][r], sizeof(float) * valid);
+  }
 }
 
 template <int Bits, int Group, bool F32>
 void run(const QuantLayout& w, const QuantizedRows& x, float* out, int64_t ld_out, int64_t group_begin,
          int64_t group_end) {
   for (int64_t g = group_begin; g < group_end; ++g) {
-    for (int h = 0; h < 2 && 16 * g + 8 * h < w.rows; ++h) {
-      int64_t i = 0;  // tiles of 8 rows, then 4, 2, 1
-      for (; i + 8 <= x.num_rows; i += 8) tile<Bits, Group, F32, 8>(w, x, i, out, ld_out, g, h);
-      if (i + 4 <= x.num_rows) tile<Bits, Group, F32, 4>(w, x, i, out, ld_out, g, h), i += 4;
-      if (i + 2 <= x.num_rows) tile<Bits, Group, F32, 2>(w, x, i, out, ld_out, g, h), i += 2;
-      if (i < x.num_rows) tile<Bits, Group, F32, 1>(w, x, i, out, ld_out, g, h);
-    }
+    const bool both = 16 * g + 8 < w.rows;  // the group's second half has rows
+    int64_t i = 0;  // 8-row tiles over one half at a time, then 4, 2 and 1 over both halves
+    for (int h = 0; h < (both ? 2 : 1) && x.num_rows >= 8; ++h)
+      for (i = 0; i + 8 <= x.num_rows; i += 8) tile<Bits, Group, F32, 8, 1>(w, x, i, out, ld_out, g, h, nullptr);
+    const uint8_t* next = x.num_rows < 8 && g + 1 < group_end ? w.data + (g + 1) * w.blocks * w.block_bytes : nullptr;
+    if (i + 4 <= x.num_rows) tile<Bits, Group, F32, 4, 2>(w, x, i, out, ld_out, g, 0, next), i += 4, next = nullptr;
+    if (i + 2 <= x.num_rows) tile<Bits, Group, F32, 2, 2>(w, x, i, out, ld_out, g, 0, next), i += 2, next = nullptr;
+    if (i < x.num_rows) tile<Bits, Group, F32, 1, 2>(w, x, i, out, ld_out, g, 0, next);
   }
 }
 
