@@ -136,6 +136,8 @@ struct SplitDecode {
   int64_t count;
 };
 
+using AlignedFloats = std::vector<float, Eigen::aligned_allocator<float>>;
+
 // Keys per part of a split decode, at least (4 blocks of 16).
 constexpr int64_t kMinSplitKeys = 64;
 
@@ -224,10 +226,13 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
     RowMatrix scores;       // [rows, tile], then the tile's unnormalised probabilities
     RowMatrix acc;          // [rows, head_dim]: sum of probabilities times values
     Eigen::VectorXf row_max, row_sum;  // [rows]: online softmax running max and denominator
-    std::vector<float> k_scratch(kTileBlocks * block_size * head_dim);  // [tile, head_dim]
-    std::vector<float> v_scratch(kTileBlocks * block_size * head_dim);
-    std::vector<float> decode_q(num_heads * head_dim), decode_acc(num_heads * head_dim);
-    std::vector<float> decode_scores(num_heads * block_size);
+    // Every buffer aligned to Eigen's packet: Eigen peels a reduction's
+    // unaligned head off as scalars, so a malloc'd buffer (16-byte aligned,
+    // 32 or not by chance) would give another thread other bits.
+    AlignedFloats k_scratch(kTileBlocks * block_size * head_dim);  // [tile, head_dim]
+    AlignedFloats v_scratch(kTileBlocks * block_size * head_dim);
+    AlignedFloats decode_q(num_heads * head_dim), decode_acc(num_heads * head_dim);
+    AlignedFloats decode_scores(num_heads * block_size);
     for (int64_t w = next_item.fetch_add(1, std::memory_order_relaxed); w < num_items;
          w = next_item.fetch_add(1, std::memory_order_relaxed)) {
       const WorkItem& item = items[w];
@@ -327,7 +332,7 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
       float max = -std::numeric_limits<float>::infinity();
       for (int64_t c = 0; c < split.count; ++c) max = std::max(max, partial_max[(split.first + c) * group + r]);
       float sum = 0.0f;
-      float merged[kMaxHeadDim] = {};
+      alignas(64) float merged[kMaxHeadDim] = {};
       for (int64_t c = 0; c < split.count; ++c) {
         const int64_t slot = (split.first + c) * group + r;
         const float weight = std::exp(partial_max[slot] - max);
@@ -398,7 +403,7 @@ void write_int8_kv_rows(const torch::Tensor& rows, const int64_t* slots, const t
   const float* src = rows.data_ptr<float>();
   int8_t* dst = pool.data_ptr<int8_t>();
   float* scales = pool_scales.data_ptr<float>();
-  float rotated[kMaxRotatedDim];
+  alignas(64) float rotated[kMaxRotatedDim];
   for (int64_t t = 0; t < num_tokens; ++t) {
     const int64_t block = slots[t] / block_size, offset = slots[t] % block_size;
     for (int64_t h = 0; h < heads; ++h) {

@@ -381,7 +381,7 @@ void decode_one(const q_t* q, const scalar_t* k_data, const scalar_t* v_data, co
   float row_max[kMaxDecodeRows], row_sum[kMaxDecodeRows];
   std::fill(row_max, row_max + rows, -std::numeric_limits<float>::infinity());
   std::fill(row_sum, row_sum + rows, 0.0f);
-  float row[kMaxHeadDim];  // one K or V row in fp32
+  alignas(64) float row[kMaxHeadDim];  // one K or V row in fp32
   const DecodeTiles<scalar_t>* tiles = decode_tiles<scalar_t>(head_dim);
   const int64_t first_head = kv_begin * layout.head_stride;  // the range's first KV head within a block
   const int64_t first_block = key_begin / block_size;

@@ -90,7 +90,7 @@ void check_weight(const torch::Tensor& weight, const torch::Tensor& x) {
 // may be x itself: each chunk is read before it is written).
 template <typename T>
 void norm_row(const T* x, const T* add, T* sum, const T* weight, float eps, int64_t n, T* out) {
-  float a[kChunk], b[kChunk];
+  alignas(64) float a[kChunk], b[kChunk];  // aligned: Eigen peels an unaligned head off a sum as scalars
   float sum_sq = 0.0f;
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t len = std::min(kChunk, n - c0);
@@ -135,7 +135,7 @@ torch::Tensor norm_rows(const T* x, int64_t ld_x, const T* add, int64_t ld_add, 
 template <typename T>
 void silu_mul_rows(const T* gd, int64_t ld, int64_t rows, int64_t n, T* od) {
   at::parallel_for(0, rows, grain_rows(2 * n), [&](int64_t begin, int64_t end) {
-    float g[kChunk], u[kChunk];
+    alignas(64) float g[kChunk], u[kChunk];
     for (int64_t r = begin; r < end; ++r)
       for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
         const int64_t len = std::min(kChunk, n - c0);
@@ -157,7 +157,7 @@ template <typename T>
 void rotary_rows(T* xd, int64_t ld, int64_t tokens, int64_t heads, int64_t dim, const T* cd, const T* sd) {
   const int64_t half = dim / 2;
   at::parallel_for(0, tokens, grain_rows(heads * dim), [&](int64_t begin, int64_t end) {
-    float c[2 * kMaxHalf], s[2 * kMaxHalf], x[2 * kMaxHalf], t1[2 * kMaxHalf], t2[2 * kMaxHalf];
+    alignas(64) float c[2 * kMaxHalf], s[2 * kMaxHalf], x[2 * kMaxHalf], t1[2 * kMaxHalf], t2[2 * kMaxHalf];
     for (int64_t t = begin; t < end; ++t) {
       Elems<T>::load(cd + t * dim, c, dim);
       Elems<T>::load(sd + t * dim, s, dim);

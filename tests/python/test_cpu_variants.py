@@ -1,7 +1,8 @@
 """The extension's CPU variants (python/modelbench/_core.py): each built
 variant this CPU runs, forced with MODELBENCH_CPU_VARIANT in a subprocess of
 its own, gives the generic variant's packed fp32 linear and paged attention
-(to float tolerance) and a tiny model's greedy tokens (identical); the
+(to float tolerance) and a tiny model's greedy tokens (identical), the same
+requests repeated give the same bits; the
 variant chosen by default is the best one the CPU runs; and asking for one
 the CPU lacks, one not built, or an unknown one is a clear ImportError."""
 
@@ -47,6 +48,7 @@ needs_generic = pytest.mark.skipif(
 # What each subprocess computes with the variant it imports; saved with torch.save.
 SCRIPT = r"""
 import sys
+import threading
 import torch
 from modelbench import LLM, SamplingParams, _core
 
@@ -102,6 +104,34 @@ result["logprobs"] = [
     [pos[t].logprob for pos, t in zip(o.outputs[0].logprobs, o.outputs[0].token_ids)]
     for o in outs
 ]
+
+# The default model (quantized: any float noise flips an activation's rounding
+# and shows), a batch of three decodes, three times: every bit the same (a
+# thread's scratch or stack buffer must not change a sum's order; Eigen peels
+# an unaligned head off a sum as scalars).
+del llm
+llm = LLM(max_model_len=256, kv_cache_memory=64 * 1024 * 1024)
+text = "The quick brown fox jumps over the lazy dog. " * 6
+params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True, logprobs=1)
+result["repeats"] = []
+
+
+def repeat() -> None:
+    again = llm.generate([text, text + "!", text + "?"], params, use_tqdm=False)
+    result["repeats"].append(
+        [[pos[t].logprob for pos, t in zip(o.outputs[0].logprobs, o.outputs[0].token_ids)] for o in again]
+    )
+
+
+# On this thread, then on others (other stacks), the heap moved in between.
+for depth in range(4):
+    if depth == 0:
+        repeat()
+    else:
+        ballast = [bytearray(17 * depth * k) for k in range(1, 200)]
+        thread = threading.Thread(target=repeat)
+        thread.start()
+        thread.join()
 torch.save(result, out_path)
 """
 
@@ -176,6 +206,16 @@ def test_greedy_tokens_equal_generic(results: dict[str, dict[str, Any]], variant
     assert all(len(tokens) == 24 for tokens in ours["tokens"])
     for lp, lp_generic in zip(ours["logprobs"], generic["logprobs"]):
         assert lp == pytest.approx(lp_generic, abs=1e-4)
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+def test_a_repeated_request_gives_the_same_bits(
+    results: dict[str, dict[str, Any]], variant: str
+) -> None:
+    first, *others = results[variant]["repeats"]
+    assert all(len(lp) == 8 for lp in first)
+    for repeat in others:
+        assert repeat == first
 
 
 def test_default_is_the_best_variant_the_cpu_runs(tmp_path: Path) -> None:

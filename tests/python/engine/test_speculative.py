@@ -75,14 +75,13 @@ def test_mixed_batch_with_requests_that_do_not_speculate(plain: LLM, spec: LLM) 
     got = spec.generate(batch, params, use_tqdm=False)
     for i in range(3):  # greedy ones: the same tokens
         assert got[i].outputs[0].token_ids == want[i].outputs[0].token_ids
-    # Logprobs as plain decoding's, to float noise: the batch's shape differs,
-    # so decode attention splits a sequence's keys differently and merges the
-    # parts in another order (up to 0.024 nats over these 64 tokens on an
-    # AVX2 host, whose kernels reduce four keys at a time; under 0.01 with
-    # AVX-512).
+    # Logprobs as plain decoding's, to float noise: verifying a draft runs
+    # the prefill kernels where plain decoding runs the decode ones (under
+    # 1e-3 nats over these 64 tokens, AVX-512 and AVX2 alike; 0.024 once on
+    # an AVX2 host was threads' misaligned scratch, mended).
     for g, w in zip(got[1].outputs[0].logprobs, want[1].outputs[0].logprobs):
         assert g.keys() == w.keys()
-        assert all(abs(g[t].logprob - w[t].logprob) < 3e-2 for t in g)
+        assert all(abs(g[t].logprob - w[t].logprob) < 1e-2 for t in g)
     assert len(got[3].outputs[0].token_ids) > 0
 
 
