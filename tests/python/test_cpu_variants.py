@@ -118,8 +118,9 @@ result["repeats"] = []
 
 def repeat() -> None:
     again = llm.generate([text, text + "!", text + "?"], params, use_tqdm=False)
+    choices = [o.outputs[0] for o in again]
     result["repeats"].append(
-        [[pos[t].logprob for pos, t in zip(o.outputs[0].logprobs, o.outputs[0].token_ids)] for o in again]
+        [[p[t].logprob for p, t in zip(c.logprobs, c.token_ids)] for c in choices]
     )
 
 
