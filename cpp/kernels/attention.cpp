@@ -332,7 +332,7 @@ void run_cpu_kernel(const torch::Tensor& query, const torch::Tensor& key_pool,
       float max = -std::numeric_limits<float>::infinity();
       for (int64_t c = 0; c < split.count; ++c) max = std::max(max, partial_max[(split.first + c) * group + r]);
       float sum = 0.0f;
-      alignas(64) float merged[kMaxHeadDim] = {};
+      float merged[kMaxHeadDim] = {};
       for (int64_t c = 0; c < split.count; ++c) {
         const int64_t slot = (split.first + c) * group + r;
         const float weight = std::exp(partial_max[slot] - max);
@@ -403,7 +403,7 @@ void write_int8_kv_rows(const torch::Tensor& rows, const int64_t* slots, const t
   const float* src = rows.data_ptr<float>();
   int8_t* dst = pool.data_ptr<int8_t>();
   float* scales = pool_scales.data_ptr<float>();
-  alignas(64) float rotated[kMaxRotatedDim];
+  float rotated[kMaxRotatedDim];
   for (int64_t t = 0; t < num_tokens; ++t) {
     const int64_t block = slots[t] / block_size, offset = slots[t] % block_size;
     for (int64_t h = 0; h < heads; ++h) {

@@ -1,10 +1,10 @@
 """The extension's CPU variants (python/modelbench/_core.py): each built
 variant this CPU runs, forced with MODELBENCH_CPU_VARIANT in a subprocess of
 its own, gives the generic variant's packed fp32 linear and paged attention
-(to float tolerance) and a tiny model's greedy tokens (identical), the same
-requests repeated give the same bits; the
-variant chosen by default is the best one the CPU runs; and asking for one
-the CPU lacks, one not built, or an unknown one is a clear ImportError."""
+(to float tolerance) and a tiny model's greedy tokens (identical), and the
+same requests repeated on other threads give the same bits; the variant
+chosen by default is the best one the CPU runs; and asking for one the CPU
+lacks, one not built, or an unknown one is a clear ImportError."""
 
 from __future__ import annotations
 
@@ -124,15 +124,13 @@ def repeat() -> None:
     )
 
 
-# On this thread, then on others (other stacks), the heap moved in between.
-for depth in range(4):
-    if depth == 0:
-        repeat()
-    else:
-        ballast = [bytearray(17 * depth * k) for k in range(1, 200)]
-        thread = threading.Thread(target=repeat)
-        thread.start()
-        thread.join()
+# On this thread, then on three others (other stacks), the heap moved before each.
+repeat()
+for n in range(1, 4):
+    ballast = [bytearray(17 * n * k) for k in range(1, 200)]
+    thread = threading.Thread(target=repeat)
+    thread.start()
+    thread.join()
 torch.save(result, out_path)
 """
 
